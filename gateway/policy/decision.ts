@@ -1,0 +1,64 @@
+// What the policy engine answers. Proxies enforce it in their protocol's own words.
+
+export type MaskStrategy = 'redact' | 'partial' | 'hash' | 'null';
+export type DetectorName = 'email' | 'card' | 'ssn' | 'phone' | 'iban' | 'secret';
+
+/** Mask one column wherever it appears, resolved by table OID + attribute number, not by name. */
+export interface ColumnMask {
+  /** `schema.table.column`, lower-case. */
+  column: string;
+  strategy: MaskStrategy;
+  rule: string;
+}
+
+/** Mask values whose content looks like this, in any text column (catches derived expressions). */
+export interface DetectorMask {
+  detector: DetectorName;
+  strategy: MaskStrategy;
+  rule: string;
+}
+
+export interface MaskPlan {
+  columns: ColumnMask[];
+  detectors: DetectorMask[];
+  /** Deny statements that read a masked column inside an expression (`lower(email)`), instead of relying on detectors. */
+  denyMaskedExpressions: boolean;
+}
+
+export interface Limits {
+  maxRowsPerStatement?: number;
+  maxBytesPerSession?: number;
+  /** The rule that set each limit, so the error and the recording can name it. */
+  rowsRule?: string;
+  bytesRule?: string;
+}
+
+export interface EscalationStep {
+  /** Delay from the request being posted. */
+  afterMs: number;
+  /** Groups (or identities) to mention at this step. */
+  mention: string[];
+  /** Chat channel for this step; defaults to the approval channel. */
+  channel?: string;
+}
+
+export interface ReviewSpec {
+  /** Groups whose members may approve. */
+  approvers: string[];
+  quorum: number;
+  /** Final deadline, after which the request expires (a rejection). */
+  timeoutMs: number;
+  escalation: EscalationStep[];
+  /** Chat channel to post the request to (Slack channel id / Teams channel). */
+  channel?: string;
+  /** How long an approval lets the same statement run again without a new request. */
+  grantTtlMs: number;
+}
+
+export type Decision =
+  | { action: 'allow'; rule?: string; mask: MaskPlan; limits: Limits }
+  | { action: 'mask'; rule: string; mask: MaskPlan; limits: Limits }
+  | { action: 'deny'; rule: string; reason: string }
+  | { action: 'review'; rule: string; reason: string; review: ReviewSpec; mask: MaskPlan; limits: Limits };
+
+export type DecisionAction = Decision['action'];

@@ -1,0 +1,59 @@
+// The protocol-neutral unit the policy engine decides on. Every proxy (PostgreSQL, SSH, HTTP,
+// Kubernetes) turns its traffic into Operations; nothing here knows about bytes or chat.
+
+export type Protocol = 'postgres' | 'ssh' | 'http' | 'kubernetes';
+
+/** Who is acting. Agents carry the human `owner` they act for (self-approval checks use it). */
+export interface Identity {
+  name: string;
+  groups: string[];
+  owner?: string;
+}
+
+/** Where the client came from and which configured connection it targets. */
+export interface ConnectionContext {
+  /** Configured connection name (e.g. the `dbname` a psql client asked for). */
+  name: string;
+  clientAddress: string;
+  sessionId: string;
+}
+
+/** SQL statement kinds, the PostgreSQL slice of OperationKind. */
+export type SqlKind = 'read' | 'write' | 'ddl' | 'admin' | 'transaction' | 'utility';
+export type OperationKind = SqlKind | 'exec' | 'shell' | 'sftp' | 'forward' | 'http' | 'kubernetes';
+
+export type CopyDirection = 'to-stdout' | 'from-stdin' | 'to-file' | 'from-file' | 'to-program' | 'from-program';
+
+/** What the SQL classifier learned about one statement. */
+export interface SqlFacts {
+  /** libpg-query node name, e.g. SelectStmt, DeleteStmt, DropStmt. Nested statements (CTEs) are listed too. */
+  statementTypes: string[];
+  /** For DELETE/UPDATE (top level or inside CTEs): false if any of them lacks a WHERE clause. */
+  hasWhere: boolean;
+  /** True when the top-level SELECT has LIMIT/FETCH FIRST. */
+  hasLimit: boolean;
+  copy?: CopyDirection;
+  /** ALTER TABLE ... DROP COLUMN / DROP CONSTRAINT and similar destructive sub-commands. */
+  alterDrops: boolean;
+  /** Fingerprint of the statement (constants stripped); stable across literal values. */
+  fingerprint: string;
+  /** Column references (lower-case, as written: `email`, `c.email`) used inside expressions in the
+   * SELECT list (`lower(email)`, `email || ''`), for the deny-masked-expressions option. */
+  expressionColumns: string[];
+  /** Set when the text did not parse; such statements are always denied. */
+  parseError?: string;
+}
+
+export interface Operation {
+  protocol: Protocol;
+  identity: Identity;
+  connection: ConnectionContext;
+  kind: OperationKind;
+  /** The statement, command line, or method + path, as the client sent it. */
+  text: string;
+  /** Schema-qualified, lower-case relation names touched (e.g. `public.customers`). */
+  tables: string[];
+  /** Function names called, lower-case; schema-qualified when the query qualified them (`pg_catalog.pg_read_file`) and bare otherwise. */
+  functions: string[];
+  sql?: SqlFacts;
+}
