@@ -1,0 +1,46 @@
+// The chat side of an approval, as the approval workflow's activities see it. Slack, Teams and
+// the offline local channel implement it; none of them decides anything: decisions go back to
+// the workflow as validated Temporal Updates.
+
+/** Everything a person needs to decide, plus the request's current state. JSON-serialisable. */
+export interface ApprovalView {
+  requestId: string;
+  protocol: string;
+  identity: string;
+  /** Human who owns the requesting agent, when the identity is an agent. */
+  owner?: string;
+  connection: string;
+  text: string;
+  rule: string;
+  reason: string;
+  /** ISO timestamp of the final deadline. */
+  deadline: string;
+  approverGroups: string[];
+  quorum: number;
+  status: 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled';
+  /** Distinct approvers so far (and the rejecter, when rejected). */
+  decidedBy: string[];
+  /** ISO timestamp of the final decision. */
+  decidedAt?: string;
+  decisionReason?: string;
+  escalated: boolean;
+}
+
+/** Where a request was posted (channel + message id), kept by the workflow for later updates. */
+export type MessageRef = Record<string, string>;
+
+export interface EscalationNotice {
+  mention: string[];
+  channel?: string;
+}
+
+export interface ApprovalChannel {
+  readonly kind: string;
+  post(view: ApprovalView): Promise<MessageRef>;
+  update(ref: MessageRef, view: ApprovalView): Promise<void>;
+  escalate(ref: MessageRef, view: ApprovalView, step: EscalationNotice): Promise<void>;
+  /** A reply in the request's thread (the held operation's outcome). */
+  reply(ref: MessageRef, text: string): Promise<void>;
+  /** Attaches the session log to the thread (a file upload where the chat supports it). */
+  attachLog(ref: MessageRef, filename: string, content: string): Promise<void>;
+}
