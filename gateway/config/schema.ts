@@ -156,7 +156,7 @@ export const configSchema = z
       .strict()
       .default({ sqlite: '.airlock/airlock.db' }),
     identities: z
-      .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional() }).strict())
+      .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),
     connections: z.array(postgresConnection).default([]),
     masking: z

