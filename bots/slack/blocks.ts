@@ -1,0 +1,238 @@
+// Block Kit rendering of an approval request. Pure functions of the ApprovalView so that every
+// post/update renders the same message for the same state (the workflow is the source of truth).
+import type { types as slackTypes } from '@slack/bolt';
+import type { ApprovalView } from '../channel.ts';
+
+export const APPROVE_ACTION = 'airlock_approve';
+export const REJECT_ACTION = 'airlock_reject';
+export const DECISION_BLOCK = 'airlock_decision';
+export const REJECT_MODAL = 'airlock_reject_modal';
+export const REASON_BLOCK = 'airlock_reason';
+export const REASON_ACTION = 'reason';
+
+/** Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): section text 3000, header 150, field 2000. */
+const SECTION_MAX = 3000;
+const HEADER_MAX = 150;
+const FIELD_MAX = 2000;
+/** Room left for the statement inside the "What" section after its label and the code fences. */
+export const CODE_MAX = SECTION_MAX - 100;
+/** chat.postMessage `text` is cut by Slack at 40,000; keep notifications short anyway. */
+const FALLBACK_MAX = 300;
+
+export type Block = Record<string, unknown> & { type: string };
+
+/** Escapes the three characters mrkdwn treats as control (so `<!channel>` in a statement pings no one). */
+export function escapeMrkdwn(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** Code block content: escaped, and a literal ``` cannot close the fence early. */
+function escapeCode(s: string): string {
+  return escapeMrkdwn(s).replace(/```/g, '`\u200b`\u200b`');
+}
+
+function escapedLength(ch: string): number {
+  return ch === '&' ? 5 : ch === '<' || ch === '>' ? 4 : ch === '`' ? 2 : ch.length;
+}
+
+/**
+ * Longest prefix of `raw` whose code-escaped form fits in `limit` characters (never splitting a
+ * surrogate pair). The escaped length of "`" is over-estimated, which only errs on the short side.
+ */
+export function fitCode(raw: string, limit: number): { shown: string; truncated: boolean } {
+  let used = 0;
+  let end = 0;
+  for (const ch of raw) {
+    const n = escapedLength(ch);
+    if (used + n > limit) return { shown: raw.slice(0, end), truncated: true };
+    used += n;
+    end += ch.length;
+  }
+  return { shown: raw, truncated: false };
+}
+
+/** Splits `raw` into pieces that each fit `limit` once escaped, preferring to cut at line ends. */
+export function chunkCode(raw: string, limit: number): string[] {
+  const out: string[] = [];
+  let rest = raw;
+  while (rest.length > 0) {
+    const { shown, truncated } = fitCode(rest, limit);
+    if (!truncated) {
+      out.push(rest);
+      break;
+    }
+    const nl = shown.lastIndexOf('\n');
+    const cut = nl > shown.length / 2 ? nl + 1 : shown.length;
+    out.push(rest.slice(0, cut));
+    rest = rest.slice(cut);
+  }
+  return out;
+}
+
+function clip(s: string, max: number): string {
+  if (s.length <= max) return s;
+  return `${s.slice(0, max - 1)}…`;
+}
+
+/** `<!date^…>` renders in each reader's own time zone; the fallback is shown by old clients. */
+export function slackDate(iso: string | undefined, format = '{date_short_pretty} at {time}'): string {
+  if (!iso) return 'unknown';
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return escapeMrkdwn(iso);
+  return `<!date^${Math.floor(ms / 1000)}^${format}|${new Date(ms).toISOString()}>`;
+}
+
+function code(s: string): string {
+  return `\`${escapeMrkdwn(s).replace(/`/g, "'")}\``;
+}
+
+function list(names: string[]): string {
+  return names.map(code).join(', ');
+}
+
+const statusHeader: Record<ApprovalView['status'], string> = {
+  pending: 'Approval required',
+  approved: 'Approved',
+  rejected: 'Rejected',
+  expired: 'Expired',
+  cancelled: 'Cancelled',
+};
+
+const statusEmoji: Record<ApprovalView['status'], string> = {
+  pending: ':lock:',
+  approved: ':white_check_mark:',
+  rejected: ':x:',
+  expired: ':hourglass:',
+  cancelled: ':no_entry_sign:',
+};
+
+/** One-line plain summary: notifications, screen readers and the message's `text`. */
+export function fallbackText(view: ApprovalView): string {
+  const head = view.status === 'pending' ? 'Approval required' : `${statusHeader[view.status]}`;
+  const one = view.text.replace(/\s+/g, ' ').trim();
+  return escapeMrkdwn(clip(`${head}: ${view.identity} on ${view.connection} (${view.protocol}): ${one}`, FALLBACK_MAX));
+}
+
+/** The status line under the request: decisions, partial quorum, escalation. */
+export function statusLine(view: ApprovalView): string {
+  const by = view.decidedBy.length ? list(view.decidedBy) : 'nobody';
+  const when = view.decidedAt ? ` ${slackDate(view.decidedAt)}` : '';
+  const why = view.decisionReason ? `\n>${escapeMrkdwn(clip(view.decisionReason, 1500)).replace(/\n/g, '\n>')}` : '';
+  switch (view.status) {
+    case 'pending': {
+      const parts: string[] = [];
+      if (view.decidedBy.length > 0) parts.push(`:ballot_box_with_check: Approved so far by ${by} (${view.decidedBy.length} of ${view.quorum})`);
+      else parts.push(`:hourglass_flowing_sand: Waiting for ${view.quorum} approval${view.quorum > 1 ? 's' : ''}`);
+      if (view.escalated) parts.push(':rotating_light: *Escalated*: no decision yet');
+      return parts.join('\n');
+    }
+    case 'approved':
+      return `${statusEmoji.approved} *Approved* by ${by}${when}${why}`;
+    case 'rejected':
+      return `${statusEmoji.rejected} *Rejected* by ${by}${when}${why}`;
+    case 'expired':
+      return `${statusEmoji.expired} *Expired*: no decision by the deadline${view.escalated ? ' (after escalation)' : ''}; the operation was rejected${when}${why}`;
+    case 'cancelled':
+      return `${statusEmoji.cancelled} *Cancelled*${when}${why || '\n>the client went away before a decision'}`;
+  }
+}
+
+export interface RenderedApproval {
+  text: string;
+  blocks: Block[];
+  /** True when the statement did not fit: the caller posts the full text in the thread. */
+  truncated: boolean;
+}
+
+export function renderApproval(view: ApprovalView): RenderedApproval {
+  const who = view.owner ? `${code(view.identity)} (agent of ${code(view.owner)})` : code(view.identity);
+  const { shown, truncated } = fitCode(view.text, CODE_MAX);
+  const what = `*What*\n\`\`\`${escapeCode(shown)}${truncated ? '\n…' : ''}\`\`\`${truncated ? `\n_Truncated (${view.text.length} characters): the full text is in the thread._` : ''}`;
+  const groups = list(view.approverGroups);
+  const blocks: Block[] = [
+    {
+      type: 'header',
+      text: { type: 'plain_text', text: clip(`${statusHeader[view.status]}: ${view.protocol} on ${view.connection}`, HEADER_MAX), emoji: true },
+    },
+    {
+      type: 'section',
+      block_id: 'airlock_request',
+      fields: [
+        { type: 'mrkdwn', text: clip(`*Who*\n${who}`, FIELD_MAX) },
+        { type: 'mrkdwn', text: clip(`*Where*\n${code(view.connection)} (${escapeMrkdwn(view.protocol)})`, FIELD_MAX) },
+        { type: 'mrkdwn', text: clip(`*Why*\nrule ${code(view.rule)}: ${escapeMrkdwn(view.reason)}`, FIELD_MAX) },
+        { type: 'mrkdwn', text: `*Deadline*\n${slackDate(view.deadline)}` },
+        { type: 'mrkdwn', text: clip(`*Approvers needed*\n${view.quorum} from ${groups}`, FIELD_MAX) },
+      ],
+    },
+    { type: 'section', block_id: 'airlock_what', text: { type: 'mrkdwn', text: what } },
+    { type: 'section', block_id: 'airlock_status', text: { type: 'mrkdwn', text: clip(statusLine(view), SECTION_MAX) } },
+    {
+      type: 'context',
+      block_id: 'airlock_meta',
+      elements: [{ type: 'mrkdwn', text: `Request ${code(view.requestId)} · the requester and the agent's owner cannot approve` }],
+    },
+  ];
+  // Buttons only while a decision can still be made; partial quorum keeps them for the next approver.
+  if (view.status === 'pending') {
+    blocks.push({
+      type: 'actions',
+      block_id: DECISION_BLOCK,
+      elements: [
+        {
+          type: 'button',
+          action_id: APPROVE_ACTION,
+          style: 'primary',
+          text: { type: 'plain_text', text: 'Approve', emoji: true },
+          value: view.requestId,
+          confirm: {
+            title: { type: 'plain_text', text: 'Approve this operation?' },
+            text: { type: 'plain_text', text: clip(`It will run on ${view.connection} as ${view.identity}.`, 300) },
+            confirm: { type: 'plain_text', text: 'Approve' },
+            deny: { type: 'plain_text', text: 'Cancel' },
+          },
+        },
+        {
+          type: 'button',
+          action_id: REJECT_ACTION,
+          style: 'danger',
+          text: { type: 'plain_text', text: 'Reject', emoji: true },
+          value: view.requestId,
+        },
+      ],
+    });
+  }
+  return { text: fallbackText(view), blocks, truncated };
+}
+
+/** The modal that asks a rejecter for a reason. */
+export function rejectModal(requestId: string, channel: string, ts: string): slackTypes.ModalView {
+  return {
+    type: 'modal',
+    callback_id: REJECT_MODAL,
+    private_metadata: JSON.stringify({ requestId, channel, ts }),
+    title: { type: 'plain_text', text: 'Reject request' },
+    submit: { type: 'plain_text', text: 'Reject' },
+    close: { type: 'plain_text', text: 'Cancel' },
+    blocks: [
+      { type: 'section', text: { type: 'mrkdwn', text: `Rejecting request ${code(requestId)}. The requester sees your reason.` } },
+      {
+        type: 'input',
+        block_id: REASON_BLOCK,
+        label: { type: 'plain_text', text: 'Reason' },
+        element: { type: 'plain_text_input', action_id: REASON_ACTION, multiline: true, min_length: 1, max_length: 1000 },
+      },
+    ],
+  };
+}
+
+/** `<!subteam^S…>` for Slack user groups, `<@U…>` for users, `<!here>` etc.; other names as plain `@name`. */
+export function formatMention(m: string): string {
+  const s = m.trim();
+  if (/^<[@!#].*>$/.test(s)) return s;
+  const bare = s.replace(/^@/, '');
+  if (/^S[A-Z0-9]{6,}$/.test(bare)) return `<!subteam^${bare}>`;
+  if (/^[UW][A-Z0-9]{6,}$/.test(bare)) return `<@${bare}>`;
+  if (bare === 'here' || bare === 'channel' || bare === 'everyone') return `<!${bare}>`;
+  return `@${escapeMrkdwn(bare)}`;
+}

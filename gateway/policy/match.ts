@@ -1,0 +1,148 @@
+// Compiles a rule's `match` / `unless` block into one predicate over Operations. Patterns and
+// regexes are compiled once, at engine construction; a bad regex fails there, naming the rule.
+import { ConfigError } from '../config/load.ts';
+import type { RuleMatch } from '../config/schema.ts';
+import type { Operation } from './operation.ts';
+
+/**
+ * The config's match block plus two engine-level fields the built-in rules need:
+ * - `alterDrops`: ALTER TABLE ... DROP COLUMN / CONSTRAINT (sql.alterDrops);
+ * - `any`: OR of sub-matches, so one built-in rule can cover several shapes (e.g. dblink
+ *   functions OR CREATE SERVER) and still go through the single matching path.
+ */
+export type MatchSpec = RuleMatch & { alterDrops?: boolean; any?: MatchSpec[] };
+
+export type Matcher = (op: Operation) => boolean;
+
+/** A policy that validated against the schema but cannot be compiled (bad regex, duration...). */
+export class PolicyConfigError extends ConfigError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PolicyConfigError';
+  }
+}
+
+const WRITE_TYPES = ['DeleteStmt', 'UpdateStmt'];
+
+/** Glob with `*` only; everything else literal. Anchored. */
+export function globToRegExp(pattern: string, caseInsensitive: boolean): RegExp {
+  const body = pattern
+    .split('*')
+    .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+    .join('.*');
+  return new RegExp(`^${body}$`, caseInsensitive ? 'i' : '');
+}
+
+function nameMatcher(patterns: string[]): (value: string) => boolean {
+  const exact = new Set(patterns.filter((p) => !p.includes('*')));
+  const globs = patterns.filter((p) => p.includes('*')).map((p) => globToRegExp(p, false));
+  return (v) => exact.has(v) || globs.some((g) => g.test(v));
+}
+
+/** `*` is any table; a bare name is `public.<name>`; case-insensitive. */
+export function tablePatterns(patterns: string[]): (table: string) => boolean {
+  const res = patterns.map((p) => {
+    const lower = p.trim().toLowerCase();
+    if (lower === '*') return /^.*$/;
+    return globToRegExp(lower.includes('.') ? lower : `public.${lower}`, true);
+  });
+  return (t) => res.some((r) => r.test(t.toLowerCase()));
+}
+
+/**
+ * A bare pattern (`pg_read_file`) matches the function in any schema; a qualified one matches
+ * the qualified call, and `pg_catalog.x` also the bare call `x` (bare names resolve to
+ * pg_catalog first).
+ */
+export function functionPatterns(patterns: string[]): (fn: string) => boolean {
+  const compiled = patterns.map((p) => {
+    const lower = p.trim().toLowerCase();
+    const dot = lower.lastIndexOf('.');
+    if (dot < 0) return { schema: undefined, name: globToRegExp(lower, true) };
+    return { schema: globToRegExp(lower.slice(0, dot), true), name: globToRegExp(lower.slice(dot + 1), true) };
+  });
+  return (fn) => {
+    const lower = fn.toLowerCase();
+    const dot = lower.lastIndexOf('.');
+    const schema = dot < 0 ? undefined : lower.slice(0, dot);
+    const name = dot < 0 ? lower : lower.slice(dot + 1);
+    return compiled.some((c) => {
+      if (!c.name.test(name)) return false;
+      if (!c.schema) return true;
+      return c.schema.test(schema ?? 'pg_catalog');
+    });
+  };
+}
+
+/** Compiles a match block; `where` names the rule in errors. An empty block matches everything. */
+export function compileMatch(spec: MatchSpec, where: string): Matcher {
+  const checks: Matcher[] = [];
+
+  if (spec.identities) {
+    const m = nameMatcher(spec.identities);
+    checks.push((op) => m(op.identity.name));
+  }
+  if (spec.groups) {
+    const m = nameMatcher(spec.groups);
+    checks.push((op) => op.identity.groups.some(m));
+  }
+  if (spec.connections) {
+    const m = nameMatcher(spec.connections);
+    checks.push((op) => m(op.connection.name));
+  }
+  if (spec.protocols) {
+    const set = new Set<string>(spec.protocols);
+    checks.push((op) => set.has(op.protocol));
+  }
+  if (spec.kinds) {
+    const set = new Set(spec.kinds.map((k) => k.toLowerCase()));
+    checks.push((op) => set.has(op.kind));
+  }
+  if (spec.tables) {
+    const m = tablePatterns(spec.tables);
+    checks.push((op) => op.tables.some(m));
+  }
+  if (spec.functions) {
+    const m = functionPatterns(spec.functions);
+    checks.push((op) => op.functions.some(m));
+  }
+  if (spec.statements) {
+    const set = new Set(spec.statements.map((s) => s.toLowerCase()));
+    checks.push((op) => (op.sql?.statementTypes ?? []).some((t) => set.has(t.toLowerCase())));
+  }
+  if (spec.text) {
+    const res = spec.text.map((src) => {
+      try {
+        return new RegExp(src, 'i');
+      } catch (err) {
+        throw new PolicyConfigError(`${where}: invalid text regex ${JSON.stringify(src)}: ${(err as Error).message}`);
+      }
+    });
+    checks.push((op) => res.some((r) => r.test(op.text)));
+  }
+  if (spec.missingWhere !== undefined) {
+    const want = spec.missingWhere;
+    checks.push((op) => {
+      const sql = op.sql;
+      if (!sql || !sql.statementTypes.some((t) => WRITE_TYPES.includes(t))) return false;
+      return !sql.hasWhere === want;
+    });
+  }
+  if (spec.copy) {
+    const set = new Set<string>(spec.copy);
+    checks.push((op) => op.sql?.copy !== undefined && set.has(op.sql.copy));
+  }
+  if (spec.alterDrops !== undefined) {
+    const want = spec.alterDrops;
+    checks.push((op) => op.sql !== undefined && op.sql.alterDrops === want);
+  }
+  if (spec.any) {
+    if (spec.any.length === 0) throw new PolicyConfigError(`${where}: 'any' needs at least one alternative`);
+    const alts = spec.any.map((s, i) => compileMatch(s, `${where} any[${i}]`));
+    checks.push((op) => alts.some((a) => a(op)));
+  }
+
+  if (checks.length === 0) return () => true;
+  if (checks.length === 1) return checks[0];
+  return (op) => checks.every((c) => c(op));
+}

@@ -1,0 +1,62 @@
+// Query cancellation. Clients get Airlock's own (pid, secret) in BackendKeyData, never the
+// upstream's: a client must not be able to cancel other people's upstream backends, and the
+// upstream host stays private. A CancelRequest on a fresh connection is looked up here and
+// re-sent to the right upstream with its real key. Unknown keys are ignored silently, as PG does.
+import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { connect } from 'node:net';
+import { cancelRequest } from './messages.ts';
+
+export interface UpstreamKey {
+  host: string;
+  port: number;
+  pid: number;
+  secret: Buffer;
+}
+
+interface Entry {
+  secret: Buffer;
+  upstream: UpstreamKey;
+}
+
+export class CancelRegistry {
+  private readonly byPid = new Map<number, Entry>();
+
+  /** Registers a session and returns the key to hand to its client. */
+  register(upstream: UpstreamKey): { pid: number; secret: Buffer } {
+    let pid: number;
+    do pid = randomInt(1, 0x7fffffff);
+    while (this.byPid.has(pid));
+    const secret = randomBytes(4);
+    this.byPid.set(pid, { secret, upstream });
+    return { pid, secret };
+  }
+
+  unregister(pid: number): void {
+    this.byPid.delete(pid);
+  }
+
+  /** The upstream key for a client's (pid, secret), or undefined when it matches no session. */
+  lookup(pid: number, secret: Buffer): UpstreamKey | undefined {
+    const e = this.byPid.get(pid);
+    if (!e || e.secret.length !== secret.length || !timingSafeEqual(e.secret, secret)) return undefined;
+    return e.upstream;
+  }
+}
+
+/** Sends a CancelRequest to an upstream server. Best effort: errors are reported, never thrown. */
+export function sendCancel(key: UpstreamKey, timeoutMs = 5000): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    const s = connect({ host: key.host, port: key.port });
+    const done = (err?: Error) => {
+      s.destroy();
+      resolve(err);
+    };
+    s.setTimeout(timeoutMs, () => done(new Error(`cancel request to ${key.host}:${key.port} timed out`)));
+    s.once('error', (err) => done(err));
+    s.once('connect', () => {
+      s.end(cancelRequest(key.pid, key.secret));
+    });
+    // The server closes the connection without answering once it has read the request.
+    s.once('close', () => done());
+  });
+}

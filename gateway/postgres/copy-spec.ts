@@ -1,0 +1,58 @@
+// What Airlock needs to know about a COPY ... TO STDOUT statement to mask its output: the table,
+// the column list, and the format options, read from the real parser's AST (never guessed from
+// text), so masked columns line up with the right fields.
+import { parseSync } from 'libpg-query';
+
+export interface CopyOutSpec {
+  /** `schema.table` (lower-case, default schema public), undefined for COPY (query) TO. */
+  table?: string;
+  columns?: string[];
+  format: 'text' | 'csv' | 'binary';
+  delimiter?: string;
+  nullString?: string;
+}
+
+interface DefElem {
+  defname: string;
+  arg?: { String?: { sval: string }; Boolean?: { boolval?: boolean } };
+}
+interface CopyStmtNode {
+  relation?: { schemaname?: string; relname: string };
+  attlist?: Array<{ String?: { sval: string } }>;
+  query?: unknown;
+  is_from?: boolean;
+  is_program?: boolean;
+  filename?: string;
+  options?: Array<{ DefElem?: DefElem }>;
+}
+
+/**
+ * The first COPY ... TO STDOUT in `sql`, or undefined when there is none or the text does not
+ * parse (the caller then refuses to relay unmasked output). Requires the parser to be loaded
+ * (initSqlParser), which the policy layer does at startup.
+ */
+export function copyOutSpec(sql: string): CopyOutSpec | undefined {
+  let tree: { stmts?: Array<{ stmt?: { CopyStmt?: CopyStmtNode } }> };
+  try {
+    tree = parseSync(sql) as typeof tree;
+  } catch {
+    return undefined;
+  }
+  for (const s of tree.stmts ?? []) {
+    const c = s.stmt?.CopyStmt;
+    if (!c || c.is_from || c.is_program || c.filename) continue;
+    const spec: CopyOutSpec = { format: 'text' };
+    if (c.relation) spec.table = `${(c.relation.schemaname ?? 'public').toLowerCase()}.${c.relation.relname.toLowerCase()}`;
+    if (c.attlist?.length) spec.columns = c.attlist.map((a) => a.String?.sval ?? '');
+    for (const o of c.options ?? []) {
+      const d = o.DefElem;
+      if (!d) continue;
+      const v = d.arg?.String?.sval;
+      if (d.defname === 'format' && (v === 'csv' || v === 'binary' || v === 'text')) spec.format = v;
+      else if (d.defname === 'delimiter' && v !== undefined) spec.delimiter = v;
+      else if (d.defname === 'null' && v !== undefined) spec.nullString = v;
+    }
+    return spec;
+  }
+  return undefined;
+}

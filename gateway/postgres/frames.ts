@@ -1,0 +1,205 @@
+// Message framing for the PostgreSQL v3 protocol (type byte + int32 length including itself).
+// The reader is pull-based so a session can stop pulling at any frame (a held statement, an
+// async masker lookup) and the unread frames simply stay queued, in order, without copying.
+// Frames that lie inside one incoming chunk are handed out as views on that chunk; only a frame
+// that spans chunks is assembled, into one of two reusable buffers (two, so the previous
+// assembled frame stays valid while the next one is built; see FrameReader.buf).
+
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Largest frontend message accepted: PostgreSQL's own limit for most messages is 1 GiB. */
+export const MAX_FRONTEND_MESSAGE = 1 << 30;
+/** Backend messages can carry a whole row; PG caps a field at 1 GiB, rows can be larger. */
+export const MAX_BACKEND_MESSAGE = 0x7fffffff;
+
+const INITIAL_ASSEMBLY = 64 * 1024;
+
+export class FrameReader {
+  /** Current frame: type byte, and [start, end) in `buf` covering the whole frame incl. header. */
+  type = 0;
+  buf: Buffer = Buffer.alloc(0);
+  start = 0;
+  end = 0;
+
+  private chunks: Buffer[] = [];
+  private pos = 0; // offset into chunks[0]
+  private queued = 0; // unread bytes across chunks
+  private assembly: [Buffer, Buffer] = [Buffer.alloc(INITIAL_ASSEMBLY), Buffer.alloc(INITIAL_ASSEMBLY)];
+  private which = 0;
+
+  constructor(private readonly maxLength: number, private readonly side: string) {}
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.queued += chunk.length;
+  }
+
+  /** Bytes received but not yet handed out as frames. */
+  get pending(): number {
+    return this.queued;
+  }
+
+  /** Takes every unread byte out of the reader (used when handing a socket to another reader). */
+  drain(): Buffer {
+    const parts = this.chunks.map((c, i) => (i === 0 ? c.subarray(this.pos) : c));
+    this.chunks = [];
+    this.pos = 0;
+    this.queued = 0;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** Advances to the next complete frame; false when more bytes are needed. Throws ProtocolError on a bad length. */
+  next(): boolean {
+    if (this.queued < 5) return false;
+    let head = this.chunks[0];
+    if (this.pos === head.length) {
+      this.chunks.shift();
+      this.pos = 0;
+      head = this.chunks[0];
+    }
+    let type: number;
+    let len: number;
+    if (head.length - this.pos >= 5) {
+      type = head[this.pos];
+      len = head.readInt32BE(this.pos + 1);
+    } else {
+      const h = this.peek(5);
+      type = h[0];
+      len = h.readInt32BE(1);
+    }
+    if (len < 4 || len > this.maxLength) {
+      throw new ProtocolError(`invalid ${this.side} message length ${len} for message type ${describeType(type)}`);
+    }
+    const total = len + 1;
+    if (this.queued < total) return false;
+    this.type = type;
+    if (head.length - this.pos >= total) {
+      // Fast path: the whole frame is inside the first chunk, hand out a view.
+      this.buf = head;
+      this.start = this.pos;
+      this.end = this.pos + total;
+      this.pos += total;
+      this.queued -= total;
+      if (this.pos === head.length) {
+        this.chunks.shift();
+        this.pos = 0;
+      }
+      return true;
+    }
+    this.which ^= 1;
+    let out = this.assembly[this.which];
+    if (out.length < total) {
+      out = Buffer.alloc(Math.max(total, out.length * 2));
+      this.assembly[this.which] = out;
+    }
+    this.copyOut(out, total);
+    this.buf = out;
+    this.start = 0;
+    this.end = total;
+    return true;
+  }
+
+  /** True when the current frame lives in a reusable buffer and must be copied to be kept. */
+  get frameIsTransient(): boolean {
+    return this.buf === this.assembly[0] || this.buf === this.assembly[1];
+  }
+
+  private peek(n: number): Buffer {
+    const out = Buffer.alloc(n);
+    let off = 0;
+    let p = this.pos;
+    for (const c of this.chunks) {
+      const take = Math.min(n - off, c.length - p);
+      c.copy(out, off, p, p + take);
+      off += take;
+      p = 0;
+      if (off === n) break;
+    }
+    return out;
+  }
+
+  private copyOut(out: Buffer, n: number): void {
+    let off = 0;
+    while (off < n) {
+      const c = this.chunks[0];
+      const take = Math.min(n - off, c.length - this.pos);
+      c.copy(out, off, this.pos, this.pos + take);
+      off += take;
+      this.pos += take;
+      if (this.pos === c.length) {
+        this.chunks.shift();
+        this.pos = 0;
+      }
+    }
+    this.queued -= n;
+  }
+}
+
+/**
+ * Collects frames to forward and writes them in one go. Consecutive views on the same chunk
+ * are merged into one range, so a chunk that passes through untouched is written as one slice
+ * with no copy; views on a reader's reusable buffers are copied before that buffer is reused.
+ */
+export class WriteBatch {
+  private parts: Buffer[] = [];
+  private curBuf: Buffer | null = null;
+  private curStart = 0;
+  private curEnd = 0;
+  private curTransient = false;
+  size = 0;
+
+  add(buf: Buffer, start: number, end: number, transient: boolean): void {
+    if (this.curBuf === buf && this.curEnd === start && !transient && !this.curTransient) {
+      this.curEnd = end;
+    } else {
+      this.close();
+      this.curBuf = buf;
+      this.curStart = start;
+      this.curEnd = end;
+      this.curTransient = transient;
+    }
+    this.size += end - start;
+  }
+
+  /** Adds a buffer the batch may keep (a freshly built message). */
+  addOwned(b: Buffer): void {
+    this.close();
+    this.parts.push(b);
+    this.size += b.length;
+  }
+
+  private close(): void {
+    if (this.curBuf) {
+      const view = this.curBuf.subarray(this.curStart, this.curEnd);
+      this.parts.push(this.curTransient ? Buffer.from(view) : view);
+      this.curBuf = null;
+    }
+  }
+
+  /** The batched bytes as one buffer (null when empty); resets the batch. */
+  take(): Buffer | null {
+    this.close();
+    const parts = this.parts;
+    this.parts = [];
+    this.size = 0;
+    if (parts.length === 0) return null;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+}
+
+export function describeType(t: number): string {
+  return t >= 0x20 && t < 0x7f ? `'${String.fromCharCode(t)}'` : `0x${t.toString(16).padStart(2, '0')}`;
+}
+
+/** Reads a NUL-terminated string at `off`; returns the string and the offset after the NUL. */
+export function readCString(buf: Buffer, off: number, end: number): [string, number] {
+  const nul = buf.indexOf(0, off);
+  if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
+  return [buf.toString('utf8', off, nul), nul + 1];
+}

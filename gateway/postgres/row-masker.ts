@@ -1,0 +1,500 @@
+// Result masking for the PostgreSQL proxy: rewrites DataRow messages (and COPY text lines) per the
+// policy's MaskPlan.
+//
+// Which columns are masked:
+// - Column rules match by (table OID, attnum) from the RowDescription, resolved through the catalog
+//   (gateway/postgres/catalog.ts), so aliases (`SELECT email AS e`), `SELECT *`, joins, and plain
+//   pass-through view columns are all caught. Computed columns (tableOid 0, or a view column built
+//   by an expression) are not: content detectors and the policy's denyMaskedExpressions cover those.
+// - Detectors run on text-like table columns (text, varchar, char, name, json, jsonb, xml, citext,
+//   arrays, composites) and on every derived column (tableOid 0), whatever its type.
+//
+// How values are masked (strategies.ts): column rules replace the whole value; detectors replace
+// each span found (`alice@example.com` inside a sentence), and a 'null' detector strategy nulls the
+// whole value. A value that cannot be masked in place becomes NULL: masked non-text columns (numbers,
+// dates, arrays) in either format, binary values other than text/json/jsonb, detector hits inside
+// numbers. Text-like values in binary format are plain bytes and are masked in place (jsonb keeps its
+// version byte).
+//
+// Failure: a catalog error makes forResult/forCopy/maskCopyLine throw (the proxy ends the statement
+// with an error, nothing unmasked is relayed); a malformed DataRow makes maskDataRow throw.
+import type pg from 'pg';
+import type { ColumnMask, DetectorMask, DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
+import { Catalog } from './catalog.ts';
+import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
+import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
+import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
+import { decodeCopyField, encodeCopyField } from '../masking/copy-text.ts';
+
+export interface FieldInfo {
+  name: string;
+  tableOid: number;
+  columnId: number;
+  typeOid: number;
+  format: 0 | 1;
+}
+
+export interface RowMasker {
+  /** `frame` is one complete DataRow message ('D', int32 len, int16 ncols, then per column int32 len (-1 = NULL) + bytes). Returns the same Buffer when nothing changed, else a new complete frame with a correct length header. */
+  maskDataRow(frame: Buffer): Buffer;
+  /** What was masked so far in this result: `schema.table.column` for column rules, `<detector>:<field name>` for detector hits. */
+  readonly maskedColumns: ReadonlySet<string>;
+}
+
+export interface CopyMasker {
+  /** Masks one text-format COPY line (with or without its trailing newline). Returns the same Buffer if unchanged. */
+  maskLine(line: Buffer): Buffer;
+  /** Same naming as RowMasker.maskedColumns. */
+  readonly maskedColumns: ReadonlySet<string>;
+}
+
+export interface CopyOptions {
+  /** COPY's DELIMITER (single byte); default tab. */
+  delimiter?: string;
+  /** COPY's NULL string; default `\N`. */
+  nullString?: string;
+}
+
+export interface MaskerFactory {
+  /** null when this result needs no masking at all (fast path: no column of the result is masked and no detector applies to any text-typed column). */
+  forResult(fields: FieldInfo[], plan: MaskPlan): Promise<RowMasker | null>;
+  /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
+  maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
+  /**
+   * A per-COPY masker (sync per line), or null when nothing in this COPY can be masked. For
+   * COPY (query) TO (`table` undefined) only detectors apply, to every column: column rules cannot
+   * be resolved without a RowDescription, so the policy must deny such a COPY that reads masked columns.
+   */
+  forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options?: CopyOptions): Promise<CopyMasker | null>;
+  /** Closes the catalog connection. */
+  close(): Promise<void>;
+}
+
+export function createMaskerFactory(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }): MaskerFactory {
+  return new Factory(opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface CompiledPlan {
+  /** `schema.table.column` -> strongest strategy and the rule that set it. */
+  rules: Map<string, { strategy: MaskStrategy; rule: string }>;
+  detectors: DetectorRules | undefined;
+}
+
+function compilePlan(plan: MaskPlan): CompiledPlan {
+  const rules = new Map<string, { strategy: MaskStrategy; rule: string }>();
+  for (const c of plan.columns as ColumnMask[]) {
+    const key = c.column.toLowerCase();
+    const prev = rules.get(key);
+    if (!prev || strongest(prev.strategy, c.strategy) !== prev.strategy) rules.set(key, { strategy: c.strategy, rule: c.rule });
+  }
+  let detectors: DetectorRules | undefined;
+  if (plan.detectors.length > 0) {
+    const strategy: Partial<Record<DetectorName, MaskStrategy>> = {};
+    for (const d of plan.detectors as DetectorMask[]) {
+      const prev = strategy[d.detector];
+      strategy[d.detector] = prev ? strongest(prev, d.strategy) : d.strategy;
+    }
+    detectors = { mask: detectorMask(Object.keys(strategy) as DetectorName[]), strategy };
+  }
+  return { rules, detectors };
+}
+
+/** What to do with one result column. */
+interface ColumnPlan {
+  /** Column rule: the masked column's name (for maskedColumns) and strategy. */
+  rule?: { name: string; strategy: MaskStrategy; constant?: Buffer };
+  /** Run detectors on this column. */
+  detect: boolean;
+  cls: TypeClass;
+  binary: boolean;
+  typeOid: number;
+  fieldName: string;
+}
+
+const JSONB_VERSION = 1;
+
+class Factory implements MaskerFactory {
+  readonly #catalog: Catalog;
+  readonly #hasher: Hasher;
+  readonly #compiled = new WeakMap<MaskPlan, CompiledPlan>();
+  readonly #copyCache = new WeakMap<MaskPlan, Map<string, { masker: Promise<CopyMasker | null>; expires: number }>>();
+  readonly #ttl: number;
+
+  constructor(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }) {
+    this.#hasher = new Hasher(opts.hashKey);
+    this.#ttl = opts.cacheTtlMs ?? 30_000;
+    this.#catalog = new Catalog({ connect: opts.connect, ttlMs: this.#ttl });
+  }
+
+  /** The catalog, for callers that want to invalidate it after DDL. */
+  get catalog(): Catalog {
+    return this.#catalog;
+  }
+
+  #compile(plan: MaskPlan): CompiledPlan {
+    let c = this.#compiled.get(plan);
+    if (!c) {
+      c = compilePlan(plan);
+      this.#compiled.set(plan, c);
+    }
+    return c;
+  }
+
+  async #classes(typeOids: number[]): Promise<Map<number, TypeClass>> {
+    const out = new Map<number, TypeClass>();
+    const unknown: number[] = [];
+    for (const t of typeOids) {
+      const c = BUILTIN_TYPE_CLASS.get(t);
+      if (c) out.set(t, c);
+      else unknown.push(t);
+    }
+    if (unknown.length > 0) {
+      const info = await this.#catalog.types(unknown);
+      for (const t of unknown) {
+        const ti = info.get(t);
+        out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
+      }
+    }
+    return out;
+  }
+
+  async forResult(fields: FieldInfo[], plan: MaskPlan): Promise<RowMasker | null> {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const names = cp.rules.size > 0 ? await this.#catalog.columnNames(fields) : undefined;
+    const ruleFor = (f: FieldInfo): ColumnPlan['rule'] => {
+      let best: ColumnPlan['rule'];
+      for (const n of names?.get(`${f.tableOid}:${f.columnId}`) ?? []) {
+        const r = cp.rules.get(n);
+        if (r && (!best || strongest(best.strategy, r.strategy) !== best.strategy)) best = { name: n, strategy: r.strategy };
+      }
+      return best;
+    };
+    const rules = fields.map(ruleFor);
+    // Type classes only for columns that may be masked.
+    const needType = fields.filter((f, i) => rules[i] || cp.detectors).map((f) => f.typeOid);
+    const classes = needType.length > 0 ? await this.#classes([...new Set(needType)]) : new Map<number, TypeClass>();
+    const plans: Array<ColumnPlan | undefined> = [];
+    let any = false;
+    fields.forEach((f, i) => {
+      const rule = rules[i];
+      const cls = classes.get(f.typeOid) ?? 'other';
+      const binary = f.format === 1;
+      let detect = false;
+      if (!rule && cp.detectors) {
+        const derived = f.tableOid === 0;
+        if (binary) detect = (derived || isTextual(cls)) && cls !== 'other';
+        else detect = derived || isTextual(cls);
+      }
+      if (!rule && !detect) {
+        plans.push(undefined);
+        return;
+      }
+      any = true;
+      const p: ColumnPlan = { detect, cls, binary, typeOid: f.typeOid, fieldName: f.name };
+      if (rule) {
+        p.rule = rule;
+        if (rule.strategy === 'redact' && (cls === 'text' || cls === 'json' || (cls === 'jsonb' && !binary))) {
+          p.rule.constant = Buffer.from(cls === 'text' ? REDACTED : JSON.stringify(REDACTED), 'latin1');
+        }
+      }
+      plans.push(p);
+    });
+    if (!any) return null;
+    return new DataRowMasker(plans, cp.detectors, this.#hasher);
+  }
+
+  async forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options: CopyOptions = {}): Promise<CopyMasker | null> {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const delimiter = options.delimiter ?? '\t';
+    if (Buffer.byteLength(delimiter, 'latin1') !== 1 || delimiter === '\\' || delimiter === '\n' || delimiter === '\r') {
+      throw new Error(`masking: unsupported COPY delimiter ${JSON.stringify(delimiter)}`);
+    }
+    const nullString = options.nullString ?? '\\N';
+    if (table === undefined) {
+      if (!cp.detectors) return null;
+      return new CopyLineMasker(undefined, cp.detectors, this.#hasher, delimiter, nullString);
+    }
+    const rel = await this.#catalog.table(table);
+    let cols = rel.columns;
+    if (columns && columns.length > 0) {
+      cols = columns.map((name) => {
+        const bare = name.startsWith('"') && name.endsWith('"') ? name.slice(1, -1).replace(/""/g, '"') : name;
+        const col = rel.columns.find((c) => c.name === bare) ?? rel.columns.find((c) => c.name.toLowerCase() === bare.toLowerCase());
+        if (!col) throw new Error(`masking: COPY column "${name}" is not a column of ${rel.name}`);
+        return col;
+      });
+    }
+    const classes = await this.#classes([...new Set(cols.map((c) => c.typeOid))]);
+    const plans: Array<ColumnPlan | undefined> = [];
+    let any = false;
+    for (const c of cols) {
+      const r = cp.rules.get(c.qualified);
+      const cls = classes.get(c.typeOid) ?? 'other';
+      const detect = !r && !!cp.detectors && isTextual(cls);
+      if (!r && !detect) {
+        plans.push(undefined);
+        continue;
+      }
+      any = true;
+      plans.push({ rule: r ? { name: c.qualified, strategy: r.strategy } : undefined, detect, cls, binary: false, typeOid: c.typeOid, fieldName: c.name });
+    }
+    if (!any) return null;
+    return new CopyLineMasker(plans, cp.detectors, this.#hasher, delimiter, nullString);
+  }
+
+  async maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer> {
+    let perPlan = this.#copyCache.get(plan);
+    if (!perPlan) {
+      perPlan = new Map();
+      this.#copyCache.set(plan, perPlan);
+    }
+    const key = `${table ?? ''}\u0000${(columns ?? []).join('\u0000')}`;
+    let hit = perPlan.get(key);
+    if (!hit || hit.expires <= Date.now()) {
+      // Cache the promise, so lines arriving before the first lookup completes share it.
+      const masker = this.forCopy(plan, table, columns);
+      const entry = { masker, expires: Date.now() + this.#ttl };
+      perPlan.set(key, entry);
+      masker.catch(() => {
+        if (perPlan.get(key) === entry) perPlan.delete(key);
+      });
+      hit = entry;
+    }
+    const m = await hit.masker;
+    return m ? m.maskLine(line) : line;
+  }
+
+  close(): Promise<void> {
+    return this.#catalog.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Edit {
+  /** Offset of the column's int32 length. */
+  hdr: number;
+  /** End of the column's value bytes. */
+  end: number;
+  /** null = SQL NULL. */
+  value: Buffer | null;
+}
+
+class DataRowMasker implements RowMasker {
+  readonly maskedColumns = new Set<string>();
+  readonly #plans: Array<ColumnPlan | undefined>;
+  readonly #detectors: DetectorRules | undefined;
+  readonly #hasher: Hasher;
+
+  constructor(plans: Array<ColumnPlan | undefined>, detectors: DetectorRules | undefined, hasher: Hasher) {
+    this.#plans = plans;
+    this.#detectors = detectors;
+    this.#hasher = hasher;
+  }
+
+  maskDataRow(frame: Buffer): Buffer {
+    if (frame.length < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
+    if (frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: DataRow length header does not match the frame');
+    const n = frame.readInt16BE(5);
+    if (n !== this.#plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${this.#plans.length}`);
+    let off = 7;
+    let edits: Edit[] | undefined;
+    for (let i = 0; i < n; i++) {
+      if (off + 4 > frame.length) throw new Error('masking: truncated DataRow');
+      const len = frame.readInt32BE(off);
+      const start = off + 4;
+      const end = len < 0 ? start : start + len;
+      if (end > frame.length) throw new Error('masking: truncated DataRow');
+      const p = this.#plans[i];
+      if (p !== undefined && len >= 0) {
+        const v = this.#maskValue(p, frame, start, end);
+        if (v !== undefined) (edits ??= []).push({ hdr: off, end, value: v });
+      }
+      off = end;
+    }
+    if (off !== frame.length) throw new Error('masking: DataRow has trailing bytes');
+    if (!edits) return frame;
+    // One allocation: the new size first, then copy the unchanged stretches between edits.
+    let size = frame.length;
+    for (const e of edits) size += (e.value === null ? 0 : e.value.length) - (e.end - e.hdr - 4);
+    const out = Buffer.allocUnsafe(size);
+    out[0] = 0x44;
+    out.writeInt32BE(size - 1, 1);
+    let src = 5;
+    let dst = 5;
+    for (const e of edits) {
+      dst += frame.copy(out, dst, src, e.hdr);
+      if (e.value === null) dst = out.writeInt32BE(-1, dst);
+      else {
+        dst = out.writeInt32BE(e.value.length, dst);
+        dst += e.value.copy(out, dst);
+      }
+      src = e.end;
+    }
+    frame.copy(out, dst, src);
+    return out;
+  }
+
+  /** undefined: unchanged; null: SQL NULL; else the new value bytes. */
+  #maskValue(p: ColumnPlan, buf: Buffer, start: number, end: number): Buffer | null | undefined {
+    if (p.rule) {
+      this.maskedColumns.add(p.rule.name);
+      const { strategy, constant } = p.rule;
+      if (strategy === 'null') return null;
+      if (constant) return constant;
+      if (!p.binary || p.cls === 'text' || p.cls === 'json') return toBuffer(maskWhole(strategy, buf.toString('latin1', start, end), p.cls, this.#hasher));
+      if (p.cls === 'jsonb' && end > start && buf[start] === JSONB_VERSION) {
+        const v = maskWhole(strategy, buf.toString('latin1', start + 1, end), p.cls, this.#hasher);
+        return v === null ? null : Buffer.from('\u0001' + v, 'latin1');
+      }
+      return null; // a binary value we cannot rewrite in place
+    }
+    const rules = this.#detectors!;
+    if (!p.binary || p.cls === 'text' || p.cls === 'json') {
+      const cand = quickCheck(buf, start, end, rules.mask);
+      if (cand === 0) return undefined;
+      return this.#spans(p, buf.toString('latin1', start, end), cand, '');
+    }
+    if (p.cls === 'jsonb' && end > start && buf[start] === JSONB_VERSION) {
+      const cand = quickCheck(buf, start + 1, end, rules.mask);
+      if (cand === 0) return undefined;
+      return this.#spans(p, buf.toString('latin1', start + 1, end), cand, '\u0001');
+    }
+    // Binary values we cannot rewrite: look at their text (numbers) or raw bytes; any hit nulls them.
+    const text = p.cls === 'number' ? binaryNumberText(p.typeOid, buf, start, end) : buf.toString('latin1', start, end);
+    if (text === undefined) return undefined;
+    const cand = quickCheckString(text, rules.mask);
+    if (cand === 0) return undefined;
+    const spans = findSpans(text, cand);
+    if (spans.length === 0) return undefined;
+    for (const s of spans) this.maskedColumns.add(`${s.detector}:${p.fieldName}`);
+    return null;
+  }
+
+  #spans(p: ColumnPlan, value: string, cand: number, prefix: string): Buffer | null | undefined {
+    const r = maskSpans(value, p.cls, this.#detectors!, this.#hasher, cand);
+    for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
+    if (r.value === undefined) return undefined;
+    if (r.value === null) return null;
+    return Buffer.from(prefix + r.value, 'latin1');
+  }
+}
+
+function toBuffer(v: string | null): Buffer | null {
+  return v === null ? null : Buffer.from(v, 'latin1');
+}
+
+/** Text of a binary-format number (for detectors), or undefined for types we do not decode. */
+export function binaryNumberText(typeOid: number, buf: Buffer, start: number, end: number): string | undefined {
+  const len = end - start;
+  switch (typeOid) {
+    case 21: return len === 2 ? String(buf.readInt16BE(start)) : undefined;
+    case 23: return len === 4 ? String(buf.readInt32BE(start)) : undefined;
+    case 26: return len === 4 ? String(buf.readUInt32BE(start)) : undefined;
+    case 20: case 790: return len === 8 ? buf.readBigInt64BE(start).toString() : undefined;
+    case 700: return len === 4 ? String(buf.readFloatBE(start)) : undefined;
+    case 701: return len === 8 ? String(buf.readDoubleBE(start)) : undefined;
+    case 1700: return numericText(buf, start, end);
+    default: return undefined;
+  }
+}
+
+/** numeric's binary form: ndigits, weight, sign, dscale (int16 each), then base-10000 digits. */
+function numericText(buf: Buffer, start: number, end: number): string | undefined {
+  if (end - start < 8) return undefined;
+  const ndigits = buf.readInt16BE(start);
+  const weight = buf.readInt16BE(start + 2);
+  const sign = buf.readUInt16BE(start + 4);
+  const dscale = buf.readInt16BE(start + 6);
+  if (sign !== 0 && sign !== 0x4000) return 'NaN';
+  if (ndigits < 0 || end - start < 8 + 2 * ndigits || dscale < 0) return undefined;
+  const digit = (i: number) => (i >= 0 && i < ndigits ? buf.readInt16BE(start + 8 + 2 * i) : 0);
+  let int = '';
+  for (let i = 0; i <= weight; i++) int += i === 0 ? String(digit(i)) : String(digit(i)).padStart(4, '0');
+  if (int === '') int = '0';
+  let frac = '';
+  for (let i = weight + 1; frac.length < dscale; i++) frac += String(digit(i)).padStart(4, '0');
+  return (sign === 0x4000 ? '-' : '') + int + (dscale > 0 ? '.' + frac.slice(0, dscale) : '');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const DEFAULT_COPY_PLAN_CLASS: TypeClass = 'text';
+
+class CopyLineMasker implements CopyMasker {
+  readonly maskedColumns = new Set<string>();
+  readonly #plans: Array<ColumnPlan | undefined> | undefined;
+  readonly #detectors: DetectorRules | undefined;
+  readonly #hasher: Hasher;
+  readonly #delim: number;
+  readonly #delimiter: string;
+  readonly #null: Buffer;
+
+  /** `plans` undefined: COPY (query), detectors on every column, treated as text. */
+  constructor(plans: Array<ColumnPlan | undefined> | undefined, detectors: DetectorRules | undefined, hasher: Hasher, delimiter: string, nullString: string) {
+    this.#plans = plans;
+    this.#detectors = detectors;
+    this.#hasher = hasher;
+    this.#delimiter = delimiter;
+    this.#delim = delimiter.charCodeAt(0);
+    this.#null = Buffer.from(nullString, 'latin1');
+  }
+
+  maskLine(line: Buffer): Buffer {
+    let bodyEnd = line.length;
+    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0a) bodyEnd--;
+    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0d) bodyEnd--;
+    let pieces: Array<Buffer> | undefined;
+    let copied = 0; // bytes of `line` already pushed to pieces
+    let col = 0;
+    let fs = 0;
+    for (let i = 0; i <= bodyEnd; i++) {
+      if (i < bodyEnd && line[i] !== this.#delim) continue;
+      const fe = i;
+      const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
+      if (this.#plans && col >= this.#plans.length) throw new Error(`masking: COPY line has more than the ${this.#plans.length} expected columns`);
+      if (p !== undefined && !this.#isNull(line, fs, fe)) {
+        const v = this.#maskField(p, line, fs, fe);
+        if (v !== undefined) {
+          pieces ??= [];
+          pieces.push(line.subarray(copied, fs), v === null ? this.#null : Buffer.from(encodeCopyField(v, this.#delimiter), 'latin1'));
+          copied = fe;
+        }
+      }
+      col++;
+      fs = i + 1;
+    }
+    if (this.#plans && col !== this.#plans.length) throw new Error(`masking: COPY line has ${col} columns, expected ${this.#plans.length}`);
+    if (!pieces) return line;
+    pieces.push(line.subarray(copied));
+    return Buffer.concat(pieces);
+  }
+
+  #queryPlans: ColumnPlan[] = [];
+  #queryPlan(col: number): ColumnPlan {
+    return (this.#queryPlans[col] ??= { detect: true, cls: DEFAULT_COPY_PLAN_CLASS, binary: false, typeOid: 0, fieldName: `column${col + 1}` });
+  }
+
+  #isNull(buf: Buffer, s: number, e: number): boolean {
+    return e - s === this.#null.length && buf.compare(this.#null, 0, this.#null.length, s, e) === 0;
+  }
+
+  #maskField(p: ColumnPlan, buf: Buffer, s: number, e: number): string | null | undefined {
+    if (p.rule) {
+      this.maskedColumns.add(p.rule.name);
+      const raw = buf.indexOf(0x5c, s) < 0 || buf.indexOf(0x5c, s) >= e ? buf.toString('latin1', s, e) : decodeCopyField(buf, s, e);
+      return maskWhole(p.rule.strategy, raw, p.cls, this.#hasher);
+    }
+    const rules = this.#detectors!;
+    if (quickCheck(buf, s, e, rules.mask) === 0) return undefined;
+    const bs = buf.indexOf(0x5c, s);
+    const value = bs < 0 || bs >= e ? buf.toString('latin1', s, e) : decodeCopyField(buf, s, e);
+    const r = maskSpans(value, p.cls, rules, this.#hasher);
+    for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
+    return r.value;
+  }
+}

@@ -1,0 +1,940 @@
+// One client session after authentication: relays the v3 protocol in both directions and
+// enforces the policy decision of every statement.
+//
+// Design notes, because the details matter:
+// - Both directions are pull-based FrameReaders. "Parking" a session (a held statement, an async
+//   masker lookup, backpressure) means: stop pulling and pause that socket. Unread frames stay
+//   queued in order, so a pipeline behind a held statement waits behind it without copying.
+// - Frames that need no rewriting are forwarded as views on the incoming chunk, batched into
+//   one write per pump (normally one per incoming chunk); write() returning false pauses the
+//   other side until 'drain'.
+// - Every forwarded message that produces responses pushes an Expect entry; upstream responses
+//   are matched against the head of that queue, which tells us which statement (and so which
+//   masks and limits) a DataRow belongs to, and keeps Airlock's own errors in pipeline order.
+// - A denied statement is never forwarded. Instead a "poison" statement that fails to parse is
+//   sent upstream in its place and the upstream's syntax error is replaced by Airlock's 42501.
+//   This makes the upstream do exactly what PostgreSQL does after an error: inside a
+//   transaction block it becomes failed (25P02 until ROLLBACK), in a pipeline it skips to Sync
+//   and the implicit transaction rolls back, and ReadyForQuery carries the true status. The
+//   poison has no side effects, needs no privileges and no PL/pgSQL, and keeps responses in order.
+// - Limits: past the limit rows are not relayed; a CancelRequest stops the upstream statement
+//   and its cancel error (or its completion, if the cancel lost the race) is replaced by
+//   Airlock's 54000 error. If the statement completed anyway inside a pipeline, the remaining
+//   responses until Sync are swallowed so the client sees PostgreSQL's error semantics.
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Approver, HoldOutcome } from '../approvals/approver.ts';
+import type { Decision, Limits, MaskPlan } from '../policy/decision.ts';
+import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
+import type { OperationRecord, Store } from '../recording/store.ts';
+import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
+import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, readCString } from './frames.ts';
+import { copyOutSpec } from './copy-spec.ts';
+import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
+import type { CopyMasker, FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
+import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
+
+export interface OperationBase {
+  protocol: 'postgres';
+  identity: Identity;
+  connection: ConnectionContext;
+}
+
+/** The policy as the proxy uses it (PolicyEngine satisfies `PolicyDecider`). */
+export interface PolicyDecider {
+  decideAll(ops: Operation[]): { decision: Decision; operation: Operation };
+}
+export type SqlClassifier = (query: string, base: OperationBase) => Operation[];
+
+export interface SessionDeps {
+  policy: PolicyDecider;
+  classify: SqlClassifier;
+  store: Store;
+  approver: Approver;
+  masking: MaskerFactory | null;
+  cancels: CancelRegistry;
+  logger: Logger;
+}
+
+export interface SessionInit {
+  id?: string;
+  client: Socket | TLSSocket;
+  clientLeftover: Buffer;
+  upstream: Socket | TLSSocket;
+  upstreamLeftover: Buffer;
+  upstreamKey: UpstreamKey;
+  /** Airlock's own key given to the client. */
+  clientPid: number;
+  identity: Identity;
+  connection: string;
+  clientAddress: string;
+  onClose?: (s: Session) => void;
+}
+
+const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to parse on purpose */ AIRLOCK_DENIED';
+const POISON_STATEMENT = 'airlock.denied';
+const EMPTY_PLAN: MaskPlan = { columns: [], detectors: [], denyMaskedExpressions: false };
+
+const enum M {
+  Bind = 0x42, Close = 0x43, Describe = 0x44, Execute = 0x45, FunctionCall = 0x46, Flush = 0x48,
+  Parse = 0x50, Query = 0x51, Sync = 0x53, Terminate = 0x58, CopyData = 0x64, CopyDone = 0x63, CopyFail = 0x66,
+  // backend
+  ParseComplete = 0x31, BindComplete = 0x32, CloseComplete = 0x33, NotificationResponse = 0x41,
+  CommandComplete = 0x43, DataRow = 0x44, ErrorResponse = 0x45, CopyInResponse = 0x47, CopyOutResponse = 0x48,
+  EmptyQueryResponse = 0x49, BackendKeyData = 0x4b, NoticeResponse = 0x4e, Authentication = 0x52,
+  ParameterStatus = 0x53, RowDescription = 0x54, FunctionCallResponse = 0x56, CopyBothResponse = 0x57,
+  ReadyForQuery = 0x5a, NoData = 0x6e, PortalSuspended = 0x73, ParameterDescription = 0x74, NegotiateProtocol = 0x76,
+}
+
+interface Stmt {
+  text: string;
+  op: Operation | undefined;
+  decision: Decision;
+  approval?: OperationRecord['approval'];
+}
+
+interface Portal {
+  stmt: Stmt;
+  rows: number;
+}
+
+interface Run {
+  text: string;
+  op: Operation | undefined;
+  decision: Decision;
+  started: number;
+  rows: number;
+  /** Rows of the current result set (simple query: per statement in the query string). */
+  resultRows: number;
+  bytes: number;
+  masked: Set<string>;
+  masker: RowMasker | null;
+  copyMasker: CopyMasker | null;
+  cut: PgError | null;
+  /** After Airlock reported an error for this run, drop the upstream's remaining responses. */
+  swallowRest: boolean;
+  error?: string;
+  portal?: Portal;
+  approval?: OperationRecord['approval'];
+  recorded: boolean;
+}
+
+type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
+
+interface Expect {
+  kind: ExpectKind;
+  run?: Run;
+  /** Poison entries: the error the client sees instead of the upstream's. */
+  error?: PgError;
+  /** Poison sent as an extended-protocol Parse (vs a simple Query). */
+  extended?: boolean;
+  /** Responses to this message are dropped: the client already got an error for its pipeline. */
+  swallow?: boolean;
+}
+
+function planOf(d: Decision): MaskPlan {
+  return d.action === 'deny' ? EMPTY_PLAN : d.mask;
+}
+function limitsOf(d: Decision): Limits {
+  return d.action === 'deny' ? {} : d.limits;
+}
+
+function quoteIdent(s: string): string {
+  return '"' + s.replace(/"/g, '""') + '"';
+}
+
+export class Session {
+  readonly id: string;
+  readonly identity: Identity;
+  readonly connection: string;
+  private readonly client: Socket | TLSSocket;
+  private readonly upstream: Socket | TLSSocket;
+  private readonly cr = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  private readonly ur = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
+  private readonly toUpstream = new WriteBatch();
+  private readonly toClient = new WriteBatch();
+  private readonly q: Expect[] = [];
+  private readonly stmts = new Map<string, Stmt>();
+  private readonly portals = new Map<string, Portal>();
+  private readonly base: OperationBase;
+  private readonly requestIds: string[] = [];
+  private seq = 0;
+  private closed = false;
+  private holding = false;
+  private holdAbort: AbortController | null = null;
+  private upstreamFull = false;
+  private clientFull = false;
+  private maskerWait = false;
+  private skipTillSync = false;
+  private pumpingClient = false;
+  private pumpingUpstream = false;
+  private bytesToClient = 0;
+  private bytesFromClient = 0;
+  /** Result bytes (DataRow, CopyData) sent to the client, for maxBytesPerSession. */
+  private resultBytes = 0;
+  private cancelSent = false;
+
+  constructor(
+    private readonly deps: SessionDeps,
+    private readonly init: SessionInit,
+  ) {
+    this.id = init.id ?? randomUUID();
+    this.identity = init.identity;
+    this.connection = init.connection;
+    this.client = init.client;
+    this.upstream = init.upstream;
+    this.base = {
+      protocol: 'postgres',
+      identity: init.identity,
+      connection: { name: init.connection, clientAddress: init.clientAddress, sessionId: this.id },
+    };
+  }
+
+  /** Starts relaying. The caller has already sent the client AuthenticationOk ... ReadyForQuery. */
+  start(): void {
+    const { client, upstream } = this;
+    client.setNoDelay?.(true);
+    upstream.setNoDelay?.(true);
+    client.on('data', (c: Buffer) => {
+      this.bytesFromClient += c.length;
+      this.cr.push(c);
+      this.pumpClient();
+    });
+    upstream.on('data', (c: Buffer) => {
+      this.ur.push(c);
+      this.pumpUpstream();
+    });
+    client.on('error', (e) => this.end(`client connection error: ${e.message}`));
+    upstream.on('error', (e) => this.end(`upstream connection error: ${e.message}`, { code: '08006', message: `upstream database for connection "${this.connection}" failed: ${e.message}` }));
+    client.on('close', () => this.end('client disconnected'));
+    upstream.on('close', () => this.end('upstream closed the connection', { code: '08006', message: `upstream database for connection "${this.connection}" closed the connection` }));
+    if (this.init.clientLeftover.length) this.cr.push(this.init.clientLeftover);
+    if (this.init.upstreamLeftover.length) this.ur.push(this.init.upstreamLeftover);
+    client.resume();
+    upstream.resume();
+    this.pumpUpstream();
+    this.pumpClient();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  // ---------------------------------------------------------------- client -> upstream
+
+  private pumpClient(): void {
+    if (this.pumpingClient || this.closed) return;
+    this.pumpingClient = true;
+    try {
+      while (!this.closed && !this.holding && !this.upstreamFull && this.cr.next()) this.onFrontend();
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.flushUpstream();
+        this.end(`protocol error: ${err.message}`, { severity: 'FATAL', code: '08P01', message: err.message });
+        return;
+      }
+      this.deps.logger.error({ err, session: this.id }, 'postgres session failed');
+      this.end(`internal error: ${(err as Error).message}`, { severity: 'FATAL', code: 'XX000', message: 'Airlock internal error; the session was closed (see the gateway log)' });
+      return;
+    } finally {
+      this.pumpingClient = false;
+    }
+    this.flushUpstream();
+    if (this.closed) return;
+    if (this.holding || this.upstreamFull) this.client.pause();
+    else this.client.resume();
+  }
+
+  private flushUpstream(): void {
+    const b = this.toUpstream.take();
+    if (!b || this.closed) return;
+    if (!this.upstream.write(b) && !this.upstreamFull) {
+      this.upstreamFull = true;
+      this.client.pause();
+      this.upstream.once('drain', () => {
+        this.upstreamFull = false;
+        this.pumpClient();
+      });
+    }
+  }
+
+  private forwardCurrent(): void {
+    const r = this.cr;
+    this.toUpstream.add(r.buf, r.start, r.end, r.frameIsTransient);
+  }
+
+  private currentCopy(): Buffer {
+    return Buffer.from(this.cr.buf.subarray(this.cr.start, this.cr.end));
+  }
+
+  private onFrontend(): void {
+    const r = this.cr;
+    const t = r.type;
+    // After an error in the extended protocol PostgreSQL ignores everything until Sync; the
+    // upstream would too, so such messages are dropped here.
+    if (this.skipTillSync && t !== M.Sync && t !== M.Terminate) return;
+    switch (t) {
+      case M.Query:
+        return this.onQuery();
+      case M.Parse:
+        return this.onParse();
+      case M.Bind:
+        return this.onBind();
+      case M.Execute:
+        return this.onExecute();
+      case M.Describe:
+        this.forwardCurrent();
+        this.q.push({ kind: 'describe' });
+        return;
+      case M.Close: {
+        const which = r.buf[r.start + 5];
+        const [name] = readCString(r.buf, r.start + 6, r.end);
+        if (which === 0x53) this.stmts.delete(name);
+        else this.portals.delete(name);
+        this.forwardCurrent();
+        this.q.push({ kind: 'close' });
+        return;
+      }
+      case M.Sync:
+        this.skipTillSync = false;
+        this.forwardCurrent();
+        this.q.push({ kind: 'sync' });
+        return;
+      case M.Flush:
+      case M.CopyData:
+      case M.CopyDone:
+      case M.CopyFail:
+        this.forwardCurrent();
+        return;
+      case M.Terminate:
+        this.forwardCurrent();
+        this.flushUpstream();
+        this.end('client terminated the session');
+        return;
+      case M.FunctionCall: {
+        // The fast-path function call bypasses SQL entirely, so policy cannot see it: refused.
+        const run = this.newRun('<fast-path function call>', undefined, { action: 'deny', rule: 'airlock-fastpath', reason: 'fast-path function calls bypass SQL policy' });
+        this.deny(run, false);
+        return;
+      }
+      default:
+        throw new ProtocolError(`invalid frontend message type ${describeType(t)}`);
+    }
+  }
+
+  private queryText(off: number): string {
+    const r = this.cr;
+    const [s] = readCString(r.buf, off, r.end);
+    return s;
+  }
+
+  /** Classifies and decides. Failures of the policy layer deny (fail closed). */
+  private decide(text: string): { decision: Decision; op: Operation | undefined } {
+    try {
+      const ops = this.deps.classify(text, this.base);
+      if (ops.length === 0) return { decision: { action: 'allow', mask: EMPTY_PLAN, limits: {} }, op: undefined };
+      const { decision, operation } = this.deps.policy.decideAll(ops);
+      return { decision, op: operation };
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
+      return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, op: undefined };
+    }
+  }
+
+  private newRun(text: string, op: Operation | undefined, decision: Decision): Run {
+    return { text, op, decision, started: performance.now(), rows: 0, resultRows: 0, bytes: 0, masked: new Set(), masker: null, copyMasker: null, cut: null, swallowRest: false, recorded: false };
+  }
+
+  private onQuery(): void {
+    const r = this.cr;
+    const text = this.queryText(r.start + 5);
+    const { decision, op } = this.decide(text);
+    const run = this.newRun(text, op, decision);
+    if (decision.action === 'deny') return this.deny(run, false);
+    if (decision.action === 'review') {
+      const frame = this.currentCopy();
+      return this.hold(run, false, () => {
+        this.toUpstream.addOwned(frame);
+        this.q.push({ kind: 'query', run });
+      });
+    }
+    this.forwardCurrent();
+    this.q.push({ kind: 'query', run });
+  }
+
+  private onParse(): void {
+    const r = this.cr;
+    const [name, off] = readCString(r.buf, r.start + 5, r.end);
+    const text = this.queryText(off);
+    const { decision, op } = this.decide(text);
+    const stmt: Stmt = { text, op, decision };
+    const run = this.newRun(text, op, decision);
+    if (decision.action === 'deny') {
+      this.stmts.delete(name);
+      return this.deny(run, true);
+    }
+    if (decision.action === 'review') {
+      const frame = this.currentCopy();
+      return this.hold(run, true, () => {
+        stmt.approval = run.approval;
+        this.stmts.set(name, stmt);
+        this.toUpstream.addOwned(frame);
+        this.q.push({ kind: 'parse', run });
+      });
+    }
+    this.stmts.set(name, stmt);
+    this.forwardCurrent();
+    this.q.push({ kind: 'parse', run });
+  }
+
+  /** A statement this session did not Parse (SQL-level PREPARE, DECLARE CURSOR): ask the policy about it by name. */
+  private unknownStmt(sqlText: string): Stmt {
+    const { decision, op } = this.decide(sqlText);
+    return { text: sqlText, op, decision };
+  }
+
+  private onBind(): void {
+    const r = this.cr;
+    const [portal, off] = readCString(r.buf, r.start + 5, r.end);
+    const [stmtName] = readCString(r.buf, off, r.end);
+    const stmt = this.stmts.get(stmtName) ?? this.unknownStmt(`EXECUTE ${quoteIdent(stmtName)}`);
+    if (stmt.decision.action === 'deny' || stmt.decision.action === 'review') {
+      // Only reachable for statements prepared outside this protocol path; reviews need the text.
+      const run = this.newRun(stmt.text, stmt.op, stmt.decision.action === 'deny' ? stmt.decision : { action: 'deny', rule: stmt.decision.rule, reason: stmt.decision.reason });
+      return this.deny(run, true);
+    }
+    this.portals.set(portal, { stmt, rows: 0 });
+    this.forwardCurrent();
+    this.q.push({ kind: 'bind' });
+  }
+
+  private onExecute(): void {
+    const r = this.cr;
+    const [portalName] = readCString(r.buf, r.start + 5, r.end);
+    let portal = this.portals.get(portalName);
+    if (!portal) {
+      const stmt = this.unknownStmt(`FETCH ALL FROM ${quoteIdent(portalName)}`);
+      if (stmt.decision.action === 'deny' || stmt.decision.action === 'review') {
+        const run = this.newRun(stmt.text, stmt.op, stmt.decision.action === 'deny' ? stmt.decision : { action: 'deny', rule: stmt.decision.rule, reason: stmt.decision.reason });
+        return this.deny(run, true);
+      }
+      portal = { stmt, rows: 0 };
+      this.portals.set(portalName, portal);
+    }
+    const run = this.newRun(portal.stmt.text, portal.stmt.op, portal.stmt.decision);
+    run.portal = portal;
+    run.approval = portal.stmt.approval;
+    if (planNeedsMasking(planOf(run.decision))) {
+      // The column layout (and result formats chosen at Bind) of this exact portal, which the
+      // client may never have asked for; its answer is consumed here, not relayed.
+      this.toUpstream.addOwned(describePortal(portalName));
+      this.q.push({ kind: 'describe-internal', run });
+    }
+    this.forwardCurrent();
+    this.q.push({ kind: 'execute', run });
+  }
+
+  private deny(run: Run, extended: boolean): void {
+    const d = run.decision;
+    const error: PgError =
+      d.action === 'deny'
+        ? { code: '42501', message: `Airlock denied this statement: rule ${d.rule}: ${d.reason}` }
+        : { code: '42501', message: run.error ?? 'Airlock denied this statement' };
+    run.error ??= error.message;
+    this.finishRun(run);
+    this.toUpstream.addOwned(extended ? parseMessage(POISON_STATEMENT, POISON_SQL) : simpleQuery(POISON_SQL));
+    this.q.push({ kind: 'poison', error, extended });
+    if (extended) this.skipTillSync = true;
+  }
+
+  private hold(run: Run, extended: boolean, forward: () => void): void {
+    const d = run.decision;
+    if (d.action !== 'review') return;
+    this.holding = true;
+    const ac = new AbortController();
+    this.holdAbort = ac;
+    const op: Operation = run.op ?? { ...this.base, kind: 'utility', text: run.text, tables: [], functions: [] };
+    const onPosted = (p: { requestId: string; channel: string; deadline: Date; reattached: boolean }) => {
+      if (this.closed) return;
+      const minutes = Math.max(1, Math.round((p.deadline.getTime() - Date.now()) / 60_000));
+      this.toClient.addOwned(
+        noticeResponse({
+          message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached in' : 'posted to'} ${p.channel}, waiting up to ${minutes} minute${minutes === 1 ? '' : 's'}`,
+          detail: `rule ${d.rule}: ${d.reason}`,
+        }),
+      );
+      this.flushClient();
+    };
+    let outcomePromise: Promise<HoldOutcome>;
+    try {
+      outcomePromise = this.deps.approver.hold({ operation: op, rule: d.rule, reason: d.reason, review: d.review }, onPosted, ac.signal);
+    } catch (err) {
+      outcomePromise = Promise.resolve({ outcome: 'failed', requestId: '', reason: (err as Error).message });
+    }
+    outcomePromise
+      .catch((err: Error): HoldOutcome => ({ outcome: 'failed', requestId: '', reason: err.message }))
+      .then((o) => {
+        this.holdAbort = null;
+        if (o.requestId) this.requestIds.push(o.requestId);
+        if (o.outcome === 'approved') {
+          run.approval = { requestId: o.requestId, outcome: o.viaGrant ? 'approved (grant)' : 'approved', approvers: o.approvers };
+        } else {
+          const by = o.outcome === 'rejected' ? o.by : undefined;
+          run.approval = { requestId: o.requestId, outcome: o.outcome, approvers: by ? [by] : [], reason: o.reason };
+          run.error =
+            o.outcome === 'rejected'
+              ? `Airlock: approval rejected by ${o.by}: ${o.reason}`
+              : o.outcome === 'expired'
+                ? `Airlock: approval request ${o.requestId} expired: ${o.reason}`
+                : o.outcome === 'cancelled'
+                  ? `Airlock: approval request ${o.requestId} was cancelled: ${o.reason}`
+                  : `Airlock: approval could not be obtained (rule ${d.rule}): ${o.reason}`;
+        }
+        if (this.closed) {
+          run.error ??= 'not executed: the client disconnected while the statement was held';
+          this.finishRun(run);
+          return;
+        }
+        if (o.outcome === 'approved') forward();
+        else this.deny(run, extended);
+        this.holding = false;
+        this.flushUpstream();
+        this.pumpClient();
+      });
+  }
+
+  // ---------------------------------------------------------------- upstream -> client
+
+  private pumpUpstream(): void {
+    if (this.pumpingUpstream || this.closed) return;
+    this.pumpingUpstream = true;
+    try {
+      while (!this.closed && !this.maskerWait && !this.clientFull && this.ur.next()) this.onBackend();
+    } catch (err) {
+      const msg = err instanceof ProtocolError ? err.message : (err as Error).message;
+      this.deps.logger.error({ err, session: this.id }, 'upstream protocol failure');
+      this.flushClient();
+      this.end(`upstream protocol error: ${msg}`, { severity: 'FATAL', code: '08P01', message: `upstream database for connection "${this.connection}" sent an invalid message: ${msg}` });
+      return;
+    } finally {
+      this.pumpingUpstream = false;
+    }
+    this.flushClient();
+    if (this.closed) return;
+    if (this.maskerWait || this.clientFull) this.upstream.pause();
+    else this.upstream.resume();
+  }
+
+  private flushClient(): void {
+    const b = this.toClient.take();
+    if (!b || this.closed) return;
+    this.bytesToClient += b.length;
+    if (!this.client.write(b) && !this.clientFull) {
+      this.clientFull = true;
+      this.upstream.pause();
+      this.client.once('drain', () => {
+        this.clientFull = false;
+        this.pumpUpstream();
+      });
+    }
+  }
+
+  private relay(): void {
+    const r = this.ur;
+    this.toClient.add(r.buf, r.start, r.end, r.frameIsTransient);
+  }
+
+  private onBackend(): void {
+    const r = this.ur;
+    const head = this.q[0];
+    switch (r.type) {
+      case M.ParameterStatus:
+      case M.NoticeResponse:
+      case M.NotificationResponse:
+        return this.relay();
+      case M.ParseComplete:
+      case M.BindComplete:
+      case M.CloseComplete:
+        this.q.shift();
+        if (!head?.swallow) this.relay();
+        return;
+      case M.ParameterDescription:
+        if (!head?.swallow) this.relay();
+        return;
+      case M.RowDescription:
+        return this.onRowDescription(head);
+      case M.NoData:
+        this.q.shift();
+        if (head?.kind !== 'describe-internal' && !head?.swallow) this.relay();
+        return;
+      case M.DataRow:
+        return this.onRow(head, false);
+      case M.CopyData:
+        return this.onRow(head, true);
+      case M.CommandComplete:
+      case M.EmptyQueryResponse:
+      case M.PortalSuspended:
+        return this.onComplete(head);
+      case M.ErrorResponse:
+        return this.onError(head);
+      case M.ReadyForQuery:
+        return this.onReady();
+      case M.CopyOutResponse:
+        return this.onCopyOut(head);
+      case M.CopyInResponse:
+      case M.CopyBothResponse:
+      case M.CopyDone:
+      case M.FunctionCallResponse:
+        if (!head?.swallow && !head?.run?.swallowRest && !head?.run?.cut) this.relay();
+        return;
+      case M.BackendKeyData:
+      case M.Authentication:
+      case M.NegotiateProtocol:
+        // Startup-only messages; never let an upstream key or auth request reach the client.
+        this.deps.logger.warn({ session: this.id, type: describeType(r.type) }, 'unexpected startup message from upstream dropped');
+        return;
+      default:
+        throw new ProtocolError(`unexpected message type ${describeType(r.type)}`);
+    }
+  }
+
+  private onRowDescription(head: Expect | undefined): void {
+    const r = this.ur;
+    if (!head) return this.relay();
+    if (head.kind === 'describe') {
+      this.q.shift();
+      if (!head.swallow) this.relay();
+      return;
+    }
+    if (head.kind === 'describe-internal') {
+      this.q.shift();
+      if (head.run) this.startMasker(head.run, parseRowDescription(r.buf, r.start, r.end));
+      return;
+    }
+    const run = head.run;
+    if (!run) return this.relay();
+    run.resultRows = 0;
+    if (head.swallow || run.swallowRest) return;
+    this.relay();
+    this.startMasker(run, parseRowDescription(r.buf, r.start, r.end));
+  }
+
+  private maskRule(run: Run): string {
+    return run.decision.action === 'deny' ? run.decision.rule : (run.decision.rule ?? 'masking');
+  }
+
+  private startMasker(run: Run, fields: FieldInfo[]): void {
+    const plan = planOf(run.decision);
+    if (!planNeedsMasking(plan)) return;
+    const factory = this.deps.masking;
+    if (!factory) {
+      this.cut(run, { code: '42501', message: `Airlock cannot return this result: rule ${this.maskRule(run)} requires masking, but no masking layer is configured` });
+      return;
+    }
+    this.awaitMasker(run, () => factory.forResult(fields, plan), (m) => (run.masker = m));
+  }
+
+  /** Parks the upstream side while a masker is prepared (catalog lookups), keeping frame order. */
+  private awaitMasker<T>(run: Run, make: () => Promise<T>, use: (m: T) => void): void {
+    this.maskerWait = true;
+    this.upstream.pause();
+    let p: Promise<T>;
+    try {
+      p = make();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(use, (err: Error) => {
+      // Fail closed: without a masker nothing of this result is relayed.
+      this.deps.logger.error({ err, session: this.id }, 'masker setup failed; result withheld');
+      this.cut(run, { code: 'XX000', message: `Airlock could not prepare masking for this result (rule ${this.maskRule(run)}): ${err.message}` });
+    }).finally(() => {
+      this.maskerWait = false;
+      this.pumpUpstream();
+    });
+  }
+
+  private collectMasked(run: Run): void {
+    if (run.masker) for (const c of run.masker.maskedColumns) run.masked.add(c);
+    if (run.copyMasker) for (const c of run.copyMasker.maskedColumns) run.masked.add(c);
+  }
+
+  private onRow(head: Expect | undefined, copy: boolean): void {
+    const run = head?.run;
+    if (!run || head.swallow) return;
+    run.rows++;
+    run.resultRows++;
+    if (run.portal) run.portal.rows++;
+    if (run.cut || run.swallowRest) return;
+    const limits = limitsOf(run.decision);
+    const count = run.portal ? run.portal.rows : run.resultRows;
+    if (limits.maxRowsPerStatement !== undefined && count > limits.maxRowsPerStatement) {
+      this.cut(run, {
+        code: '54000',
+        message: `Airlock row limit reached: rule ${limits.rowsRule ?? 'limits'} allows at most ${limits.maxRowsPerStatement} rows per statement`,
+        hint: 'add a LIMIT or a narrower WHERE clause, or export through an approved path',
+      });
+      return;
+    }
+    const r = this.ur;
+    let out: Buffer | null = null;
+    if (!copy && run.masker) {
+      const frame = r.buf.subarray(r.start, r.end);
+      let m: Buffer;
+      try {
+        m = run.masker.maskDataRow(frame);
+      } catch (err) {
+        this.cut(run, { code: 'XX000', message: `Airlock could not mask a row of this result (rule ${this.maskRule(run)}): ${(err as Error).message}` });
+        return;
+      }
+      if (m !== frame) out = m;
+    } else if (copy && run.copyMasker) {
+      const line = r.buf.subarray(r.start + 5, r.end);
+      let masked: Buffer;
+      try {
+        masked = run.copyMasker.maskLine(line);
+      } catch (err) {
+        this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
+        return;
+      }
+      if (masked !== line) {
+        out = Buffer.allocUnsafe(5 + masked.length);
+        out[0] = M.CopyData;
+        out.writeInt32BE(4 + masked.length, 1);
+        masked.copy(out, 5);
+      }
+    }
+    const len = out ? out.length : r.end - r.start;
+    if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
+      this.cut(run, {
+        code: '54000',
+        message: `Airlock byte limit reached: rule ${limits.bytesRule ?? 'limits'} allows at most ${limits.maxBytesPerSession} result bytes per session`,
+      });
+      return;
+    }
+    this.resultBytes += len;
+    run.bytes += len;
+    if (out) this.toClient.addOwned(out);
+    else this.relay();
+  }
+
+  /** Stops relaying a statement's results and cancels it upstream. */
+  private cut(run: Run, error: PgError): void {
+    if (run.cut) return;
+    run.cut = error;
+    run.error = error.message;
+    if (this.cancelSent) return;
+    this.cancelSent = true;
+    void sendCancel(this.init.upstreamKey).then((err) => {
+      this.cancelSent = false;
+      if (err) this.deps.logger.warn({ err, session: this.id }, 'upstream cancel request failed');
+    });
+  }
+
+  private onCopyOut(head: Expect | undefined): void {
+    const run = head?.run;
+    if (!run || head.swallow || run.swallowRest) return;
+    const plan = planOf(run.decision);
+    if (planNeedsMasking(plan)) {
+      const factory = this.deps.masking;
+      const spec = copyOutSpec(run.text);
+      if (!factory || !spec || spec.format !== 'text') {
+        const why = !factory ? 'no masking layer is configured' : !spec ? 'the COPY statement could not be analysed' : `${spec.format.toUpperCase()} format output cannot be masked (use the default text format)`;
+        this.cut(run, { code: '42501', message: `Airlock cannot relay this COPY: rule ${this.maskRule(run)} requires masking, but ${why}` });
+        return;
+      }
+      this.relay();
+      this.awaitMasker(run, () => factory.forCopy(plan, spec.table, spec.columns, { delimiter: spec.delimiter, nullString: spec.nullString }), (m) => (run.copyMasker = m));
+      return;
+    }
+    this.relay();
+  }
+
+  /** CommandComplete / EmptyQueryResponse / PortalSuspended. */
+  private onComplete(head: Expect | undefined): void {
+    const run = head?.run;
+    if (!head || !run) return this.relay();
+    this.collectMasked(run);
+    run.masker = null;
+    run.copyMasker = null;
+    if (head.kind === 'query') {
+      if (head.swallow || run.swallowRest) return;
+      if (run.cut) {
+        // The statement finished before the cancel landed: the client still gets the error.
+        this.toClient.addOwned(errorResponse(run.cut));
+        run.swallowRest = true;
+        return;
+      }
+      return this.relay();
+    }
+    // execute
+    this.q.shift();
+    if (!head.swallow) {
+      if (run.cut) {
+        this.toClient.addOwned(errorResponse(run.cut));
+        this.swallowUntilSync();
+      } else this.relay();
+    }
+    this.finishRun(run);
+  }
+
+  /** After Airlock reported an error in a pipeline the upstream did not see: drop responses up to Sync. */
+  private swallowUntilSync(): void {
+    let sawSync = false;
+    for (const e of this.q) {
+      if (e.kind === 'sync') {
+        sawSync = true;
+        break;
+      }
+      e.swallow = true;
+    }
+    if (!sawSync) this.skipTillSync = true;
+  }
+
+  /** Upstream skips to Sync after an error in the extended protocol: drop those expectations. */
+  private dropUntilSync(): void {
+    while (this.q.length && this.q[0].kind !== 'sync') {
+      const e = this.q.shift()!;
+      if (e.run && e.kind === 'execute') {
+        e.run.error ??= 'not executed: an earlier message in the pipeline failed';
+        this.finishRun(e.run);
+      }
+    }
+    if (this.q.length === 0) this.skipTillSync = true;
+  }
+
+  private onError(head: Expect | undefined): void {
+    const r = this.ur;
+    if (!head) return this.relay();
+    const f = parseErrorFields(r.buf, r.start, r.end);
+    if (head.kind === 'poison') {
+      this.toClient.addOwned(errorResponse(head.error!));
+      if (head.extended) {
+        this.q.shift();
+        this.dropUntilSync();
+      }
+      return;
+    }
+    const run = head.run;
+    if (run) {
+      this.collectMasked(run);
+      run.masker = null;
+    }
+    if (head.kind === 'query') {
+      if (!run || head.swallow || run.swallowRest) return;
+      if (run.cut) {
+        this.toClient.addOwned(errorResponse(run.cut));
+        run.swallowRest = true;
+      } else {
+        run.error = `${f.C ?? ''} ${f.M ?? ''}`.trim();
+        this.relay();
+      }
+      return;
+    }
+    // Extended protocol: the upstream now skips everything until Sync.
+    this.q.shift();
+    if (!head.swallow) {
+      if (run?.cut) this.toClient.addOwned(errorResponse(run.cut));
+      else this.relay();
+    }
+    if (run && (head.kind === 'execute' || head.kind === 'parse')) {
+      run.error ??= `${f.C ?? ''} ${f.M ?? ''}`.trim();
+      this.finishRun(run);
+    }
+    this.dropUntilSync();
+  }
+
+  private onReady(): void {
+    // Pops up to and including the entry that ends in ReadyForQuery.
+    while (this.q.length) {
+      const e = this.q.shift()!;
+      if (e.kind === 'query' && e.run) {
+        this.collectMasked(e.run);
+        this.finishRun(e.run);
+      }
+      if (e.kind === 'query' || e.kind === 'sync' || e.kind === 'poison') break;
+    }
+    this.relay();
+  }
+
+  // ---------------------------------------------------------------- recording and shutdown
+
+  private finishRun(run: Run): void {
+    if (run.recorded) return;
+    run.recorded = true;
+    const d = run.decision;
+    const op = run.op;
+    const durationMs = Math.round((performance.now() - run.started) * 1000) / 1000;
+    const rec: OperationRecord = {
+      sessionId: this.id,
+      seq: ++this.seq,
+      at: new Date(),
+      text: run.text,
+      kind: op?.kind ?? 'utility',
+      classification: op
+        ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError }
+        : {},
+      decision: d.action,
+      rule: d.rule,
+      reason: d.action === 'deny' || d.action === 'review' ? d.reason : undefined,
+      rows: run.rows,
+      bytes: run.bytes,
+      maskedColumns: [...run.masked],
+      error: run.error,
+      durationMs,
+      approval: run.approval,
+    };
+    try {
+      this.deps.store.recordOperation(rec);
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
+    }
+    const a = run.approval;
+    if (a && a.outcome.startsWith('approved') && a.requestId && d.action === 'review') {
+      const summary = run.error
+        ? `ran with error: ${run.error} (${rec.rows} rows, ${durationMs} ms)`
+        : `completed: ${rec.rows} rows, ${rec.bytes} bytes in ${durationMs} ms${rec.maskedColumns.length ? `; masked ${rec.maskedColumns.join(', ')}` : ''}`;
+      void this.deps.approver.reportResult({ requestId: a.requestId, summary }).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval result report failed'));
+    }
+  }
+
+  /** Ends the session (idempotent). `clientError` is sent to the client first when given. */
+  end(reason: string, clientError?: PgError): void {
+    if (this.closed) return;
+    this.flushClient();
+    this.closed = true;
+    this.holdAbort?.abort(new Error(reason));
+    this.holdAbort = null;
+    const { client, upstream } = this;
+    if (client.writable) {
+      if (clientError) client.end(errorResponse({ severity: 'FATAL', ...clientError }));
+      else client.end();
+    }
+    if (upstream.writable) upstream.end(Buffer.from([M.Terminate, 0, 0, 0, 4]));
+    const killer = setTimeout(() => {
+      client.destroy();
+      upstream.destroy();
+    }, 2000);
+    killer.unref();
+    this.deps.cancels.unregister(this.init.clientPid);
+    for (const e of this.q) {
+      if (e.run && !e.run.recorded && e.kind !== 'parse' && e.kind !== 'describe-internal') {
+        e.run.error ??= `session ended before the statement finished: ${reason}`;
+        this.finishRun(e.run);
+      }
+    }
+    this.q.length = 0;
+    try {
+      this.deps.store.endSession(this.id, new Date(), reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording the session end failed');
+    }
+    if (this.requestIds.length) {
+      void this.deps.approver.sessionEnded(this.id, [...this.requestIds]).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval session-end report failed'));
+    }
+    this.deps.logger.info({ session: this.id, identity: this.identity.name, connection: this.connection, reason }, 'postgres session ended');
+    this.init.onClose?.(this);
+  }
+}

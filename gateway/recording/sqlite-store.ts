@@ -1,0 +1,698 @@
+// The embedded audit store: one SQLite file (better-sqlite3) shared by the gateway, which writes,
+// and the CLI (`airlock sessions`), which reads, possibly at the same time. WAL lets readers and
+// the writer proceed concurrently; busy_timeout absorbs the short write locks between processes.
+//
+// Writes sit on the proxies' hot path and the Store interface is synchronous, so a write never
+// throws: a failed write is logged, counted and retried in order (later writes queue behind it so
+// an endSession never overtakes its startSession). Opening and migrating, on the other hand, fail
+// loudly with StoreOpenError: a gateway that cannot record must not start.
+import Database from 'better-sqlite3';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { log } from '../log.ts';
+import type { DecisionAction } from '../policy/decision.ts';
+import type { AuditEvent, OperationRecord, SessionFilter, SessionRecord, SessionStart, Store } from './store.ts';
+
+/** A session plus counts of what happened in it, for listings. */
+export interface SessionSummary extends SessionRecord {
+  operationCount: number;
+  /** Operations the policy denied. */
+  deniedCount: number;
+  /** Operations held for human approval (whatever the outcome). */
+  reviewCount: number;
+  /** Operations whose results had values masked. */
+  maskedCount: number;
+  /** Operations that ended in an error (limit hit, cancel, upstream error). */
+  errorCount: number;
+}
+
+export interface StoreStats {
+  /** Writes committed since open. */
+  writes: number;
+  /** Write attempts that failed (each retry counts). */
+  failures: number;
+  /** Writes waiting for a retry. */
+  pending: number;
+  /** Writes given up on (queue overflow, persistent non-transient error, close with a backlog). */
+  dropped: number;
+  lastError?: string;
+}
+
+export interface SqliteStoreOptions {
+  /** How long one statement waits for another process's write lock. Default 2000 ms: long enough
+   * for a CLI or second gateway to finish a write, short enough not to stall the event loop long. */
+  busyTimeoutMs?: number;
+  /** Bound on the retry queue, so a dead disk cannot eat the gateway's memory. Default 10000. */
+  maxPending?: number;
+  /** Open an existing file for reading only (an auditor's CLI without write access). No
+   * migrations run; the file must already be at this Airlock's schema version. */
+  readonly?: boolean;
+}
+
+/** Opening or migrating the store failed: the message names the file and what to do. */
+export class StoreOpenError extends Error {
+  constructor(
+    message: string,
+    readonly path: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StoreOpenError';
+  }
+}
+
+/** Longest operation text kept; bulk INSERTs of megabytes would otherwise bloat the audit file. */
+export const MAX_TEXT_CHARS = 1_000_000;
+
+// Append-only: migration N brings the file from user_version N to N+1. Never edit a shipped one.
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE sessions (
+    id                TEXT PRIMARY KEY,
+    protocol          TEXT NOT NULL,
+    identity          TEXT NOT NULL,
+    groups            TEXT NOT NULL,            -- JSON array
+    connection        TEXT NOT NULL,
+    client_address    TEXT NOT NULL,
+    started_at        INTEGER NOT NULL,         -- ms since epoch
+    ended_at          INTEGER,
+    end_reason        TEXT,
+    bytes_to_client   INTEGER NOT NULL DEFAULT 0,
+    bytes_from_client INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX sessions_started ON sessions (started_at DESC);
+  CREATE INDEX sessions_identity ON sessions (identity, started_at DESC);
+  CREATE INDEX sessions_connection ON sessions (connection, started_at DESC);
+
+  -- No foreign key to sessions on purpose: an operation recorded out of order is kept, not lost.
+  CREATE TABLE operations (
+    session_id     TEXT NOT NULL,
+    seq            INTEGER NOT NULL,
+    at             INTEGER NOT NULL,
+    text           TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    classification TEXT NOT NULL,               -- JSON object
+    decision       TEXT NOT NULL,
+    rule           TEXT,
+    reason         TEXT,
+    rows           INTEGER,
+    bytes          INTEGER,
+    masked_columns TEXT NOT NULL,               -- JSON array
+    error          TEXT,
+    duration_ms    REAL,
+    approval       TEXT,                        -- JSON object
+    PRIMARY KEY (session_id, seq)
+  ) WITHOUT ROWID;
+  CREATE INDEX operations_decision ON operations (decision, at);
+
+  CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    actor   TEXT,
+    detail  TEXT NOT NULL                       -- JSON object
+  );
+  CREATE INDEX audit_subject ON audit (subject, at, id);
+  CREATE INDEX audit_at ON audit (at, id);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface SessionRow {
+  id: string;
+  protocol: string;
+  identity: string;
+  groups: string;
+  connection: string;
+  client_address: string;
+  started_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+  bytes_to_client: number;
+  bytes_from_client: number;
+}
+
+interface SummaryRow extends SessionRow {
+  op_count: number;
+  denied_count: number;
+  review_count: number;
+  masked_count: number;
+  error_count: number;
+}
+
+interface OperationRow {
+  session_id: string;
+  seq: number;
+  at: number;
+  text: string;
+  kind: string;
+  classification: string;
+  decision: string;
+  rule: string | null;
+  reason: string | null;
+  rows: number | null;
+  bytes: number | null;
+  masked_columns: string;
+  error: string | null;
+  duration_ms: number | null;
+  approval: string | null;
+}
+
+interface AuditRow {
+  id: number;
+  at: number;
+  kind: string;
+  subject: string;
+  actor: string | null;
+  detail: string;
+}
+
+interface PendingWrite {
+  what: string;
+  run: () => void;
+  attempts: number;
+}
+
+const SESSION_COLUMNS = `s.id, s.protocol, s.identity, s.groups, s.connection, s.client_address, s.started_at,
+  s.ended_at, s.end_reason, s.bytes_to_client, s.bytes_from_client`;
+
+// Correlated subqueries run only for the rows a LIMIT keeps, each over the (session_id, seq) key.
+const SUMMARY_SELECT = `SELECT ${SESSION_COLUMNS},
+  (SELECT count(*) FROM operations o WHERE o.session_id = s.id) AS op_count,
+  (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.decision = 'deny') AS denied_count,
+  (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.decision = 'review') AS review_count,
+  (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.masked_columns <> '[]') AS masked_count,
+  (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.error IS NOT NULL) AS error_count
+  FROM sessions s`;
+
+export class SqliteStore implements Store {
+  private readonly pending: PendingWrite[] = [];
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs = 100;
+  private closed = false;
+  private readonly counters = { writes: 0, failures: 0, dropped: 0, lastError: undefined as string | undefined };
+  private readonly maxPending: number;
+
+  private readonly insertSession: Database.Statement;
+  private readonly updateSessionEnd: Database.Statement;
+  private readonly upsertOperation: Database.Statement;
+  private readonly insertAudit: Database.Statement;
+  private readonly selectSessions: Database.Statement;
+  private readonly selectSession: Database.Statement;
+  private readonly selectOperations: Database.Statement;
+  private readonly selectAuditAll: Database.Statement;
+  private readonly selectAuditBySubject: Database.Statement;
+  private readonly selectIdsByPrefix: Database.Statement;
+  private readonly deleteOldOperations: Database.Statement;
+  private readonly deleteOldSessions: Database.Statement;
+  private readonly deleteOldAudit: Database.Statement;
+
+  private constructor(
+    private readonly db: Database.Database,
+    readonly path: string,
+    opts: SqliteStoreOptions,
+  ) {
+    this.maxPending = opts.maxPending ?? 10_000;
+    // A repeated start (a reconnect reusing its id) keeps the first record rather than failing.
+    this.insertSession = db.prepare(`INSERT INTO sessions
+      (id, protocol, identity, groups, connection, client_address, started_at)
+      VALUES (@id, @protocol, @identity, @groups, @connection, @clientAddress, @startedAt)
+      ON CONFLICT (id) DO NOTHING`);
+    this.updateSessionEnd = db.prepare(`UPDATE sessions
+      SET ended_at = @endedAt, end_reason = @reason, bytes_to_client = @toClient, bytes_from_client = @fromClient
+      WHERE id = @id`);
+    // Recording the same (session, seq) again replaces it: a held operation can be written when it
+    // is held and again with its outcome.
+    this.upsertOperation = db.prepare(`INSERT INTO operations
+      (session_id, seq, at, text, kind, classification, decision, rule, reason, rows, bytes,
+       masked_columns, error, duration_ms, approval)
+      VALUES (@sessionId, @seq, @at, @text, @kind, @classification, @decision, @rule, @reason, @rows, @bytes,
+       @maskedColumns, @error, @durationMs, @approval)
+      ON CONFLICT (session_id, seq) DO UPDATE SET
+        at = excluded.at, text = excluded.text, kind = excluded.kind, classification = excluded.classification,
+        decision = excluded.decision, rule = excluded.rule, reason = excluded.reason, rows = excluded.rows,
+        bytes = excluded.bytes, masked_columns = excluded.masked_columns, error = excluded.error,
+        duration_ms = excluded.duration_ms, approval = excluded.approval`);
+    this.insertAudit = db.prepare(`INSERT INTO audit (at, kind, subject, actor, detail)
+      VALUES (@at, @kind, @subject, @actor, @detail)`);
+    this.selectSessions = db.prepare(`${SUMMARY_SELECT}
+      WHERE (@identity IS NULL OR s.identity = @identity) AND (@connection IS NULL OR s.connection = @connection)
+      ORDER BY s.started_at DESC, s.rowid DESC
+      LIMIT @limit`);
+    this.selectSession = db.prepare(`${SUMMARY_SELECT} WHERE s.id = ?`);
+    this.selectOperations = db.prepare(`SELECT * FROM operations WHERE session_id = ? ORDER BY seq`);
+    this.selectAuditAll = db.prepare(`SELECT * FROM audit ORDER BY at, id`);
+    this.selectAuditBySubject = db.prepare(`SELECT * FROM audit WHERE subject = ? ORDER BY at, id`);
+    this.selectIdsByPrefix = db.prepare(`SELECT id FROM sessions
+      WHERE substr(id, 1, length(@prefix)) = @prefix ORDER BY started_at DESC LIMIT @limit`);
+    // Retention: a session goes once it ended (or, never ended, started) before the cutoff, with
+    // all its operations; operations whose session is unknown go by their own time.
+    this.deleteOldOperations = db.prepare(`DELETE FROM operations WHERE session_id IN
+      (SELECT id FROM sessions WHERE coalesce(ended_at, started_at) < @before)
+      OR (at < @before AND session_id NOT IN (SELECT id FROM sessions))`);
+    this.deleteOldSessions = db.prepare(`DELETE FROM sessions WHERE coalesce(ended_at, started_at) < @before`);
+    this.deleteOldAudit = db.prepare(`DELETE FROM audit WHERE at < @before`);
+  }
+
+  /**
+   * Opens (creating if needed) the store at `path`, or `:memory:`. Creates parent directories
+   * (mode 0700; the file itself 0600: statements can carry sensitive literals), enables WAL and
+   * runs pending migrations. Throws StoreOpenError with the path and cause on any failure.
+   */
+  static open(path: string, opts: SqliteStoreOptions = {}): SqliteStore {
+    const memory = path === ':memory:';
+    const full = memory ? path : resolve(path);
+    const timeout = Math.max(0, Math.floor(opts.busyTimeoutMs ?? 2000));
+    let db: Database.Database | undefined;
+    try {
+      if (opts.readonly) {
+        // better-sqlite3's `timeout` is SQLite's busy_timeout.
+        db = new Database(full, { readonly: true, fileMustExist: true, timeout });
+        checkReadonlyVersion(db, full);
+      } else {
+        if (!memory) {
+          try {
+            mkdirSync(dirname(full), { recursive: true, mode: 0o700 });
+          } catch (e) {
+            throw new StoreOpenError(`cannot create the directory for the audit store ${full}: ${errorText(e)}`, full, { cause: e });
+          }
+          try {
+            // SQLite gives the -wal and -shm files the database file's permissions.
+            closeSync(openSync(full, 'a', 0o600));
+          } catch (e) {
+            throw new StoreOpenError(`cannot create or open the audit store ${full}: ${errorText(e)}`, full, { cause: e });
+          }
+        }
+        const conn = new Database(full, { timeout });
+        db = conn;
+        // Switching a new file to WAL can get SQLITE_BUSY without waiting when another process
+        // opens it at the same moment (SQLite refuses to wait where waiting could deadlock), so
+        // startup retries for a while instead of failing.
+        retryWhileBusy(Math.max(timeout, 1000), () => {
+          if (!memory) {
+            const mode = String(conn.pragma('journal_mode = WAL', { simple: true }));
+            if (mode.toLowerCase() !== 'wal') throw new Error(`could not switch to WAL journal mode (got ${mode})`);
+          }
+          // NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits,
+          // and it keeps each write to microseconds instead of an fsync on the proxy's hot path.
+          conn.pragma('synchronous = NORMAL');
+          migrate(conn, full);
+        });
+      }
+      const store = new SqliteStore(db, full, opts);
+      log.debug({ path: full, schemaVersion: SCHEMA_VERSION, readonly: opts.readonly ?? false }, 'audit store opened');
+      return store;
+    } catch (e) {
+      try {
+        db?.close();
+      } catch {
+        // already failing; the original error is the useful one
+      }
+      if (e instanceof StoreOpenError) throw e;
+      throw new StoreOpenError(`cannot open the audit store ${full}: ${errorText(e)}`, full, { cause: e });
+    }
+  }
+
+  /** The schema version of the open file. */
+  schemaVersion(): number {
+    return Number(this.db.pragma('user_version', { simple: true }));
+  }
+
+  startSession(s: SessionStart): void {
+    const params = {
+      id: str(s.id),
+      protocol: str(s.protocol),
+      identity: str(s.identity),
+      groups: safeJson(s.groups ?? []),
+      connection: str(s.connection),
+      clientAddress: str(s.clientAddress),
+      startedAt: epochMs(s.startedAt),
+    };
+    this.write(`start session ${s.id}`, () => {
+      this.insertSession.run(params);
+    });
+  }
+
+  endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void {
+    const params = { id: str(id), endedAt: epochMs(endedAt), reason: str(reason), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
+    this.write(`end session ${id}`, () => {
+      const r = this.updateSessionEnd.run(params);
+      if (r.changes === 0) log.warn({ sessionId: id }, 'audit store: ended a session that was never started');
+    });
+  }
+
+  recordOperation(op: OperationRecord): void {
+    let params: Record<string, unknown>;
+    try {
+      params = {
+        sessionId: str(op.sessionId),
+        seq: op.seq,
+        at: epochMs(op.at),
+        text: capText(op.text ?? ''),
+        kind: str(op.kind),
+        classification: safeJson(op.classification ?? {}),
+        decision: str(op.decision),
+        rule: op.rule ?? null,
+        reason: op.reason ?? null,
+        rows: numOrNull(op.rows),
+        bytes: numOrNull(op.bytes),
+        maskedColumns: safeJson(op.maskedColumns ?? []),
+        error: op.error ?? null,
+        durationMs: numOrNull(op.durationMs),
+        approval: op.approval ? safeJson(op.approval) : null,
+      };
+    } catch (e) {
+      this.fail(`record operation ${op?.sessionId}#${op?.seq}`, e, true);
+      return;
+    }
+    this.write(`record operation ${op.sessionId}#${op.seq}`, () => {
+      this.upsertOperation.run(params);
+    });
+  }
+
+  recordAudit(e: AuditEvent): void {
+    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor ?? null, detail: safeJson(e.detail ?? {}) };
+    this.write(`audit ${e.kind} ${e.subject}`, () => {
+      this.insertAudit.run(params);
+    });
+  }
+
+  /** Newest first, with operation counts. Reads throw: they serve the CLI, which reports them. */
+  listSessions(f: SessionFilter = {}): SessionSummary[] {
+    if (f.limit !== undefined && !(Number.isInteger(f.limit) && f.limit >= 0)) throw new RangeError(`session list limit must be a non-negative integer, got ${f.limit}`);
+    const limit = f.limit ?? -1;
+    const rows = this.selectSessions.all({ identity: f.identity ?? null, connection: f.connection ?? null, limit }) as SummaryRow[];
+    return rows.map(toSummary);
+  }
+
+  getSession(id: string): { session: SessionSummary; operations: OperationRecord[] } | undefined {
+    // One read transaction, so the session and its operations are a consistent snapshot.
+    return this.db.transaction(() => {
+      const row = this.selectSession.get(id) as SummaryRow | undefined;
+      if (!row) return undefined;
+      const ops = this.selectOperations.all(id) as OperationRow[];
+      return { session: toSummary(row), operations: ops.map(toOperation) };
+    })();
+  }
+
+  /** Chronological. Without a subject, every event. */
+  listAudit(subject?: string): AuditEvent[] {
+    const rows = (subject === undefined ? this.selectAuditAll.all() : this.selectAuditBySubject.all(subject)) as AuditRow[];
+    return rows.map(toAudit);
+  }
+
+  /** Session ids starting with `prefix`, newest first (at most `limit`): lets the CLI accept short ids. */
+  findSessionIds(prefix: string, limit = 10): string[] {
+    if (prefix === '') return [];
+    return (this.selectIdsByPrefix.all({ prefix, limit }) as { id: string }[]).map((r) => r.id);
+  }
+
+  /** Deletes sessions (with their operations) and audit events older than `before`, in one
+   * transaction. Throws on failure: it is an operator's command, not the hot path. */
+  prune(before: Date): { sessions: number; operations: number; audit: number } {
+    if (!validDate(before)) throw new RangeError('prune needs a valid cutoff date');
+    const p = { before: before.getTime() };
+    return this.db.transaction(() => {
+      const operations = this.deleteOldOperations.run(p).changes;
+      const sessions = this.deleteOldSessions.run(p).changes;
+      const audit = this.deleteOldAudit.run(p).changes;
+      return { sessions, operations, audit };
+    }).immediate();
+  }
+
+  stats(): StoreStats {
+    return { writes: this.counters.writes, failures: this.counters.failures, pending: this.pending.length, dropped: this.counters.dropped, lastError: this.counters.lastError };
+  }
+
+  /** Flushes what can be flushed, then closes. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.drain();
+    if (this.pending.length > 0) {
+      this.counters.dropped += this.pending.length;
+      log.error({ path: this.path, lost: this.pending.length, lastError: this.counters.lastError }, 'audit store closed with unwritten records');
+      this.pending.length = 0;
+    }
+    this.closed = true;
+    try {
+      this.db.close();
+    } catch (e) {
+      log.error({ path: this.path, err: errorText(e) }, 'audit store: close failed');
+    }
+  }
+
+  private write(what: string, run: () => void): void {
+    if (this.closed) {
+      this.counters.dropped++;
+      log.error({ path: this.path, what }, 'audit store: write after close dropped');
+      return;
+    }
+    // Keep order: while something waits for a retry, new writes wait behind it.
+    if (this.pending.length > 0) {
+      this.enqueue({ what, run, attempts: 0 });
+      this.drain();
+      return;
+    }
+    try {
+      run();
+      this.counters.writes++;
+    } catch (e) {
+      if (!this.fail(what, e, isPermanent(e))) this.enqueue({ what, run, attempts: 1 });
+    }
+  }
+
+  /** Counts and logs a failure; returns true when the write is given up for good. */
+  private fail(what: string, e: unknown, permanent: boolean): boolean {
+    this.counters.failures++;
+    this.counters.lastError = `${what}: ${errorText(e)}`;
+    if (permanent) {
+      this.counters.dropped++;
+      log.error({ path: this.path, what, err: errorText(e) }, 'audit store: write failed and was dropped');
+    } else {
+      log.warn({ path: this.path, what, err: errorText(e) }, 'audit store: write failed, will retry');
+    }
+    return permanent;
+  }
+
+  private enqueue(w: PendingWrite): void {
+    if (this.pending.length >= this.maxPending) {
+      const lost = this.pending.shift();
+      this.counters.dropped++;
+      log.error({ path: this.path, what: lost?.what }, 'audit store: retry queue full, oldest record dropped');
+    }
+    this.pending.push(w);
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.drain();
+    }, this.retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  private drain(): void {
+    while (this.pending.length > 0) {
+      const head = this.pending[0];
+      try {
+        head.run();
+        this.counters.writes++;
+        this.pending.shift();
+        this.retryDelayMs = 100;
+      } catch (e) {
+        head.attempts++;
+        // Locks clear eventually; disk full or I/O errors get a bounded number of tries.
+        const permanent = isPermanent(e) || (!isTransient(e) && head.attempts >= 20);
+        if (this.fail(head.what, e, permanent)) {
+          this.pending.shift();
+          continue;
+        }
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5000);
+        this.scheduleRetry();
+        return;
+      }
+    }
+  }
+}
+
+/** Runs `fn`, retrying on SQLITE_BUSY/LOCKED until `ms` have passed. Startup only: it sleeps synchronously. */
+function retryWhileBusy(ms: number, fn: () => void): void {
+  const deadline = Date.now() + ms;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      fn();
+      return;
+    } catch (e) {
+      const cause = e instanceof StoreOpenError ? e.cause : e;
+      if (!isTransient(cause) || Date.now() >= deadline) throw e;
+      Atomics.wait(sleeper, 0, 0, 5 + Math.floor(Math.random() * 20));
+    }
+  }
+}
+
+function checkReadonlyVersion(db: Database.Database, path: string): void {
+  const v = Number(db.pragma('user_version', { simple: true }));
+  if (v > SCHEMA_VERSION) {
+    throw new StoreOpenError(`the audit store ${path} has schema version ${v}, newer than this Airlock understands (${SCHEMA_VERSION}); upgrade Airlock`, path);
+  }
+  if (v < SCHEMA_VERSION) {
+    throw new StoreOpenError(`the audit store ${path} has schema version ${v}, older than this Airlock's ${SCHEMA_VERSION}; open it read-write once (start the gateway) to migrate it`, path);
+  }
+}
+
+function migrate(db: Database.Database, path: string): void {
+  const current = () => Number(db.pragma('user_version', { simple: true }));
+  if (current() > SCHEMA_VERSION) {
+    throw new StoreOpenError(
+      `the audit store ${path} has schema version ${current()}, newer than this Airlock understands (${SCHEMA_VERSION}); upgrade Airlock or point store.sqlite at another file`,
+      path,
+    );
+  }
+  if (current() === SCHEMA_VERSION) return;
+  // IMMEDIATE takes the write lock first, so two processes opening a new file at once migrate
+  // one after the other; the second re-reads the version inside the lock and finds nothing to do.
+  db.transaction(() => {
+    for (let v = current(); v < SCHEMA_VERSION; v++) {
+      try {
+        db.exec(MIGRATIONS[v]);
+      } catch (e) {
+        throw new StoreOpenError(`migrating the audit store ${path} from schema version ${v} to ${v + 1} failed: ${errorText(e)}`, path, { cause: e });
+      }
+      db.pragma(`user_version = ${v + 1}`);
+    }
+  }).immediate();
+  log.info({ path, schemaVersion: SCHEMA_VERSION }, 'audit store schema up to date');
+}
+
+function isTransient(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
+
+/** Errors a retry cannot fix: the record itself is unacceptable (constraint, bad binding). */
+function isPermanent(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code !== 'string') return true;
+  return code.startsWith('SQLITE_CONSTRAINT') || code.startsWith('SQLITE_MISMATCH') || code.startsWith('SQLITE_RANGE') || code.startsWith('SQLITE_TOOBIG') || code.startsWith('SQLITE_READONLY');
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    return typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message;
+  }
+  return String(e);
+}
+
+function validDate(d: unknown): d is Date {
+  return d instanceof Date && Number.isFinite(d.getTime());
+}
+
+function epochMs(d: Date): number {
+  const t = d instanceof Date ? d.getTime() : new Date(d as unknown as string).getTime();
+  // A bad timestamp must not lose the record; "now" is the best available estimate.
+  return Number.isFinite(t) ? t : Date.now();
+}
+
+/** A required text column never fails NOT NULL on a caller's slip: the record is worth more. */
+function str(v: unknown): string {
+  return v === undefined || v === null ? '' : String(v);
+}
+
+function numOrNull(n: number | undefined): number | null {
+  return typeof n === 'number' && Number.isFinite(n) ? n : null;
+}
+
+function intOrZero(n: number | undefined): number {
+  return typeof n === 'number' && Number.isFinite(n) ? Math.max(0, Math.floor(n)) : 0;
+}
+
+function capText(text: string): string {
+  if (text.length <= MAX_TEXT_CHARS) return text;
+  return `${text.slice(0, MAX_TEXT_CHARS)}\n… [airlock: ${text.length - MAX_TEXT_CHARS} more characters not recorded]`;
+}
+
+/** JSON that cannot throw: BigInts become strings, cycles become "[circular]". */
+function safeJson(v: unknown): string {
+  const seen = new WeakSet<object>();
+  return JSON.stringify(v, (_k, val: unknown) => {
+    if (typeof val === 'bigint') return val.toString();
+    if (typeof val === 'object' && val !== null) {
+      if (seen.has(val)) return '[circular]';
+      seen.add(val);
+    }
+    return val;
+  }) ?? 'null';
+}
+
+function parseJson<T>(text: string | null, fallback: T): T {
+  if (text === null) return fallback;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+function toSession(r: SessionRow): SessionRecord {
+  const s: SessionRecord = {
+    id: r.id,
+    protocol: r.protocol,
+    identity: r.identity,
+    groups: parseJson<string[]>(r.groups, []),
+    connection: r.connection,
+    clientAddress: r.client_address,
+    startedAt: new Date(r.started_at),
+    bytesToClient: r.bytes_to_client,
+    bytesFromClient: r.bytes_from_client,
+  };
+  if (r.ended_at !== null) s.endedAt = new Date(r.ended_at);
+  if (r.end_reason !== null) s.endReason = r.end_reason;
+  return s;
+}
+
+function toSummary(r: SummaryRow): SessionSummary {
+  return {
+    ...toSession(r),
+    operationCount: r.op_count,
+    deniedCount: r.denied_count,
+    reviewCount: r.review_count,
+    maskedCount: r.masked_count,
+    errorCount: r.error_count,
+  };
+}
+
+function toOperation(r: OperationRow): OperationRecord {
+  const op: OperationRecord = {
+    sessionId: r.session_id,
+    seq: r.seq,
+    at: new Date(r.at),
+    text: r.text,
+    kind: r.kind,
+    classification: parseJson<Record<string, unknown>>(r.classification, {}),
+    decision: r.decision as DecisionAction,
+    maskedColumns: parseJson<string[]>(r.masked_columns, []),
+  };
+  if (r.rule !== null) op.rule = r.rule;
+  if (r.reason !== null) op.reason = r.reason;
+  if (r.rows !== null) op.rows = r.rows;
+  if (r.bytes !== null) op.bytes = r.bytes;
+  if (r.error !== null) op.error = r.error;
+  if (r.duration_ms !== null) op.durationMs = r.duration_ms;
+  const approval = parseJson<OperationRecord['approval'] | null>(r.approval, null);
+  if (approval) op.approval = approval;
+  return op;
+}
+
+function toAudit(r: AuditRow): AuditEvent {
+  const e: AuditEvent = { at: new Date(r.at), kind: r.kind, subject: r.subject, detail: parseJson<Record<string, unknown>>(r.detail, {}) };
+  if (r.actor !== null) e.actor = r.actor;
+  return e;
+}

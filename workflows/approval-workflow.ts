@@ -1,0 +1,294 @@
+// The approval workflow (deterministic workflow code: no I/O, no Node APIs; chat and audit happen
+// in activities). One run per held operation; the workflow id is derived from the operation (see
+// gateway/approvals/temporal-approver.ts), so a restarted gateway re-attaches to the same run.
+//
+// Life of a run: post the request to every channel (retried until the final deadline; nothing
+// posted by then = `failed`, which the gateway treats as a rejection), wait for decisions
+// (validated Updates), escalate at each step, expire at the deadline. The run completes as soon
+// as the outcome is known, so the gateway learns it from the workflow result with no polling.
+// The chat follow-up (message update, audit of the outcome) runs in an abandoned child workflow,
+// so a slow or failing chat never delays the held client. Later thread posts (the held
+// operation's result, the session log, possibly hours later) use the same follow-up workflow,
+// started by the gateway with the message refs from the result.
+import {
+  ApplicationFailure,
+  CancellationScope,
+  ParentClosePolicy,
+  condition,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  startChild,
+  upsertSearchAttributes,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { ApprovalActivities } from './activities.ts';
+import {
+  cancelSignal,
+  decideUpdate,
+  progressQuery,
+  stateQuery,
+  type ApprovalInput,
+  type ApprovalOutcome,
+  type ApprovalResult,
+  type ApprovalView,
+  type CancelArgs,
+  type ChannelRef,
+  type DecideArgs,
+  type FollowUpInput,
+  type FollowUpResult,
+  type FollowUpStep,
+} from './definitions.ts';
+import { APPROVERS, OUTCOME } from './search-attributes.ts';
+
+const RETRY: ActivityOptions['retry'] = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
+
+/** Activities whose retries are bounded by the request's final deadline (posting, escalating). */
+function untilDeadline(deadline: number) {
+  const left = Math.max(1000, deadline - Date.now());
+  return proxyActivities<ApprovalActivities>({ startToCloseTimeout: Math.min(30_000, left), scheduleToCloseTimeout: left, retry: RETRY });
+}
+
+/** Chat follow-ups after the decision: retried for an hour, then given up (and audited). */
+const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '60s', scheduleToCloseTimeout: '1h', retry: RETRY });
+const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
+
+function same(a: string, b: string): boolean {
+  return a.trim().toLowerCase() === b.trim().toLowerCase();
+}
+
+function errorMessage(err: unknown): string {
+  // ActivityFailure -> ApplicationFailure (the activity's own message) -> ...
+  let e: unknown = err;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
+
+function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** Why a decision is refused, or undefined when it is acceptable. Exported for the tests' docs. */
+export function refusal(input: ApprovalInput, view: ApprovalView, approvals: string[], d: DecideArgs): string | undefined {
+  const who = typeof d.approver === 'string' ? d.approver.trim() : '';
+  if (!who) return 'an approver name is required';
+  if (view.status !== 'pending') {
+    const by = view.decidedBy.length > 0 ? ` by ${view.decidedBy.join(', ')}` : '';
+    return `request ${input.requestId} is no longer pending (${view.status}${by})`;
+  }
+  if (d.decision !== 'approve' && d.decision !== 'reject') return `decision must be approve or reject, not ${String(d.decision)}`;
+  const op = input.operation;
+  if (same(who, op.identity)) return `${who} requested this operation and cannot ${d.decision} it (no self-approval)`;
+  if (op.owner && same(who, op.owner)) return `${who} owns the requesting agent ${op.identity} and cannot ${d.decision} its requests`;
+  const groups = Array.isArray(d.approverGroups) ? d.approverGroups : [];
+  if (!groups.some((g) => input.approverGroups.includes(g))) {
+    return `${who} is not in an approver group for this request (needs one of: ${input.approverGroups.join(', ')}; ${who} is in: ${groups.join(', ') || 'no groups'})`;
+  }
+  if (d.decision === 'approve' && approvals.some((a) => same(a, who))) {
+    return `${who} already approved; quorum needs ${input.quorum} distinct approvers (${approvals.length}/${input.quorum} so far)`;
+  }
+  if (d.decision === 'reject' && !(typeof d.reason === 'string' && d.reason.trim())) return 'a rejection needs a reason';
+  return undefined;
+}
+
+export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalResult> {
+  const startedAt = Date.now();
+  const deadline = startedAt + input.timeoutMs;
+  const op = input.operation;
+  const view: ApprovalView = {
+    requestId: input.requestId,
+    protocol: op.protocol,
+    identity: op.identity,
+    owner: op.owner,
+    connection: op.connection,
+    text: op.text,
+    rule: op.rule,
+    reason: op.reason,
+    deadline: new Date(deadline).toISOString(),
+    approverGroups: input.approverGroups,
+    quorum: Math.max(1, input.quorum),
+    status: 'pending',
+    decidedBy: [],
+    escalated: false,
+  };
+  const approvals: string[] = [];
+  const refs: ChannelRef[] = [];
+  const postErrors = new Map<string, string>();
+  let postedAt: number | undefined;
+  let rejected: { by: string; reason: string } | undefined;
+  let cancelled: CancelArgs | undefined;
+  const snapshot = (): ApprovalView => ({ ...view, decidedBy: [...view.decidedBy], approverGroups: [...view.approverGroups] });
+  const decided = () => view.status !== 'pending' || cancelled !== undefined;
+
+  // Keep chat messages in step with partial progress (1/2 approvals, escalation); best effort.
+  const refreshMessages = () => {
+    const v = snapshot();
+    for (const r of refs) void untilDeadline(deadline).updateMessage(r, v).catch(() => undefined);
+  };
+
+  setHandler(stateQuery, snapshot);
+  setHandler(progressQuery, () => ({ view: snapshot(), posted: refs.length > 0, postedTo: refs.map((r) => r.kind), postErrors: [...postErrors].map(([k, e]) => `${k}: ${e}`) }));
+  setHandler(cancelSignal, (c) => {
+    if (view.status === 'pending' && !cancelled) cancelled = { reason: c.reason || 'cancelled', by: c.by };
+  });
+  setHandler(
+    decideUpdate,
+    (d) => {
+      const who = d.approver.trim();
+      if (d.decision === 'approve') {
+        approvals.push(who);
+        view.decidedBy = [...approvals];
+        if (approvals.length >= view.quorum) {
+          view.status = 'approved';
+          view.decidedAt = new Date().toISOString();
+        }
+      } else {
+        rejected = { by: who, reason: (d.reason ?? '').trim() };
+        view.status = 'rejected';
+        view.decidedBy = [...approvals, who];
+        view.decidedAt = new Date().toISOString();
+        view.decisionReason = rejected.reason;
+      }
+      upsertSearchAttributes([{ key: APPROVERS, value: [...approvals] }]);
+      if (view.status === 'pending') refreshMessages();
+      return snapshot();
+    },
+    {
+      validator: (d) => {
+        const why = refusal(input, view, approvals, d);
+        if (why) throw ApplicationFailure.create({ message: why, type: 'ApprovalRefused', nonRetryable: true });
+      },
+    },
+  );
+
+  const finish = async (outcome: ApprovalOutcome, reason?: string): Promise<ApprovalResult> => {
+    const decidedAt = view.decidedAt ?? new Date().toISOString();
+    if (view.status === 'pending') {
+      // `failed` has no status of its own in the chat view: nobody may act on it any more.
+      view.status = outcome === 'approved' ? 'approved' : outcome === 'failed' ? 'rejected' : outcome;
+      view.decidedAt = decidedAt;
+      view.decisionReason = reason;
+    }
+    const result: ApprovalResult = {
+      requestId: input.requestId,
+      outcome,
+      approvers: [...approvals],
+      rejectedBy: rejected?.by,
+      reason,
+      decidedAt,
+      refs: [...refs],
+    };
+    upsertSearchAttributes([
+      { key: OUTCOME, value: outcome },
+      { key: APPROVERS, value: [...approvals] },
+    ]);
+    const steps: FollowUpStep[] = [
+      {
+        type: 'audit',
+        kind: 'approval.outcome',
+        actor: rejected?.by ?? cancelled?.by,
+        detail: { outcome, approvers: result.approvers, rejectedBy: result.rejectedBy, reason, identity: op.identity, connection: op.connection, rule: op.rule, sessionId: op.sessionId },
+      },
+    ];
+    if (refs.length > 0) steps.push({ type: 'update', view: snapshot() });
+    const info = workflowInfo();
+    await startChild(approvalFollowUpWorkflow, {
+      workflowId: `${info.workflowId}:outcome:${info.runId}`,
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      args: [{ requestId: input.requestId, refs: [...refs], steps }],
+    });
+    return result;
+  };
+
+  try {
+    // 1. Post everywhere, in parallel; visible once any channel has it.
+    const kinds = input.channels && input.channels.length > 0 ? input.channels : await quickActivities.listChannels();
+    if (kinds.length === 0) return await finish('failed', 'no approval channel is configured on the worker (Slack, Teams or the local channel)');
+    let settled = 0;
+    for (const kind of kinds) {
+      untilDeadline(deadline)
+        .postRequest(kind, snapshot())
+        .then(
+          (r) => {
+            refs.push(r);
+            postedAt ??= Date.now();
+            postErrors.delete(kind);
+            // Posted after a decision or a partial approval: bring the message up to date.
+            if (view.status !== 'pending' || view.decidedBy.length > 0) void followUpActivities.updateMessage(r, snapshot()).catch(() => undefined);
+          },
+          (err: unknown) => {
+            postErrors.set(kind, errorMessage(err));
+          },
+        )
+        .finally(() => settled++);
+    }
+    await condition(() => refs.length > 0 || settled === kinds.length || decided(), Math.max(1, deadline - Date.now()));
+    if (!decided() && refs.length === 0) {
+      const why = [...postErrors].map(([k, e]) => `${k}: ${e}`).join('; ') || 'no channel answered in time';
+      return await finish('failed', `could not post the approval request by the deadline (${why}); failing closed`);
+    }
+
+    // 2. Wait for a decision, escalating at each step, until the final deadline.
+    const steps = [...input.escalation].sort((a, b) => a.afterMs - b.afterMs);
+    let next = 0;
+    const base = postedAt ?? startedAt;
+    while (!decided()) {
+      const now = Date.now();
+      if (now >= deadline) break;
+      const step = steps[next];
+      const stepAt = step ? base + step.afterMs : Infinity;
+      if (step && stepAt >= deadline) next = steps.length; // would fire at or after expiry: pointless
+      const wakeAt = Math.min(step && stepAt < deadline ? stepAt : Infinity, deadline);
+      if (await condition(decided, Math.max(1, wakeAt - now))) break;
+      if (step && stepAt < deadline && Date.now() >= stepAt) {
+        next++;
+        view.escalated = true;
+        const v = snapshot();
+        const notice = { mention: step.mention, channel: step.channel };
+        for (const r of refs) void untilDeadline(deadline).escalate(r, v, notice).catch(() => undefined);
+      }
+    }
+
+    if (cancelled && view.status === 'pending') return await finish('cancelled', cancelled.reason);
+    if (view.status === 'approved') return await finish('approved');
+    if (view.status === 'rejected' && rejected) return await finish('rejected', rejected.reason);
+    const progress = approvals.length > 0 ? ` (${approvals.length}/${view.quorum} approvals: ${approvals.join(', ')})` : '';
+    const esc = view.escalated ? ', after escalation' : '';
+    return await finish('expired', `no decision within ${formatMs(input.timeoutMs)}${esc}${progress}`);
+  } catch (err) {
+    if (!isCancellation(err)) throw err;
+    // Cancelled through Temporal (e.g. `temporal workflow cancel`): still close the request cleanly.
+    cancelled ??= { reason: 'the request was cancelled' };
+    return await CancellationScope.nonCancellable(() => finish('cancelled', cancelled!.reason));
+  }
+}
+
+/** Chat and audit work after an outcome (and the gateway's later thread posts), each retried. */
+export async function approvalFollowUpWorkflow(input: FollowUpInput): Promise<FollowUpResult> {
+  const failures: string[] = [];
+  for (const step of input.steps) {
+    if (step.type === 'audit') {
+      await followUpActivities.audit(input.requestId, step.kind, step.detail, step.actor).catch((err: unknown) => {
+        failures.push(`audit: ${errorMessage(err)}`);
+      });
+      continue;
+    }
+    await Promise.all(
+      input.refs.map(async (r) => {
+        try {
+          if (step.type === 'update') await followUpActivities.updateMessage(r, step.view);
+          else if (step.type === 'reply') await followUpActivities.reply(r, input.requestId, step.text);
+          else await followUpActivities.attachLog(r, input.requestId, step.filename, step.content);
+        } catch (err) {
+          failures.push(`${step.type} via ${r.kind}: ${errorMessage(err)}`);
+        }
+      }),
+    );
+  }
+  if (failures.length > 0) await followUpActivities.audit(input.requestId, 'approval.chat-failed', { failures }).catch(() => undefined);
+  return { failures };
+}

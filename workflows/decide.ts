@@ -1,0 +1,61 @@
+// Submits one human decision to an approval workflow as a validated Update (the local CLI, Slack
+// and Teams all come through here). Every attempt, accepted or refused, lands in Airlock's audit
+// store, since Temporal does not keep rejected Updates in history and its retention is finite.
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { ApprovalView } from '../bots/channel.ts';
+import type { Store } from '../gateway/recording/store.ts';
+import { decideUpdate, type ApprovalResult, type DecideArgs } from './definitions.ts';
+
+export interface DecisionRequest extends DecideArgs {
+  requestId: string;
+}
+
+export type DecisionResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Why a request that the update could not reach is not decidable. */
+async function whyNotFound(client: Client, requestId: string): Promise<string> {
+  try {
+    const handle = client.workflow.getHandle(requestId);
+    const d = await handle.describe();
+    if (d.status.name === 'RUNNING') return `request ${requestId} is not accepting decisions right now; try again`;
+    if (d.status.name === 'COMPLETED') {
+      const r = (await handle.result()) as ApprovalResult;
+      const who = r.outcome === 'approved' ? ` by ${r.approvers.join(', ')}` : r.rejectedBy ? ` by ${r.rejectedBy}` : '';
+      return `request ${requestId} is no longer pending (${r.outcome}${who})`;
+    }
+    return `request ${requestId} is no longer pending (${d.status.name.toLowerCase()})`;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return `no approval request ${requestId}`;
+    return `request ${requestId}: ${messageOf(err)}`;
+  }
+}
+
+export async function submitDecision(client: Client, store: Store, d: DecisionRequest): Promise<DecisionResult> {
+  const { requestId, ...args } = d;
+  const detail = { decision: d.decision, via: d.via, approverGroups: d.approverGroups, reason: d.reason };
+  const refused = (error: string): DecisionResult => {
+    store.recordAudit({ at: new Date(), kind: 'approval.decision-refused', subject: requestId, actor: d.approver, detail: { ...detail, error } });
+    return { ok: false, error };
+  };
+  if (!requestId.trim()) return refused('a request id is required');
+  try {
+    const view = await client.workflow.getHandle(requestId).executeUpdate(decideUpdate, { args: [args] });
+    store.recordAudit({
+      at: new Date(),
+      kind: 'approval.decision',
+      subject: requestId,
+      actor: d.approver,
+      detail: { ...detail, status: view.status, approvers: view.decidedBy, quorum: view.quorum },
+    });
+    return { ok: true, view };
+  } catch (err) {
+    // The validator's refusal comes back as the Update's failure, its message intact.
+    if (err instanceof WorkflowUpdateFailedError) return refused(err.cause ? messageOf(err.cause) : messageOf(err));
+    if (err instanceof WorkflowNotFoundError) return refused(await whyNotFound(client, requestId));
+    return refused(`could not submit the decision for ${requestId}: ${messageOf(err)}`);
+  }
+}
