@@ -68,3 +68,84 @@ export function encodeCopyField(value: string, delimiter = '\t'): string {
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// CSV format (`COPY ... TO STDOUT (FORMAT csv)`, psql's `\copy ... csv`): fields separated by a
+// delimiter (comma), optionally quoted; inside quotes the escape char (default: the quote char)
+// escapes the quote and itself; NULL is an UNQUOTED field equal to the null string (default empty).
+// One row may span several lines when a quoted value holds a newline; the server sends a whole row
+// per CopyData message, so a row is what callers pass here.
+
+export interface CsvDialect {
+  delimiter: number;
+  quote: number;
+  escape: number;
+}
+
+export interface RawField {
+  /** Bytes of the field as sent (including quotes for quoted fields). */
+  start: number;
+  end: number;
+  quoted: boolean;
+}
+
+/** Splits one CSV row into raw fields. Throws on an unterminated quote. */
+export function splitCsvRow(buf: Uint8Array, start: number, end: number, d: CsvDialect): RawField[] {
+  const fields: RawField[] = [];
+  let i = start;
+  for (;;) {
+    const fs = i;
+    if (i < end && buf[i] === d.quote) {
+      i++;
+      for (;;) {
+        if (i >= end) throw new Error('masking: unterminated quoted CSV field in COPY output');
+        const c = buf[i];
+        if (c === d.escape && d.escape !== d.quote && i + 1 < end && (buf[i + 1] === d.quote || buf[i + 1] === d.escape)) i += 2;
+        else if (c === d.quote) {
+          if (d.escape === d.quote && i + 1 < end && buf[i + 1] === d.quote) i += 2;
+          else {
+            i++;
+            break;
+          }
+        } else i++;
+      }
+      // Anything up to the delimiter belongs to this field (PostgreSQL never writes it).
+      while (i < end && buf[i] !== d.delimiter) i++;
+      fields.push({ start: fs, end: i, quoted: true });
+    } else {
+      while (i < end && buf[i] !== d.delimiter) i++;
+      fields.push({ start: fs, end: i, quoted: false });
+    }
+    if (i >= end) return fields;
+    i++; // delimiter
+  }
+}
+
+/** The value of a raw CSV field (a binary string). */
+export function decodeCsvField(buf: Uint8Array, f: RawField, d: CsvDialect): string {
+  if (!f.quoted) return Buffer.from(buf.buffer, buf.byteOffset + f.start, f.end - f.start).toString('latin1');
+  let out = '';
+  let i = f.start + 1;
+  for (; i < f.end; i++) {
+    const c = buf[i];
+    if (c === d.escape && i + 1 < f.end && (buf[i + 1] === d.quote || buf[i + 1] === d.escape) && !(d.escape === d.quote && i + 1 === f.end - 1)) {
+      out += String.fromCharCode(buf[i + 1]);
+      i++;
+    } else if (c === d.quote) break;
+    else out += String.fromCharCode(c);
+  }
+  return out;
+}
+
+/** A value as a quoted CSV field (always quoted: valid for any content, and never mistaken for NULL). */
+export function encodeCsvField(value: string, d: CsvDialect): string {
+  const q = String.fromCharCode(d.quote);
+  const e = String.fromCharCode(d.escape);
+  let out = q;
+  for (let i = 0; i < value.length; i++) {
+    const ch = value[i];
+    if (ch === q || ch === e) out += e + ch;
+    else out += ch;
+  }
+  return out + q;
+}

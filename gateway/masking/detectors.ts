@@ -210,42 +210,55 @@ export function ibanValid(iban: string): boolean {
  * sorted by position. Callers normally pass `quickCheckString(text, enabled)` as the mask.
  */
 export function findSpans(text: string, mask: number): Span[] {
+  // Plain loops, no per-call closures: this runs per value on the result hot path (and tsx's
+  // keepNames would add a defineProperty call for every named closure).
   const found: Span[] = [];
   if (mask === 0) return found;
-  const add = (start: number, end: number, detector: DetectorName) => {
-    for (const s of found) if (start < s.end && s.start < end) return;
-    found.push({ start, end, detector });
-  };
-  if (mask & BIT.secret) eachMatch(SECRET_RE, text, (m) => add(m.index, m.index + m[0].length, 'secret'));
-  if (mask & BIT.email) eachMatch(EMAIL_RE, text, (m) => add(m.index, m.index + m[0].length, 'email'));
-  if (mask & BIT.iban) eachMatch(IBAN_RE, text, (m) => {
-    const span = ibanSpan(m[0]);
-    if (span) add(m.index, m.index + span, 'iban');
-  });
-  if (mask & BIT.card) eachMatch(CARD_RE, text, (m) => {
-    for (const [s, e] of cardSpans(m[0])) add(m.index + s, m.index + e, 'card');
-  });
-  if (mask & BIT.ssn) eachMatch(SSN_RE, text, (m) => {
-    if (ssnValid(m[1], m[3], m[4])) add(m.index, m.index + m[0].length, 'ssn');
-  });
-  if (mask & BIT.phone) {
-    eachMatch(NANP_RE, text, (m) => add(m.index, m.index + m[0].length, 'phone'));
-    eachMatch(INTL_RE, text, (m) => {
-      const len = intlPhoneLength(m[0]);
-      if (len > 0) add(m.index, m.index + len, 'phone');
-    });
+  let m: RegExpExecArray | null;
+  if (mask & BIT.secret) {
+    SECRET_RE.lastIndex = 0;
+    while ((m = SECRET_RE.exec(text)) !== null) addSpan(found, m.index, m.index + m[0].length, 'secret');
   }
-  if (found.length > 1) found.sort((a, b) => a.start - b.start);
+  if (mask & BIT.email) {
+    EMAIL_RE.lastIndex = 0;
+    while ((m = EMAIL_RE.exec(text)) !== null) addSpan(found, m.index, m.index + m[0].length, 'email');
+  }
+  if (mask & BIT.iban) {
+    IBAN_RE.lastIndex = 0;
+    while ((m = IBAN_RE.exec(text)) !== null) {
+      const len = ibanSpan(m[0]);
+      if (len > 0) addSpan(found, m.index, m.index + len, 'iban');
+    }
+  }
+  if (mask & BIT.card) {
+    CARD_RE.lastIndex = 0;
+    while ((m = CARD_RE.exec(text)) !== null) for (const [s, e] of cardSpans(m[0])) addSpan(found, m.index + s, m.index + e, 'card');
+  }
+  if (mask & BIT.ssn) {
+    SSN_RE.lastIndex = 0;
+    while ((m = SSN_RE.exec(text)) !== null) if (ssnValid(m[1], m[3], m[4])) addSpan(found, m.index, m.index + m[0].length, 'ssn');
+  }
+  if (mask & BIT.phone) {
+    NANP_RE.lastIndex = 0;
+    while ((m = NANP_RE.exec(text)) !== null) addSpan(found, m.index, m.index + m[0].length, 'phone');
+    INTL_RE.lastIndex = 0;
+    while ((m = INTL_RE.exec(text)) !== null) {
+      const len = intlPhoneLength(m[0]);
+      if (len > 0) addSpan(found, m.index, m.index + len, 'phone');
+    }
+  }
+  if (found.length > 1) found.sort(byStart);
   return found;
 }
 
-function eachMatch(re: RegExp, text: string, fn: (m: RegExpExecArray) => void): void {
-  re.lastIndex = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) {
-    if (m[0].length === 0) re.lastIndex++;
-    else fn(m);
-  }
+function byStart(a: Span, b: Span): number {
+  return a.start - b.start;
+}
+
+/** Adds a span unless it overlaps one found by a higher-priority detector. */
+function addSpan(found: Span[], start: number, end: number, detector: DetectorName): void {
+  for (const s of found) if (start < s.end && s.start < end) return;
+  found.push({ start, end, detector });
 }
 
 /**

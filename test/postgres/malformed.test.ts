@@ -107,18 +107,3 @@ test('a password message of the wrong type during startup is refused', async () 
   w.send(serialize.query('SELECT 1'));
   await expectProtocolError(w, from, /expected a password message/);
 });
-
-test('a client that sends bytes after SSLRequest before the handshake is refused (CVE-2021-23214 class)', async () => {
-  // Without TLS configured the gateway answers N; with N, following bytes are simply the startup packet.
-  const w = await WireClient.open(h.gateway.port);
-  const ssl = Buffer.alloc(8);
-  ssl.writeInt32BE(8, 0);
-  ssl.writeInt32BE(80877103, 4);
-  w.socket.write(Buffer.concat([ssl]));
-  await new Promise((r) => w.socket.once('data', r));
-  w.send(serialize.startup({ user: 'alice', database: 'app' }));
-  await w.until((m) => m.name === 'authenticationCleartextPassword');
-  w.send(serialize.password(await h.token('alice')));
-  await w.until((m) => m.name === 'readyForQuery');
-  w.end();
-});

@@ -3,12 +3,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { startPostgres, type RunningPostgres } from '../support/postgres.ts';
 import { freePort } from '../support/net.ts';
+import { serialize } from '../support/pgwire.ts';
 import { tokenSettings } from '../../gateway/auth/settings.ts';
 
 let upstream: RunningPostgres;
@@ -136,7 +139,7 @@ test('upstream MD5 authentication works (role with an md5 password, md5 pg_hba)'
       pg: md5pg,
       setup: 'SELECT 1',
       config: (p, dir) => {
-        execFileSync('sh', ['-c', `printf md5-secret-pw > ${join(dir, 'md5.pass')}`]);
+        writeFileSync(join(dir, 'md5.pass'), 'md5-secret-pw');
         return { connections: [{ name: 'app', type: 'postgres', host: p.host, port: p.port, database: 'postgres', user: 'md5user', password: { file: 'md5.pass' } }] };
       },
     });
@@ -159,7 +162,6 @@ test('upstream SCRAM-SHA-256 authentication works (the default server setup)', a
 });
 
 test('TLS: clients negotiate TLS via SSLRequest; when required, plaintext clients are refused', async () => {
-  const certDir = h.dir;
   const g = await startGateway({
     pg: upstream,
     config: (_p, dir) => {
@@ -167,7 +169,6 @@ test('TLS: clients negotiate TLS via SSLRequest; when required, plaintext client
       return { listen: { postgres: { host: '127.0.0.1', port: 0, tls: { cert: 'cert.pem', key: 'key.pem', required: true } } } };
     },
   });
-  assert.ok(certDir);
   try {
     const ok = await g.psql('\\conninfo\nSELECT 1;\n', { sslmode: 'require' });
     assert.equal(ok.code, 0, ok.stderr);
@@ -176,6 +177,21 @@ test('TLS: clients negotiate TLS via SSLRequest; when required, plaintext client
     const refused = await g.psql('SELECT 1;\n', { sslmode: 'disable' });
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /TLS is required/);
+    // Plaintext bytes pipelined behind SSLRequest would bypass TLS (CVE-2021-23214): refused.
+    const answer = await new Promise<Buffer>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: g.gateway.port }, () => {
+        const ssl = Buffer.alloc(8);
+        ssl.writeInt32BE(8, 0);
+        ssl.writeInt32BE(80877103, 4);
+        s.write(Buffer.concat([ssl, serialize.startup({ user: 'alice', database: 'app' })]));
+      });
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      s.on('error', reject);
+      s.on('close', () => resolve(Buffer.concat(got)));
+    });
+    assert.equal(String.fromCharCode(answer[0]), 'E');
+    assert.match(answer.toString('latin1'), /received unencrypted data after SSL request/);
   } finally {
     await g.close();
   }
