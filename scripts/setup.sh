@@ -9,6 +9,8 @@ fi
 need_apt=()
 command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)  # SSH gateway tests run a real sshd
+command -v scp >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -40,7 +40,15 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   if (namespace !== 'default') args.push('--namespace', namespace);
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
 
-  const child = spawn(cli, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // A small sh watchdog owns the server: it stops it when we ask (SIGTERM) and also when this
+  // process dies without asking (a killed test runner), so no dev server outlives its parent.
+  const watchdog = [
+    '"$0" "$@" & c=$!',
+    "trap 'kill $c 2>/dev/null; wait $c; exit 0' TERM INT",
+    `while kill -0 ${process.pid} 2>/dev/null && kill -0 $c 2>/dev/null; do sleep 1; done`,
+    'kill $c 2>/dev/null; wait $c',
+  ].join('\n');
+  const child = spawn('/bin/sh', ['-c', watchdog, cli, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {
     stderr = (stderr + d).slice(-4000);

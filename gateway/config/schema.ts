@@ -62,6 +62,23 @@ const matchSchema = z
     /** DELETE/UPDATE lacking WHERE (true) or having one (false). */
     missingWhere: z.boolean().optional(),
     copy: z.array(z.enum(['to-stdout', 'from-stdin', 'to-file', 'from-file', 'to-program', 'from-program'])).optional(),
+    // HTTP and Kubernetes (see gateway/http/README.md). Operations of other protocols never match these.
+    /** HTTP methods, upper-case (`GET`, `DELETE`). */
+    methods: z.array(z.string().min(1)).optional(),
+    /** Globs (`*` spans `/`) on the normalized, decoded path below the connection prefix: `/admin/*`. */
+    paths: z.array(z.string().min(1)).optional(),
+    /** Kubernetes verbs: get, list, watch, create, update, patch, delete, deletecollection. */
+    verbs: z.array(z.string().min(1)).optional(),
+    /** Kubernetes resources: `secrets`, or `apps/deployments` to pin the API group (core group: `/pods` or `pods`). */
+    resources: z.array(z.string().min(1)).optional(),
+    /** Kubernetes subresources: exec, attach, portforward, log, status, scale ... */
+    subresources: z.array(z.string().min(1)).optional(),
+    /** Kubernetes namespaces (globs). */
+    namespaces: z.array(z.string().min(1)).optional(),
+    /** Kubernetes object names (globs). */
+    names: z.array(z.string().min(1)).optional(),
+    /** Kubernetes: the resource is cluster-scoped (nodes, namespaces, clusterroles ...). */
+    clusterScoped: z.boolean().optional(),
   })
   .strict();
 export type RuleMatch = z.infer<typeof matchSchema>;
@@ -103,11 +120,15 @@ const rule = z
       .object({
         columns: z.array(z.object({ column: z.string(), strategy }).strict()).default([]),
         detectors: z.array(z.object({ detector, strategy }).strict()).default([]),
+        /** HTTP/Kubernetes JSON response field paths (`data.*`, `items.email`); see gateway/http/json-mask.ts. */
+        fields: z.array(z.object({ path: z.string().min(1), strategy }).strict()).default([]),
       })
       .strict()
       .optional(),
     limits: limits.optional(),
     review: review.optional(),
+    /** SSH: record keystrokes (asciicast "i" events) of terminal sessions this rule allows. */
+    recordInput: z.boolean().optional(),
   })
   .strict()
   .superRefine((r, ctx) => {
@@ -125,6 +146,152 @@ export const builtinRuleNames = [
   'block-role-changes',
 ] as const;
 export type BuiltinRuleName = (typeof builtinRuleNames)[number];
+
+const httpUpstreamAuth = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('none') }).strict(),
+  z.object({ type: z.literal('bearer'), token: secretRef }).strict(),
+  z.object({ type: z.literal('basic'), username: z.string(), password: secretRef }).strict(),
+  z.object({ type: z.literal('header'), name: z.string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name'), value: secretRef }).strict(),
+]);
+
+const connectionAllow = z
+  .object({ identities: z.array(z.string()).default([]), groups: z.array(z.string()).default([]) })
+  .strict()
+  .default({ identities: [], groups: [] });
+
+const connectionName = z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -');
+
+/** An HTTP service behind the gateway, reached at /<name>/... */
+const httpService = z
+  .object({
+    name: connectionName,
+    /** Upstream base URL; the request path below /<name> is appended to its path. */
+    url: z.string().url(),
+    auth: httpUpstreamAuth.default({ type: 'none' }),
+    /** PEM CA file that must have signed the upstream's certificate (pinned; system CAs are not used). */
+    ca: z.string().optional(),
+    /** Request headers (lower-case) exposed to rules and recordings; others are forwarded but not recorded. */
+    headers: z.array(z.string()).default(['content-type', 'accept', 'user-agent']),
+    allow: connectionAllow,
+  })
+  .strict();
+
+/** A Kubernetes API server reached with Airlock's own credentials, at /<name>/... */
+const kubernetesCluster = z
+  .object({
+    name: connectionName,
+    server: z.string().url(),
+    /** PEM CA file of the API server (pinned). */
+    ca: z.string(),
+    auth: z.union([
+      z.object({ token: secretRef }).strict(),
+      z.object({ clientCert: z.string().describe('PEM file'), clientKey: secretRef }).strict(),
+    ]),
+    /** Send Impersonate-User/Impersonate-Group so the cluster's RBAC also applies to the identity. */
+    impersonate: z.boolean().default(false),
+    allow: connectionAllow,
+  })
+  .strict();
+
+export const kubernetesRuleNames = [
+  'k8s-deny-secret-reads',
+  'k8s-mask-secret-data',
+  'k8s-review-exec',
+  'k8s-review-protected-deletes',
+  'k8s-review-cluster-writes',
+] as const;
+
+const httpBlock = z
+  .object({
+    listen: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8443),
+        tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+        /** URL clients use to reach this listener (for kubeconfigs); defaults to http(s)://host:port. */
+        publicUrl: z.string().url().optional(),
+      })
+      .strict()
+      .default({ host: '127.0.0.1', port: 8443 }),
+    /** Request bodies up to this size are buffered and JSON bodies shown to rules; larger ones are refused (413). */
+    maxBodyBytes: z.number().int().positive().default(1_048_576),
+    /** Responses that must be masked are buffered up to this size; larger ones fail closed (502). */
+    maxMaskedResponseBytes: z.number().int().positive().default(16_777_216),
+    /** How long a held request stays open waiting for approval before the client gets 503 + Retry-After. */
+    maxHold: duration.default('55s'),
+    /** Directory for terminal recordings (asciicast v2) of kubectl exec/attach, relative to the config. */
+    recordings: z.string().default('.airlock/recordings'),
+    services: z.array(httpService).default([]),
+    clusters: z.array(kubernetesCluster).default([]),
+    /** Built-in Kubernetes rules to turn on (placed before policy.rules). */
+    kubernetesRules: z
+      .object({
+        enable: z.array(z.enum(kubernetesRuleNames)).default([]),
+        protectedNamespaces: z.array(z.string()).default(['kube-system']),
+        approvers: z.array(z.string()).default([]),
+        timeout: duration.default('15m'),
+      })
+      .strict()
+      .default({ enable: [], protectedNamespaces: ['kube-system'], approvers: [], timeout: '15m' }),
+  })
+  .strict()
+  .superRefine((h, ctx) => {
+    const seen = new Set<string>();
+    for (const [i, c] of [...h.services.map((s) => ['services', s] as const), ...h.clusters.map((c) => ['clusters', c] as const)].entries()) {
+      const [list, conn] = c;
+      if (seen.has(conn.name)) ctx.addIssue({ code: 'custom', path: [list], message: `duplicate connection name ${conn.name} (services and clusters share the /<name> prefix space) at entry ${i}` });
+      seen.add(conn.name);
+    }
+    const reviews = h.kubernetesRules.enable.filter((n) => n.startsWith('k8s-review-'));
+    if (reviews.length > 0 && h.kubernetesRules.approvers.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['kubernetesRules', 'approvers'], message: `review rules (${reviews.join(', ')}) need at least one approver group` });
+    }
+  });
+
+// SSH gateway (gateway/ssh). Users pick the target by SSH user name: `<identity>+<target>` or
+// `<target>` with the Airlock token as password, or `<target>` with a key from `publicKeys`.
+const sshTarget = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'),
+    host: z.string(),
+    port: z.number().int().min(1).max(65535).default(22),
+    user: z.string(),
+    /** PEM/OpenSSH private key Airlock logs in with; the client never sees it. */
+    privateKey: secretRef.optional(),
+    password: secretRef.optional(),
+    /** Strict upstream host-key checking: the host must present one of these (`ssh-keygen -lf`). */
+    hostKeyFingerprints: z.array(z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'an OpenSSH SHA256 fingerprint, e.g. SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s')).min(1),
+    allow: z
+      .object({ identities: z.array(z.string()).default([]), groups: z.array(z.string()).default([]) })
+      .strict()
+      .default({ identities: [], groups: [] }),
+    /** Record keystrokes ("i" events) of every terminal session on this target. */
+    recordInput: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((t, ctx) => {
+    if (!t.privateKey && !t.password) ctx.addIssue({ code: 'custom', path: ['privateKey'], message: 'an ssh target needs privateKey or password for the upstream login' });
+  });
+
+const sshBlock = z
+  .object({
+    listen: z
+      .object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(2222) })
+      .strict()
+      .default({ host: '127.0.0.1', port: 2222 }),
+    /** The gateway's own host key (PEM/OpenSSH private key); its fingerprint is logged at start. */
+    hostKey: secretRef,
+    targets: z.array(sshTarget).default([]),
+    /** Public keys that log in as a configured identity (`ssh-ed25519 AAAA... comment`). */
+    publicKeys: z.array(z.object({ identity: z.string(), key: z.string() }).strict()).default([]),
+    /** Time a client has to finish the handshake and authenticate. */
+    loginTimeout: duration.default('60s'),
+    /** Directory for asciicast recordings; default `recordings/` next to the SQLite store. */
+    recordings: z.string().optional(),
+  })
+  .strict();
+export type SshConfig = z.infer<typeof sshBlock>;
+export type SshTargetConfig = z.infer<typeof sshTarget>;
 
 export const configSchema = z
   .object({
@@ -179,6 +346,8 @@ export const configSchema = z
       })
       .strict()
       .default({ default: 'allow', builtins: [], rules: [] }),
+    http: httpBlock.optional(),
+    ssh: sshBlock.optional(),
     temporal: z
       .object({
         address: z.string().default('127.0.0.1:7233'),
@@ -201,9 +370,54 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    teams: z
+      .object({
+        /** Microsoft App ID of the bot registration; incoming activities must carry a token for it. */
+        appId: z.string(),
+        /** Client secret of the app registration (outgoing calls); needed whenever appId is set. */
+        appPassword: secretRef.optional(),
+        tenantId: z.string().optional(),
+        appType: z.enum(['MultiTenant', 'SingleTenant']).default('MultiTenant'),
+        /** Bot Connector base URL for proactive posts when no installation reference supplies one. */
+        serviceUrl: z.string().url().default('https://smba.trafficmanager.net/teams/'),
+        /** Team channel conversation id (19:…@thread.tacv2) for requests; else the channel the bot was installed in. */
+        channelId: z.string().optional(),
+        escalationChannelId: z.string().optional(),
+        /** Link target for session logs: `${sessionUrlBase}/${sessionId}`; else the CLI command is shown. */
+        sessionUrlBase: z.string().optional(),
+        /** Where installation conversation references are kept (JSON), relative to the config file. */
+        referenceStore: z.string().default('.airlock/teams-conversations.json'),
+        listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(3978) }).strict().default({ host: '127.0.0.1', port: 3978 }),
+        /** AAD object id or user principal name -> Airlock identity; otherwise mapped by email/UPN (TeamsInfo.getMember). */
+        users: z.record(z.string(), z.string()).default({}),
+        /** Bot Framework endpoints; defaults are the public Azure cloud. Overridden for sovereign clouds (and tests). */
+        botFramework: z
+          .object({
+            openIdMetadataUrl: z.string().url().optional(),
+            tokenIssuer: z.string().optional(),
+            /** Authority for the bot's own tokens, e.g. https://login.microsoftonline.com/<tenant>. */
+            loginUrl: z.string().url().optional(),
+            oauthScope: z.string().optional(),
+          })
+          .strict()
+          .default({}),
+        /** Accept unauthenticated activities (appId ''): local experiments only, loopback listener enforced. */
+        insecureSkipAuth: z.boolean().default(false),
+      })
+      .strict()
+      .superRefine((t, ctx) => {
+        if (!t.appId && !t.insecureSkipAuth) ctx.addIssue({ code: 'custom', path: ['appId'], message: 'an app id is required (or set insecureSkipAuth: true for a local, unauthenticated bot)' });
+        if (t.appId && !t.appPassword) ctx.addIssue({ code: 'custom', path: ['appPassword'], message: 'the bot needs its app password to call the Bot Connector' });
+        if (t.appType === 'SingleTenant' && !t.tenantId) ctx.addIssue({ code: 'custom', path: ['tenantId'], message: 'a SingleTenant bot needs tenantId' });
+      })
+      .optional(),
   })
   .strict();
 
 export type AirlockConfigInput = z.input<typeof configSchema>;
 export type AirlockConfig = z.infer<typeof configSchema>;
 export type PostgresConnectionConfig = z.infer<typeof postgresConnection>;
+export type HttpConfig = z.infer<typeof httpBlock>;
+export type HttpServiceConfig = z.infer<typeof httpService>;
+export type KubernetesClusterConfig = z.infer<typeof kubernetesCluster>;
+export type KubernetesRuleName = (typeof kubernetesRuleNames)[number];

@@ -136,6 +136,48 @@ export function compileMatch(spec: MatchSpec, where: string): Matcher {
     const want = spec.alterDrops;
     checks.push((op) => op.sql !== undefined && op.sql.alterDrops === want);
   }
+  // HTTP / Kubernetes fields: an operation without the facts (another protocol) never matches.
+  if (spec.methods) {
+    const set = new Set(spec.methods.map((m) => m.toUpperCase()));
+    checks.push((op) => op.http !== undefined && set.has(op.http.method));
+  }
+  if (spec.paths) {
+    const res = spec.paths.map((p) => globToRegExp(p, false));
+    checks.push((op) => op.http !== undefined && res.some((r) => r.test(op.http!.path)));
+  }
+  if (spec.verbs) {
+    const set = new Set(spec.verbs.map((v) => v.toLowerCase()));
+    checks.push((op) => op.kubernetes !== undefined && set.has(op.kubernetes.verb));
+  }
+  if (spec.resources) {
+    // `secrets` any group; `apps/deployments` that group; `/pods` the core group only.
+    const wanted = spec.resources.map((r) => {
+      const lower = r.toLowerCase();
+      const slash = lower.lastIndexOf('/');
+      return slash < 0 ? { group: undefined, resource: lower } : { group: lower.slice(0, slash), resource: lower.slice(slash + 1) };
+    });
+    checks.push((op) => {
+      const k = op.kubernetes;
+      if (!k || k.resource === '') return false;
+      return wanted.some((w) => (w.resource === '*' || w.resource === k.resource) && (w.group === undefined || w.group === k.apiGroup));
+    });
+  }
+  if (spec.subresources) {
+    const set = new Set(spec.subresources.map((v) => v.toLowerCase()));
+    checks.push((op) => op.kubernetes?.subresource !== undefined && set.has(op.kubernetes.subresource));
+  }
+  if (spec.namespaces) {
+    const m = nameMatcher(spec.namespaces);
+    checks.push((op) => op.kubernetes?.namespace !== undefined && m(op.kubernetes.namespace));
+  }
+  if (spec.names) {
+    const m = nameMatcher(spec.names);
+    checks.push((op) => op.kubernetes?.name !== undefined && m(op.kubernetes.name));
+  }
+  if (spec.clusterScoped !== undefined) {
+    const want = spec.clusterScoped;
+    checks.push((op) => op.kubernetes !== undefined && op.kubernetes.resource !== '' && op.kubernetes.clusterScoped === want);
+  }
   if (spec.any) {
     if (spec.any.length === 0) throw new PolicyConfigError(`${where}: 'any' needs at least one alternative`);
     const alts = spec.any.map((s, i) => compileMatch(s, `${where} any[${i}]`));

@@ -56,4 +56,37 @@ export interface Operation {
   /** Function names called, lower-case; schema-qualified when the query qualified them (`pg_catalog.pg_read_file`) and bare otherwise. */
   functions: string[];
   sql?: SqlFacts;
+  /** HTTP and Kubernetes requests (both set this). */
+  http?: HttpFacts;
+  kubernetes?: KubernetesFacts;
+}
+
+/** An HTTP request as the policy sees it. `path` is normalized and decoded (what was decided is what is forwarded). */
+export interface HttpFacts {
+  method: string;
+  /** Below the connection prefix, starting with `/`. */
+  path: string;
+  /** Raw query string without `?` ('' when none). */
+  query: string;
+  /** The service's selected request headers, lower-case names. */
+  headers: Record<string, string>;
+  /** The parsed JSON request body, when it was JSON and within the size limit. */
+  body?: unknown;
+}
+
+/** A Kubernetes API request, classified like the API server's own RequestInfo. */
+export interface KubernetesFacts {
+  /** get, list, watch, create, update, patch, delete, deletecollection; for non-resource URLs the lower-case method. */
+  verb: string;
+  /** '' for the core group. */
+  apiGroup: string;
+  apiVersion: string;
+  /** '' for non-resource URLs (/version, /apis, /healthz). */
+  resource: string;
+  subresource?: string;
+  namespace?: string;
+  name?: string;
+  clusterScoped: boolean;
+  /** exec/attach: the command line from the `command` query parameters. */
+  command?: string[];
 }

@@ -21,6 +21,8 @@ export interface CatalogOptions {
   connect: () => Promise<pg.Client>;
   /** How long resolved entries are trusted; default 30 s. */
   ttlMs?: number;
+  /** Upper bound for connecting plus one lookup query; default 10 s. A hung catalog must not hang the session forever. */
+  timeoutMs?: number;
   /** Clock, for tests. */
   now?: () => number;
 }
@@ -72,7 +74,13 @@ const RELATIONS_SQL = `SELECT a.attrelid::int8 AS relid, a.attnum, n.nspname, c.
 const VIEW_QUERY_SQL = `SELECT ev_class::int8 AS relid, ev_action::text AS action
   FROM pg_catalog.pg_rewrite WHERE ev_class = ANY($1::oid[]) AND rulename = '_RETURN'`;
 
-const TABLE_OID_SQL = `SELECT pg_catalog.to_regclass($1)::oid::int8 AS oid`;
+// regclass syntax first (quoted identifiers, search_path); failing that, a unique case-insensitive
+// `schema.table` match, for callers that lower-cased a quoted mixed-case name. Ambiguity finds nothing.
+const TABLE_OID_SQL = `SELECT coalesce(pg_catalog.to_regclass($1)::oid::int8, (
+  SELECT CASE WHEN count(*) = 1 THEN min(c.oid::int8) END
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE lower(n.nspname) = lower(split_part($1, '.', 1)) AND lower(c.relname) = lower(substr($1, length(split_part($1, '.', 1)) + 2))
+     AND strpos($1, '.') > 0)) AS oid`;
 
 const TYPES_SQL = `SELECT oid::int8 AS oid, typname, typcategory FROM pg_catalog.pg_type WHERE oid = ANY($1::oid[])`;
 
@@ -80,6 +88,7 @@ export class Catalog {
   readonly #connect: () => Promise<pg.Client>;
   readonly #ttl: number;
   readonly #now: () => number;
+  readonly #timeout: number;
   #client: Promise<pg.Client> | undefined;
   readonly #relations = new Map<number, Entry<Relation | undefined>>();
   readonly #types = new Map<number, Entry<TypeInfo | undefined>>();
@@ -92,6 +101,7 @@ export class Catalog {
     this.#connect = opts.connect;
     this.#ttl = opts.ttlMs ?? 30_000;
     this.#now = opts.now ?? Date.now;
+    this.#timeout = opts.timeoutMs ?? 10_000;
   }
 
   /**
@@ -257,15 +267,16 @@ export class Catalog {
     if (this.#closed) throw new Error('masking catalog lookup failed: the catalog is closed');
     let lastErr: unknown;
     for (let attempt = 0; attempt < 2; attempt++) {
-      let client: pg.Client | undefined;
+      const conn = this.#getClient();
       try {
-        client = await this.#getClient();
-        const res = await client.query({ text, values });
+        const res = await withTimeout(conn.then((c) => c.query({ text, values })), this.#timeout, `no answer within ${this.#timeout} ms`);
         return res.rows;
       } catch (err) {
         lastErr = err;
         log.warn({ err, what, attempt }, 'masking catalog query failed; reconnecting');
-        this.#drop(client);
+        // Retire the connection this query used (and only that one: another caller may have reconnected already).
+        if (this.#client === conn) this.#client = undefined;
+        conn.then((c) => c.end()).catch(() => {});
       }
     }
     const msg = lastErr instanceof Error ? lastErr.message : String(lastErr);
@@ -292,13 +303,14 @@ export class Catalog {
     }
     return this.#client;
   }
+}
 
-  #drop(client: pg.Client | undefined): void {
-    const p = this.#client;
-    this.#client = undefined;
-    if (client) client.end().catch(() => {});
-    else if (p) p.then((c) => c.end()).catch(() => {});
-  }
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**

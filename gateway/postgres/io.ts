@@ -19,8 +19,11 @@ export class AsyncReader {
   private readonly onData = (c: Buffer) => {
     this.chunks.push(c);
     this.length += c.length;
+    // Startup messages are small: a peer that floods us before we read is slowed down, not buffered.
+    if (this.length > AsyncReader.HIGH_WATER) this.socket.pause();
     this.wake();
   };
+  static readonly HIGH_WATER = 256 * 1024;
   private readonly onEnd = () => this.fail(new ClosedError('connection closed'));
   private readonly onError = (e: Error) => this.fail(e);
 
@@ -49,8 +52,10 @@ export class AsyncReader {
   async read(n: number): Promise<Buffer> {
     while (this.length < n) {
       if (this.failure) throw this.failure;
+      if (this.socket.isPaused()) this.socket.resume();
       await new Promise<void>((r) => (this.waiter = r));
     }
+    if (this.length - n <= AsyncReader.HIGH_WATER && this.socket.isPaused()) this.socket.resume();
     const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
     const out = all.subarray(0, n);
     const rest = all.subarray(n);

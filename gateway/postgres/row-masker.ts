@@ -1,5 +1,5 @@
-// Result masking for the PostgreSQL proxy: rewrites DataRow messages (and COPY text lines) per the
-// policy's MaskPlan.
+// Result masking for the PostgreSQL proxy: rewrites DataRow messages (and COPY TO rows, text or csv)
+// per the policy's MaskPlan.
 //
 // Which columns are masked:
 // - Column rules match by (table OID, attnum) from the RowDescription, resolved through the catalog
@@ -19,12 +19,12 @@
 // Failure: a catalog error makes forResult/forCopy/maskCopyLine throw (the proxy ends the statement
 // with an error, nothing unmasked is relayed); a malformed DataRow makes maskDataRow throw.
 import type pg from 'pg';
-import type { ColumnMask, DetectorMask, DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
+import type { DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
 import { Catalog } from './catalog.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { decodeCopyField, encodeCopyField } from '../masking/copy-text.ts';
+import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect, type RawField } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
   name: string;
@@ -42,17 +42,24 @@ export interface RowMasker {
 }
 
 export interface CopyMasker {
-  /** Masks one text-format COPY line (with or without its trailing newline). Returns the same Buffer if unchanged. */
+  /** Masks one COPY row as the server sent it in one CopyData message (trailing newline optional). Returns the same Buffer if unchanged. Throws on a row whose column count does not match. */
   maskLine(line: Buffer): Buffer;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
 
 export interface CopyOptions {
-  /** COPY's DELIMITER (single byte); default tab. */
+  /** COPY's FORMAT; default text. `binary` is refused (its values cannot be inspected safely). */
+  format?: 'text' | 'csv' | 'binary';
+  /** COPY's DELIMITER (one single-byte character); default tab for text, comma for csv. */
   delimiter?: string;
-  /** COPY's NULL string; default `\N`. */
+  /** COPY's NULL string; default `\N` for text, empty for csv. */
   nullString?: string;
+  /** COPY's QUOTE and ESCAPE (csv only); default `"` and the quote. */
+  quote?: string;
+  escape?: string;
+  /** COPY's HEADER: the first line holds column names and is passed through. */
+  header?: boolean;
 }
 
 export interface MaskerFactory {
@@ -61,9 +68,12 @@ export interface MaskerFactory {
   /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
   maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
   /**
-   * A per-COPY masker (sync per line), or null when nothing in this COPY can be masked. For
-   * COPY (query) TO (`table` undefined) only detectors apply, to every column: column rules cannot
-   * be resolved without a RowDescription, so the policy must deny such a COPY that reads masked columns.
+   * A per-COPY masker (sync per row), or null when nothing in this COPY needs masking. `table` is
+   * `schema.table` (resolved like regclass on the catalog connection, so pass it qualified); pass
+   * the COPY's options (format csv, delimiter, null, quote, escape, header) when not the defaults.
+   * For COPY (query) TO (`table` undefined) only detectors apply, to every column: column rules
+   * cannot be resolved without a RowDescription, so the policy must deny such a COPY that reads
+   * masked columns. Throws for binary format (fail closed) and for unknown tables or columns.
    */
   forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options?: CopyOptions): Promise<CopyMasker | null>;
   /** Closes the catalog connection. */
@@ -77,22 +87,22 @@ export function createMaskerFactory(opts: { connect: () => Promise<pg.Client>; h
 // ---------------------------------------------------------------------------------------------
 
 interface CompiledPlan {
-  /** `schema.table.column` -> strongest strategy and the rule that set it. */
-  rules: Map<string, { strategy: MaskStrategy; rule: string }>;
+  /** `schema.table.column` -> the strongest strategy any rule asks for. */
+  rules: Map<string, { strategy: MaskStrategy }>;
   detectors: DetectorRules | undefined;
 }
 
 function compilePlan(plan: MaskPlan): CompiledPlan {
-  const rules = new Map<string, { strategy: MaskStrategy; rule: string }>();
-  for (const c of plan.columns as ColumnMask[]) {
+  const rules = new Map<string, { strategy: MaskStrategy }>();
+  for (const c of plan.columns) {
     const key = c.column.toLowerCase();
     const prev = rules.get(key);
-    if (!prev || strongest(prev.strategy, c.strategy) !== prev.strategy) rules.set(key, { strategy: c.strategy, rule: c.rule });
+    rules.set(key, { strategy: prev ? strongest(prev.strategy, c.strategy) : c.strategy });
   }
   let detectors: DetectorRules | undefined;
   if (plan.detectors.length > 0) {
     const strategy: Partial<Record<DetectorName, MaskStrategy>> = {};
-    for (const d of plan.detectors as DetectorMask[]) {
+    for (const d of plan.detectors) {
       const prev = strategy[d.detector];
       strategy[d.detector] = prev ? strongest(prev, d.strategy) : d.strategy;
     }
@@ -174,7 +184,7 @@ class Factory implements MaskerFactory {
     };
     const rules = fields.map(ruleFor);
     // Type classes only for columns that may be masked.
-    const needType = fields.filter((f, i) => rules[i] || cp.detectors).map((f) => f.typeOid);
+    const needType = fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid);
     const classes = needType.length > 0 ? await this.#classes([...new Set(needType)]) : new Map<number, TypeClass>();
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
@@ -209,14 +219,9 @@ class Factory implements MaskerFactory {
   async forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options: CopyOptions = {}): Promise<CopyMasker | null> {
     const cp = this.#compile(plan);
     if (cp.rules.size === 0 && !cp.detectors) return null;
-    const delimiter = options.delimiter ?? '\t';
-    if (Buffer.byteLength(delimiter, 'latin1') !== 1 || delimiter === '\\' || delimiter === '\n' || delimiter === '\r') {
-      throw new Error(`masking: unsupported COPY delimiter ${JSON.stringify(delimiter)}`);
-    }
-    const nullString = options.nullString ?? '\\N';
     if (table === undefined) {
       if (!cp.detectors) return null;
-      return new CopyLineMasker(undefined, cp.detectors, this.#hasher, delimiter, nullString);
+      return new CopyLineMasker(undefined, cp.detectors, this.#hasher, copyDialect(options));
     }
     const rel = await this.#catalog.table(table);
     let cols = rel.columns;
@@ -243,7 +248,7 @@ class Factory implements MaskerFactory {
       plans.push({ rule: r ? { name: c.qualified, strategy: r.strategy } : undefined, detect, cls, binary: false, typeOid: c.typeOid, fieldName: c.name });
     }
     if (!any) return null;
-    return new CopyLineMasker(plans, cp.detectors, this.#hasher, delimiter, nullString);
+    return new CopyLineMasker(plans, cp.detectors, this.#hasher, copyDialect(options));
   }
 
   async maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer> {
@@ -423,78 +428,133 @@ function numericText(buf: Buffer, start: number, end: number): string | undefine
 
 // ---------------------------------------------------------------------------------------------
 
-const DEFAULT_COPY_PLAN_CLASS: TypeClass = 'text';
+interface CopyDialect {
+  csv: boolean;
+  delimiter: string;
+  nullString: Buffer;
+  csvDialect: CsvDialect;
+  header: boolean;
+}
+
+function oneByte(what: string, v: string): number {
+  if (v.length !== 1 || v.charCodeAt(0) > 0x7f) throw new Error(`masking: unsupported COPY ${what} ${JSON.stringify(v)} (one ASCII character expected)`);
+  return v.charCodeAt(0);
+}
+
+function copyDialect(o: CopyOptions): CopyDialect {
+  const format = o.format ?? 'text';
+  if (format === 'binary') throw new Error('masking: COPY in binary format cannot be masked; use text or csv format');
+  const csv = format === 'csv';
+  const delimiter = o.delimiter ?? (csv ? ',' : '\t');
+  const d = oneByte('delimiter', delimiter);
+  if (d === 0x0a || d === 0x0d || d === 0x5c) throw new Error(`masking: unsupported COPY delimiter ${JSON.stringify(delimiter)}`);
+  const quote = oneByte('quote', o.quote ?? '"');
+  const escape = oneByte('escape', o.escape ?? o.quote ?? '"');
+  return {
+    csv,
+    delimiter,
+    nullString: Buffer.from(o.nullString ?? (csv ? '' : '\\N'), 'latin1'),
+    csvDialect: { delimiter: d, quote, escape },
+    header: o.header ?? false,
+  };
+}
+
+/** Columns of a COPY (query): no catalog information, so every column gets detectors as text. */
+const QUERY_COPY_CLASS: TypeClass = 'text';
 
 class CopyLineMasker implements CopyMasker {
   readonly maskedColumns = new Set<string>();
   readonly #plans: Array<ColumnPlan | undefined> | undefined;
+  readonly #queryPlans: ColumnPlan[] = [];
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
-  readonly #delim: number;
-  readonly #delimiter: string;
-  readonly #null: Buffer;
+  readonly #d: CopyDialect;
+  #headerPending: boolean;
 
-  /** `plans` undefined: COPY (query), detectors on every column, treated as text. */
-  constructor(plans: Array<ColumnPlan | undefined> | undefined, detectors: DetectorRules | undefined, hasher: Hasher, delimiter: string, nullString: string) {
+  /** `plans` undefined: COPY (query). */
+  constructor(plans: Array<ColumnPlan | undefined> | undefined, detectors: DetectorRules | undefined, hasher: Hasher, dialect: CopyDialect) {
     this.#plans = plans;
     this.#detectors = detectors;
     this.#hasher = hasher;
-    this.#delimiter = delimiter;
-    this.#delim = delimiter.charCodeAt(0);
-    this.#null = Buffer.from(nullString, 'latin1');
+    this.#d = dialect;
+    this.#headerPending = dialect.header;
   }
 
   maskLine(line: Buffer): Buffer {
+    if (this.#headerPending) {
+      this.#headerPending = false;
+      return line;
+    }
     let bodyEnd = line.length;
     if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0a) bodyEnd--;
     if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0d) bodyEnd--;
-    let pieces: Array<Buffer> | undefined;
-    let copied = 0; // bytes of `line` already pushed to pieces
-    let col = 0;
-    let fs = 0;
-    for (let i = 0; i <= bodyEnd; i++) {
-      if (i < bodyEnd && line[i] !== this.#delim) continue;
-      const fe = i;
-      const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
-      if (this.#plans && col >= this.#plans.length) throw new Error(`masking: COPY line has more than the ${this.#plans.length} expected columns`);
-      if (p !== undefined && !this.#isNull(line, fs, fe)) {
-        const v = this.#maskField(p, line, fs, fe);
-        if (v !== undefined) {
-          pieces ??= [];
-          pieces.push(line.subarray(copied, fs), v === null ? this.#null : Buffer.from(encodeCopyField(v, this.#delimiter), 'latin1'));
-          copied = fe;
-        }
-      }
-      col++;
-      fs = i + 1;
+    const fields = this.#d.csv ? splitCsvRow(line, 0, bodyEnd, this.#d.csvDialect) : splitTextRow(line, bodyEnd, this.#d.csvDialect.delimiter);
+    if (this.#plans && fields.length !== this.#plans.length) {
+      throw new Error(`masking: COPY line has ${fields.length} columns, expected ${this.#plans.length}`);
     }
-    if (this.#plans && col !== this.#plans.length) throw new Error(`masking: COPY line has ${col} columns, expected ${this.#plans.length}`);
+    let pieces: Buffer[] | undefined;
+    let copied = 0; // bytes of `line` already in pieces
+    for (let col = 0; col < fields.length; col++) {
+      const f = fields[col];
+      const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
+      if (p === undefined || this.#isNull(line, f)) continue;
+      const v = this.#maskField(p, line, f);
+      if (v === undefined) continue;
+      pieces ??= [];
+      pieces.push(line.subarray(copied, f.start), v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1'));
+      copied = f.end;
+    }
     if (!pieces) return line;
     pieces.push(line.subarray(copied));
     return Buffer.concat(pieces);
   }
 
-  #queryPlans: ColumnPlan[] = [];
   #queryPlan(col: number): ColumnPlan {
-    return (this.#queryPlans[col] ??= { detect: true, cls: DEFAULT_COPY_PLAN_CLASS, binary: false, typeOid: 0, fieldName: `column${col + 1}` });
+    return (this.#queryPlans[col] ??= { detect: true, cls: QUERY_COPY_CLASS, binary: false, typeOid: 0, fieldName: `column${col + 1}` });
   }
 
-  #isNull(buf: Buffer, s: number, e: number): boolean {
-    return e - s === this.#null.length && buf.compare(this.#null, 0, this.#null.length, s, e) === 0;
+  #isNull(buf: Buffer, f: RawField): boolean {
+    if (f.quoted) return false;
+    const n = this.#d.nullString;
+    return f.end - f.start === n.length && buf.compare(n, 0, n.length, f.start, f.end) === 0;
   }
 
-  #maskField(p: ColumnPlan, buf: Buffer, s: number, e: number): string | null | undefined {
+  #decode(buf: Buffer, f: RawField): string {
+    if (this.#d.csv) return decodeCsvField(buf, f, this.#d.csvDialect);
+    const bs = buf.indexOf(0x5c, f.start);
+    return bs < 0 || bs >= f.end ? buf.toString('latin1', f.start, f.end) : decodeCopyField(buf, f.start, f.end);
+  }
+
+  #encode(v: string): string {
+    return this.#d.csv ? encodeCsvField(v, this.#d.csvDialect) : encodeCopyField(v, this.#d.delimiter);
+  }
+
+  #maskField(p: ColumnPlan, buf: Buffer, f: RawField): string | null | undefined {
     if (p.rule) {
       this.maskedColumns.add(p.rule.name);
-      const raw = buf.indexOf(0x5c, s) < 0 || buf.indexOf(0x5c, s) >= e ? buf.toString('latin1', s, e) : decodeCopyField(buf, s, e);
-      return maskWhole(p.rule.strategy, raw, p.cls, this.#hasher);
+      return maskWhole(p.rule.strategy, this.#decode(buf, f), p.cls, this.#hasher);
     }
     const rules = this.#detectors!;
-    if (quickCheck(buf, s, e, rules.mask) === 0) return undefined;
-    const bs = buf.indexOf(0x5c, s);
-    const value = bs < 0 || bs >= e ? buf.toString('latin1', s, e) : decodeCopyField(buf, s, e);
-    const r = maskSpans(value, p.cls, rules, this.#hasher);
+    if (quickCheck(buf, f.start, f.end, rules.mask) === 0) return undefined;
+    const r = maskSpans(this.#decode(buf, f), p.cls, rules, this.#hasher);
     for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
     return r.value;
   }
+}
+
+/** Raw fields of a text-format COPY line; a backslash escapes the next byte (`\|` with DELIMITER '|'). */
+function splitTextRow(line: Buffer, end: number, delim: number): RawField[] {
+  const fields: RawField[] = [];
+  let fs = 0;
+  for (let i = 0; i <= end; i++) {
+    if (i + 1 < end && line[i] === 0x5c) {
+      i++;
+      continue;
+    }
+    if (i >= end || line[i] === delim) {
+      fields.push({ start: fs, end: Math.min(i, end), quoted: false });
+      fs = i + 1;
+    }
+  }
+  return fields;
 }

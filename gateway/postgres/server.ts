@@ -10,6 +10,7 @@ import { tokenSettings } from '../auth/settings.ts';
 import { configPath, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 import { log as defaultLogger } from '../log.ts';
+import { initSqlParser } from '../policy/sql/classify.ts';
 import type { Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
@@ -68,6 +69,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
     }
     tls = { context: createSecureContext({ cert, key }), required: listen.tls.required };
   }
+  // The classifier and the COPY analysis need the WASM parser; without it every statement would be denied.
+  await initSqlParser();
   const cancels = new CancelRegistry();
   const sessions = new Set<Session>();
   const pending = new Set<Socket>();
@@ -101,6 +104,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       });
       if (res.kind !== 'session') return;
       const socket = res.socket;
+      // Until the session takes over, a socket error must not go unhandled.
+      socket.on('error', (err) => logger.debug({ err, clientAddress }, 'client socket error'));
       const conn: PostgresConnectionConfig = res.connection;
       const fail = (e: PgError) => {
         audit('postgres.refused', res.identity.name, { clientAddress, connection: conn.name, code: e.code, reason: e.message });

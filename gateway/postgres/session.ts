@@ -3,8 +3,9 @@
 //
 // Design notes, because the details matter:
 // - Both directions are pull-based FrameReaders. "Parking" a session (a held statement, an async
-//   masker lookup, backpressure) means: stop pulling and pause that socket. Unread frames stay
-//   queued in order, so a pipeline behind a held statement waits behind it without copying.
+//   masker lookup, backpressure) means: stop pulling and pause that socket (a held client is
+//   still read up to 1 MiB, so a hang-up is noticed). Unread frames stay queued in order, so a
+//   pipeline behind a held statement waits behind it without copying.
 // - Frames that need no rewriting are forwarded as views on the incoming chunk, batched into
 //   one write per pump (normally one per incoming chunk); write() returning false pauses the
 //   other side until 'drain'.
@@ -19,21 +20,27 @@
 //   poison has no side effects, needs no privileges and no PL/pgSQL, and keeps responses in order.
 // - Limits: past the limit rows are not relayed; a CancelRequest stops the upstream statement
 //   and its cancel error (or its completion, if the cancel lost the race) is replaced by
-//   Airlock's 54000 error. If the statement completed anyway inside a pipeline, the remaining
-//   responses until Sync are swallowed so the client sees PostgreSQL's error semantics.
+//   Airlock's 54000 error. ReadyForQuery is held back until the cancel was delivered, so a late
+//   cancel cannot hit the client's next statement. Known gap: if the cut statement completed
+//   anyway inside an extended-protocol pipeline (or a multi-statement simple query), the
+//   messages after it (up to Sync) were already
+//   forwarded and did run; their responses are swallowed so the client sees PostgreSQL's error
+//   semantics, but their effects stay. Only rows were withheld, never a policy decision skipped.
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Approver, HoldOutcome } from '../approvals/approver.ts';
-import type { Decision, Limits, MaskPlan } from '../policy/decision.ts';
+import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
-import type { OperationRecord, Store } from '../recording/store.ts';
+import type { Store } from '../recording/store.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, readCString } from './frames.ts';
 import { copyOutSpec } from './copy-spec.ts';
+import { EMPTY_PLAN, heldResultSummary, limitsOf, newRun, operationRecord, outcomeMessage, planOf, type Portal, type Run, type Stmt } from './statement.ts';
+import { isUnsafeClientEncoding } from './startup.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
-import type { CopyMasker, FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
+import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
 import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
 
 export interface OperationBase {
@@ -75,7 +82,12 @@ export interface SessionInit {
 
 const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to parse on purpose */ AIRLOCK_DENIED';
 const POISON_STATEMENT = 'airlock.denied';
-const EMPTY_PLAN: MaskPlan = { columns: [], detectors: [], denyMaskedExpressions: false };
+/** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
+const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
+/** Message types a client may send after startup. */
+const FRONTEND_TYPES = new Set([0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x50, 0x51, 0x53, 0x58, 0x64, 0x63, 0x66]);
+/** Bytes read ahead from a parked client before its socket is paused. */
+const PARKED_READ_LIMIT = 1024 * 1024;
 
 const enum M {
   Bind = 0x42, Close = 0x43, Describe = 0x44, Execute = 0x45, FunctionCall = 0x46, Flush = 0x48,
@@ -86,39 +98,6 @@ const enum M {
   EmptyQueryResponse = 0x49, BackendKeyData = 0x4b, NoticeResponse = 0x4e, Authentication = 0x52,
   ParameterStatus = 0x53, RowDescription = 0x54, FunctionCallResponse = 0x56, CopyBothResponse = 0x57,
   ReadyForQuery = 0x5a, NoData = 0x6e, PortalSuspended = 0x73, ParameterDescription = 0x74, NegotiateProtocol = 0x76,
-}
-
-interface Stmt {
-  text: string;
-  op: Operation | undefined;
-  decision: Decision;
-  approval?: OperationRecord['approval'];
-}
-
-interface Portal {
-  stmt: Stmt;
-  rows: number;
-}
-
-interface Run {
-  text: string;
-  op: Operation | undefined;
-  decision: Decision;
-  started: number;
-  rows: number;
-  /** Rows of the current result set (simple query: per statement in the query string). */
-  resultRows: number;
-  bytes: number;
-  masked: Set<string>;
-  masker: RowMasker | null;
-  copyMasker: CopyMasker | null;
-  cut: PgError | null;
-  /** After Airlock reported an error for this run, drop the upstream's remaining responses. */
-  swallowRest: boolean;
-  error?: string;
-  portal?: Portal;
-  approval?: OperationRecord['approval'];
-  recorded: boolean;
 }
 
 type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
@@ -132,14 +111,10 @@ interface Expect {
   extended?: boolean;
   /** Responses to this message are dropped: the client already got an error for its pipeline. */
   swallow?: boolean;
+  /** A client's Describe of a portal whose Execute needs masking: its RowDescription sets up the masker. */
+  captureFor?: Run;
 }
 
-function planOf(d: Decision): MaskPlan {
-  return d.action === 'deny' ? EMPTY_PLAN : d.mask;
-}
-function limitsOf(d: Decision): Limits {
-  return d.action === 'deny' ? {} : d.limits;
-}
 
 function quoteIdent(s: string): string {
   return '"' + s.replace(/"/g, '""') + '"';
@@ -160,13 +135,14 @@ export class Session {
   private readonly portals = new Map<string, Portal>();
   private readonly base: OperationBase;
   private readonly requestIds: string[] = [];
+  private readonly reported = new Set<string>();
   private seq = 0;
   private closed = false;
   private holding = false;
   private holdAbort: AbortController | null = null;
   private upstreamFull = false;
   private clientFull = false;
-  private maskerWait = false;
+  private upstreamParked = false;
   private skipTillSync = false;
   private pumpingClient = false;
   private pumpingUpstream = false;
@@ -174,7 +150,18 @@ export class Session {
   private bytesFromClient = 0;
   /** Result bytes (DataRow, CopyData) sent to the client, for maxBytesPerSession. */
   private resultBytes = 0;
-  private cancelSent = false;
+  /** A CancelRequest sent for a cut statement, until the upstream postmaster has taken it. */
+  private cancelInFlight: Promise<void> | null = null;
+  /**
+   * A statement that may change client_encoding is a barrier: frames behind it wait until its
+   * ReadyForQuery, by which time the ParameterStatus check (unsafe encodings end the session)
+   * has run. Otherwise a pipelined statement could be read by the server in an encoding the
+   * policy did not parse it in. 'armed': seen at Parse, becomes active at the next Sync.
+   */
+  private encodingBarrier: 'none' | 'armed' | 'active' = 'none';
+  /** The Describe('P') just forwarded, if the very next message is the Execute of that portal. */
+  private lastPortalDescribe: { portal: string; entry: Expect } | null = null;
+  private barrierEntry: Expect | null = null;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -218,6 +205,11 @@ export class Session {
     this.pumpClient();
   }
 
+  /** Byte counters (what was handed to each socket), for status pages and tests. */
+  stats(): { bytesToClient: number; bytesFromClient: number; resultBytes: number } {
+    return { bytesToClient: this.bytesToClient, bytesFromClient: this.bytesFromClient, resultBytes: this.resultBytes };
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -228,7 +220,7 @@ export class Session {
     if (this.pumpingClient || this.closed) return;
     this.pumpingClient = true;
     try {
-      while (!this.closed && !this.holding && !this.upstreamFull && this.cr.next()) this.onFrontend();
+      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && this.cr.next()) this.onFrontend();
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.flushUpstream();
@@ -243,7 +235,11 @@ export class Session {
     }
     this.flushUpstream();
     if (this.closed) return;
-    if (this.holding || this.upstreamFull) this.client.pause();
+    // While parked (held statement, encoding barrier) the socket keeps being read, up to a bound,
+    // so a client that hangs up is noticed at once (and its approval request cancelled); the
+    // frames themselves stay queued, unprocessed, behind the parked one.
+    const parked = this.holding || this.encodingBarrier === 'active';
+    if (this.upstreamFull || (parked && this.cr.pending > PARKED_READ_LIMIT)) this.client.pause();
     else this.client.resume();
   }
 
@@ -274,7 +270,10 @@ export class Session {
     const t = r.type;
     // After an error in the extended protocol PostgreSQL ignores everything until Sync; the
     // upstream would too, so such messages are dropped here.
-    if (this.skipTillSync && t !== M.Sync && t !== M.Terminate) return;
+    if (this.skipTillSync && t !== M.Sync && t !== M.Terminate && FRONTEND_TYPES.has(t)) return;
+    const lastDescribe = this.lastPortalDescribe;
+    this.lastPortalDescribe = null;
+    if (t === M.Execute) this.lastPortalDescribe = lastDescribe; // read (and cleared) by onExecute
     switch (t) {
       case M.Query:
         return this.onQuery();
@@ -284,10 +283,13 @@ export class Session {
         return this.onBind();
       case M.Execute:
         return this.onExecute();
-      case M.Describe:
+      case M.Describe: {
         this.forwardCurrent();
-        this.q.push({ kind: 'describe' });
+        const e: Expect = { kind: 'describe' };
+        this.q.push(e);
+        if (r.buf[r.start + 5] === 0x50 /* P */) this.lastPortalDescribe = { portal: readCString(r.buf, r.start + 6, r.end)[0], entry: e };
         return;
+      }
       case M.Close: {
         const which = r.buf[r.start + 5];
         const [name] = readCString(r.buf, r.start + 6, r.end);
@@ -297,11 +299,17 @@ export class Session {
         this.q.push({ kind: 'close' });
         return;
       }
-      case M.Sync:
+      case M.Sync: {
         this.skipTillSync = false;
         this.forwardCurrent();
-        this.q.push({ kind: 'sync' });
+        const e: Expect = { kind: 'sync' };
+        this.q.push(e);
+        if (this.encodingBarrier === 'armed') {
+          this.encodingBarrier = 'active';
+          this.barrierEntry = e;
+        }
         return;
+      }
       case M.Flush:
       case M.CopyData:
       case M.CopyDone:
@@ -344,7 +352,7 @@ export class Session {
   }
 
   private newRun(text: string, op: Operation | undefined, decision: Decision): Run {
-    return { text, op, decision, started: performance.now(), rows: 0, resultRows: 0, bytes: 0, masked: new Set(), masker: null, copyMasker: null, cut: null, swallowRest: false, recorded: false };
+    return newRun(text, op, decision);
   }
 
   private onQuery(): void {
@@ -361,7 +369,12 @@ export class Session {
       });
     }
     this.forwardCurrent();
-    this.q.push({ kind: 'query', run });
+    const e: Expect = { kind: 'query', run };
+    this.q.push(e);
+    if (ENCODING_CHANGE.test(text)) {
+      this.encodingBarrier = 'active';
+      this.barrierEntry = e;
+    }
   }
 
   private onParse(): void {
@@ -387,6 +400,7 @@ export class Session {
     this.stmts.set(name, stmt);
     this.forwardCurrent();
     this.q.push({ kind: 'parse', run });
+    if (ENCODING_CHANGE.test(text) && this.encodingBarrier === 'none') this.encodingBarrier = 'armed';
   }
 
   /** A statement this session did not Parse (SQL-level PREPARE, DECLARE CURSOR): ask the policy about it by name. */
@@ -399,8 +413,10 @@ export class Session {
     const r = this.cr;
     const [portal, off] = readCString(r.buf, r.start + 5, r.end);
     const [stmtName] = readCString(r.buf, off, r.end);
-    const stmt = this.stmts.get(stmtName) ?? this.unknownStmt(`EXECUTE ${quoteIdent(stmtName)}`);
-    if (stmt.decision.action === 'deny' || stmt.decision.action === 'review') {
+    // Statements in the map were allowed (or approved) at Parse.
+    const known = this.stmts.get(stmtName);
+    const stmt = known ?? this.unknownStmt(`EXECUTE ${quoteIdent(stmtName)}`);
+    if (!known && (stmt.decision.action === 'deny' || stmt.decision.action === 'review')) {
       // Only reachable for statements prepared outside this protocol path; reviews need the text.
       const run = this.newRun(stmt.text, stmt.op, stmt.decision.action === 'deny' ? stmt.decision : { action: 'deny', rule: stmt.decision.rule, reason: stmt.decision.reason });
       return this.deny(run, true);
@@ -426,7 +442,12 @@ export class Session {
     const run = this.newRun(portal.stmt.text, portal.stmt.op, portal.stmt.decision);
     run.portal = portal;
     run.approval = portal.stmt.approval;
-    if (planNeedsMasking(planOf(run.decision))) {
+    const described = this.lastPortalDescribe?.portal === portalName ? this.lastPortalDescribe.entry : null;
+    this.lastPortalDescribe = null;
+    if (planNeedsMasking(planOf(run.decision)) && described) {
+      // The client just described this portal (most drivers do): its answer gives the layout.
+      described.captureFor = run;
+    } else if (planNeedsMasking(planOf(run.decision))) {
       // The column layout (and result formats chosen at Bind) of this exact portal, which the
       // client may never have asked for; its answer is consumed here, not relayed.
       this.toUpstream.addOwned(describePortal(portalName));
@@ -455,7 +476,9 @@ export class Session {
     this.holding = true;
     const ac = new AbortController();
     this.holdAbort = ac;
-    const op: Operation = run.op ?? { ...this.base, kind: 'utility', text: run.text, tables: [], functions: [] };
+    // Approvers see everything that will run on approval: the whole query string, not just the
+    // statement that triggered the review.
+    const op: Operation = run.op ? { ...run.op, text: run.text } : { ...this.base, kind: 'utility', text: run.text, tables: [], functions: [] };
     const onPosted = (p: { requestId: string; channel: string; deadline: Date; reattached: boolean }) => {
       if (this.closed) return;
       const minutes = Math.max(1, Math.round((p.deadline.getTime() - Date.now()) / 60_000));
@@ -483,14 +506,7 @@ export class Session {
         } else {
           const by = o.outcome === 'rejected' ? o.by : undefined;
           run.approval = { requestId: o.requestId, outcome: o.outcome, approvers: by ? [by] : [], reason: o.reason };
-          run.error =
-            o.outcome === 'rejected'
-              ? `Airlock: approval rejected by ${o.by}: ${o.reason}`
-              : o.outcome === 'expired'
-                ? `Airlock: approval request ${o.requestId} expired: ${o.reason}`
-                : o.outcome === 'cancelled'
-                  ? `Airlock: approval request ${o.requestId} was cancelled: ${o.reason}`
-                  : `Airlock: approval could not be obtained (rule ${d.rule}): ${o.reason}`;
+          run.error = outcomeMessage(o, d.rule);
         }
         if (this.closed) {
           run.error ??= 'not executed: the client disconnected while the statement was held';
@@ -511,7 +527,7 @@ export class Session {
     if (this.pumpingUpstream || this.closed) return;
     this.pumpingUpstream = true;
     try {
-      while (!this.closed && !this.maskerWait && !this.clientFull && this.ur.next()) this.onBackend();
+      while (!this.closed && !this.upstreamParked && !this.clientFull && this.ur.next()) this.onBackend();
     } catch (err) {
       const msg = err instanceof ProtocolError ? err.message : (err as Error).message;
       this.deps.logger.error({ err, session: this.id }, 'upstream protocol failure');
@@ -523,7 +539,7 @@ export class Session {
     }
     this.flushClient();
     if (this.closed) return;
-    if (this.maskerWait || this.clientFull) this.upstream.pause();
+    if (this.upstreamParked || this.clientFull) this.upstream.pause();
     else this.upstream.resume();
   }
 
@@ -550,7 +566,17 @@ export class Session {
     const r = this.ur;
     const head = this.q[0];
     switch (r.type) {
-      case M.ParameterStatus:
+      case M.ParameterStatus: {
+        const [name, off] = readCString(r.buf, r.start + 5, r.end);
+        if (name === 'client_encoding') {
+          const [value] = readCString(r.buf, off, r.end);
+          if (isUnsafeClientEncoding(value)) {
+            this.end(`client switched to unsafe client_encoding ${value}`, { code: '22023', message: `client_encoding ${value} is not supported through Airlock; the session was closed`, hint: 'use UTF8' });
+            return;
+          }
+        }
+        return this.relay();
+      }
       case M.NoticeResponse:
       case M.NotificationResponse:
         return this.relay();
@@ -606,6 +632,7 @@ export class Session {
     if (head.kind === 'describe') {
       this.q.shift();
       if (!head.swallow) this.relay();
+      if (head.captureFor) this.startMasker(head.captureFor, parseRowDescription(r.buf, r.start, r.end));
       return;
     }
     if (head.kind === 'describe-internal') {
@@ -638,7 +665,7 @@ export class Session {
 
   /** Parks the upstream side while a masker is prepared (catalog lookups), keeping frame order. */
   private awaitMasker<T>(run: Run, make: () => Promise<T>, use: (m: T) => void): void {
-    this.maskerWait = true;
+    this.upstreamParked = true;
     this.upstream.pause();
     let p: Promise<T>;
     try {
@@ -651,7 +678,7 @@ export class Session {
       this.deps.logger.error({ err, session: this.id }, 'masker setup failed; result withheld');
       this.cut(run, { code: 'XX000', message: `Airlock could not prepare masking for this result (rule ${this.maskRule(run)}): ${err.message}` });
     }).finally(() => {
-      this.maskerWait = false;
+      this.upstreamParked = false;
       this.pumpUpstream();
     });
   }
@@ -725,10 +752,9 @@ export class Session {
     if (run.cut) return;
     run.cut = error;
     run.error = error.message;
-    if (this.cancelSent) return;
-    this.cancelSent = true;
-    void sendCancel(this.init.upstreamKey).then((err) => {
-      this.cancelSent = false;
+    if (this.cancelInFlight) return;
+    this.cancelInFlight = sendCancel(this.init.upstreamKey).then((err) => {
+      this.cancelInFlight = null;
       if (err) this.deps.logger.warn({ err, session: this.id }, 'upstream cancel request failed');
     });
   }
@@ -756,6 +782,8 @@ export class Session {
   private onComplete(head: Expect | undefined): void {
     const run = head?.run;
     if (!head || !run) return this.relay();
+    const r = this.ur;
+    if (r.type === M.CommandComplete) run.tag = readCString(r.buf, r.start + 5, r.end)[0];
     this.collectMasked(run);
     run.masker = null;
     run.copyMasker = null;
@@ -854,7 +882,26 @@ export class Session {
         this.collectMasked(e.run);
         this.finishRun(e.run);
       }
+      if (e === this.barrierEntry) {
+        this.barrierEntry = null;
+        this.encodingBarrier = 'none';
+        setImmediate(() => this.pumpClient());
+      }
       if (e.kind === 'query' || e.kind === 'sync' || e.kind === 'poison') break;
+    }
+    if (this.cancelInFlight) {
+      // A cut statement finished before its cancel arrived. Until the postmaster has delivered
+      // the cancel, the client does not get ReadyForQuery, so it cannot start a statement the
+      // late cancel would hit (an idle backend ignores a cancel).
+      const z = Buffer.from(this.ur.buf.subarray(this.ur.start, this.ur.end));
+      this.upstreamParked = true;
+      this.upstream.pause();
+      void this.cancelInFlight.then(() => {
+        this.toClient.addOwned(z);
+        this.upstreamParked = false;
+        this.pumpUpstream();
+      });
+      return;
     }
     this.relay();
   }
@@ -864,38 +911,17 @@ export class Session {
   private finishRun(run: Run): void {
     if (run.recorded) return;
     run.recorded = true;
-    const d = run.decision;
-    const op = run.op;
-    const durationMs = Math.round((performance.now() - run.started) * 1000) / 1000;
-    const rec: OperationRecord = {
-      sessionId: this.id,
-      seq: ++this.seq,
-      at: new Date(),
-      text: run.text,
-      kind: op?.kind ?? 'utility',
-      classification: op
-        ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError }
-        : {},
-      decision: d.action,
-      rule: d.rule,
-      reason: d.action === 'deny' || d.action === 'review' ? d.reason : undefined,
-      rows: run.rows,
-      bytes: run.bytes,
-      maskedColumns: [...run.masked],
-      error: run.error,
-      durationMs,
-      approval: run.approval,
-    };
+    const rec = operationRecord(run, this.id, ++this.seq);
     try {
       this.deps.store.recordOperation(rec);
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
     }
     const a = run.approval;
-    if (a && a.outcome.startsWith('approved') && a.requestId && d.action === 'review') {
-      const summary = run.error
-        ? `ran with error: ${run.error} (${rec.rows} rows, ${durationMs} ms)`
-        : `completed: ${rec.rows} rows, ${rec.bytes} bytes in ${durationMs} ms${rec.maskedColumns.length ? `; masked ${rec.maskedColumns.join(', ')}` : ''}`;
+    // One report per approval request, after the first run of the approved statement.
+    if (a && a.outcome.startsWith('approved') && a.requestId && !this.reported.has(a.requestId)) {
+      this.reported.add(a.requestId);
+      const summary = heldResultSummary(run, rec);
       void this.deps.approver.reportResult({ requestId: a.requestId, summary }).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval result report failed'));
     }
   }

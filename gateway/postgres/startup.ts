@@ -18,6 +18,17 @@ const CANCEL_REQUEST = 80877102;
 /** PostgreSQL's own cap on startup packets. */
 const MAX_STARTUP_PACKET = 10_000;
 
+/**
+ * Client encodings in which an ASCII quote or backslash byte can be the second byte of a
+ * multibyte character. With them the text the policy parses (UTF-8) and the text the server
+ * parses could disagree about where a string literal ends, so they are refused.
+ */
+const UNSAFE_CLIENT_ENCODINGS = new Set(['sjis', 'shiftjis', 'big5', 'gbk', 'uhc', 'gb18030', 'johab', 'win932', 'win936', 'win949', 'win950', 'cp932', 'cp936', 'cp949', 'cp950']);
+
+export function isUnsafeClientEncoding(name: string): boolean {
+  return UNSAFE_CLIENT_ENCODINGS.has(name.toLowerCase().replace(/[^a-z0-9]/g, ''));
+}
+
 /** A startup failure to report to the client as a FATAL error. */
 export class StartupError extends Error {
   constructor(readonly pg: PgError) {
@@ -169,6 +180,10 @@ async function startup(raw: Socket, opts: StartupOptions, state: { socket: Socke
   if (!user) throw fatal('28000', 'no user name specified in the startup packet', { hint: 'set user=<your identity>' });
   if (params.replication && params.replication !== 'false' && params.replication !== 'off' && params.replication !== '0') {
     throw fatal('28000', 'replication connections are not supported through Airlock');
+  }
+
+  if (params.client_encoding && isUnsafeClientEncoding(params.client_encoding)) {
+    throw fatal('22023', `client_encoding ${params.client_encoding} is not supported through Airlock`, { hint: 'use UTF8' });
   }
 
   socket.write(authenticationCleartextPassword());

@@ -171,6 +171,8 @@ test('tables by name give ordered columns without dropped ones; unknown tables t
     assert.deepEqual(rel.columns.map((c) => c.qualified), ['app.users.id', 'app.users.email', 'app.users.full name', 'app.users.nick']);
     assert.deepEqual(rel.columns.map((c) => c.attnum), [1, 2, 3, 5]);
     assert.equal((await catalog.table('"Sales"."Leads"')).name, 'sales.leads');
+    // A lower-cased mixed-case name still resolves when it is unambiguous.
+    assert.equal((await catalog.table('sales.leads')).name, 'sales.leads');
     await assert.rejects(catalog.table('app.nope'), /table "app.nope" is not in the catalog/);
   } finally {
     await catalog.close();
@@ -208,6 +210,13 @@ test('fails closed: an unreachable catalog rejects with a clear error', async ()
   const catalog = new Catalog({ connect: () => Promise.reject(new Error('connection refused')) });
   await assert.rejects(catalog.columnNames([{ tableOid: 16384, columnId: 1 }]), /^Error: masking catalog lookup failed \(relations\): connection refused$/);
   await assert.rejects(catalog.table('app.users'), /masking catalog lookup failed/);
+});
+
+test('fails closed: a catalog that never answers times out', async () => {
+  const catalog = new Catalog({ connect: () => new Promise<pg.Client>(() => {}), timeoutMs: 200 });
+  const t0 = Date.now();
+  await assert.rejects(catalog.columnNames([{ tableOid: 16384, columnId: 1 }]), /masking catalog lookup failed \(relations\): no answer within 200 ms/);
+  assert.ok(Date.now() - t0 < 2_000);
 });
 
 test('viewColumnOrigins reads only the top-level target list', () => {

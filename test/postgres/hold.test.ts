@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import type { Approver, HeldResult, HoldOutcome, HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { WireClient, serialize } from '../support/pgwire.ts';
 
 interface Pending {
   id: string;
@@ -101,6 +102,7 @@ test('approved: the client gets a notice while waiting, then the statement runs 
     assert.equal(held.req.rule, 'approve-deletes');
     assert.equal(held.req.operation.identity.name, 'alice');
     assert.equal(held.req.operation.text, 'DELETE FROM accounts WHERE id = 1');
+    for (let i = 0; i < 50 && notices.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(notices, [`approval required: request ${held.id} posted to #db-approvals, waiting up to 10 minutes`]);
     assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3, 'nothing ran before approval');
     approve(held);
@@ -109,7 +111,7 @@ test('approved: the client gets a notice while waiting, then the statement runs 
     await new Promise((res) => setTimeout(res, 50));
     const report = approver.reports.find((x) => x.requestId === held.id);
     assert.ok(report, 'result reported to the approval thread');
-    assert.match(report.summary, /completed: 0 rows/);
+    assert.match(report.summary, /^completed \(DELETE 1\): 0 rows, 0 bytes returned in [\d.]+ ms$/);
   } finally {
     await c.end();
   }
@@ -186,6 +188,16 @@ test('client disconnect while held aborts the approval request', async () => {
   const held = await approver.nextHold();
   (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
   await running;
+  for (let i = 0; i < 50 && !approver.aborted.includes(held.id); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(approver.aborted.includes(held.id), 'the hold signal was aborted');
+  assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
+});
+
+test('a client that hangs up with more statements queued behind the held one is noticed too', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  w.send(serialize.query('DELETE FROM accounts WHERE id = 2'), serialize.query('SELECT 1'), serialize.query('SELECT 2'));
+  const held = await approver.nextHold();
+  w.socket.end();
   for (let i = 0; i < 50 && !approver.aborted.includes(held.id); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(approver.aborted.includes(held.id), 'the hold signal was aborted');
   assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);

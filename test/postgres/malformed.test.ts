@@ -107,3 +107,24 @@ test('a password message of the wrong type during startup is refused', async () 
   w.send(serialize.query('SELECT 1'));
   await expectProtocolError(w, from, /expected a password message/);
 });
+
+test('client encodings that could hide a quote from the policy parser are refused, at startup and by SET', async () => {
+  const atStartup = await h.psql('SELECT 1;\n', { env: { PGCLIENTENCODING: 'SJIS' } });
+  assert.notEqual(atStartup.code, 0);
+  assert.match(atStartup.stderr, /client_encoding SJIS is not supported through Airlock/);
+  const bySet = await h.psql("SET client_encoding TO 'BIG5';\nSELECT 'not reached';\n");
+  assert.match(bySet.stderr, /client_encoding BIG5 is not supported through Airlock; the session was closed/);
+  assert.doesNotMatch(bySet.stdout, /not reached/);
+  const safe = await h.psql("SET client_encoding TO 'LATIN1';\nSELECT 'fine';\n");
+  assert.equal(safe.stdout, 'SET\nfine\n', safe.stderr);
+  await bystanderWorks();
+});
+
+test('statements pipelined behind an encoding change wait for it (no race with the encoding check)', async () => {
+  const w = await login();
+  const from = w.messages.length;
+  w.send(serialize.query("SET client_encoding TO 'GBK'"), serialize.query("SELECT 'pipelined'"));
+  const msgs = await w.until((m) => m.name === 'error', 5000, from);
+  assert.ok(!msgs.some((m) => m.name === 'dataRow'), 'the pipelined statement must not run');
+  await w.waitClosed();
+});

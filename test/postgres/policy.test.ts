@@ -234,3 +234,38 @@ test('denials are recorded with rule and reason', async () => {
   assert.equal(op.rule, 'no-drop');
   assert.match(op.error ?? '', /Airlock denied this statement/);
 });
+
+test('extended protocol without a client Describe is still masked (the gateway describes the portal itself)', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    const out = await w.roundtrip([serialize.parse({ text: 'SELECT id, email FROM customers ORDER BY id' }), serialize.bind({}), serialize.execute({}), serialize.sync()]);
+    assert.deepEqual(out.map((m) => m.name), ['parseComplete', 'bindComplete', 'dataRow', 'dataRow', 'commandComplete', 'readyForQuery']);
+    const emails = out.filter((m) => m.name === 'dataRow').map((m) => String((m.fields as string[])[1]));
+    assert.equal(emails.length, 2);
+    for (const e of emails) assert.doesNotMatch(e, /@example/);
+    // A statement prepared with SQL PREPARE and executed through the protocol is masked too.
+    await w.roundtrip([serialize.query('PREPARE by_sql AS SELECT email FROM customers ORDER BY id')]);
+    const viaSql = await w.roundtrip([serialize.bind({ statement: 'by_sql' }), serialize.execute({}), serialize.sync()]);
+    const rows = viaSql.filter((m) => m.name === 'dataRow').map((m) => String((m.fields as string[])[0]));
+    assert.equal(rows.length, 2);
+    for (const e of rows) assert.doesNotMatch(e, /@example/);
+  } finally {
+    w.end();
+  }
+});
+
+test('fast-path function calls, which bypass SQL, are refused with 42501', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    const call = Buffer.alloc(5 + 4 + 2 + 2 + 2);
+    call.write('F', 0, 'latin1');
+    call.writeInt32BE(call.length - 1, 1);
+    call.writeInt32BE(1299, 5); // pg_catalog.now()
+    const out = await w.roundtrip([call]);
+    assert.deepEqual(out.map((m) => m.name), ['error', 'readyForQuery']);
+    assert.equal((out[0] as unknown as { code: string }).code, '42501');
+    assert.match(String(out[0].message), /rule airlock-fastpath: fast-path function calls bypass SQL policy/);
+  } finally {
+    w.end();
+  }
+});

@@ -213,3 +213,33 @@ test('sessions and their statements are recorded', async () => {
   assert.ok((count.bytes ?? 0) > 0);
   assert.deepEqual(found.operations.map((o) => o.seq), [1, 2]);
 });
+
+test('backpressure: a client that stops reading stalls the upstream instead of filling gateway memory', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    w.socket.pause();
+    w.send(serialize.query("SELECT repeat('x', 1000) FROM generate_series(1, 300000) /* backpressure-marker */"));
+    let waitEvent = '';
+    for (let i = 0; i < 50 && waitEvent !== 'ClientWrite'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const r = await h.pg.query("SELECT wait_event FROM pg_stat_activity WHERE query LIKE '%backpressure-marker%' AND pid <> pg_backend_pid()");
+      waitEvent = r.rows[0]?.wait_event ?? '';
+    }
+    assert.equal(waitEvent, 'ClientWrite', 'the upstream backend should be blocked writing to the gateway');
+    await new Promise((r) => setTimeout(r, 1500));
+    const handed = Math.max(...[...h.gateway.sessions()].map((s) => s.stats().bytesToClient));
+    assert.ok(handed < 32 * 1024 * 1024, `the gateway handed ${handed} bytes to a client that reads nothing`);
+  } finally {
+    w.socket.destroy();
+  }
+});
+
+test('close() ends live sessions with 57P01 and stops listening', async () => {
+  const g = await startGateway({ pg: h.pg });
+  const c = await g.client();
+  const ended = new Promise<pg.DatabaseError>((resolve) => c.on('error', (e) => resolve(e as pg.DatabaseError)));
+  await g.close();
+  const e = await ended;
+  assert.equal(e.code, '57P01');
+  await assert.rejects(g.client(), /ECONNREFUSED/);
+});

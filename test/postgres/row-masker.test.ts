@@ -307,10 +307,15 @@ describe('column rules against a real PostgreSQL', () => {
   });
 
   /** Real COPY TO STDOUT output from psql, one Buffer per line. */
-  function copyOut(sql: string): Buffer[] {
-    const out = execFileSync('/usr/bin/psql', ['-X', '-q', '-h', server.host, '-p', String(server.port), '-U', server.user, '-d', 'postgres', '-c', sql], {
+  function psql(sql: string, input?: Buffer): Buffer {
+    return execFileSync('/usr/bin/psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', server.host, '-p', String(server.port), '-U', server.user, '-d', 'postgres', '-c', sql], {
       env: { ...process.env, PGPASSWORD: server.password },
+      input,
     });
+  }
+
+  function copyOut(sql: string): Buffer[] {
+    const out = psql(sql);
     const lines: Buffer[] = [];
     let s = 0;
     for (let i = 0; i < out.length; i++) if (out[i] === 0x0a) lines.push(out.subarray(s, i + 1)), (s = i + 1);
@@ -338,6 +343,54 @@ describe('column rules against a real PostgreSQL', () => {
     const masker = (await factory.forCopy(p, 'app.orders', ['note', 'card']))!;
     for (const l of lines) masker.maskLine(l);
     assert.deepEqual([...masker.maskedColumns].sort(), ['app.orders.card', 'email:note']);
+  });
+
+  /** Splits CSV output into rows (a quoted value may hold a newline). */
+  function csvRows(out: Buffer): Buffer[] {
+    const rows: Buffer[] = [];
+    let s = 0;
+    let inQuote = false;
+    for (let i = 0; i < out.length; i++) {
+      if (out[i] === 0x22) inQuote = !inQuote;
+      else if (out[i] === 0x0a && !inQuote) rows.push(out.subarray(s, i + 1)), (s = i + 1);
+    }
+    return rows;
+  }
+
+  test('COPY in CSV format with a header: quoted values, embedded newlines, NULL vs empty', async () => {
+    await admin.query(`CREATE TABLE app.notes (id int, body text, owner text)`);
+    await admin.query(`INSERT INTO app.notes VALUES (1, E'he said "hi",\nmail bob@example.com', ''), (2, NULL, 'carol@example.com')`);
+    const p = plan([{ column: 'app.notes.owner', strategy: 'hash' }], [{ detector: 'email', strategy: 'redact' }]);
+    const masker = (await factory.forCopy(p, 'app.notes', undefined, { format: 'csv', header: true }))!;
+    const masked = csvRows(psql('COPY app.notes TO STDOUT (FORMAT csv, HEADER)')).map((r) => masker.maskLine(r));
+    const out = masked.map((b) => b.toString());
+    assert.deepEqual(out, [
+      'id,body,owner\n',
+      `1,"he said ""hi"",\nmail [redacted:email]","${hasher.hash('')}"\n`,
+      `2,,"${hasher.hash('carol@example.com')}"\n`,
+    ]);
+    // The masked CSV is still well-formed: PostgreSQL itself loads it back, NULL and all.
+    await admin.query('CREATE TABLE app.notes_back (id int, body text, owner text)');
+    psql('COPY app.notes_back FROM STDIN (FORMAT csv, HEADER)', Buffer.concat(masked));
+    const back = await admin.query(`SELECT id, body, owner FROM app.notes_back ORDER BY id`);
+    assert.deepEqual(back.rows, [
+      { id: 1, body: 'he said "hi",\nmail [redacted:email]', owner: hasher.hash('') },
+      { id: 2, body: null, owner: hasher.hash('carol@example.com') },
+    ]);
+    assert.deepEqual([...masker.maskedColumns].sort(), ['app.notes.owner', 'email:body']);
+  });
+
+  test('COPY text format with a custom delimiter keeps escaped delimiters inside values', async () => {
+    const p = plan([], [{ detector: 'email', strategy: 'redact' }]);
+    const masker = (await factory.forCopy(p, 'app.orders', ['note', 'id'], { delimiter: '|' }))!;
+    assert.equal(masker.maskLine(Buffer.from('a\\|b to x@example.com|10\n')).toString(), 'a\\|b to [redacted:email]|10\n');
+    assert.equal(masker.maskLine(Buffer.from('pipe \\| and dave@example.com|11\n')).toString(), 'pipe \\| and [redacted:email]|11\n');
+  });
+
+  test('COPY in binary format is refused', async () => {
+    await assert.rejects(factory.forCopy(EMAIL_REDACT, 'app.users', undefined, { format: 'binary' }), /binary format cannot be masked/);
+    // ...unless nothing in it needs masking.
+    assert.equal(await factory.forCopy(EMAIL_REDACT, 'app.orders', undefined, { format: 'binary' }), null);
   });
 
   test('COPY: unknown tables or columns and wrong column counts are errors', async () => {

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
@@ -117,6 +117,46 @@ test('an upstream that is down gives 08001 naming the connection and address', a
     assert.equal(e.message, `upstream database for connection "gone" is unreachable: ECONNREFUSED 127.0.0.1:${port}`);
   } finally {
     await down.close();
+  }
+});
+
+test('an upstream connection with tls: require refuses a server without TLS (08001)', async () => {
+  const g = await startGateway({
+    pg: upstream,
+    config: (p) => ({ connections: [{ name: 'app', type: 'postgres', host: p.host, port: p.port, database: 'postgres', user: p.user, password: { file: 'upstream.pass' }, tls: 'require' }] }),
+  });
+  try {
+    const e = await connectError({ user: 'alice', password: await g.token('alice'), port: g.gateway.port });
+    assert.equal(e.code, '08001');
+    assert.equal(e.message, 'upstream database for connection "app" does not support TLS, but the connection requires it (tls: require)');
+  } finally {
+    await g.close();
+  }
+});
+
+test('upstream TLS: tls: require encrypts the upstream connection (SCRAM with channel binding)', async () => {
+  const tlsPg = await startPostgres();
+  try {
+    const dataDir = (await tlsPg.query('SHOW data_directory')).rows[0].data_directory as string;
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', join(dataDir, 'server.key'), '-out', join(dataDir, 'server.crt')], { stdio: 'ignore' });
+    chmodSync(join(dataDir, 'server.key'), 0o600);
+    const owner = statSync(dataDir);
+    chownSync(join(dataDir, 'server.key'), owner.uid, owner.gid);
+    chownSync(join(dataDir, 'server.crt'), owner.uid, owner.gid);
+    await tlsPg.query('ALTER SYSTEM SET ssl = on');
+    await tlsPg.query('SELECT pg_reload_conf()');
+    const g = await startGateway({
+      pg: tlsPg,
+      config: (p) => ({ connections: [{ name: 'app', type: 'postgres', host: p.host, port: p.port, database: 'postgres', user: p.user, password: { file: 'upstream.pass' }, tls: 'require' }] }),
+    });
+    try {
+      const r = await g.psql('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();\n');
+      assert.equal(r.stdout, 't\n', r.stderr);
+    } finally {
+      await g.close();
+    }
+  } finally {
+    await tlsPg.stop();
   }
 });
 

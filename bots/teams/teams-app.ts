@@ -1,0 +1,425 @@
+// The Teams side of decisions: a botbuilder bot (CloudAdapter) on `POST /api/messages` that turns
+// Approve/Reject clicks into decisions for the approval workflow. It decides nothing itself:
+// `decide` (the workflow's validated Update) says yes or no. The clicker's card is answered with
+// the new state (or why the click was refused), and the card is rewritten for everyone else.
+//
+// Every activity's JWT is validated by botbuilder (issuer, audience = app id, signature against
+// the channel's OpenID keys, serviceUrl claim) before any handler runs; a missing, forged or
+// expired token is answered 401. Only `insecureSkipAuth` (no app id) turns that off, and then
+// the listener must be loopback.
+//
+// Teams app setup: an Azure Bot resource (app id + client secret; MultiTenant or SingleTenant),
+// messaging endpoint `https://<public host>/api/messages` (this server, `teams.listen`), the
+// Microsoft Teams channel enabled, and a Teams app manifest with the bot in `team` scope;
+// install it in the approvals team and the bot records the channel (or set teams.channelId).
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import {
+  CallerIdConstants,
+  CloudAdapter,
+  ConfigurationBotFrameworkAuthentication,
+  TeamsActivityHandler,
+  TeamsInfo,
+  type AdaptiveCardInvokeResponse,
+  type AdaptiveCardInvokeValue,
+  type TurnContext,
+} from 'botbuilder';
+import { AuthenticationConstants } from 'botframework-connector';
+import type { ApprovalView } from '../channel.ts';
+import type { AirlockConfig } from '../../gateway/config/schema.ts';
+import { configPath, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
+import { log as rootLog, type Logger } from '../../gateway/log.ts';
+import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolveEndpoints, type BotFrameworkEndpoints } from './auth.ts';
+import { ADAPTIVE_CARD, REASON_INPUT, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
+import { ConversationReferenceStore } from './references.ts';
+
+/** Same shape as workflows/decide.ts `submitDecision(client, store, d)` takes. */
+export interface TeamsDecision {
+  requestId: string;
+  approver: string;
+  approverGroups: string[];
+  decision: 'approve' | 'reject';
+  reason?: string;
+  via: string;
+}
+
+export type DecideResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
+export type Decide = (d: TeamsDecision) => Promise<DecideResult>;
+
+export interface TeamsAppOptions {
+  loaded: LoadedConfig;
+  decide: Decide;
+  /** Overrides the `teams.appPassword` reference. */
+  appPassword?: string;
+  /** Current state of a request, to show a refused clicker the full card (e.g. a workflow query). */
+  lookup?: (requestId: string) => Promise<ApprovalView | undefined>;
+  /** Overrides `teams.botFramework` endpoints (tests point them at a fake Bot Connector). */
+  endpoints?: Partial<BotFrameworkEndpoints>;
+  logger?: Logger;
+}
+
+export interface RunningTeamsApp {
+  /** The port actually bound (config port 0 picks a free one). */
+  port: number;
+  stop(): Promise<void>;
+}
+
+export const TEAMS_MESSAGES_PATH = '/api/messages';
+export const NOT_MAPPED = 'your Teams account is not mapped to an Airlock identity';
+const MAX_BODY = 1024 * 1024;
+/** Teams gives an invoke ~5s before it shows the clicker an error: do not wait longer on the card rewrite. */
+const UPDATE_WAIT_MS = 3000;
+
+export type IdentityLookup = { ok: true; identity: string; groups: string[]; via: 'map' | 'email' } | { ok: false; error: string };
+
+interface Clicker {
+  id: string;
+  aadObjectId?: string;
+  name?: string;
+}
+
+/**
+ * Maps a Teams user to an Airlock identity: the explicit `teams.users` map (AAD object id or
+ * UPN), else the member's email or UPN (TeamsInfo.getMember) matched against `identities[].email`.
+ */
+export async function resolveTeamsIdentity(context: TurnContext, config: AirlockConfig, from: Clicker): Promise<IdentityLookup> {
+  const groupsOf = (name: string): string[] => config.identities.find((i) => i.name === name)?.groups ?? [];
+  const users = config.teams?.users ?? {};
+  const mapped = (key: string | undefined): string | undefined => {
+    if (!key) return undefined;
+    const hit = Object.entries(users).find(([k]) => k.toLowerCase() === key.toLowerCase());
+    return hit?.[1];
+  };
+  const direct = mapped(from.aadObjectId);
+  if (direct) return { ok: true, identity: direct, groups: groupsOf(direct), via: 'map' };
+  let member: { email?: string; userPrincipalName?: string; aadObjectId?: string };
+  try {
+    member = await TeamsInfo.getMember(context, from.id);
+  } catch (err) {
+    return { ok: false, error: `could not look up your Teams profile to map it to an Airlock identity (${err instanceof Error ? err.message : String(err)})` };
+  }
+  const byMap = mapped(member.aadObjectId) ?? mapped(member.userPrincipalName);
+  if (byMap) return { ok: true, identity: byMap, groups: groupsOf(byMap), via: 'map' };
+  const wanted = [member.email, member.userPrincipalName].map((s) => s?.trim().toLowerCase()).filter((s): s is string => !!s);
+  const match = config.identities.find((i) => i.email && wanted.includes(i.email.trim().toLowerCase()));
+  if (!match) {
+    const who = member.userPrincipalName ?? member.email ?? from.aadObjectId ?? from.id;
+    return { ok: false, error: `${NOT_MAPPED}: ask an admin to add ${who} to teams.users, or to set the email of your Airlock identity` };
+  }
+  return { ok: true, identity: match.name, groups: match.groups, via: 'email' };
+}
+
+interface ClickOutcome {
+  /** What the clicker sees. */
+  card: AdaptiveCard;
+  ok: boolean;
+}
+
+class AirlockBot extends TeamsActivityHandler {
+  constructor(
+    private readonly opts: TeamsAppOptions,
+    private readonly refs: ConversationReferenceStore,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.onMessage(async (context, next) => {
+      await this.onSubmitFallback(context);
+      await next();
+    });
+  }
+
+  /** Installation: remember the channel (and its regional serviceUrl) for proactive posts. */
+  protected override async onConversationUpdateActivity(context: TurnContext): Promise<void> {
+    const a = context.activity;
+    const botId = a.recipient?.id;
+    const cd = (a.channelData ?? {}) as { team?: { id?: string; name?: string }; channel?: { id?: string; name?: string }; tenant?: { id?: string } };
+    const tenantId = cd.tenant?.id ?? a.conversation?.tenantId;
+    if (botId && a.membersAdded?.some((m) => m.id === botId)) {
+      if (!this.tenantAllowed(tenantId)) {
+        this.log.warn({ tenantId }, 'bot installed in a foreign tenant: not recorded');
+      } else if (cd.team?.id) {
+        this.refs.upsert({
+          conversationId: cd.channel?.id ?? a.conversation.id,
+          serviceUrl: a.serviceUrl,
+          tenantId,
+          teamId: cd.team.id,
+          teamName: cd.team.name,
+          channelName: cd.channel?.name,
+          installedAt: new Date().toISOString(),
+        });
+        this.log.info({ team: cd.team.name ?? cd.team.id, channel: cd.channel?.id ?? a.conversation.id }, 'bot installed in a team: channel recorded for approval requests');
+      } else {
+        this.log.info({ conversation: a.conversation?.id }, 'bot added outside a team: approval requests go to team channels only');
+      }
+    }
+    if (botId && a.membersRemoved?.some((m) => m.id === botId)) {
+      const teamId = cd.team?.id;
+      for (const ch of this.refs.list().filter((c) => (teamId ? c.teamId === teamId : c.conversationId === a.conversation.id))) this.refs.remove(ch.conversationId);
+      this.log.info({ team: teamId }, 'bot removed from a team: its channels forgotten');
+    }
+    await super.onConversationUpdateActivity(context);
+  }
+
+  /** Universal Action (Action.Execute): answer with the card the clicker should now see. */
+  protected override async onAdaptiveCardInvoke(context: TurnContext, invokeValue: AdaptiveCardInvokeValue): Promise<AdaptiveCardInvokeResponse> {
+    const action = invokeValue.action;
+    const data = (action.data ?? {}) as Record<string, unknown>;
+    const outcome = await this.click(context, action.verb, data, 'invoke');
+    return { statusCode: 200, type: ADAPTIVE_CARD, value: outcome.card as unknown as Record<string, unknown> };
+  }
+
+  /** Action.Submit fallback: a message whose `value` carries { verb, requestId, reason }. */
+  private async onSubmitFallback(context: TurnContext): Promise<void> {
+    const value = context.activity.value as Record<string, unknown> | undefined;
+    if (!value || typeof value !== 'object' || typeof value.verb !== 'string' || typeof value.requestId !== 'string') return;
+    const outcome = await this.click(context, value.verb, value, 'submit');
+    if (outcome.ok) return; // the card itself now shows the decision
+    // No private answer exists for a Submit in a channel: tell the clicker in the thread.
+    const notice = outcome.card.body.find((b) => b.id === 'notice');
+    const from = context.activity.from;
+    try {
+      await context.sendActivity({
+        type: 'message',
+        text: `<at>${escapeXml(from.name ?? 'you')}</at> ${escapeXml(String(notice?.text ?? 'your decision was not recorded'))}`,
+        textFormat: 'xml',
+        entities: [{ type: 'mention', text: `<at>${escapeXml(from.name ?? 'you')}</at>`, mentioned: { id: from.id, name: from.name ?? '' } }],
+      });
+    } catch (err) {
+      this.log.warn({ err }, 'could not tell the clicker why the decision was refused');
+    }
+  }
+
+  private tenantAllowed(tenantId: string | undefined): boolean {
+    const want = this.opts.loaded.config.teams?.tenantId;
+    return !want || tenantId?.toLowerCase() === want.toLowerCase();
+  }
+
+  private async click(context: TurnContext, verb: string, data: Record<string, unknown>, how: 'invoke' | 'submit'): Promise<ClickOutcome> {
+    const a = context.activity;
+    const requestId = typeof data.requestId === 'string' ? data.requestId.trim() : '';
+    const reasonRaw = data[REASON_INPUT];
+    const reason = typeof reasonRaw === 'string' ? reasonRaw.trim() : '';
+    const from: Clicker = { id: a.from?.id ?? '', aadObjectId: a.from?.aadObjectId, name: a.from?.name };
+    const refuse = async (text: string, tone: CardNotice['tone'] = 'attention'): Promise<ClickOutcome> => ({ card: await this.cardFor(requestId, { text, tone }), ok: false });
+
+    if (!requestId || (verb !== VERB_APPROVE && verb !== VERB_REJECT)) return refuse('This card is damaged (no request id or unknown action); nothing was decided.');
+    const decision = verb === VERB_APPROVE ? 'approve' : 'reject';
+    const tenantId = (a.channelData as { tenant?: { id?: string } } | undefined)?.tenant?.id ?? a.conversation?.tenantId;
+    if (!this.tenantAllowed(tenantId)) {
+      this.log.warn({ tenantId, requestId }, 'decision from a foreign tenant refused');
+      return refuse('This bot only accepts decisions from its own organisation; nothing was decided.');
+    }
+    if (decision === 'reject' && !reason) return refuse('Say why you reject it: type a reason in the box, then click Reject. The requester sees it.', 'warning');
+
+    const who = await resolveTeamsIdentity(context, this.opts.loaded.config, from);
+    if (!who.ok) {
+      this.log.info({ teamsUser: from.aadObjectId ?? from.id, requestId, decision }, 'decision from an unmapped Teams user refused');
+      return refuse(who.error);
+    }
+    const d: TeamsDecision = { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), via: `teams:${from.aadObjectId ?? from.id}` };
+    let res: DecideResult;
+    try {
+      res = await this.opts.decide(d);
+    } catch (err) {
+      // Fail closed: nothing was decided; say so rather than leave the clicker guessing.
+      this.log.error({ err, requestId, approver: who.identity }, 'decision could not be submitted');
+      return refuse(`Could not record your decision: ${err instanceof Error ? err.message : String(err)}. Nothing was decided; try again.`, 'warning');
+    }
+    if (!res.ok) {
+      this.log.info({ requestId, approver: who.identity, decision, error: res.error }, 'decision refused');
+      return refuse(`Your ${decision === 'approve' ? 'approval' : 'rejection'} was not accepted: ${res.error}`);
+    }
+    this.log.info({ requestId, approver: who.identity, decision, status: res.view.status, how }, 'decision accepted');
+    await this.rewriteForEveryone(context, res.view);
+    const view = res.view;
+    const confirmation =
+      decision === 'reject'
+        ? 'You rejected this request. The requester is told why.'
+        : view.status === 'approved'
+          ? 'You approved this request: the operation runs now.'
+          : `Your approval is recorded (${view.decidedBy.length} of ${view.quorum}); waiting for more approvers.`;
+    return { card: renderCard(view, { text: confirmation, tone: 'good' }).card, ok: true };
+  }
+
+  /** Other viewers see the new state too (the clicker's copy comes from the invoke answer). */
+  private async rewriteForEveryone(context: TurnContext, view: ApprovalView): Promise<void> {
+    const id = context.activity.replyToId;
+    if (!id) {
+      this.log.warn({ requestId: view.requestId }, 'click without replyToId: the card is left to the workflow to update');
+      return;
+    }
+    const update = context
+      .updateActivity({ id, type: 'message', summary: summaryText(view), attachments: [cardAttachment(renderCard(view).card)] })
+      .then(() => true)
+      .catch((err: unknown) => {
+        // The workflow's own update activity rewrites it too; this one is for immediacy.
+        this.log.warn({ err, requestId: view.requestId }, 'could not update the card for other viewers');
+        return false;
+      });
+    const timer = new Promise<false>((r) => setTimeout(() => r(false), UPDATE_WAIT_MS).unref());
+    await Promise.race([update, timer]);
+  }
+
+  private async cardFor(requestId: string, notice: CardNotice): Promise<AdaptiveCard> {
+    let view: ApprovalView | undefined;
+    if (requestId && this.opts.lookup) {
+      try {
+        view = await this.opts.lookup(requestId);
+      } catch (err) {
+        this.log.warn({ err, requestId }, 'could not look up the request to redraw its card');
+      }
+    }
+    if (view) return renderCard(view, notice).card;
+    // Without the request's state, a small card that says what happened; the channel's copy is unchanged.
+    return {
+      type: 'AdaptiveCard',
+      $schema: 'http://adaptivecards.io/schemas/adaptive-card.json',
+      version: '1.5',
+      body: [
+        { type: 'TextBlock', text: requestId ? `Request ${requestId}` : 'Airlock approval', size: 'Large', weight: 'Bolder', wrap: true },
+        { type: 'TextBlock', id: 'notice', text: notice.text, color: notice.tone === 'warning' ? 'Warning' : 'Attention', weight: 'Bolder', wrap: true },
+        { type: 'TextBlock', text: 'Nothing changed on the request; reopen the conversation to see its current state.', isSubtle: true, wrap: true },
+      ],
+    };
+  }
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+/** The app password named by the `teams:` block (env or file reference), if any. */
+export function resolveTeamsSecret(loaded: LoadedConfig): string | undefined {
+  const t = loaded.config.teams;
+  if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
+  return t.appPassword ? resolveSecret(t.appPassword, loaded.baseDir, 'teams.appPassword') : undefined;
+}
+
+export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeamsApp> {
+  const t = opts.loaded.config.teams;
+  if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
+  const log = (opts.logger ?? rootLog).child({ component: 'teams-app' });
+  if (!t.appId) {
+    if (!t.insecureSkipAuth) throw new Error('teams.appId is empty: incoming activities could not be authenticated');
+    if (!isLoopback(t.listen.host)) throw new Error(`teams.insecureSkipAuth: refusing to listen on ${t.listen.host} without authentication (loopback only)`);
+    log.warn('teams: authentication is OFF (insecureSkipAuth); anyone who can reach the listener can decide');
+  }
+  const appPassword = opts.appPassword ?? resolveTeamsSecret(opts.loaded);
+  if (t.appId && !appPassword) throw new Error('teams.appPassword is required when teams.appId is set');
+  const ep: BotFrameworkEndpoints = { ...resolveEndpoints(t), ...opts.endpoints };
+  const tokens = t.appId && appPassword ? new BotTokenClient({ appId: t.appId, appPassword, loginUrl: ep.loginUrl, oauthScope: ep.oauthScope, timeoutMs: 5000 }) : undefined;
+
+  const auth = new StrictAuthentication(
+    new ConfigurationBotFrameworkAuthentication(
+      {
+        MicrosoftAppId: t.appId,
+        MicrosoftAppTenantId: t.tenantId,
+        ValidateAuthority: true,
+        ToBotFromChannelOpenIdMetadataUrl: ep.openIdMetadataUrl,
+        ToBotFromChannelTokenIssuer: ep.tokenIssuer,
+        ToChannelFromBotLoginUrl: ep.loginUrl,
+        ToChannelFromBotOAuthScope: ep.oauthScope,
+        ToBotFromEmulatorOpenIdMetadataUrl: AuthenticationConstants.ToBotFromEmulatorOpenIdMetadataUrl,
+        OAuthUrl: AuthenticationConstants.OAuthUrl,
+        CallerId: CallerIdConstants.PublicAzureChannel,
+      },
+      new AirlockCredentialsFactory(t.appId, tokens),
+    ),
+  );
+  const adapter = new CloudAdapter(auth);
+  adapter.onTurnError = async (context, err) => {
+    log.error({ err, activity: context.activity?.type, name: context.activity?.name }, 'teams turn failed');
+  };
+  const refs = new ConversationReferenceStore(configPath(opts.loaded, t.referenceStore));
+  const bot = new AirlockBot(opts, refs, log);
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err }, 'teams request failed');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== TEAMS_MESSAGES_PATH) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      return;
+    }
+    if (req.method !== 'POST') {
+      res.writeHead(405, { allow: 'POST', 'content-type': 'text/plain' }).end('method not allowed');
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > MAX_BODY) {
+        res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('activity too large');
+        req.destroy();
+        return;
+      }
+      chunks.push(c as Buffer);
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('the body is not JSON');
+      return;
+    }
+    // The shape CloudAdapter.process expects from express/restify.
+    let status = 200;
+    let payload: unknown;
+    const shim = {
+      socket: req.socket,
+      status: (code: number) => {
+        status = code;
+      },
+      header: (name: string, value: unknown) => {
+        res.setHeader(name, String(value));
+      },
+      send: (b: unknown) => {
+        payload = b;
+      },
+      end: () => {
+        if (res.writableEnded) return;
+        if (payload === undefined) {
+          res.writeHead(status).end();
+        } else if (typeof payload === 'string' || Buffer.isBuffer(payload)) {
+          res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' }).end(payload);
+        } else {
+          res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(payload));
+        }
+      },
+    };
+    const request = { body: body as Record<string, unknown>, headers: req.headers as Record<string, string | string[] | undefined>, method: req.method };
+    await adapter.process(request, shim, (context) => bot.run(context));
+    if (status === 401) log.warn({ from: req.socket.remoteAddress }, 'teams activity refused: missing or invalid token');
+    shim.end();
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(t.listen.port, t.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : t.listen.port;
+  log.info({ host: t.listen.host, port, path: TEAMS_MESSAGES_PATH, auth: t.appId ? 'jwt' : 'none' }, 'teams app listening');
+  return {
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}

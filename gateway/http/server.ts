@@ -1,0 +1,654 @@
+// The HTTP and Kubernetes gateway: one listener, connections routed by path prefix.
+//
+//   https://airlock:8443/<connection>/<path...>   ->   <upstream url><path...>
+//
+// `<connection>` names an `http.services[]` entry or an `http.clusters[]` entry (names share one
+// space). Host-based routing is not offered: a path prefix works with every client (kubectl
+// accepts a server URL with a path) and needs no wildcard DNS or certificates.
+//
+// Per request: authenticate the Airlock token (401), normalize the path (400 on anything
+// ambiguous, see normalize.ts), check the connection's allow list (403), buffer the body up to
+// http.maxBodyBytes (413), classify (Kubernetes: verb/resource/namespace ...), decide, then:
+//   deny    403 {"error":"denied","rule":...,"reason":...}
+//   review  the request is held open (see HOLDING below), then forwarded or refused
+//   allow / mask  forwarded with the client's Authorization replaced by the upstream credential;
+//           the response is masked per the decision (response.ts).
+// Every request is recorded in the Store: one session per client connection and identity.
+//
+// HOLDING: the client's request stays open while people decide, up to http.maxHold (default 55 s,
+// under the usual 60 s proxy/client timeouts). Approved: forwarded as usual (the response carries
+// `x-airlock-approval: <request id>`). Rejected or expired: 403 with rule, reason and request id.
+// If maxHold passes first, the client gets `503` with `Retry-After` and
+// {"error":"approval pending","requestId":...,"deadline":...}; the request stays open for
+// approvers, and once approved the same request sent again runs at once (the approval is a
+// grant for the rule's grantTtl). A client that disconnects while held cancels the request.
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
+import { Readable, type Duplex } from 'node:stream';
+import { createProxyServer } from 'http-proxy-3';
+import type { Approver, HoldOutcome, HoldPosted } from '../approvals/approver.ts';
+import { tokenSettings } from '../auth/settings.ts';
+import { TokenError, verifyToken, type TokenSettings } from '../auth/tokens.ts';
+import { configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
+import type { HttpConfig, RuleConfig } from '../config/schema.ts';
+import { log as rootLog, type Logger } from '../log.ts';
+import { Hasher } from '../masking/strategies.ts';
+import type { Decision } from '../policy/decision.ts';
+import { PolicyEngine } from '../policy/engine.ts';
+import { compileMatch, type Matcher } from '../policy/match.ts';
+import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
+import type { OperationRecord, Store } from '../recording/store.ts';
+import { classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
+import { kubernetesRules } from '../kubernetes/rules.ts';
+import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
+import { normalizePath, splitTarget } from './normalize.ts';
+import { relayResponse, sendJson } from './response.ts';
+import { resolveUpstreams, type Upstream } from './upstreams.ts';
+import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
+
+export interface HttpGatewayOptions {
+  loaded: LoadedConfig;
+  store: Store;
+  approver: Approver;
+  /** Override http.listen (tests: port 0). */
+  host?: string;
+  port?: number;
+  log?: Logger;
+}
+
+export interface HttpGateway {
+  host: string;
+  port: number;
+  /** http(s)://host:port of the listener. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Text shown to approvers includes at most this much of a request body. */
+const BODY_TEXT_LIMIT = 4096;
+const TOKEN_CACHE_MAX = 10_000;
+
+interface SessionState {
+  id: string;
+  seq: number;
+  toClient: number;
+  fromClient: number;
+  requestIds: string[];
+}
+
+interface FieldRule {
+  applies: Matcher;
+  fields: FieldMask[];
+}
+
+interface Prepared {
+  identity: Identity;
+  up: Upstream;
+  session: SessionState;
+  body: Buffer;
+  op: Operation;
+  encodedRest: string;
+  query: string;
+  method: string;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(String(body.reason ?? body.error));
+  }
+}
+
+function bearer(req: http.IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m ? m[1] : undefined;
+}
+
+/** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
+function compileFieldRules(rules: RuleConfig[]): FieldRule[] {
+  const out: FieldRule[] = [];
+  rules.forEach((r) => {
+    const fields = r.mask?.fields ?? [];
+    if (r.action === 'deny' || fields.length === 0) return;
+    for (const f of fields) parseFieldPath(f.path); // fail at start on a bad path
+    const m = compileMatch(r.match ?? {}, `rule ${r.name} match`);
+    const unless = r.unless ? compileMatch(r.unless, `rule ${r.name} unless`) : undefined;
+    out.push({ applies: unless ? (op) => m(op) && !unless(op) : m, fields: fields.map((f) => ({ path: f.path, strategy: f.strategy, rule: r.name })) });
+  });
+  return out;
+}
+
+export class HttpGatewayCore {
+  readonly #loaded: LoadedConfig;
+  readonly #cfg: HttpConfig;
+  readonly #store: Store;
+  readonly #approver: Approver;
+  readonly #log: Logger;
+  readonly #tokens: TokenSettings;
+  readonly #engine: PolicyEngine;
+  readonly #fieldRules: FieldRule[];
+  readonly #hasher: Hasher;
+  readonly #upstreams: Map<string, Upstream>;
+  readonly #maxHoldMs: number;
+  readonly #recordings: string;
+  readonly #tokenCache = new Map<string, Identity & { expiresAt: Date }>();
+  readonly #sessions = new WeakMap<Socket, Map<string, SessionState>>();
+  readonly #proxy = createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false });
+  readonly #pending = new WeakMap<http.IncomingMessage, (res: http.IncomingMessage) => void>();
+
+  constructor(o: HttpGatewayOptions) {
+    const cfg = o.loaded.config.http;
+    if (!cfg) throw new Error(`${o.loaded.file}: no http: block`);
+    this.#loaded = o.loaded;
+    this.#cfg = cfg;
+    this.#store = o.store;
+    this.#approver = o.approver;
+    this.#log = (o.log ?? rootLog).child({ component: 'http-gateway' });
+    this.#tokens = tokenSettings(o.loaded);
+    const k8sRules = kubernetesRules(cfg.kubernetesRules);
+    const policy = o.loaded.config.policy;
+    this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
+    this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
+    const hashKey = o.loaded.config.masking.hashKey;
+    // Without a configured key, hashes are stable for this process only (still unguessable).
+    this.#hasher = new Hasher(hashKey ? resolveSecret(hashKey, o.loaded.baseDir, 'masking.hashKey') : randomUUID());
+    this.#upstreams = resolveUpstreams(o.loaded);
+    this.#maxHoldMs = parseDuration(cfg.maxHold);
+    this.#recordings = configPath(o.loaded, cfg.recordings);
+    this.#proxy.on('proxyRes', (proxyRes, req) => {
+      const cb = this.#pending.get(req);
+      if (cb) {
+        this.#pending.delete(req);
+        cb(proxyRes);
+      } else proxyRes.resume();
+    });
+  }
+
+  // ---------------------------------------------------------------- authentication and sessions
+
+  async #identity(req: http.IncomingMessage): Promise<Identity> {
+    const token = bearer(req);
+    const challenge = { 'www-authenticate': 'Bearer realm="airlock"' };
+    if (!token) throw new HttpError(401, { error: 'unauthorized', reason: 'missing Authorization: Bearer <airlock token>' }, challenge);
+    const cached = this.#tokenCache.get(token);
+    if (cached && cached.expiresAt.getTime() > Date.now()) return cached;
+    try {
+      const id = await verifyToken(this.#tokens, token);
+      if (this.#tokenCache.size >= TOKEN_CACHE_MAX) this.#tokenCache.delete(this.#tokenCache.keys().next().value as string);
+      this.#tokenCache.set(token, id);
+      return id;
+    } catch (err) {
+      this.#tokenCache.delete(token);
+      const reason = err instanceof TokenError ? err.message : 'token could not be verified';
+      throw new HttpError(401, { error: 'unauthorized', reason }, challenge);
+    }
+  }
+
+  #session(req: http.IncomingMessage, identity: Identity, up: Upstream): SessionState {
+    const socket = req.socket;
+    let byKey = this.#sessions.get(socket);
+    if (!byKey) {
+      byKey = new Map();
+      this.#sessions.set(socket, byKey);
+      const all = byKey;
+      socket.once('close', () => {
+        for (const s of all.values()) this.#endSession(s);
+      });
+    }
+    const key = `${identity.name}\0${up.name}`;
+    let s = byKey.get(key);
+    if (!s) {
+      s = { id: randomUUID(), seq: 0, toClient: 0, fromClient: 0, requestIds: [] };
+      byKey.set(key, s);
+      this.#store.startSession({
+        id: s.id,
+        protocol: up.kind,
+        identity: identity.name,
+        groups: identity.groups,
+        connection: up.name,
+        clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
+        startedAt: new Date(),
+      });
+    }
+    return s;
+  }
+
+  #endSession(s: SessionState): void {
+    try {
+      this.#store.endSession(s.id, new Date(), 'client connection closed', { toClient: s.toClient, fromClient: s.fromClient });
+    } catch (err) {
+      this.#log.error({ err, session: s.id }, 'could not record the end of a session');
+    }
+    if (s.requestIds.length > 0) void this.#approver.sessionEnded(s.id, s.requestIds).catch(() => undefined);
+  }
+
+  #record(rec: OperationRecord): void {
+    try {
+      this.#store.recordOperation(rec);
+    } catch (err) {
+      this.#log.error({ err, session: rec.sessionId }, 'could not record an operation');
+    }
+  }
+
+  // ---------------------------------------------------------------- request -> operation
+
+  async #prepare(req: http.IncomingMessage, withBody: boolean): Promise<Prepared> {
+    const url = req.url ?? '/';
+    if (!url.startsWith('/')) throw new HttpError(400, { error: 'bad request', reason: 'only origin-form request targets (/path) are accepted' });
+    const identity = await this.#identity(req);
+    const { path: rawPath, query } = splitTarget(url);
+    const norm = normalizePath(rawPath);
+    if (!norm.ok) throw new HttpError(400, { error: 'bad request', reason: norm.reason });
+    const slash = norm.path.indexOf('/', 1);
+    const connName = slash < 0 ? norm.path.slice(1) : norm.path.slice(1, slash);
+    const up = this.#upstreams.get(connName);
+    if (!up) throw new HttpError(404, { error: 'not found', reason: `no HTTP service or Kubernetes cluster named ${JSON.stringify(connName)}; request /<connection>/<path>` });
+    const encSlash = norm.encoded.indexOf('/', 1);
+    const encodedRest = encSlash < 0 ? '/' : norm.encoded.slice(encSlash);
+    const path = slash < 0 ? '/' : norm.path.slice(slash);
+    if (up.allow.identities.length + up.allow.groups.length > 0) {
+      const ok = up.allow.identities.includes(identity.name) || identity.groups.some((g) => up.allow.groups.includes(g));
+      if (!ok) throw new HttpError(403, { error: 'denied', rule: 'connection-allow', reason: `${identity.name} may not use connection ${up.name}` });
+    }
+    const session = this.#session(req, identity, up);
+    const body = withBody ? await this.#readBody(req) : Buffer.alloc(0);
+    session.fromClient += body.length;
+
+    const method = (req.method ?? 'GET').toUpperCase();
+    const headers: Record<string, string> = {};
+    for (const h of up.ruleHeaders) {
+      const v = req.headers[h];
+      if (v !== undefined) headers[h] = Array.isArray(v) ? v.join(', ') : v;
+    }
+    const facts: HttpFacts = { method, path, query, headers };
+    const ct = String(req.headers['content-type'] ?? '').toLowerCase();
+    let bodyText = '';
+    if (body.length > 0 && (ct.includes('json') || ct.startsWith('text/') || ct.includes('yaml'))) {
+      bodyText = body.toString('utf8');
+      if (ct.includes('json')) {
+        try {
+          facts.body = JSON.parse(bodyText);
+        } catch {
+          throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
+        }
+      }
+    } else if (body.length > 0) bodyText = `<${body.length} bytes ${ct || 'application/octet-stream'}>`;
+    const shownBody = bodyText.length > BODY_TEXT_LIMIT ? `${bodyText.slice(0, BODY_TEXT_LIMIT)}... (${body.length} bytes)` : bodyText;
+
+    const socket = req.socket;
+    const op: Operation = {
+      protocol: up.kind,
+      identity: { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) },
+      connection: { name: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, sessionId: session.id },
+      kind: up.kind,
+      text: '',
+      tables: [],
+      functions: [],
+      http: facts,
+    };
+    let line = `${method} ${path}${query ? `?${query}` : ''}`;
+    if (up.kind === 'kubernetes') {
+      op.kubernetes = classifyKubernetes(method, path, query);
+      line = describeKubernetes(op.kubernetes, method, path, query);
+    }
+    op.text = shownBody ? `${line}\n${shownBody}` : line;
+    return { identity, up, session, body, op, encodedRest, query, method };
+  }
+
+  #readBody(req: http.IncomingMessage): Promise<Buffer> {
+    const limit = this.#cfg.maxBodyBytes;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) return Promise.reject(new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > limit) {
+          req.destroy();
+          reject(new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }));
+        } else chunks.push(c);
+      });
+      req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+      req.on('error', reject);
+    });
+  }
+
+  #masker(op: Operation, d: Decision): JsonMasker | undefined {
+    if (d.action === 'deny') return undefined;
+    const fields: FieldMask[] = [];
+    for (const r of this.#fieldRules) if (r.applies(op)) fields.push(...r.fields);
+    if (fields.length === 0 && d.mask.detectors.length === 0) return undefined;
+    return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
+  }
+
+  /** Upstream request headers: the client's minus its credentials and impersonation, plus Airlock's. */
+  #upstreamHeaders(up: Upstream, identity: Identity, masking: boolean, req: http.IncomingMessage): Record<string, string | string[]> {
+    for (const h of Object.keys(req.headers)) {
+      if (h === 'authorization' || h === 'proxy-authorization' || h.startsWith('impersonate-') || h.startsWith('x-airlock-')) delete req.headers[h];
+    }
+    const add: Record<string, string | string[]> = { ...up.authHeaders };
+    if (up.kind === 'kubernetes') {
+      if (up.impersonate) {
+        add['impersonate-user'] = identity.name;
+        if (identity.groups.length > 0) add['impersonate-group'] = identity.groups;
+      }
+      // To mask we need JSON: drop protobuf from Accept (kubectl asks for JSON already).
+      const accept = req.headers.accept;
+      if (masking && accept && accept.includes('protobuf')) {
+        const kept = accept.split(',').filter((p) => !p.includes('protobuf')).join(',');
+        add.accept = kept || 'application/json';
+      }
+    }
+    return add;
+  }
+
+  // ---------------------------------------------------------------- holding
+
+  /** Resolves to the outcome, or 'timeout' when maxHold passed first (the request stays open for approvers). */
+  async #hold(op: Operation, d: Extract<Decision, { action: 'review' }>, gone: AbortSignal): Promise<{ outcome: HoldOutcome | 'timeout'; posted?: HoldPosted }> {
+    let posted: HoldPosted | undefined;
+    const ac = new AbortController();
+    const onGone = () => ac.abort();
+    gone.addEventListener('abort', onGone);
+    const decided = this.#approver.hold({ operation: op, rule: d.rule, reason: d.reason, review: d.review }, (p) => (posted = p), ac.signal);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), this.#maxHoldMs)));
+    try {
+      const outcome = await Promise.race([decided, timeout]);
+      if (outcome === 'timeout') {
+        // The client is answered, not gone: the request stays open for approvers.
+        void decided.then((o) => this.#log.info({ requestId: o.requestId, outcome: o.outcome }, 'held HTTP request decided after the client was answered'));
+      }
+      return { outcome, posted };
+    } finally {
+      clearTimeout(timer);
+      gone.removeEventListener('abort', onGone);
+    }
+  }
+
+  #holdRefusal(o: HoldOutcome | 'timeout', d: Extract<Decision, { action: 'review' }>, posted: HoldPosted | undefined): HttpError | undefined {
+    if (o === 'timeout') {
+      const retry = Math.max(1, Math.round(Math.min(30_000, this.#maxHoldMs) / 1000));
+      return new HttpError(
+        503,
+        {
+          error: 'approval pending',
+          rule: d.rule,
+          reason: `${d.reason}; still waiting for approval after ${Math.round(this.#maxHoldMs / 1000)}s. Send the same request again once it is approved`,
+          ...(posted ? { requestId: posted.requestId, channel: posted.channel, deadline: posted.deadline.toISOString() } : {}),
+        },
+        { 'retry-after': String(retry) },
+      );
+    }
+    switch (o.outcome) {
+      case 'approved':
+        return undefined;
+      case 'rejected':
+        return new HttpError(403, { error: 'rejected', rule: d.rule, reason: `approval rejected by ${o.by}: ${o.reason}`, requestId: o.requestId });
+      case 'expired':
+        return new HttpError(403, { error: 'expired', rule: d.rule, reason: `approval request ${o.requestId} expired: ${o.reason}`, requestId: o.requestId });
+      case 'cancelled':
+        return new HttpError(499, { error: 'cancelled', rule: d.rule, reason: o.reason, requestId: o.requestId });
+      case 'failed':
+        return new HttpError(503, { error: 'approval unavailable', rule: d.rule, reason: o.reason, requestId: o.requestId });
+    }
+  }
+
+  // ---------------------------------------------------------------- plain requests
+
+  async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const started = Date.now();
+    let ctx: Prepared | undefined;
+    let decision: Decision | undefined;
+    let approval: OperationRecord['approval'];
+    const record = (extra: Partial<OperationRecord> & { status: number }) => {
+      if (!ctx) return;
+      const { status, ...rest } = extra;
+      ctx.session.toClient += rest.bytes ?? 0;
+      this.#record({
+        sessionId: ctx.session.id,
+        seq: ++ctx.session.seq,
+        at: new Date(started),
+        text: ctx.op.text,
+        kind: ctx.op.kind,
+        classification: { http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, headers: ctx.op.http!.headers }, status, ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}) },
+        decision: decision?.action ?? 'deny',
+        ...(decision && 'rule' in decision && decision.rule ? { rule: decision.rule } : {}),
+        ...(decision?.action === 'deny' || decision?.action === 'review' ? { reason: decision.reason } : {}),
+        maskedColumns: [],
+        durationMs: Date.now() - started,
+        ...(approval ? { approval } : {}),
+        ...rest,
+      });
+    };
+    try {
+      ctx = await this.#prepare(req, true);
+      const d = (decision = this.#engine.decide(ctx.op));
+      if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
+      const extraHeaders: Record<string, string> = {};
+      if (d.action === 'review') {
+        const gone = new AbortController();
+        const onClose = () => !res.writableEnded && gone.abort();
+        res.once('close', onClose);
+        const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal);
+        res.off('close', onClose);
+        if (outcome !== 'timeout') {
+          approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
+          if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
+        } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
+        const refusal = this.#holdRefusal(outcome, d, posted);
+        if (refusal) throw refusal;
+        if (outcome !== 'timeout') extraHeaders['x-airlock-approval'] = outcome.requestId;
+        if (gone.signal.aborted) return record({ status: 499, error: 'client went away while held' });
+      }
+      const masker = this.#masker(ctx.op, d);
+      const result = await this.#forward(req, res, ctx, masker, extraHeaders);
+      record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
+      if (approval && approval.outcome === 'approved') {
+        void this.#approver.reportResult({ requestId: approval.requestId, summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}` }).catch(() => undefined);
+      }
+    } catch (err) {
+      if (err instanceof HttpError) {
+        if (err.status !== 499) sendJson(res, err.status, err.body, err.headers);
+        record({ status: err.status, error: String(err.body.reason ?? err.body.error) });
+      } else {
+        this.#log.error({ err }, 'HTTP gateway request failed');
+        sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
+        record({ status: 500, error: (err as Error).message });
+      }
+    }
+  }
+
+  #forward(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    ctx: { up: Upstream; identity: Identity; body: Buffer; encodedRest: string; query: string; op: Operation },
+    masker: JsonMasker | undefined,
+    extraHeaders: Record<string, string>,
+  ): Promise<{ status: number; bytes: number; masked: string[]; error?: string }> {
+    const { up } = ctx;
+    const headers = this.#upstreamHeaders(up, ctx.identity, masker !== undefined, req);
+    req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
+    const k = ctx.op.kubernetes;
+    // Streams the client expects incrementally: watches and followed logs.
+    const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && /(^|&)follow=(true|1)(&|$)/.test(ctx.query)));
+    return new Promise((resolve) => {
+      this.#pending.set(req, (proxyRes) => {
+        void relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders }).then(resolve);
+      });
+      this.#proxy.web(
+        req,
+        res,
+        { target: up.url.href, agent: up.agent, headers: headers as Record<string, string>, buffer: Readable.from(ctx.body.length ? [ctx.body] : []) },
+        (err) => {
+          this.#pending.delete(req);
+          const reason = `upstream ${up.name} unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}`;
+          sendJson(res, 502, { error: 'bad gateway', reason });
+          resolve({ status: 502, bytes: 0, masked: [], error: reason });
+        },
+      );
+    });
+  }
+
+  // ---------------------------------------------------------------- websocket upgrades
+
+  async upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const started = Date.now();
+    let ctx: Prepared | undefined;
+    let decision: Decision | undefined;
+    let approval: OperationRecord['approval'];
+    let seq = 0;
+    const record = (status: number, extra: Partial<OperationRecord> = {}, ws?: WsRelayResult) => {
+      if (!ctx) return;
+      ctx.session.toClient += ws?.bytes.toClient ?? 0;
+      ctx.session.fromClient += ws?.bytes.fromClient ?? 0;
+      this.#record({
+        sessionId: ctx.session.id,
+        seq: seq || ++ctx.session.seq,
+        at: new Date(started),
+        text: ctx.op.text,
+        kind: ctx.op.kind,
+        classification: {
+          http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, upgrade: 'websocket' },
+          status,
+          ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}),
+          ...(ws ? { websocket: { protocol: ws.protocol, frames: ws.frames, bytes: ws.bytes, ...(ws.status ? { status: ws.status } : {}) }, ...(ws.recording ? { recording: ws.recording } : {}) } : {}),
+        },
+        decision: decision?.action ?? 'deny',
+        ...(decision && 'rule' in decision && decision.rule ? { rule: decision.rule } : {}),
+        ...(decision?.action === 'deny' || decision?.action === 'review' ? { reason: decision.reason } : {}),
+        maskedColumns: [],
+        durationMs: Date.now() - started,
+        ...(ws ? { bytes: ws.bytes.toClient } : {}),
+        ...(approval ? { approval } : {}),
+        ...extra,
+      });
+    };
+    try {
+      if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+        throw new HttpError(400, {
+          error: 'bad request',
+          reason: `upgrade to ${String(req.headers.upgrade)} is not supported: Airlock proxies and records websockets only (kubectl uses websockets, v5.channel.k8s.io, by default)`,
+        });
+      }
+      ctx = await this.#prepare(req, false);
+      const d = (decision = this.#engine.decide(ctx.op));
+      if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
+      if (d.action === 'review') {
+        const gone = new AbortController();
+        const onClose = () => gone.abort();
+        socket.once('close', onClose);
+        const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal);
+        socket.off('close', onClose);
+        if (outcome !== 'timeout') {
+          approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
+          if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
+        } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
+        const refusal = this.#holdRefusal(outcome, d, posted);
+        if (refusal) throw refusal;
+        if (gone.signal.aborted || socket.destroyed) return record(499, { error: 'client went away while held' });
+      }
+      const up = ctx.up;
+      const headers = this.#upstreamHeaders(up, ctx.identity, false, req);
+      const upstreamHeaders: Record<string, string | string[]> = { ...headers };
+      for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {
+        const v = req.headers[h];
+        if (v !== undefined) upstreamHeaders[h] = v;
+      }
+      const base = new URL(up.url.href);
+      base.protocol = base.protocol === 'https:' ? 'wss:' : 'ws:';
+      const upstreamUrl = `${base.origin}${base.pathname.replace(/\/+$/, '')}${ctx.encodedRest}${ctx.query ? `?${ctx.query}` : ''}`;
+      const protocols = String(req.headers['sec-websocket-protocol'] ?? '')
+        .split(',')
+        .map((p) => p.trim())
+        .filter((p) => p !== '');
+      const k = ctx.op.kubernetes;
+      seq = ++ctx.session.seq;
+      const cast =
+        k && (k.subresource === 'exec' || k.subresource === 'attach')
+          ? {
+              path: join(this.#recordings, `${ctx.session.id}-${seq}.cast`),
+              header: { width: 80, height: 24, title: `${ctx.identity.name}@${up.name}: ${ctx.op.text.split('\n')[0]}`, ...(k.command ? { command: k.command.join(' ') } : {}) },
+            }
+          : undefined;
+      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast });
+      record(ws.refusedStatus ?? 101, ws.error ? { error: ws.error } : {}, ws);
+      if (approval?.outcome === 'approved') {
+        void this.#approver
+          .reportResult({ requestId: approval.requestId, summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}` })
+          .catch(() => undefined);
+      }
+    } catch (err) {
+      if (err instanceof HttpError) {
+        if (err.status !== 499) refuseUpgrade(socket, err.status, err.body, err.headers);
+        record(err.status, { error: String(err.body.reason ?? err.body.error) });
+      } else {
+        this.#log.error({ err }, 'HTTP gateway upgrade failed');
+        refuseUpgrade(socket, 500, { error: 'internal error', reason: 'Airlock failed to handle the upgrade; see the gateway log' });
+        record(500, { error: (err as Error).message });
+      }
+    }
+  }
+
+  close(): void {
+    this.#proxy.close();
+    for (const up of this.#upstreams.values()) up.agent.destroy();
+  }
+}
+
+/** Starts the HTTP/Kubernetes listener from `http:` in the config. */
+export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGateway> {
+  const core = new HttpGatewayCore(opts);
+  const cfg = opts.loaded.config.http!;
+  const tls = cfg.listen.tls;
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void core.handle(req, res);
+  const server = tls
+    ? https.createServer({ cert: readFileSync(configPath(opts.loaded, tls.cert)), key: readFileSync(configPath(opts.loaded, tls.key)) }, handler)
+    : http.createServer(handler);
+  server.keepAliveTimeout = 65_000;
+  // Held requests stay open for up to maxHold; never let the server time them out first.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void core.upgrade(req, socket, head));
+  server.on('clientError', (err, socket) => {
+    if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  });
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    s.setNoDelay(true);
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  const host = opts.host ?? cfg.listen.host;
+  const port = opts.port ?? cfg.listen.port;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    host: addr.address,
+    port: addr.port,
+    url: `${tls ? 'https' : 'http'}://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      core.close();
+    },
+  };
+}

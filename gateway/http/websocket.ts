@@ -1,0 +1,160 @@
+// Websocket upgrades: Airlock terminates the websocket on both sides (it is a party to each
+// connection, not a byte pipe), so every frame is seen, counted and, for Kubernetes exec/attach,
+// decoded into an asciicast recording. The upstream is dialled first with Airlock's credentials;
+// the client's handshake is completed only once the upstream accepted, with the subprotocol the
+// upstream chose (v5.channel.k8s.io, v4.channel.k8s.io ...). An upstream refusal (403, 404, 400)
+// is relayed to the client as the HTTP response it was.
+import http, { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { AsciicastWriter, decodeChannelMessage, type AsciicastHeader } from '../kubernetes/asciicast.ts';
+
+export interface WsRelayOptions {
+  req: http.IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+  /** ws:// or wss:// URL of the upstream endpoint. */
+  upstreamUrl: string;
+  headers: Record<string, string | string[]>;
+  tls: { ca?: string; cert?: string; key?: string };
+  protocols: string[];
+  /** Record as asciicast (Kubernetes exec/attach). */
+  cast?: { path: string; header: AsciicastHeader };
+}
+
+export interface WsRelayResult {
+  /** The upstream refused the upgrade with this HTTP status (relayed to the client). */
+  refusedStatus?: number;
+  protocol: string;
+  frames: { toClient: number; fromClient: number };
+  bytes: { toClient: number; fromClient: number };
+  /** Kubernetes channel 3 status document (exit status of exec). */
+  status?: string;
+  recording?: string;
+  error?: string;
+}
+
+/** Writes a plain HTTP response on a socket that asked to upgrade, then closes it. */
+export function refuseUpgrade(socket: Duplex, status: number, body: Record<string, unknown> | string, headers: Record<string, string> = {}): void {
+  if (socket.destroyed) return;
+  const text = typeof body === 'string' ? body : JSON.stringify(body) + '\n';
+  const ct = typeof body === 'string' ? (headers['content-type'] ?? 'text/plain') : 'application/json';
+  const extra = Object.entries(headers)
+    .filter(([k]) => k.toLowerCase() !== 'content-type')
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: ${ct}\r\ncontent-length: ${Buffer.byteLength(text)}\r\n${extra}connection: close\r\n\r\n${text}`);
+}
+
+function closeCode(code: number): number {
+  // 1005/1006/1015 are reserved for "no code"/abnormal and may not be sent.
+  return code === 1005 || code === 1006 || code === 1015 || code < 1000 || code >= 5000 ? 1000 : code;
+}
+
+function toBytes(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
+  return new Promise((resolve) => {
+    const result: WsRelayResult = { protocol: '', frames: { toClient: 0, fromClient: 0 }, bytes: { toClient: 0, fromClient: 0 } };
+    let settled = false;
+    let cast: AsciicastWriter | undefined;
+    const finish = (error?: string) => {
+      if (settled) return;
+      settled = true;
+      if (error && !result.error) result.error = error;
+      if (cast) {
+        result.recording = cast.path;
+        void cast.close().then(() => resolve(result));
+      } else resolve(result);
+    };
+
+    const upstream = new WebSocket(o.upstreamUrl, o.protocols, {
+      headers: o.headers as Record<string, string>,
+      ...o.tls,
+      rejectUnauthorized: true,
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+      maxPayload: 64 * 1024 * 1024,
+    });
+    const clientGone = () => {
+      if (upstream.readyState === WebSocket.CONNECTING) upstream.terminate();
+      finish('the client went away before the upstream answered');
+    };
+    o.socket.once('close', clientGone);
+
+    upstream.once('unexpected-response', (_req: http.ClientRequest, res: http.IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        o.socket.off('close', clientGone);
+        const status = res.statusCode ?? 502;
+        result.refusedStatus = status;
+        refuseUpgrade(o.socket, status, Buffer.concat(chunks).toString('utf8'), { 'content-type': String(res.headers['content-type'] ?? 'text/plain') });
+        finish(`the upstream refused the websocket upgrade with HTTP ${status}`);
+      });
+    });
+    upstream.once('error', (err) => {
+      if (upstream.readyState === WebSocket.CLOSED && result.protocol === '' && !settled) {
+        o.socket.off('close', clientGone);
+        refuseUpgrade(o.socket, 502, { error: 'bad gateway', reason: `websocket to the upstream failed: ${err.message}` });
+        finish(`upstream websocket failed: ${err.message}`);
+      }
+    });
+
+    upstream.once('open', () => {
+      o.socket.off('close', clientGone);
+      result.protocol = upstream.protocol;
+      const base64 = upstream.protocol.startsWith('base64.');
+      const k8s = upstream.protocol.endsWith('channel.k8s.io');
+      if (o.cast && k8s) cast = new AsciicastWriter(o.cast.path, o.cast.header);
+      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, handleProtocols: () => upstream.protocol || false });
+      wss.handleUpgrade(o.req, o.socket, o.head, (client) => {
+        client.on('message', (data, isBinary) => {
+          const b = toBytes(data);
+          result.frames.fromClient++;
+          result.bytes.fromClient += b.length;
+          if (cast) {
+            const m = decodeChannelMessage(b, base64);
+            if (m?.channel === 0 && 'data' in m) cast.input(m.data);
+            else if (m?.channel === 4 && 'width' in m) cast.resize(m.width, m.height);
+          }
+          if (upstream.readyState === WebSocket.OPEN) upstream.send(b, { binary: isBinary });
+        });
+        upstream.on('message', (data, isBinary) => {
+          const b = toBytes(data);
+          result.frames.toClient++;
+          result.bytes.toClient += b.length;
+          if (cast) {
+            const m = decodeChannelMessage(b, base64);
+            if ((m?.channel === 1 || m?.channel === 2) && 'data' in m) cast.output(m.data, m.channel === 1 ? 'stdout' : 'stderr');
+            else if (m?.channel === 3 && 'status' in m) result.status = m.status;
+          }
+          if (client.readyState === WebSocket.OPEN) client.send(b, { binary: isBinary });
+        });
+        client.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d));
+        upstream.on('ping', (d) => client.readyState === WebSocket.OPEN && client.ping(d));
+        client.on('close', (code, reason) => {
+          if (upstream.readyState === WebSocket.OPEN) upstream.close(closeCode(code), reason);
+          else upstream.terminate();
+          finish();
+        });
+        upstream.on('close', (code, reason) => {
+          if (client.readyState === WebSocket.OPEN) client.close(closeCode(code), reason);
+          finish();
+        });
+        client.on('error', (e) => {
+          upstream.terminate();
+          finish(`client websocket error: ${e.message}`);
+        });
+        upstream.on('error', (e) => {
+          client.terminate();
+          finish(`upstream websocket error: ${e.message}`);
+        });
+      });
+    });
+  });
+}

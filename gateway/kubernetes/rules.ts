@@ -1,0 +1,63 @@
+// Built-in Kubernetes rules, written as ordinary rule configs (the same match fields users write),
+// turned on with `http.kubernetesRules.enable`. They are placed before `policy.rules`.
+//
+//   k8s-deny-secret-reads         deny get/list/watch of secrets (any cluster, any namespace)
+//   k8s-mask-secret-data          mask secret `data` / `stringData` values (and the
+//                                 last-applied-configuration annotation, which holds them in clear)
+//   k8s-review-exec               review exec, attach and portforward
+//   k8s-review-protected-deletes  review delete/deletecollection in the protected namespaces
+//   k8s-review-cluster-writes     review writes to cluster-scoped resources (nodes, namespaces, RBAC ...)
+import type { HttpConfig, KubernetesRuleName, RuleConfig } from '../config/schema.ts';
+import { WRITE_VERBS } from './classify.ts';
+
+const LAST_APPLIED = 'metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]';
+
+/** Field paths that hold secret values, in a Secret, a list, a watch event and a Table row. */
+export const SECRET_FIELD_PATHS = ['', 'items.', 'object.', 'rows.object.'].flatMap((p) => [`${p}data.*`, `${p}stringData.*`, `${p}${LAST_APPLIED}`]);
+
+export function kubernetesRules(cfg: HttpConfig['kubernetesRules']): RuleConfig[] {
+  const review = () => ({
+    approvers: [...cfg.approvers],
+    quorum: 1,
+    timeout: cfg.timeout,
+    escalation: [],
+    grantTtl: '10m',
+  });
+  const all: Record<KubernetesRuleName, RuleConfig> = {
+    'k8s-deny-secret-reads': {
+      name: 'k8s-deny-secret-reads',
+      match: { protocols: ['kubernetes'], resources: ['/secrets'], verbs: ['get', 'list', 'watch'] },
+      action: 'deny',
+      reason: 'reading Kubernetes secrets through Airlock is not allowed',
+    },
+    'k8s-mask-secret-data': {
+      name: 'k8s-mask-secret-data',
+      match: { protocols: ['kubernetes'], resources: ['/secrets'] },
+      action: 'mask',
+      reason: 'secret values are masked',
+      mask: { columns: [], detectors: [], fields: SECRET_FIELD_PATHS.map((path) => ({ path, strategy: 'redact' as const })) },
+    },
+    'k8s-review-exec': {
+      name: 'k8s-review-exec',
+      match: { protocols: ['kubernetes'], resources: ['/pods'], subresources: ['exec', 'attach', 'portforward'] },
+      action: 'review',
+      reason: 'interactive access to a pod needs approval',
+      review: review(),
+    },
+    'k8s-review-protected-deletes': {
+      name: 'k8s-review-protected-deletes',
+      match: { protocols: ['kubernetes'], verbs: ['delete', 'deletecollection'], namespaces: [...cfg.protectedNamespaces] },
+      action: 'review',
+      reason: `deletes in protected namespaces (${cfg.protectedNamespaces.join(', ')}) need approval`,
+      review: review(),
+    },
+    'k8s-review-cluster-writes': {
+      name: 'k8s-review-cluster-writes',
+      match: { protocols: ['kubernetes'], verbs: WRITE_VERBS, clusterScoped: true },
+      action: 'review',
+      reason: 'writes to cluster-scoped resources need approval',
+      review: review(),
+    },
+  };
+  return cfg.enable.map((n) => all[n]);
+}

@@ -1,0 +1,104 @@
+// One statement run as the session tracks it (decision, counters, masks, limit state), and how
+// it is written to the audit store and reported to an approval thread.
+import type { HoldOutcome } from '../approvals/approver.ts';
+import type { Decision, Limits, MaskPlan } from '../policy/decision.ts';
+import type { Operation } from '../policy/operation.ts';
+import type { OperationRecord } from '../recording/store.ts';
+import type { PgError } from './messages.ts';
+import type { CopyMasker, RowMasker } from './row-masker.ts';
+
+export const EMPTY_PLAN: MaskPlan = { columns: [], detectors: [], denyMaskedExpressions: false };
+
+/** A statement as Parsed (or looked up), with its decision; approved reviews carry the approval. */
+export interface Stmt {
+  text: string;
+  op: Operation | undefined;
+  decision: Decision;
+  approval?: OperationRecord['approval'];
+}
+
+/** A bound portal; `rows` accumulates over Executes so cursor-style fetches share one row limit. */
+export interface Portal {
+  stmt: Stmt;
+  rows: number;
+}
+
+export interface Run {
+  text: string;
+  op: Operation | undefined;
+  decision: Decision;
+  started: number;
+  rows: number;
+  /** Rows of the current result set (simple query: per statement in the query string). */
+  resultRows: number;
+  bytes: number;
+  masked: Set<string>;
+  masker: RowMasker | null;
+  copyMasker: CopyMasker | null;
+  cut: PgError | null;
+  /** After Airlock reported an error for this run, drop the upstream's remaining responses. */
+  swallowRest: boolean;
+  error?: string;
+  /** Last CommandComplete tag (`DELETE 3`), for the approval thread. */
+  tag?: string;
+  portal?: Portal;
+  approval?: OperationRecord['approval'];
+  recorded: boolean;
+}
+
+export function newRun(text: string, op: Operation | undefined, decision: Decision): Run {
+  return { text, op, decision, started: performance.now(), rows: 0, resultRows: 0, bytes: 0, masked: new Set(), masker: null, copyMasker: null, cut: null, swallowRest: false, recorded: false };
+}
+
+export function planOf(d: Decision): MaskPlan {
+  return d.action === 'deny' ? EMPTY_PLAN : d.mask;
+}
+
+export function limitsOf(d: Decision): Limits {
+  return d.action === 'deny' ? {} : d.limits;
+}
+
+export function operationRecord(run: Run, sessionId: string, seq: number): OperationRecord {
+  const d = run.decision;
+  const op = run.op;
+  return {
+    sessionId,
+    seq,
+    at: new Date(),
+    text: run.text,
+    kind: op?.kind ?? 'utility',
+    classification: op
+      ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError }
+      : {},
+    decision: d.action,
+    rule: d.rule,
+    reason: d.action === 'deny' || d.action === 'review' ? d.reason : undefined,
+    rows: run.rows,
+    bytes: run.bytes,
+    maskedColumns: [...run.masked],
+    error: run.error,
+    durationMs: Math.round((performance.now() - run.started) * 1000) / 1000,
+    approval: run.approval,
+  };
+}
+
+/** What the approval thread is told after the approved statement ran. */
+export function heldResultSummary(run: Run, rec: OperationRecord): string {
+  if (run.error) return `ran with error: ${run.error} (${rec.rows} rows, ${rec.durationMs} ms)`;
+  const masked = rec.maskedColumns.length ? `; masked ${rec.maskedColumns.join(', ')}` : '';
+  return `completed${run.tag ? ` (${run.tag})` : ''}: ${rec.rows} rows, ${rec.bytes} bytes returned in ${rec.durationMs} ms${masked}`;
+}
+
+/** The client's error for a hold that did not end in approval. */
+export function outcomeMessage(o: Exclude<HoldOutcome, { outcome: 'approved' }>, rule: string): string {
+  switch (o.outcome) {
+    case 'rejected':
+      return `Airlock: approval rejected by ${o.by}: ${o.reason}`;
+    case 'expired':
+      return `Airlock: approval request ${o.requestId} expired: ${o.reason}`;
+    case 'cancelled':
+      return `Airlock: approval request ${o.requestId} was cancelled: ${o.reason}`;
+    case 'failed':
+      return `Airlock: approval could not be obtained (rule ${rule}): ${o.reason}`;
+  }
+}

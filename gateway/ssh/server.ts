@@ -1,0 +1,932 @@
+// The SSH gateway: an ssh2 server in front of OpenSSH hosts.
+//
+// User-name scheme (one scheme, two spellings):
+//   ssh -p 2222 <target>@gateway              token as password / keyboard-interactive, or a
+//                                              public key registered in ssh.publicKeys
+//   ssh -p 2222 <identity>+<target>@gateway   the same; the identity must be the token's (or
+//                                              the key's), so a mixed-up token is caught early
+// Refusals during login (bad token, unknown target, target not allowed, upstream unreachable or
+// presenting the wrong host key) are explained in an SSH authentication banner, which the
+// OpenSSH client prints, followed by "Permission denied".
+//
+// Every channel is an operation for the policy engine (protocol 'ssh'):
+//   exec     kind 'exec',    text = the command line, functions = programs it runs (command.ts)
+//   shell    kind 'shell',   text = 'shell'
+//   sftp     kind 'sftp',    text = 'subsystem sftp' to open it, then one operation per path
+//                            request: 'sftp read /p', 'sftp write /p', 'sftp remove /p', ...
+//   forward  kind 'forward', text = 'direct-tcpip host:port' | 'tcpip-forward addr:port'
+// Deny: one stderr line naming the rule, exit status 126; the connection stays usable.
+// Review: a stderr line "approval required ... waiting", the channel is held until the approver
+// decides; closing the channel or the connection cancels the request.
+// Forwarding needs an allow rule that lists kind 'forward' explicitly (policy.default: allow is
+// not enough). Agent and X11 forwarding are always refused.
+//
+// Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
+// recordings directory; the file's path is in the operation's classification (`recording`).
+import { randomUUID } from 'node:crypto';
+import { createServer, type Socket } from 'node:net';
+import { posix } from 'node:path';
+import { createRequire } from 'node:module';
+import { Server, type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
+import type { Logger } from 'pino';
+import type { Approver, HoldOutcome } from '../approvals/approver.ts';
+import { tokenSettings } from '../auth/settings.ts';
+import { verifyToken } from '../auth/tokens.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import type { SshTargetConfig } from '../config/schema.ts';
+import { log as defaultLogger } from '../log.ts';
+import type { Decision } from '../policy/decision.ts';
+import type { Identity, Operation, OperationKind } from '../policy/operation.ts';
+import type { OperationRecord, Store } from '../recording/store.ts';
+import { AsciicastWriter } from './asciicast.ts';
+import { CommandParseError, parseCommand } from './command.ts';
+import { sshSettings, targetAllows, upstreamTarget, type SshSettings } from './settings.ts';
+import { SftpFilter, type SftpRequest, type SftpVerdict } from './sftp-filter.ts';
+import { connectUpstream, UpstreamError } from './upstream.ts';
+
+/** Exit status for a command the gateway refused (denied, rejected, expired): "cannot execute". */
+export const EXIT_DENIED = 126;
+/** Exit status when the gateway itself failed (upstream channel could not be opened). */
+export const EXIT_GATEWAY_ERROR = 255;
+
+export interface PolicyDecider {
+  decide(op: Operation): Decision;
+}
+
+export interface SshGatewayOptions {
+  config: LoadedConfig;
+  /** A PolicyEngine. */
+  policy: PolicyDecider;
+  store: Store;
+  approver: Approver;
+  logger?: Logger;
+  /** Override ssh.listen host/port (tests, the demo). Port 0 picks a free port. */
+  host?: string;
+  port?: number;
+  /** Override where asciicast files go. */
+  recordingsDir?: string;
+  /** Time to connect and log in upstream. Default 10 s. */
+  upstreamTimeoutMs?: number;
+}
+
+export interface SshGateway {
+  host: string;
+  port: number;
+  hostKeyFingerprint: string;
+  /** `ssh-ed25519 AAAA...`, for a known_hosts line. */
+  hostPublicKey: string;
+  recordingsDir: string;
+  /** Open client connections. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- auth banner
+
+const require = createRequire(import.meta.url);
+const USERAUTH_BANNER = 53;
+
+interface ProtocolInternals {
+  _packetRW: { write: { allocStart: number; alloc(n: number): Buffer; finalize(b: Buffer): Buffer } };
+}
+
+/**
+ * Sends SSH_MSG_USERAUTH_BANNER (RFC 4252 §5.4), which may come at any point before
+ * authentication succeeds; OpenSSH prints it on stderr. ssh2 only sends a fixed banner at the
+ * start, so this uses its packet writer. If ssh2's internals change, the refusal still
+ * happens, only without the explanation.
+ */
+function sendBanner(conn: Connection, text: string, logger: Logger): void {
+  try {
+    const proto = (conn as unknown as { _protocol?: ProtocolInternals })._protocol;
+    const { sendPacket } = require('ssh2/lib/protocol/utils.js') as { sendPacket: (p: unknown, b: Buffer) => boolean };
+    if (!proto) return;
+    const msg = Buffer.from(text.endsWith('\n') ? text.replace(/\r?\n/g, '\r\n') : `${text}\r\n`, 'utf8');
+    const w = proto._packetRW.write;
+    let p = w.allocStart;
+    const packet = w.alloc(1 + 4 + msg.length + 4);
+    packet[p++] = USERAUTH_BANNER;
+    packet.writeUInt32BE(msg.length, p);
+    p += 4;
+    msg.copy(packet, p);
+    p += msg.length;
+    packet.writeUInt32BE(0, p);
+    sendPacket(proto, w.finalize(packet));
+  } catch (err) {
+    logger.warn({ err }, 'could not send the SSH auth banner');
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function parseUser(username: string): { identity?: string; target: string } {
+  const plus = username.indexOf('+');
+  if (plus < 0) return { target: username };
+  return { identity: username.slice(0, plus), target: username.slice(plus + 1) };
+}
+
+function outcomeMessage(o: HoldOutcome, rule: string): string {
+  switch (o.outcome) {
+    case 'approved':
+      return `approved by ${o.approvers.join(', ') || 'a standing grant'}${o.viaGrant ? ' (grant)' : ''}`;
+    case 'rejected':
+      return `rejected by ${o.by}: ${o.reason}`;
+    case 'expired':
+      return `approval request ${o.requestId} expired (rule ${rule}): ${o.reason}`;
+    case 'cancelled':
+      return `approval request ${o.requestId} was cancelled: ${o.reason}`;
+    case 'failed':
+      return `approval could not be obtained, so the operation is refused: ${o.reason}`;
+  }
+}
+
+/** Waits until everything written to a channel has been handed to ssh2 (window permitting). */
+function drained(ch: ServerChannel): Promise<void> {
+  const parts = [ch, ch.stderr];
+  return Promise.all(
+    parts.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          if (!s.writableNeedDrain || s.destroyed) return resolve();
+          const done = () => {
+            s.off('drain', done);
+            s.off('close', done);
+            resolve();
+          };
+          s.on('drain', done);
+          s.on('close', done);
+        }),
+    ),
+  ).then(() => undefined);
+}
+
+function forwardAllowedByRule(loaded: LoadedConfig, d: Decision): boolean {
+  if (d.action !== 'allow' && d.action !== 'mask') return false;
+  if (!d.rule) return false;
+  const rule = loaded.config.policy.rules.find((r) => r.name === d.rule);
+  return !!rule?.match.kinds?.some((k) => k.toLowerCase() === 'forward');
+}
+
+function ruleRecordsInput(loaded: LoadedConfig, d: Decision): boolean {
+  if (d.action === 'deny' || !d.rule) return false;
+  return loaded.config.policy.rules.find((r) => r.name === d.rule)?.recordInput === true;
+}
+
+// ---------------------------------------------------------------- per connection
+
+interface Authorized {
+  decision: Decision;
+  approval?: OperationRecord['approval'];
+}
+
+class SshConnection {
+  readonly id = randomUUID();
+  identity!: Identity;
+  target!: SshTargetConfig;
+  upstream!: UpstreamClient;
+  private seq = 0;
+  private channels = 0;
+  private ended = false;
+  private readonly abort = new AbortController();
+  private readonly requestIds: string[] = [];
+  bytesToClient = 0;
+  bytesFromClient = 0;
+  private readonly remoteForwards = new Set<string>();
+
+  constructor(
+    readonly g: GatewayContext,
+    readonly conn: Connection,
+    readonly clientAddress: string,
+  ) {}
+
+  get logger(): Logger {
+    return this.g.logger;
+  }
+
+  // ---- authentication
+
+  onAuth(ctx: AuthContext): void {
+    const { identity: hint, target } = parseUser(ctx.username);
+    const methods: Array<'publickey' | 'password' | 'keyboard-interactive'> = ['publickey', 'password', 'keyboard-interactive'];
+    switch (ctx.method) {
+      case 'password':
+        void this.tokenLogin(ctx, ctx.password, hint, target);
+        return;
+      case 'keyboard-interactive':
+        ctx.prompt([{ prompt: 'Airlock token: ', echo: false }], 'Airlock', `Paste the Airlock token for ${ctx.username}`, (answers) => {
+          void this.tokenLogin(ctx, answers[0] ?? '', hint, target);
+        });
+        return;
+      case 'publickey': {
+        const entry = this.g.settings.publicKeys.find((k) => k.blob.equals(ctx.key.data));
+        if (!entry) return ctx.reject(methods);
+        if (!ctx.signature || !ctx.blob) return ctx.accept(); // "would this key do?" - yes; now sign
+        if (!entry.key.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) return ctx.reject(methods);
+        if (hint && hint !== entry.identity.name) return this.refuse(ctx, `the key ${entry.fingerprint} belongs to ${entry.identity.name}, not ${hint}`);
+        void this.admit(ctx, entry.identity, target, `publickey ${entry.fingerprint}`);
+        return;
+      }
+      default:
+        ctx.reject(methods);
+    }
+  }
+
+  private refuse(ctx: AuthContext, why: string): void {
+    this.logger.info({ clientAddress: this.clientAddress, user: ctx.username, reason: why }, 'ssh login refused');
+    this.g.audit('ssh.refused', ctx.username, { clientAddress: this.clientAddress, user: ctx.username, reason: why });
+    sendBanner(this.conn, `airlock: ${why}`, this.logger);
+    // No methods left: a token that failed once will not pass on a second try.
+    ctx.reject([]);
+  }
+
+  private async tokenLogin(ctx: AuthContext, token: string, hint: string | undefined, target: string): Promise<void> {
+    let id: Identity;
+    try {
+      const v = await verifyToken(this.g.tokens, token.trim());
+      id = { name: v.name, groups: v.groups, ...(v.owner ? { owner: v.owner } : {}) };
+    } catch (err) {
+      return this.refuse(ctx, `authentication failed: ${(err as Error).message}`);
+    }
+    if (hint && hint !== id.name) return this.refuse(ctx, `the token is for ${id.name}, but the user name says ${hint}`);
+    await this.admit(ctx, id, target, 'token');
+  }
+
+  private async admit(ctx: AuthContext, id: Identity, targetName: string, how: string): Promise<void> {
+    const target = this.g.settings.targets.get(targetName);
+    if (!target) {
+      const names = [...this.g.settings.targets.values()].filter((t) => targetAllows(t, id)).map((t) => t.name);
+      return this.refuse(ctx, `unknown target ${JSON.stringify(targetName)}${names.length ? ` (targets you may use: ${names.join(', ')})` : ''}; log in as <target>@ or <identity>+<target>@`);
+    }
+    if (!targetAllows(target, id)) return this.refuse(ctx, `${id.name} is not allowed to use target ${target.name}`);
+    let up: UpstreamClient;
+    try {
+      up = await connectUpstream(upstreamTarget(this.g.loaded, target), this.g.upstreamTimeoutMs);
+    } catch (err) {
+      if (err instanceof UpstreamError) {
+        this.logger.warn({ target: target.name, reason: err.reason, err: err.message }, 'ssh upstream refused');
+        return this.refuse(ctx, err.message);
+      }
+      this.logger.error({ err, target: target.name }, 'ssh upstream credentials unavailable');
+      return this.refuse(ctx, `upstream credentials for target ${target.name} are not available (see the gateway log)`);
+    }
+    if (this.ended) {
+      up.end();
+      return;
+    }
+    this.identity = id;
+    this.target = target;
+    this.upstream = up;
+    try {
+      this.g.store.startSession({ id: this.id, protocol: 'ssh', identity: id.name, groups: id.groups, connection: target.name, clientAddress: this.clientAddress, startedAt: new Date() });
+    } catch (err) {
+      // No audit trail, no access.
+      this.logger.error({ err }, 'recording the session start failed; refusing the session');
+      up.end();
+      return this.refuse(ctx, 'Airlock cannot record this session, so it is refused (see the gateway log)');
+    }
+    up.on('error', (err: Error) => this.logger.warn({ err, session: this.id }, 'ssh upstream error'));
+    up.on('close', () => this.end('upstream connection closed'));
+    this.logger.info({ session: this.id, identity: id.name, target: target.name, clientAddress: this.clientAddress, how }, 'ssh session started');
+    ctx.accept();
+  }
+
+  // ---- after login
+
+  onReady(): void {
+    this.conn.on('session', (accept) => {
+      const s = accept();
+      this.onSession(s);
+    });
+    this.conn.on('tcpip', (accept, reject, info: { srcIP: string; srcPort: number; destIP: string; destPort: number }) => {
+      void this.directTcpip(accept, reject, info);
+    });
+    this.conn.on('openssh.streamlocal', (_accept: unknown, reject: () => void, info: { socketPath: string }) => {
+      this.recordRefusal('forward', `direct-streamlocal ${info.socketPath}`, 'ssh-streamlocal', 'Unix socket forwarding is not supported through Airlock');
+      reject();
+    });
+    this.conn.on('request', (accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, name: string, info: { bindAddr: string; bindPort: number }) => {
+      void this.globalRequest(accept, reject, name, info);
+    });
+  }
+
+  end(reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.abort.abort(new Error(reason));
+    try {
+      this.upstream?.end();
+    } catch {
+      // already gone
+    }
+    try {
+      this.conn.end();
+    } catch {
+      // already gone
+    }
+    if (!this.identity) return;
+    try {
+      this.g.store.endSession(this.id, new Date(), reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
+    } catch (err) {
+      this.logger.error({ err, session: this.id }, 'recording the session end failed');
+    }
+    if (this.requestIds.length) {
+      void this.g.approver.sessionEnded(this.id, [...this.requestIds]).catch((err: Error) => this.logger.warn({ err, session: this.id }, 'approval session-end report failed'));
+    }
+    this.logger.info({ session: this.id, identity: this.identity.name, target: this.target.name, reason }, 'ssh session ended');
+  }
+
+  private op(kind: OperationKind, text: string, functions: string[] = []): Operation {
+    return {
+      protocol: 'ssh',
+      identity: this.identity,
+      connection: { name: this.target.name, clientAddress: this.clientAddress, sessionId: this.id },
+      kind,
+      text,
+      tables: [],
+      functions,
+    };
+  }
+
+  record(r: Omit<OperationRecord, 'sessionId' | 'seq' | 'maskedColumns'>): void {
+    try {
+      this.g.store.recordOperation({ ...r, sessionId: this.id, seq: ++this.seq, maskedColumns: [] });
+    } catch (err) {
+      this.logger.error({ err, session: this.id }, 'recording an operation failed');
+    }
+  }
+
+  private recordRefusal(kind: OperationKind, text: string, rule: string, reason: string, classification: Record<string, unknown> = {}): void {
+    this.record({ at: new Date(), text, kind, classification: { target: this.target.name, ...classification }, decision: 'deny', rule, reason });
+  }
+
+  /**
+   * Decides an operation, holding it for approval when the policy says review. `say` writes a
+   * line to the client (stderr); `signal` aborts a pending hold. Resolves `null` when refused
+   * (after telling the client why).
+   */
+  private async authorize(op: Operation, say: (line: string) => void, signal: AbortSignal, decision = this.g.policy.decide(op)): Promise<Authorized | { refused: string; decision: Decision; approval?: OperationRecord['approval'] }> {
+    const d = decision;
+    if (d.action === 'deny') {
+      say(`airlock: denied by policy rule ${d.rule}: ${d.reason}`);
+      return { refused: d.reason, decision: d };
+    }
+    if (d.action !== 'review') return { decision: d };
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.abort.signal.addEventListener('abort', onAbort, { once: true });
+    let o: HoldOutcome;
+    try {
+      o = await this.g.approver.hold(
+        { operation: op, rule: d.rule, reason: d.reason, review: d.review },
+        (p) => {
+          const minutes = Math.max(1, Math.round((p.deadline.getTime() - Date.now()) / 60_000));
+          say(`airlock: approval required by rule ${d.rule} (${d.reason}): request ${p.requestId} ${p.reattached ? 're-attached in' : 'posted to'} ${p.channel}, waiting up to ${minutes} minute${minutes === 1 ? '' : 's'}...`);
+        },
+        ac.signal,
+      );
+    } catch (err) {
+      o = { outcome: 'failed', requestId: '', reason: (err as Error).message };
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      this.abort.signal.removeEventListener('abort', onAbort);
+    }
+    if (o.requestId) this.requestIds.push(o.requestId);
+    if (o.outcome === 'approved') {
+      say(`airlock: ${outcomeMessage(o, d.rule)}; running`);
+      return { decision: d, approval: { requestId: o.requestId, outcome: o.viaGrant ? 'approved (grant)' : 'approved', approvers: o.approvers } };
+    }
+    const by = o.outcome === 'rejected' ? o.by : undefined;
+    const message = outcomeMessage(o, d.rule);
+    say(`airlock: ${message}`);
+    return { refused: message, decision: d, approval: { requestId: o.requestId, outcome: o.outcome, approvers: by ? [by] : [], reason: o.reason } };
+  }
+
+  // ---- session channels
+
+  private onSession(s: Session): void {
+    const env: Record<string, string> = {};
+    let pty: PseudoTtyInfo | undefined;
+    let running: Running | undefined;
+    s.on('env', (accept, _reject, info) => {
+      env[info.key] = info.val;
+      accept?.();
+    });
+    s.on('pty', (accept, _reject, info) => {
+      pty = info;
+      accept?.();
+    });
+    s.on('window-change', (accept, _reject, info) => {
+      if (pty) Object.assign(pty, { cols: info.cols, rows: info.rows, width: info.width, height: info.height });
+      running?.resize(info.cols, info.rows, info.width, info.height);
+      accept?.();
+    });
+    s.on('signal', (accept, _reject, info) => {
+      running?.signal(info.name);
+      accept?.();
+    });
+    s.on('auth-agent', (_accept, reject) => {
+      this.recordRefusal('forward', 'auth-agent', 'ssh-agent-forwarding', 'agent forwarding is never allowed through Airlock (the gateway holds the keys)');
+      reject?.();
+    });
+    s.on('x11', (_accept, reject) => {
+      this.recordRefusal('forward', 'x11', 'ssh-x11-forwarding', 'X11 forwarding is not allowed through Airlock');
+      reject?.();
+    });
+    s.on('exec', (accept, _reject, info) => {
+      const ch = accept();
+      running = new Running(this, ch, pty, env);
+      void running.exec(info.command);
+    });
+    s.on('shell', (accept) => {
+      const ch = accept();
+      running = new Running(this, ch, pty, env);
+      void running.shell();
+    });
+    s.on('subsystem', (accept, _reject, info) => {
+      const ch = accept();
+      running = new Running(this, ch, pty, env);
+      if (info.name === 'sftp') void running.sftp();
+      else void running.refuseSubsystem(info.name);
+    });
+  }
+
+  nextChannel(): number {
+    return ++this.channels;
+  }
+
+  authorizeFor(op: Operation, say: (line: string) => void, signal: AbortSignal): ReturnType<SshConnection['authorize']> {
+    return this.authorize(op, say, signal);
+  }
+
+  opFor(kind: OperationKind, text: string, functions: string[] = []): Operation {
+    return this.op(kind, text, functions);
+  }
+
+  // ---- forwarding
+
+  private decideForward(op: Operation): Decision {
+    const d = this.g.policy.decide(op);
+    if (d.action === 'deny' || d.action === 'review') return d;
+    if (forwardAllowedByRule(this.g.loaded, d)) return d;
+    return { action: 'deny', rule: 'ssh-forwarding-default-deny', reason: 'port forwarding is refused unless a policy rule with kinds: [forward] allows it' };
+  }
+
+  private async directTcpip(accept: () => ServerChannel, reject: () => void, info: { srcIP: string; srcPort: number; destIP: string; destPort: number }): Promise<void> {
+    const started = Date.now();
+    const op = this.op('forward', `direct-tcpip ${info.destIP}:${info.destPort}`);
+    const classification = { target: this.target.name, destination: `${info.destIP}:${info.destPort}`, origin: `${info.srcIP}:${info.srcPort}` };
+    const lines: string[] = [];
+    const a = await this.authorize(op, (l) => lines.push(l), this.abort.signal, this.decideForward(op));
+    if ('refused' in a) {
+      this.logger.info({ session: this.id, destination: classification.destination, rule: a.decision.action === 'deny' || a.decision.action === 'review' ? a.decision.rule : undefined }, 'ssh forward refused');
+      reject();
+      const d = a.decision;
+      return this.record({ at: new Date(), text: op.text, kind: 'forward', classification, decision: d.action, rule: 'rule' in d ? d.rule : undefined, reason: a.refused, approval: a.approval });
+    }
+    this.upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, up) => {
+      if (err) {
+        reject();
+        return this.record({ at: new Date(), text: op.text, kind: 'forward', classification, decision: a.decision.action, rule: a.decision.rule, error: `upstream refused the forward: ${err.message}`, approval: a.approval });
+      }
+      const ch = accept();
+      let toClient = 0;
+      let fromClient = 0;
+      up.on('data', (d: Buffer) => (toClient += d.length));
+      ch.on('data', (d: Buffer) => (fromClient += d.length));
+      ch.pipe(up).pipe(ch);
+      ch.on('error', () => up.close());
+      up.on('error', () => ch.close());
+      up.on('close', () => {
+        this.bytesToClient += toClient;
+        this.bytesFromClient += fromClient;
+        this.record({ at: new Date(started), text: op.text, kind: 'forward', classification: { ...classification, bytesToClient: toClient, bytesFromClient: fromClient }, decision: a.decision.action, rule: a.decision.rule, bytes: toClient, durationMs: Date.now() - started, approval: a.approval });
+      });
+    });
+  }
+
+  private async globalRequest(accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, name: string, info: { bindAddr: string; bindPort: number }): Promise<void> {
+    if (name === 'cancel-tcpip-forward') {
+      const key = `${info.bindAddr}:${info.bindPort}`;
+      if (!this.remoteForwards.has(key)) return reject?.();
+      this.upstream.unforwardIn(info.bindAddr, info.bindPort, (err) => (err ? reject?.() : (this.remoteForwards.delete(key), accept?.())));
+      return;
+    }
+    if (name !== 'tcpip-forward') {
+      this.recordRefusal('forward', name, 'ssh-forwarding-unsupported', `${name} is not supported through Airlock`);
+      return reject?.();
+    }
+    const op = this.op('forward', `tcpip-forward ${info.bindAddr}:${info.bindPort}`);
+    const classification = { target: this.target.name, bind: `${info.bindAddr}:${info.bindPort}` };
+    const a = await this.authorize(op, () => undefined, this.abort.signal, this.decideForward(op));
+    if ('refused' in a) {
+      const d = a.decision;
+      this.record({ at: new Date(), text: op.text, kind: 'forward', classification, decision: d.action, rule: 'rule' in d ? d.rule : undefined, reason: a.refused, approval: a.approval });
+      return reject?.();
+    }
+    if (this.remoteForwards.size === 0) {
+      this.upstream.on('tcp connection', (details, acceptUp, rejectUp) => {
+        if (!this.remoteForwards.has(`${details.destIP}:${details.destPort}`)) return rejectUp();
+        this.conn.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (err, ch) => {
+          if (err) return rejectUp();
+          const up = acceptUp();
+          ch.pipe(up).pipe(ch);
+          ch.on('error', () => up.close());
+          up.on('error', () => ch.close());
+        });
+      });
+    }
+    this.upstream.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+      this.record({ at: new Date(), text: op.text, kind: 'forward', classification: { ...classification, boundPort: port }, decision: a.decision.action, rule: a.decision.rule, error: err ? `upstream refused: ${err.message}` : undefined, approval: a.approval });
+      if (err) return reject?.();
+      this.remoteForwards.add(`${info.bindAddr}:${info.bindPort === 0 ? port : info.bindPort}`);
+      accept?.(port);
+    });
+  }
+}
+
+// ---------------------------------------------------------------- one session channel
+
+class Running {
+  private up: ClientChannel | undefined;
+  private cast: AsciicastWriter | undefined;
+  private readonly ac = new AbortController();
+  private readonly started = Date.now();
+  private readonly channel: number;
+  private toClient = 0;
+  private fromClient = 0;
+  private exit: { code?: number; signal?: string } = {};
+  private readonly nl: string;
+
+  constructor(
+    private readonly c: SshConnection,
+    private readonly ch: ServerChannel,
+    private readonly pty: PseudoTtyInfo | undefined,
+    private readonly env: Record<string, string>,
+  ) {
+    this.channel = c.nextChannel();
+    this.nl = pty ? '\r\n' : '\n';
+    ch.on('error', (err: Error) => c.logger.debug({ err, session: c.id }, 'client channel error'));
+    // Client closed the channel (or the connection went): cancel a hold, stop the upstream side.
+    ch.on('close', () => {
+      this.ac.abort();
+      try {
+        this.up?.close();
+      } catch {
+        // already closed
+      }
+    });
+  }
+
+  private say = (line: string): void => {
+    if (this.ch.destroyed || !this.ch.writable) return;
+    const data = Buffer.from(line + this.nl);
+    this.ch.stderr.write(data);
+    this.toClient += data.length;
+    this.cast?.output(data);
+  };
+
+  private finishRefused(op: Operation, a: { refused: string; decision: Decision; approval?: OperationRecord['approval'] }, classification: Record<string, unknown>): void {
+    const d = a.decision;
+    this.c.record({
+      at: new Date(this.started),
+      text: op.text,
+      kind: op.kind,
+      classification: { target: this.c.target.name, ...classification },
+      decision: d.action,
+      rule: 'rule' in d ? d.rule : undefined,
+      reason: a.refused,
+      durationMs: Date.now() - this.started,
+      approval: a.approval,
+      ...(this.ac.signal.aborted ? { error: 'not executed: the client went away while the operation was held' } : {}),
+    });
+    this.close(EXIT_DENIED);
+  }
+
+  private close(code: number): void {
+    this.c.bytesToClient += this.toClient;
+    this.c.bytesFromClient += this.fromClient;
+    if (this.ch.destroyed) return;
+    void drained(this.ch).then(() => {
+      try {
+        this.ch.exit(code);
+      } catch {
+        // channel already closing
+      }
+      this.ch.end();
+    });
+  }
+
+  private ptyOptions(): { rows: number; cols: number; height: number; width: number; term: string; modes: PseudoTtyInfo['modes'] } | undefined {
+    const p = this.pty;
+    return p ? { rows: p.rows, cols: p.cols, height: p.height, width: p.width, term: p.term, modes: p.modes } : undefined;
+  }
+
+  private startCast(op: Operation, decision: Decision): void {
+    const width = this.pty?.cols || 80;
+    const height = this.pty?.rows || 24;
+    const env: Record<string, string> = { SHELL: '/bin/sh', TERM: this.pty?.term || 'dumb' };
+    const path = posix.join(this.c.g.recordingsDir, `${this.c.id}-${this.channel}.cast`);
+    try {
+      this.cast = new AsciicastWriter(path, { width, height, env, title: `${this.c.identity.name}@${this.c.target.name}: ${op.text}` });
+      this.recordInput = this.c.target.recordInput || ruleRecordsInput(this.c.g.loaded, decision);
+    } catch (err) {
+      this.c.logger.error({ err, path }, 'cannot create the session recording');
+      this.cast = undefined;
+    }
+  }
+
+  private recordInput = false;
+
+  resize(cols: number, rows: number, width: number, height: number): void {
+    this.cast?.resize(cols, rows);
+    try {
+      this.up?.setWindow(rows, cols, height, width);
+    } catch {
+      // channel gone
+    }
+  }
+
+  signal(name: string): void {
+    try {
+      this.up?.signal(name.replace(/^SIG/, ''));
+    } catch (err) {
+      this.c.logger.debug({ err, signal: name }, 'signal not relayed');
+    }
+  }
+
+  async exec(command: string): Promise<void> {
+    let facts;
+    try {
+      facts = parseCommand(command);
+    } catch (err) {
+      if (!(err instanceof CommandParseError)) throw err;
+      const op = this.c.opFor('exec', command);
+      const reason = `the command line could not be parsed, so it cannot be checked: ${err.message}`;
+      this.say(`airlock: denied by policy rule unparseable-command: ${reason}`);
+      return this.finishRefused(op, { refused: reason, decision: { action: 'deny', rule: 'unparseable-command', reason } }, { parseError: err.message });
+    }
+    const op = this.c.opFor('exec', command, facts.programs);
+    const classification = { argv: facts.commands, programs: facts.programs, operators: facts.operators, pty: !!this.pty };
+    const a = await this.c.authorizeFor(op, this.say, this.ac.signal);
+    if ('refused' in a) return this.finishRefused(op, a, classification);
+    if (this.ac.signal.aborted) return this.finishRefused(op, { refused: 'client went away', decision: a.decision, approval: a.approval }, classification);
+    if (this.pty) this.startCast(op, a.decision);
+    const pty = this.ptyOptions();
+    this.c.upstream.exec(command, { env: this.env, ...(pty ? { pty } : {}) }, (err, up) => this.relay(op, a, classification, err, up));
+  }
+
+  async shell(): Promise<void> {
+    const op = this.c.opFor('shell', 'shell');
+    const classification = { pty: !!this.pty, term: this.pty?.term };
+    const a = await this.c.authorizeFor(op, this.say, this.ac.signal);
+    if ('refused' in a) return this.finishRefused(op, a, classification);
+    if (this.ac.signal.aborted) return this.finishRefused(op, { refused: 'client went away', decision: a.decision, approval: a.approval }, classification);
+    this.startCast(op, a.decision);
+    this.c.upstream.shell(this.ptyOptions() ?? false, { env: this.env }, (err, up) => this.relay(op, a, classification, err, up));
+  }
+
+  async refuseSubsystem(name: string): Promise<void> {
+    const op = this.c.opFor('exec', `subsystem ${name}`);
+    const reason = `subsystem ${name} is not supported through Airlock (only sftp)`;
+    this.say(`airlock: denied by policy rule ssh-subsystem: ${reason}`);
+    this.finishRefused(op, { refused: reason, decision: { action: 'deny', rule: 'ssh-subsystem', reason } }, { subsystem: name });
+  }
+
+  async sftp(): Promise<void> {
+    const op = this.c.opFor('sftp', 'subsystem sftp');
+    const a = await this.c.authorizeFor(op, this.say, this.ac.signal);
+    if ('refused' in a) return this.finishRefused(op, a, { subsystem: 'sftp' });
+    if (this.ac.signal.aborted) return this.finishRefused(op, { refused: 'client went away', decision: a.decision, approval: a.approval }, { subsystem: 'sftp' });
+    const c = this.c;
+    const filter = new SftpFilter({
+      decide: async (req: SftpRequest): Promise<SftpVerdict> => {
+        const fop = c.opFor('sftp', `sftp ${req.action} ${req.paths.join(' ')}`);
+        const at = new Date();
+        const fa = await c.authorizeFor(fop, this.say, this.ac.signal);
+        const d = fa.decision;
+        c.record({
+          at,
+          text: fop.text,
+          kind: 'sftp',
+          classification: { target: c.target.name, action: req.action, paths: req.paths },
+          decision: d.action,
+          rule: 'rule' in d ? d.rule : undefined,
+          reason: 'refused' in fa ? fa.refused : undefined,
+          durationMs: Date.now() - at.getTime(),
+          approval: fa.approval,
+        });
+        if ('refused' in fa) return { allow: false, message: `airlock: ${d.action === 'deny' ? `denied by policy rule ${d.rule}: ${fa.refused}` : fa.refused}` };
+        return { allow: true };
+      },
+    });
+    this.c.upstream.subsys('sftp', (err, up) => {
+      if (err) return this.relay(op, a, { subsystem: 'sftp' }, err, up);
+      this.up = up;
+      this.ch.pipe(filter.clientToServer).pipe(up);
+      up.pipe(filter.serverToClient).pipe(this.ch, { end: false });
+      up.stderr.on('data', (d: Buffer) => this.ch.stderr.write(d));
+      filter.clientToServer.on('error', (e: Error) => {
+        this.c.logger.warn({ err: e, session: this.c.id }, 'sftp protocol error; closing the channel');
+        this.ch.close();
+        up.close();
+      });
+      up.on('exit', (code: number | null, signal?: string) => (this.exit = code === null ? { signal } : { code }));
+      up.on('close', () => {
+        this.toClient = filter.bytesToClient;
+        this.fromClient = filter.bytesFromClient;
+        this.finish(op, a, { subsystem: 'sftp', home: filter.home });
+      });
+    });
+  }
+
+  private relay(op: Operation, a: Authorized, classification: Record<string, unknown>, err: Error | undefined, up: ClientChannel): void {
+    if (err) {
+      this.say(`airlock: the target refused to open the channel: ${err.message}`);
+      this.c.record({ at: new Date(this.started), text: op.text, kind: op.kind, classification: { target: this.c.target.name, ...classification }, decision: a.decision.action, rule: a.decision.rule, error: `upstream channel failed: ${err.message}`, approval: a.approval });
+      void this.cast?.close();
+      return this.close(EXIT_GATEWAY_ERROR);
+    }
+    this.up = up;
+    if (this.ch.destroyed) {
+      up.close();
+    }
+    up.on('data', (d: Buffer) => {
+      this.toClient += d.length;
+      this.cast?.output(d);
+    });
+    up.stderr.on('data', (d: Buffer) => {
+      this.toClient += d.length;
+      this.cast?.output(d);
+    });
+    this.ch.on('data', (d: Buffer) => {
+      this.fromClient += d.length;
+      if (this.recordInput) this.cast?.input(d);
+    });
+    this.ch.pipe(up);
+    up.pipe(this.ch, { end: false });
+    up.stderr.pipe(this.ch.stderr, { end: false });
+    up.on('exit', (code: number | null, signal?: string, _dump?: boolean, desc?: string) => {
+      this.exit = code === null ? { signal, ...(desc ? {} : {}) } : { code };
+    });
+    up.on('close', () => this.finish(op, a, classification));
+  }
+
+  private finish(op: Operation, a: Authorized, classification: Record<string, unknown>): void {
+    const ex = this.exit;
+    const recording = this.cast?.path;
+    void this.cast?.close();
+    this.c.bytesToClient += this.toClient;
+    this.c.bytesFromClient += this.fromClient;
+    this.c.record({
+      at: new Date(this.started),
+      text: op.text,
+      kind: op.kind,
+      classification: {
+        target: this.c.target.name,
+        ...classification,
+        ...(ex.code !== undefined ? { exitStatus: ex.code } : {}),
+        ...(ex.signal ? { exitSignal: ex.signal } : {}),
+        bytesToClient: this.toClient,
+        bytesFromClient: this.fromClient,
+        ...(recording ? { recording, recordedInput: this.recordInput } : {}),
+      },
+      decision: a.decision.action,
+      rule: a.decision.rule,
+      bytes: this.toClient,
+      durationMs: Date.now() - this.started,
+      approval: a.approval,
+    });
+    if (a.approval) {
+      void this.c.g.approver
+        .reportResult({ requestId: a.approval.requestId, summary: `${op.text}: ${ex.signal ? `killed by ${ex.signal}` : `exit status ${ex.code ?? 'unknown'}`}, ${this.toClient} bytes out, ${Date.now() - this.started} ms` })
+        .catch(() => undefined);
+    }
+    if (this.ch.destroyed) return;
+    void drained(this.ch).then(() => {
+      try {
+        if (ex.signal) this.ch.exit(ex.signal.replace(/^SIG/, ''), false, '');
+        else if (ex.code !== undefined) this.ch.exit(ex.code);
+      } catch {
+        // unknown signal name or channel closing: the client sees no status
+      }
+      this.ch.end();
+    });
+  }
+}
+
+// ---------------------------------------------------------------- the listener
+
+interface GatewayContext {
+  loaded: LoadedConfig;
+  settings: SshSettings;
+  tokens: ReturnType<typeof tokenSettings>;
+  policy: PolicyDecider;
+  store: Store;
+  approver: Approver;
+  logger: Logger;
+  recordingsDir: string;
+  upstreamTimeoutMs: number;
+  audit(kind: string, subject: string, detail: Record<string, unknown>): void;
+}
+
+export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGateway> {
+  const logger = opts.logger ?? defaultLogger.child({ component: 'ssh' });
+  const settings = sshSettings(opts.config);
+  const g: GatewayContext = {
+    loaded: opts.config,
+    settings,
+    tokens: tokenSettings(opts.config),
+    policy: opts.policy,
+    store: opts.store,
+    approver: opts.approver,
+    logger,
+    recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
+    upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
+    audit(kind, subject, detail) {
+      try {
+        opts.store.recordAudit({ at: new Date(), kind, subject, detail });
+      } catch (err) {
+        logger.error({ err }, 'recording an audit event failed');
+      }
+    },
+  };
+
+  const live = new Set<SshConnection>();
+  const sockets = new Set<Socket>();
+  const loginTimers = new Map<string, NodeJS.Timeout>();
+
+  const ssh = new Server({ hostKeys: [settings.hostKey], ident: 'Airlock' }, (conn, info) => {
+    const clientAddress = `${info.ip}:${info.port}`;
+    const c = new SshConnection(g, conn, clientAddress);
+    live.add(c);
+    conn.on('error', (err: Error) => logger.debug({ err, clientAddress }, 'ssh client error'));
+    conn.on('authentication', (ctx) => {
+      try {
+        c.onAuth(ctx);
+      } catch (err) {
+        logger.error({ err }, 'ssh authentication handler failed');
+        ctx.reject([]);
+      }
+    });
+    conn.on('ready', () => {
+      const t = loginTimers.get(clientAddress);
+      if (t) clearTimeout(t);
+      loginTimers.delete(clientAddress);
+      c.onReady();
+    });
+    conn.on('close', () => {
+      live.delete(c);
+      c.end('client disconnected');
+    });
+  });
+  // ssh2 has no login timeout: our own listener injects sockets so each one gets a deadline.
+  const net = createServer((socket) => {
+    const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.on('error', (err) => logger.debug({ err, clientAddress: key }, 'ssh socket error'));
+    loginTimers.set(
+      key,
+      setTimeout(() => {
+        logger.info({ clientAddress: key }, 'ssh client did not log in in time; disconnecting');
+        socket.destroy();
+      }, settings.loginTimeoutMs),
+    );
+    socket.on('close', () => {
+      sockets.delete(socket);
+      const t = loginTimers.get(key);
+      if (t) clearTimeout(t);
+      loginTimers.delete(key);
+    });
+    ssh.injectSocket(socket);
+  });
+  net.on('error', (err) => logger.error({ err }, 'ssh listener error'));
+  const host = opts.host ?? settings.config.listen.host;
+  const port = opts.port ?? settings.config.listen.port;
+  await new Promise<void>((resolve, reject) => {
+    net.once('error', reject);
+    net.listen(port, host, () => {
+      net.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = net.address() as { address: string; port: number };
+  logger.info({ host: addr.address, port: addr.port, hostKeyFingerprint: settings.hostKeyFingerprint, targets: [...settings.targets.keys()] }, `ssh gateway listening; host key ${settings.hostKeyFingerprint}`);
+
+  return {
+    host: addr.address,
+    port: addr.port,
+    hostKeyFingerprint: settings.hostKeyFingerprint,
+    hostPublicKey: settings.hostPublicKey,
+    recordingsDir: g.recordingsDir,
+    connections: () => live.size,
+    async close() {
+      const closed = new Promise<void>((r) => net.close(() => r()));
+      for (const c of [...live]) c.end('gateway shutting down');
+      for (const s of sockets) s.destroy();
+      for (const t of loginTimers.values()) clearTimeout(t);
+      await closed;
+    },
+  };
+}

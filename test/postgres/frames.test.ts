@@ -1,0 +1,108 @@
+// Frame scanning: message boundaries across arbitrary chunking, zero-copy views for frames
+// inside a chunk, safe copies for assembled frames, and length validation.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FrameReader, ProtocolError, WriteBatch, MAX_FRONTEND_MESSAGE } from '../../gateway/postgres/frames.ts';
+
+function msg(type: string, body: string): Buffer {
+  const b = Buffer.from(body);
+  const out = Buffer.alloc(5 + b.length);
+  out.write(type, 0, 'latin1');
+  out.writeInt32BE(4 + b.length, 1);
+  b.copy(out, 5);
+  return out;
+}
+
+function drain(r: FrameReader): Array<{ type: string; body: string }> {
+  const out: Array<{ type: string; body: string }> = [];
+  while (r.next()) out.push({ type: String.fromCharCode(r.type), body: r.buf.toString('utf8', r.start + 5, r.end) });
+  return out;
+}
+
+test('frames split at every possible byte boundary come out whole and in order', () => {
+  const stream = Buffer.concat([msg('Q', 'SELECT 1\0'), msg('S', ''), msg('P', 'x'.repeat(300)), msg('X', '')]);
+  const expected = [
+    { type: 'Q', body: 'SELECT 1\0' },
+    { type: 'S', body: '' },
+    { type: 'P', body: 'x'.repeat(300) },
+    { type: 'X', body: '' },
+  ];
+  for (let a = 1; a < stream.length; a++) {
+    for (const b of [a + 1, a + 7, stream.length]) {
+      const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+      const got: Array<{ type: string; body: string }> = [];
+      for (const piece of [stream.subarray(0, a), stream.subarray(a, Math.min(b, stream.length)), stream.subarray(Math.min(b, stream.length))]) {
+        r.push(piece);
+        got.push(...drain(r));
+      }
+      assert.deepEqual(got, expected, `split at ${a}/${b}`);
+      assert.equal(r.pending, 0);
+    }
+  }
+});
+
+test('a frame inside one chunk is a view on that chunk (no copy)', () => {
+  const chunk = Buffer.concat([msg('Q', 'a\0'), msg('Q', 'b\0')]);
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  r.push(chunk);
+  assert.ok(r.next());
+  assert.equal(r.buf, chunk);
+  assert.equal(r.frameIsTransient, false);
+  assert.ok(r.next());
+  assert.equal(r.buf, chunk);
+  assert.equal(r.start, 7);
+  assert.equal(r.next(), false);
+});
+
+test('a frame spanning chunks is assembled; two assembled frames in a row do not overwrite each other', () => {
+  const a = msg('D', 'first-frame');
+  const b = msg('D', 'second-frame');
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  // a spans chunk 1..2, b spans chunk 2..3
+  r.push(a.subarray(0, 4));
+  r.push(Buffer.concat([a.subarray(4), b.subarray(0, 3)]));
+  r.push(b.subarray(3));
+  const batch = new WriteBatch();
+  assert.ok(r.next());
+  assert.ok(r.frameIsTransient);
+  batch.add(r.buf, r.start, r.end, r.frameIsTransient);
+  assert.ok(r.next());
+  batch.add(r.buf, r.start, r.end, r.frameIsTransient);
+  assert.deepEqual(batch.take(), Buffer.concat([a, b]));
+});
+
+test('the write batch merges adjacent views of one chunk into a single slice', () => {
+  const chunk = Buffer.concat([msg('Q', 'a\0'), msg('S', ''), msg('H', '')]);
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  r.push(chunk);
+  const batch = new WriteBatch();
+  while (r.next()) batch.add(r.buf, r.start, r.end, r.frameIsTransient);
+  const out = batch.take()!;
+  assert.equal(out.buffer, chunk.buffer, 'no copy for a chunk that passes through');
+  assert.deepEqual(out, chunk);
+  assert.equal(batch.take(), null);
+});
+
+test('lengths below 4 and above the maximum are protocol errors, detected from the header alone', () => {
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  r.push(Buffer.from([0x51, 0, 0, 0, 3]));
+  assert.throws(() => r.next(), (e: unknown) => e instanceof ProtocolError && /invalid frontend message length 3 for message type 'Q'/.test(e.message));
+  const big = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  const h = Buffer.alloc(5);
+  h[0] = 0x51;
+  h.writeInt32BE(MAX_FRONTEND_MESSAGE + 1, 1);
+  big.push(h);
+  assert.throws(() => big.next(), /invalid frontend message length 1073741825/);
+});
+
+test('an incomplete frame waits for more data', () => {
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  const m = msg('Q', 'SELECT 1\0');
+  r.push(m.subarray(0, 2));
+  assert.equal(r.next(), false);
+  r.push(m.subarray(2, 8));
+  assert.equal(r.next(), false);
+  r.push(m.subarray(8));
+  assert.ok(r.next());
+  assert.equal(r.end - r.start, m.length);
+});
