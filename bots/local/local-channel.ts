@@ -115,9 +115,12 @@ export class LocalChannel implements ApprovalChannel {
     this.db
       .prepare('UPDATE local_approvals SET status = ?, view = ?, updated_at = ? WHERE request_id = ? AND post_id = ?')
       .run(view.status, JSON.stringify(view), Date.now(), requestId, postId);
-    const who = view.decidedBy.length > 0 ? ` by ${view.decidedBy.join(', ')}` : '';
     const why = view.decisionReason ? `: ${view.decisionReason}` : '';
-    this.note(requestId, postId, 'updated', `${view.status}${who}${why}`);
+    const text =
+      view.status === 'pending'
+        ? `${view.decidedBy.length}/${view.quorum} approvals so far (${view.decidedBy.join(', ')})`
+        : `${view.status}${view.decidedBy.length > 0 ? ` by ${view.decidedBy.join(', ')}` : ''}${why}`;
+    this.note(requestId, postId, 'updated', text);
   }
 
   async escalate(ref: MessageRef, view: ApprovalView, step: EscalationNotice): Promise<void> {

@@ -81,7 +81,7 @@ function formatShow(r: LocalRequest, thread: { at: Date; kind: string; text: str
     `statement`,
     ...clean(v.text).split('\n').map((l) => `  ${l}`),
     `thread`,
-    ...thread.map((m) => `  ${m.at.toISOString()}  ${m.kind.padEnd(9)} ${clean(m.text)}${m.filename ? ` [${clean(m.filename)}]` : ''}`),
+    ...thread.map((m) => `  ${m.at.toISOString()}  ${m.kind.padEnd(9)} ${oneLine(m.text, 300)}${m.filename ? ` [${clean(m.filename)}]` : ''}`),
   ];
   return lines.join('\n') + '\n';
 }

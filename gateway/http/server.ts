@@ -106,6 +106,26 @@ class HttpError extends Error {
   }
 }
 
+const K8S_REASONS: Record<number, string> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 413: 'RequestEntityTooLarge', 500: 'InternalError', 502: 'ServiceUnavailable', 503: 'ServiceUnavailable' };
+
+/**
+ * Kubernetes clients expect errors as a Status object; kubectl prints its message. Airlock's own
+ * fields (error, rule, reason, requestId...) go in `details` so tools can still read them.
+ */
+function kubernetesStatus(status: number, body: Record<string, unknown>): Record<string, unknown> {
+  const rule = body.rule ? ` (rule ${String(body.rule)})` : '';
+  return {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: `airlock: ${String(body.error)}${rule}: ${String(body.reason ?? '')}`,
+    reason: K8S_REASONS[status] ?? 'Unknown',
+    code: status,
+    details: { causes: Object.entries(body).map(([field, v]) => ({ field, message: typeof v === 'string' ? v : JSON.stringify(v) })) },
+  };
+}
+
 function bearer(req: http.IncomingMessage): string | undefined {
   const h = req.headers.authorization;
   if (!h) return undefined;
@@ -171,6 +191,16 @@ export class HttpGatewayCore {
         cb(proxyRes);
       } else proxyRes.resume();
     });
+  }
+
+  /** Whether a request targets a Kubernetes cluster connection (errors then go out as Status objects). */
+  #isKube(req: http.IncomingMessage): boolean {
+    const m = /^\/([^/?]+)/.exec(req.url ?? '');
+    return m !== null && this.#upstreams.get(m[1])?.kind === 'kubernetes';
+  }
+
+  #errorBody(req: http.IncomingMessage, err: HttpError): Record<string, unknown> {
+    return this.#isKube(req) ? kubernetesStatus(err.status, err.body) : err.body;
   }
 
   // ---------------------------------------------------------------- authentication and sessions
@@ -459,7 +489,7 @@ export class HttpGatewayCore {
       }
     } catch (err) {
       if (err instanceof HttpError) {
-        if (err.status !== 499) sendJson(res, err.status, err.body, err.headers);
+        if (err.status !== 499) sendJson(res, err.status, this.#errorBody(req, err), err.headers);
         record({ status: err.status, error: String(err.body.reason ?? err.body.error) });
       } else {
         this.#log.error({ err }, 'HTTP gateway request failed');
@@ -590,7 +620,7 @@ export class HttpGatewayCore {
       }
     } catch (err) {
       if (err instanceof HttpError) {
-        if (err.status !== 499) refuseUpgrade(socket, err.status, err.body, err.headers);
+        if (err.status !== 499) refuseUpgrade(socket, err.status, this.#errorBody(req, err), err.headers);
         record(err.status, { error: String(err.body.reason ?? err.body.error) });
       } else {
         this.#log.error({ err }, 'HTTP gateway upgrade failed');

@@ -27,7 +27,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { posix } from 'node:path';
 import { createRequire } from 'node:module';
-import { Server, type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
+import ssh2, { type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
 import type { Logger } from 'pino';
 import type { Approver, HoldOutcome } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
@@ -80,6 +80,8 @@ export interface SshGateway {
   connections(): number;
   close(): Promise<void>;
 }
+
+const { Server } = ssh2;
 
 // ---------------------------------------------------------------- auth banner
 

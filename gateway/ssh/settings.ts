@@ -2,7 +2,7 @@
 // registered public keys bound to configured identities. Target credentials are resolved per
 // connection, so a rotated secret file is picked up without a restart.
 import { dirname, resolve } from 'node:path';
-import { utils, type ParsedKey } from 'ssh2';
+import ssh2, { type ParsedKey } from 'ssh2';
 import { ConfigError, configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { SshConfig, SshTargetConfig } from '../config/schema.ts';
 import type { Identity } from '../policy/operation.ts';
@@ -26,6 +26,8 @@ export interface SshSettings {
   loginTimeoutMs: number;
   recordingsDir: string;
 }
+
+const { utils } = ssh2;
 
 function parseOne(text: string, what: string): ParsedKey {
   const parsed = utils.parseKey(text);

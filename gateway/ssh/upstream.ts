@@ -1,7 +1,10 @@
 // The upstream side: one ssh2 Client per gateway connection, logged in with the target's own
 // key or password, after strict host-key checking against the configured fingerprints.
 import { createHash } from 'node:crypto';
-import { Client, utils } from 'ssh2';
+import ssh2, { type Client } from 'ssh2';
+
+// ssh2 is CommonJS; its named exports are not visible to ESM static analysis.
+const { Client: SshClient, utils } = ssh2;
 
 export interface UpstreamTarget {
   name: string;
@@ -41,7 +44,7 @@ const normalizeFp = (fp: string) => fp.trim().replace(/=+$/, '');
 
 export function connectUpstream(t: UpstreamTarget, timeoutMs = 10_000): Promise<Client> {
   return new Promise((resolve, reject) => {
-    const client = new Client();
+    const client = new SshClient();
     const expected = new Set(t.hostKeyFingerprints.map(normalizeFp));
     let presented: string | undefined;
     let settled = false;

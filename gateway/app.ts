@@ -1,0 +1,121 @@
+// Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
+// the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
+import { createHmac } from 'node:crypto';
+import pg from 'pg';
+import { resolveSecret, type LoadedConfig } from './config/load.ts';
+import type { PostgresConnectionConfig } from './config/schema.ts';
+import { log as rootLog, type Logger } from './log.ts';
+import { PolicyEngine, sqlOperations } from './policy/engine.ts';
+import { initSqlParser } from './policy/sql/classify.ts';
+import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
+import { startPostgresGateway } from './postgres/server.ts';
+import { openStore } from './recording/open.ts';
+import type { Store } from './recording/store.ts';
+import { approverFromConfig } from './approvals/from-config.ts';
+import type { Approver } from './approvals/approver.ts';
+
+export interface Listener {
+  protocol: string;
+  host: string;
+  port: number;
+}
+
+export interface RunningGateway {
+  listeners: Listener[];
+  store: Store;
+  close(): Promise<void>;
+}
+
+export interface StartGatewayOptions {
+  /** Use this store instead of opening the configured one (the caller closes it). */
+  store?: Store;
+  /** Use this approver instead of the one the config describes. */
+  approver?: Approver;
+  logger?: Logger;
+  /** Override listen.postgres host/port; port 0 picks a free one. */
+  postgres?: { host?: string; port?: number };
+}
+
+/**
+ * The `hash` masking key: the configured one, or else one derived from the token signing key so
+ * hashes stay stable across restarts without another secret to manage.
+ */
+export function maskHashKey(loaded: LoadedConfig): string {
+  const { masking, auth } = loaded.config;
+  if (masking.hashKey) return resolveSecret(masking.hashKey, loaded.baseDir, 'masking.hashKey');
+  const signing = resolveSecret(auth.signingKey, loaded.baseDir, 'auth.signingKey');
+  return createHmac('sha256', signing).update('airlock masking hash key v1').digest('hex');
+}
+
+/** One catalog connection per upstream connection: table OIDs are per database. */
+function maskingPerConnection(loaded: LoadedConfig, hashKey: string): (c: PostgresConnectionConfig) => MaskerFactory {
+  const factories = new Map<string, MaskerFactory>();
+  return (c) => {
+    let f = factories.get(c.name);
+    if (!f) {
+      f = createMaskerFactory({
+        hashKey,
+        connect: async () => {
+          const client = new pg.Client({
+            host: c.host,
+            port: c.port,
+            database: c.database,
+            user: c.user,
+            password: c.password ? resolveSecret(c.password, loaded.baseDir, `connection ${c.name} password`) : undefined,
+            ssl: c.tls === 'require' ? { rejectUnauthorized: false } : undefined,
+            application_name: 'airlock-catalog',
+            connectionTimeoutMillis: 10_000,
+          });
+          await client.connect();
+          return client;
+        },
+      });
+      factories.set(c.name, f);
+    }
+    return f;
+  };
+}
+
+export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptions = {}): Promise<RunningGateway> {
+  const logger = opts.logger ?? rootLog;
+  await initSqlParser();
+  const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+  const store = opts.store ?? openStore(loaded);
+  const closers: (() => Promise<void>)[] = [];
+  if (!opts.store) closers.push(async () => store.close());
+  let approver = opts.approver;
+  if (!approver) {
+    const a = await approverFromConfig(loaded, store);
+    approver = a.approver;
+    closers.push(a.close);
+  }
+  const listeners: Listener[] = [];
+  try {
+    if (loaded.config.listen.postgres || opts.postgres) {
+      const gw = await startPostgresGateway({
+        config: loaded,
+        policy,
+        classify: sqlOperations,
+        store,
+        approver,
+        masking: maskingPerConnection(loaded, maskHashKey(loaded)),
+        logger,
+        host: opts.postgres?.host,
+        port: opts.postgres?.port,
+      });
+      closers.unshift(() => gw.close());
+      listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
+    }
+  } catch (err) {
+    for (const c of closers) await c().catch(() => undefined);
+    throw err;
+  }
+  if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres)');
+  return {
+    listeners,
+    store,
+    async close() {
+      for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
+    },
+  };
+}

@@ -1,0 +1,214 @@
+// `airlock demo`: everything on one machine, offline. An embedded PostgreSQL with fake PII, a
+// local Temporal dev server, the approval worker on the local channel, and the gateway with a
+// policy that masks PII, blocks destructive statements and holds writes. A scripted tour with the
+// real psql shows each of those; then the gateway stays up for the user to try.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { resolve, join } from 'node:path';
+import { stringify } from 'yaml';
+import { loadConfig, type LoadedConfig } from '../config/load.ts';
+import type { AirlockConfigInput } from '../config/schema.ts';
+import { tokenSettings } from '../auth/settings.ts';
+import { mintToken } from '../auth/tokens.ts';
+import { startGateway } from '../app.ts';
+import { openStore } from '../recording/open.ts';
+import { formatSessionDetail } from '../recording/format.ts';
+import { freePort } from '../net/free-port.ts';
+import { startPostgres } from './embedded-postgres.ts';
+import { seedDemoDatabase } from './sample-data.ts';
+import { startDevServer } from '../../workflows/dev-server.ts';
+import { startApprovalService } from '../../workflows/service.ts';
+import { connectClient } from '../../workflows/client.ts';
+import { submitDecision } from '../../workflows/decide.ts';
+import { LocalChannel } from '../../bots/local/local-channel.ts';
+
+export interface DemoOptions {
+  dir: string;
+  /** Keep running after the tour until `waitForExit` resolves. */
+  interactive: boolean;
+  waitForExit: () => Promise<void>;
+  /** Where the tour's narration goes (tests capture it). */
+  out?: (line: string) => void;
+}
+
+function secretFile(path: string): void {
+  if (!existsSync(path)) writeFileSync(path, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+}
+
+async function portOr(preferred: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((res) => {
+    const s = createServer();
+    s.once('error', () => void freePort().then(res));
+    s.listen(preferred, '127.0.0.1', () => s.close(() => res(preferred)));
+  });
+}
+
+function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string): AirlockConfigInput {
+  return {
+    listen: { postgres: { host: '127.0.0.1', port: gatewayPort } },
+    auth: { signingKey: { file: 'signing.key' }, defaultTtl: '30m', maxTtl: '2h' },
+    store: { sqlite: 'airlock.db' },
+    identities: [
+      { name: 'agent-7', groups: ['agents'], owner: 'alice' },
+      { name: 'alice', groups: ['engineers', 'dba'] },
+      { name: 'bob', groups: ['dba', 'oncall'] },
+    ],
+    connections: [
+      { name: 'demo', type: 'postgres', host: '127.0.0.1', port: pgPort, database: 'postgres', user: 'postgres', password: { file: 'db.password' }, tls: 'disable' },
+    ],
+    masking: {
+      hashKey: { file: 'mask.key' },
+      columns: [
+        { column: 'public.customers.email', strategy: 'hash' },
+        { column: 'public.customers.card_number', strategy: 'partial' },
+        { column: 'public.customers.ssn', strategy: 'redact' },
+        { column: 'public.customers.iban', strategy: 'partial' },
+        { column: 'public.customers.phone', strategy: 'partial' },
+      ],
+      detectors: [
+        { detector: 'email', strategy: 'redact' },
+        { detector: 'card', strategy: 'partial' },
+        { detector: 'ssn', strategy: 'redact' },
+        { detector: 'iban', strategy: 'partial' },
+        { detector: 'secret', strategy: 'redact' },
+      ],
+    },
+    policy: {
+      default: 'allow',
+      builtins: ['block-destructive-ddl', 'block-unbounded-writes', 'block-copy-program', 'block-server-file-access', 'block-remote-connections', 'block-role-changes'],
+      rules: [
+        { name: 'agent-read-limit', match: { groups: ['agents'], kinds: ['read'] }, action: 'allow', limits: { maxRowsPerStatement: 50, maxBytesPerSession: 5_000_000 } },
+        {
+          name: 'agent-writes-need-a-dba',
+          match: { groups: ['agents'], kinds: ['write'] },
+          action: 'review',
+          reason: 'writes by agents are reviewed by a DBA',
+          review: { approvers: ['dba'], quorum: 1, timeout: '10m', escalation: [{ after: '5m', mention: ['oncall'] }], grantTtl: '10m' },
+        },
+      ],
+    },
+    temporal: { address: temporalAddress, namespace: 'default', taskQueue: 'airlock-demo' },
+  };
+}
+
+interface PsqlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function psql(conninfo: string, sql: string): Promise<PsqlResult> {
+  return new Promise((res, rej) => {
+    const p = spawn('psql', ['-X', '-v', 'ON_ERROR_STOP=0', conninfo, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.once('error', (err) => rej(new Error(`cannot run psql (install postgresql-client): ${err.message}`)));
+    p.once('exit', (code) => res({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+export async function runDemo(opts: DemoOptions): Promise<void> {
+  const say = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const dir = resolve(opts.dir);
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['signing.key', 'mask.key']) secretFile(join(dir, f));
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+  };
+  try {
+    say('airlock demo: starting an embedded PostgreSQL with fake customer data ...');
+    const db = await startPostgres();
+    stops.push(() => db.stop());
+    writeFileSync(join(dir, 'db.password'), db.password + '\n', { mode: 0o600 });
+    const seedClient = await db.client();
+    await seedDemoDatabase(seedClient);
+    await seedClient.end();
+
+    say('airlock demo: starting a local Temporal dev server ...');
+    const temporal = await startDevServer({ dbFile: join(dir, 'temporal.db') });
+    stops.push(() => temporal.stop());
+
+    const configFile = join(dir, 'airlock.yaml');
+    const gatewayPort = await portOr(6432);
+    writeFileSync(configFile, '# Written by `airlock demo`.\n' + stringify(demoConfig(db.port, gatewayPort, temporal.address)));
+    const loaded: LoadedConfig = loadConfig(configFile);
+    const store = openStore(loaded);
+    stops.push(async () => store.close());
+    const worker = await startApprovalService(loaded, { store });
+    stops.push(() => worker.shutdown());
+    const gw = await startGateway(loaded, { store });
+    stops.push(() => gw.close());
+    const { host, port } = gw.listeners[0];
+
+    const settings = tokenSettings(loaded);
+    const token = await mintToken(settings, { name: 'agent-7', groups: ['agents'], owner: 'alice' });
+    const conninfo = `host=${host} port=${port} dbname=demo user=agent-7 password=${token}`;
+    const tour: { title: string; sql: string }[] = [
+      { title: 'PII columns are masked, whatever the query calls them', sql: 'SELECT id, full_name, email, card_number, ssn FROM customers ORDER BY id LIMIT 3' },
+      { title: 'aliases and joins do not unmask', sql: 'SELECT c.full_name, c.email AS contact, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 3' },
+      { title: 'content detectors catch PII in free text and derived columns', sql: "SELECT lower(email) AS e, left(body, 90) AS body FROM support_tickets t JOIN customers c ON c.id = t.customer_id ORDER BY t.id LIMIT 2" },
+      { title: 'destructive statements are blocked; the session stays usable', sql: 'DROP TABLE customers' },
+      { title: 'a DELETE hidden in a CTE is still a DELETE without WHERE', sql: 'WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone' },
+      { title: 'bulk export is cut at the row limit', sql: 'SELECT id, city FROM customers' },
+    ];
+    for (const step of tour) {
+      say(`\n-- ${step.title}\n$ psql ... -c "${step.sql}"`);
+      const r = await psql(conninfo, step.sql);
+      say((r.stdout + r.stderr).trimEnd());
+    }
+
+    say('\n-- a write by the agent is held for a DBA; alice owns the agent, so bob approves');
+    const held = psql(conninfo, "UPDATE customers SET city = 'Oslo' WHERE id = 1");
+    const local = LocalChannel.open(join(dir, 'airlock.db'));
+    stops.push(async () => local.close());
+    let pending = local.list().find((r) => r.view.status === 'pending');
+    for (let i = 0; !pending && i < 300; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      pending = local.list().find((r) => r.view.status === 'pending');
+    }
+    if (!pending) throw new Error('the held UPDATE never reached the local approval channel');
+    say(`request ${pending.view.requestId} is pending: ${pending.view.text}`);
+    const client = await connectClient(loaded);
+    stops.push(() => client.connection.close());
+    const bob = loaded.config.identities.find((i) => i.name === 'bob')!;
+    const alice = loaded.config.identities.find((i) => i.name === 'alice')!;
+    const refused = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'alice', approverGroups: alice.groups, decision: 'approve', via: 'demo' });
+    say(`$ airlock approvals approve ${pending.view.requestId} --as alice\n${refused.ok ? 'approved' : `refused: ${refused.error}`}`);
+    const ok = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'bob', approverGroups: bob.groups, decision: 'approve', via: 'demo' });
+    say(`$ airlock approvals approve ${pending.view.requestId} --as bob\n${ok.ok ? 'approved' : `refused: ${ok.error}`}`);
+    const r = await held;
+    say((r.stdout + r.stderr).trimEnd());
+
+    await new Promise((res) => setTimeout(res, 300));
+    const sessions = store.listSessions({ identity: 'agent-7', limit: 1 });
+    if (sessions[0]) {
+      const detail = store.getSession(sessions[0].id);
+      if (detail) say(`\n-- what the audit log recorded for the held UPDATE's session\n$ airlock sessions show ${sessions[0].id}\n${formatSessionDetail(detail)}`);
+    }
+
+    if (opts.interactive) {
+      const long = await mintToken(settings, { name: 'agent-7', groups: ['agents'], owner: 'alice' }, 2 * 3_600_000);
+      say(`
+Airlock is running. Try it yourself as agent-7 (token valid 2h):
+
+  psql "host=${host} port=${port} dbname=demo user=agent-7 password=${long}"
+
+Writes are held for approval. In another terminal:
+
+  node bin/airlock.js approvals list --config ${configFile}
+  node bin/airlock.js approvals approve ID --as bob --config ${configFile}
+  node bin/airlock.js approvals reject ID --as bob --reason "not today" --config ${configFile}
+  node bin/airlock.js sessions list --config ${configFile}
+
+Press Ctrl-C to stop.`);
+      await opts.waitForExit();
+    }
+  } finally {
+    await stopAll();
+  }
+}

@@ -1,0 +1,184 @@
+// A running Airlock SSH gateway in front of a real sshd, for tests: real airlock.yaml (host key,
+// upstream key and signing key in secret files), the real policy engine and SQLite store, and
+// the real OpenSSH `ssh`/`scp` clients pointed at it with the gateway's host key pinned.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { stringify } from 'yaml';
+import type { Approver, HeldResult, HoldOutcome, HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
+import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { mintToken } from '../../gateway/auth/tokens.ts';
+import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
+import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
+import { PolicyEngine } from '../../gateway/policy/engine.ts';
+import type { Identity } from '../../gateway/policy/operation.ts';
+import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { startSshGateway, type SshGateway } from '../../gateway/ssh/server.ts';
+import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
+
+export interface Pending {
+  id: string;
+  req: HoldRequest;
+  resolve(o: HoldOutcome): void;
+}
+
+/**
+ * A small real Approver: requests wait until the test decides them, like a person in the
+ * approval channel would. (The Temporal-backed approver is tested with the workflows.)
+ */
+export class ManualApprover implements Approver {
+  pending: Pending[] = [];
+  aborted: string[] = [];
+  reports: HeldResult[] = [];
+  ended: Array<[string, string[]]> = [];
+  private n = 0;
+  private waiters: Array<(p: Pending) => void> = [];
+
+  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal): Promise<HoldOutcome> {
+    const id = `REQ-${++this.n}`;
+    return new Promise((resolve) => {
+      const p: Pending = { id, req, resolve };
+      signal.addEventListener('abort', () => {
+        this.aborted.push(id);
+        resolve({ outcome: 'cancelled', requestId: id, reason: 'client went away' });
+      });
+      onPosted({ requestId: id, channel: '#ops-approvals', deadline: new Date(Date.now() + req.review.timeoutMs), reattached: false });
+      const w = this.waiters.shift();
+      if (w) w(p);
+      else this.pending.push(p);
+    });
+  }
+
+  /** The next request posted (already or in the future). */
+  next(): Promise<Pending> {
+    const p = this.pending.shift();
+    if (p) return Promise.resolve(p);
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  async reportResult(r: HeldResult): Promise<void> {
+    this.reports.push(r);
+  }
+
+  async sessionEnded(sessionId: string, requestIds: string[]): Promise<void> {
+    this.ended.push([sessionId, requestIds]);
+  }
+}
+
+export interface SshHarness {
+  sshd: RunningSshd;
+  gateway: SshGateway;
+  loaded: LoadedConfig;
+  store: SqliteStore;
+  approver: ManualApprover;
+  dir: string;
+  knownHosts: string;
+  /** alice's registered public-key login. */
+  aliceKeyPath: string;
+  token(identity?: string | Identity, ttlMs?: number): Promise<string>;
+  /** Real `ssh` through the gateway: `ssh [extra] <user>@127.0.0.1 [command]`. */
+  ssh(user: string, command: string | undefined, o?: { auth?: ClientAuth; extra?: string[]; input?: string | Buffer; timeoutMs?: number }): ReturnType<typeof run>;
+  /** Real `scp` through the gateway (`-P port`); `gw:` in from/to means `<user>@127.0.0.1:`. */
+  scp(user: string, from: string, to: string, o?: { auth?: ClientAuth; extra?: string[] }): Promise<RunResult>;
+  close(): Promise<void>;
+}
+
+export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}): Promise<SshHarness> {
+  const sshd = await startSshd();
+  const dir = mkdtempSync(join(tmpdir(), 'airlock-sshgw-'));
+  try {
+    writeFileSync(join(dir, 'signing.key'), randomBytes(48).toString('base64'));
+    const host = generateKey(dir, 'gateway_host_key');
+    const alice = generateKey(dir, 'alice_key');
+    const wrong = generateKey(dir, 'not_the_host_key');
+    writeFileSync(join(dir, 'upstream.key'), sshd.clientKey);
+    const target = { host: sshd.host, port: sshd.port, user: sshd.user, privateKey: { file: 'upstream.key' } };
+    const config: AirlockConfigInput = {
+      auth: { signingKey: { file: 'signing.key' } },
+      store: { sqlite: 'airlock.db' },
+      identities: [
+        { name: 'alice', groups: ['ops'] },
+        { name: 'bob', groups: ['ops'] },
+        { name: 'agent-1', groups: ['agents'], owner: 'alice' },
+        { name: 'mallory', groups: ['contractors'] },
+      ],
+      ssh: {
+        listen: { host: '127.0.0.1', port: 0 },
+        hostKey: { file: 'gateway_host_key' },
+        loginTimeout: '3s',
+        targets: [
+          { name: 'box', ...target, hostKeyFingerprints: [sshd.hostKeyFingerprint], allow: { groups: ['ops', 'agents'] } },
+          { name: 'impostor', ...target, hostKeyFingerprints: [wrong.fingerprint] },
+        ],
+        publicKeys: [{ identity: 'alice', key: alice.publicLine }],
+      },
+      policy,
+      ...extra,
+    };
+    const file = join(dir, 'airlock.yaml');
+    writeFileSync(file, stringify(config));
+    const loaded = loadConfig(file);
+    const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+    const store = SqliteStore.open(join(dir, 'airlock.db'));
+    const approver = new ManualApprover();
+    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver });
+    const knownHosts = join(dir, 'known_hosts');
+    writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
+    const settings = tokenSettings(loaded);
+    const token = async (identity: string | Identity = 'alice', ttlMs?: number) => {
+      const id: Identity =
+        typeof identity === 'string'
+          ? (() => {
+              const c = loaded.config.identities.find((i) => i.name === identity);
+              return { name: identity, groups: c?.groups ?? [], ...(c?.owner ? { owner: c.owner } : {}) };
+            })()
+          : identity;
+      return mintToken(settings, id, ttlMs);
+    };
+    const defaultAuth = async (auth?: ClientAuth): Promise<ClientAuth> => auth ?? { token: await token('alice') };
+    return {
+      sshd,
+      gateway,
+      loaded,
+      store,
+      approver,
+      dir,
+      knownHosts,
+      aliceKeyPath: alice.path,
+      token,
+      ssh(user, command, o = {}) {
+        // Token minting is async, the returned promise must also expose pid/kill: resolve first.
+        let killer: (() => void) | undefined;
+        let killed = false;
+        const p = (async () => {
+          const { args, env } = clientArgs(dir, knownHosts, await defaultAuth(o.auth));
+          const r = run('ssh', [...args, ...(o.extra ?? []), '-p', String(gateway.port), `${user}@127.0.0.1`, ...(command !== undefined ? [command] : [])], { env, input: o.input, timeoutMs: o.timeoutMs });
+          killer = () => r.kill();
+          if (killed) r.kill();
+          return r;
+        })() as ReturnType<typeof run>;
+        p.kill = () => {
+          killed = true;
+          killer?.();
+        };
+        return p;
+      },
+      async scp(user, from, to, o = {}) {
+        const { args, env } = clientArgs(dir, knownHosts, await defaultAuth(o.auth));
+        const fix = (s: string) => (s.startsWith('gw:') ? `${user}@127.0.0.1:${s.slice(3)}` : s);
+        return run('scp', [...args, ...(o.extra ?? []), '-P', String(gateway.port), fix(from), fix(to)], { env, timeoutMs: 60_000 });
+      },
+      async close() {
+        await gateway.close();
+        store.close();
+        await sshd.stop();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await sshd.stop();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
