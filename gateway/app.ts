@@ -48,9 +48,9 @@ export function maskHashKey(loaded: LoadedConfig): string {
 }
 
 /** One catalog connection per upstream connection: table OIDs are per database. */
-function maskingPerConnection(loaded: LoadedConfig, hashKey: string): (c: PostgresConnectionConfig) => MaskerFactory {
+function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConnection: (c: PostgresConnectionConfig) => MaskerFactory; close(): Promise<void> } {
   const factories = new Map<string, MaskerFactory>();
-  return (c) => {
+  const forConnection = (c: PostgresConnectionConfig): MaskerFactory => {
     let f = factories.get(c.name);
     if (!f) {
       f = createMaskerFactory({
@@ -74,6 +74,12 @@ function maskingPerConnection(loaded: LoadedConfig, hashKey: string): (c: Postgr
     }
     return f;
   };
+  return {
+    forConnection,
+    close: async () => {
+      await Promise.all([...factories.values()].map((f) => f.close()));
+    },
+  };
 }
 
 export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptions = {}): Promise<RunningGateway> {
@@ -92,13 +98,15 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const listeners: Listener[] = [];
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
+      const masking = maskingPerConnection(loaded, maskHashKey(loaded));
+      closers.unshift(masking.close);
       const gw = await startPostgresGateway({
         config: loaded,
         policy,
         classify: sqlOperations,
         store,
         approver,
-        masking: maskingPerConnection(loaded, maskHashKey(loaded)),
+        masking: masking.forConnection,
         logger,
         host: opts.postgres?.host,
         port: opts.postgres?.port,

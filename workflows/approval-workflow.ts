@@ -59,10 +59,14 @@ function same(a: string, b: string): boolean {
 }
 
 function errorMessage(err: unknown): string {
-  // ActivityFailure -> ApplicationFailure (the activity's own message) -> ...
+  // ActivityFailure -> (TimeoutFailure ->) ApplicationFailure: the activity's own message says
+  // what failed where ("post request via slack: ..."); deeper causes only repeat part of it.
   let e: unknown = err;
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
+  while (e instanceof Error) {
+    if (e instanceof ApplicationFailure || !(e.cause instanceof Error)) return e.message;
+    e = e.cause;
+  }
+  return String(e);
 }
 
 function formatMs(ms: number): string {
@@ -131,7 +135,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   };
 
   setHandler(stateQuery, snapshot);
-  setHandler(progressQuery, () => ({ view: snapshot(), posted: refs.length > 0, postedTo: refs.map((r) => r.kind), postErrors: [...postErrors].map(([k, e]) => `${k}: ${e}`) }));
+  setHandler(progressQuery, () => ({ view: snapshot(), posted: refs.length > 0, postedTo: refs.map((r) => r.kind), postErrors: [...postErrors.values()] }));
   setHandler(cancelSignal, (c) => {
     if (view.status === 'pending' && !cancelled) cancelled = { reason: c.reason || 'cancelled', by: c.by };
   });
@@ -228,7 +232,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     }
     await condition(() => refs.length > 0 || settled === kinds.length || decided(), Math.max(1, deadline - Date.now()));
     if (!decided() && refs.length === 0) {
-      const why = [...postErrors].map(([k, e]) => `${k}: ${e}`).join('; ') || 'no channel answered in time';
+      const why = [...postErrors.values()].join('; ') || 'no channel answered in time';
       return await finish('failed', `could not post the approval request by the deadline (${why}); failing closed`);
     }
 

@@ -17,6 +17,8 @@ import { isIP } from 'node:net';
 import {
   CallerIdConstants,
   CloudAdapter,
+  type Activity,
+  type InvokeResponse,
   ConfigurationBotFrameworkAuthentication,
   TeamsActivityHandler,
   TeamsInfo,
@@ -24,7 +26,7 @@ import {
   type AdaptiveCardInvokeValue,
   type TurnContext,
 } from 'botbuilder';
-import { AuthenticationConstants } from 'botframework-connector';
+import { AuthenticationConstants, AuthenticationError } from 'botframework-connector';
 import type { ApprovalView } from '../channel.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
 import { configPath, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
@@ -284,6 +286,29 @@ class AirlockBot extends TeamsActivityHandler {
   }
 }
 
+/** CloudAdapter with authentication done up front, so a refused token is a clean 401 (no console dump). */
+class AirlockAdapter extends CloudAdapter {
+  async handle(authHeader: string, activity: Activity, logic: (context: TurnContext) => Promise<void>): Promise<InvokeResponse | undefined> {
+    const authenticated = await this.botFrameworkAuthentication.authenticateRequest(activity, authHeader);
+    return this.processActivity(authenticated, activity, logic);
+  }
+}
+
+/** What botbuilder's request validation does to incoming timestamps. */
+function fixDates(a: Activity): void {
+  const raw = a as unknown as Record<string, unknown>;
+  for (const [k, rawKey] of [
+    ['timestamp', 'rawTimestamp'],
+    ['expiration', 'rawExpiration'],
+    ['localTimestamp', 'rawLocalTimestamp'],
+  ] as const) {
+    if (typeof raw[k] === 'string') {
+      raw[rawKey] = raw[k];
+      raw[k] = new Date(raw[k] as string);
+    }
+  }
+}
+
 function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
@@ -330,7 +355,7 @@ export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeams
       new AirlockCredentialsFactory(t.appId, tokens),
     ),
   );
-  const adapter = new CloudAdapter(auth);
+  const adapter = new AirlockAdapter(auth);
   adapter.onTurnError = async (context, err) => {
     log.error({ err, activity: context.activity?.type, name: context.activity?.name }, 'teams turn failed');
   };
@@ -373,35 +398,30 @@ export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeams
       res.writeHead(400, { 'content-type': 'text/plain' }).end('the body is not JSON');
       return;
     }
-    // The shape CloudAdapter.process expects from express/restify.
-    let status = 200;
-    let payload: unknown;
-    const shim = {
-      socket: req.socket,
-      status: (code: number) => {
-        status = code;
-      },
-      header: (name: string, value: unknown) => {
-        res.setHeader(name, String(value));
-      },
-      send: (b: unknown) => {
-        payload = b;
-      },
-      end: () => {
-        if (res.writableEnded) return;
-        if (payload === undefined) {
-          res.writeHead(status).end();
-        } else if (typeof payload === 'string' || Buffer.isBuffer(payload)) {
-          res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' }).end(payload);
-        } else {
-          res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(payload));
-        }
-      },
-    };
-    const request = { body: body as Record<string, unknown>, headers: req.headers as Record<string, string | string[] | undefined>, method: req.method };
-    await adapter.process(request, shim, (context) => bot.run(context));
-    if (status === 401) log.warn({ from: req.socket.remoteAddress }, 'teams activity refused: missing or invalid token');
-    shim.end();
+    const activity = body as Activity;
+    if (typeof activity !== 'object' || activity === null || Array.isArray(activity) || typeof activity.type !== 'string') {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('not an activity (no type)');
+      return;
+    }
+    fixDates(activity);
+    const header = req.headers.authorization ?? '';
+    let answer: InvokeResponse | undefined;
+    try {
+      answer = await adapter.handle(header, activity, (context) => bot.run(context));
+    } catch (err) {
+      if (err instanceof AuthenticationError) {
+        // Logged without the token; an unauthenticated probe is not worth a stack trace.
+        log.warn({ from: req.socket.remoteAddress, type: activity.type, reason: err.message }, 'teams activity refused: missing or invalid token');
+        res.writeHead(401, { 'content-type': 'text/plain' }).end('unauthorized');
+        return;
+      }
+      throw err;
+    }
+    if (answer?.body === undefined) {
+      res.writeHead(answer?.status ?? 200).end();
+    } else {
+      res.writeHead(answer.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(answer.body));
+    }
   }
 
   await new Promise<void>((resolve, reject) => {

@@ -15,6 +15,7 @@ import { startGateway } from '../app.ts';
 import { openStore } from '../recording/open.ts';
 import { formatSessionDetail } from '../recording/format.ts';
 import { freePort } from '../net/free-port.ts';
+import { log } from '../log.ts';
 import { startPostgres } from './embedded-postgres.ts';
 import { seedDemoDatabase } from './sample-data.ts';
 import { startDevServer } from '../../workflows/dev-server.ts';
@@ -112,6 +113,8 @@ function psql(conninfo: string, sql: string): Promise<PsqlResult> {
 }
 
 export async function runDemo(opts: DemoOptions): Promise<void> {
+  // The tour is the output; operational logs only when asked for (AIRLOCK_LOG_LEVEL=info).
+  if (!process.env.AIRLOCK_LOG_LEVEL) log.level = 'warn';
   const say = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const dir = resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
@@ -159,7 +162,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     for (const step of tour) {
       say(`\n-- ${step.title}\n$ psql ... -c "${step.sql}"`);
       const r = await psql(conninfo, step.sql);
-      say((r.stdout + r.stderr).trimEnd());
+      say((r.stderr + r.stdout).trimEnd());
     }
 
     say('\n-- a write by the agent is held for a DBA; alice owns the agent, so bob approves');
@@ -182,7 +185,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     const ok = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'bob', approverGroups: bob.groups, decision: 'approve', via: 'demo' });
     say(`$ airlock approvals approve ${pending.view.requestId} --as bob\n${ok.ok ? 'approved' : `refused: ${ok.error}`}`);
     const r = await held;
-    say((r.stdout + r.stderr).trimEnd());
+    say((r.stderr + r.stdout).trimEnd());
 
     await new Promise((res) => setTimeout(res, 300));
     const sessions = store.listSessions({ identity: 'agent-7', limit: 1 });

@@ -27,8 +27,12 @@ export interface PostgresGatewayOptions {
   classify: SqlClassifier;
   store: Store;
   approver: Approver;
-  /** Masking layer (createMaskerFactory); without one, results that need masking are refused. */
-  masking?: MaskerFactory | null;
+  /**
+   * Masking layer (createMaskerFactory), or one per connection: table OIDs are per database, so
+   * the catalog lookups must go to the session's own upstream. Without one, results that need
+   * masking are refused.
+   */
+  masking?: MaskerFactory | ((connection: PostgresConnectionConfig) => MaskerFactory) | null;
   logger?: Logger;
   /** Override listen.postgres host/port (tests, the demo). Port 0 picks a free port. */
   host?: string;
@@ -135,7 +139,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       }
       const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
       const session = new Session(
-        { policy: opts.policy, classify: opts.classify, store: opts.store, approver: opts.approver, masking: opts.masking ?? null, cancels, logger },
+        { policy: opts.policy, classify: opts.classify, store: opts.store, approver: opts.approver, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger },
         {
           client: socket,
           clientLeftover: res.leftover,

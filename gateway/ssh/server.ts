@@ -194,6 +194,7 @@ class SshConnection {
   bytesToClient = 0;
   bytesFromClient = 0;
   private readonly remoteForwards = new Set<string>();
+  private refused = false;
 
   constructor(
     readonly g: GatewayContext,
@@ -208,6 +209,8 @@ class SshConnection {
   // ---- authentication
 
   onAuth(ctx: AuthContext): void {
+    // Once refused with an explanation, later attempts on this connection are refused quietly.
+    if (this.refused) return ctx.reject([]);
     const { identity: hint, target } = parseUser(ctx.username);
     const methods: Array<'publickey' | 'password' | 'keyboard-interactive'> = ['publickey', 'password', 'keyboard-interactive'];
     switch (ctx.method) {
@@ -236,6 +239,7 @@ class SshConnection {
   private refuse(ctx: AuthContext, why: string): void {
     this.logger.info({ clientAddress: this.clientAddress, user: ctx.username, reason: why }, 'ssh login refused');
     this.g.audit('ssh.refused', ctx.username, { clientAddress: this.clientAddress, user: ctx.username, reason: why });
+    this.refused = true;
     sendBanner(this.conn, `airlock: ${why}`, this.logger);
     // No methods left: a token that failed once will not pass on a second try.
     ctx.reject([]);

@@ -2,10 +2,13 @@
 // store and local channel: decisions are validated Updates, every attempt is audited.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { LocalChannel } from '../../bots/local/local-channel.ts';
 import { cancelSignal, stateQuery, type ApprovalResult } from '../../workflows/definitions.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { startApproval } from '../../workflows/start.ts';
-import { approvalInput, eventually, startHarness, type Harness } from './harness.ts';
+import { runWorker } from '../../workflows/worker.ts';
+import { approvalInput, configFor, eventually, startHarness, type Harness } from './harness.ts';
 
 let h: Harness;
 before(async () => {
@@ -175,5 +178,39 @@ describe('approval workflow', () => {
     assert.equal(result.outcome, 'failed');
     assert.match(result.reason ?? '', /could not post the approval request.*no slack approval channel is configured on this worker.*failing closed/);
     assert.deepEqual(result.refs, []);
+  });
+
+  test('a channel that keeps failing is retried with backoff until the deadline, then the request fails closed', async () => {
+    // A second worker whose local channel's database is gone: every post attempt fails (retryably).
+    const broken = LocalChannel.open(join(h.dir, 'broken.db'));
+    broken.close();
+    const loaded = configFor(h.dir, h.temporal.address, `${h.taskQueue}-broken`);
+    const worker = await runWorker({ loaded, store: h.store, channels: [broken], connection: h.temporal.native });
+    try {
+      const input = approvalInput({ timeoutMs: 3500 });
+      const t0 = Date.now();
+      const result: ApprovalResult = await (await startApproval(h.temporal.client, `${h.taskQueue}-broken`, input)).result();
+      assert.equal(result.outcome, 'failed');
+      assert.match(result.reason ?? '', /could not post the approval request by the deadline \(post request via local: The database connection is not open\); failing closed/);
+      assert.ok(Date.now() - t0 >= 3000, 'kept trying until the deadline');
+      const attempts = h.store.listAudit(input.requestId).filter((e) => e.kind === 'approval.chat-error');
+      assert.ok(attempts.length >= 2, `retried (${attempts.length} attempts)`);
+      assert.equal(attempts[0].detail.retryable, true);
+      assert.match(String(attempts[0].detail.error), /post request via local: .*not open/);
+    } finally {
+      await worker.shutdown();
+    }
+  });
+
+  test('search attributes let auditors find requests by requester, connection, outcome and approvers', async () => {
+    const { id, handle } = await request({ identity: 'erin' });
+    await decide(id, 'dave', 'approve');
+    await handle.result();
+    const found = await eventually(async () => {
+      const ids: string[] = [];
+      for await (const w of h.temporal.client.workflow.list({ query: `AirlockRequester = "erin" AND AirlockConnection = "prod" AND AirlockOutcome = "approved" AND AirlockApprovers = "dave"` })) ids.push(w.workflowId);
+      return ids.length > 0 ? ids : undefined;
+    }, 10_000, 'visibility');
+    assert.deepEqual(found, [id]);
   });
 });

@@ -1,0 +1,330 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
+import { NOT_MAPPED, startTeamsApp, type DecideResult, type RunningTeamsApp, type TeamsDecision } from '../../../bots/teams/teams-app.ts';
+import { TeamsChannel } from '../../../bots/teams/teams-channel.ts';
+import { parseConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
+import { FakeBotConnector, cardOf, cardText, type FakeTeamsUser } from '../../support/fake-bot-connector.ts';
+
+const APP_ID = '0b7e51c2-94d1-4d0a-a3a5-7c2f3b9e6d21';
+const PASSWORD = 'teams-app-secret~2';
+
+/**
+ * A small real implementation of the approval rules the workflow's Update validator enforces
+ * (approver in an approver group, not the requester nor the agent's owner, distinct approvers,
+ * quorum), so the Teams side is exercised against the same answers it gets in production.
+ */
+class MemoryApprovals {
+  readonly requests = new Map<string, ApprovalView>();
+  readonly attempts: TeamsDecision[] = [];
+
+  add(over: Partial<ApprovalView> & { requestId: string; identity: string }): ApprovalView {
+    const v: ApprovalView = {
+      protocol: 'postgres',
+      connection: 'prod-db',
+      text: 'DELETE FROM invoices WHERE id = 7',
+      rule: 'review-deletes',
+      reason: 'deletes on production are reviewed',
+      deadline: new Date(Date.now() + 15 * 60_000).toISOString(),
+      approverGroups: ['dba'],
+      quorum: 1,
+      status: 'pending',
+      decidedBy: [],
+      escalated: false,
+      ...over,
+    };
+    this.requests.set(v.requestId, v);
+    return v;
+  }
+
+  decide = async (d: TeamsDecision): Promise<DecideResult> => {
+    this.attempts.push(d);
+    const v = this.requests.get(d.requestId);
+    if (!v) return { ok: false, error: `no such request ${d.requestId}` };
+    if (v.status !== 'pending') return { ok: false, error: `request ${d.requestId} is already ${v.status}` };
+    if (!d.approverGroups.some((g) => v.approverGroups.includes(g))) return { ok: false, error: `${d.approver} is not in an approver group (${v.approverGroups.join(', ')})` };
+    if (d.approver === v.identity) return { ok: false, error: 'the requester cannot approve or reject their own request' };
+    if (d.approver === v.owner) return { ok: false, error: `${d.approver} owns the requesting agent ${v.identity} and cannot decide its request` };
+    if (v.decidedBy.includes(d.approver)) return { ok: false, error: `${d.approver} already approved` };
+    if (d.decision === 'reject') {
+      Object.assign(v, { status: 'rejected', decidedBy: [d.approver], decidedAt: new Date().toISOString(), decisionReason: d.reason });
+    } else {
+      v.decidedBy = [...v.decidedBy, d.approver];
+      if (v.decidedBy.length >= v.quorum) Object.assign(v, { status: 'approved', decidedAt: new Date().toISOString() });
+    }
+    return { ok: true, view: structuredClone(v) };
+  };
+
+  lookup = async (requestId: string): Promise<ApprovalView | undefined> => {
+    const v = this.requests.get(requestId);
+    return v ? structuredClone(v) : undefined;
+  };
+}
+
+interface InvokeAnswer {
+  statusCode: number;
+  type: string;
+  value: { body: Array<Record<string, unknown>>; actions?: Array<Record<string, unknown>>; version: string };
+}
+
+describe('Teams app: Adaptive Card clicks become validated decisions', () => {
+  let fake: FakeBotConnector;
+  let loaded: LoadedConfig;
+  let app: RunningTeamsApp;
+  let url: string;
+  let channelId: string;
+  let poster: TeamsChannel;
+  let dir: string;
+  const approvals = new MemoryApprovals();
+  let alice: FakeTeamsUser;
+  let bob: FakeTeamsUser;
+  let carol: FakeTeamsUser;
+  let erin: FakeTeamsUser;
+  let dave: FakeTeamsUser;
+  let mallory: FakeTeamsUser;
+
+  before(async () => {
+    fake = await FakeBotConnector.start({ appId: APP_ID, appPassword: PASSWORD });
+    channelId = fake.addChannel();
+    alice = fake.addUser({ name: 'Alice', email: 'alice@example.com', userPrincipalName: 'alice@example.com' });
+    bob = fake.addUser({ name: 'Bob', userPrincipalName: 'bob@corp.example.com' });
+    carol = fake.addUser({ name: 'Carol', email: 'Carol@Example.com', userPrincipalName: 'carol@corp.example.com' });
+    // Erin has no mailbox email: mapped by her UPN.
+    erin = fake.addUser({ name: 'Erin', userPrincipalName: 'erin@example.com' });
+    dave = fake.addUser({ name: 'Dave', email: 'dave@example.com' });
+    mallory = fake.addUser({ name: 'Mallory', email: 'mallory@elsewhere.example' });
+    dir = mkdtempSync(join(tmpdir(), 'airlock-teams-app-'));
+    process.env.AIRLOCK_TEST_TEAMS_APP_PASSWORD = PASSWORD;
+    loaded = parseConfig(
+      `
+auth: { signingKey: { env: AIRLOCK_TEST_SIGNING_KEY } }
+identities:
+  - { name: alice, groups: [dba], email: alice@example.com }
+  - { name: bob, groups: [dba] }
+  - { name: carol, groups: [dba, sre], email: carol@example.com }
+  - { name: erin, groups: [dba], email: erin@example.com }
+  - { name: dave, groups: [dev], email: dave@example.com }
+  - { name: agent-billing, groups: [agents], owner: alice }
+teams:
+  appId: ${APP_ID}
+  appPassword: { env: AIRLOCK_TEST_TEAMS_APP_PASSWORD }
+  tenantId: ${fake.tenantId}
+  serviceUrl: ${fake.serviceUrl}
+  referenceStore: teams-refs.json
+  listen: { host: 127.0.0.1, port: 0 }
+  users: { '${bob.aadObjectId}': bob }
+  botFramework:
+    openIdMetadataUrl: '${fake.openIdMetadataUrl}'
+    loginUrl: '${fake.loginUrl()}'
+`,
+      join(dir, 'airlock.yaml'),
+      dir,
+    );
+    app = await startTeamsApp({ loaded, decide: approvals.decide, lookup: approvals.lookup });
+    url = `http://127.0.0.1:${app.port}/api/messages`;
+    poster = TeamsChannel.fromConfig(loaded);
+  });
+  after(async () => {
+    await app?.stop();
+    await fake.stop();
+    rmSync(dir, { recursive: true, force: true });
+    delete process.env.AIRLOCK_TEST_TEAMS_APP_PASSWORD;
+  });
+
+  async function request(over: Partial<ApprovalView> & { requestId: string; identity: string }): Promise<MessageRef> {
+    return poster.post(approvals.add(over));
+  }
+
+  async function click(ref: MessageRef, user: FakeTeamsUser, verb: string, data: Record<string, unknown> = {}, opts: { tenantId?: string; token?: string | null } = {}): Promise<{ status: number; answer: InvokeAnswer }> {
+    const activity = fake.invokeActivity({ conversationId: ref.conversationId, replyToId: ref.activityId, user, verb, data, tenantId: opts.tenantId });
+    const res = await fake.deliver(url, activity, opts.token);
+    return { status: res.status, answer: res.body as InvokeAnswer };
+  }
+
+  function cardNow(ref: MessageRef): ReturnType<typeof cardOf> {
+    return cardOf(fake.message(ref.activityId)!.activity);
+  }
+
+  test('installing the bot in a team records the channel; requests then go there without a configured channel id', async () => {
+    const res = await fake.deliver(url, fake.installActivity(channelId, 'team-ops'));
+    assert.equal(res.status, 200);
+    const stored = JSON.parse(readFileSync(join(dir, 'teams-refs.json'), 'utf8')) as { channels: Array<Record<string, unknown>> };
+    assert.equal(stored.channels.length, 1);
+    assert.equal(stored.channels[0].conversationId, channelId);
+    assert.equal(stored.channels[0].serviceUrl, fake.serviceUrl);
+    assert.equal(stored.channels[0].teamId, 'team-ops');
+    const ref = await request({ requestId: 'r-install', identity: 'agent-billing', owner: 'alice' });
+    assert.equal(fake.message(ref.activityId)?.channelId, channelId);
+  });
+
+  test('approve: the clicker is mapped by email, decide gets the identity, the invoke answers with the decided card and everyone sees it updated', async () => {
+    const ref = await request({ requestId: 'r-approve', identity: 'agent-billing', owner: 'alice' });
+    const { status, answer } = await click(ref, carol, 'approve', { requestId: 'r-approve' });
+    assert.equal(status, 200);
+    assert.equal(answer.statusCode, 200);
+    assert.equal(answer.type, 'application/vnd.microsoft.card.adaptive');
+    assert.equal(answer.value.version, '1.5');
+    assert.match(cardText(answer.value), /Approved\*\* by carol on \{\{DATE\(/);
+    assert.match(cardText(answer.value), /You approved this request: the operation runs now/);
+    assert.equal(answer.value.actions, undefined, 'no buttons once decided');
+
+    const d = approvals.attempts.at(-1)!;
+    assert.deepEqual(d, { requestId: 'r-approve', approver: 'carol', approverGroups: ['dba', 'sre'], decision: 'approve', via: `teams:${carol.aadObjectId}` });
+    // TeamsInfo.getMember went to the Bot Connector, with the bot's token.
+    const member = fake.calls.find((c) => c.method === 'GET' && c.path.endsWith(`/members/${encodeURIComponent(carol.id)}`));
+    assert.ok(member, 'members lookup');
+    assert.match(member.authorization ?? '', /^Bearer fake-bot-token-/);
+
+    const put = await fake.waitForCall((c) => c.method === 'PUT' && c.activityId === ref.activityId);
+    assert.equal(put.status, 200);
+    const shared = cardNow(ref);
+    assert.match(cardText(shared), /Approved\*\* by carol/);
+    assert.doesNotMatch(cardText(shared), /You approved/, 'the clicker-only confirmation is not shown to everyone');
+    assert.equal(shared.actions, undefined);
+  });
+
+  test('reject with a reason: mapped through teams.users, the reason reaches decide and the card', async () => {
+    const ref = await request({ requestId: 'r-reject', identity: 'agent-billing', owner: 'alice' });
+    const { answer } = await click(ref, bob, 'reject', { requestId: 'r-reject', reason: '  not during the freeze ' });
+    assert.match(cardText(answer.value), /Rejected\*\* by bob/);
+    assert.match(cardText(answer.value), /Reason: not during the freeze/);
+    const d = approvals.attempts.at(-1)!;
+    assert.equal(d.approver, 'bob');
+    assert.equal(d.decision, 'reject');
+    assert.equal(d.reason, 'not during the freeze');
+    await fake.waitForCall((c) => c.method === 'PUT' && c.activityId === ref.activityId);
+    assert.match(cardText(cardNow(ref)), /Reason: not during the freeze/);
+    // bob was mapped by his AAD object id: no member lookup for him.
+    assert.equal(fake.calls.filter((c) => c.path.endsWith(`/members/${encodeURIComponent(bob.id)}`)).length, 0);
+  });
+
+  test('reject without a reason is sent back to the clicker; nothing is decided', async () => {
+    const ref = await request({ requestId: 'r-noreason', identity: 'agent-billing', owner: 'alice' });
+    const n = approvals.attempts.length;
+    const { answer } = await click(ref, carol, 'reject', { requestId: 'r-noreason', reason: '   ' });
+    assert.equal(approvals.attempts.length, n);
+    assert.match(cardText(answer.value), /Say why you reject it/);
+    assert.ok(answer.value.actions?.length, 'the buttons stay so the clicker can try again');
+  });
+
+  test('self-approval by the agent owner is refused and the card says why; the shared card is untouched', async () => {
+    const ref = await request({ requestId: 'r-self', identity: 'agent-billing', owner: 'alice' });
+    const puts = fake.callsTo('PUT').length;
+    const { answer } = await click(ref, alice, 'approve', { requestId: 'r-self' });
+    assert.equal(approvals.attempts.at(-1)?.approver, 'alice');
+    assert.match(cardText(answer.value), /Your approval was not accepted: alice owns the requesting agent agent-billing and cannot decide its request/);
+    assert.match(cardText(answer.value), /Waiting for 1 approval/);
+    assert.ok(answer.value.actions?.length);
+    assert.equal(approvals.requests.get('r-self')?.status, 'pending');
+    assert.equal(fake.callsTo('PUT').length, puts);
+  });
+
+  test('quorum of two: the first approval keeps the card open (1 of 2), the second approves it', async () => {
+    const ref = await request({ requestId: 'r-quorum', identity: 'agent-billing', owner: 'alice', quorum: 2 });
+    const first = await click(ref, carol, 'approve', { requestId: 'r-quorum' });
+    assert.match(cardText(first.answer.value), /Your approval is recorded \(1 of 2\)/);
+    assert.match(cardText(first.answer.value), /Approved so far by carol \(1 of 2\)/);
+    assert.ok(first.answer.value.actions?.length);
+    const again = await click(ref, carol, 'approve', { requestId: 'r-quorum' });
+    assert.match(cardText(again.answer.value), /carol already approved/);
+    // Erin is mapped through her user principal name.
+    const second = await click(ref, erin, 'approve', { requestId: 'r-quorum' });
+    assert.match(cardText(second.answer.value), /Approved\*\* by carol, erin/);
+    assert.equal(approvals.requests.get('r-quorum')?.status, 'approved');
+  });
+
+  test('an unmapped user, or one outside the approver groups, is refused', async () => {
+    const ref = await request({ requestId: 'r-unmapped', identity: 'agent-billing', owner: 'alice' });
+    const n = approvals.attempts.length;
+    const m = await click(ref, mallory, 'approve', { requestId: 'r-unmapped' });
+    assert.equal(approvals.attempts.length, n, 'decide is not called for an unknown person');
+    assert.ok(cardText(m.answer.value).includes(NOT_MAPPED));
+    assert.match(cardText(m.answer.value), /mallory@elsewhere\.example|teams\.users/);
+    const d = await click(ref, dave, 'approve', { requestId: 'r-unmapped' });
+    assert.match(cardText(d.answer.value), /dave is not in an approver group \(dba\)/);
+  });
+
+  test('a click from another tenant is refused before any lookup', async () => {
+    const ref = await request({ requestId: 'r-tenant', identity: 'agent-billing', owner: 'alice' });
+    const n = approvals.attempts.length;
+    const { answer } = await click(ref, carol, 'approve', { requestId: 'r-tenant' }, { tenantId: '00000000-0000-4000-8000-0000000000ff' });
+    assert.equal(approvals.attempts.length, n);
+    assert.match(cardText(answer.value), /only accepts decisions from its own organisation/);
+  });
+
+  test('the Action.Submit fallback decides the same way and updates the card', async () => {
+    const ref = await request({ requestId: 'r-submit', identity: 'agent-billing', owner: 'alice' });
+    const res = await fake.deliver(url, fake.submitActivity({ conversationId: ref.conversationId, replyToId: ref.activityId, user: carol, value: { verb: 'reject', requestId: 'r-submit', reason: 'wrong table' } }));
+    assert.equal(res.status, 200);
+    assert.deepEqual(
+      { approver: approvals.attempts.at(-1)?.approver, decision: approvals.attempts.at(-1)?.decision, reason: approvals.attempts.at(-1)?.reason },
+      { approver: 'carol', decision: 'reject', reason: 'wrong table' },
+    );
+    await fake.waitForCall((c) => c.method === 'PUT' && c.activityId === ref.activityId);
+    assert.match(cardText(cardNow(ref)), /Rejected\*\* by carol/);
+    // A refused Submit is answered in the thread, mentioning the clicker.
+    const ref2 = await request({ requestId: 'r-submit2', identity: 'agent-billing', owner: 'alice' });
+    await fake.deliver(url, fake.submitActivity({ conversationId: ref2.conversationId, replyToId: ref2.activityId, user: alice, value: { verb: 'approve', requestId: 'r-submit2' } }));
+    const note = await fake.waitForCall((c) => c.method === 'POST' && c.conversationId === ref2.conversationId);
+    assert.match(String((note.body as { text?: string }).text), /<at>Alice<\/at> Your approval was not accepted: alice owns the requesting agent/);
+  });
+
+  describe('incoming activities must carry a valid Bot Framework token', () => {
+    async function refusedWith(token: string | null): Promise<void> {
+      const requestId = `r-auth-${approvals.requests.size}`;
+      const ref = await request({ requestId, identity: 'agent-billing', owner: 'alice' });
+      const n = approvals.attempts.length;
+      const puts = fake.callsTo('PUT').length;
+      const activity = fake.invokeActivity({ conversationId: ref.conversationId, replyToId: ref.activityId, user: carol, verb: 'approve', data: { requestId } });
+      const res = await fake.deliver(url, activity, token);
+      assert.equal(res.status, 401, res.text);
+      assert.equal(approvals.attempts.length, n, 'decide was not called');
+      assert.equal(fake.callsTo('PUT').length, puts);
+    }
+
+    test('a missing token is refused with 401', async () => {
+      await refusedWith(null);
+    });
+
+    test('a token signed by another key (same kid) is refused with 401', async () => {
+      await refusedWith(await fake.channelToken({ forged: true }));
+    });
+
+    test('a token for another bot, an expired token, a foreign issuer or a serviceUrl mismatch are refused with 401', async () => {
+      await refusedWith(await fake.channelToken({ audience: 'another-app-id' }));
+      await refusedWith(await fake.channelToken({ expiresInSeconds: -3600 }));
+      await refusedWith(await fake.channelToken({ issuer: 'https://evil.example.com' }));
+      await refusedWith(await fake.channelToken({ serviceUrl: 'https://smba.evil.example.com/' }));
+      await refusedWith('not-a-jwt');
+    });
+
+    test('a valid token is accepted (the same request that was refused above)', async () => {
+      const ref = await request({ requestId: 'r-auth-ok', identity: 'agent-billing', owner: 'alice' });
+      const { status, answer } = await click(ref, carol, 'approve', { requestId: 'r-auth-ok' });
+      assert.equal(status, 200);
+      assert.match(cardText(answer.value), /Approved\*\* by carol/);
+    });
+  });
+
+  test('only POST /api/messages is served, and a body that is not JSON is a 400', async () => {
+    assert.equal((await fetch(`http://127.0.0.1:${app.port}/other`, { method: 'POST' })).status, 404);
+    assert.equal((await fetch(url)).status, 405);
+    assert.equal((await fetch(url, { method: 'POST', body: '{nope', headers: { 'content-type': 'application/json' } })).status, 400);
+  });
+
+  test('without an app id the app starts only with insecureSkipAuth, and only on loopback', async () => {
+    const cfg = (extra: string): LoadedConfig =>
+      parseConfig(`auth: { signingKey: { env: X } }\nteams:\n  appId: ''\n  insecureSkipAuth: true\n  serviceUrl: ${fake.serviceUrl}\n  referenceStore: ${join(dir, 'x.json')}\n${extra}`);
+    await assert.rejects(startTeamsApp({ loaded: cfg(`  listen: { host: 0.0.0.0, port: 0 }\n`), decide: approvals.decide }), /loopback only/);
+    const local = await startTeamsApp({ loaded: cfg(`  listen: { host: 127.0.0.1, port: 0 }\n`), decide: approvals.decide });
+    try {
+      const res = await fake.deliver(`http://127.0.0.1:${local.port}/api/messages`, fake.installActivity(channelId), null);
+      assert.equal(res.status, 200);
+    } finally {
+      await local.stop();
+    }
+  });
+});
