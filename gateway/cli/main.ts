@@ -1,7 +1,8 @@
 // `airlock` command line. Each subcommand loads only what it needs (Temporal and the SQL parser
 // are heavy), so `airlock token` stays instant.
 import { Command, CommanderError } from 'commander';
-import { ConfigError, loadConfig, parseDuration, configPath } from '../config/load.ts';
+import { ConfigError, loadConfig, parseDuration } from '../config/load.ts';
+import { approvalsCommand } from './approvals.ts';
 
 const DEFAULT_CONFIG = process.env.AIRLOCK_CONFIG ?? 'airlock.yaml';
 
@@ -105,12 +106,7 @@ export class CliError extends Error {}
 
 export async function main(argv: string[]): Promise<void> {
   const program = buildCli();
-  try {
-    const { approvalsCommand } = await import('./approvals.ts');
-    program.addCommand(approvalsCommand());
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
-  }
+  program.addCommand(approvalsCommand());
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
@@ -128,4 +124,3 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-export { configPath };

@@ -68,18 +68,27 @@ describe('TemporalApprover', () => {
     assert.equal(posted[0].channel, 'the local channel');
     assert.ok(posted[0].deadline.getTime() > Date.now() + 50_000, 'deadline about 60 s ahead');
 
-    // Same operation from another session (or a restarted gateway) while pending.
-    const second = approver.hold(holdRequest('DELETE FROM customers WHERE id = 10'), (p) => posted.push(p), new AbortController().signal);
+    // Same operation while pending, from a second gateway process (its own Temporal connection).
+    const connection = await Connection.connect({ address: h.temporal.address });
+    const gateway2 = new TemporalApprover({ client: new Client({ connection }), taskQueue: h.taskQueue, store: h.store, channelsDescription: 'the local channel' });
+    const second = gateway2.hold(holdRequest('DELETE FROM customers WHERE id = 10'), (p) => posted.push(p), new AbortController().signal);
     await eventually(() => posted.length === 2, 10_000, 'second onPosted');
     assert.equal(posted[1].reattached, true);
     assert.equal(posted[1].requestId, posted[0].requestId);
     assert.equal(postCount(posted[0].requestId), 1);
+    const runs = await eventually(async () => {
+      const ids: string[] = [];
+      for await (const w of h.temporal.client.workflow.list({ query: `WorkflowId = "${posted[0].requestId}"` })) ids.push(w.runId);
+      return ids.length > 0 ? ids : undefined;
+    }, 10_000, 'visibility');
+    assert.equal(runs.length, 1, 'one workflow run');
 
     const d = await approve(posted[0].requestId);
     assert.equal(d.ok, true);
     const [o1, o2] = await Promise.all([first, second]);
     assert.deepEqual(o1, { outcome: 'approved', requestId: posted[0].requestId, approvers: ['bob'], viaGrant: false });
     assert.deepEqual(o2, o1);
+    await connection.close();
 
     // A retry within the grant TTL runs without a new request.
     const retried = await approver.hold(holdRequest('DELETE FROM customers WHERE id = 10'), () => assert.fail('a grant posts nothing'), new AbortController().signal);
