@@ -76,8 +76,9 @@ function formatMs(ms: number): string {
   return `${ms}ms`;
 }
 
-/** Why a decision is refused, or undefined when it is acceptable. Exported for the tests' docs. */
-export function refusal(input: ApprovalInput, view: ApprovalView, approvals: string[], d: DecideArgs): string | undefined {
+// Not exported: every export of this module is registered as a workflow type.
+/** Why a decision is refused, or undefined when it is acceptable. */
+function refusal(input: ApprovalInput, view: ApprovalView, approvals: string[], d: DecideArgs): string | undefined {
   const who = typeof d.approver === 'string' ? d.approver.trim() : '';
   if (!who) return 'an approver name is required';
   if (view.status !== 'pending') {

@@ -1,7 +1,7 @@
 // The approval worker: runs approval workflows and their activities (chat I/O, audit). The
 // workflow bundle (webpack) is built once per process and shared by every worker it starts.
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { ApprovalChannel } from '../bots/channel.ts';
 import type { LoadedConfig } from '../gateway/config/load.ts';
 import { log } from '../gateway/log.ts';
@@ -18,7 +18,8 @@ let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
   bundle ??= bundleWorkflowCode({
     workflowsPath: WORKFLOWS_PATH,
-    logger: { trace() {}, debug() {}, info() {}, warn: (m: string) => log.warn(m), error: (m: string) => log.error(m) } as never,
+    // Webpack's info chatter is dropped; its warnings and errors reach the operator.
+    logger: new DefaultLogger('WARN', (e) => (e.level === 'ERROR' ? log.error(e.meta ?? {}, e.message) : log.warn(e.meta ?? {}, e.message))),
   }).catch((err: unknown) => {
     bundle = undefined; // let a later call retry (e.g. after fixing a syntax error in dev)
     throw err;

@@ -22,8 +22,12 @@ import {
   type ServiceClientCredentials,
   type UserTokenClient,
 } from 'botframework-connector';
+import { X509Certificate, createPrivateKey, randomUUID, type KeyObject } from 'node:crypto';
 import type { Activity } from 'botbuilder';
+import { SignJWT } from 'jose';
+import { readFileSync } from 'node:fs';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
+import { ConfigError, configPath, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
 import { TeamsHttpError, parseRetryAfter } from './errors.ts';
 
 export type TeamsConfig = NonNullable<AirlockConfig['teams']>;
@@ -50,9 +54,34 @@ export function resolveEndpoints(t: Pick<TeamsConfig, 'appType' | 'tenantId' | '
   };
 }
 
+/** A certificate registered on the app: the bot proves itself with a signed client assertion. */
+export interface CertificateCredential {
+  certPem: string;
+  keyPem: string;
+}
+
+/** The bot's own credential named by the `teams:` block: a secret, or a certificate + key (env/file references). */
+export function resolveTeamsCredential(loaded: LoadedConfig): { appPassword?: string; certificate?: CertificateCredential } {
+  const t = loaded.config.teams;
+  if (!t) throw new ConfigError('teams is not configured (add a `teams:` block to the config)');
+  if (t.certificate) {
+    const file = configPath(loaded, t.certificate.cert);
+    let certPem: string;
+    try {
+      certPem = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`teams.certificate.cert: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    return { certificate: { certPem, keyPem: resolveSecret(t.certificate.key, loaded.baseDir, 'teams.certificate.key') } };
+  }
+  return t.appPassword ? { appPassword: resolveSecret(t.appPassword, loaded.baseDir, 'teams.appPassword') } : {};
+}
+
 export interface BotTokenClientOptions {
   appId: string;
-  appPassword: string;
+  /** Client secret; or `certificate`. */
+  appPassword?: string;
+  certificate?: CertificateCredential;
   loginUrl: string;
   oauthScope: string;
   timeoutMs?: number;
@@ -63,7 +92,24 @@ export class BotTokenClient {
   private cached?: { token: string; expiresAt: number };
   private inflight?: Promise<string>;
 
-  constructor(private readonly opts: BotTokenClientOptions) {}
+  private readonly assertionKey?: { key: KeyObject; x5t: string };
+
+  constructor(private readonly opts: BotTokenClientOptions) {
+    if (!opts.appPassword && !opts.certificate) throw new Error('teams: the bot needs an app password or a certificate to get tokens');
+    if (opts.certificate) {
+      let cert: X509Certificate;
+      let key: KeyObject;
+      try {
+        cert = new X509Certificate(opts.certificate.certPem);
+        key = createPrivateKey(opts.certificate.keyPem);
+      } catch (err) {
+        throw new Error(`teams.certificate: not a usable PEM certificate and private key (${err instanceof Error ? err.message : String(err)})`);
+      }
+      if (!cert.checkPrivateKey(key)) throw new Error('teams.certificate: the private key does not belong to the certificate');
+      // x5t: base64url of the SHA-1 thumbprint of the DER certificate, how AAD finds the registered cert.
+      this.assertionKey = { key, x5t: Buffer.from(cert.fingerprint.replace(/:/g, ''), 'hex').toString('base64url') };
+    }
+  }
 
   get tokenEndpoint(): string {
     return `${this.opts.loginUrl.replace(/\/+$/, '')}/oauth2/v2.0/token`;
@@ -85,10 +131,17 @@ export class BotTokenClient {
 
   private async fetchToken(): Promise<string> {
     const scope = this.opts.oauthScope.endsWith('/.default') ? this.opts.oauthScope : `${this.opts.oauthScope.replace(/\/+$/, '')}/.default`;
+    const form = new URLSearchParams({ grant_type: 'client_credentials', client_id: this.opts.appId, scope });
+    if (this.assertionKey) {
+      form.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+      form.set('client_assertion', await this.clientAssertion(this.assertionKey));
+    } else {
+      form.set('client_secret', this.opts.appPassword ?? '');
+    }
     const res = await fetch(this.tokenEndpoint, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: this.opts.appId, client_secret: this.opts.appPassword, scope }).toString(),
+      body: form.toString(),
       signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
     });
     const text = await res.text();
@@ -114,6 +167,21 @@ export class BotTokenClient {
     const seconds = Number.isFinite(ttl) && ttl > 0 ? ttl : 3600;
     this.cached = { token: body.access_token, expiresAt: Date.now() + Math.max(0, seconds - 300) * 1000 };
     return body.access_token;
+  }
+
+  /** RFC 7523 client assertion as AAD expects it: aud = token endpoint, iss = sub = app id, short-lived. */
+  private clientAssertion(k: { key: KeyObject; x5t: string }): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({})
+      .setProtectedHeader({ alg: 'RS256', typ: 'JWT', x5t: k.x5t })
+      .setIssuer(this.opts.appId)
+      .setSubject(this.opts.appId)
+      .setAudience(this.tokenEndpoint)
+      .setJti(randomUUID())
+      .setNotBefore(now - 30)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign(k.key);
   }
 }
 

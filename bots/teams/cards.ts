@@ -53,7 +53,7 @@ function clip(s: string, max: number): string {
  * reader sees; emphasis is left alone (cosmetic only, and ids stay copyable).
  */
 export function neutralizeMarkdown(s: string): string {
-  return s.replace(/\]\s*\(/g, ']\u200b(');
+  return s.replace(/\]\(/g, ']\u200b(');
 }
 
 /** Adaptive Card date functions need second precision with a Z; clients then show local time. */
@@ -181,15 +181,26 @@ export function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** Splits text into pieces of at most `max` characters, preferring line ends, never splitting a surrogate pair. */
+/** Moves a cut back so it splits neither a surrogate pair nor an HTML entity (`&amp;`). */
+export function safeCut(s: string, cut: number): number {
+  let c = Math.min(cut, s.length);
+  const code = s.charCodeAt(c - 1);
+  if (code >= 0xd800 && code <= 0xdbff) c -= 1;
+  const amp = s.lastIndexOf('&', c - 1);
+  if (amp !== -1 && c - amp <= 8 && s.indexOf(';', amp) >= c) c = amp;
+  return c > 0 ? c : Math.min(cut, s.length);
+}
+
+/**
+ * Splits text into pieces of at most `max` characters, preferring line ends, never splitting a
+ * surrogate pair or an HTML entity (so escaped text can be chunked after escaping).
+ */
 export function chunkText(text: string, max: number): string[] {
   const out: string[] = [];
   let rest = text;
   while (rest.length > max) {
     let cut = rest.lastIndexOf('\n', max);
-    if (cut < max / 2) cut = max;
-    const code = rest.charCodeAt(cut - 1);
-    if (code >= 0xd800 && code <= 0xdbff) cut -= 1;
+    if (cut < max / 2) cut = safeCut(rest, max);
     out.push(rest.slice(0, cut));
     rest = rest.slice(cut);
   }

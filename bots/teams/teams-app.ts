@@ -29,9 +29,9 @@ import {
 import { AuthenticationConstants, AuthenticationError } from 'botframework-connector';
 import type { ApprovalView } from '../channel.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
-import { configPath, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
+import { configPath, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
-import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolveEndpoints, type BotFrameworkEndpoints } from './auth.ts';
+import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolveEndpoints, resolveTeamsCredential, type BotFrameworkEndpoints, type CertificateCredential } from './auth.ts';
 import { ADAPTIVE_CARD, REASON_INPUT, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
 import { ConversationReferenceStore } from './references.ts';
 
@@ -53,6 +53,8 @@ export interface TeamsAppOptions {
   decide: Decide;
   /** Overrides the `teams.appPassword` reference. */
   appPassword?: string;
+  /** Overrides the `teams.certificate` references. */
+  certificate?: CertificateCredential;
   /** Current state of a request, to show a refused clicker the full card (e.g. a workflow query). */
   lookup?: (requestId: string) => Promise<ApprovalView | undefined>;
   /** Overrides `teams.botFramework` endpoints (tests point them at a fake Bot Connector). */
@@ -317,13 +319,6 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
-/** The app password named by the `teams:` block (env or file reference), if any. */
-export function resolveTeamsSecret(loaded: LoadedConfig): string | undefined {
-  const t = loaded.config.teams;
-  if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
-  return t.appPassword ? resolveSecret(t.appPassword, loaded.baseDir, 'teams.appPassword') : undefined;
-}
-
 export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeamsApp> {
   const t = opts.loaded.config.teams;
   if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
@@ -333,10 +328,10 @@ export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeams
     if (!isLoopback(t.listen.host)) throw new Error(`teams.insecureSkipAuth: refusing to listen on ${t.listen.host} without authentication (loopback only)`);
     log.warn('teams: authentication is OFF (insecureSkipAuth); anyone who can reach the listener can decide');
   }
-  const appPassword = opts.appPassword ?? resolveTeamsSecret(opts.loaded);
-  if (t.appId && !appPassword) throw new Error('teams.appPassword is required when teams.appId is set');
+  const credential = opts.appPassword || opts.certificate ? { appPassword: opts.appPassword, certificate: opts.certificate } : resolveTeamsCredential(opts.loaded);
+  if (t.appId && !credential.appPassword && !credential.certificate) throw new Error('teams.appPassword (or teams.certificate) is required when teams.appId is set');
   const ep: BotFrameworkEndpoints = { ...resolveEndpoints(t), ...opts.endpoints };
-  const tokens = t.appId && appPassword ? new BotTokenClient({ appId: t.appId, appPassword, loginUrl: ep.loginUrl, oauthScope: ep.oauthScope, timeoutMs: 5000 }) : undefined;
+  const tokens = t.appId ? new BotTokenClient({ appId: t.appId, ...credential, loginUrl: ep.loginUrl, oauthScope: ep.oauthScope, timeoutMs: 5000 }) : undefined;
 
   const auth = new StrictAuthentication(
     new ConfigurationBotFrameworkAuthentication(

@@ -10,10 +10,10 @@
 // the card's message id, serviceUrl: the Bot Connector that owns it }.
 import type { ApprovalChannel, ApprovalView, EscalationNotice, MessageRef } from '../channel.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
-import { configPath, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
+import { configPath, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
-import { BotTokenClient, resolveEndpoints, type BotFrameworkEndpoints } from './auth.ts';
-import { cardAttachment, chunkText, escapeHtml, renderCard, summaryText } from './cards.ts';
+import { BotTokenClient, resolveEndpoints, resolveTeamsCredential, type BotFrameworkEndpoints, type CertificateCredential } from './auth.ts';
+import { cardAttachment, chunkText, escapeHtml, renderCard, safeCut, summaryText } from './cards.ts';
 import { BotConnector, type OutgoingActivity } from './connector.ts';
 import { ChatPermanentError, classifyTeamsError } from './errors.ts';
 import { ConversationReferenceStore, channelOf, type InstalledChannel } from './references.ts';
@@ -24,6 +24,8 @@ export interface TeamsChannelOptions {
   /** Empty: the bot runs without auth (no token on outgoing calls). */
   appId: string;
   appPassword?: string;
+  /** Instead of appPassword. */
+  certificate?: CertificateCredential;
   tenantId?: string;
   endpoints: BotFrameworkEndpoints;
   /** Bot Connector used when the installation store does not know the channel. */
@@ -66,21 +68,21 @@ export class TeamsChannel implements ApprovalChannel {
   constructor(private readonly opts: TeamsChannelOptions) {
     this.log = (opts.logger ?? rootLog).child({ component: 'teams' });
     const tokens =
-      opts.appId && opts.appPassword
-        ? new BotTokenClient({ appId: opts.appId, appPassword: opts.appPassword, loginUrl: opts.endpoints.loginUrl, oauthScope: opts.endpoints.oauthScope, timeoutMs: opts.timeoutMs })
+      opts.appId && (opts.appPassword || opts.certificate)
+        ? new BotTokenClient({ appId: opts.appId, appPassword: opts.appPassword, certificate: opts.certificate, loginUrl: opts.endpoints.loginUrl, oauthScope: opts.endpoints.oauthScope, timeoutMs: opts.timeoutMs })
         : undefined;
-    if (opts.appId && !tokens) throw new Error('teams: an app id without an app password cannot call the Bot Connector');
+    if (opts.appId && !tokens) throw new Error('teams: an app id without an app password or certificate cannot call the Bot Connector');
     this.connector = new BotConnector({ tokens, timeoutMs: opts.timeoutMs });
     this.refs = opts.referenceStore ? new ConversationReferenceStore(opts.referenceStore) : undefined;
   }
 
-  /** Builds the channel from the `teams:` config block, resolving the app password reference. */
+  /** Builds the channel from the `teams:` config block, resolving the app password (or certificate) references. */
   static fromConfig(loaded: LoadedConfig, overrides: Partial<TeamsChannelOptions> = {}): TeamsChannel {
     const t = loaded.config.teams;
     if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
     return new TeamsChannel({
       appId: t.appId,
-      appPassword: t.appPassword ? resolveSecret(t.appPassword, loaded.baseDir, 'teams.appPassword') : undefined,
+      ...resolveTeamsCredential(loaded),
       tenantId: t.tenantId,
       endpoints: resolveEndpoints(t),
       serviceUrl: t.serviceUrl,
@@ -176,7 +178,9 @@ export class TeamsChannel implements ApprovalChannel {
 
   async reply(ref: MessageRef, text: string): Promise<void> {
     const r = checkRef(ref);
-    const body = escapeHtml(text.length > REPLY_CHUNK ? `${text.slice(0, REPLY_CHUNK)}…` : text).replace(/\n/g, '<br>');
+    const escaped = escapeHtml(text);
+    const cut = escaped.length > REPLY_CHUNK ? `${escaped.slice(0, safeCut(escaped, REPLY_CHUNK))}…` : escaped;
+    const body = cut.replace(/\n/g, '<br>');
     await this.connector.sendToConversation(r.serviceUrl, r.conversationId, { type: 'message', textFormat: 'xml', text: body }, 'replying in the approval thread');
   }
 
@@ -188,20 +192,21 @@ export class TeamsChannel implements ApprovalChannel {
     const r = checkRef(ref);
     const sessionId = /^airlock-session-(.+)\.log$/.exec(filename)?.[1];
     const lines = content.split('\n').length;
-    const transcript = compactTranscript(content, TRANSCRIPT_MAX);
+    // Escaped first, so the size limit holds for what is sent (cuts fall on line ends or before an entity).
+    const transcript = compactTranscript(escapeHtml(content), TRANSCRIPT_MAX);
     const where = sessionId
       ? this.opts.sessionUrlBase
         ? `<a href="${escapeHtml(`${this.opts.sessionUrlBase.replace(/\/+$/, '')}/${encodeURIComponent(sessionId)}`)}">Open session ${escapeHtml(sessionId)} in Airlock</a>`
         : `Full log: <code>airlock sessions show ${escapeHtml(sessionId)}</code>`
       : `File: ${escapeHtml(filename)}`;
-    const text = `<b>Session log</b> ${escapeHtml(filename)} (${lines} lines, ${Buffer.byteLength(content)} bytes)${transcript.elided ? `, ${transcript.elided} lines omitted below` : ''}. ${where}<pre>${escapeHtml(transcript.text)}</pre>`;
+    const text = `<b>Session log</b> ${escapeHtml(filename)} (${lines} lines, ${Buffer.byteLength(content)} bytes)${transcript.elided ? `, ${transcript.elided} lines omitted below` : ''}. ${where}<pre>${transcript.text}</pre>`;
     await this.connector.sendToConversation(r.serviceUrl, r.conversationId, { type: 'message', textFormat: 'xml', text }, `posting ${filename} to the approval thread`);
   }
 
   /** The statement that did not fit on the card, as preformatted replies. */
   private async postFullText(ref: MessageRef, view: ApprovalView): Promise<void> {
     const r = checkRef(ref);
-    const parts = chunkText(view.text, REPLY_CHUNK);
+    const parts = chunkText(escapeHtml(view.text), REPLY_CHUNK);
     if (parts.length > MAX_TEXT_REPLIES) {
       await this.connector.sendToConversation(
         r.serviceUrl,
@@ -213,7 +218,7 @@ export class TeamsChannel implements ApprovalChannel {
     }
     for (let i = 0; i < parts.length; i++) {
       const label = parts.length > 1 ? `Full text (part ${i + 1} of ${parts.length}):` : 'Full text:';
-      await this.connector.sendToConversation(r.serviceUrl, r.conversationId, { type: 'message', textFormat: 'xml', text: `${label}<pre>${escapeHtml(parts[i])}</pre>` }, 'posting the full statement');
+      await this.connector.sendToConversation(r.serviceUrl, r.conversationId, { type: 'message', textFormat: 'xml', text: `${label}<pre>${parts[i]}</pre>` }, 'posting the full statement');
     }
   }
 
@@ -269,13 +274,15 @@ function utc(iso: string): string {
   return Number.isNaN(ms) ? iso : new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
 }
 
-/** Head and tail of a long log, cut at line boundaries. */
+/** Head and tail of a long log, cut at line boundaries (or, in one huge line, before an entity). */
 export function compactTranscript(content: string, max: number): { text: string; elided: number } {
   if (content.length <= max) return { text: content, elided: 0 };
   const half = Math.floor(max / 2);
-  const headEnd = Math.max(content.lastIndexOf('\n', half), 0) || half;
+  const headEnd = Math.max(content.lastIndexOf('\n', half), 0) || safeCut(content, half);
   const tailStart = content.indexOf('\n', content.length - half);
-  const start = tailStart === -1 ? content.length - half : tailStart + 1;
+  let start = tailStart === -1 ? content.length - half : tailStart + 1;
+  const amp = content.lastIndexOf('&', start - 1);
+  if (tailStart === -1 && amp !== -1 && start - amp <= 8 && content.indexOf(';', amp) >= start) start = content.indexOf(';', amp) + 1;
   const elided = content.slice(headEnd, start).split('\n').length - 1;
   return { text: `${content.slice(0, headEnd)}\n… ${elided} lines omitted …\n${content.slice(start)}`, elided };
 }

@@ -222,6 +222,7 @@ export class TemporalApprover implements Approver {
         timers.push(t);
       };
       signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) onAbort(); // aborted while the request was being started
     });
   }
 

@@ -374,8 +374,10 @@ export const configSchema = z
       .object({
         /** Microsoft App ID of the bot registration; incoming activities must carry a token for it. */
         appId: z.string(),
-        /** Client secret of the app registration (outgoing calls); needed whenever appId is set. */
+        /** Client secret of the app registration (outgoing calls); this or `certificate` whenever appId is set. */
         appPassword: secretRef.optional(),
+        /** Certificate credential instead of a secret: PEM certificate file and its private key. */
+        certificate: z.object({ cert: z.string().min(1), key: secretRef }).strict().optional(),
         tenantId: z.string().optional(),
         appType: z.enum(['MultiTenant', 'SingleTenant']).default('MultiTenant'),
         /** Bot Connector base URL for proactive posts when no installation reference supplies one. */
@@ -407,7 +409,8 @@ export const configSchema = z
       .strict()
       .superRefine((t, ctx) => {
         if (!t.appId && !t.insecureSkipAuth) ctx.addIssue({ code: 'custom', path: ['appId'], message: 'an app id is required (or set insecureSkipAuth: true for a local, unauthenticated bot)' });
-        if (t.appId && !t.appPassword) ctx.addIssue({ code: 'custom', path: ['appPassword'], message: 'the bot needs its app password to call the Bot Connector' });
+        if (t.appId && !t.appPassword && !t.certificate) ctx.addIssue({ code: 'custom', path: ['appPassword'], message: 'the bot needs its app password (or a certificate) to call the Bot Connector' });
+        if (t.appPassword && t.certificate) ctx.addIssue({ code: 'custom', path: ['certificate'], message: 'configure either appPassword or certificate, not both' });
         if (t.appType === 'SingleTenant' && !t.tenantId) ctx.addIssue({ code: 'custom', path: ['tenantId'], message: 'a SingleTenant bot needs tenantId' });
       })
       .optional(),

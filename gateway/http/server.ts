@@ -162,6 +162,8 @@ export class HttpGatewayCore {
   readonly #recordings: string;
   readonly #tokenCache = new Map<string, Identity & { expiresAt: Date }>();
   readonly #sessions = new WeakMap<Socket, Map<string, SessionState>>();
+  /** Open sessions, so close() can end them before the store goes away. */
+  readonly #live = new Set<SessionState>();
   readonly #proxy = createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false });
   readonly #pending = new WeakMap<http.IncomingMessage, (res: http.IncomingMessage) => void>();
 
@@ -239,6 +241,7 @@ export class HttpGatewayCore {
     if (!s) {
       s = { id: randomUUID(), seq: 0, toClient: 0, fromClient: 0, requestIds: [] };
       byKey.set(key, s);
+      this.#live.add(s);
       this.#store.startSession({
         id: s.id,
         protocol: up.kind,
@@ -253,6 +256,7 @@ export class HttpGatewayCore {
   }
 
   #endSession(s: SessionState): void {
+    if (!this.#live.delete(s)) return;
     try {
       this.#store.endSession(s.id, new Date(), 'client connection closed', { toClient: s.toClient, fromClient: s.fromClient });
     } catch (err) {
@@ -364,7 +368,8 @@ export class HttpGatewayCore {
   /** Upstream request headers: the client's minus its credentials and impersonation, plus Airlock's. */
   #upstreamHeaders(up: Upstream, identity: Identity, masking: boolean, req: http.IncomingMessage): Record<string, string | string[]> {
     for (const h of Object.keys(req.headers)) {
-      if (h === 'authorization' || h === 'proxy-authorization' || h.startsWith('impersonate-') || h.startsWith('x-airlock-')) delete req.headers[h];
+      // `expect`: the body is already buffered, so the upstream need not be asked to continue.
+      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect' || h.startsWith('impersonate-') || h.startsWith('x-airlock-')) delete req.headers[h];
     }
     const add: Record<string, string | string[]> = { ...up.authHeaders };
     if (up.kind === 'kubernetes') {
@@ -631,6 +636,7 @@ export class HttpGatewayCore {
   }
 
   close(): void {
+    for (const s of [...this.#live]) this.#endSession(s);
     this.#proxy.close();
     for (const up of this.#upstreams.values()) up.agent.destroy();
   }

@@ -189,6 +189,9 @@ const SUMMARY_SELECT = `SELECT ${SESSION_COLUMNS},
 
 export class SqliteStore implements Store {
   private readonly pending: PendingWrite[] = [];
+  /** Writes of the current event-loop turn, committed together (group commit keeps the proxy's hot path cheap). */
+  private batch: PendingWrite[] = [];
+  private flushScheduled = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = 100;
   private closed = false;
@@ -381,6 +384,7 @@ export class SqliteStore implements Store {
 
   /** Newest first, with operation counts. Reads throw: they serve the CLI, which reports them. */
   listSessions(f: SessionFilter = {}): SessionSummary[] {
+    this.flush();
     if (f.limit !== undefined && !(Number.isInteger(f.limit) && f.limit >= 0)) throw new RangeError(`session list limit must be a non-negative integer, got ${f.limit}`);
     const limit = f.limit ?? -1;
     const rows = this.selectSessions.all({ identity: f.identity ?? null, connection: f.connection ?? null, limit }) as SummaryRow[];
@@ -388,6 +392,7 @@ export class SqliteStore implements Store {
   }
 
   getSession(id: string): { session: SessionSummary; operations: OperationRecord[] } | undefined {
+    this.flush();
     // One read transaction, so the session and its operations are a consistent snapshot.
     return this.db.transaction(() => {
       const row = this.selectSession.get(id) as SummaryRow | undefined;
@@ -399,12 +404,14 @@ export class SqliteStore implements Store {
 
   /** Chronological. Without a subject, every event. */
   listAudit(subject?: string): AuditEvent[] {
+    this.flush();
     const rows = (subject === undefined ? this.selectAuditAll.all() : this.selectAuditBySubject.all(subject)) as AuditRow[];
     return rows.map(toAudit);
   }
 
   /** Session ids starting with `prefix`, newest first (at most `limit`): lets the CLI accept short ids. */
   findSessionIds(prefix: string, limit = 10): string[] {
+    this.flush();
     if (prefix === '') return [];
     return (this.selectIdsByPrefix.all({ prefix, limit }) as { id: string }[]).map((r) => r.id);
   }
@@ -412,6 +419,7 @@ export class SqliteStore implements Store {
   /** Deletes sessions (with their operations) and audit events older than `before`, in one
    * transaction. Throws on failure: it is an operator's command, not the hot path. */
   prune(before: Date): { sessions: number; operations: number; audit: number } {
+    this.flush();
     if (!validDate(before)) throw new RangeError('prune needs a valid cutoff date');
     const p = { before: before.getTime() };
     return this.db.transaction(() => {
@@ -431,6 +439,7 @@ export class SqliteStore implements Store {
     if (this.closed) return;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    this.flush();
     this.drain();
     if (this.pending.length > 0) {
       this.counters.dropped += this.pending.length;
@@ -451,6 +460,34 @@ export class SqliteStore implements Store {
       log.error({ path: this.path, what }, 'audit store: write after close dropped');
       return;
     }
+    this.batch.push({ what, run, attempts: 0 });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Commits the batched writes in one transaction; on failure, replays them one by one. */
+  flush(): void {
+    this.flushScheduled = false;
+    const items = this.batch;
+    if (items.length === 0 || this.closed) return;
+    this.batch = [];
+    if (this.pending.length === 0) {
+      try {
+        this.db.transaction(() => {
+          for (const w of items) w.run();
+        })();
+        this.counters.writes += items.length;
+        return;
+      } catch {
+        // Rolled back as a whole: one bad record must not sink the others.
+      }
+    }
+    for (const w of items) this.writeNow(w.what, w.run);
+  }
+
+  private writeNow(what: string, run: () => void): void {
     // Keep order: while something waits for a retry, new writes wait behind it.
     if (this.pending.length > 0) {
       this.enqueue({ what, run, attempts: 0 });

@@ -97,6 +97,16 @@ describe('TemporalApprover', () => {
     assert.ok(h.store.listAudit(posted[0].requestId).some((e) => e.kind === 'approval.grant-used'));
   });
 
+  test('concurrent holds of a new operation start one request between them', async () => {
+    const ids: string[] = [];
+    const holds = [1, 2, 3].map(() => approver.hold(holdRequest('DELETE FROM customers WHERE id = 11'), (p) => ids.push(p.requestId), new AbortController().signal));
+    await eventually(() => ids.length === 3, 10_000, 'all three told they wait');
+    assert.equal(new Set(ids).size, 1);
+    assert.equal(postCount(ids[0]), 1);
+    await approve(ids[0]);
+    for (const o of await Promise.all(holds)) assert.equal(o.outcome, 'approved');
+  });
+
   test('an approval past its grant TTL, or a rejection, does not block a fresh request', async () => {
     const req = holdRequest('UPDATE customers SET tier = 1 WHERE id = 7', { grantTtlMs: 1 });
     let id = '';

@@ -69,6 +69,13 @@ function startUpstream(): Promise<http.Server> {
         res.writeHead(200, { 'content-type': 'text/plain' });
         return res.end('contact ann.lee@example.com for access\n');
       }
+      if (u.pathname.endsWith('/events')) {
+        // A JSON event stream: the second event comes later, on the same response.
+        res.writeHead(200, { 'content-type': 'application/json;stream=watch' });
+        res.write(JSON.stringify({ type: 'ADDED', who: 'ann.lee@example.com' }) + '\n');
+        setTimeout(() => res.end(JSON.stringify({ type: 'MODIFIED', who: 'bo@example.org', n: 2 }) + '\n'), 400);
+        return;
+      }
       if (u.pathname.endsWith('/logo.png')) {
         res.writeHead(200, { 'content-type': 'image/png' });
         return res.end(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x40, 0x40]));
@@ -122,7 +129,7 @@ policy:
         fields: [{ path: users.ssn, strategy: redact }, { path: 'users[*].card', strategy: partial }]
         detectors: [{ detector: email, strategy: redact }]
     - name: mask-notes
-      match: { connections: [billing], paths: ['/notes.txt', '/logo.png'] }
+      match: { connections: [billing], paths: ['/notes.txt', '/logo.png', '/events'] }
       action: mask
       mask: { detectors: [{ detector: email, strategy: redact }] }
     - name: review-payments
@@ -281,6 +288,24 @@ describe('HTTP gateway', () => {
     const t = await curl('/billing/notes.txt');
     assert.equal(t.body, 'contact [redacted:email] for access\n');
     assert.equal(Number(t.headers['content-length']), t.bodyBytes);
+    const t0 = Date.now();
+    const firstEvent = await new Promise<{ line: string; at: number; rest: Promise<string> }>((resolve) => {
+      const c = spawn('curl', ['-sSN', '-H', `Authorization: Bearer ${token}`, `${gw.url}/billing/events`]);
+      let out = '';
+      let first = true;
+      const rest = new Promise<string>((r) => c.on('close', () => r(out)));
+      c.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (first && out.includes('\n')) {
+          first = false;
+          resolve({ line: out.split('\n')[0], at: Date.now(), rest });
+        }
+      });
+    });
+    assert.deepEqual(JSON.parse(firstEvent.line), { type: 'ADDED', who: '[redacted:email]' });
+    const all = await firstEvent.rest;
+    assert.ok(Date.now() - firstEvent.at >= 300 && firstEvent.at - t0 < 2000, 'events are masked one by one, not buffered');
+    assert.deepEqual(all.trim().split('\n').map((l) => JSON.parse(l)), [{ type: 'ADDED', who: '[redacted:email]' }, { type: 'MODIFIED', who: '[redacted:email]', n: 2 }]);
     const png = await curl('/billing/logo.png');
     assert.equal(png.bodyBytes, 6, 'binary bodies pass through untouched');
 
@@ -326,6 +351,14 @@ describe('HTTP gateway', () => {
     const retry = await curl('/billing/v1/payments', args);
     assert.equal(retry.status, 200, retry.body);
     assert.equal(retry.headers['x-airlock-approval'], body.requestId);
+  });
+
+  test('a client that gives up while held cancels the approval request', async () => {
+    const r = await curl('/billing/v1/payments', ['--max-time', '1', '-H', 'content-type: application/json', '--data', '{"amount": 300, "to": "initech"}']);
+    assert.notEqual(r.code, 0, 'curl timed out');
+    const view = await eventually(() => h.local.list({ all: true }).find((x) => x.view.text.includes('initech'))?.view, 10_000, 'the request');
+    await eventually(() => h.local.get(view.requestId)?.request.view.status === 'cancelled', 10_000, 'cancelled');
+    assert.ok(!seen.some((s) => s.body.includes('initech')), 'never forwarded');
   });
 
   test('request bodies over maxBodyBytes are refused with 413', async () => {

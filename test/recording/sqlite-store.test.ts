@@ -180,7 +180,7 @@ describe('SqliteStore', () => {
     assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
   });
 
-  test('two stores open on one file see each other’s writes at once', (t) => {
+  test('two stores open on one file see each other’s writes once committed (writes of one turn commit together)', (t) => {
     const dir = tempDir();
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'shared.db');
@@ -192,8 +192,11 @@ describe('SqliteStore', () => {
     });
     gateway.startSession(session('live', new Date()));
     gateway.recordOperation(op('live', 1));
+    assert.equal(cli.getSession('live'), undefined, 'not committed before the end of the turn');
+    gateway.flush();
     assert.deepEqual(cli.getSession('live')?.operations.map((o) => o.seq), [1]);
     cli.recordAudit({ at: new Date(), kind: 'note', subject: 'live', detail: {} });
+    cli.flush();
     assert.equal(gateway.listAudit('live').length, 1);
   });
 
@@ -294,6 +297,7 @@ process.stdout.write(JSON.stringify(st));
     const store = SqliteStore.open(path, { busyTimeoutMs: 20 });
     t.after(() => store.close());
     store.startSession(session('s', new Date('2026-11-24T09:00:00Z')));
+    store.flush();
 
     const other = new Database(path);
     t.after(() => other.close());
@@ -301,6 +305,7 @@ process.stdout.write(JSON.stringify(st));
 
     assert.doesNotThrow(() => store.recordOperation(op('s', 1)));
     assert.doesNotThrow(() => store.endSession('s', new Date('2026-11-24T09:01:00Z'), 'client terminated', { toClient: 1, fromClient: 2 }));
+    assert.doesNotThrow(() => store.flush());
     assert.equal(store.stats().pending, 2);
     assert.ok(store.stats().failures >= 1);
     assert.match(store.stats().lastError ?? '', /record operation s#1.*(locked|busy)/i);
@@ -372,10 +377,12 @@ process.stdout.write(JSON.stringify(st));
     const writer = SqliteStore.open(path);
     t.after(() => writer.close());
     writer.startSession(session('s', new Date()));
+    writer.flush();
     const reader = SqliteStore.open(path, { readonly: true });
     t.after(() => reader.close());
     assert.deepEqual(reader.listSessions().map((s) => s.id), ['s']);
     assert.doesNotThrow(() => reader.startSession(session('t', new Date())));
+    assert.doesNotThrow(() => reader.flush());
     assert.equal(reader.stats().dropped, 1);
     assert.deepEqual(writer.listSessions().map((s) => s.id), ['s']);
 

@@ -4,11 +4,11 @@
 // validates incoming activities against. It also plays the channel: it POSTs activities
 // (installation, card clicks) to the bot's /api/messages with an RS256 JWT signed by its key, the
 // way Teams does. Everything is recorded so tests can assert on what Teams would have shown.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { X509Certificate, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { SignJWT, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
 
 export interface FakeConnectorCall {
   method: string;
@@ -65,7 +65,9 @@ async function newKey(kid: string): Promise<SigningKey> {
 export class FakeBotConnector {
   readonly calls: FakeConnectorCall[] = [];
   readonly messages: FakeTeamsMessage[] = [];
-  readonly tokenRequests: Array<{ tenant: string; clientId: string; scope: string; ok: boolean }> = [];
+  readonly tokenRequests: Array<{ tenant: string; clientId: string; scope: string; ok: boolean; method: 'secret' | 'certificate' }> = [];
+  /** Certificates registered on the app registration (the bot may authenticate with any of them). */
+  private readonly certificates: X509Certificate[] = [];
   private readonly users = new Map<string, FakeTeamsUser>();
   private readonly channels = new Set<string>();
   private readonly issuedTokens = new Set<string>();
@@ -111,7 +113,9 @@ export class FakeBotConnector {
   }
 
   /**
-   * `appPassword` undefined: the Bot Connector accepts calls without a token (a bot without auth).
+   * Without `appId` the Bot Connector accepts calls without a token (a bot without auth); with one,
+   * every v3 call needs a token from the token endpoint (client secret `appPassword`, or a
+   * certificate registered with addCertificate).
    */
   static async start(opts: { appId?: string; appPassword?: string; tenantId?: string } = {}): Promise<FakeBotConnector> {
     const server = createServer();
@@ -138,6 +142,11 @@ export class FakeBotConnector {
   async stop(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Registers a certificate credential on the app (PEM), as in the Azure portal. */
+  addCertificate(certPem: string): void {
+    this.certificates.push(new X509Certificate(certPem));
   }
 
   /** A team channel the bot is a member of; returns its conversation id. */
@@ -265,6 +274,19 @@ export class FakeBotConnector {
     return { ...a, type: 'message', replyToId: opts.replyToId, value: opts.value };
   }
 
+  /** AAD's check of a certificate client assertion: x5t names a registered cert whose key signed it. */
+  private async verifyAssertion(jwt: string, clientId: string, endpoint: string): Promise<boolean> {
+    try {
+      const { x5t, alg } = decodeProtectedHeader(jwt);
+      const cert = this.certificates.find((c) => Buffer.from(c.fingerprint.replace(/:/g, ''), 'hex').toString('base64url') === x5t);
+      if (!cert || alg !== 'RS256') return false;
+      const { payload } = await jwtVerify(jwt, cert.publicKey, { issuer: clientId, subject: clientId, audience: endpoint, algorithms: ['RS256'] });
+      return typeof payload.jti === 'string' && typeof payload.exp === 'number';
+    } catch {
+      return false;
+    }
+  }
+
   // --- the HTTP side ------------------------------------------------------------------------
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -289,8 +311,15 @@ export class FakeBotConnector {
     if (req.method === 'POST' && tokenPath) {
       const form = new URLSearchParams(raw);
       const clientId = form.get('client_id') ?? '';
-      const ok = form.get('grant_type') === 'client_credentials' && clientId === this.appId && this.appPassword !== undefined && form.get('client_secret') === this.appPassword;
-      this.tokenRequests.push({ tenant: decodeURIComponent(tokenPath[1]), clientId, scope: form.get('scope') ?? '', ok });
+      const assertion = form.get('client_assertion');
+      let proven: boolean;
+      if (assertion) {
+        proven = form.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' && (await this.verifyAssertion(assertion, clientId, `http://127.0.0.1:${this.port}${path}`));
+      } else {
+        proven = this.appPassword !== undefined && form.get('client_secret') === this.appPassword;
+      }
+      const ok = form.get('grant_type') === 'client_credentials' && clientId === this.appId && proven;
+      this.tokenRequests.push({ tenant: decodeURIComponent(tokenPath[1]), clientId, scope: form.get('scope') ?? '', ok, method: assertion ? 'certificate' : 'secret' });
       if (!ok) {
         json(401, { error: 'invalid_client', error_description: 'AADSTS7000215: Invalid client secret provided.' });
         return;
@@ -334,7 +363,7 @@ export class FakeBotConnector {
       return;
     }
 
-    if (this.appPassword !== undefined) {
+    if (this.appId) {
       const bearer = /^Bearer (.+)$/.exec(call.authorization ?? '')?.[1];
       if (!bearer || !this.issuedTokens.has(bearer)) {
         finish(401, { message: 'Authorization has been denied for this request.' });

@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ApprovalView } from '../../../bots/channel.ts';
-import { CARD_CODE_MAX, cardDate, chunkText, neutralizeMarkdown, renderCard, summaryText } from '../../../bots/teams/cards.ts';
+import { CARD_CODE_MAX, cardDate, chunkText, escapeHtml, neutralizeMarkdown, renderCard, safeCut, summaryText } from '../../../bots/teams/cards.ts';
+import { compactTranscript } from '../../../bots/teams/teams-channel.ts';
 import { cardText } from '../../support/fake-bot-connector.ts';
 
 function view(over: Partial<ApprovalView> = {}): ApprovalView {
@@ -53,9 +54,10 @@ describe('Adaptive Card rendering of an approval request', () => {
   });
 
   test('text from the request cannot become a link on the card', () => {
-    const { card } = renderCard(view({ identity: '[click me](https://evil.example.com)', reason: 'see [docs] (http://x)' }));
+    const { card } = renderCard(view({ identity: '[click me](https://evil.example.com)', reason: 'see [docs](http://x)' }));
     const text = cardText(card);
-    assert.ok(!/\]\(https?:/.test(text) && !/\] \(http/.test(text.replace(/\u200b/g, 'Z')), text);
+    assert.ok(!text.includes(']('), text);
+    assert.match(text, /Who: \[click me\]\u200b\(https:\/\/evil\.example\.com\)/);
     assert.equal(neutralizeMarkdown('[a](b)').replace('\u200b', ''), '[a](b)', 'what a reader sees is unchanged');
   });
 
@@ -78,5 +80,24 @@ describe('Adaptive Card rendering of an approval request', () => {
     for (const part of chunkText(emoji, 5)) assert.ok(!/^[\udc00-\udfff]|[\ud800-\udbff]$/.test(part), JSON.stringify(part));
     assert.equal(chunkText(emoji, 5).join(''), emoji);
     assert.deepEqual(chunkText('', 5), ['']);
+  });
+});
+
+describe('cutting escaped text', () => {
+  test('safeCut never splits an HTML entity or a surrogate pair', () => {
+    const s = 'abc&amp;def';
+    assert.equal(safeCut(s, 5), 3);
+    assert.equal(safeCut(s, 8), 8);
+    assert.equal(safeCut('a😀b', 2), 1);
+    for (const part of chunkText(escapeHtml('<&>'.repeat(50)), 7)) assert.match(part, /^(&(lt|gt|amp);)+$/);
+  });
+
+  test('compactTranscript on one huge escaped line keeps whole entities at both cuts', () => {
+    const escaped = escapeHtml('<x>&'.repeat(500));
+    const { text } = compactTranscript(escaped, 101);
+    const [head, tail] = text.split(/\n… \d+ lines omitted …\n/);
+    assert.ok(head && tail, text);
+    assert.match(head, /^(&(lt|gt|amp);|x)+$/);
+    assert.match(tail, /^(&(lt|gt|amp);|x)+$/);
   });
 });

@@ -158,6 +158,24 @@ teams:
     assert.equal(stored.channels[0].teamId, 'team-ops');
     const ref = await request({ requestId: 'r-install', identity: 'agent-billing', owner: 'alice' });
     assert.equal(fake.message(ref.activityId)?.channelId, channelId);
+
+    // Removed from another team: this team's channel stays.
+    const { membersAdded, ...other } = fake.installActivity(fake.addChannel(), 'team-other');
+    assert.ok(membersAdded);
+    await fake.deliver(url, { ...other, membersRemoved: [{ id: `28:${APP_ID}` }], channelData: { ...(other.channelData as object), team: { id: 'team-other' }, eventType: 'teamMemberRemoved' } });
+    assert.equal((JSON.parse(readFileSync(join(dir, 'teams-refs.json'), 'utf8')) as { channels: unknown[] }).channels.length, 1);
+  });
+
+  test('removing the bot from the team forgets its channel', async () => {
+    const teamChannel = fake.addChannel();
+    await fake.deliver(url, fake.installActivity(teamChannel, 'team-gone'));
+    const count = (): number => (JSON.parse(readFileSync(join(dir, 'teams-refs.json'), 'utf8')) as { channels: unknown[] }).channels.length;
+    assert.equal(count(), 2);
+    const { membersAdded, ...rest } = fake.installActivity(teamChannel, 'team-gone');
+    assert.ok(membersAdded);
+    const res = await fake.deliver(url, { ...rest, membersRemoved: [{ id: `28:${APP_ID}` }], channelData: { ...(rest.channelData as object), eventType: 'teamMemberRemoved' } });
+    assert.equal(res.status, 200);
+    assert.equal(count(), 1);
   });
 
   test('approve: the clicker is mapped by email, decide gets the identity, the invoke answers with the decided card and everyone sees it updated', async () => {
@@ -307,6 +325,20 @@ teams:
       assert.equal(status, 200);
       assert.match(cardText(answer.value), /Approved\*\* by carol/);
     });
+  });
+
+  test('without a lookup, a refused clicker still gets a card that says why', async () => {
+    const bare = await startTeamsApp({ loaded, decide: approvals.decide });
+    try {
+      const ref = await request({ requestId: 'r-nolookup', identity: 'agent-billing', owner: 'alice' });
+      const activity = fake.invokeActivity({ conversationId: ref.conversationId, replyToId: ref.activityId, user: alice, verb: 'approve', data: { requestId: 'r-nolookup' } });
+      const res = await fake.deliver(`http://127.0.0.1:${bare.port}/api/messages`, activity);
+      const answer = res.body as InvokeAnswer;
+      assert.equal(answer.type, 'application/vnd.microsoft.card.adaptive');
+      assert.match(cardText(answer.value), /^Request r-nolookup\nYour approval was not accepted: alice owns the requesting agent agent-billing/);
+    } finally {
+      await bare.stop();
+    }
   });
 
   test('only POST /api/messages is served, and a body that is not JSON is a 400', async () => {

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
@@ -86,7 +87,7 @@ describe('TeamsChannel: requests as Adaptive Cards through the Bot Connector', (
     assert.equal(params.channelData.tenant.id, fake.tenantId);
     // The bot's own token, obtained with client credentials for the Bot Connector scope.
     assert.match(create.authorization ?? '', /^Bearer fake-bot-token-/);
-    assert.deepEqual(fake.tokenRequests[0], { tenant: 'botframework.com', clientId: APP_ID, scope: 'https://api.botframework.com/.default', ok: true });
+    assert.deepEqual(fake.tokenRequests[0], { tenant: 'botframework.com', clientId: APP_ID, scope: 'https://api.botframework.com/.default', ok: true, method: 'secret' });
 
     const card = cardOf(params.activity);
     assert.equal(card.type, 'AdaptiveCard');
@@ -323,5 +324,66 @@ teams:
     const ok = parseConfig(bad(`  appId: ''\n  insecureSkipAuth: true\n`));
     assert.equal(ok.config.teams?.listen.port, 3978);
     assert.equal(ok.config.teams?.appType, 'MultiTenant');
+  });
+});
+
+describe('TeamsChannel: certificate credential instead of a client secret', () => {
+  const fixtures = new URL('./fixtures/', import.meta.url);
+  const certPem = readFileSync(new URL('bot-cert.pem', fixtures), 'utf8');
+  const keyPem = readFileSync(new URL('bot-cert-key.pem', fixtures), 'utf8');
+
+  test('the bot signs a client assertion with its certificate key and gets its token with it', async () => {
+    const fake = await FakeBotConnector.start({ appId: APP_ID, tenantId: '5a1e0000-0000-4000-8000-00000000beef' });
+    try {
+      fake.addCertificate(certPem);
+      const channelId = fake.addChannel();
+      const dir = mkdtempSync(join(tmpdir(), 'airlock-teams-cert-'));
+      try {
+        writeFileSync(join(dir, 'bot.pem'), certPem);
+        writeFileSync(join(dir, 'bot.key'), keyPem);
+        const loaded = parseConfig(
+          `
+auth: { signingKey: { env: AIRLOCK_TEST_SIGNING_KEY } }
+teams:
+  appId: ${APP_ID}
+  appType: SingleTenant
+  tenantId: ${fake.tenantId}
+  certificate: { cert: bot.pem, key: { file: bot.key } }
+  serviceUrl: ${fake.serviceUrl}
+  channelId: '${channelId}'
+  botFramework: { loginUrl: '${fake.loginUrl(fake.tenantId)}' }
+`,
+          '<test>',
+          dir,
+        );
+        const ref = await TeamsChannel.fromConfig(loaded).post(view({ requestId: 'req-cert' }));
+        assert.equal(fake.message(ref.activityId)?.channelId, channelId);
+        assert.deepEqual(fake.tokenRequests, [{ tenant: fake.tenantId, clientId: APP_ID, scope: 'https://api.botframework.com/.default', ok: true, method: 'certificate' }]);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  test('a certificate the app registration does not know gets no token: permanent', async () => {
+    const fake = await FakeBotConnector.start({ appId: APP_ID });
+    try {
+      const channelId = fake.addChannel();
+      const ch = new TeamsChannel({ appId: APP_ID, certificate: { certPem, keyPem }, endpoints: fake.endpoints, serviceUrl: fake.serviceUrl, channelId });
+      const err = await ch.post(view()).catch((e: unknown) => e);
+      assert.ok(err instanceof ChatPermanentError, String(err));
+      assert.equal(fake.tokenRequests[0]?.method, 'certificate');
+      assert.equal(fake.tokenRequests[0]?.ok, false);
+      assert.equal(fake.callsTo('POST').length, 0);
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  test('a key that does not match the certificate is refused at construction', () => {
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    assert.throws(() => new TeamsChannel({ appId: APP_ID, certificate: { certPem, keyPem: other }, endpoints: { openIdMetadataUrl: 'http://x/', tokenIssuer: 'x', loginUrl: 'http://x/', oauthScope: 'x' }, serviceUrl: 'http://x/' }), /does not belong to the certificate/);
   });
 });

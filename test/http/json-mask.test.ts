@@ -1,0 +1,39 @@
+// JSON masking by field path and detector.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FieldPathError, JsonMasker, parseFieldPath } from '../../gateway/http/json-mask.ts';
+import { Hasher } from '../../gateway/masking/strategies.ts';
+import { SECRET_FIELD_PATHS } from '../../gateway/kubernetes/rules.ts';
+
+const hasher = new Hasher('test-key');
+
+test('field paths: dots, wildcards, quoted keys, indexes; malformed paths are errors', () => {
+  assert.deepEqual(parseFieldPath('a.b.*'), ['a', 'b', '*']);
+  assert.deepEqual(parseFieldPath('metadata.annotations["kubectl.kubernetes.io/x"]'), ['metadata', 'annotations', 'kubectl.kubernetes.io/x']);
+  assert.deepEqual(parseFieldPath('items[0].email'), ['items', '0', 'email']);
+  assert.deepEqual(parseFieldPath('items[*].email'), ['items', '*', 'email']);
+  for (const bad of ['a..b', '', 'a[', 'a["x"]b', '.a']) assert.throws(() => parseFieldPath(bad), FieldPathError, bad);
+});
+
+test('arrays are transparent; objects under a masked path keep their shape; numbers become tokens', () => {
+  const m = new JsonMasker({ fields: [{ path: 'items.secret', strategy: 'redact', rule: 'r' }, { path: 'items.pin', strategy: 'hash', rule: 'r' }], detectors: [] }, hasher);
+  const { value, masked } = m.mask({ items: [{ secret: { a: 'x', b: [1, true] }, pin: 1234, keep: 'k' }, { secret: null, keep: 'z' }] });
+  assert.deepEqual(value, { items: [{ secret: { a: '[redacted]', b: ['[redacted]', '[redacted]'] }, pin: hasher.hash('1234'), keep: 'k' }, { secret: null, keep: 'z' }] });
+  assert.deepEqual(masked.sort(), ['items[0].pin', 'items[0].secret']);
+});
+
+test('detectors mask spans inside any string value; null strategy nulls the value', () => {
+  const m = new JsonMasker({ fields: [], detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }, { detector: 'card', strategy: 'null', rule: 'r' }] }, hasher);
+  const { value, masked } = m.mask({ a: 'mail ann@example.com now', b: ['4242 4242 4242 4242'], c: 42, d: 'nothing' });
+  assert.deepEqual(value, { a: 'mail [redacted:email] now', b: [null], c: 42, d: 'nothing' });
+  assert.deepEqual(masked.sort(), ['detector:card@b[0]', 'detector:email@a']);
+});
+
+test('the Kubernetes secret paths cover a Secret, a list, a watch event and the last-applied annotation', () => {
+  const m = new JsonMasker({ fields: SECRET_FIELD_PATHS.map((path) => ({ path, strategy: 'redact' as const, rule: 'k' })), detectors: [] }, hasher);
+  const secret = () => ({ kind: 'Secret', metadata: { name: 's', annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"data":{"p":"aHVudGVyMg=="}}' } }, data: { p: 'aHVudGVyMg==' }, stringData: { q: 'plain' } });
+  for (const doc of [secret(), { kind: 'SecretList', items: [secret(), secret()] }, { type: 'ADDED', object: secret() }]) {
+    const out = JSON.stringify(m.mask(doc).value);
+    assert.ok(!out.includes('aHVudGVyMg==') && !out.includes('plain'), out);
+  }
+});
