@@ -53,11 +53,13 @@ export function classifyTeamsError(err: unknown, what: string): ChatRetryableErr
     const detail = err.body ? ` (${err.body.slice(0, 200)})` : '';
     return new ChatPermanentError(`${what}: Teams refused with HTTP ${s}${hint}${detail}`, `http_${s}`, { cause: err });
   }
-  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown } } | undefined;
+  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown; message?: unknown } } | undefined;
   if (e?.name === 'TimeoutError' || e?.name === 'AbortError') {
     return new ChatRetryableError(`${what}: Teams did not answer in time`, 'timeout', { cause: err });
   }
-  const message = err instanceof Error ? err.message : String(err);
+  // fetch says only "fetch failed"; the reason (refused, DNS, TLS) is in its cause.
+  const causeMsg = typeof e?.cause?.message === 'string' && e.cause.message ? `: ${e.cause.message}` : '';
+  const message = `${err instanceof Error ? err.message : String(err)}${causeMsg}`;
   const code = typeof e?.cause?.code === 'string' ? e.cause.code : typeof e?.code === 'string' ? e.code : 'unreachable';
   // fetch failures (refused, reset, DNS) and anything unknown: retry; the deadline bounds it.
   return new ChatRetryableError(`${what}: cannot reach Teams: ${message}${code !== 'unreachable' ? ` (${code})` : ''}`, code, { cause: err });

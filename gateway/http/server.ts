@@ -22,7 +22,7 @@
 // {"error":"approval pending","requestId":...,"deadline":...}; the request stays open for
 // approvers, and once approved the same request sent again runs at once (the approval is a
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -54,6 +54,8 @@ export interface HttpGatewayOptions {
   loaded: LoadedConfig;
   store: Store;
   approver: Approver;
+  /** Key of the `hash` masking strategy; defaults as in app.ts maskHashKey (same hashes as PostgreSQL). */
+  hashKey?: string;
   /** Override http.listen (tests: port 0). */
   host?: string;
   port?: number;
@@ -126,6 +128,14 @@ function kubernetesStatus(status: number, body: Record<string, unknown>): Record
   };
 }
 
+/** Same derivation as app.ts maskHashKey, so a value hashes identically on every protocol. */
+function defaultHashKey(loaded: LoadedConfig): string {
+  const { masking, auth } = loaded.config;
+  if (masking.hashKey) return resolveSecret(masking.hashKey, loaded.baseDir, 'masking.hashKey');
+  const signing = resolveSecret(auth.signingKey, loaded.baseDir, 'auth.signingKey');
+  return createHmac('sha256', signing).update('airlock masking hash key v1').digest('hex');
+}
+
 function bearer(req: http.IncomingMessage): string | undefined {
   const h = req.headers.authorization;
   if (!h) return undefined;
@@ -180,9 +190,7 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
-    const hashKey = o.loaded.config.masking.hashKey;
-    // Without a configured key, hashes are stable for this process only (still unguessable).
-    this.#hasher = new Hasher(hashKey ? resolveSecret(hashKey, o.loaded.baseDir, 'masking.hashKey') : randomUUID());
+    this.#hasher = new Hasher(o.hashKey ?? defaultHashKey(o.loaded));
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
     this.#recordings = configPath(o.loaded, cfg.recordings);

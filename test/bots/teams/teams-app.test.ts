@@ -20,6 +20,7 @@ const PASSWORD = 'teams-app-secret~2';
 class MemoryApprovals {
   readonly requests = new Map<string, ApprovalView>();
   readonly attempts: TeamsDecision[] = [];
+  failWith?: Error;
 
   add(over: Partial<ApprovalView> & { requestId: string; identity: string }): ApprovalView {
     const v: ApprovalView = {
@@ -42,6 +43,7 @@ class MemoryApprovals {
 
   decide = async (d: TeamsDecision): Promise<DecideResult> => {
     this.attempts.push(d);
+    if (this.failWith) throw this.failWith;
     const v = this.requests.get(d.requestId);
     if (!v) return { ok: false, error: `no such request ${d.requestId}` };
     if (v.status !== 'pending') return { ok: false, error: `request ${d.requestId} is already ${v.status}` };
@@ -263,6 +265,22 @@ teams:
     assert.match(cardText(m.answer.value), /mallory@elsewhere\.example|teams\.users/);
     const d = await click(ref, dave, 'approve', { requestId: 'r-unmapped' });
     assert.match(cardText(d.answer.value), /dave is not in an approver group \(dba\)/);
+  });
+
+  test('when the decision cannot be submitted (Temporal down), the clicker is told nothing was decided', async () => {
+    const ref = await request({ requestId: 'r-down', identity: 'agent-billing', owner: 'alice' });
+    const puts = fake.callsTo('PUT').length;
+    approvals.failWith = new Error('Temporal is unreachable');
+    try {
+      const { status, answer } = await click(ref, carol, 'approve', { requestId: 'r-down' });
+      assert.equal(status, 200);
+      assert.match(cardText(answer.value), /Could not record your decision: Temporal is unreachable\. Nothing was decided; try again\./);
+      assert.ok(answer.value.actions?.length);
+    } finally {
+      approvals.failWith = undefined;
+    }
+    assert.equal(fake.callsTo('PUT').length, puts);
+    assert.equal(approvals.requests.get('r-down')?.status, 'pending');
   });
 
   test('a click from another tenant is refused before any lookup', async () => {

@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -239,6 +241,19 @@ describe('TeamsChannel: requests as Adaptive Cards through the Bot Connector', (
       assert.ok(err instanceof ChatRetryableError);
       assert.equal(err.code, 'timeout');
       assert.ok(Date.now() - started < 3000);
+    });
+
+    test('a Bot Connector that cannot be reached is retryable', async () => {
+      const closed = createServer();
+      await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+      const { port } = closed.address() as AddressInfo;
+      await new Promise<void>((r) => closed.close(() => r()));
+      const down = new TeamsChannel({ appId: '', endpoints: fake.endpoints, serviceUrl: `http://127.0.0.1:${port}/`, channelId });
+      const err = await down.post(view()).catch((e: unknown) => e);
+      assert.ok(err instanceof ChatRetryableError, String(err));
+      assert.equal(err.code, 'ECONNREFUSED');
+      assert.match(err.message, /cannot reach Teams: fetch failed: connect ECONNREFUSED/);
+      assert.equal(classifyChatError(err).retryable, true);
     });
 
     test('HTTP 403 and 404 are permanent', async () => {
