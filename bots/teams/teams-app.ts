@@ -84,7 +84,8 @@ interface Clicker {
 
 /**
  * Maps a Teams user to an Airlock identity: the explicit `teams.users` map (AAD object id or
- * UPN), else the member's email or UPN (TeamsInfo.getMember) matched against `identities[].email`.
+ * UPN), else the member's email or UPN (TeamsInfo.getMember) matched against `identities[].email`
+ * (members of the bot's own tenant only, never guests).
  */
 export async function resolveTeamsIdentity(context: TurnContext, config: AirlockConfig, from: Clicker): Promise<IdentityLookup> {
   const groupsOf = (name: string): string[] => config.identities.find((i) => i.name === name)?.groups ?? [];
@@ -96,7 +97,7 @@ export async function resolveTeamsIdentity(context: TurnContext, config: Airlock
   };
   const direct = mapped(from.aadObjectId);
   if (direct) return { ok: true, identity: direct, groups: groupsOf(direct), via: 'map' };
-  let member: { email?: string; userPrincipalName?: string; aadObjectId?: string };
+  let member: { email?: string; userPrincipalName?: string; aadObjectId?: string; userRole?: string; tenantId?: string };
   try {
     member = await TeamsInfo.getMember(context, from.id);
   } catch (err) {
@@ -104,6 +105,15 @@ export async function resolveTeamsIdentity(context: TurnContext, config: Airlock
   }
   const byMap = mapped(member.aadObjectId) ?? mapped(member.userPrincipalName);
   if (byMap) return { ok: true, identity: byMap, groups: groupsOf(byMap), via: 'map' };
+  // A guest's email is whatever their home tenant says it is: only the explicit map (by AAD
+  // object id, unique across tenants) may turn a guest into an approver.
+  if (member.userRole === 'guest') {
+    return { ok: false, error: `${NOT_MAPPED}: guest accounts are only accepted through teams.users (ask an admin to add ${from.aadObjectId ?? member.aadObjectId ?? from.id})` };
+  }
+  const tenant = config.teams?.tenantId;
+  if (tenant && member.tenantId && member.tenantId.toLowerCase() !== tenant.toLowerCase()) {
+    return { ok: false, error: `${NOT_MAPPED}: your account belongs to another organisation` };
+  }
   const wanted = [member.email, member.userPrincipalName].map((s) => s?.trim().toLowerCase()).filter((s): s is string => !!s);
   const match = config.identities.find((i) => i.email && wanted.includes(i.email.trim().toLowerCase()));
   if (!match) {

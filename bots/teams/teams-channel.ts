@@ -191,7 +191,7 @@ export class TeamsChannel implements ApprovalChannel {
   async attachLog(ref: MessageRef, filename: string, content: string): Promise<void> {
     const r = checkRef(ref);
     const sessionId = /^airlock-session-(.+)\.log$/.exec(filename)?.[1];
-    const lines = content.split('\n').length;
+    const lines = content.split('\n').length - (content.endsWith('\n') ? 1 : 0);
     // Escaped first, so the size limit holds for what is sent (cuts fall on line ends or before an entity).
     const transcript = compactTranscript(escapeHtml(content), TRANSCRIPT_MAX);
     const where = sessionId

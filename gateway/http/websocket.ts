@@ -98,7 +98,8 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
       });
     });
     upstream.once('error', (err) => {
-      if (upstream.readyState === WebSocket.CLOSED && result.protocol === '' && !settled) {
+      // Before the handshake completed (refused connection, TLS failure, handshake timeout).
+      if (result.protocol === '' && !settled) {
         o.socket.off('close', clientGone);
         refuseUpgrade(o.socket, 502, { error: 'bad gateway', reason: `websocket to the upstream failed: ${err.message}` });
         finish(`upstream websocket failed: ${err.message}`);

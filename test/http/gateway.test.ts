@@ -19,6 +19,7 @@ import { mintToken } from '../../gateway/auth/tokens.ts';
 import { parseConfig, type LoadedConfig } from '../../gateway/config/load.ts';
 import { startHttpGateway, type HttpGateway } from '../../gateway/http/server.ts';
 import { submitDecision } from '../../workflows/decide.ts';
+import { freePort } from '../support/net.ts';
 import { eventually, startHarness, type Harness } from '../workflows/harness.ts';
 
 const AGENT = { name: 'agent-x', groups: ['agents'], owner: 'carol' };
@@ -146,6 +147,7 @@ http:
     - { name: legacy, url: "${upUrl}", auth: { type: basic, username: svc, password: { file: legacy.pass } } }
     - { name: keyed, url: "${upUrl}", auth: { type: header, name: X-Api-Key, value: { file: keyed.key } } }
     - { name: staff-only, url: "${upUrl}", allow: { groups: [staff] } }
+    - { name: down, url: "http://127.0.0.1:${await freePort()}" }
 `,
     join(dir, 'airlock.yaml'),
     dir,
@@ -198,6 +200,12 @@ function lastSeen(pathPart: string): Seen | undefined {
 }
 
 describe('HTTP gateway', () => {
+  test('upgrades other than websocket (SPDY) are refused with a clear reason', async () => {
+    const r = await curl('/billing/v1/exec', ['-H', 'Connection: Upgrade', '-H', 'Upgrade: SPDY/3.1']);
+    assert.equal(r.status, 400);
+    assert.match(JSON.parse(r.body).reason, /websockets only/);
+  });
+
   test('the Airlock token is replaced by the upstream credential (bearer, basic, custom header) and never forwarded', async () => {
     const r = await curl('/billing/v1/ping?x=1');
     assert.equal(r.status, 200, r.body);
@@ -231,6 +239,9 @@ describe('HTTP gateway', () => {
     const staff = await curl('/staff-only/x');
     assert.equal(staff.status, 403);
     assert.equal(JSON.parse(staff.body).rule, 'connection-allow');
+    const down = await curl('/down/x');
+    assert.equal(down.status, 502);
+    assert.match(JSON.parse(down.body).reason, /upstream down unavailable: ECONNREFUSED/);
   });
 
   test('deny is 403 JSON naming the rule and reason, and nothing reaches the upstream', async () => {

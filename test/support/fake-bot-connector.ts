@@ -40,6 +40,10 @@ export interface FakeTeamsUser {
   name: string;
   email?: string;
   userPrincipalName?: string;
+  /** 'user' (default) or 'guest' (a member from another tenant). */
+  userRole?: 'user' | 'guest';
+  /** Home tenant; default the fake's tenant. */
+  tenantId?: string;
 }
 
 export type FakeConnectorFault = { kind: 'http'; status: number } | { kind: 'rate-limit'; retryAfterSeconds: number } | { kind: 'hang' };
@@ -399,7 +403,7 @@ export class FakeBotConnector {
         finish(404, { error: { code: 'MemberNotFoundInConversation', message: 'member not found' } });
         return;
       }
-      finish(200, { id: u.id, name: u.name, aadObjectId: u.aadObjectId, email: u.email, userPrincipalName: u.userPrincipalName, tenantId: this.tenantId, userRole: 'user' });
+      finish(200, { id: u.id, name: u.name, aadObjectId: u.aadObjectId, email: u.email, userPrincipalName: u.userPrincipalName, tenantId: u.tenantId ?? this.tenantId, userRole: u.userRole ?? 'user' });
       return;
     }
     if (kind !== 'activities' || !this.channels.has(channel)) {

@@ -283,6 +283,15 @@ teams:
     assert.equal(approvals.requests.get('r-down')?.status, 'pending');
   });
 
+  test('a guest whose home tenant claims an approver\'s email is not mapped by that email', async () => {
+    const guest = fake.addUser({ name: 'Carol (guest)', email: 'carol@example.com', userPrincipalName: 'carol_evil.example#EXT#@ops.onmicrosoft.com', userRole: 'guest' });
+    const ref = await request({ requestId: 'r-guest', identity: 'agent-billing', owner: 'alice' });
+    const n = approvals.attempts.length;
+    const { answer } = await click(ref, guest, 'approve', { requestId: 'r-guest' });
+    assert.equal(approvals.attempts.length, n);
+    assert.match(cardText(answer.value), /guest accounts are only accepted through teams\.users/);
+  });
+
   test('a click from another tenant is refused before any lookup', async () => {
     const ref = await request({ requestId: 'r-tenant', identity: 'agent-billing', owner: 'alice' });
     const n = approvals.attempts.length;
