@@ -76,7 +76,7 @@ const UPDATE_WAIT_MS = 3000;
 
 export type IdentityLookup = { ok: true; identity: string; groups: string[]; via: 'map' | 'email' } | { ok: false; error: string };
 
-interface Clicker {
+export interface Clicker {
   id: string;
   aadObjectId?: string;
   name?: string;

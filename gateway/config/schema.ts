@@ -121,7 +121,7 @@ const rule = z
         columns: z.array(z.object({ column: z.string(), strategy }).strict()).default([]),
         detectors: z.array(z.object({ detector, strategy }).strict()).default([]),
         /** HTTP/Kubernetes JSON response field paths (`data.*`, `items.email`); see gateway/http/json-mask.ts. */
-        fields: z.array(z.object({ path: z.string().min(1), strategy }).strict()).default([]),
+        fields: z.array(z.object({ path: z.string().min(1), strategy, encoding: z.enum(['base64']).optional() }).strict()).default([]),
       })
       .strict()
       .optional(),

@@ -18,6 +18,8 @@ export interface FieldMask {
   path: string;
   strategy: MaskStrategy;
   rule: string;
+  /** `base64`: the value is base64 (Kubernetes Secret `data`): decoded, masked, re-encoded, so typed clients still decode it. */
+  encoding?: 'base64';
 }
 
 export interface JsonMaskPlan {
@@ -28,6 +30,7 @@ export interface JsonMaskPlan {
 interface CompiledField {
   segments: string[];
   strategy: MaskStrategy;
+  base64: boolean;
 }
 
 export class FieldPathError extends Error {}
@@ -78,7 +81,7 @@ export class JsonMasker {
   readonly #hasher: Hasher;
 
   constructor(plan: JsonMaskPlan, hasher: Hasher) {
-    this.#fields = plan.fields.map((f) => ({ segments: parseFieldPath(f.path), strategy: f.strategy }));
+    this.#fields = plan.fields.map((f) => ({ segments: parseFieldPath(f.path), strategy: f.strategy, base64: f.encoding === 'base64' }));
     const strategy: Partial<Record<DetectorName, MaskStrategy>> = {};
     for (const d of plan.detectors) {
       const prev = strategy[d.detector];
@@ -96,16 +99,16 @@ export class JsonMasker {
   mask(doc: unknown): { value: unknown; masked: string[] } {
     const masked = new Set<string>();
     const box = { root: doc };
-    for (const f of this.#fields) this.#applyField(box, 'root', f.segments, 0, f.strategy, '', masked);
+    for (const f of this.#fields) this.#applyField(box, 'root', f.segments, 0, f, '', masked);
     if (this.#rules.mask !== 0) box.root = this.#detect(box.root, '', masked);
     return { value: box.root, masked: [...masked].slice(0, 200) };
   }
 
-  #applyField(parent: Record<string, unknown> | unknown[], key: string | number, segs: string[], at: number, strategy: MaskStrategy, where: string, masked: Set<string>): void {
+  #applyField(parent: Record<string, unknown> | unknown[], key: string | number, segs: string[], at: number, f: CompiledField, where: string, masked: Set<string>): void {
     const v = (parent as Record<string | number, unknown>)[key];
     if (at === segs.length) {
       if (v === undefined || v === null) return;
-      (parent as Record<string | number, unknown>)[key] = this.#maskAll(v, strategy);
+      (parent as Record<string | number, unknown>)[key] = this.#maskAll(v, f.strategy, f.base64);
       masked.add(where || '$');
       return;
     }
@@ -113,30 +116,34 @@ export class JsonMasker {
     if (Array.isArray(v)) {
       if (/^\d+$/.test(seg)) {
         const i = Number(seg);
-        if (i < v.length) this.#applyField(v, i, segs, at + 1, strategy, `${where}[${i}]`, masked);
+        if (i < v.length) this.#applyField(v, i, segs, at + 1, f, `${where}[${i}]`, masked);
         return;
       }
       // `*` consumes the array level; any other segment sees through it.
       const next = seg === '*' ? at + 1 : at;
-      for (let i = 0; i < v.length; i++) this.#applyField(v, i, segs, next, strategy, `${where}[${i}]`, masked);
+      for (let i = 0; i < v.length; i++) this.#applyField(v, i, segs, next, f, `${where}[${i}]`, masked);
       return;
     }
     if (v === null || typeof v !== 'object') return;
     const obj = v as Record<string, unknown>;
     if (seg === '*') {
-      for (const k of Object.keys(obj)) this.#applyField(obj, k, segs, at + 1, strategy, where ? `${where}.${k}` : k, masked);
+      for (const k of Object.keys(obj)) this.#applyField(obj, k, segs, at + 1, f, where ? `${where}.${k}` : k, masked);
     } else if (Object.prototype.hasOwnProperty.call(obj, seg)) {
-      this.#applyField(obj, seg, segs, at + 1, strategy, where ? `${where}.${seg}` : seg, masked);
+      this.#applyField(obj, seg, segs, at + 1, f, where ? `${where}.${seg}` : seg, masked);
     }
   }
 
-  #maskAll(v: unknown, strategy: MaskStrategy): unknown {
+  #maskAll(v: unknown, strategy: MaskStrategy, base64 = false): unknown {
     if (v === null) return null;
-    if (Array.isArray(v)) return v.map((x) => this.#maskAll(x, strategy));
+    if (Array.isArray(v)) return v.map((x) => this.#maskAll(x, strategy, base64));
     if (typeof v === 'object') {
       const o = v as Record<string, unknown>;
-      for (const k of Object.keys(o)) o[k] = this.#maskAll(o[k], strategy);
+      for (const k of Object.keys(o)) o[k] = this.#maskAll(o[k], strategy, base64);
       return o;
+    }
+    if (typeof v === 'string' && base64) {
+      const r = applyStrategy(strategy, Buffer.from(v, 'base64').toString('latin1'), this.#hasher);
+      return r === null ? null : Buffer.from(r, 'latin1').toString('base64');
     }
     if (typeof v === 'string') {
       const r = applyStrategy(strategy, toBinary(v), this.#hasher);

@@ -152,7 +152,7 @@ function compileFieldRules(rules: RuleConfig[]): FieldRule[] {
     for (const f of fields) parseFieldPath(f.path); // fail at start on a bad path
     const m = compileMatch(r.match ?? {}, `rule ${r.name} match`);
     const unless = r.unless ? compileMatch(r.unless, `rule ${r.name} unless`) : undefined;
-    out.push({ applies: unless ? (op) => m(op) && !unless(op) : m, fields: fields.map((f) => ({ path: f.path, strategy: f.strategy, rule: r.name })) });
+    out.push({ applies: unless ? (op) => m(op) && !unless(op) : m, fields: fields.map((f) => ({ path: f.path, strategy: f.strategy, rule: r.name, ...(f.encoding ? { encoding: f.encoding } : {}) })) });
   });
   return out;
 }

@@ -35,7 +35,8 @@ export function kubernetesRules(cfg: HttpConfig['kubernetesRules']): RuleConfig[
       match: { protocols: ['kubernetes'], resources: ['/secrets'] },
       action: 'mask',
       reason: 'secret values are masked',
-      mask: { columns: [], detectors: [], fields: SECRET_FIELD_PATHS.map((path) => ({ path, strategy: 'redact' as const })) },
+      // `data` values are base64: masked as base64 of the token, so typed clients (describe, operators) still decode them.
+      mask: { columns: [], detectors: [], fields: SECRET_FIELD_PATHS.map((path) => ({ path, strategy: 'redact' as const, ...(/(^|\.)data\.\*$/.test(path) ? { encoding: 'base64' as const } : {}) })) },
     },
     'k8s-review-exec': {
       name: 'k8s-review-exec',

@@ -63,6 +63,8 @@ export class StoreOpenError extends Error {
 
 /** Longest operation text kept; bulk INSERTs of megabytes would otherwise bloat the audit file. */
 export const MAX_TEXT_CHARS = 1_000_000;
+const FLUSH_INTERVAL_MS = 25;
+const BATCH_MAX = 500;
 
 // Append-only: migration N brings the file from user_version N to N+1. Never edit a shipped one.
 const MIGRATIONS: string[] = [
@@ -189,9 +191,14 @@ const SUMMARY_SELECT = `SELECT ${SESSION_COLUMNS},
 
 export class SqliteStore implements Store {
   private readonly pending: PendingWrite[] = [];
-  /** Writes of the current event-loop turn, committed together (group commit keeps the proxy's hot path cheap). */
+  /**
+   * Writes waiting for the next group commit. A commit costs far more than a row, so the proxy's
+   * hot path only queues; commits happen every FLUSH_INTERVAL_MS, at BATCH_MAX records, before any
+   * read, and on close. A crash loses at most that interval of audit records.
+   */
   private batch: PendingWrite[] = [];
   private flushScheduled = false;
+  private flushTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = 100;
   private closed = false;
@@ -461,15 +468,19 @@ export class SqliteStore implements Store {
       return;
     }
     this.batch.push({ what, run, attempts: 0 });
-    if (!this.flushScheduled) {
+    if (this.batch.length >= BATCH_MAX) this.flush();
+    else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      this.flushTimer = setTimeout(() => this.flush(), FLUSH_INTERVAL_MS);
+      this.flushTimer.unref();
     }
   }
 
   /** Commits the batched writes in one transaction; on failure, replays them one by one. */
   flush(): void {
     this.flushScheduled = false;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
     const items = this.batch;
     if (items.length === 0 || this.closed) return;
     this.batch = [];

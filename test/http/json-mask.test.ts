@@ -29,6 +29,12 @@ test('detectors mask spans inside any string value; null strategy nulls the valu
   assert.deepEqual(masked.sort(), ['detector:card@b[0]', 'detector:email@a']);
 });
 
+test('base64 fields are decoded, masked and re-encoded', () => {
+  const m = new JsonMasker({ fields: [{ path: 'data.*', strategy: 'partial', rule: 'r', encoding: 'base64' }], detectors: [] }, hasher);
+  const { value } = m.mask({ data: { card: Buffer.from('4242424242424242').toString('base64') } }) as { value: { data: { card: string } } };
+  assert.equal(Buffer.from(value.data.card, 'base64').toString(), '************4242');
+});
+
 test('the Kubernetes secret paths cover a Secret, a list, a watch event and the last-applied annotation', () => {
   const m = new JsonMasker({ fields: SECRET_FIELD_PATHS.map((path) => ({ path, strategy: 'redact' as const, rule: 'k' })), detectors: [] }, hasher);
   const secret = () => ({ kind: 'Secret', metadata: { name: 's', annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"data":{"p":"aHVudGVyMg=="}}' } }, data: { p: 'aHVudGVyMg==' }, stringData: { q: 'plain' } });

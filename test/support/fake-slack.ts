@@ -137,6 +137,11 @@ export class FakeSlack {
     this.faults.push({ fault, remaining: count, method });
   }
 
+  /** Drops every pending fault (an outage scenario is over). */
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   callsTo(method: string): FakeSlackCall[] {
     return this.calls.filter((c) => c.method === method);
   }
