@@ -68,7 +68,9 @@ try {
     );
     chmodSync(dir, 0o755);
     execFileSync('chown', ['-R', 'postgres', bdir]);
-    const child = spawn(exe, ...(process.getuid?.() === 0 ? [['-u', 'postgres', join(bdir, 'pgbouncer.ini')]] : [[join(bdir, 'pgbouncer.ini')]]), { stdio: 'ignore' });
+    // PgBouncer refuses to run as root; -u drops to the postgres user.
+    const args = process.getuid?.() === 0 ? ['-u', 'postgres', join(bdir, 'pgbouncer.ini')] : [join(bdir, 'pgbouncer.ini')];
+    const child = spawn(exe, args, { stdio: 'ignore' });
     try {
       for (let i = 0; i < 50; i++) {
         try {

@@ -5,8 +5,8 @@
 // - JSON (`application/json`, `*+json`): decompressed (gzip, deflate, br), parsed within a bounded
 //   buffer, masked, and sent uncompressed with a correct content-length (content-encoding, etag
 //   and content-md5 dropped, since the bytes changed).
-// - JSON streams (Kubernetes watch, `;stream=watch`, or newline-delimited JSON): masked one line
-//   at a time and flushed as each event arrives.
+// - Streams (Kubernetes watch, `;stream=watch`, `logs -f`): masked one line at a time (JSON events
+//   or text lines) and flushed as each arrives.
 // - text/*: content detectors only, bounded buffer.
 // - Kubernetes protobuf while masking is required: refused (502); the gateway asks for JSON when
 //   it must mask, so this only happens when the upstream ignores Accept. Other binary bodies
@@ -77,7 +77,8 @@ export function relayResponse(
 ): Promise<RelayResult> {
   const status = proxyRes.statusCode ?? 502;
   const ct = String(proxyRes.headers['content-type'] ?? '').toLowerCase();
-  const isJson = /(^|\/|\+)json\b/.test(ct.split(';')[0] ?? '') || ct.startsWith('application/json');
+  const ndjson = /(nd|x-ld|l)json\b|json-seq/.test(ct);
+  const isJson = ndjson || /(^|\/|\+)json\b/.test(ct.split(';')[0] ?? '') || ct.startsWith('application/json');
   const isText = ct.startsWith('text/');
   const noBody = status === 204 || status === 304 || res.req?.method === 'HEAD';
   const needsMask = masker !== undefined && !masker.empty && !noBody && (isJson || isText || ct.includes('protobuf'));
@@ -115,14 +116,21 @@ export function relayResponse(
     const m = masker!;
     const headers = { ...responseHeaders(proxyRes.headers, ['content-length', 'content-encoding', 'etag', 'content-md5']), ...opts.extraHeaders };
 
-    if (isJson && (opts.stream || ct.includes('stream=watch'))) {
-      // One JSON document per line; each is masked and flushed on its own.
+    const streaming = opts.stream || ndjson || ct.includes('stream=watch') || ct.startsWith('text/event-stream');
+    if ((isJson || isText) && streaming) {
+      // One JSON document (or one text line, e.g. `logs -f`) per line; each is masked and flushed on its own.
       res.writeHead(status, headers);
       const counter = countBytes(res);
       const masked = new Set<string>();
       let pending: Buffer = Buffer.alloc(0);
       let failed: string | undefined;
       const emit = (line: Buffer): boolean => {
+        if (!isJson) {
+          const r = m.maskText(line.toString('utf8'));
+          for (const x of r.masked) masked.add(x);
+          res.write(r.value + '\n');
+          return true;
+        }
         if (line.length === 0 || /^\s*$/.test(line.toString('latin1'))) return true;
         let doc: unknown;
         try {
@@ -154,7 +162,11 @@ export function relayResponse(
       });
       body.on('end', () => {
         if (failed) return;
-        if (pending.length && !emit(pending)) {
+        if (pending.length && !isJson) {
+          const r = m.maskText(pending.toString('utf8'));
+          for (const x of r.masked) masked.add(x);
+          res.write(r.value);
+        } else if (pending.length && !emit(pending)) {
           res.destroy();
           resolve({ status, bytes: counter.bytes, masked: [...masked], error: failed });
           return;

@@ -59,7 +59,7 @@ export interface HttpGatewayOptions {
   /** Override http.listen (tests: port 0). */
   host?: string;
   port?: number;
-  log?: Logger;
+  logger?: Logger;
 }
 
 export interface HttpGateway {
@@ -184,7 +184,7 @@ export class HttpGatewayCore {
     this.#cfg = cfg;
     this.#store = o.store;
     this.#approver = o.approver;
-    this.#log = (o.log ?? rootLog).child({ component: 'http-gateway' });
+    this.#log = (o.logger ?? rootLog).child({ component: 'http-gateway' });
     this.#tokens = tokenSettings(o.loaded);
     const k8sRules = kubernetesRules(cfg.kubernetesRules);
     const policy = o.loaded.config.policy;

@@ -72,7 +72,7 @@ function startUpstream(): Promise<http.Server> {
       }
       if (u.pathname.endsWith('/events')) {
         // A JSON event stream: the second event comes later, on the same response.
-        res.writeHead(200, { 'content-type': 'application/json;stream=watch' });
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
         res.write(JSON.stringify({ type: 'ADDED', who: 'ann.lee@example.com' }) + '\n');
         setTimeout(() => res.end(JSON.stringify({ type: 'MODIFIED', who: 'bo@example.org', n: 2 }) + '\n'), 400);
         return;

@@ -30,6 +30,8 @@ auth: { signingKey: { file: signing.key } }
 identities:
   - { name: agent-x, groups: [agents], owner: carol }
   - { name: bob, groups: [dba] }
+masking:
+  detectors: [{ detector: email, strategy: redact }]
 policy:
   rules:
     - name: no-secrets-on-locked
@@ -222,12 +224,13 @@ describe('kubectl through Airlock', () => {
     assert.equal(cast.events.filter((e) => e[1] === 'o').map((e) => e[2]).join(''), 'v4 works\n');
   });
 
-  test('watch and logs -f stream through without buffering', async () => {
+  test('watch and logs -f stream through without buffering (masked line by line)', async () => {
     const child = spawn('kubectl', ['--kubeconfig', agentConfig, '--cache-dir', `${k.dir}/cache`, 'get', 'pods', '-n', 'default', '-w', '-o', 'name'], { env: { PATH: process.env.PATH ?? '', HOME: k.dir } });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
       await eventually(() => out.includes('pod/web-1'), 20_000, 'initial list');
+      await eventually(() => k.kube.watching() > 0, 20_000, 'the watch request reached the API server');
       const before = out.length;
       k.kube.touchPod('default', 'web-1');
       await eventually(() => out.length > before, 10_000, 'the watch event, while the stream is still open');
@@ -243,6 +246,7 @@ describe('kubectl through Airlock', () => {
     const done = new Promise<number>((r) => logs.on('close', () => r(Date.now())));
     const endedAt = await done;
     assert.match(lines, /log line 3 from web-1/);
+    assert.match(lines, /^log line 1 from web-1 \(paged \[redacted:email\]\)$/m, 'text streams are masked line by line');
     assert.ok(endedAt - firstAt >= 300, `the first line arrived before the stream ended (${endedAt - firstAt} ms earlier)`);
   });
 

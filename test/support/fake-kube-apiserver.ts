@@ -77,6 +77,8 @@ export interface FakeKube {
   /** Emits a watch event for every open pod watch in the namespace. */
   touchPod(namespace: string, name: string): void;
   hasPod(namespace: string, name: string): boolean;
+  /** Open watch streams. */
+  watching(): number;
   close(): Promise<void>;
 }
 
@@ -214,7 +216,7 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
         if (!obj) return send(res, 404, status(404, 'NotFound', `pods "${name}" not found`, { name, kind: 'pods' }));
         if (sub === 'log') {
           res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
-          res.write(`log line 1 from ${name}\n`);
+          res.write(`log line 1 from ${name} (paged ops@example.com)\n`);
           if (q.get('follow') !== 'true') return res.end();
           let n = 1;
           const t = setInterval(() => {
@@ -320,6 +322,9 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
     },
     hasPod(ns, name) {
       return pods.has(`${ns}/${name}`);
+    },
+    watching() {
+      return watchers.size;
     },
     async close() {
       for (const w of watchers) w.res.destroy();

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { fingerprintSync, loadModule, parsePlPgSQLSync, parseSync } from 'libpg-query';
 import type { CopyDirection, SqlFacts, SqlKind } from '../operation.ts';
+import { statementShape } from './shape.ts';
 
 export interface ClassifiedStatement {
   /** This statement's slice of the query string, trimmed (no trailing `;`). */
@@ -84,9 +85,35 @@ export function classifySql(query: string): ClassifiedStatement[] {
   if (!ready) throw new Error('SQL parser not initialised: await initSqlParser() before classifySql()');
   const hit = cacheGet(query);
   if (hit) return hit.map(copyStatement);
+  const shape = statementShape(query);
+  const byShape = shape === undefined ? undefined : shapeCache.get(shape);
+  if (byShape) {
+    const s = copyStatement(byShape);
+    s.text = query.trim().replace(/;\s*$/, '').trim();
+    return [s];
+  }
   const result = classifyUncached(query);
   cachePut(query, result);
+  if (shape !== undefined && shapeCacheable(result)) {
+    if (shapeCache.size >= CACHE_MAX_ENTRIES) shapeCache.delete(shapeCache.keys().next().value as string);
+    shapeCache.set(shape, result[0]);
+  }
   return result.map(copyStatement);
+}
+
+// Second-level cache by statement shape (literals stripped, see shape.ts). Only for single DML
+// statements whose classification cannot depend on a literal: functions that read SQL or table
+// names from string arguments are walked by value, so their statements are never shared.
+const shapeCache = new Map<string, ClassifiedStatement>();
+
+function shapeCacheable(result: ClassifiedStatement[]): boolean {
+  if (result.length !== 1) return false;
+  const s = result[0];
+  if (s.sql.parseError || (s.kind !== 'read' && s.kind !== 'write')) return false;
+  return !s.functions.some((f) => {
+    const fn = f.slice(f.lastIndexOf('.') + 1);
+    return fn === 'ts_rewrite' || SQL_TEXT_FUNCTIONS.has(fn) || TABLE_NAME_FUNCTIONS.has(fn) || WHOLE_DATABASE_FUNCTIONS.has(fn);
+  });
 }
 
 /** Test hook: number of cached query strings. */

@@ -1,0 +1,227 @@
+// The whole approvals path for end-to-end tests, wired the way production wires it: ONE generated
+// airlock.yaml (with a `slack:` block pointing at a fake Slack Web API) read by the real gateway
+// (`gateway/app.ts` startGateway) and the real approval service (`workflows/service.ts`: Temporal
+// worker + Slack Bolt app), an embedded PostgreSQL, a real Temporal dev server, and live psql
+// processes whose output can be watched while their statement is held.
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { mintToken } from '../../gateway/auth/tokens.ts';
+import { startGateway, type RunningGateway } from '../../gateway/app.ts';
+import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
+import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
+import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { SLACK_EVENTS_PATH } from '../../bots/slack/slack-app.ts';
+import { startApprovalService, type ApprovalService } from '../../workflows/service.ts';
+import { FakeSlack } from './fake-slack.ts';
+import { freePort } from './net.ts';
+import { startPostgres, type RunningPostgres } from './postgres.ts';
+import { startTemporal, type TestTemporal } from './temporal.ts';
+
+type IdentityInput = NonNullable<AirlockConfigInput['identities']>[number];
+/** A rule as the YAML would have it (defaults may be left out). */
+type RuleInput = NonNullable<NonNullable<AirlockConfigInput['policy']>['rules']>[number];
+
+export interface ApprovalsStackOptions {
+  identities: IdentityInput[];
+  rules: RuleInput[];
+  /** Slack user id -> Airlock identity (`slack.users`); others are mapped by email via users.info. */
+  slackUsers?: Record<string, string>;
+  /** SQL run on the upstream before anything starts. */
+  setup?: string;
+  channel?: string;
+  escalationChannel?: string;
+}
+
+export interface LivePsql {
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Exit code once psql has exited, else undefined. */
+  readonly exitCode: number | null | undefined;
+  done: Promise<{ code: number | null; stdout: string; stderr: string }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export interface ApprovalsStack {
+  dir: string;
+  configFile: string;
+  loaded: LoadedConfig;
+  pg: RunningPostgres;
+  temporal: TestTemporal;
+  slack: FakeSlack;
+  store: SqliteStore;
+  service: ApprovalService;
+  gateway: RunningGateway;
+  signingSecret: string;
+  /** The Bolt receiver's URL (what Slack's Request URL would be). */
+  slackEventsUrl: string;
+  /** Ids of the fake's channels. */
+  channelId: string;
+  escalationChannelId: string;
+  /** Another gateway process' worth of listeners on the same config (closed by close()). */
+  startGateway(loaded?: LoadedConfig): Promise<RunningGateway>;
+  /** Loads a variant of the generated config (same dir and secrets) with `patch` applied. */
+  variant(name: string, patch: (c: AirlockConfigInput) => AirlockConfigInput): LoadedConfig;
+  /** libpq conninfo for `identity` through a gateway (the stack's own by default). */
+  conninfo(identity: string, gw?: RunningGateway): Promise<string>;
+  /** Starts psql (-X -A -t, ON_ERROR_STOP=0) with `sql` on stdin; output can be read while it runs. */
+  psql(identity: string, sql: string, gw?: RunningGateway): Promise<LivePsql>;
+  close(): Promise<void>;
+}
+
+export function pgPort(gw: RunningGateway): number {
+  const l = gw.listeners.find((x) => x.protocol === 'postgres');
+  if (!l) throw new Error('the gateway has no postgres listener');
+  return l.port;
+}
+
+export function spawnPsql(conninfo: string, sql: string): LivePsql {
+  const p = spawn('/usr/bin/psql', [conninfo, '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=0', '-f', '-'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', PGCONNECT_TIMEOUT: '10' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let exitCode: number | null | undefined;
+  p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    p.on('error', reject);
+    p.on('close', (code) => {
+      exitCode = code;
+      resolve({ code, stdout, stderr });
+    });
+  });
+  p.stdin.end(sql);
+  return {
+    get stdout() {
+      return stdout;
+    },
+    get stderr() {
+      return stderr;
+    },
+    get exitCode() {
+      return exitCode;
+    },
+    done,
+    kill: (signal = 'SIGKILL') => {
+      if (exitCode === undefined) p.kill(signal);
+    },
+  };
+}
+
+export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<ApprovalsStack> {
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) await (async () => c())().catch(() => undefined);
+    closers.length = 0;
+  };
+  const live = new Set<LivePsql>();
+  closers.push(() => {
+    for (const p of live) p.kill('SIGKILL');
+  });
+  try {
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-approvals-e2e-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const pgServer = await startPostgres();
+    closers.push(() => pgServer.stop());
+    if (opts.setup) await pgServer.query(opts.setup);
+    const temporal = await startTemporal();
+    closers.push(() => temporal.stop());
+    const slack = await FakeSlack.start();
+    closers.push(() => slack.stop());
+    const channel = opts.channel ?? '#db-approvals';
+    const escalationChannel = opts.escalationChannel ?? '#db-escalations';
+    const channelId = slack.addChannel(channel);
+    const escalationChannelId = slack.addChannel(escalationChannel);
+
+    const signingSecret = randomBytes(16).toString('hex');
+    writeFileSync(join(dir, 'signing.key'), randomBytes(48).toString('base64'));
+    writeFileSync(join(dir, 'upstream.pass'), pgServer.password);
+    writeFileSync(join(dir, 'hash.key'), randomBytes(32).toString('hex'));
+    writeFileSync(join(dir, 'slack-bot.token'), slack.token);
+    writeFileSync(join(dir, 'slack-signing.secret'), signingSecret);
+    const slackPort = await freePort();
+    const base: AirlockConfigInput = {
+      listen: { postgres: { host: '127.0.0.1', port: 0 } },
+      auth: { signingKey: { file: 'signing.key' } },
+      store: { sqlite: 'airlock.db' },
+      identities: opts.identities,
+      connections: [
+        { name: 'app', type: 'postgres', host: pgServer.host, port: pgServer.port, database: 'postgres', user: pgServer.user, password: { file: 'upstream.pass' }, tls: 'prefer' },
+      ],
+      masking: { hashKey: { file: 'hash.key' } },
+      policy: { rules: opts.rules },
+      temporal: { address: temporal.address, namespace: temporal.namespace, taskQueue: `airlock-e2e-${randomUUID()}` },
+      slack: {
+        botToken: { file: 'slack-bot.token' },
+        signingSecret: { file: 'slack-signing.secret' },
+        channel,
+        escalationChannel,
+        apiUrl: slack.apiUrl,
+        listen: { host: '127.0.0.1', port: slackPort },
+        users: opts.slackUsers ?? {},
+      },
+    };
+    const configFile = join(dir, 'airlock.yaml');
+    writeFileSync(configFile, stringify(base));
+    const loaded = loadConfig(configFile);
+
+    // One store for the gateway and the worker, as when both run from the same config on one host.
+    const store = SqliteStore.open(join(dir, 'airlock.db'));
+    closers.push(() => store.close());
+    const service = await startApprovalService(loaded, { store, connection: temporal.native });
+    closers.push(() => service.shutdown());
+    const gateway = await startGateway(loaded, { store });
+    closers.push(() => gateway.close());
+
+    const settings = tokenSettings(loaded);
+    const conninfo = async (identity: string, gw: RunningGateway = gateway) => {
+      const c = loaded.config.identities.find((i) => i.name === identity);
+      if (!c) throw new Error(`no identity ${identity} in the test config`);
+      const token = await mintToken(settings, { name: c.name, groups: c.groups, ...(c.owner ? { owner: c.owner } : {}) });
+      return `host=127.0.0.1 port=${pgPort(gw)} dbname=app user=${identity} password=${token} sslmode=disable connect_timeout=10`;
+    };
+
+    return {
+      dir,
+      configFile,
+      loaded,
+      pg: pgServer,
+      temporal,
+      slack,
+      store,
+      service,
+      gateway,
+      signingSecret,
+      slackEventsUrl: `http://127.0.0.1:${slackPort}${SLACK_EVENTS_PATH}`,
+      channelId,
+      escalationChannelId,
+      async startGateway(l = loaded) {
+        const gw = await startGateway(l, { store });
+        closers.push(() => gw.close());
+        return gw;
+      },
+      variant(name, patch) {
+        const file = join(dir, `${name}.yaml`);
+        writeFileSync(file, stringify(patch(structuredClone(base))));
+        return loadConfig(file);
+      },
+      conninfo,
+      async psql(identity, sql, gw) {
+        const p = spawnPsql(await conninfo(identity, gw), sql);
+        live.add(p);
+        void p.done.finally(() => live.delete(p));
+        return p;
+      },
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
