@@ -85,7 +85,8 @@ export function searchAttributeCommands(namespace: string): string {
 
 /** Where approvers are asked, as the gateway tells held clients (TemporalApprover channelsDescription). */
 export function approvalChannelsDescription(loaded: LoadedConfig): string {
-  const slack = loaded.config.slack;
-  if (slack) return `Slack ${slack.channel}`;
+  const { slack, teams } = loaded.config;
+  const chats = [slack ? `Slack ${slack.channel}` : undefined, teams ? `Microsoft Teams${teams.channelId ? ` ${teams.channelId}` : ''}` : undefined].filter(Boolean);
+  if (chats.length > 0) return chats.join(' and ');
   return 'the local channel (run `airlock approvals list`)';
 }

@@ -10,6 +10,7 @@ import { openStore } from '../gateway/recording/open.ts';
 import type { Store } from '../gateway/recording/store.ts';
 import { connectClient, temporalSettings } from './client.ts';
 import { submitDecision } from './decide.ts';
+import { stateQuery } from './definitions.ts';
 import { runWorker } from './worker.ts';
 
 export interface ApprovalService {
@@ -32,27 +33,50 @@ export async function startApprovalService(
   };
   try {
     const channels: ApprovalChannel[] = [];
-    let where: string;
+    const where: string[] = [];
+    // One client for the chat apps' decisions (Updates); loaded only when a chat is configured.
+    let client: Client | undefined;
+    const decisionClient = async (): Promise<Client> => {
+      if (!client) {
+        const c = await connectClient(loaded);
+        closers.push(() => c.connection.close());
+        client = c;
+      }
+      return client;
+    };
     if (loaded.config.slack) {
       // Loaded only when configured: the local-only worker must not need the Slack SDK.
       const { SlackChannel } = await import('../bots/slack/slack-channel.ts');
       const { startSlackApp, resolveSlackSecrets } = await import('../bots/slack/slack-app.ts');
-      const client: Client = await connectClient(loaded);
-      closers.push(() => client.connection.close());
+      const c = await decisionClient();
       channels.push(SlackChannel.fromConfig(loaded));
-      const app = await startSlackApp({ loaded, ...resolveSlackSecrets(loaded), decide: (d) => submitDecision(client, store, d) });
+      const app = await startSlackApp({ loaded, ...resolveSlackSecrets(loaded), decide: (d) => submitDecision(c, store, d) });
       closers.push(() => app.stop());
-      where = `Slack ${loaded.config.slack.channel}, Slack events on port ${app.port}`;
-    } else {
+      where.push(`Slack ${loaded.config.slack.channel}, Slack events on port ${app.port}`);
+    }
+    if (loaded.config.teams) {
+      const { TeamsChannel } = await import('../bots/teams/teams-channel.ts');
+      const { startTeamsApp } = await import('../bots/teams/teams-app.ts');
+      const c = await decisionClient();
+      channels.push(TeamsChannel.fromConfig(loaded));
+      const app = await startTeamsApp({
+        loaded,
+        decide: (d) => submitDecision(c, store, d),
+        lookup: (id) => c.workflow.getHandle(id).query(stateQuery).catch(() => undefined),
+      });
+      closers.push(() => app.stop());
+      where.push(`Teams, bot endpoint on port ${app.port}`);
+    }
+    if (channels.length === 0) {
       const local = LocalChannel.open(configPath(loaded, loaded.config.store.sqlite));
       closers.push(() => local.close());
       channels.push(local);
-      where = 'local channel (`airlock approvals list`)';
+      where.push('local channel (`airlock approvals list`)');
     }
     const worker = await runWorker({ loaded, store, channels, connection: opts.connection });
     closers.push(() => worker.shutdown());
     return {
-      description: `Temporal ${s.address}, namespace ${s.namespace}, task queue ${s.taskQueue}; approvals via ${where}`,
+      description: `Temporal ${s.address}, namespace ${s.namespace}, task queue ${s.taskQueue}; approvals via ${where.join('; ')}`,
       shutdown: closeAll,
     };
   } catch (err) {

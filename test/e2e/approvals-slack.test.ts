@@ -41,7 +41,7 @@ before(
           match: { tables: ['public.t_expiry'], statements: ['UpdateStmt'] },
           action: 'review',
           reason: 'expiry drill',
-          review: { approvers: ['dba'], timeout: '5s', escalation: [{ after: '2s', mention: ['S0ONCALL1', '@db-oncall'] }] },
+          review: { approvers: ['dba'], timeout: '8s', escalation: [{ after: '2s', mention: ['S0ONCALL1', '@db-oncall'] }] },
         },
         {
           name: 'review-quorum',
@@ -250,7 +250,7 @@ SELECT 'after-expiry';
   assert.match(escalation.text, /erin on app, rule review-expiry/);
 
   const r = await finished(p, 'expiring update');
-  assert.match(r.stderr, new RegExp(`ERROR: {2}42501: Airlock: approval request ${requestId} expired: no decision within 5s, after escalation`));
+  assert.match(r.stderr, new RegExp(`ERROR: {2}42501: Airlock: approval request ${requestId} expired: no decision within 8s, after escalation`));
   assert.match(r.stdout, /^after-expiry$/m);
   assert.equal((await stack.pg.query('SELECT v FROM t_expiry WHERE id = 1')).rows[0].v, 1);
   await waitFor(() => !hasButtons(msg) && /\*Expired\*.*\(after escalation\)/.test(statusOf(msg)), 'the message shows the expiry');
@@ -349,8 +349,7 @@ SELECT 'after-outage';
     );
     const r = await finished(p, 'update during the Slack outage');
     const elapsed = Date.now() - started;
-    console.log('DEBUG', elapsed, JSON.stringify(r.stderr), stack.slack.callsTo('chat.postMessage').length - before);
-    assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval could not be obtained \(rule review-outage\): could not post the approval request by the deadline \(.*slack.*\); failing closed/i);
+    assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval could not be obtained \(rule review-outage\): could not post the approval request by the deadline \(post request via slack: .*Slack answered HTTP 500.*\); failing closed/);
     assert.doesNotMatch(r.stderr, /approval required/, 'never told it was posted');
     assert.match(r.stdout, /^after-outage$/m, 'the session stays usable');
     assert.ok(elapsed < 60_000, `rejected at the 6s deadline, not later (took ${elapsed} ms)`);
