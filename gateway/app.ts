@@ -9,6 +9,7 @@ import { PolicyEngine, sqlOperations } from './policy/engine.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
+import { startHttpGateway } from './http/server.ts';
 import { openStore } from './recording/open.ts';
 import type { Store } from './recording/store.ts';
 import { approverFromConfig } from './approvals/from-config.ts';
@@ -34,6 +35,8 @@ export interface StartGatewayOptions {
   logger?: Logger;
   /** Override listen.postgres host/port; port 0 picks a free one. */
   postgres?: { host?: string; port?: number };
+  /** Override the HTTP/Kubernetes listener's host/port. */
+  http?: { host?: string; port?: number };
 }
 
 /**
@@ -114,11 +117,16 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => gw.close());
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
+    if (loaded.config.http || opts.http) {
+      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), host: opts.http?.host, port: opts.http?.port });
+      closers.unshift(() => hg.close());
+      listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
+    }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;
   }
-  if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres)');
+  if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres, http)');
   return {
     listeners,
     store,

@@ -1,7 +1,7 @@
 // `airlock` command line. Each subcommand loads only what it needs (Temporal and the SQL parser
 // are heavy), so `airlock token` stays instant.
 import { Command, CommanderError } from 'commander';
-import { ConfigError, loadConfig, parseDuration } from '../config/load.ts';
+import { ConfigError, loadConfig, parseDuration, type LoadedConfig } from '../config/load.ts';
 import { approvalsCommand } from './approvals.ts';
 
 const DEFAULT_CONFIG = process.env.AIRLOCK_CONFIG ?? 'airlock.yaml';
@@ -15,6 +15,16 @@ async function waitForSignal(): Promise<void> {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
+}
+
+/** Mints a token; groups and owner default to the identity's entry in the config. */
+async function mintFor(loaded: LoadedConfig, identity: string, groupList?: string, owner?: string, ttl?: string): Promise<string> {
+  const { tokenSettings } = await import('../auth/settings.ts');
+  const { mintToken } = await import('../auth/tokens.ts');
+  const known = loaded.config.identities.find((i) => i.name === identity);
+  const groups = groupList !== undefined ? groupList.split(',').map((g) => g.trim()).filter(Boolean) : (known?.groups ?? []);
+  const settings = tokenSettings(loaded);
+  return mintToken(settings, { name: identity, groups, owner: owner ?? known?.owner }, ttl ? parseDuration(ttl) : settings.defaultTtlMs);
 }
 
 export function buildCli(): Command {
@@ -38,14 +48,25 @@ export function buildCli(): Command {
     .option('--owner <name>', 'human who owns this agent identity (default: from the config)')
     .option('--ttl <duration>', 'lifetime, e.g. 10m (default: auth.defaultTtl)')
     .action(async (o: { config: string; identity: string; groups?: string; owner?: string; ttl?: string }) => {
-      const { tokenSettings } = await import('../auth/settings.ts');
-      const { mintToken } = await import('../auth/tokens.ts');
+      process.stdout.write((await mintFor(loadConfig(o.config), o.identity, o.groups, o.owner, o.ttl)) + '\n');
+    });
+
+  configOption(program.command('kubeconfig').description('print a kubeconfig that points kubectl at Airlock with a short-lived token'))
+    .requiredOption('--connection <name>', 'Kubernetes cluster connection (http.clusters[].name)')
+    .option('-i, --identity <name>', 'identity to mint a token for')
+    .option('-g, --groups <list>', 'comma-separated groups (default: the identity\'s groups in the config)')
+    .option('--ttl <duration>', 'token lifetime (default: auth.defaultTtl)')
+    .option('--token <token>', 'use this Airlock token instead of minting one')
+    .option('--server <url>', 'gateway URL as clients reach it (default: http.listen)')
+    .action(async (o: { config: string; connection: string; identity?: string; groups?: string; ttl?: string; token?: string; server?: string }) => {
+      const { kubeconfigFor } = await import('../kubernetes/kubeconfig.ts');
       const loaded = loadConfig(o.config);
-      const known = loaded.config.identities.find((i) => i.name === o.identity);
-      const groups = o.groups !== undefined ? o.groups.split(',').map((g) => g.trim()).filter(Boolean) : (known?.groups ?? []);
-      const settings = tokenSettings(loaded);
-      const ttl = o.ttl ? parseDuration(o.ttl) : settings.defaultTtlMs;
-      process.stdout.write((await mintToken(settings, { name: o.identity, groups, owner: o.owner ?? known?.owner }, ttl)) + '\n');
+      let token = o.token;
+      if (!token) {
+        if (!o.identity) throw new CliError('give --identity NAME (to mint a token) or --token TOKEN');
+        token = await mintFor(loaded, o.identity, o.groups, undefined, o.ttl);
+      }
+      process.stdout.write(kubeconfigFor(loaded, o.connection, token, o.server));
     });
 
   const sessions = program.command('sessions').description('recorded sessions and what happened in them');
