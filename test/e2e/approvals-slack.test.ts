@@ -377,6 +377,33 @@ test('a second gateway holding the same statement re-attaches to the same reques
   assert.equal(topLevelPostsFor(a.requestId), 1);
 });
 
+test('a gateway process that crashes while a statement is held: the retry through another gateway re-attaches to the pending request', { timeout: TEST_TIMEOUT }, async () => {
+  const proc = await stack.spawnGateway();
+  const sql = `UPDATE accounts SET balance = balance + 11 WHERE id = 11;\nSELECT 'after:' || balance FROM accounts WHERE id = 11;\n`;
+  const first = await stack.psql('erin', sql, proc.port);
+  const msg = await waitFor(() => requestMessage('balance + 11 WHERE id = 11'), 'the request posted by the gateway process');
+  const requestId = requestIdOf(msg);
+  await waitFor(() => first.stderr.includes(`approval required: request ${requestId} posted to`), 'the NOTICE from the gateway process');
+
+  await proc.crash();
+  const lost = await finished(first, 'psql on the crashed gateway');
+  assert.notEqual(lost.code, 0, 'the client lost its connection');
+  assert.doesNotMatch(lost.stdout, /UPDATE/);
+  assert.equal(await workflowStatus(requestId), 'RUNNING', 'a crash cancels nothing: the request is still pending');
+
+  const retry = await stack.psql('erin', sql);
+  await waitFor(() => retry.stderr.includes('approval required') || retry.exitCode !== undefined, 'the NOTICE on the retry');
+  assert.match(retry.stderr, new RegExp(`approval required: request ${requestId} re-attached in Slack #db-approvals`));
+  assert.equal(topLevelPostsFor(requestId), 1, 'not posted twice');
+
+  await approve('UBOB0001', msg);
+  const r = await finished(retry, 'the retry');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^UPDATE 1$/m);
+  assert.match(r.stdout, /^after:111$/m);
+  assert.equal(topLevelPostsFor(requestId), 1);
+});
+
 test('a restarted gateway runs a retry of an approved statement within the grant TTL without a second request', { timeout: TEST_TIMEOUT }, async () => {
   const first = await stack.startGateway();
   const sql = `UPDATE accounts SET balance = balance + 7 WHERE id = 7;\n`;

@@ -3,7 +3,7 @@
 // (`gateway/app.ts` startGateway) and the real approval service (`workflows/service.ts`: Temporal
 // worker + Slack Bolt app), an embedded PostgreSQL, a real Temporal dev server, and live psql
 // processes whose output can be watched while their statement is held.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -46,6 +46,14 @@ export interface LivePsql {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/** `airlock gateway --config` as operators run it: a separate OS process. */
+export interface GatewayProcess {
+  port: number;
+  child: ChildProcess;
+  /** Kills it the hard way (a crash: nothing is cleaned up). */
+  crash(): Promise<void>;
+}
+
 export interface ApprovalsStack {
   dir: string;
   configFile: string;
@@ -64,12 +72,14 @@ export interface ApprovalsStack {
   escalationChannelId: string;
   /** Another gateway process' worth of listeners on the same config (closed by close()). */
   startGateway(loaded?: LoadedConfig): Promise<RunningGateway>;
+  /** Starts `airlock gateway --config <the generated file>` as a child process (killed by close()). */
+  spawnGateway(): Promise<GatewayProcess>;
   /** Loads a variant of the generated config (same dir and secrets) with `patch` applied. */
   variant(name: string, patch: (c: AirlockConfigInput) => AirlockConfigInput): LoadedConfig;
   /** libpq conninfo for `identity` through a gateway (the stack's own by default). */
-  conninfo(identity: string, gw?: RunningGateway): Promise<string>;
+  conninfo(identity: string, gw?: RunningGateway | number): Promise<string>;
   /** Starts psql (-X -A -t, ON_ERROR_STOP=0) with `sql` on stdin; output can be read while it runs. */
-  psql(identity: string, sql: string, gw?: RunningGateway): Promise<LivePsql>;
+  psql(identity: string, sql: string, gw?: RunningGateway | number): Promise<LivePsql>;
   close(): Promise<void>;
 }
 
@@ -180,11 +190,11 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
     closers.push(() => gateway.close());
 
     const settings = tokenSettings(loaded);
-    const conninfo = async (identity: string, gw: RunningGateway = gateway) => {
+    const conninfo = async (identity: string, gw: RunningGateway | number = gateway) => {
       const c = loaded.config.identities.find((i) => i.name === identity);
       if (!c) throw new Error(`no identity ${identity} in the test config`);
       const token = await mintToken(settings, { name: c.name, groups: c.groups, ...(c.owner ? { owner: c.owner } : {}) });
-      return `host=127.0.0.1 port=${pgPort(gw)} dbname=app user=${identity} password=${token} sslmode=disable connect_timeout=10`;
+      return `host=127.0.0.1 port=${typeof gw === 'number' ? gw : pgPort(gw)} dbname=app user=${identity} password=${token} sslmode=disable connect_timeout=10`;
     };
 
     return {
@@ -205,6 +215,37 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
         const gw = await startGateway(l, { store });
         closers.push(() => gw.close());
         return gw;
+      },
+      async spawnGateway() {
+        const bin = join(import.meta.dirname, '..', '..', 'bin', 'airlock.js');
+        const child = spawn(process.execPath, [bin, 'gateway', '--config', configFile], {
+          env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        const crash = async () => {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+          await exited;
+        };
+        closers.push(crash);
+        let stderr = '';
+        child.stderr!.setEncoding('utf8');
+        const port = await new Promise<number>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`airlock gateway did not start within 90 s: ${stderr}`)), 90_000);
+          child.stderr!.on('data', (d: string) => {
+            stderr += d;
+            const m = /postgres gateway listening on [^\s:]+:(\d+)/.exec(stderr);
+            if (m) {
+              clearTimeout(timer);
+              resolve(Number(m[1]));
+            }
+          });
+          child.once('exit', (code, signal) => {
+            clearTimeout(timer);
+            reject(new Error(`airlock gateway exited (${code ?? signal}) before listening: ${stderr}`));
+          });
+        });
+        return { port, child, crash };
       },
       variant(name, patch) {
         const file = join(dir, `${name}.yaml`);
