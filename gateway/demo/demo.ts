@@ -100,16 +100,22 @@ interface PsqlResult {
   stderr: string;
 }
 
-function psql(conninfo: string, sql: string): Promise<PsqlResult> {
-  return new Promise((res, rej) => {
+/** Runs psql; `stderr()` shows what it printed so far (the NOTICE of a held statement). */
+function psqlLive(conninfo: string, sql: string): { done: Promise<PsqlResult>; stderr: () => string } {
+  let stdout = '';
+  let stderr = '';
+  const done = new Promise<PsqlResult>((res, rej) => {
     const p = spawn('psql', ['-X', '-v', 'ON_ERROR_STOP=0', conninfo, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     p.once('error', (err) => rej(new Error(`cannot run psql (install postgresql-client): ${err.message}`)));
-    p.once('exit', (code) => res({ code: code ?? 1, stdout, stderr }));
+    p.once('close', (code) => res({ code: code ?? 1, stdout, stderr }));
   });
+  return { done, stderr: () => stderr };
+}
+
+function psql(conninfo: string, sql: string): Promise<PsqlResult> {
+  return psqlLive(conninfo, sql).done;
 }
 
 export async function runDemo(opts: DemoOptions): Promise<void> {
@@ -166,16 +172,14 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     }
 
     say('\n-- a write by the agent is held for a DBA; alice owns the agent, so bob approves');
-    const held = psql(conninfo, "UPDATE customers SET city = 'Oslo' WHERE id = 1");
+    const held = psqlLive(conninfo, "UPDATE customers SET city = 'Oslo' WHERE id = 1");
     const local = LocalChannel.open(join(dir, 'airlock.db'));
     stops.push(async () => local.close());
-    let pending = local.list().find((r) => r.view.status === 'pending');
-    for (let i = 0; !pending && i < 300; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      pending = local.list().find((r) => r.view.status === 'pending');
-    }
-    if (!pending) throw new Error('the held UPDATE never reached the local approval channel');
-    say(`request ${pending.view.requestId} is pending: ${pending.view.text}`);
+    // Wait until the agent has been told it is waiting, as a person would see it happen.
+    for (let i = 0; !held.stderr().includes('approval required') && i < 600; i++) await new Promise((r) => setTimeout(r, 100));
+    const pending = local.list().find((r) => r.view.status === 'pending');
+    if (!pending) throw new Error(`the held UPDATE never reached the local approval channel${held.stderr() ? `: ${held.stderr()}` : ''}`);
+    say(`${held.stderr().trimEnd()}\n(psql is waiting)\n\n$ airlock approvals list\n${pending.view.requestId}  pending  ${pending.view.identity}@${pending.view.connection}: ${pending.view.text}`);
     const client = await connectClient(loaded);
     stops.push(() => client.connection.close());
     const bob = loaded.config.identities.find((i) => i.name === 'bob')!;
@@ -184,8 +188,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     say(`$ airlock approvals approve ${pending.view.requestId} --as alice\n${refused.ok ? 'approved' : `refused: ${refused.error}`}`);
     const ok = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'bob', approverGroups: bob.groups, decision: 'approve', via: 'demo' });
     say(`$ airlock approvals approve ${pending.view.requestId} --as bob\n${ok.ok ? 'approved' : `refused: ${ok.error}`}`);
-    const r = await held;
-    say((r.stderr + r.stdout).trimEnd());
+    const r = await held.done;
+    say(r.stdout.trimEnd());
 
     await new Promise((res) => setTimeout(res, 300));
     const sessions = store.listSessions({ identity: 'agent-7', limit: 1 });

@@ -56,7 +56,7 @@ let s: Stack;
 const closers: (() => Promise<void> | void)[] = [];
 const live = new Set<LivePsql>();
 /** Teams users (in the fake's directory) by Airlock identity. */
-const tu: Record<'erin' | 'bob' | 'dave' | 'carol', FakeTeamsUser> = {} as never;
+const tu = {} as Record<'erin' | 'bob' | 'dave' | 'carol', FakeTeamsUser>;
 
 before(
   async () => {
