@@ -8,7 +8,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 need_apt=()
 command -v psql >/dev/null || need_apt+=(postgresql-client)
-command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)   # Kubernetes gateway tests drive the real kubectl
+command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)  # SSH gateway tests run a real sshd
 command -v scp >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
