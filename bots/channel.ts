@@ -26,6 +26,36 @@ export interface ApprovalView {
   escalated: boolean;
 }
 
+/** One person's decision on a request, as a chat app or the CLI submits it. */
+export interface DecisionArgs {
+  approver: string;
+  /** The approver's groups, as resolved by the trusted caller (config identities, chat user mapping). */
+  approverGroups: string[];
+  decision: 'approve' | 'reject';
+  reason?: string;
+  /** Where the decision came from: 'cli', 'slack:U123', 'teams:<aad id>'. */
+  via: string;
+}
+
+export interface DecisionRequest extends DecisionArgs {
+  requestId: string;
+}
+
+/** Accepted (with the request's new state) or refused (with the reason the approver is shown). */
+export type DecisionResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
+
+/** How chat apps submit decisions (workflows/decide.ts `submitDecision` in production). */
+export type Decide = (d: DecisionRequest) => Promise<DecisionResult>;
+
+/** Title of a request in each state, the same in every chat. */
+export const STATUS_TITLE: Record<ApprovalView['status'], string> = {
+  pending: 'Approval required',
+  approved: 'Approved',
+  rejected: 'Rejected',
+  expired: 'Expired',
+  cancelled: 'Cancelled',
+};
+
 /** Where a request was posted (channel + message id), kept by the workflow for later updates. */
 export type MessageRef = Record<string, string>;
 

@@ -41,6 +41,7 @@ import {
   type FollowUpStep,
 } from './definitions.ts';
 import { APPROVERS, OUTCOME } from './search-attributes.ts';
+import { decisionRefusal } from './decision-rules.ts';
 
 const RETRY: ActivityOptions['retry'] = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
 
@@ -53,10 +54,6 @@ function untilDeadline(deadline: number) {
 /** Chat follow-ups after the decision: retried for an hour, then given up (and audited). */
 const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '60s', scheduleToCloseTimeout: '1h', retry: RETRY });
 const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
-
-function same(a: string, b: string): boolean {
-  return a.trim().toLowerCase() === b.trim().toLowerCase();
-}
 
 function errorMessage(err: unknown): string {
   // ActivityFailure -> (TimeoutFailure ->) ApplicationFailure: the activity's own message says
@@ -74,30 +71,6 @@ function formatMs(ms: number): string {
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
-}
-
-// Not exported: every export of this module is registered as a workflow type.
-/** Why a decision is refused, or undefined when it is acceptable. */
-function refusal(input: ApprovalInput, view: ApprovalView, approvals: string[], d: DecideArgs): string | undefined {
-  const who = typeof d.approver === 'string' ? d.approver.trim() : '';
-  if (!who) return 'an approver name is required';
-  if (view.status !== 'pending') {
-    const by = view.decidedBy.length > 0 ? ` by ${view.decidedBy.join(', ')}` : '';
-    return `request ${input.requestId} is no longer pending (${view.status}${by})`;
-  }
-  if (d.decision !== 'approve' && d.decision !== 'reject') return `decision must be approve or reject, not ${String(d.decision)}`;
-  const op = input.operation;
-  if (same(who, op.identity)) return `${who} requested this operation and cannot ${d.decision} it (no self-approval)`;
-  if (op.owner && same(who, op.owner)) return `${who} owns the requesting agent ${op.identity} and cannot ${d.decision} its requests`;
-  const groups = Array.isArray(d.approverGroups) ? d.approverGroups : [];
-  if (!groups.some((g) => input.approverGroups.includes(g))) {
-    return `${who} is not in an approver group for this request (needs one of: ${input.approverGroups.join(', ')}; ${who} is in: ${groups.join(', ') || 'no groups'})`;
-  }
-  if (d.decision === 'approve' && approvals.some((a) => same(a, who))) {
-    return `${who} already approved; quorum needs ${input.quorum} distinct approvers (${approvals.length}/${input.quorum} so far)`;
-  }
-  if (d.decision === 'reject' && !(typeof d.reason === 'string' && d.reason.trim())) return 'a rejection needs a reason';
-  return undefined;
 }
 
 export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalResult> {
@@ -164,7 +137,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     },
     {
       validator: (d) => {
-        const why = refusal(input, view, approvals, d);
+        const why = decisionRefusal(view, approvals, d);
         if (why) throw ApplicationFailure.create({ message: why, type: 'ApprovalRefused', nonRetryable: true });
       },
     },

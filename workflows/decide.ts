@@ -2,15 +2,11 @@
 // and Teams all come through here). Every attempt, accepted or refused, lands in Airlock's audit
 // store, since Temporal does not keep rejected Updates in history and its retention is finite.
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import type { ApprovalView } from '../bots/channel.ts';
+import type { DecisionRequest, DecisionResult } from '../bots/channel.ts';
 import type { Store } from '../gateway/recording/store.ts';
-import { decideUpdate, type ApprovalResult, type DecideArgs } from './definitions.ts';
+import { decideUpdate, type ApprovalResult } from './definitions.ts';
 
-export interface DecisionRequest extends DecideArgs {
-  requestId: string;
-}
-
-export type DecisionResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
+export type { DecisionRequest, DecisionResult };
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -2,7 +2,7 @@
 // Shared by workflow code (sandboxed, deterministic), the worker, the gateway and the CLIs, so it
 // imports nothing but Temporal's definition helpers and types.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { ApprovalView, EscalationNotice, MessageRef } from '../bots/channel.ts';
+import type { ApprovalView, DecisionArgs, EscalationNotice, MessageRef } from '../bots/channel.ts';
 
 export const APPROVAL_WORKFLOW = 'approvalWorkflow';
 export const FOLLOW_UP_WORKFLOW = 'approvalFollowUpWorkflow';
@@ -64,15 +64,7 @@ export interface ApprovalResult {
   refs: ChannelRef[];
 }
 
-export interface DecideArgs {
-  approver: string;
-  /** The approver's groups, as resolved by the trusted caller (config identities, chat user mapping). */
-  approverGroups: string[];
-  decision: 'approve' | 'reject';
-  reason?: string;
-  /** Where the decision came from: 'cli', 'slack', 'teams'. */
-  via: string;
-}
+export type DecideArgs = DecisionArgs;
 
 export interface CancelArgs {
   reason: string;

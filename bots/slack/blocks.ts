@@ -1,7 +1,7 @@
 // Block Kit rendering of an approval request. Pure functions of the ApprovalView so that every
 // post/update renders the same message for the same state (the workflow is the source of truth).
 import type { types as slackTypes } from '@slack/bolt';
-import type { ApprovalView } from '../channel.ts';
+import { STATUS_TITLE, type ApprovalView } from '../channel.ts';
 
 export const APPROVE_ACTION = 'airlock_approve';
 export const REJECT_ACTION = 'airlock_reject';
@@ -90,14 +90,6 @@ function list(names: string[]): string {
   return names.map(code).join(', ');
 }
 
-const statusHeader: Record<ApprovalView['status'], string> = {
-  pending: 'Approval required',
-  approved: 'Approved',
-  rejected: 'Rejected',
-  expired: 'Expired',
-  cancelled: 'Cancelled',
-};
-
 const statusEmoji: Record<ApprovalView['status'], string> = {
   pending: ':lock:',
   approved: ':white_check_mark:',
@@ -108,7 +100,7 @@ const statusEmoji: Record<ApprovalView['status'], string> = {
 
 /** One-line plain summary: notifications, screen readers and the message's `text`. */
 export function fallbackText(view: ApprovalView): string {
-  const head = view.status === 'pending' ? 'Approval required' : `${statusHeader[view.status]}`;
+  const head = view.status === 'pending' ? 'Approval required' : `${STATUS_TITLE[view.status]}`;
   const one = view.text.replace(/\s+/g, ' ').trim();
   return escapeMrkdwn(clip(`${head}: ${view.identity} on ${view.connection} (${view.protocol}): ${one}`, FALLBACK_MAX));
 }
@@ -152,7 +144,7 @@ export function renderApproval(view: ApprovalView): RenderedApproval {
   const blocks: Block[] = [
     {
       type: 'header',
-      text: { type: 'plain_text', text: clip(`${statusHeader[view.status]}: ${view.protocol} on ${view.connection}`, HEADER_MAX), emoji: true },
+      text: { type: 'plain_text', text: clip(`${STATUS_TITLE[view.status]}: ${view.protocol} on ${view.connection}`, HEADER_MAX), emoji: true },
     },
     {
       type: 'section',

@@ -13,7 +13,7 @@
 import type { Server } from 'node:http';
 import { App, HTTPReceiver, type BlockButtonAction, type ViewSubmitAction } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
-import type { ApprovalView } from '../channel.ts';
+import type { ApprovalView, Decide, DecisionRequest, DecisionResult } from '../channel.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
 import { resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
@@ -21,19 +21,6 @@ import { APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_MODA
 import { classifySlackError } from './errors.ts';
 import { slackLogger } from './logger.ts';
 
-/** Same shape as workflows/decide.ts `submitDecision(client, store, d)` takes. */
-export interface SlackDecision {
-  requestId: string;
-  approver: string;
-  approverGroups: string[];
-  decision: 'approve' | 'reject';
-  reason?: string;
-  via: string;
-}
-
-export type DecideResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
-
-export type Decide = (d: SlackDecision) => Promise<DecideResult>;
 
 export interface SlackAppOptions {
   loaded: LoadedConfig;
@@ -100,7 +87,7 @@ function parseMeta(s: string): ModalMeta | undefined {
   return undefined;
 }
 
-function successText(d: SlackDecision, view: ApprovalView): string {
+function successText(d: DecisionRequest, view: ApprovalView): string {
   if (d.decision === 'reject') return `:x: You rejected request \`${d.requestId}\`. The requester is told why.`;
   if (view.status === 'approved') return `:white_check_mark: You approved request \`${d.requestId}\`: it is approved and the operation runs now.`;
   return `:ballot_box_with_check: Your approval of request \`${d.requestId}\` is recorded (${view.decidedBy.length} of ${view.quorum}); waiting for more approvers.`;
@@ -163,8 +150,8 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
       await tell(client, channel, userId, `:no_entry: ${who.error}`);
       return;
     }
-    const d: SlackDecision = { requestId, approver: who.identity, approverGroups: who.groups, decision, reason, via: `slack:${userId}` };
-    let res: DecideResult;
+    const d: DecisionRequest = { requestId, approver: who.identity, approverGroups: who.groups, decision, reason, via: `slack:${userId}` };
+    let res: DecisionResult;
     try {
       res = await opts.decide(d);
     } catch (err) {

@@ -2,7 +2,7 @@
 // every post/update shows the workflow's state and nothing else. Buttons are Universal Actions
 // (`Action.Execute`, verbs approve/reject) with an `Action.Submit` fallback for clients that do
 // not know them; the statement is a Teams `CodeBlock` with a monospace TextBlock fallback.
-import type { ApprovalView } from '../channel.ts';
+import { STATUS_TITLE, type ApprovalView } from '../channel.ts';
 
 export const ADAPTIVE_CARD = 'application/vnd.microsoft.card.adaptive';
 export const VERB_APPROVE = 'approve';
@@ -34,14 +34,6 @@ export interface RenderedCard {
   /** True when the statement did not fit: the caller posts the full text in the thread. */
   truncated: boolean;
 }
-
-const statusHeader: Record<ApprovalView['status'], string> = {
-  pending: 'Approval required',
-  approved: 'Approved',
-  rejected: 'Rejected',
-  expired: 'Expired',
-  cancelled: 'Cancelled',
-};
 
 function clip(s: string, max: number): string {
   return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
@@ -103,7 +95,7 @@ const statusColor: Record<ApprovalView['status'], string> = {
 /** Plain one-line summary: notifications and the activity's `summary`. */
 export function summaryText(view: ApprovalView): string {
   const one = view.text.replace(/\s+/g, ' ').trim();
-  return clip(`${statusHeader[view.status]}: ${view.identity} on ${view.connection} (${view.protocol}): ${one}`, 300);
+  return clip(`${STATUS_TITLE[view.status]}: ${view.identity} on ${view.connection} (${view.protocol}): ${one}`, 300);
 }
 
 function decisionAction(verb: string, title: string, style: 'positive' | 'destructive', requestId: string, withInputs: boolean): CardElement {
@@ -124,7 +116,7 @@ export function renderCard(view: ApprovalView, notice?: CardNotice): RenderedCar
   const shown = truncated ? `${view.text.slice(0, CARD_CODE_MAX)}\n…` : view.text;
   const who = view.owner ? `${view.identity} (agent of ${view.owner})` : view.identity;
   const body: CardElement[] = [
-    { type: 'TextBlock', text: clip(`${statusHeader[view.status]}: ${view.protocol} on ${view.connection}`, 150), size: 'Large', weight: 'Bolder', wrap: true, style: 'heading' },
+    { type: 'TextBlock', text: clip(`${STATUS_TITLE[view.status]}: ${view.protocol} on ${view.connection}`, 150), size: 'Large', weight: 'Bolder', wrap: true, style: 'heading' },
     {
       type: 'FactSet',
       facts: [

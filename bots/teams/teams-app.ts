@@ -27,7 +27,7 @@ import {
   type TurnContext,
 } from 'botbuilder';
 import { AuthenticationConstants, AuthenticationError } from 'botframework-connector';
-import type { ApprovalView } from '../channel.ts';
+import type { ApprovalView, Decide, DecisionRequest, DecisionResult } from '../channel.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
 import { configPath, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
@@ -35,18 +35,6 @@ import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolv
 import { ADAPTIVE_CARD, REASON_INPUT, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
 import { ConversationReferenceStore } from './references.ts';
 
-/** Same shape as workflows/decide.ts `submitDecision(client, store, d)` takes. */
-export interface TeamsDecision {
-  requestId: string;
-  approver: string;
-  approverGroups: string[];
-  decision: 'approve' | 'reject';
-  reason?: string;
-  via: string;
-}
-
-export type DecideResult = { ok: true; view: ApprovalView } | { ok: false; error: string };
-export type Decide = (d: TeamsDecision) => Promise<DecideResult>;
 
 export interface TeamsAppOptions {
   loaded: LoadedConfig;
@@ -230,8 +218,8 @@ class AirlockBot extends TeamsActivityHandler {
       this.log.info({ teamsUser: from.aadObjectId ?? from.id, requestId, decision }, 'decision from an unmapped Teams user refused');
       return refuse(who.error);
     }
-    const d: TeamsDecision = { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), via: `teams:${from.aadObjectId ?? from.id}` };
-    let res: DecideResult;
+    const d: DecisionRequest = { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), via: `teams:${from.aadObjectId ?? from.id}` };
+    let res: DecisionResult;
     try {
       res = await this.opts.decide(d);
     } catch (err) {

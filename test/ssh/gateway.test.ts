@@ -3,11 +3,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { OperationRecord } from '../../gateway/recording/store.ts';
 import { EXIT_DENIED } from '../../gateway/ssh/server.ts';
+import { giveToUser } from '../support/sshd.ts';
 import { startSshHarness, type SshHarness } from './harness.ts';
 
 let h: SshHarness;
@@ -28,12 +30,14 @@ before(async () => {
       { name: 'shell-recorded-with-input', match: { protocols: ['ssh'], kinds: ['shell'] }, action: 'allow', recordInput: true },
     ],
   });
-  work = join(h.dir, 'work');
-  mkdirSync(work);
+  // Outside the harness dir (mode 0700, holds the keys): the sshd login user writes here.
+  work = mkdtempSync(join(tmpdir(), 'airlock-ssh-work-'));
+  giveToUser(h.sshd, work);
 });
 
 after(async () => {
   await h?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
 /** Operations of the most recent session of `identity` that has operations of `kind`. */

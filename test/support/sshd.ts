@@ -43,6 +43,28 @@ export function generateKey(dir: string, name: string): { path: string; key: str
   return { path, key: readFileSync(path, 'utf8'), publicLine: readFileSync(`${path}.pub`, 'utf8').trim(), fingerprint: fingerprintOf(path) };
 }
 
+/**
+ * The login user on the test sshd. As root, a dedicated unprivileged system user: sshd runs a
+ * root login without privilege separation, and then refuses channel signals ("session
+ * signalling requires privilege separation"), which the tests need.
+ */
+export const TEST_USER = 'airlock-ssh-test';
+
+function ensureTestUser(): string {
+  if (process.getuid?.() !== 0) return userInfo().username;
+  try {
+    execFileSync('id', ['-u', TEST_USER], { stdio: 'ignore' });
+  } catch {
+    execFileSync('useradd', ['--system', '--create-home', '--shell', '/bin/bash', TEST_USER], { stdio: 'ignore' });
+  }
+  return TEST_USER;
+}
+
+/** Lets the sshd login user write into a test directory. */
+export function giveToUser(sshd: RunningSshd, path: string): void {
+  if (process.getuid?.() === 0) execFileSync('chown', ['-R', sshd.user, path]);
+}
+
 export async function startSshd(): Promise<RunningSshd> {
   if (!existsSync(SSHD)) throw new Error(`${SSHD} not found: install it with apt-get install openssh-server (scripts/setup.sh does)`);
   const dir = mkdtempSync(join(tmpdir(), 'airlock-sshd-'));
@@ -54,7 +76,7 @@ export async function startSshd(): Promise<RunningSshd> {
   const client = generateKey(dir, 'client_key');
   writeFileSync(join(dir, 'authorized_keys'), client.publicLine + '\n', { mode: 0o600 });
   const port = await freePort();
-  const user = userInfo().username;
+  const user = ensureTestUser();
   const cfg = join(dir, 'sshd_config');
   writeFileSync(
     cfg,

@@ -1,7 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
-import { NOT_MAPPED, resolveSlackSecrets, startSlackApp, type DecideResult, type RunningSlackApp, type SlackDecision } from '../../../bots/slack/slack-app.ts';
+import { MemoryApprovals } from '../../support/memory-approvals.ts';
+import { NOT_MAPPED, resolveSlackSecrets, startSlackApp, type RunningSlackApp } from '../../../bots/slack/slack-app.ts';
 import { SlackChannel } from '../../../bots/slack/slack-channel.ts';
 import { parseConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
 import { FakeSlack, blockActionPayload, postInteraction, slackSignature, viewSubmissionPayload, type FakeSlackCall } from '../../support/fake-slack.ts';
@@ -24,54 +25,6 @@ slack:
   users: { U0BOB: bob }
 `;
 
-/**
- * A small real implementation of the approval rules the workflow's Update validator enforces
- * (approver in an approver group, not the requester nor the agent's owner, distinct approvers,
- * quorum), so the Slack side is exercised against the same answers it gets in production.
- */
-class MemoryApprovals {
-  readonly requests = new Map<string, ApprovalView>();
-  readonly attempts: SlackDecision[] = [];
-  failWith?: Error;
-
-  add(over: Partial<ApprovalView> & { requestId: string; identity: string }): ApprovalView {
-    const v: ApprovalView = {
-      protocol: 'postgres',
-      connection: 'prod-db',
-      text: 'DELETE FROM invoices WHERE id = 7',
-      rule: 'review-deletes',
-      reason: 'deletes on production are reviewed',
-      deadline: new Date(Date.now() + 15 * 60_000).toISOString(),
-      approverGroups: ['dba'],
-      quorum: 1,
-      status: 'pending',
-      decidedBy: [],
-      escalated: false,
-      ...over,
-    };
-    this.requests.set(v.requestId, v);
-    return v;
-  }
-
-  decide = async (d: SlackDecision): Promise<DecideResult> => {
-    this.attempts.push(d);
-    if (this.failWith) throw this.failWith;
-    const v = this.requests.get(d.requestId);
-    if (!v) return { ok: false, error: `no such request ${d.requestId}` };
-    if (v.status !== 'pending') return { ok: false, error: `request ${d.requestId} is already ${v.status}` };
-    if (!d.approverGroups.some((g) => v.approverGroups.includes(g))) return { ok: false, error: `${d.approver} is not in an approver group (${v.approverGroups.join(', ')})` };
-    if (d.approver === v.identity) return { ok: false, error: 'the requester cannot approve or reject their own request' };
-    if (d.approver === v.owner) return { ok: false, error: `${d.approver} owns the requesting agent ${v.identity} and cannot decide its request` };
-    if (v.decidedBy.includes(d.approver)) return { ok: false, error: `${d.approver} already approved` };
-    if (d.decision === 'reject') {
-      Object.assign(v, { status: 'rejected', decidedBy: [d.approver], decidedAt: new Date().toISOString(), decisionReason: d.reason });
-    } else {
-      v.decidedBy = [...v.decidedBy, d.approver];
-      if (v.decidedBy.length >= v.quorum) Object.assign(v, { status: 'approved', decidedAt: new Date().toISOString() });
-    }
-    return { ok: true, view: structuredClone(v) };
-  };
-}
 
 describe('Slack app: Approve/Reject clicks become validated decisions', () => {
   let slack: FakeSlack;
@@ -163,7 +116,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const feedback = nextEphemeral('U0CAROL');
     await postInteraction(url, SECRET, click(ref, 'U0CAROL', 'airlock_approve', 'req-self').payload);
     const eph = await feedback;
-    assert.match(String(eph.params.text), /was not accepted: the requester cannot approve/);
+    assert.match(String(eph.params.text), /was not accepted: carol requested this operation and cannot approve it \(no self-approval\)/);
     assert.equal(approvals.requests.get('req-self')?.status, 'pending');
     assert.equal(slack.messagesIn(channelId).find((m) => m.ts === ref.ts)?.edits, 0, 'the message is the workflow\'s to update, not the click handler\'s');
   });
@@ -227,7 +180,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const feedback = nextEphemeral('U0BOB');
     const ref = { channel: channelId, ts: slack.messagesIn(channelId)[0].ts };
     await postInteraction(url, SECRET, click(ref, 'U0BOB', 'airlock_approve', 'req-email').payload);
-    assert.match(String((await feedback).params.text), /already approved/);
+    assert.match(String((await feedback).params.text), /req-email is no longer pending \(approved by alice\)/);
   });
 
   test('when the decision cannot be submitted the clicker is told nothing was decided', async () => {

@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
-import { NOT_MAPPED, startTeamsApp, type DecideResult, type RunningTeamsApp, type TeamsDecision } from '../../../bots/teams/teams-app.ts';
+import { MemoryApprovals } from '../../support/memory-approvals.ts';
+import { NOT_MAPPED, startTeamsApp, type RunningTeamsApp } from '../../../bots/teams/teams-app.ts';
 import { TeamsChannel } from '../../../bots/teams/teams-channel.ts';
 import { parseConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
 import { FakeBotConnector, cardOf, cardText, type FakeTeamsUser } from '../../support/fake-bot-connector.ts';
@@ -12,59 +13,6 @@ import { FakeBotConnector, cardOf, cardText, type FakeTeamsUser } from '../../su
 const APP_ID = '0b7e51c2-94d1-4d0a-a3a5-7c2f3b9e6d21';
 const PASSWORD = 'teams-app-secret~2';
 
-/**
- * A small real implementation of the approval rules the workflow's Update validator enforces
- * (approver in an approver group, not the requester nor the agent's owner, distinct approvers,
- * quorum), so the Teams side is exercised against the same answers it gets in production.
- */
-class MemoryApprovals {
-  readonly requests = new Map<string, ApprovalView>();
-  readonly attempts: TeamsDecision[] = [];
-  failWith?: Error;
-
-  add(over: Partial<ApprovalView> & { requestId: string; identity: string }): ApprovalView {
-    const v: ApprovalView = {
-      protocol: 'postgres',
-      connection: 'prod-db',
-      text: 'DELETE FROM invoices WHERE id = 7',
-      rule: 'review-deletes',
-      reason: 'deletes on production are reviewed',
-      deadline: new Date(Date.now() + 15 * 60_000).toISOString(),
-      approverGroups: ['dba'],
-      quorum: 1,
-      status: 'pending',
-      decidedBy: [],
-      escalated: false,
-      ...over,
-    };
-    this.requests.set(v.requestId, v);
-    return v;
-  }
-
-  decide = async (d: TeamsDecision): Promise<DecideResult> => {
-    this.attempts.push(d);
-    if (this.failWith) throw this.failWith;
-    const v = this.requests.get(d.requestId);
-    if (!v) return { ok: false, error: `no such request ${d.requestId}` };
-    if (v.status !== 'pending') return { ok: false, error: `request ${d.requestId} is already ${v.status}` };
-    if (!d.approverGroups.some((g) => v.approverGroups.includes(g))) return { ok: false, error: `${d.approver} is not in an approver group (${v.approverGroups.join(', ')})` };
-    if (d.approver === v.identity) return { ok: false, error: 'the requester cannot approve or reject their own request' };
-    if (d.approver === v.owner) return { ok: false, error: `${d.approver} owns the requesting agent ${v.identity} and cannot decide its request` };
-    if (v.decidedBy.includes(d.approver)) return { ok: false, error: `${d.approver} already approved` };
-    if (d.decision === 'reject') {
-      Object.assign(v, { status: 'rejected', decidedBy: [d.approver], decidedAt: new Date().toISOString(), decisionReason: d.reason });
-    } else {
-      v.decidedBy = [...v.decidedBy, d.approver];
-      if (v.decidedBy.length >= v.quorum) Object.assign(v, { status: 'approved', decidedAt: new Date().toISOString() });
-    }
-    return { ok: true, view: structuredClone(v) };
-  };
-
-  lookup = async (requestId: string): Promise<ApprovalView | undefined> => {
-    const v = this.requests.get(requestId);
-    return v ? structuredClone(v) : undefined;
-  };
-}
 
 interface InvokeAnswer {
   statusCode: number;
@@ -235,7 +183,7 @@ teams:
     const puts = fake.callsTo('PUT').length;
     const { answer } = await click(ref, alice, 'approve', { requestId: 'r-self' });
     assert.equal(approvals.attempts.at(-1)?.approver, 'alice');
-    assert.match(cardText(answer.value), /Your approval was not accepted: alice owns the requesting agent agent-billing and cannot decide its request/);
+    assert.match(cardText(answer.value), /Your approval was not accepted: alice owns the requesting agent agent-billing and cannot approve its requests/);
     assert.match(cardText(answer.value), /Waiting for 1 approval/);
     assert.ok(answer.value.actions?.length);
     assert.equal(approvals.requests.get('r-self')?.status, 'pending');
@@ -264,7 +212,7 @@ teams:
     assert.ok(cardText(m.answer.value).includes(NOT_MAPPED));
     assert.match(cardText(m.answer.value), /mallory@elsewhere\.example|teams\.users/);
     const d = await click(ref, dave, 'approve', { requestId: 'r-unmapped' });
-    assert.match(cardText(d.answer.value), /dave is not in an approver group \(dba\)/);
+    assert.match(cardText(d.answer.value), /dave is not in an approver group for this request \(needs one of: dba;/);
   });
 
   test('when the decision cannot be submitted (Temporal down), the clicker is told nothing was decided', async () => {
