@@ -9,12 +9,11 @@ import type { RunningGateway } from '../../gateway/app.ts';
 import type { ApprovalResult } from '../../workflows/definitions.ts';
 import { blockActionPayload, postInteraction, viewSubmissionPayload, type FakeMessage, type SignOptions } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';
-import { startApprovalsStack, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
+import { WAIT, finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
 
 let stack: ApprovalsStack;
 
 // Generous bounds: a busy 2-core machine, a Temporal dev server and a workflow bundle.
-const WAIT = 60_000;
 const TEST_TIMEOUT = 240_000;
 
 before(
@@ -80,27 +79,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------------------------
 
-async function waitFor<T>(fn: () => T | undefined | false | null | Promise<T | undefined | false | null>, what: string, timeoutMs = WAIT): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false && v !== null) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function finished(p: LivePsql, what: string, timeoutMs = WAIT * 2): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`psql (${what}) still running after ${timeoutMs} ms; stdout: ${p.stdout}; stderr: ${p.stderr}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([p.done, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The top-level approval request message whose statement contains `fragment`. */
 function requestMessage(fragment: string): FakeMessage | undefined {

@@ -22,7 +22,7 @@ import { SLACK_EVENTS_PATH } from '../../bots/slack/slack-app.ts';
 import { TEAMS_MESSAGES_PATH } from '../../bots/teams/teams-app.ts';
 import { startApprovalService, type ApprovalService } from '../../workflows/service.ts';
 import type { ApprovalResult } from '../../workflows/definitions.ts';
-import { pgPort, spawnPsql, type LivePsql } from '../support/approvals-stack.ts';
+import { WAIT, finished, pgPort, spawnPsql, waitFor, type LivePsql } from '../support/approvals-stack.ts';
 import { FakeBotConnector, cardOf, cardText, type FakeTeamsMessage, type FakeTeamsUser } from '../support/fake-bot-connector.ts';
 import { FakeSlack, blockActionPayload, postInteraction, type FakeMessage } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';
@@ -30,7 +30,6 @@ import { startPostgres, type RunningPostgres } from '../support/postgres.ts';
 import { startTemporal, type TestTemporal } from '../support/temporal.ts';
 
 // Generous bounds: a busy 2-core machine, a Temporal dev server and a workflow bundle.
-const WAIT = 60_000;
 const TEST_TIMEOUT = 240_000;
 const APP_ID = '5f0c2a9e-31d4-4a8b-9c61-2b7e0d4f8a13';
 const APP_PASSWORD = `teams-secret~${randomBytes(9).toString('base64url')}`;
@@ -196,27 +195,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------------------------
 
-async function waitFor<T>(fn: () => T | undefined | false | null | Promise<T | undefined | false | null>, what: string, timeoutMs = WAIT): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false && v !== null) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function finished(p: LivePsql, what: string, timeoutMs = WAIT * 2): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`psql (${what}) still running after ${timeoutMs} ms; stdout: ${p.stdout}; stderr: ${p.stderr}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([p.done, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function psql(identity: string, sql: string): Promise<LivePsql> {
   const c = s.loaded.config.identities.find((i) => i.name === identity);

@@ -83,6 +83,33 @@ export interface ApprovalsStack {
   close(): Promise<void>;
 }
 
+/** How long the end-to-end tests wait for something a person or a busy machine has to do. */
+export const WAIT = 60_000;
+
+/** Polls `fn` until it returns a value (not undefined/false/null), or fails naming `what`. */
+export async function waitFor<T>(fn: () => T | undefined | false | null | Promise<T | undefined | false | null>, what: string, timeoutMs = WAIT): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false && v !== null) return v;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Waits for a held psql to finish, failing with what it printed so far. */
+export async function finished(p: LivePsql, what: string, timeoutMs = WAIT * 2): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`psql (${what}) still running after ${timeoutMs} ms; stdout: ${p.stdout}; stderr: ${p.stderr}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p.done, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function pgPort(gw: RunningGateway): number {
   const l = gw.listeners.find((x) => x.protocol === 'postgres');
   if (!l) throw new Error('the gateway has no postgres listener');
