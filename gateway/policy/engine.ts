@@ -11,7 +11,8 @@
 //     applicable non-deny rule. One entry per column/detector; the strongest strategy wins
 //     (null > redact > hash > partial). With `masking.denyMaskedExpressions`, a statement that
 //     reads a masked column inside an expression (`lower(email)`, `row_to_json(c)`) on a table it
-//     touches is denied: rule `masked-expression`.
+//     touches is denied: rule `masked-expression`. `COPY (query) TO STDOUT` carries no column
+//     origins, so one that reads a table with masked columns is always denied: `masked-copy-query`.
 //  5. No applicable allow/mask/review rule and `policy.default: deny` -> deny `default-deny`.
 //  6. Any applicable review rule -> review, with the first such rule's ReviewSpec.
 //  7. Otherwise `mask` (naming the first applicable mask rule) or `allow` (naming the first
@@ -35,7 +36,7 @@ type PolicyConfig = AirlockConfig['policy'];
 type MaskingConfig = AirlockConfig['masking'];
 
 /** Rule names the engine itself uses in decisions; config rules may not take them. */
-export const ENGINE_RULES = ['unparseable-sql', 'masked-expression', 'default-deny', 'masking'] as const;
+export const ENGINE_RULES = ['unparseable-sql', 'masked-expression', 'masked-copy-query', 'default-deny', 'masking'] as const;
 
 interface CompiledRule {
   name: string;
@@ -182,7 +183,7 @@ export class PolicyEngine {
       mergeLimits(limits, rule.limits, rule.name);
     }
 
-    const leak = this.#maskedExpression(op, mask);
+    const leak = this.#maskedExpression(op, mask) ?? maskedCopyQuery(op, mask);
     if (leak) return leak;
     if (!review && !masker && !allower && this.#default === 'deny') {
       return { action: 'deny', rule: 'default-deny', reason: 'no policy rule allows this operation and policy.default is deny' };
@@ -249,6 +250,24 @@ export class PolicyEngine {
     }
     return undefined;
   }
+}
+
+/**
+ * `COPY (query) TO STDOUT` sends no RowDescription, so its fields cannot be traced to table
+ * columns and column masks cannot apply: refuse it when it reads a table with masked columns.
+ * (`COPY table TO STDOUT` is masked by the proxy from the table's catalog columns.)
+ */
+function maskedCopyQuery(op: Operation, mask: MaskPlan): Decision | undefined {
+  if (op.sql?.copy !== 'to-stdout' || mask.columns.length === 0) return undefined;
+  if (!op.sql.statementTypes.some((t) => t !== 'CopyStmt')) return undefined;
+  const touched = new Set(op.tables.map((t) => t.toLowerCase()));
+  const hit = mask.columns.find((m) => touched.has(m.column.split('.').slice(-3, -1).join('.')));
+  if (!hit) return undefined;
+  return {
+    action: 'deny',
+    rule: 'masked-copy-query',
+    reason: `COPY (query) TO STDOUT reads ${hit.column}, which is masked, and its output cannot be masked by column; use COPY ${hit.column.split('.').slice(-3, -1).join('.')} TO STDOUT or a SELECT`,
+  };
 }
 
 /** Classifies a (possibly multi-statement) query string into one Operation per statement. */

@@ -10,11 +10,24 @@ export interface CopyOutSpec {
   format: 'text' | 'csv' | 'binary';
   delimiter?: string;
   nullString?: string;
+  quote?: string;
+  escape?: string;
+  /** HEADER: the first line holds column names (text since PG 15, and csv). */
+  header?: boolean;
 }
 
 interface DefElem {
   defname: string;
-  arg?: { String?: { sval: string }; Boolean?: { boolval?: boolean } };
+  arg?: { String?: { sval: string }; Boolean?: { boolval?: boolean }; Integer?: { ival?: number } };
+}
+
+/** HEADER, HEADER true/on/1/match: the parser keeps what was written; no argument means true. */
+function headerOn(d: DefElem): boolean {
+  if (!d.arg) return true;
+  if (d.arg.Boolean) return d.arg.Boolean.boolval === true;
+  if (d.arg.Integer) return (d.arg.Integer.ival ?? 0) !== 0;
+  const v = d.arg.String?.sval.toLowerCase();
+  return v === 'true' || v === 'on' || v === 'match';
 }
 interface CopyStmtNode {
   relation?: { schemaname?: string; relname: string };
@@ -51,6 +64,9 @@ export function copyOutSpec(sql: string): CopyOutSpec | undefined {
       if (d.defname === 'format' && (v === 'csv' || v === 'binary' || v === 'text')) spec.format = v;
       else if (d.defname === 'delimiter' && v !== undefined) spec.delimiter = v;
       else if (d.defname === 'null' && v !== undefined) spec.nullString = v;
+      else if (d.defname === 'quote' && v !== undefined) spec.quote = v;
+      else if (d.defname === 'escape' && v !== undefined) spec.escape = v;
+      else if (d.defname === 'header') spec.header = headerOn(d);
     }
     return spec;
   }

@@ -766,13 +766,13 @@ export class Session {
     if (planNeedsMasking(plan)) {
       const factory = this.deps.masking;
       const spec = copyOutSpec(run.text);
-      if (!factory || !spec || spec.format !== 'text') {
-        const why = !factory ? 'no masking layer is configured' : !spec ? 'the COPY statement could not be analysed' : `${spec.format.toUpperCase()} format output cannot be masked (use the default text format)`;
+      if (!factory || !spec || spec.format === 'binary') {
+        const why = !factory ? 'no masking layer is configured' : !spec ? 'the COPY statement could not be analysed' : 'BINARY format output cannot be masked (use the text or csv format)';
         this.cut(run, { code: '42501', message: `Airlock cannot relay this COPY: rule ${this.maskRule(run)} requires masking, but ${why}` });
         return;
       }
       this.relay();
-      this.awaitMasker(run, () => factory.forCopy(plan, spec.table, spec.columns, { delimiter: spec.delimiter, nullString: spec.nullString }), (m) => (run.copyMasker = m));
+      this.awaitMasker(run, () => factory.forCopy(plan, spec.table, spec.columns, { format: spec.format, delimiter: spec.delimiter, nullString: spec.nullString, quote: spec.quote, escape: spec.escape, header: spec.header }), (m) => (run.copyMasker = m));
       return;
     }
     this.relay();

@@ -124,6 +124,15 @@ test('COPY ... TO STDOUT is masked, or denied where the policy says so', async (
   assert.match(denied.stderr, /Airlock denied this statement: rule no-copy-of-orders: orders are not exported in bulk/);
   const program = await h.psql("COPY customers TO PROGRAM 'cat > /tmp/x';");
   assert.match(program.stderr, /rule block-copy-program/);
+  // psql's \copy in CSV with a header: quoted fields are masked and stay valid CSV.
+  const csv = await h.psql('\\copy customers to stdout with (format csv, header)');
+  assert.equal(csv.code, 0, csv.stderr);
+  assert.match(csv.stdout, /^id,name,email,card$/m);
+  assert.match(csv.stdout, /^1,Ann,"\[redacted\]","\*{4} \*{4} \*{4} 1111"$/m);
+  assert.doesNotMatch(csv.stdout, /@example/);
+  // COPY (query) has no column origins to mask by: refused when it reads a masked column.
+  const query = await h.psql('COPY (SELECT name, email FROM customers) TO STDOUT;');
+  assert.match(query.stderr, /Airlock denied this statement: rule masked-copy-query/);
 });
 
 test('every one of these is visible in `airlock sessions show`', async () => {
@@ -135,6 +144,7 @@ test('every one of these is visible in `airlock sessions show`', async () => {
     /masked +public\.customers\.email/,
     /DENY .*rule no-copy-of-orders/,
     /DENY .*rule block-copy-program/,
+    /DENY .*rule masked-copy-query/,
     /SELECT pg_sleep\(60\)[\s\S]*57014|SELECT pg_sleep\(60\)[\s\S]*cancel/i,
   ]) {
     assert.match(out, expected);

@@ -577,3 +577,18 @@ describe('sqlOperations', () => {
     assert.deepEqual(ops('-- just a comment'), []);
   });
 });
+
+it('COPY (query) TO STDOUT that reads a masked column is denied: its output has no column origins to mask by', async () => {
+  await initSqlParser();
+  const engine = new PolicyEngine(
+    { default: 'allow', builtins: [], rules: [] },
+    { columns: [{ column: 'public.employees.salary', strategy: 'null' }], detectors: [], denyMaskedExpressions: false },
+  );
+  const base = { protocol: 'postgres' as const, identity: { name: 'a', groups: [] }, connection: { name: 'app', clientAddress: '', sessionId: 's' } };
+  const decide = (q: string) => engine.decideAll(sqlOperations(q, base)).decision;
+  const leak = decide('COPY (SELECT name, salary FROM employees) TO STDOUT');
+  assert.equal(leak.action, 'deny');
+  assert.equal(leak.action === 'deny' && leak.rule, 'masked-copy-query');
+  assert.equal(decide('COPY employees TO STDOUT').action, 'allow', 'the table form is masked by the proxy');
+  assert.equal(decide('COPY (SELECT id FROM orders) TO STDOUT').action, 'allow', 'no masked table touched');
+});

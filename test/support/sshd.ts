@@ -55,7 +55,13 @@ function ensureTestUser(): string {
   try {
     execFileSync('id', ['-u', TEST_USER], { stdio: 'ignore' });
   } catch {
-    execFileSync('useradd', ['--system', '--create-home', '--shell', '/bin/bash', TEST_USER], { stdio: 'ignore' });
+    try {
+      execFileSync('useradd', ['--system', '--create-home', '--shell', '/bin/bash', TEST_USER], { stdio: 'ignore' });
+    } catch (err) {
+      // Another test file may have created it meanwhile.
+      execFileSync('id', ['-u', TEST_USER], { stdio: 'ignore' });
+      void err;
+    }
   }
   return TEST_USER;
 }
@@ -74,7 +80,8 @@ export async function startSshd(): Promise<RunningSshd> {
   const hostKey = join(dir, 'ssh_host_ed25519_key');
   keygen(hostKey, 'airlock-test-host');
   const client = generateKey(dir, 'client_key');
-  writeFileSync(join(dir, 'authorized_keys'), client.publicLine + '\n', { mode: 0o600 });
+  // Readable by the login user: sshd reads AuthorizedKeysFile with the user's privileges.
+  writeFileSync(join(dir, 'authorized_keys'), client.publicLine + '\n', { mode: 0o644 });
   const port = await freePort();
   const user = ensureTestUser();
   const cfg = join(dir, 'sshd_config');
