@@ -24,6 +24,8 @@ export interface ApprovalView {
   decidedAt?: string;
   decisionReason?: string;
   escalated: boolean;
+  /** The Slack channel this request asks in, when its rule names one (`review.channel`); otherwise each chat's configured channel. */
+  channel?: string;
 }
 
 /** One person's decision on a request, as a chat app or the CLI submits it. */

@@ -92,6 +92,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     status: 'pending',
     decidedBy: [],
     escalated: false,
+    ...(input.channel ? { channel: input.channel } : {}),
   };
   const approvals: string[] = [];
   const refs: ChannelRef[] = [];

@@ -40,6 +40,8 @@ export interface ApprovalInput {
   escalation: EscalationStepInput[];
   /** Channel kinds to post to ('slack', 'teams', 'local'); every channel the worker has when omitted. */
   channels?: string[];
+  /** The rule's own Slack channel (`review.channel`), instead of `slack.channel`. */
+  channel?: string;
 }
 
 /** A posted message: which channel kind holds it, and that channel's reference to it. */

@@ -66,8 +66,9 @@ export class SlackChannel implements ApprovalChannel {
 
   async post(view: ApprovalView): Promise<MessageRef> {
     const msg = renderApproval(view);
-    const res = await this.call(`posting request ${view.requestId} to ${this.opts.channel}`, () =>
-      this.client.chat.postMessage({ channel: this.opts.channel, text: msg.text, blocks: msg.blocks, unfurl_links: false, unfurl_media: false }),
+    const channel = view.channel ?? this.opts.channel;
+    const res = await this.call(`posting request ${view.requestId} to ${channel}`, () =>
+      this.client.chat.postMessage({ channel, text: msg.text, blocks: msg.blocks, unfurl_links: false, unfurl_media: false }),
     );
     if (!res.channel || !res.ts) throw new ChatPermanentError(`posting request ${view.requestId}: Slack returned no channel/ts`, 'invalid_response');
     const ref: MessageRef = { channel: res.channel, ts: res.ts };
@@ -103,7 +104,7 @@ export class SlackChannel implements ApprovalChannel {
       if (!(err instanceof ChatPermanentError)) throw err;
       this.log.warn({ code: err.code, requestId: view.requestId }, 'escalating without updating the request message');
     }
-    if (this.sameChannel(target, channel)) {
+    if (this.sameChannel(target, channel, view)) {
       // Broadcast the thread reply so it shows in the channel and pings the group there.
       await this.call(`escalating request ${view.requestId}`, () =>
         this.client.chat.postMessage({
@@ -175,10 +176,10 @@ export class SlackChannel implements ApprovalChannel {
     }
   }
 
-  private sameChannel(target: string, channelId: string): boolean {
-    // Requests are always posted to the configured channel, so its name means the same channel.
+  private sameChannel(target: string, channelId: string, view: ApprovalView): boolean {
+    // The request was posted to the rule's channel or the configured one, so its name means the same channel.
     const bare = (c: string): string => c.replace(/^#/, '');
-    return bare(target) === channelId || bare(target) === bare(this.opts.channel);
+    return bare(target) === channelId || bare(target) === bare(view.channel ?? this.opts.channel);
   }
 
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {

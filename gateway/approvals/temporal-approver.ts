@@ -117,6 +117,7 @@ export class TemporalApprover implements Approver {
       quorum: req.review.quorum,
       timeoutMs: req.review.timeoutMs,
       escalation: req.review.escalation.map((s) => ({ afterMs: s.afterMs, mention: s.mention, channel: s.channel })),
+      ...(req.review.channel ? { channel: req.review.channel } : {}),
     };
 
     let runId: string;
@@ -186,7 +187,7 @@ export class TemporalApprover implements Approver {
             if (p.posted && !done) {
               posted = true;
               try {
-                onPosted({ requestId, channel: this.channelsDescription, deadline: new Date(p.view.deadline), reattached });
+                onPosted({ requestId, channel: req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription, deadline: new Date(p.view.deadline), reattached });
               } catch (err) {
                 log.warn({ err, requestId }, 'onPosted callback threw');
               }

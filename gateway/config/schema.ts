@@ -95,6 +95,7 @@ const review = z
     approvers: z.array(z.string()).min(1),
     quorum: z.number().int().positive().default(1),
     timeout: duration.default('15m'),
+    /** Slack channel for this rule's requests, instead of `slack.channel` (Teams and the local channel use their own). */
     channel: z.string().optional(),
     escalation: z
       .array(

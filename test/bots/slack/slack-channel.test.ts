@@ -98,6 +98,14 @@ describe('SlackChannel against a fake Slack Web API', () => {
     assert.equal(slack.replies(approvals, ref.ts).length, 0, 'short statements need no thread');
   });
 
+  test("a rule's own channel (review.channel) takes the request instead of the configured one", async () => {
+    const payments = slack.addChannel('payments-approvals');
+    const ref = await channel.post(view({ channel: '#payments-approvals' }));
+    assert.equal(ref.channel, payments);
+    assert.ok(slack.messagesIn(payments).some((m) => m.ts === ref.ts));
+    assert.ok(!slack.messagesIn(approvals).some((m) => m.ts === ref.ts));
+  });
+
   test('mrkdwn control sequences in the statement are escaped, so a statement cannot ping the channel', async () => {
     const ref = await channel.post(view({ text: "SELECT '<!channel>' , 1 & 2 ``` x", identity: '<@U123>' }));
     const msg = slack.messagesIn(approvals).find((m) => m.ts === ref.ts)!;
