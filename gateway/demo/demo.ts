@@ -216,6 +216,8 @@ Press Ctrl-C to stop.`);
       await opts.waitForExit();
     }
   } finally {
+    // Ctrl-C reaches the embedded PostgreSQL too; its connections dropping on the way out is expected.
+    if (!process.env.AIRLOCK_LOG_LEVEL) log.level = 'error';
     await stopAll();
   }
 }

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import ssh2, { type ClientChannel, type Client as SshClient } from 'ssh2';
+import ssh2, { type ClientChannel, type Client as SshClient, type ExecOptions } from 'ssh2';
 import { startSshHarness, type SshHarness } from './harness.ts';
 
 let h: SshHarness;
@@ -41,9 +41,10 @@ interface Done {
   signal?: string;
 }
 
-function collect(ch: ClientChannel): Promise<Done> {
-  return new Promise((resolve) => {
-    const d: Done = { out: '', err: '', code: null };
+/** Collects a channel's output; `live` shows what arrived so far. */
+function collect(ch: ClientChannel): Promise<Done> & { live: Done } {
+  const d: Done = { out: '', err: '', code: null };
+  const p = new Promise<Done>((resolve) => {
     ch.on('data', (b: Buffer) => (d.out += b.toString()));
     ch.stderr.on('data', (b: Buffer) => (d.err += b.toString()));
     ch.on('exit', (code: number | null, signal?: string) => {
@@ -52,18 +53,20 @@ function collect(ch: ClientChannel): Promise<Done> {
     });
     ch.on('close', () => resolve(d));
   });
+  return Object.assign(p, { live: d });
 }
 
-function exec(c: SshClient, cmd: string, opts: Parameters<SshClient['exec']>[1] = {}): Promise<ClientChannel> {
-  return new Promise((resolve, reject) => c.exec(cmd, opts, (err, ch) => (err ? reject(err) : resolve(ch))));
+/** Opens an exec channel; output is collected from the callback on, so nothing is missed. */
+function exec(c: SshClient, cmd: string, opts: ExecOptions = {}): Promise<{ ch: ClientChannel; done: ReturnType<typeof collect> }> {
+  return new Promise((resolve, reject) => c.exec(cmd, opts, (err, ch) => (err ? reject(err) : resolve({ ch, done: collect(ch) }))));
 }
 
 test('environment variables the client sets reach the command (as far as sshd AcceptEnv allows)', async () => {
   const c = await login();
   try {
-    const ch = await exec(c, 'echo "$AIRLOCK_TEST_COLOR"', { env: { AIRLOCK_TEST_COLOR: 'teal' } });
+    const { ch, done } = await exec(c, 'echo "$AIRLOCK_TEST_COLOR"', { env: { AIRLOCK_TEST_COLOR: 'teal' } });
     ch.end();
-    const d = await collect(ch);
+    const d = await done;
     assert.equal(d.code, 0, d.err);
     assert.equal(d.out, 'teal\n');
   } finally {
@@ -74,9 +77,9 @@ test('environment variables the client sets reach the command (as far as sshd Ac
 test('a command killed by a signal reports exit-signal, not a status', async () => {
   const c = await login();
   try {
-    const ch = await exec(c, 'kill -TERM $$');
+    const { ch, done } = await exec(c, 'kill -TERM $$');
     ch.end();
-    const d = await collect(ch);
+    const d = await done;
     assert.equal(d.code, null);
     assert.equal(d.signal, 'SIGTERM');
     const op = h.store.getSession(h.store.listSessions({ limit: 1 })[0].id)?.operations.find((o) => o.text === 'kill -TERM $$');
@@ -89,17 +92,9 @@ test('a command killed by a signal reports exit-signal, not a status', async () 
 test('signals from the client reach the remote process', async () => {
   const c = await login();
   try {
-    const ch = await exec(c, 'trap "echo got-int; exit 7" INT; echo ready; while :; do sleep 0.1; done');
-    const done = collect(ch);
-    await new Promise<void>((r) => {
-      const onData = (b: Buffer) => {
-        if (b.toString().includes('ready')) {
-          ch.off('data', onData);
-          r();
-        }
-      };
-      ch.on('data', onData);
-    });
+    const { ch, done } = await exec(c, 'trap "echo got-int; exit 7" INT; echo ready; while :; do sleep 0.1; done');
+    for (let i = 0; i < 100 && !done.live.out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(done.live.out, /ready/);
     ch.signal('INT');
     const d = await done;
     assert.equal(d.code, 7, `${d.out} ${d.err}`);
@@ -112,10 +107,9 @@ test('signals from the client reach the remote process', async () => {
 test('window changes reach the remote pty and are recorded as asciicast resize events', async () => {
   const c = await login();
   try {
-    const ch = await new Promise<ClientChannel>((resolve, reject) =>
-      c.shell({ rows: 24, cols: 80, term: 'xterm' }, (err, s) => (err ? reject(err) : resolve(s))),
+    const { ch, done } = await new Promise<{ ch: ClientChannel; done: ReturnType<typeof collect> }>((resolve, reject) =>
+      c.shell({ rows: 24, cols: 80, term: 'xterm' }, (err, s) => (err ? reject(err) : resolve({ ch: s, done: collect(s) }))),
     );
-    const done = collect(ch);
     ch.write('stty size\n');
     await new Promise((r) => setTimeout(r, 300));
     ch.setWindow(40, 132, 0, 0);
@@ -142,8 +136,9 @@ test('window changes reach the remote pty and are recorded as asciicast resize e
 test('unsupported subsystems are refused with exit 126', async () => {
   const c = await login();
   try {
-    const ch = await new Promise<ClientChannel>((resolve, reject) => c.subsys('netconf', (err, s) => (err ? reject(err) : resolve(s))));
-    const d = await collect(ch);
+    // Listen in the callback: the refusal can arrive in the same packet batch as the open.
+    const done = await new Promise<Promise<Done>>((resolve, reject) => c.subsys('netconf', (err, s) => (err ? reject(err) : resolve(collect(s)))));
+    const d = await done;
     assert.equal(d.code, 126);
     assert.match(d.err, /subsystem netconf is not supported/);
   } finally {

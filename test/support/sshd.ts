@@ -56,7 +56,8 @@ function ensureTestUser(): string {
     execFileSync('id', ['-u', TEST_USER], { stdio: 'ignore' });
   } catch {
     try {
-      execFileSync('useradd', ['--system', '--create-home', '--shell', '/bin/bash', TEST_USER], { stdio: 'ignore' });
+      // Password '*': no password login, but not "locked" ('!'), which sshd refuses without PAM.
+      execFileSync('useradd', ['--system', '--create-home', '--shell', '/bin/bash', '--password', '*', TEST_USER], { stdio: 'ignore' });
     } catch (err) {
       // Another test file may have created it meanwhile.
       execFileSync('id', ['-u', TEST_USER], { stdio: 'ignore' });
