@@ -68,7 +68,7 @@ export function operationRecord(run: Run, sessionId: string, seq: number): Opera
     text: run.text,
     kind: op?.kind ?? 'utility',
     classification: op
-      ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError }
+      ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError, tag: run.tag }
       : {},
     decision: d.action,
     rule: d.rule,

@@ -175,6 +175,8 @@ function approvalText(a: NonNullable<OperationRecord['approval']>): string {
 
 function resultText(op: OperationRecord): string | undefined {
   const parts: string[] = [];
+  // The server's command tag (`UPDATE 3`, `COPY 10`) says what a write did; rows count results.
+  if (typeof op.classification.tag === 'string' && op.classification.tag) parts.push(clean(op.classification.tag));
   if (op.rows !== undefined) parts.push(plural(op.rows, 'row'));
   if (op.bytes !== undefined) parts.push(formatBytes(op.bytes));
   return parts.length ? parts.join(', ') : undefined;

@@ -28,5 +28,5 @@ test('the offline demo masks, blocks, limits and holds, and records it all', asy
   assert.match(out, /--as bob\napproved/);
   assert.match(out, /NOTICE: {2}approval required: request airlock-[0-9a-f]+ posted to the local channel/);
   assert.match(out, /UPDATE 1/);
-  assert.match(out, /REVIEW +write +rule agent-writes-need-a-dba[\s\S]*approved by bob/);
+  assert.match(out, /REVIEW +write +rule agent-writes-need-a-dba[\s\S]*approved by bob[\s\S]*result +UPDATE 1/);
 });
