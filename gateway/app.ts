@@ -10,6 +10,7 @@ import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
 import { startHttpGateway } from './http/server.ts';
+import { startSshGateway } from './ssh/server.ts';
 import { openStore } from './recording/open.ts';
 import type { Store } from './recording/store.ts';
 import { approverFromConfig } from './approvals/from-config.ts';
@@ -19,6 +20,8 @@ export interface Listener {
   protocol: string;
   host: string;
   port: number;
+  /** What a client should know, e.g. the SSH host key fingerprint. */
+  detail?: string;
 }
 
 export interface RunningGateway {
@@ -37,6 +40,8 @@ export interface StartGatewayOptions {
   postgres?: { host?: string; port?: number };
   /** Override the HTTP/Kubernetes listener's host/port. */
   http?: { host?: string; port?: number };
+  /** Override the SSH listener's host/port. */
+  ssh?: { host?: string; port?: number };
 }
 
 /**
@@ -117,6 +122,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => gw.close());
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
+    if (loaded.config.ssh) {
+      const ssh = await startSshGateway({ config: loaded, policy, store, approver, logger, host: opts.ssh?.host, port: opts.ssh?.port });
+      closers.unshift(() => ssh.close());
+      listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
+    }
     if (loaded.config.http || opts.http) {
       const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), host: opts.http?.host, port: opts.http?.port });
       closers.unshift(() => hg.close());
@@ -126,7 +136,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     for (const c of closers) await c().catch(() => undefined);
     throw err;
   }
-  if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres, http)');
+  if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres, ssh, http)');
   return {
     listeners,
     store,

@@ -37,7 +37,7 @@ export function buildCli(): Command {
     const { startGateway } = await import('../app.ts');
     const loaded = loadConfig(o.config);
     const gw = await startGateway(loaded);
-    for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}\n`);
+    for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
     await waitForSignal();
     await gw.close();
   });

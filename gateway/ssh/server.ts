@@ -23,7 +23,7 @@
 //
 // Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
 // recordings directory; the file's path is in the operation's classification (`recording`).
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { posix } from 'node:path';
 import { createRequire } from 'node:module';
@@ -32,13 +32,15 @@ import type { Logger } from 'pino';
 import type { Approver, HoldOutcome } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { verifyToken } from '../auth/tokens.ts';
-import type { LoadedConfig } from '../config/load.ts';
+import { resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { SshTargetConfig } from '../config/schema.ts';
 import { log as defaultLogger } from '../log.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation, OperationKind } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
+import { Hasher } from '../masking/strategies.ts';
 import { AsciicastWriter } from './asciicast.ts';
+import { OutputMasker, outputDetectors } from './output-masker.ts';
 import { CommandParseError, parseCommand } from './command.ts';
 import { sshSettings, targetAllows, upstreamTarget, type SshSettings } from './settings.ts';
 import { SftpFilter, type SftpRequest, type SftpVerdict } from './sftp-filter.ts';
@@ -195,6 +197,7 @@ class SshConnection {
   bytesFromClient = 0;
   private readonly remoteForwards = new Set<string>();
   private refused = false;
+  private relayingRemoteForwards = false;
 
   constructor(
     readonly g: GatewayContext,
@@ -215,11 +218,11 @@ class SshConnection {
     const methods: Array<'publickey' | 'password' | 'keyboard-interactive'> = ['publickey', 'password', 'keyboard-interactive'];
     switch (ctx.method) {
       case 'password':
-        void this.tokenLogin(ctx, ctx.password, hint, target);
+        this.tokenLogin(ctx, ctx.password, hint, target).catch((err: Error) => this.loginFailed(ctx, err));
         return;
       case 'keyboard-interactive':
         ctx.prompt([{ prompt: 'Airlock token: ', echo: false }], 'Airlock', `Paste the Airlock token for ${ctx.username}`, (answers) => {
-          void this.tokenLogin(ctx, answers[0] ?? '', hint, target);
+          this.tokenLogin(ctx, answers[0] ?? '', hint, target).catch((err: Error) => this.loginFailed(ctx, err));
         });
         return;
       case 'publickey': {
@@ -228,11 +231,20 @@ class SshConnection {
         if (!ctx.signature || !ctx.blob) return ctx.accept(); // "would this key do?" - yes; now sign
         if (!entry.key.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) return ctx.reject(methods);
         if (hint && hint !== entry.identity.name) return this.refuse(ctx, `the key ${entry.fingerprint} belongs to ${entry.identity.name}, not ${hint}`);
-        void this.admit(ctx, entry.identity, target, `publickey ${entry.fingerprint}`);
+        this.admit(ctx, entry.identity, target, `publickey ${entry.fingerprint}`).catch((err: Error) => this.loginFailed(ctx, err));
         return;
       }
       default:
         ctx.reject(methods);
+    }
+  }
+
+  private loginFailed(ctx: AuthContext, err: Error): void {
+    this.logger.error({ err, clientAddress: this.clientAddress }, 'ssh login failed inside Airlock');
+    try {
+      this.refuse(ctx, 'Airlock could not complete the login (see the gateway log)');
+    } catch {
+      // the client is gone
     }
   }
 
@@ -304,14 +316,20 @@ class SshConnection {
       this.onSession(s);
     });
     this.conn.on('tcpip', (accept, reject, info: { srcIP: string; srcPort: number; destIP: string; destPort: number }) => {
-      void this.directTcpip(accept, reject, info);
+      this.directTcpip(accept, reject, info).catch((err: Error) => {
+        this.logger.error({ err, session: this.id }, 'ssh forward failed');
+        reject();
+      });
     });
     this.conn.on('openssh.streamlocal', (_accept: unknown, reject: () => void, info: { socketPath: string }) => {
       this.recordRefusal('forward', `direct-streamlocal ${info.socketPath}`, 'ssh-streamlocal', 'Unix socket forwarding is not supported through Airlock');
       reject();
     });
     this.conn.on('request', (accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, name: string, info: { bindAddr: string; bindPort: number }) => {
-      void this.globalRequest(accept, reject, name, info);
+      this.globalRequest(accept, reject, name, info).catch((err: Error) => {
+        this.logger.error({ err, session: this.id }, 'ssh global request failed');
+        reject?.();
+      });
     });
   }
 
@@ -353,9 +371,9 @@ class SshConnection {
     };
   }
 
-  record(r: Omit<OperationRecord, 'sessionId' | 'seq' | 'maskedColumns'>): void {
+  record(r: Omit<OperationRecord, 'sessionId' | 'seq' | 'maskedColumns'> & { maskedColumns?: string[] }): void {
     try {
-      this.g.store.recordOperation({ ...r, sessionId: this.id, seq: ++this.seq, maskedColumns: [] });
+      this.g.store.recordOperation({ maskedColumns: [], ...r, sessionId: this.id, seq: ++this.seq });
     } catch (err) {
       this.logger.error({ err, session: this.id }, 'recording an operation failed');
     }
@@ -442,18 +460,17 @@ class SshConnection {
     s.on('exec', (accept, _reject, info) => {
       const ch = accept();
       running = new Running(this, ch, pty, env);
-      void running.exec(info.command);
+      running.guard(running.exec(info.command));
     });
     s.on('shell', (accept) => {
       const ch = accept();
       running = new Running(this, ch, pty, env);
-      void running.shell();
+      running.guard(running.shell());
     });
     s.on('subsystem', (accept, _reject, info) => {
       const ch = accept();
       running = new Running(this, ch, pty, env);
-      if (info.name === 'sftp') void running.sftp();
-      else void running.refuseSubsystem(info.name);
+      running.guard(info.name === 'sftp' ? running.sftp() : running.refuseSubsystem(info.name));
     });
   }
 
@@ -530,7 +547,8 @@ class SshConnection {
       this.record({ at: new Date(), text: op.text, kind: 'forward', classification, decision: d.action, rule: 'rule' in d ? d.rule : undefined, reason: a.refused, approval: a.approval });
       return reject?.();
     }
-    if (this.remoteForwards.size === 0) {
+    if (!this.relayingRemoteForwards) {
+      this.relayingRemoteForwards = true;
       this.upstream.on('tcp connection', (details, acceptUp, rejectUp) => {
         if (!this.remoteForwards.has(`${details.destIP}:${details.destPort}`)) return rejectUp();
         this.conn.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (err, ch) => {
@@ -561,7 +579,7 @@ class Running {
   private readonly channel: number;
   private toClient = 0;
   private fromClient = 0;
-  private exit: { code?: number; signal?: string } = {};
+  private exit: { code?: number; signal?: string; coreDumped?: boolean; message?: string } = {};
   private readonly nl: string;
 
   constructor(
@@ -581,6 +599,16 @@ class Running {
       } catch {
         // already closed
       }
+    });
+  }
+
+  /** Any failure inside a channel handler ends that channel (status 255), never the process. */
+  guard(p: Promise<void>): void {
+    p.catch((err: Error) => {
+      this.c.logger.error({ err, session: this.c.id }, 'ssh channel failed');
+      this.say(`airlock: internal error, the operation did not complete (see the gateway log)`);
+      void this.cast?.close();
+      this.close(EXIT_GATEWAY_ERROR);
     });
   }
 
@@ -631,7 +659,7 @@ class Running {
   private startCast(op: Operation, decision: Decision): void {
     const width = this.pty?.cols || 80;
     const height = this.pty?.rows || 24;
-    const env: Record<string, string> = { SHELL: '/bin/sh', TERM: this.pty?.term || 'dumb' };
+    const env: Record<string, string> = { TERM: this.pty?.term || 'dumb' };
     const path = posix.join(this.c.g.recordingsDir, `${this.c.id}-${this.channel}.cast`);
     try {
       this.cast = new AsciicastWriter(path, { width, height, env, title: `${this.c.identity.name}@${this.c.target.name}: ${op.text}` });
@@ -757,11 +785,21 @@ class Running {
     if (this.ch.destroyed) {
       up.close();
     }
-    up.on('data', (d: Buffer) => {
+    // Output masking only when the deciding rule asks for it (see output-masker.ts); the
+    // recording and the byte counts see what the client sees.
+    const detectors = outputDetectors(a.decision);
+    let stdout: NodeJS.ReadableStream = up;
+    let stderr: NodeJS.ReadableStream = up.stderr;
+    if (detectors.length) {
+      this.maskers = [new OutputMasker(detectors, this.c.g.hasher), new OutputMasker(detectors, this.c.g.hasher)];
+      stdout = up.pipe(this.maskers[0]);
+      stderr = up.stderr.pipe(this.maskers[1]);
+    }
+    stdout.on('data', (d: Buffer) => {
       this.toClient += d.length;
       this.cast?.output(d);
     });
-    up.stderr.on('data', (d: Buffer) => {
+    stderr.on('data', (d: Buffer) => {
       this.toClient += d.length;
       this.cast?.output(d);
     });
@@ -770,13 +808,23 @@ class Running {
       if (this.recordInput) this.cast?.input(d);
     });
     this.ch.pipe(up);
-    up.pipe(this.ch, { end: false });
-    up.stderr.pipe(this.ch.stderr, { end: false });
-    up.on('exit', (code: number | null, signal?: string, _dump?: boolean, desc?: string) => {
-      this.exit = code === null ? { signal, ...(desc ? {} : {}) } : { code };
+    stdout.pipe(this.ch, { end: false });
+    stderr.pipe(this.ch.stderr, { end: false });
+    this.outputDone = Promise.all(
+      [stdout, stderr].map((s) => new Promise<void>((r) => (s as NodeJS.ReadableStream & { readableEnded?: boolean }).readableEnded ? r() : s.once('end', () => r()))),
+    ).then(() => undefined);
+    up.on('exit', (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
+      this.exit = code === null ? { signal, coreDumped: !!dump, message: desc ?? '' } : { code };
     });
-    up.on('close', () => this.finish(op, a, classification));
+    // Masked output may still be in the maskers when the upstream channel closes.
+    up.on('close', () => {
+      const wait = this.maskers ? Promise.race([this.outputDone, new Promise((r) => setTimeout(r, 2000))]) : Promise.resolve();
+      void wait.then(() => this.finish(op, a, classification));
+    });
   }
+
+  private maskers: [OutputMasker, OutputMasker] | undefined;
+  private outputDone: Promise<void> = Promise.resolve();
 
   private finish(op: Operation, a: Authorized, classification: Record<string, unknown>): void {
     const ex = this.exit;
@@ -797,6 +845,7 @@ class Running {
         bytesFromClient: this.fromClient,
         ...(recording ? { recording, recordedInput: this.recordInput } : {}),
       },
+      ...(this.maskers ? { maskedColumns: [...new Set(this.maskers.flatMap((m) => [...m.masked.keys()]))].map((d) => `detector:${d}@output`) } : {}),
       decision: a.decision.action,
       rule: a.decision.rule,
       bytes: this.toClient,
@@ -811,7 +860,7 @@ class Running {
     if (this.ch.destroyed) return;
     void drained(this.ch).then(() => {
       try {
-        if (ex.signal) this.ch.exit(ex.signal.replace(/^SIG/, ''), false, '');
+        if (ex.signal) this.ch.exit(ex.signal.replace(/^SIG/, ''), ex.coreDumped ?? false, ex.message ?? '');
         else if (ex.code !== undefined) this.ch.exit(ex.code);
       } catch {
         // unknown signal name or channel closing: the client sees no status
@@ -833,6 +882,8 @@ interface GatewayContext {
   logger: Logger;
   recordingsDir: string;
   upstreamTimeoutMs: number;
+  /** For the `hash` strategy of output masking; keyed by masking.hashKey when configured. */
+  hasher: Hasher;
   audit(kind: string, subject: string, detail: Record<string, unknown>): void;
 }
 
@@ -849,6 +900,8 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     logger,
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
+    // Without masking.hashKey, hashes are stable only for this process's lifetime.
+    hasher: new Hasher(opts.config.config.masking.hashKey ? resolveSecret(opts.config.config.masking.hashKey, opts.config.baseDir, 'masking.hashKey') : randomBytes(32).toString('hex')),
     audit(kind, subject, detail) {
       try {
         opts.store.recordAudit({ at: new Date(), kind, subject, detail });
@@ -862,7 +915,8 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
   const sockets = new Set<Socket>();
   const loginTimers = new Map<string, NodeJS.Timeout>();
 
-  const ssh = new Server({ hostKeys: [settings.hostKey], ident: 'Airlock' }, (conn, info) => {
+  // Keepalives find clients that vanished without a FIN, so their holds are cancelled.
+  const ssh = new Server({ hostKeys: [settings.hostKey], ident: 'Airlock', keepaliveInterval: 30_000, keepaliveCountMax: 4 }, (conn, info) => {
     const clientAddress = `${info.ip}:${info.port}`;
     const c = new SshConnection(g, conn, clientAddress);
     live.add(c);

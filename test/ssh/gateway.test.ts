@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { OperationRecord } from '../../gateway/recording/store.ts';
 import { EXIT_DENIED } from '../../gateway/ssh/server.ts';
+import { freePort } from '../support/net.ts';
 import { giveToUser } from '../support/sshd.ts';
 import { startSshHarness, type SshHarness } from './harness.ts';
 
@@ -27,6 +28,8 @@ before(async () => {
       { name: 'no-rm-rf-root', match: { protocols: ['ssh'], text: ['\\brm\\s+(-[a-z]*r[a-z]*f|-[a-z]*f[a-z]*r)[a-z]*\\s+/(\\s|$|\\*)'] }, action: 'deny', reason: 'not on this host' },
       { name: 'sftp-protect-etc', match: { protocols: ['ssh'], kinds: ['sftp'], text: ['^sftp (write|remove|rename|mkdir|rmdir|setstat|link) /etc/'] }, action: 'deny', reason: '/etc is managed by configuration management' },
       { name: 'review-restarts', match: { protocols: ['ssh'], kinds: ['exec'], text: ['^echo restart\\b'] }, action: 'review', reason: 'restarts need a second pair of eyes', review: { approvers: ['ops'], timeout: '10m' } },
+      { name: 'mask-customer-exports', match: { protocols: ['ssh'], kinds: ['exec'], text: ['customers\\.csv'] }, action: 'mask', mask: { detectors: [{ detector: 'email', strategy: 'redact' }] } },
+      { name: 'bob-may-forward', match: { protocols: ['ssh'], kinds: ['forward'], identities: ['bob'] }, action: 'allow' },
       { name: 'shell-recorded-with-input', match: { protocols: ['ssh'], kinds: ['shell'] }, action: 'allow', recordInput: true },
     ],
   });
@@ -70,6 +73,22 @@ test('stdin is relayed and counted as bytes from the client', async () => {
   assert.equal(r.stdout.toString().trim(), '2');
   const op = lastOps('exec').find((o) => o.text === 'wc -l');
   assert.equal(op?.classification.bytesFromClient, input.length);
+});
+
+test('a mask rule masks detected values in command output; the log records what was masked', async () => {
+  const file = join(work, 'customers.csv');
+  writeFileSync(file, 'id,email,note\n1,jane.doe@example.com,vip\n2,none,-\n');
+  const r = await h.ssh('box', `cat ${file}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'id,email,note\n1,[redacted:email],vip\n2,none,-\n');
+  const op = lastOps('exec').find((o) => o.text === `cat ${file}`);
+  assert.equal(op?.decision, 'mask');
+  assert.deepEqual(op?.maskedColumns, ['detector:email@output']);
+  // Without a mask rule the same bytes pass untouched.
+  const plain = join(work, 'people.txt');
+  writeFileSync(plain, 'jane.doe@example.com\n');
+  const p = await h.ssh('box', `cat ${plain}`);
+  assert.equal(p.stdout.toString(), 'jane.doe@example.com\n');
 });
 
 test('a registered public key logs in as its identity (<identity>+<target> spelling)', async () => {
@@ -250,6 +269,29 @@ test('port forwarding is refused (ssh -W, ssh -R) unless a rule allows kind forw
     .filter((o) => o.kind === 'forward');
   assert.ok(all.some((o) => o.text === `direct-tcpip 127.0.0.1:${h.sshd.port}` && o.decision === 'deny' && o.rule === 'ssh-forwarding-default-deny'));
   assert.ok(all.some((o) => o.text.startsWith('tcpip-forward ') && o.decision === 'deny'));
+});
+
+test('a rule that allows kind forward lets that identity forward (ssh -W reaches the target network)', async () => {
+  const r = await h.ssh('box', undefined, { auth: { token: await h.token('bob') }, extra: ['-W', `127.0.0.1:${h.sshd.port}`], input: 'SSH-2.0-probe\r\n' });
+  assert.match(r.stdout.toString(), /^SSH-2\.0-OpenSSH/, r.stderr);
+  const ops = lastOps('forward');
+  assert.ok(ops.some((o) => o.decision === 'allow' && o.rule === 'bob-may-forward'));
+  // Remote forwarding: the port is bound on the target, and a connection to it comes back
+  // through the gateway to the client's side (here: the sshd itself, which answers its banner).
+  const rport = await freePort();
+  const rf = await h.ssh('box', `head -c 7 < /dev/tcp/127.0.0.1/${rport}`, {
+    auth: { token: await h.token('bob') },
+    extra: ['-o', 'ExitOnForwardFailure=yes', '-R', `${rport}:127.0.0.1:${h.sshd.port}`],
+  });
+  assert.equal(rf.code, 0, rf.stderr);
+  assert.equal(rf.stdout.toString(), 'SSH-2.0');
+});
+
+test('keyboard-interactive login with the token works too', async () => {
+  const r = await h.ssh('box', 'echo kbd', { auth: { token: await h.token('alice'), method: 'keyboard-interactive' }, extra: ['-v'] });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'kbd\n');
+  assert.match(r.stderr, /Authenticated to .* using "keyboard-interactive"/);
 });
 
 test('agent forwarding is refused', async () => {

@@ -84,7 +84,8 @@ export interface SshHarness {
   close(): Promise<void>;
 }
 
-export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}): Promise<SshHarness> {
+/** `approver`: defaults to a ManualApprover (then `h.approver` decides); pass a real one to test it end to end. */
+export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}, realApprover?: Approver): Promise<SshHarness> {
   const sshd = await startSshd();
   const dir = mkdtempSync(join(tmpdir(), 'airlock-sshgw-'));
   try {
@@ -122,7 +123,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const approver = new ManualApprover();
-    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver });
+    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);

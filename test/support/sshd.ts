@@ -188,6 +188,8 @@ export interface ClientAuth {
   token?: string;
   /** A private key file (public-key login). */
   keyPath?: string;
+  /** How the token is sent; default: password, then keyboard-interactive. */
+  method?: 'password' | 'keyboard-interactive';
 }
 
 /**
@@ -200,7 +202,7 @@ export function clientArgs(dir: string, knownHosts: string, auth: ClientAuth): {
   if (auth.keyPath) {
     args.push('-o', 'PreferredAuthentications=publickey', '-o', 'IdentitiesOnly=yes', '-i', auth.keyPath);
   } else {
-    args.push('-o', 'PreferredAuthentications=password,keyboard-interactive', '-o', 'PubkeyAuthentication=no');
+    args.push('-o', `PreferredAuthentications=${auth.method ?? 'password,keyboard-interactive'}`, '-o', 'PubkeyAuthentication=no');
     const askpass = join(dir, 'askpass.sh');
     if (!existsSync(askpass)) {
       writeFileSync(askpass, '#!/bin/sh\nprintf "%s\\n" "$AIRLOCK_TEST_TOKEN"\n', { mode: 0o700 });

@@ -1,0 +1,85 @@
+// Held SSH commands through the real approval path: the gateway's TemporalApprover, a real
+// Temporal dev server, the real worker and workflow, and the local approval channel. An approver
+// decides with the same call the chat apps and `airlock approvals` use.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TemporalApprover, approvalRequestId } from '../../gateway/approvals/temporal-approver.ts';
+import type { Operation } from '../../gateway/policy/operation.ts';
+import { EXIT_DENIED } from '../../gateway/ssh/server.ts';
+import { submitDecision } from '../../workflows/decide.ts';
+import { giveToUser } from '../support/sshd.ts';
+import { eventually, startHarness, type Harness } from '../workflows/harness.ts';
+import { startSshHarness, type SshHarness } from './harness.ts';
+
+let wf: Harness;
+let h: SshHarness;
+let work: string;
+
+before(async () => {
+  wf = await startHarness();
+  const approver = new TemporalApprover({ client: wf.temporal.client, taskQueue: wf.taskQueue, store: wf.store, channelsDescription: 'the local channel' });
+  h = await startSshHarness(
+    {
+      default: 'allow',
+      rules: [{ name: 'review-deploys', match: { protocols: ['ssh'], kinds: ['exec'], text: ['^echo deploy\\b'] }, action: 'review', reason: 'deploys need a DBA', review: { approvers: ['dba'], timeout: '5m' } }],
+    },
+    {},
+    approver,
+  );
+  work = mkdtempSync(join(tmpdir(), 'airlock-ssh-temporal-'));
+  giveToUser(h.sshd, work);
+});
+
+after(async () => {
+  await h?.close();
+  await wf?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** The request id the gateway will use for `agent-1` running `cmd` on target `box`. */
+function requestIdOf(cmd: string): string {
+  const op: Operation = {
+    protocol: 'ssh',
+    identity: { name: 'agent-1', groups: ['agents'], owner: 'alice' },
+    connection: { name: 'box', clientAddress: '', sessionId: '' },
+    kind: 'exec',
+    text: cmd,
+    tables: [],
+    functions: [],
+  };
+  return approvalRequestId(op);
+}
+
+test('a held command is posted to the approval channel, approved by a DBA, then runs', async () => {
+  const marker = join(work, 'deployed');
+  const cmd = `echo deploy v2 > ${marker}; echo shipped`;
+  const id = requestIdOf(cmd);
+  const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
+  await eventually(() => wf.local.get(id), 20_000, 'request posted to the local channel');
+  assert.equal(existsSync(marker), false, 'held, not run');
+  const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
+  assert.ok(d.ok, d.ok ? '' : d.error);
+  const r = await p;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'shipped\n');
+  assert.match(r.stderr, new RegExp(`approval required by rule review-deploys .*request ${id} posted to the local channel, waiting`));
+  assert.match(r.stderr, /approved by bob/);
+  assert.equal(readFileSync(marker, 'utf8'), 'deploy v2\n');
+});
+
+test('a held command rejected in the approval channel does not run and says who and why', async () => {
+  const marker = join(work, 'deployed-friday');
+  const cmd = `echo deploy friday > ${marker}`;
+  const id = requestIdOf(cmd);
+  const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
+  await eventually(() => wf.local.get(id), 20_000, 'request posted to the local channel');
+  const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no deploys on Friday', via: 'test' });
+  assert.ok(d.ok, d.ok ? '' : d.error);
+  const r = await p;
+  assert.equal(r.code, EXIT_DENIED);
+  assert.match(r.stderr, /rejected by bob: no deploys on Friday/);
+  assert.equal(existsSync(marker), false);
+});
