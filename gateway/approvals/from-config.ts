@@ -16,5 +16,11 @@ export async function approverFromConfig(loaded: LoadedConfig, store: Store): Pr
     store,
     channelsDescription: approvalChannelsDescription(loaded),
   });
-  return { approver, close: () => client.connection.close() };
+  return {
+    approver,
+    close: async () => {
+      await approver.drain();
+      await client.connection.close();
+    },
+  };
 }

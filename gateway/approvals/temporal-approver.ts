@@ -79,7 +79,29 @@ export class TemporalApprover implements Approver {
   }
 
   private bounded<T>(fn: () => Promise<T>, ms = this.startTimeoutMs): Promise<T> {
-    return this.client.withDeadline(Date.now() + ms, fn);
+    return this.track(this.client.withDeadline(Date.now() + ms, fn));
+  }
+
+  private readonly inflight = new Set<Promise<unknown>>();
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    const drop = () => this.inflight.delete(p);
+    p.then(drop, drop);
+    return p;
+  }
+
+  /**
+   * Waits (at most `maxMs`) for Temporal calls still in flight. Close the connection only after
+   * this: the SDK's retry interceptor retries on a timer and throws, uncaught, into a closed channel.
+   */
+  async drain(maxMs = 8000): Promise<void> {
+    const deadline = Date.now() + maxMs;
+    while (this.inflight.size > 0 && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => (timer = setTimeout(r, deadline - Date.now())))]);
+      clearTimeout(timer);
+    }
   }
 
   private remember(requestId: string, refs: ChannelRef[]): void {
@@ -167,7 +189,7 @@ export class TemporalApprover implements Approver {
         resolve(o);
       };
 
-      handle.result().then(
+      this.track(handle.result()).then(
         (r) => {
           this.remember(requestId, r.refs);
           finish(this.toOutcome(r));

@@ -200,4 +200,18 @@ describe('TemporalApprover', () => {
     assert.ok(h.store.listAudit(o.requestId).some((e) => e.kind === 'approval.failed'));
     await client.connection.close();
   });
+
+  test('shutting down while calls to an unreachable Temporal are still retrying is clean (drain, then close)', async () => {
+    const port = await freePort();
+    const client = new Client({ connection: Connection.lazy({ address: `127.0.0.1:${port}` }), namespace: 'default' });
+    const down = new TemporalApprover({ client, taskQueue: 'nowhere', store: h.store, channelsDescription: 'local', startTimeoutMs: 1500 });
+    // The session-end log goes out in the background when a session closes; the gateway may be stopping at that moment.
+    const sent = down.sessionEnded('no-such-session', ['airlock-0000000000000000']);
+    await new Promise((r) => setTimeout(r, 200));
+    await down.drain();
+    await client.connection.close();
+    await sent;
+    // Closing under a pending SDK retry used to throw "Channel has been shut down" from a timer.
+    await new Promise((r) => setTimeout(r, 2500));
+  });
 });
