@@ -176,6 +176,7 @@ export class TemporalApprover implements Approver {
     }
     this.audit('approval.requested', requestId, { ...subject, text: op.text, reattached, approvers: req.review.approvers, quorum: req.review.quorum, timeoutMs: req.review.timeoutMs });
 
+    const heldAt = Date.now();
     const handle = this.client.workflow.getHandle<typeof approvalWorkflow>(requestId, runId);
     return await new Promise<HoldOutcome>((resolve) => {
       let done = false;
@@ -189,9 +190,22 @@ export class TemporalApprover implements Approver {
         resolve(o);
       };
 
+      const channel = req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription;
+      const tellPosted = (deadline: Date) => {
+        if (posted) return;
+        posted = true;
+        try {
+          onPosted({ requestId, channel, deadline, reattached });
+        } catch (err) {
+          log.warn({ err, requestId }, 'onPosted callback threw');
+        }
+      };
+
       this.track(handle.result()).then(
         (r) => {
           this.remember(requestId, r.refs);
+          // Decided before the progress poll saw the post: the client still learns it was held, first.
+          if (r.refs.length > 0) tellPosted(new Date(heldAt + req.review.timeoutMs));
           finish(this.toOutcome(r));
         },
         (err: unknown) => {
@@ -207,12 +221,7 @@ export class TemporalApprover implements Approver {
           try {
             const p = await this.bounded(() => handle.query(progressQuery), 5000);
             if (p.posted && !done) {
-              posted = true;
-              try {
-                onPosted({ requestId, channel: req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription, deadline: new Date(p.view.deadline), reattached });
-              } catch (err) {
-                log.warn({ err, requestId }, 'onPosted callback threw');
-              }
+              tellPosted(new Date(p.view.deadline));
               return;
             }
           } catch {
