@@ -1,70 +1,15 @@
 // Held (review) statements in the session machinery: the client is told it waits, only its
 // session is parked (its pipeline queued behind the held statement, in order), and the
-// outcome is enforced. The approval backend is a scripted Approver so each test decides when
+// outcome is enforced. The approval backend is a manual Approver so each test decides when
 // and how a request is answered; the Temporal approver is tested with the workflows.
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import type { Approver, HeldResult, HoldOutcome, HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
+import { ManualApprover, type Pending } from '../support/manual-approver.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { WireClient, serialize } from '../support/pgwire.ts';
 
-interface Pending {
-  id: string;
-  req: HoldRequest;
-  resolve(o: HoldOutcome): void;
-}
-
-class ScriptedApprover implements Approver {
-  pending: Pending[] = [];
-  aborted: string[] = [];
-  reports: HeldResult[] = [];
-  ended: Array<[string, string[]]> = [];
-  private n = 0;
-  private waiters: Array<(p: Pending) => void> = [];
-
-  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal): Promise<HoldOutcome> {
-    const id = `REQ-${++this.n}`;
-    return new Promise((resolve) => {
-      const p: Pending = { id, req, resolve };
-      signal.addEventListener('abort', () => {
-        this.aborted.push(id);
-        resolve({ outcome: 'cancelled', requestId: id, reason: 'client went away' });
-      });
-      this.pending.push(p);
-      setTimeout(() => {
-        onPosted({ requestId: id, channel: '#db-approvals', deadline: new Date(Date.now() + req.review.timeoutMs), reattached: false });
-        const w = this.waiters.shift();
-        w?.(p);
-      }, 10);
-    });
-  }
-
-  /** Resolves with the next held request once it has been posted. */
-  nextHold(): Promise<Pending> {
-    const posted = this.pending.find((p) => !(p as Pending & { taken?: boolean }).taken);
-    if (posted) {
-      (posted as Pending & { taken?: boolean }).taken = true;
-      return new Promise((r) => setTimeout(() => r(posted), 20));
-    }
-    return new Promise((r) =>
-      this.waiters.push((p) => {
-        (p as Pending & { taken?: boolean }).taken = true;
-        r(p);
-      }),
-    );
-  }
-
-  async reportResult(r: HeldResult): Promise<void> {
-    this.reports.push(r);
-  }
-
-  async sessionEnded(sessionId: string, requestIds: string[]): Promise<void> {
-    this.ended.push([sessionId, requestIds]);
-  }
-}
-
-const approver = new ScriptedApprover();
+const approver = new ManualApprover('#db-approvals');
 let h: GatewayHarness;
 
 before(async () => {
@@ -98,7 +43,7 @@ test('approved: the client gets a notice while waiting, then the statement runs 
   c.on('notice', (n) => notices.push(n.message ?? ''));
   try {
     const running = c.query('DELETE FROM accounts WHERE id = 1');
-    const held = await approver.nextHold();
+    const held = await approver.next();
     assert.equal(held.req.rule, 'approve-deletes');
     assert.equal(held.req.operation.identity.name, 'alice');
     assert.equal(held.req.operation.text, 'DELETE FROM accounts WHERE id = 1');
@@ -123,7 +68,7 @@ test('rejected: 42501 naming who and why; the session stays usable', async () =>
   const c = await h.client();
   try {
     const running = c.query('DELETE FROM accounts WHERE id = 2');
-    const held = await approver.nextHold();
+    const held = await approver.next();
     held.resolve({ outcome: 'rejected', requestId: held.id, by: 'bob', reason: 'too risky' });
     await assert.rejects(running, (e: pg.DatabaseError) => e.code === '42501' && e.message === 'Airlock: approval rejected by bob: too risky');
     assert.equal((await c.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
@@ -136,11 +81,11 @@ test('expired and failed outcomes are errors that say so', async () => {
   const c = await h.client();
   try {
     let running = c.query('DELETE FROM accounts');
-    let held = await approver.nextHold();
+    let held = await approver.next();
     held.resolve({ outcome: 'expired', requestId: held.id, reason: 'nobody answered within 10m' });
     await assert.rejects(running, new RegExp(`approval request ${held.id} expired: nobody answered within 10m`));
     running = c.query('DELETE FROM accounts');
-    held = await approver.nextHold();
+    held = await approver.next();
     held.resolve({ outcome: 'failed', requestId: held.id, reason: 'Temporal is unreachable' });
     await assert.rejects(running, /approval could not be obtained \(rule approve-deletes\): Temporal is unreachable/);
   } finally {
@@ -155,7 +100,7 @@ test('a pipeline behind a held statement waits for it, in order, and other sessi
   try {
     const del = c.query('DELETE FROM accounts WHERE id = 3');
     const count = c.query('SELECT count(*)::int AS n FROM accounts');
-    const held = await approver.nextHold();
+    const held = await approver.next();
     // While held: another session works normally.
     assert.equal((await other.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
     approve(held);
@@ -171,7 +116,7 @@ test('extended protocol: a held Parse is approved once and its executions use th
   const c = await h.client();
   try {
     const running = c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [1] });
-    const held = await approver.nextHold();
+    const held = await approver.next();
     approve(held);
     assert.equal((await running).rowCount, 1);
     const again = await c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [2] });
@@ -185,7 +130,7 @@ test('client disconnect while held aborts the approval request', async () => {
   const c = await h.client();
   c.on('error', () => {});
   const running = c.query('DELETE FROM accounts WHERE id = 1').catch(() => undefined);
-  const held = await approver.nextHold();
+  const held = await approver.next();
   (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
   await running;
   for (let i = 0; i < 50 && !approver.aborted.includes(held.id); i++) await new Promise((r) => setTimeout(r, 20));
@@ -196,7 +141,7 @@ test('client disconnect while held aborts the approval request', async () => {
 test('a client that hangs up with more statements queued behind the held one is noticed too', async () => {
   const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
   w.send(serialize.query('DELETE FROM accounts WHERE id = 2'), serialize.query('SELECT 1'), serialize.query('SELECT 2'));
-  const held = await approver.nextHold();
+  const held = await approver.next();
   w.socket.end();
   for (let i = 0; i < 50 && !approver.aborted.includes(held.id); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(approver.aborted.includes(held.id), 'the hold signal was aborted');

@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { stringify } from 'yaml';
-import type { Approver, HeldResult, HoldOutcome, HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
 import { tokenSettings } from '../../gateway/auth/settings.ts';
 import { mintToken } from '../../gateway/auth/tokens.ts';
 import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
@@ -15,56 +14,9 @@ import { PolicyEngine } from '../../gateway/policy/engine.ts';
 import type { Identity } from '../../gateway/policy/operation.ts';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
 import { startSshGateway, type SshGateway } from '../../gateway/ssh/server.ts';
+import type { Approver } from '../../gateway/approvals/approver.ts';
+import { ManualApprover } from '../support/manual-approver.ts';
 import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
-
-export interface Pending {
-  id: string;
-  req: HoldRequest;
-  resolve(o: HoldOutcome): void;
-}
-
-/**
- * A small real Approver: requests wait until the test decides them, like a person in the
- * approval channel would. (The Temporal-backed approver is tested with the workflows.)
- */
-export class ManualApprover implements Approver {
-  pending: Pending[] = [];
-  aborted: string[] = [];
-  reports: HeldResult[] = [];
-  ended: Array<[string, string[]]> = [];
-  private n = 0;
-  private waiters: Array<(p: Pending) => void> = [];
-
-  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal): Promise<HoldOutcome> {
-    const id = `REQ-${++this.n}`;
-    return new Promise((resolve) => {
-      const p: Pending = { id, req, resolve };
-      signal.addEventListener('abort', () => {
-        this.aborted.push(id);
-        resolve({ outcome: 'cancelled', requestId: id, reason: 'client went away' });
-      });
-      onPosted({ requestId: id, channel: '#ops-approvals', deadline: new Date(Date.now() + req.review.timeoutMs), reattached: false });
-      const w = this.waiters.shift();
-      if (w) w(p);
-      else this.pending.push(p);
-    });
-  }
-
-  /** The next request posted (already or in the future). */
-  next(): Promise<Pending> {
-    const p = this.pending.shift();
-    if (p) return Promise.resolve(p);
-    return new Promise((r) => this.waiters.push(r));
-  }
-
-  async reportResult(r: HeldResult): Promise<void> {
-    this.reports.push(r);
-  }
-
-  async sessionEnded(sessionId: string, requestIds: string[]): Promise<void> {
-    this.ended.push([sessionId, requestIds]);
-  }
-}
 
 export interface SshHarness {
   sshd: RunningSshd;
@@ -122,7 +74,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     const loaded = loadConfig(file);
     const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
-    const approver = new ManualApprover();
+    const approver = new ManualApprover('#ops-approvals');
     const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
