@@ -6,8 +6,8 @@
 // way Teams does. Everything is recorded so tests can assert on what Teams would have shown.
 import { X509Certificate, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { startLocalServer, type LocalServer } from './local-server.ts';
 import { SignJWT, decodeProtectedHeader, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
 
 export interface FakeConnectorCall {
@@ -76,7 +76,6 @@ export class FakeBotConnector {
   private readonly channels = new Set<string>();
   private readonly issuedTokens = new Set<string>();
   private readonly faults: PendingFault[] = [];
-  private readonly sockets = new Set<Socket>();
   private readonly events = new EventEmitter();
   private seq = 1_700_000_000_000;
 
@@ -85,7 +84,7 @@ export class FakeBotConnector {
   readonly tenantId: string;
 
   private constructor(
-    private readonly server: Server,
+    private readonly server: LocalServer,
     readonly port: number,
     private readonly key: SigningKey,
     /** A key the bot does not know, with the same kid: for forged tokens. */
@@ -122,30 +121,15 @@ export class FakeBotConnector {
    * certificate registered with addCertificate).
    */
   static async start(opts: { appId?: string; appPassword?: string; tenantId?: string } = {}): Promise<FakeBotConnector> {
-    const server = createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
-    });
-    const { port } = server.address() as { port: number };
+    let fake: FakeBotConnector | undefined;
+    const server = await startLocalServer((req, res) => fake!.handle(req, res));
     const kid = `fake-${randomBytes(4).toString('hex')}`;
-    const fake = new FakeBotConnector(server, port, await newKey(kid), await newKey(kid), opts.appId ?? '', opts.appPassword, opts.tenantId ?? '72f988bf-0000-4000-8000-000000000001');
-    server.on('connection', (s) => {
-      fake.sockets.add(s);
-      s.on('close', () => fake.sockets.delete(s));
-    });
-    server.on('request', (req, res) => {
-      fake.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
-        res.end(String(err));
-      });
-    });
+    fake = new FakeBotConnector(server, server.port, await newKey(kid), await newKey(kid), opts.appId ?? '', opts.appPassword, opts.tenantId ?? '72f988bf-0000-4000-8000-000000000001');
     return fake;
   }
 
-  async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.server.stop();
   }
 
   /** Registers a certificate credential on the app (PEM), as in the Azure portal. */

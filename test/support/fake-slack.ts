@@ -4,8 +4,8 @@
 // Everything is recorded so tests can assert on what Slack would have shown.
 import { createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { startLocalServer, type LocalServer } from './local-server.ts';
 
 export interface FakeSlackCall {
   method: string;
@@ -80,12 +80,11 @@ export class FakeSlack {
   private readonly channels = new Map<string, Channel>();
   private readonly users = new Map<string, User>();
   private readonly faults: PendingFault[] = [];
-  private readonly sockets = new Set<Socket>();
   private readonly events = new EventEmitter();
   private seq = 0;
 
   private constructor(
-    private readonly server: Server,
+    private readonly server: LocalServer,
     readonly port: number,
     readonly token: string,
   ) {}
@@ -96,29 +95,14 @@ export class FakeSlack {
   }
 
   static async start(opts: { token?: string } = {}): Promise<FakeSlack> {
-    const server = createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
-    });
-    const { port } = server.address() as { port: number };
-    const fake = new FakeSlack(server, port, opts.token ?? 'xoxb-fake-bot-token');
-    server.on('connection', (s) => {
-      fake.sockets.add(s);
-      s.on('close', () => fake.sockets.delete(s));
-    });
-    server.on('request', (req, res) => {
-      fake.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
-        res.end(String(err));
-      });
-    });
+    let fake: FakeSlack | undefined;
+    const server = await startLocalServer((req, res) => fake!.handle(req, res));
+    fake = new FakeSlack(server, server.port, opts.token ?? 'xoxb-fake-bot-token');
     return fake;
   }
 
-  async stop(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  stop(): Promise<void> {
+    return this.server.stop();
   }
 
   /** Registers a channel the bot can see; returns its id. `#` in the name is optional. */
