@@ -419,6 +419,29 @@ export class HttpGatewayCore {
     }
   }
 
+  /**
+   * Holds a reviewed request while its client stays connected (`emitter` closing aborts the hold
+   * when `stillOpen()`). Returns what to record, the refusal to answer when it was not approved,
+   * and whether the client went away.
+   */
+  async #review(
+    ctx: Prepared,
+    d: Extract<Decision, { action: 'review' }>,
+    emitter: { once(e: 'close', f: () => void): unknown; off(e: 'close', f: () => void): unknown },
+    stillOpen: () => boolean,
+  ): Promise<{ approval: OperationRecord['approval']; refusal?: HttpError; gone: boolean }> {
+    const gone = new AbortController();
+    const onClose = () => stillOpen() && gone.abort();
+    emitter.once('close', onClose);
+    const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal).finally(() => emitter.off('close', onClose));
+    let approval: OperationRecord['approval'];
+    if (outcome !== 'timeout') {
+      approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
+      if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
+    } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
+    return { approval, refusal: this.#holdRefusal(outcome, d, posted), gone: gone.signal.aborted };
+  }
+
   #holdRefusal(o: HoldOutcome | 'timeout', d: Extract<Decision, { action: 'review' }>, posted: HoldPosted | undefined): HttpError | undefined {
     if (o === 'timeout') {
       const retry = Math.max(1, Math.round(Math.min(30_000, this.#maxHoldMs) / 1000));
@@ -480,19 +503,11 @@ export class HttpGatewayCore {
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
       const extraHeaders: Record<string, string> = {};
       if (d.action === 'review') {
-        const gone = new AbortController();
-        const onClose = () => !res.writableEnded && gone.abort();
-        res.once('close', onClose);
-        const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal);
-        res.off('close', onClose);
-        if (outcome !== 'timeout') {
-          approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
-          if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
-        } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
-        const refusal = this.#holdRefusal(outcome, d, posted);
-        if (refusal) throw refusal;
-        if (outcome !== 'timeout') extraHeaders['x-airlock-approval'] = outcome.requestId;
-        if (gone.signal.aborted) return record({ status: 499, error: 'client went away while held' });
+        const held = await this.#review(ctx, d, res, () => !res.writableEnded);
+        approval = held.approval;
+        if (held.refusal) throw held.refusal;
+        if (held.approval) extraHeaders['x-airlock-approval'] = held.approval.requestId;
+        if (held.gone) return record({ status: 499, error: 'client went away while held' });
       }
       const masker = this.#masker(ctx.op, d);
       const result = await this.#forward(req, res, ctx, masker, extraHeaders);
@@ -588,18 +603,10 @@ export class HttpGatewayCore {
       const d = (decision = this.#engine.decide(ctx.op));
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
       if (d.action === 'review') {
-        const gone = new AbortController();
-        const onClose = () => gone.abort();
-        socket.once('close', onClose);
-        const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal);
-        socket.off('close', onClose);
-        if (outcome !== 'timeout') {
-          approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
-          if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
-        } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
-        const refusal = this.#holdRefusal(outcome, d, posted);
-        if (refusal) throw refusal;
-        if (gone.signal.aborted || socket.destroyed) return record(499, { error: 'client went away while held' });
+        const held = await this.#review(ctx, d, socket, () => true);
+        approval = held.approval;
+        if (held.refusal) throw held.refusal;
+        if (held.gone || socket.destroyed) return record(499, { error: 'client went away while held' });
       }
       const up = ctx.up;
       const headers = this.#upstreamHeaders(up, ctx.identity, false, req);
