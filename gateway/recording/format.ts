@@ -352,6 +352,8 @@ function operationBlock(op: OperationRecord, protocol: string, sameDay: boolean,
   if (result) add('result', result);
   if (op.maskedColumns.length) add('masked', op.maskedColumns.map(oneLine).join(', '));
   if (op.error) add('error', full ? clean(op.error, true) : oneLine(op.error));
+  // Terminal sessions (ssh shell, kubectl exec) are recorded as asciicast files: `asciinema play <file>`.
+  if (typeof op.classification.recording === 'string') add('recording', oneLine(op.classification.recording));
   return lines;
 }
 

@@ -291,3 +291,13 @@ describe('units', () => {
     assert.deepEqual([0, 512, 1_834, 5 * 1024 * 1024].map(formatBytes), ['0 B', '512 B', '1.8 KiB', '5.0 MiB']);
   });
 });
+
+test('a recorded terminal session names its asciicast file, and a write shows its command tag', () => {
+  const ops: OperationRecord[] = [
+    { sessionId: session.id, seq: 1, at: at(0), text: 'shell', kind: 'shell', classification: { recording: '/var/lib/airlock/recordings/s-1.cast' }, decision: 'allow', maskedColumns: [] },
+    { sessionId: session.id, seq: 2, at: at(10), text: "UPDATE t SET x = 1 WHERE id = 2", kind: 'write', classification: { tag: 'UPDATE 1' }, decision: 'allow', rows: 0, bytes: 0, maskedColumns: [] },
+  ];
+  const out = formatSessionDetail({ session, operations: ops });
+  assert.match(out, /recording +\/var\/lib\/airlock\/recordings\/s-1\.cast/);
+  assert.match(out, /result +UPDATE 1, 0 rows, 0 B/);
+});
