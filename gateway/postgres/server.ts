@@ -168,6 +168,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       socket.write(Buffer.concat([authenticationOk(), ...up.startupFrames, backendKeyData(key.pid, key.secret), readyForQuery('I')]));
       logger.info({ session: session.id, identity: res.identity.name, connection: conn.name, clientAddress, tls: res.tls, upstreamTls: up.tls }, 'postgres session started');
       session.start();
+      session.expireAt(res.tokenExpiresAt);
     } finally {
       clearTimeout(timer);
       pending.delete(raw);

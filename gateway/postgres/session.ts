@@ -120,6 +120,11 @@ function quoteIdent(s: string): string {
   return '"' + s.replace(/"/g, '""') + '"';
 }
 
+const TOKEN_EXPIRED: PgError = {
+  code: '57P01',
+  message: 'Airlock: the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)',
+};
+
 export class Session {
   readonly id: string;
   readonly identity: Identity;
@@ -162,6 +167,9 @@ export class Session {
   /** The Describe('P') just forwarded, if the very next message is the Execute of that portal. */
   private lastPortalDescribe: { portal: string; entry: Expect } | null = null;
   private barrierEntry: Expect | null = null;
+  /** The token the session logged in with has expired: no new statement starts. */
+  private tokenExpired = false;
+  private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -265,9 +273,24 @@ export class Session {
     return Buffer.from(this.cr.buf.subarray(this.cr.start, this.cr.end));
   }
 
+  /**
+   * Sessions live no longer than the short-lived token they logged in with: at `at` an idle
+   * session ends; a busy one finishes what it is doing (a held statement included) and ends when
+   * the client starts its next statement.
+   */
+  expireAt(at: Date): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = setTimeout(() => {
+      this.tokenExpired = true;
+      if (this.q.length === 0 && !this.holding) this.end('token expired', TOKEN_EXPIRED);
+    }, Math.min(Math.max(0, at.getTime() - Date.now()), 2 ** 31 - 1));
+    this.expiryTimer.unref();
+  }
+
   private onFrontend(): void {
     const r = this.cr;
     const t = r.type;
+    if (this.tokenExpired && (t === M.Query || t === M.Parse)) return this.end('token expired', TOKEN_EXPIRED);
     // After an error in the extended protocol PostgreSQL ignores everything until Sync; the
     // upstream would too, so such messages are dropped here.
     if (this.skipTillSync && t !== M.Sync && t !== M.Terminate && FRONTEND_TYPES.has(t)) return;
@@ -929,6 +952,7 @@ export class Session {
   /** Ends the session (idempotent). `clientError` is sent to the client first when given. */
   end(reason: string, clientError?: PgError): void {
     if (this.closed) return;
+    clearTimeout(this.expiryTimer);
     this.flushClient();
     this.closed = true;
     this.holdAbort?.abort(new Error(reason));

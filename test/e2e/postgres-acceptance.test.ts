@@ -150,3 +150,20 @@ test('every one of these is visible in `airlock sessions show`', async () => {
     assert.match(out, expected);
   }
 });
+
+test('a session lives no longer than its token: the next statement after expiry ends it with a clear error', async () => {
+  const token = await h.token('alice', 2000);
+  const c = await h.client({ token });
+  const errors: Error[] = [];
+  c.on('error', (e) => errors.push(e));
+  // A statement running when the token expires finishes; the next one is refused.
+  assert.equal((await c.query('SELECT 1 AS one FROM pg_sleep(3)')).rows[0].one, 1);
+  await assert.rejects(c.query('SELECT 2'), /token this session logged in with has expired/);
+  await c.end().catch(() => {});
+  // An idle session is ended at expiry without waiting for a statement.
+  const idle = await h.client({ token: await h.token('alice', 2000) });
+  const ended = new Promise<Error>((resolve) => idle.on('error', resolve));
+  const e = await Promise.race([ended, new Promise<undefined>((r) => setTimeout(r, 8000))]);
+  assert.match(String(e?.message), /token this session logged in with has expired/);
+  await idle.end().catch(() => {});
+});
