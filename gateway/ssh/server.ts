@@ -190,6 +190,8 @@ class SshConnection {
   upstream!: UpstreamClient;
   private seq = 0;
   private channels = 0;
+  /** Session channels open right now. */
+  private open = 0;
   private ended = false;
   private readonly abort = new AbortController();
   private readonly requestIds: string[] = [];
@@ -197,6 +199,9 @@ class SshConnection {
   bytesFromClient = 0;
   private readonly remoteForwards = new Set<string>();
   private refused = false;
+  /** Token logins live no longer than their token: no new operation after this. */
+  private tokenExpiresAt: Date | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private relayingRemoteForwards = false;
 
   constructor(
@@ -262,6 +267,7 @@ class SshConnection {
     try {
       const v = await verifyToken(this.g.tokens, token.trim());
       id = { name: v.name, groups: v.groups, ...(v.owner ? { owner: v.owner } : {}) };
+      this.tokenExpiresAt = v.expiresAt;
     } catch (err) {
       return this.refuse(ctx, `authentication failed: ${(err as Error).message}`);
     }
@@ -305,6 +311,13 @@ class SshConnection {
     up.on('error', (err: Error) => this.logger.warn({ err, session: this.id }, 'ssh upstream error'));
     up.on('close', () => this.end('upstream connection closed'));
     this.logger.info({ session: this.id, identity: id.name, target: target.name, clientAddress: this.clientAddress, how }, 'ssh session started');
+    if (this.tokenExpiresAt) {
+      // At expiry a connection with nothing open ends; open channels finish, and new ones are refused (authorize).
+      this.expiryTimer = setTimeout(() => {
+        if (this.open === 0) this.end('token expired');
+      }, Math.min(Math.max(0, this.tokenExpiresAt.getTime() - Date.now()), 2 ** 31 - 1));
+      this.expiryTimer.unref();
+    }
     ctx.accept();
   }
 
@@ -336,6 +349,7 @@ class SshConnection {
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.expiryTimer);
     this.abort.abort(new Error(reason));
     try {
       this.upstream?.end();
@@ -389,6 +403,11 @@ class SshConnection {
    * (after telling the client why).
    */
   private async authorize(op: Operation, say: (line: string) => void, signal: AbortSignal, decision = this.g.policy.decide(op)): Promise<Authorized | { refused: string; decision: Decision; approval?: OperationRecord['approval'] }> {
+    if (this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt.getTime()) {
+      const reason = 'the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)';
+      say(`airlock: ${reason}`);
+      return { refused: reason, decision: { action: 'deny', rule: 'token-expired', reason } };
+    }
     const d = decision;
     if (d.action === 'deny') {
       say(`airlock: denied by policy rule ${d.rule}: ${d.reason}`);
@@ -474,8 +493,15 @@ class SshConnection {
     });
   }
 
-  nextChannel(): number {
+  /** A session channel opened; returns its number in this connection. */
+  channelOpened(): number {
+    this.open++;
     return ++this.channels;
+  }
+
+  channelClosed(): void {
+    this.open--;
+    if (this.open === 0 && this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt.getTime()) this.end('token expired');
   }
 
   authorizeFor(op: Operation, say: (line: string) => void, signal: AbortSignal): ReturnType<SshConnection['authorize']> {
@@ -588,11 +614,12 @@ class Running {
     private readonly pty: PseudoTtyInfo | undefined,
     private readonly env: Record<string, string>,
   ) {
-    this.channel = c.nextChannel();
+    this.channel = c.channelOpened();
     this.nl = pty ? '\r\n' : '\n';
     ch.on('error', (err: Error) => c.logger.debug({ err, session: c.id }, 'client channel error'));
     // Client closed the channel (or the connection went): cancel a hold, stop the upstream side.
     ch.on('close', () => {
+      c.channelClosed();
       this.ac.abort();
       try {
         this.up?.close();

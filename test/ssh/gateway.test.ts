@@ -353,3 +353,19 @@ test('a client sending garbage instead of an SSH banner does not disturb other s
   const r2 = await h.ssh('box', 'echo still-fine');
   assert.equal(r2.stdout.toString(), 'still-fine\n');
 });
+
+test('a token login lives no longer than its token: running commands finish, new ones are refused', async () => {
+  const auth = { token: await h.token('alice', 2000) };
+  const control = ['-o', 'ControlMaster=auto', '-o', `ControlPath=${join(h.dir, 'exp-%C')}`, '-o', 'ControlPersist=30'];
+  // Started before expiry and still running after it.
+  const long = h.ssh('box', 'sleep 4; echo finished', { auth, extra: control });
+  await new Promise((r) => setTimeout(r, 3000));
+  const late = await h.ssh('box', 'echo too-late', { auth, extra: control });
+  assert.equal(late.code, EXIT_DENIED, late.stderr.toString());
+  assert.match(late.stderr.toString(), /token this session logged in with has expired/);
+  assert.doesNotMatch(late.stdout.toString(), /too-late/);
+  const first = await long;
+  assert.equal(first.code, 0, first.stderr.toString());
+  assert.equal(first.stdout.toString(), 'finished\n');
+  await h.ssh('box', undefined, { auth, extra: [...control, '-O', 'exit'] }).catch(() => undefined);
+});
