@@ -4,7 +4,7 @@
 // real psql shows each of those; then the gateway stays up for the user to try.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig, type LoadedConfig } from '../config/load.ts';
@@ -139,6 +139,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     await seedClient.end();
 
     say('airlock demo: starting a local Temporal dev server ...');
+    // Workflow state lives in a SQLite file, started fresh each run: an approval from a previous
+    // run would otherwise still be a grant, and the tour's held UPDATE would not be held.
+    // (Sessions and the audit trail stay in airlock.db across runs.)
+    for (const f of ['temporal.db', 'temporal.db-wal', 'temporal.db-shm']) rmSync(join(dir, f), { force: true });
     const temporal = await startDevServer({ dbFile: join(dir, 'temporal.db') });
     stops.push(() => temporal.stop());
 
@@ -177,7 +181,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     stops.push(async () => local.close());
     // Wait until the agent has been told it is waiting, as a person would see it happen.
     for (let i = 0; !held.stderr().includes('approval required') && i < 600; i++) await new Promise((r) => setTimeout(r, 100));
-    const pending = local.list().find((r) => r.view.status === 'pending');
+    const requestId = /request (airlock-[0-9a-f]+)/.exec(held.stderr())?.[1];
+    const pending = local.list().find((r) => r.view.requestId === requestId && r.view.status === 'pending');
     if (!pending) throw new Error(`the held UPDATE never reached the local approval channel${held.stderr() ? `: ${held.stderr()}` : ''}`);
     say(`${held.stderr().trimEnd()}\n(psql is waiting)\n\n$ airlock approvals list\n${pending.view.requestId}  pending  ${pending.view.identity}@${pending.view.connection}: ${pending.view.text}`);
     const client = await connectClient(loaded);

@@ -30,3 +30,18 @@ test('the offline demo masks, blocks, limits and holds, and records it all', asy
   assert.match(out, /UPDATE 1/);
   assert.match(out, /REVIEW +write +rule agent-writes-need-a-dba[\s\S]*approved by bob[\s\S]*result +UPDATE 1/);
 });
+
+test('the demo runs again in the same directory: the held UPDATE is held again, not waved through by the last run', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'airlock-demo-'));
+  try {
+    for (let run = 1; run <= 2; run++) {
+      const lines: string[] = [];
+      await runDemo({ dir, interactive: false, waitForExit: async () => {}, out: (l) => lines.push(l) });
+      const out = lines.join('\n');
+      assert.match(out, /NOTICE: {2}approval required: request airlock-[0-9a-f]+ posted to the local channel/, `run ${run}`);
+      assert.match(out, /--as bob\napproved\nUPDATE 1/, `run ${run}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
