@@ -19,12 +19,12 @@ async function waitForSignal(): Promise<void> {
 
 /** Mints a token; groups and owner default to the identity's entry in the config. */
 async function mintFor(loaded: LoadedConfig, identity: string, groupList?: string, owner?: string, ttl?: string): Promise<string> {
-  const { tokenSettings } = await import('../auth/settings.ts');
+  const { configuredIdentity, tokenSettings } = await import('../auth/settings.ts');
   const { mintToken } = await import('../auth/tokens.ts');
-  const known = loaded.config.identities.find((i) => i.name === identity);
-  const groups = groupList !== undefined ? groupList.split(',').map((g) => g.trim()).filter(Boolean) : (known?.groups ?? []);
+  const known = configuredIdentity(loaded, identity);
+  const groups = groupList !== undefined ? groupList.split(',').map((g) => g.trim()).filter(Boolean) : known.groups;
   const settings = tokenSettings(loaded);
-  return mintToken(settings, { name: identity, groups, owner: owner ?? known?.owner }, ttl ? parseDuration(ttl) : settings.defaultTtlMs);
+  return mintToken(settings, { name: identity, groups, owner: owner ?? known.owner }, ttl ? parseDuration(ttl) : settings.defaultTtlMs);
 }
 
 export function buildCli(): Command {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { stringify } from 'yaml';
-import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { configuredIdentity, tokenSettings } from '../../gateway/auth/settings.ts';
 import { mintToken } from '../../gateway/auth/tokens.ts';
 import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
 import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
@@ -80,14 +80,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);
     const token = async (identity: string | Identity = 'alice', ttlMs?: number) => {
-      const id: Identity =
-        typeof identity === 'string'
-          ? (() => {
-              const c = loaded.config.identities.find((i) => i.name === identity);
-              return { name: identity, groups: c?.groups ?? [], ...(c?.owner ? { owner: c.owner } : {}) };
-            })()
-          : identity;
-      return mintToken(settings, id, ttlMs);
+      return mintToken(settings, typeof identity === 'string' ? configuredIdentity(loaded, identity) : identity, ttlMs);
     };
     const defaultAuth = async (auth?: ClientAuth): Promise<ClientAuth> => auth ?? { token: await token('alice') };
     return {

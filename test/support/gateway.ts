@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { FailClosedApprover, type Approver } from '../../gateway/approvals/approver.ts';
-import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { configuredIdentity, tokenSettings } from '../../gateway/auth/settings.ts';
 import { mintToken } from '../../gateway/auth/tokens.ts';
 import { loadConfig, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
 import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
@@ -116,14 +116,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
     });
     const settings = tokenSettings(loaded);
     const token = async (identity: string | Identity = 'alice', ttlMs?: number) => {
-      const id: Identity =
-        typeof identity === 'string'
-          ? (() => {
-              const c = loaded.config.identities.find((i) => i.name === identity);
-              return { name: identity, groups: c?.groups ?? [], ...(c?.owner ? { owner: c.owner } : {}) };
-            })()
-          : identity;
-      return mintToken(settings, id, ttlMs);
+      return mintToken(settings, typeof identity === 'string' ? configuredIdentity(loaded, identity) : identity, ttlMs);
     };
     const conninfo = async (o: ConnectOptions = {}) => {
       const user = o.user ?? 'alice';
