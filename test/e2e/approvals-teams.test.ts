@@ -7,203 +7,112 @@
 // production entry points (gateway/app.ts startGateway, workflows/service.ts startApprovalService).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { startGateway, type RunningGateway } from '../../gateway/app.ts';
-import { tokenSettings } from '../../gateway/auth/settings.ts';
-import { mintToken } from '../../gateway/auth/tokens.ts';
-import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
-import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
-import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
-import { SLACK_EVENTS_PATH } from '../../bots/slack/slack-app.ts';
 import { TEAMS_MESSAGES_PATH } from '../../bots/teams/teams-app.ts';
-import { startApprovalService, type ApprovalService } from '../../workflows/service.ts';
 import type { ApprovalResult } from '../../workflows/definitions.ts';
-import { WAIT, finished, pgPort, spawnPsql, waitFor, type LivePsql } from '../support/approvals-stack.ts';
+import { WAIT, finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
 import { FakeBotConnector, cardOf, cardText, type FakeTeamsMessage, type FakeTeamsUser } from '../support/fake-bot-connector.ts';
-import { FakeSlack, blockActionPayload, postInteraction, type FakeMessage } from '../support/fake-slack.ts';
+import { blockActionPayload, postInteraction, type FakeMessage } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';
-import { startPostgres, type RunningPostgres } from '../support/postgres.ts';
-import { startTemporal, type TestTemporal } from '../support/temporal.ts';
 
 // Generous bounds: a busy 2-core machine, a Temporal dev server and a workflow bundle.
 const TEST_TIMEOUT = 240_000;
 const APP_ID = '5f0c2a9e-31d4-4a8b-9c61-2b7e0d4f8a13';
 const APP_PASSWORD = `teams-secret~${randomBytes(9).toString('base64url')}`;
 
-interface Stack {
-  dir: string;
-  loaded: LoadedConfig;
-  pg: RunningPostgres;
-  temporal: TestTemporal;
-  slack: FakeSlack;
+interface Stack extends ApprovalsStack {
   teams: FakeBotConnector;
-  store: SqliteStore;
-  service: ApprovalService;
-  gateway: RunningGateway;
-  slackSigningSecret: string;
-  slackEventsUrl: string;
-  slackChannelId: string;
   teamsChannelId: string;
   botUrl: string;
 }
 
 let s: Stack;
-const closers: (() => Promise<void> | void)[] = [];
-const live = new Set<LivePsql>();
+let teams: FakeBotConnector | undefined;
 /** Teams users (in the fake's directory) by Airlock identity. */
 const tu = {} as Record<'erin' | 'bob' | 'dave' | 'carol', FakeTeamsUser>;
 
 before(
   async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'airlock-teams-e2e-'));
-    closers.push(() => rmSync(dir, { recursive: true, force: true }));
-    const pg = await startPostgres();
-    closers.push(() => pg.stop());
-    await pg.query(`CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
-      INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 20) g;
-      CREATE TABLE t_expiry (id int PRIMARY KEY, v int NOT NULL);
-      CREATE TABLE t_quorum (id int PRIMARY KEY, v int NOT NULL);
-      INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1);`);
-    const temporal = await startTemporal();
-    closers.push(() => temporal.stop());
-
-    const slack = await FakeSlack.start();
-    closers.push(() => slack.stop());
-    const slackChannelId = slack.addChannel('#db-approvals');
-    slack.addChannel('#db-escalations');
-    // Slack maps by the email on the Slack profile (users.info).
-    slack.addUser('UBOB0001', { name: 'bob', email: 'bob@example.com' });
-    slack.addUser('UDAVE001', { name: 'dave', email: 'dave@example.com' });
-
-    const teams = await FakeBotConnector.start({ appId: APP_ID, appPassword: APP_PASSWORD });
-    closers.push(() => teams.stop());
+    teams = await FakeBotConnector.start({ appId: APP_ID, appPassword: APP_PASSWORD });
     const teamsChannelId = teams.addChannel();
     // Teams maps by the member's email (TeamsInfo.getMember), carol by the explicit teams.users map.
     tu.erin = teams.addUser({ name: 'Erin', email: 'erin@example.com', userPrincipalName: 'erin@corp.example.com' });
     tu.bob = teams.addUser({ name: 'Bob', email: 'Bob@Example.com', userPrincipalName: 'bob@corp.example.com' });
     tu.dave = teams.addUser({ name: 'Dave', email: 'dave@example.com', userPrincipalName: 'dave@corp.example.com' });
     tu.carol = teams.addUser({ name: 'Carol', userPrincipalName: 'carol@corp.example.com' });
-
-    const slackSigningSecret = randomBytes(16).toString('hex');
-    writeFileSync(join(dir, 'signing.key'), randomBytes(48).toString('base64'));
-    writeFileSync(join(dir, 'upstream.pass'), pg.password);
-    writeFileSync(join(dir, 'hash.key'), randomBytes(32).toString('hex'));
-    writeFileSync(join(dir, 'slack-bot.token'), slack.token);
-    writeFileSync(join(dir, 'slack-signing.secret'), slackSigningSecret);
-    writeFileSync(join(dir, 'teams-app.password'), APP_PASSWORD);
-    const slackPort = await freePort();
     const teamsPort = await freePort();
-    const config: AirlockConfigInput = {
-      listen: { postgres: { host: '127.0.0.1', port: 0 } },
-      auth: { signingKey: { file: 'signing.key' } },
-      store: { sqlite: 'airlock.db' },
+    const fake = teams;
+    const stack = await startApprovalsStack({
+      setup: `CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+        INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 20) g;
+        CREATE TABLE t_expiry (id int PRIMARY KEY, v int NOT NULL);
+        CREATE TABLE t_quorum (id int PRIMARY KEY, v int NOT NULL);
+        INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1);`,
       identities: [
         { name: 'erin', groups: ['engineers'], email: 'erin@example.com' },
         { name: 'bob', groups: ['dba'], email: 'bob@example.com' },
         { name: 'dave', groups: ['dba'], email: 'dave@example.com' },
         { name: 'carol', groups: ['dba'] },
       ],
-      connections: [{ name: 'app', type: 'postgres', host: pg.host, port: pg.port, database: 'postgres', user: pg.user, password: { file: 'upstream.pass' }, tls: 'prefer' }],
-      masking: { hashKey: { file: 'hash.key' } },
-      policy: {
-        rules: [
-          {
-            name: 'review-expiry',
-            match: { tables: ['public.t_expiry'], statements: ['UpdateStmt'] },
-            action: 'review',
-            reason: 'expiry drill',
-            review: { approvers: ['dba'], timeout: '8s', escalation: [{ after: '2s', mention: ['dba'] }] },
+      rules: [
+        {
+          name: 'review-expiry',
+          match: { tables: ['public.t_expiry'], statements: ['UpdateStmt'] },
+          action: 'review',
+          reason: 'expiry drill',
+          review: { approvers: ['dba'], timeout: '8s', escalation: [{ after: '2s', mention: ['dba'] }] },
+        },
+        {
+          name: 'review-quorum',
+          match: { tables: ['public.t_quorum'], statements: ['UpdateStmt'] },
+          action: 'review',
+          reason: 'four eyes',
+          review: { approvers: ['dba'], quorum: 2, timeout: '3m' },
+        },
+        {
+          name: 'review-writes',
+          match: { tables: ['public.accounts'], statements: ['UpdateStmt', 'DeleteStmt', 'InsertStmt'] },
+          action: 'review',
+          reason: 'writes to accounts need a DBA',
+          review: { approvers: ['dba'], timeout: '3m' },
+        },
+      ],
+      extendConfig: (dir) => {
+        writeFileSync(join(dir, 'teams-app.password'), APP_PASSWORD);
+        return {
+          teams: {
+            appId: APP_ID,
+            appPassword: { file: 'teams-app.password' },
+            tenantId: fake.tenantId,
+            serviceUrl: fake.serviceUrl,
+            channelId: teamsChannelId,
+            referenceStore: 'teams-refs.json',
+            listen: { host: '127.0.0.1', port: teamsPort },
+            users: { [tu.carol.aadObjectId]: 'carol' },
+            botFramework: fake.endpoints,
           },
-          {
-            name: 'review-quorum',
-            match: { tables: ['public.t_quorum'], statements: ['UpdateStmt'] },
-            action: 'review',
-            reason: 'four eyes',
-            review: { approvers: ['dba'], quorum: 2, timeout: '3m' },
-          },
-          {
-            name: 'review-writes',
-            match: { tables: ['public.accounts'], statements: ['UpdateStmt', 'DeleteStmt', 'InsertStmt'] },
-            action: 'review',
-            reason: 'writes to accounts need a DBA',
-            review: { approvers: ['dba'], timeout: '3m' },
-          },
-        ],
+        };
       },
-      temporal: { address: temporal.address, namespace: temporal.namespace, taskQueue: `airlock-teams-e2e-${randomUUID()}` },
-      slack: {
-        botToken: { file: 'slack-bot.token' },
-        signingSecret: { file: 'slack-signing.secret' },
-        channel: '#db-approvals',
-        escalationChannel: '#db-escalations',
-        apiUrl: slack.apiUrl,
-        listen: { host: '127.0.0.1', port: slackPort },
-      },
-      teams: {
-        appId: APP_ID,
-        appPassword: { file: 'teams-app.password' },
-        tenantId: teams.tenantId,
-        serviceUrl: teams.serviceUrl,
-        channelId: teamsChannelId,
-        referenceStore: 'teams-refs.json',
-        listen: { host: '127.0.0.1', port: teamsPort },
-        users: { [tu.carol.aadObjectId]: 'carol' },
-        botFramework: teams.endpoints,
-      },
-    };
-    const configFile = join(dir, 'airlock.yaml');
-    writeFileSync(configFile, stringify(config));
-    const loaded = loadConfig(configFile);
-
-    // One store for the gateway and the worker, as when both run from the same config on one host.
-    const store = SqliteStore.open(join(dir, 'airlock.db'));
-    closers.push(() => store.close());
-    const service = await startApprovalService(loaded, { store, connection: temporal.native });
-    closers.push(() => service.shutdown());
-    const gateway = await startGateway(loaded, { store });
-    closers.push(() => gateway.close());
-    closers.push(() => {
-      for (const p of live) p.kill('SIGKILL');
     });
-    s = {
-      dir,
-      loaded,
-      pg,
-      temporal,
-      slack,
-      teams,
-      store,
-      service,
-      gateway,
-      slackSigningSecret,
-      slackEventsUrl: `http://127.0.0.1:${slackPort}${SLACK_EVENTS_PATH}`,
-      slackChannelId,
-      teamsChannelId,
-      botUrl: `http://127.0.0.1:${teamsPort}${TEAMS_MESSAGES_PATH}`,
-    };
+    // Slack maps by the email on the Slack profile (users.info).
+    stack.slack.addUser('UBOB0001', { name: 'bob', email: 'bob@example.com' });
+    stack.slack.addUser('UDAVE001', { name: 'dave', email: 'dave@example.com' });
+    s = Object.assign(stack, { teams, teamsChannelId, botUrl: `http://127.0.0.1:${teamsPort}${TEAMS_MESSAGES_PATH}` });
   },
   { timeout: 300_000 },
 );
 
 after(async () => {
-  for (const c of closers.reverse()) await (async () => c())().catch(() => undefined);
+  await s?.close();
+  await teams?.stop();
 });
 
 // ---------------------------------------------------------------------------------------------
 
-
-async function psql(identity: string, sql: string): Promise<LivePsql> {
-  const c = s.loaded.config.identities.find((i) => i.name === identity);
-  if (!c) throw new Error(`no identity ${identity} in the test config`);
-  const token = await mintToken(tokenSettings(s.loaded), { name: c.name, groups: c.groups });
-  const p = spawnPsql(`host=127.0.0.1 port=${pgPort(s.gateway)} dbname=app user=${identity} password=${token} sslmode=disable connect_timeout=10`, sql);
-  live.add(p);
-  void p.done.finally(() => live.delete(p));
-  return p;
+function psql(identity: string, sql: string): Promise<LivePsql> {
+  return s.psql(identity, sql);
 }
 
 type Card = ReturnType<typeof cardOf>;
@@ -233,7 +142,7 @@ function teamsRequest(fragment: string): FakeTeamsMessage | undefined {
 }
 
 function slackRequest(requestId: string): FakeMessage | undefined {
-  return s.slack.messagesIn(s.slackChannelId).find((m) => !m.thread_ts && JSON.stringify(m.blocks).includes(requestId));
+  return s.slack.messagesIn(s.channelId).find((m) => !m.thread_ts && JSON.stringify(m.blocks).includes(requestId));
 }
 
 function slackStatus(m: FakeMessage): string {
@@ -502,7 +411,7 @@ SELECT 'quorum-after:' || v FROM t_quorum WHERE id = 1;
   );
   const slackMsg = await waitFor(() => slackRequest(requestId), 'the request in Slack');
   const { payload } = blockActionPayload({ userId: 'UBOB0001', channelId: slackMsg.channel, messageTs: slackMsg.ts, actionId: 'airlock_approve', value: requestId });
-  const clicked = await postInteraction(s.slackEventsUrl, s.slackSigningSecret, payload);
+  const clicked = await postInteraction(s.slackEventsUrl, s.signingSecret, payload);
   assert.equal(clicked.status, 200, clicked.body);
 
   // One of two: both chats show it, the statement stays held.

@@ -1,5 +1,6 @@
 // The whole approvals path for end-to-end tests, wired the way production wires it: ONE generated
-// airlock.yaml (with a `slack:` block pointing at a fake Slack Web API) read by the real gateway
+// airlock.yaml (with a `slack:` block pointing at a fake Slack Web API, and whatever
+// `extendConfig` adds, such as a `teams:` block) read by the real gateway
 // (`gateway/app.ts` startGateway) and the real approval service (`workflows/service.ts`: Temporal
 // worker + Slack Bolt app), an embedded PostgreSQL, a real Temporal dev server, and live psql
 // processes whose output can be watched while their statement is held.
@@ -9,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { configuredIdentity, tokenSettings } from '../../gateway/auth/settings.ts';
 import { mintToken } from '../../gateway/auth/tokens.ts';
 import { startGateway, type RunningGateway } from '../../gateway/app.ts';
 import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
@@ -35,6 +36,11 @@ export interface ApprovalsStackOptions {
   setup?: string;
   channel?: string;
   escalationChannel?: string;
+  /**
+   * More config (e.g. a `teams:` block), given the stack's directory to write its secret files
+   * into; merged over the generated config before anything reads it.
+   */
+  extendConfig?: (dir: string) => Partial<AirlockConfigInput> | Promise<Partial<AirlockConfigInput>>;
 }
 
 export interface LivePsql {
@@ -204,6 +210,7 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
         users: opts.slackUsers ?? {},
       },
     };
+    if (opts.extendConfig) Object.assign(base, await opts.extendConfig(dir));
     const configFile = join(dir, 'airlock.yaml');
     writeFileSync(configFile, stringify(base));
     const loaded = loadConfig(configFile);
@@ -218,9 +225,8 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
 
     const settings = tokenSettings(loaded);
     const conninfo = async (identity: string, gw: RunningGateway | number = gateway) => {
-      const c = loaded.config.identities.find((i) => i.name === identity);
-      if (!c) throw new Error(`no identity ${identity} in the test config`);
-      const token = await mintToken(settings, { name: c.name, groups: c.groups, ...(c.owner ? { owner: c.owner } : {}) });
+      if (!loaded.config.identities.some((i) => i.name === identity)) throw new Error(`no identity ${identity} in the test config`);
+      const token = await mintToken(settings, configuredIdentity(loaded, identity));
       return `host=127.0.0.1 port=${typeof gw === 'number' ? gw : pgPort(gw)} dbname=app user=${identity} password=${token} sslmode=disable connect_timeout=10`;
     };
 
