@@ -26,6 +26,26 @@ export interface ApprovalView {
   escalated: boolean;
   /** The Slack channel this request asks in, when its rule names one (`review.channel`); otherwise each chat's configured channel. */
   channel?: string;
+  /** Bound parameter values as shown (PII detectors applied): the approval covers exactly these. */
+  parameters?: string[];
+  /** Further lines: tables, body summary, client address, open transaction. */
+  details?: string[];
+  /** Sessions waiting on this request. */
+  waiting?: number;
+  /** Longest reusable grant an approver may choose (the rule's grantTtl); 0 or absent: approve once only. */
+  grantTtlMs?: number;
+  /** The reusable grant chosen with the approval, if any (default: the approval releases one run). */
+  grant?: GrantChoice;
+  /** Runs released so far by this approval. */
+  uses?: number;
+}
+
+/** An approver's explicit choice to let the same exact operation run again without a new request. */
+export interface GrantChoice {
+  /** Reusable for this long (capped by the rule's grantTtl). */
+  forMs: number;
+  /** At most this many runs in all (absent: unbounded within forMs). */
+  runs?: number;
 }
 
 /** One person's decision on a request, as a chat app or the CLI submits it. */
@@ -37,6 +57,8 @@ export interface DecisionArgs {
   reason?: string;
   /** Where the decision came from: 'cli', 'slack:U123', 'teams:<aad id>'. */
   via: string;
+  /** Approve only: make the approval a reusable grant (default: approve once). */
+  grant?: GrantChoice;
 }
 
 export interface DecisionRequest extends DecisionArgs {

@@ -4,11 +4,39 @@
 import type { Operation } from '../policy/operation.ts';
 import type { ReviewSpec } from '../policy/decision.ts';
 
+/**
+ * Exactly what an approval covers. Two holds with equal (identity, owner, connection, protocol,
+ * digest) are the same request; anything that differs (another parameter value, query string or
+ * body byte) is a new request. Built by the enforcement seam (gateway/enforce/), never by a chat.
+ */
+export interface OperationBinding {
+  /** What the approver reads: the statement, command line, or method + path?query. */
+  text: string;
+  /** Bound parameter values as shown to approvers (PII detectors applied, long values cut). */
+  parameters?: string[];
+  /** Further lines for the approver: body summary, open transaction, tables. */
+  details?: string[];
+  /** Keyed digest (hex) of the exact operation: text, raw parameter values, body bytes. */
+  digest: string;
+}
+
 export interface HoldRequest {
   operation: Operation;
   rule: string;
   reason: string;
   review: ReviewSpec;
+  /** Absent only while a proxy still builds holds itself; the enforcement seam always sets it. */
+  binding?: OperationBinding;
+}
+
+/** A run released by a reusable grant the approver chose ("approve for 10 minutes" / "N runs"). */
+export interface GrantUse {
+  /** 1-based use number of this approval. */
+  use: number;
+  /** Runs the approver allowed in all, when bounded by count. */
+  runs?: number;
+  /** ISO time the grant ends. */
+  until: string;
 }
 
 export interface HoldPosted {
@@ -20,8 +48,15 @@ export interface HoldPosted {
   reattached: boolean;
 }
 
+/** The request exists (or was re-attached) but may not be visible to people yet. */
+export interface HoldRequested {
+  requestId: string;
+  channel: string;
+  reattached: boolean;
+}
+
 export type HoldOutcome =
-  | { outcome: 'approved'; requestId: string; approvers: string[]; viaGrant: boolean }
+  | { outcome: 'approved'; requestId: string; approvers: string[]; viaGrant: boolean; grant?: GrantUse }
   | { outcome: 'rejected'; requestId: string; by: string; reason: string }
   | { outcome: 'expired'; requestId: string; reason: string }
   | { outcome: 'cancelled'; requestId: string; reason: string }
@@ -32,6 +67,13 @@ export interface HeldResult {
   requestId: string;
   /** What happened when the held operation ran: rows, duration, error, masked columns. */
   summary: string;
+  sessionId?: string;
+  /** Protocol result: PostgreSQL command tag, HTTP status, SSH exit status. */
+  tag?: string;
+  rows?: number;
+  error?: string;
+  /** Set when the run was released by a reusable grant. */
+  grant?: GrantUse;
 }
 
 export interface Approver {
@@ -40,7 +82,7 @@ export interface Approver {
    * approvers (so the proxy can tell the client it is waiting). Aborting `signal` (client gone)
    * cancels the request. Never rejects: failures come back as outcome `failed`.
    */
-  hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal): Promise<HoldOutcome>;
+  hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal, onRequested?: (p: HoldRequested) => void): Promise<HoldOutcome>;
   /** Reports the held operation's result to the approval thread. Best effort. */
   reportResult(r: HeldResult): Promise<void>;
   /** Attaches the session log to every approval thread the session opened. Best effort. */
