@@ -55,6 +55,15 @@ export function maskHashKey(loaded: LoadedConfig): string {
   return createHmac('sha256', signing).update('airlock masking hash key v1').digest('hex');
 }
 
+/**
+ * The key of the digest approvals bind to (statement + parameter bytes, request + body): derived
+ * from the token signing key, so every replica and every restart computes the same request ids.
+ */
+export function approvalBindingKey(loaded: LoadedConfig): string {
+  const signing = resolveSecret(loaded.config.auth.signingKey, loaded.baseDir, 'auth.signingKey');
+  return createHmac('sha256', signing).update('airlock approval binding key v1').digest('hex');
+}
+
 /** One catalog connection per upstream connection: table OIDs are per database. */
 function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConnection: (c: PostgresConnectionConfig) => MaskerFactory; close(): Promise<void> } {
   const factories = new Map<string, MaskerFactory>();
@@ -114,6 +123,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
         classify: sqlOperations,
         store,
         approver,
+        bindingKey: approvalBindingKey(loaded),
         masking: masking.forConnection,
         logger,
         host: opts.postgres?.host,

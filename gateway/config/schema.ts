@@ -105,6 +105,11 @@ const review = z
       )
       .default([]),
     grantTtl: duration.default('10m'),
+    /**
+     * Hold a statement that arrives inside an open transaction (its locks stay held for the whole
+     * approval). Default false: such a statement is refused with an explanation.
+     */
+    holdInTransaction: z.boolean().optional(),
   })
   .strict();
 

@@ -51,8 +51,10 @@ export interface ReviewSpec {
   escalation: EscalationStep[];
   /** Chat channel to post the request to (Slack channel id / Teams channel). */
   channel?: string;
-  /** How long an approval lets the same statement run again without a new request. */
+  /** Longest reusable grant an approver may choose for this rule (approvals release one run unless they choose a grant). */
   grantTtlMs: number;
+  /** Whether a statement inside an open transaction may be held (its locks stay held while people decide). */
+  holdInTransaction?: boolean;
 }
 
 export type Decision =

@@ -85,6 +85,7 @@ function compileReview(rule: RuleConfig, where: string): ReviewSpec | undefined 
     escalation,
     ...(r.channel ? { channel: r.channel } : {}),
     grantTtlMs: durationMs(r.grantTtl, `${where} review.grantTtl`),
+    ...(r.holdInTransaction ? { holdInTransaction: true } : {}),
   };
 }
 

@@ -16,6 +16,8 @@ export interface UpstreamKey {
 interface Entry {
   secret: Buffer;
   upstream: UpstreamKey;
+  /** The session's own handling of a cancel (a held statement never reached the upstream). */
+  intercept?: () => boolean;
 }
 
 export class CancelRegistry {
@@ -35,10 +37,23 @@ export class CancelRegistry {
     this.byPid.delete(pid);
   }
 
-  /** The upstream key for a client's (pid, secret), or undefined when it matches no session. */
+  /**
+   * Lets a session handle its client's cancels first: `intercept` returns true when it cancelled
+   * something itself (a statement held for approval, which the upstream has not seen).
+   */
+  onCancel(pid: number, intercept: () => boolean): void {
+    const e = this.byPid.get(pid);
+    if (e) e.intercept = intercept;
+  }
+
+  /**
+   * Acts on a client's CancelRequest: the upstream key to forward it to, or undefined when it
+   * matches no session or the session handled it (a held statement was cancelled).
+   */
   lookup(pid: number, secret: Buffer): UpstreamKey | undefined {
     const e = this.byPid.get(pid);
     if (!e || e.secret.length !== secret.length || !timingSafeEqual(e.secret, secret)) return undefined;
+    if (e.intercept?.()) return undefined;
     return e.upstream;
   }
 }

@@ -1,6 +1,7 @@
 // The PostgreSQL listener: accepts clients, runs startup + token authentication, connects the
 // upstream with the connection's own credentials and hands both sockets to a Session. Nothing a
 // client sends can crash the process: every failure is scoped to that one connection.
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
@@ -9,13 +10,14 @@ import type { Approver } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { configPath, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
+import { EnforcementSession, type PolicyDecider } from '../enforce/session.ts';
 import { log as defaultLogger } from '../log.ts';
 import { initSqlParser } from '../policy/sql/classify.ts';
 import type { Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
 import type { MaskerFactory } from './row-masker.ts';
-import { Session, type PolicyDecider, type SqlClassifier } from './session.ts';
+import { Session, type SqlClassifier } from './session.ts';
 import { clientStartup, refuse, type ClientTls } from './startup.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
 
@@ -27,6 +29,8 @@ export interface PostgresGatewayOptions {
   classify: SqlClassifier;
   store: Store;
   approver: Approver;
+  /** Keys the digest approvals bind to; stable across restarts and replicas (app.ts approvalBindingKey). */
+  bindingKey: string;
   /**
    * Masking layer (createMaskerFactory), or one per connection: table OIDs are per database, so
    * the catalog lookups must go to the session's own upstream. Without one, results that need
@@ -138,23 +142,25 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         return;
       }
       const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
+      const enforcement = new EnforcementSession(
+        { policy: opts.policy, approver: opts.approver, store: opts.store, logger },
+        { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt },
+      );
       const session = new Session(
-        { policy: opts.policy, classify: opts.classify, store: opts.store, approver: opts.approver, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger },
+        { classify: opts.classify, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger, bindingKey: opts.bindingKey },
         {
+          enforcement,
           client: socket,
           clientLeftover: res.leftover,
           upstream: up.socket,
           upstreamLeftover: up.leftover,
           upstreamKey: { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret },
           clientPid: key.pid,
-          identity: res.identity,
-          connection: conn.name,
-          clientAddress,
           onClose: (s) => sessions.delete(s),
         },
       );
       try {
-        opts.store.startSession({ id: session.id, protocol: 'postgres', identity: res.identity.name, groups: res.identity.groups, connection: conn.name, clientAddress, startedAt: new Date() });
+        enforcement.start();
       } catch (err) {
         // No audit trail, no access.
         logger.error({ err }, 'recording the session start failed; refusing the session');
@@ -168,7 +174,6 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       socket.write(Buffer.concat([authenticationOk(), ...up.startupFrames, backendKeyData(key.pid, key.secret), readyForQuery('I')]));
       logger.info({ session: session.id, identity: res.identity.name, connection: conn.name, clientAddress, tls: res.tls, upstreamTls: up.tls }, 'postgres session started');
       session.start();
-      session.expireAt(res.tokenExpiresAt);
     } finally {
       clearTimeout(timer);
       pending.delete(raw);

@@ -26,18 +26,19 @@
 //   messages after it (up to Sync) were already
 //   forwarded and did run; their responses are swallowed so the client sees PostgreSQL's error
 //   semantics, but their effects stay. Only rows were withheld, never a policy decision skipped.
-import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { Approver, HoldOutcome } from '../approvals/approver.ts';
+import { bindOperation, type BoundParameter } from '../enforce/binding.ts';
+import { POSTGRES_SQLSTATE, type Refusal } from '../enforce/refusal.ts';
+import type { EnforcementSession, HoldNotice } from '../enforce/session.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
-import type { Store } from '../recording/store.ts';
+import { bindParameters } from './bind.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, readCString } from './frames.ts';
 import { copyOutSpec } from './copy-spec.ts';
-import { EMPTY_PLAN, heldResultSummary, limitsOf, newRun, operationRecord, outcomeMessage, planOf, type Portal, type Run, type Stmt } from './statement.ts';
+import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type Stmt } from './statement.ts';
 import { isUnsafeClientEncoding } from './startup.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
@@ -49,24 +50,20 @@ export interface OperationBase {
   connection: ConnectionContext;
 }
 
-/** The policy as the proxy uses it (PolicyEngine satisfies `PolicyDecider`). */
-export interface PolicyDecider {
-  decideAll(ops: Operation[]): { decision: Decision; operation: Operation };
-}
 export type SqlClassifier = (query: string, base: OperationBase) => Operation[];
 
 export interface SessionDeps {
-  policy: PolicyDecider;
   classify: SqlClassifier;
-  store: Store;
-  approver: Approver;
   masking: MaskerFactory | null;
   cancels: CancelRegistry;
   logger: Logger;
+  /** Keys the digest an approval binds to (statement text + exact parameter bytes). */
+  bindingKey: string;
 }
 
 export interface SessionInit {
-  id?: string;
+  /** This session in the enforcement seam: decisions, holds, records, token expiry. */
+  enforcement: EnforcementSession;
   client: Socket | TLSSocket;
   clientLeftover: Buffer;
   upstream: Socket | TLSSocket;
@@ -74,11 +71,11 @@ export interface SessionInit {
   upstreamKey: UpstreamKey;
   /** Airlock's own key given to the client. */
   clientPid: number;
-  identity: Identity;
-  connection: string;
-  clientAddress: string;
   onClose?: (s: Session) => void;
 }
+
+/** SQL statements that create, replace or drop prepared statements or portals behind the protocol's back. */
+const NAME_CHANGING_SQL = new Set(['PrepareStmt', 'DeallocateStmt', 'DeclareCursorStmt', 'ClosePortalStmt', 'DiscardStmt']);
 
 const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to parse on purpose */ AIRLOCK_DENIED';
 const POISON_STATEMENT = 'airlock.denied';
@@ -107,6 +104,10 @@ interface Expect {
   run?: Run;
   /** Poison entries: the error the client sees instead of the upstream's. */
   error?: PgError;
+  /** Parse/Bind/Close entries: the name whose record changes when the server confirms. */
+  name?: string;
+  stmt?: Stmt;
+  portal?: Portal;
   /** Poison sent as an extended-protocol Parse (vs a simple Query). */
   extended?: boolean;
   /** Responses to this message are dropped: the client already got an error for its pipeline. */
@@ -120,10 +121,10 @@ function quoteIdent(s: string): string {
   return '"' + s.replace(/"/g, '""') + '"';
 }
 
-const TOKEN_EXPIRED: PgError = {
-  code: '57P01',
-  message: 'Airlock: the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)',
-};
+/** A refusal from the enforcement seam in PostgreSQL's words. */
+export function refusalError(r: Refusal): PgError {
+  return { code: POSTGRES_SQLSTATE[r.kind], message: r.message, ...(r.hint ? { hint: r.hint } : {}) };
+}
 
 export class Session {
   readonly id: string;
@@ -136,12 +137,22 @@ export class Session {
   private readonly toUpstream = new WriteBatch();
   private readonly toClient = new WriteBatch();
   private readonly q: Expect[] = [];
+  /**
+   * Prepared statements and portals as the SERVER knows them: changed only when it confirms
+   * (ParseComplete, BindComplete, CloseComplete). `pendingStmts`/`pendingPortals` hold what the
+   * messages in flight will make of a name if they succeed (null: closed), so a pipeline that
+   * uses a name right after defining it resolves the same way the server will; a failed Parse
+   * (42P05 for a reused name) never replaces the record of the statement the server still has.
+   */
   private readonly stmts = new Map<string, Stmt>();
   private readonly portals = new Map<string, Portal>();
+  private readonly pendingStmts = new Map<string, Stmt | null>();
+  private readonly pendingPortals = new Map<string, Portal | null>();
   private readonly base: OperationBase;
-  private readonly requestIds: string[] = [];
-  private readonly reported = new Set<string>();
-  private seq = 0;
+  private readonly enforce: EnforcementSession;
+  /** Transaction status from the last ReadyForQuery, and since when a transaction is open. */
+  private txStatus = 0x49; /* I */
+  private txSince: Date | undefined;
   private closed = false;
   private holding = false;
   private holdAbort: AbortController | null = null;
@@ -169,21 +180,24 @@ export class Session {
   private barrierEntry: Expect | null = null;
   /** The token the session logged in with has expired: no new statement starts. */
   private tokenExpired = false;
-  private expiryTimer: NodeJS.Timeout | undefined;
+  /** The held statement's hold, which a CancelRequest from the client aborts. */
+  private heldRun: Run | null = null;
 
   constructor(
     private readonly deps: SessionDeps,
     private readonly init: SessionInit,
   ) {
-    this.id = init.id ?? randomUUID();
-    this.identity = init.identity;
-    this.connection = init.connection;
+    this.enforce = init.enforcement;
+    const info = init.enforcement.info;
+    this.id = info.id;
+    this.identity = info.identity;
+    this.connection = info.connection;
     this.client = init.client;
     this.upstream = init.upstream;
     this.base = {
       protocol: 'postgres',
-      identity: init.identity,
-      connection: { name: init.connection, clientAddress: init.clientAddress, sessionId: this.id },
+      identity: info.identity,
+      connection: { name: info.connection, clientAddress: info.clientAddress, sessionId: this.id },
     };
   }
 
@@ -209,8 +223,25 @@ export class Session {
     if (this.init.upstreamLeftover.length) this.ur.push(this.init.upstreamLeftover);
     client.resume();
     upstream.resume();
+    // Sessions live no longer than the short-lived token they logged in with: an idle session
+    // ends at expiry; a busy one finishes what it is doing (a held statement included) and ends
+    // when the client starts its next statement.
+    this.enforce.onTokenExpiry(() => {
+      this.tokenExpired = true;
+      if (this.q.length === 0 && !this.holding) this.end('token expired', refusalError(this.enforce.tokenRefusal()));
+    });
+    this.deps.cancels.onCancel(this.init.clientPid, () => this.cancelHeld());
     this.pumpUpstream();
     this.pumpClient();
+  }
+
+  /** A CancelRequest from the client: a held statement is cancelled here (true), else upstream. */
+  private cancelHeld(): boolean {
+    const run = this.heldRun;
+    if (!run || !this.holdAbort) return false;
+    run.cancelledByClient = true;
+    this.holdAbort.abort(new Error('cancelled by the client (CancelRequest)'));
+    return true;
   }
 
   /** Byte counters (what was handed to each socket), for status pages and tests. */
@@ -273,24 +304,10 @@ export class Session {
     return Buffer.from(this.cr.buf.subarray(this.cr.start, this.cr.end));
   }
 
-  /**
-   * Sessions live no longer than the short-lived token they logged in with: at `at` an idle
-   * session ends; a busy one finishes what it is doing (a held statement included) and ends when
-   * the client starts its next statement.
-   */
-  expireAt(at: Date): void {
-    clearTimeout(this.expiryTimer);
-    this.expiryTimer = setTimeout(() => {
-      this.tokenExpired = true;
-      if (this.q.length === 0 && !this.holding) this.end('token expired', TOKEN_EXPIRED);
-    }, Math.min(Math.max(0, at.getTime() - Date.now()), 2 ** 31 - 1));
-    this.expiryTimer.unref();
-  }
-
   private onFrontend(): void {
     const r = this.cr;
     const t = r.type;
-    if (this.tokenExpired && (t === M.Query || t === M.Parse)) return this.end('token expired', TOKEN_EXPIRED);
+    if (this.tokenExpired && (t === M.Query || t === M.Parse)) return this.end('token expired', refusalError(this.enforce.tokenRefusal()));
     // After an error in the extended protocol PostgreSQL ignores everything until Sync; the
     // upstream would too, so such messages are dropped here.
     if (this.skipTillSync && t !== M.Sync && t !== M.Terminate && FRONTEND_TYPES.has(t)) return;
@@ -316,10 +333,11 @@ export class Session {
       case M.Close: {
         const which = r.buf[r.start + 5];
         const [name] = readCString(r.buf, r.start + 6, r.end);
-        if (which === 0x53) this.stmts.delete(name);
-        else this.portals.delete(name);
+        // Closed once the server says so; until then nothing may use the name.
+        if (which === 0x53) this.pendingStmts.set(name, null);
+        else this.pendingPortals.set(name, null);
         this.forwardCurrent();
-        this.q.push({ kind: 'close' });
+        this.q.push({ kind: 'close', name: (which === 0x53 ? 'S' : 'P') + name });
         return;
       }
       case M.Sync: {
@@ -361,17 +379,38 @@ export class Session {
     return s;
   }
 
-  /** Classifies and decides. Failures of the policy layer deny (fail closed). */
+  /** Classifies and decides through the enforcement seam. Failures of the policy layer deny (fail closed). */
   private decide(text: string): { decision: Decision; op: Operation | undefined } {
+    let ops: Operation[];
     try {
-      const ops = this.deps.classify(text, this.base);
-      if (ops.length === 0) return { decision: { action: 'allow', mask: EMPTY_PLAN, limits: {} }, op: undefined };
-      const { decision, operation } = this.deps.policy.decideAll(ops);
-      return { decision, op: operation };
+      ops = this.deps.classify(text, this.base);
     } catch (err) {
-      this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
-      return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, op: undefined };
+      this.deps.logger.error({ err, session: this.id }, 'classification failed; denying');
+      return { decision: { action: 'deny', rule: 'airlock-internal', reason: `classification failed: ${(err as Error).message}` }, op: undefined };
     }
+    const { decision, operation } = this.enforce.decide(ops);
+    // SQL that defines or drops prepared statements or cursors changes names the protocol can
+    // use; Airlock cannot follow it, so every name it knew becomes unknown (and is refused).
+    if (decision.action !== 'deny' && ops.some((o) => o.sql?.statementTypes.some((t) => NAME_CHANGING_SQL.has(t)))) this.forgetNames();
+    return { decision, op: operation };
+  }
+
+  private forgetNames(): void {
+    for (const k of this.stmts.keys()) this.pendingStmts.set(k, null);
+    for (const k of this.pendingStmts.keys()) this.pendingStmts.set(k, null);
+    for (const k of this.portals.keys()) this.pendingPortals.set(k, null);
+    for (const k of this.pendingPortals.keys()) this.pendingPortals.set(k, null);
+  }
+
+  /** What a name will refer to once the messages in flight are processed (undefined: unknown). */
+  private lookupStmt(name: string): Stmt | undefined {
+    const p = this.pendingStmts.get(name);
+    return p === undefined ? this.stmts.get(name) : (p ?? undefined);
+  }
+
+  private lookupPortal(name: string): Portal | undefined {
+    const p = this.pendingPortals.get(name);
+    return p === undefined ? this.portals.get(name) : (p ?? undefined);
   }
 
   private newRun(text: string, op: Operation | undefined, decision: Decision): Run {
@@ -386,7 +425,7 @@ export class Session {
     if (decision.action === 'deny') return this.deny(run, false);
     if (decision.action === 'review') {
       const frame = this.currentCopy();
-      return this.hold(run, false, () => {
+      return this.hold(run, false, [], () => {
         this.toUpstream.addOwned(frame);
         this.q.push({ kind: 'query', run });
       });
@@ -407,64 +446,61 @@ export class Session {
     const { decision, op } = this.decide(text);
     const stmt: Stmt = { text, op, decision };
     const run = this.newRun(text, op, decision);
-    if (decision.action === 'deny') {
-      this.stmts.delete(name);
-      return this.deny(run, true);
-    }
-    if (decision.action === 'review') {
-      const frame = this.currentCopy();
-      return this.hold(run, true, () => {
-        stmt.approval = run.approval;
-        this.stmts.set(name, stmt);
-        this.toUpstream.addOwned(frame);
-        this.q.push({ kind: 'parse', run });
-      });
-    }
-    this.stmts.set(name, stmt);
+    if (decision.action === 'deny') return this.deny(run, true);
+    // A statement that needs review is held at Bind, where its parameter values are known: the
+    // approval covers the statement AND the exact values. Parsing it upstream runs nothing.
+    this.pendingStmts.set(name, stmt);
     this.forwardCurrent();
-    this.q.push({ kind: 'parse', run });
+    this.q.push({ kind: 'parse', run, name, stmt });
     if (ENCODING_CHANGE.test(text) && this.encodingBarrier === 'none') this.encodingBarrier = 'armed';
   }
 
-  /** A statement this session did not Parse (SQL-level PREPARE, DECLARE CURSOR): ask the policy about it by name. */
-  private unknownStmt(sqlText: string): Stmt {
-    const { decision, op } = this.decide(sqlText);
-    return { text: sqlText, op, decision };
+  /** A Bind or Execute naming something Airlock never saw defined: the server may know it from SQL, Airlock cannot decide on it. */
+  private refuseUnknown(what: 'prepared statement' | 'portal', name: string): void {
+    const run = this.newRun(`<${what} ${quoteIdent(name)}>`, undefined, {
+      action: 'deny',
+      rule: 'airlock-unknown-name',
+      reason: `${what} ${quoteIdent(name)} was not defined through this session's extended protocol (or SQL PREPARE/DECLARE/DEALLOCATE/DISCARD changed it), so Airlock cannot tell what it runs; prepare it again with Parse`,
+    });
+    this.deny(run, true);
   }
 
   private onBind(): void {
     const r = this.cr;
-    const [portal, off] = readCString(r.buf, r.start + 5, r.end);
+    const [portalName, off] = readCString(r.buf, r.start + 5, r.end);
     const [stmtName] = readCString(r.buf, off, r.end);
-    // Statements in the map were allowed (or approved) at Parse.
-    const known = this.stmts.get(stmtName);
-    const stmt = known ?? this.unknownStmt(`EXECUTE ${quoteIdent(stmtName)}`);
-    if (!known && (stmt.decision.action === 'deny' || stmt.decision.action === 'review')) {
-      // Only reachable for statements prepared outside this protocol path; reviews need the text.
-      const run = this.newRun(stmt.text, stmt.op, stmt.decision.action === 'deny' ? stmt.decision : { action: 'deny', rule: stmt.decision.rule, reason: stmt.decision.reason });
-      return this.deny(run, true);
+    const stmt = this.lookupStmt(stmtName);
+    if (!stmt) return this.refuseUnknown('prepared statement', stmtName);
+    if (stmt.decision.action === 'review') {
+      const run = this.newRun(stmt.text, stmt.op, stmt.decision);
+      const params = bindParameters(r.buf, r.start, r.end).map((p) => ({ value: p.value && Buffer.from(p.value), binary: p.binary }));
+      run.parameters = params;
+      const frame = this.currentCopy();
+      return this.hold(run, true, params, () => {
+        // The portal carries this approval: its Execute runs exactly the approved values once.
+        const portal: Portal = { stmt, rows: 0, approval: run.approval, grant: run.grant, parameters: params, binding: run.binding };
+        this.pendingPortals.set(portalName, portal);
+        this.toUpstream.addOwned(frame);
+        this.q.push({ kind: 'bind', name: portalName, portal });
+      });
     }
-    this.portals.set(portal, { stmt, rows: 0 });
+    const portal: Portal = { stmt, rows: 0 };
+    this.pendingPortals.set(portalName, portal);
     this.forwardCurrent();
-    this.q.push({ kind: 'bind' });
+    this.q.push({ kind: 'bind', name: portalName, portal });
   }
 
   private onExecute(): void {
     const r = this.cr;
     const [portalName] = readCString(r.buf, r.start + 5, r.end);
-    let portal = this.portals.get(portalName);
-    if (!portal) {
-      const stmt = this.unknownStmt(`FETCH ALL FROM ${quoteIdent(portalName)}`);
-      if (stmt.decision.action === 'deny' || stmt.decision.action === 'review') {
-        const run = this.newRun(stmt.text, stmt.op, stmt.decision.action === 'deny' ? stmt.decision : { action: 'deny', rule: stmt.decision.rule, reason: stmt.decision.reason });
-        return this.deny(run, true);
-      }
-      portal = { stmt, rows: 0 };
-      this.portals.set(portalName, portal);
-    }
+    const portal = this.lookupPortal(portalName);
+    if (!portal) return this.refuseUnknown('portal', portalName);
     const run = this.newRun(portal.stmt.text, portal.stmt.op, portal.stmt.decision);
     run.portal = portal;
-    run.approval = portal.stmt.approval;
+    run.approval = portal.approval;
+    run.grant = portal.grant;
+    run.parameters = portal.parameters;
+    run.binding = portal.binding;
     const described = this.lastPortalDescribe?.portal === portalName ? this.lastPortalDescribe.entry : null;
     this.lastPortalDescribe = null;
     if (planNeedsMasking(planOf(run.decision)) && described) {
@@ -480,11 +516,13 @@ export class Session {
     this.q.push({ kind: 'execute', run });
   }
 
-  private deny(run: Run, extended: boolean): void {
+  /** Answers a statement with Airlock's error instead of running it (see "poison" above). */
+  private deny(run: Run, extended: boolean, refusal?: Refusal): void {
     const d = run.decision;
-    const error: PgError =
-      d.action === 'deny'
-        ? { code: '42501', message: `Airlock denied this statement: rule ${d.rule}: ${d.reason}` }
+    const error: PgError = refusal
+      ? refusalError(refusal)
+      : d.action === 'deny'
+        ? refusalError(this.enforce.denial(d))
         : { code: '42501', message: run.error ?? 'Airlock denied this statement' };
     run.error ??= error.message;
     this.finishRun(run);
@@ -493,51 +531,49 @@ export class Session {
     if (extended) this.skipTillSync = true;
   }
 
-  private hold(run: Run, extended: boolean, forward: () => void): void {
+  /**
+   * Holds a statement for approval through the enforcement seam: only this session's client side
+   * is parked (frames behind it wait in order), the client hears at once and again when the
+   * request is posted, and a CancelRequest or hang-up cancels the hold.
+   */
+  private hold(run: Run, extended: boolean, params: BoundParameter[], forward: () => void): void {
     const d = run.decision;
     if (d.action !== 'review') return;
     this.holding = true;
+    this.heldRun = run;
     const ac = new AbortController();
     this.holdAbort = ac;
-    // Approvers see everything that will run on approval: the whole query string, not just the
-    // statement that triggered the review.
+    // Approvers see everything that will run on approval: the whole query string (not just the
+    // statement that triggered the review) and the exact parameter values.
     const op: Operation = run.op ? { ...run.op, text: run.text } : { ...this.base, kind: 'utility', text: run.text, tables: [], functions: [] };
-    const onPosted = (p: { requestId: string; channel: string; deadline: Date; reattached: boolean }) => {
+    // Statements already executed in this pipeline (or an open transaction block) hold locks.
+    const inTx = this.txStatus !== 0x49 || this.q.some((e) => e.kind === 'query' || e.kind === 'execute');
+    const notify = (n: HoldNotice) => {
       if (this.closed) return;
-      const minutes = Math.max(1, Math.round((p.deadline.getTime() - Date.now()) / 60_000));
-      this.toClient.addOwned(
-        noticeResponse({
-          message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached in' : 'posted to'} ${p.channel}, waiting up to ${minutes} minute${minutes === 1 ? '' : 's'}`,
-          detail: `rule ${d.rule}: ${d.reason}`,
-        }),
-      );
+      this.toClient.addOwned(noticeResponse({ message: n.message, ...(n.detail ? { detail: n.detail } : {}) }));
       this.flushClient();
     };
-    let outcomePromise: Promise<HoldOutcome>;
-    try {
-      outcomePromise = this.deps.approver.hold({ operation: op, rule: d.rule, reason: d.reason, review: d.review }, onPosted, ac.signal);
-    } catch (err) {
-      outcomePromise = Promise.resolve({ outcome: 'failed', requestId: '', reason: (err as Error).message });
-    }
-    outcomePromise
-      .catch((err: Error): HoldOutcome => ({ outcome: 'failed', requestId: '', reason: err.message }))
-      .then((o) => {
+    const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
+    run.binding = binding;
+    void this.enforce
+      .hold({ operation: op, decision: d, binding, notify, signal: ac.signal, transactionSince: inTx ? (this.txSince ?? new Date()) : undefined })
+      .then((h) => {
         this.holdAbort = null;
-        if (o.requestId) this.requestIds.push(o.requestId);
-        if (o.outcome === 'approved') {
-          run.approval = { requestId: o.requestId, outcome: o.viaGrant ? 'approved (grant)' : 'approved', approvers: o.approvers };
-        } else {
-          const by = o.outcome === 'rejected' ? o.by : undefined;
-          run.approval = { requestId: o.requestId, outcome: o.outcome, approvers: by ? [by] : [], reason: o.reason };
-          run.error = outcomeMessage(o, d.rule);
-        }
+        this.heldRun = null;
+        run.approval = h.approval;
+        if (h.approved) run.grant = h.grant;
         if (this.closed) {
           run.error ??= 'not executed: the client disconnected while the statement was held';
           this.finishRun(run);
           return;
         }
-        if (o.outcome === 'approved') forward();
-        else this.deny(run, extended);
+        if (h.approved) forward();
+        else if (run.cancelledByClient) {
+          // What PostgreSQL answers for a cancelled statement, so drivers' cancel handling works.
+          const requestId = h.approval?.requestId;
+          this.deny(run, extended, { kind: 'cancelled', message: `canceling statement due to user request: Airlock cancelled the held statement${requestId ? ` and its approval request ${requestId}` : ''}` });
+          this.q[this.q.length - 1].error!.code = '57014';
+        } else this.deny(run, extended, h.refusal);
         this.holding = false;
         this.flushUpstream();
         this.pumpClient();
@@ -607,6 +643,7 @@ export class Session {
       case M.BindComplete:
       case M.CloseComplete:
         this.q.shift();
+        if (head) this.confirm(head);
         if (!head?.swallow) this.relay();
         return;
       case M.ParameterDescription:
@@ -647,6 +684,35 @@ export class Session {
       default:
         throw new ProtocolError(`unexpected message type ${describeType(r.type)}`);
     }
+  }
+
+  /** The server confirmed a Parse, Bind or Close: only now does Airlock's record of the name change. */
+  private confirm(e: Expect): void {
+    if (e.name === undefined) return;
+    if (e.kind === 'parse' && e.stmt) {
+      this.stmts.set(e.name, e.stmt);
+      if (this.pendingStmts.get(e.name) === e.stmt) this.pendingStmts.delete(e.name);
+    } else if (e.kind === 'bind' && e.portal) {
+      this.portals.set(e.name, e.portal);
+      if (this.pendingPortals.get(e.name) === e.portal) this.pendingPortals.delete(e.name);
+    } else if (e.kind === 'close') {
+      const which = e.name[0];
+      const name = e.name.slice(1);
+      if (which === 'S') {
+        this.stmts.delete(name);
+        if (this.pendingStmts.get(name) === null) this.pendingStmts.delete(name);
+      } else {
+        this.portals.delete(name);
+        if (this.pendingPortals.get(name) === null) this.pendingPortals.delete(name);
+      }
+    }
+  }
+
+  /** Messages the server skipped or refused: what they would have defined never exists. */
+  private unconfirmed(e: Expect): void {
+    if (e.name === undefined) return;
+    if (e.kind === 'parse' && this.pendingStmts.get(e.name) === e.stmt) this.pendingStmts.delete(e.name);
+    else if (e.kind === 'bind' && this.pendingPortals.get(e.name) === e.portal) this.pendingPortals.delete(e.name);
   }
 
   private onRowDescription(head: Expect | undefined): void {
@@ -848,6 +914,7 @@ export class Session {
   private dropUntilSync(): void {
     while (this.q.length && this.q[0].kind !== 'sync') {
       const e = this.q.shift()!;
+      this.unconfirmed(e);
       if (e.run && e.kind === 'execute') {
         e.run.error ??= 'not executed: an earlier message in the pipeline failed';
         this.finishRun(e.run);
@@ -886,6 +953,7 @@ export class Session {
     }
     // Extended protocol: the upstream now skips everything until Sync.
     this.q.shift();
+    this.unconfirmed(head);
     if (!head.swallow) {
       if (run?.cut) this.toClient.addOwned(errorResponse(run.cut));
       else this.relay();
@@ -898,9 +966,14 @@ export class Session {
   }
 
   private onReady(): void {
+    const status = this.ur.buf[this.ur.start + 5];
+    if (status !== 0x49 /* I */ && this.txStatus === 0x49) this.txSince = new Date();
+    if (status === 0x49) this.txSince = undefined;
+    this.txStatus = status;
     // Pops up to and including the entry that ends in ReadyForQuery.
     while (this.q.length) {
       const e = this.q.shift()!;
+      this.unconfirmed(e);
       if (e.kind === 'query' && e.run) {
         this.collectMasked(e.run);
         this.finishRun(e.run);
@@ -934,25 +1007,16 @@ export class Session {
   private finishRun(run: Run): void {
     if (run.recorded) return;
     run.recorded = true;
-    const rec = operationRecord(run, this.id, ++this.seq);
-    try {
-      this.deps.store.recordOperation(rec);
-    } catch (err) {
-      this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
-    }
-    const a = run.approval;
-    // One report per approval request, after the first run of the approved statement.
-    if (a && a.outcome.startsWith('approved') && a.requestId && !this.reported.has(a.requestId)) {
-      this.reported.add(a.requestId);
-      const summary = heldResultSummary(run, rec);
-      void this.deps.approver.reportResult({ requestId: a.requestId, summary }).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval result report failed'));
-    }
+    const rec = operationRecord(run);
+    this.enforce.record(rec);
+    // Every approved run is reported to its request: approvals release one run unless the
+    // approver chose a reusable grant, and each grant use belongs in the request's history.
+    this.enforce.reportResult(run.approval, { summary: heldResultSummary(run, rec), tag: run.tag, rows: run.rows, error: run.error, grant: run.grant });
   }
 
   /** Ends the session (idempotent). `clientError` is sent to the client first when given. */
   end(reason: string, clientError?: PgError): void {
     if (this.closed) return;
-    clearTimeout(this.expiryTimer);
     this.flushClient();
     this.closed = true;
     this.holdAbort?.abort(new Error(reason));
@@ -976,14 +1040,7 @@ export class Session {
       }
     }
     this.q.length = 0;
-    try {
-      this.deps.store.endSession(this.id, new Date(), reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
-    } catch (err) {
-      this.deps.logger.error({ err, session: this.id }, 'recording the session end failed');
-    }
-    if (this.requestIds.length) {
-      void this.deps.approver.sessionEnded(this.id, [...this.requestIds]).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval session-end report failed'));
-    }
+    this.enforce.end(reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
     this.deps.logger.info({ session: this.id, identity: this.identity.name, connection: this.connection, reason }, 'postgres session ended');
     this.init.onClose?.(this);
   }

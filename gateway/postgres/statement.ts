@@ -1,6 +1,7 @@
 // One statement run as the session tracks it (decision, counters, masks, limit state), and how
 // it is written to the audit store and reported to an approval thread.
-import type { HoldOutcome } from '../approvals/approver.ts';
+import type { GrantUse, OperationBinding } from '../approvals/approver.ts';
+import type { BoundParameter } from '../enforce/binding.ts';
 import type { Decision, Limits, MaskPlan } from '../policy/decision.ts';
 import type { Operation } from '../policy/operation.ts';
 import type { OperationRecord } from '../recording/store.ts';
@@ -21,6 +22,11 @@ export interface Stmt {
 export interface Portal {
   stmt: Stmt;
   rows: number;
+  /** The approval of exactly this Bind (statement + parameter values), for held statements. */
+  approval?: OperationRecord['approval'];
+  grant?: GrantUse;
+  parameters?: BoundParameter[];
+  binding?: OperationBinding;
 }
 
 export interface Run {
@@ -43,6 +49,13 @@ export interface Run {
   tag?: string;
   portal?: Portal;
   approval?: OperationRecord['approval'];
+  /** Set when a reusable grant (not a fresh approval) released this run. */
+  grant?: GrantUse;
+  /** What the approval was bound to (held statements): shown parameters and the keyed digest. */
+  binding?: OperationBinding;
+  parameters?: BoundParameter[];
+  /** The client sent a CancelRequest while the statement was held. */
+  cancelledByClient?: boolean;
   recorded: boolean;
 }
 
@@ -58,17 +71,27 @@ export function limitsOf(d: Decision): Limits {
   return d.action === 'deny' ? {} : d.limits;
 }
 
-export function operationRecord(run: Run, sessionId: string, seq: number): OperationRecord {
+export function operationRecord(run: Run): Omit<OperationRecord, 'sessionId' | 'seq'> {
   const d = run.decision;
   const op = run.op;
+  const b = run.binding;
   return {
-    sessionId,
-    seq,
     at: new Date(),
     text: run.text,
     kind: op?.kind ?? 'utility',
     classification: op
-      ? { tables: op.tables, functions: op.functions, statementTypes: op.sql?.statementTypes ?? [], copy: op.sql?.copy, fingerprint: op.sql?.fingerprint, parseError: op.sql?.parseError, tag: run.tag }
+      ? {
+          tables: op.tables,
+          functions: op.functions,
+          statementTypes: op.sql?.statementTypes ?? [],
+          copy: op.sql?.copy,
+          fingerprint: op.sql?.fingerprint,
+          parseError: op.sql?.parseError,
+          tag: run.tag,
+          // Held statements: the parameters as the approver saw them and the keyed digest of the exact values.
+          ...(b ? { binding: { digest: b.digest, ...(b.parameters ? { parameters: b.parameters } : {}) } } : {}),
+          ...(run.grant ? { grant: run.grant } : {}),
+        }
       : {},
     decision: d.action,
     rule: d.rule,
@@ -83,22 +106,8 @@ export function operationRecord(run: Run, sessionId: string, seq: number): Opera
 }
 
 /** What the approval thread is told after the approved statement ran. */
-export function heldResultSummary(run: Run, rec: OperationRecord): string {
+export function heldResultSummary(run: Run, rec: Pick<OperationRecord, 'rows' | 'bytes' | 'durationMs' | 'maskedColumns'>): string {
   if (run.error) return `ran with error: ${run.error} (${rec.rows} rows, ${rec.durationMs} ms)`;
   const masked = rec.maskedColumns.length ? `; masked ${rec.maskedColumns.join(', ')}` : '';
   return `completed${run.tag ? ` (${run.tag})` : ''}: ${rec.rows} rows, ${rec.bytes} bytes returned in ${rec.durationMs} ms${masked}`;
-}
-
-/** The client's error for a hold that did not end in approval. */
-export function outcomeMessage(o: Exclude<HoldOutcome, { outcome: 'approved' }>, rule: string): string {
-  switch (o.outcome) {
-    case 'rejected':
-      return `Airlock: approval rejected by ${o.by}: ${o.reason}`;
-    case 'expired':
-      return `Airlock: approval request ${o.requestId} expired: ${o.reason}`;
-    case 'cancelled':
-      return `Airlock: approval request ${o.requestId} was cancelled: ${o.reason}`;
-    case 'failed':
-      return `Airlock: approval could not be obtained (rule ${rule}): ${o.reason}`;
-  }
 }

@@ -4,6 +4,7 @@
 // and how a request is answered; the Temporal approver is tested with the workflows.
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import pg from 'pg';
 import { ManualApprover, type Pending } from '../support/manual-approver.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
@@ -19,7 +20,16 @@ before(async () => {
     config: () => ({
       policy: {
         default: 'allow',
-        rules: [{ name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need a second pair of eyes', review: { approvers: ['dba'], timeout: '10m' } }],
+        rules: [
+          { name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need a second pair of eyes', review: { approvers: ['dba'], timeout: '10m' } },
+          {
+            name: 'approve-updates-in-tx',
+            match: { statements: ['UpdateStmt'] },
+            action: 'review',
+            reason: 'updates need review, even inside transactions',
+            review: { approvers: ['dba'], timeout: '10m', holdInTransaction: true },
+          },
+        ],
       },
     }),
   });
@@ -48,7 +58,10 @@ test('approved: the client gets a notice while waiting, then the statement runs 
     assert.equal(held.req.operation.identity.name, 'alice');
     assert.equal(held.req.operation.text, 'DELETE FROM accounts WHERE id = 1');
     for (let i = 0; i < 50 && notices.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.deepEqual(notices, [`approval required: request ${held.id} posted to #db-approvals, waiting up to 10 minutes`]);
+    assert.deepEqual(notices, [
+      `approval required: request ${held.id} created, posting to #db-approvals`,
+      `approval required: request ${held.id} posted to #db-approvals, waiting up to 10 minutes`,
+    ]);
     assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3, 'nothing ran before approval');
     approve(held);
     const r = await running;
@@ -64,30 +77,34 @@ test('approved: the client gets a notice while waiting, then the statement runs 
   assert.ok(approver.ended.some(([, ids]) => ids.length === 1), JSON.stringify(approver.ended));
 });
 
-test('rejected: 42501 naming who and why; the session stays usable', async () => {
+test('rejected: AL001 naming who and why; the session stays usable', async () => {
   const c = await h.client();
   try {
     const running = c.query('DELETE FROM accounts WHERE id = 2');
     const held = await approver.next();
     held.resolve({ outcome: 'rejected', requestId: held.id, by: 'bob', reason: 'too risky' });
-    await assert.rejects(running, (e: pg.DatabaseError) => e.code === '42501' && e.message === 'Airlock: approval rejected by bob: too risky');
+    await assert.rejects(running, (e: pg.DatabaseError) => e.code === 'AL001' && e.message === 'Airlock: approval rejected by bob: too risky');
     assert.equal((await c.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
   } finally {
     await c.end();
   }
 });
 
-test('expired and failed outcomes are errors that say so', async () => {
+test('expired, unavailable and cancelled outcomes carry distinct SQLSTATEs and say so', async () => {
   const c = await h.client();
   try {
     let running = c.query('DELETE FROM accounts');
     let held = await approver.next();
     held.resolve({ outcome: 'expired', requestId: held.id, reason: 'nobody answered within 10m' });
-    await assert.rejects(running, new RegExp(`approval request ${held.id} expired: nobody answered within 10m`));
+    await assert.rejects(running, (e: pg.DatabaseError) => e.code === 'AL002' && new RegExp(`approval request ${held.id} expired: nobody answered within 10m`).test(e.message));
     running = c.query('DELETE FROM accounts');
     held = await approver.next();
     held.resolve({ outcome: 'failed', requestId: held.id, reason: 'Temporal is unreachable' });
-    await assert.rejects(running, /approval could not be obtained \(rule approve-deletes\): Temporal is unreachable/);
+    await assert.rejects(running, (e: pg.DatabaseError) => e.code === 'AL003' && /approval could not be obtained \(rule approve-deletes\): Temporal is unreachable/.test(e.message));
+    running = c.query('DELETE FROM accounts');
+    held = await approver.next();
+    held.resolve({ outcome: 'cancelled', requestId: held.id, reason: 'the approval covered another session' });
+    await assert.rejects(running, (e: pg.DatabaseError) => e.code === 'AL005' && /was cancelled: the approval covered another session/.test(e.message));
   } finally {
     await c.end();
   }
@@ -112,17 +129,146 @@ test('a pipeline behind a held statement waits for it, in order, and other sessi
   }
 });
 
-test('extended protocol: a held Parse is approved once and its executions use the decision', async () => {
+test('extended protocol: an approval covers the statement AND its parameter values; new values are held again', async () => {
   const c = await h.client();
   try {
     const running = c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [1] });
     const held = await approver.next();
+    assert.deepEqual(held.req.binding?.parameters, ['$1 = "1"'], 'the approver sees the exact values');
     approve(held);
     assert.equal((await running).rowCount, 1);
-    const again = await c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [2] });
-    assert.equal(again.rowCount, 1, 'the prepared statement runs again without a new request');
+    // Same prepared statement, other value: a new request, nothing runs before it is decided.
+    const again = c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [2] });
+    const second = await approver.next();
+    assert.deepEqual(second.req.binding?.parameters, ['$1 = "2"']);
+    assert.notEqual(second.req.binding?.digest, held.req.binding?.digest, 'other values bind to another request');
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 2, 'id 2 not deleted before its approval');
+    second.resolve({ outcome: 'rejected', requestId: second.id, by: 'bob', reason: 'not that one' });
+    await assert.rejects(again, (e: pg.DatabaseError) => e.code === 'AL001');
+    // And the same values again: approve-once means a new request too.
+    const third = c.query({ name: 'del', text: 'DELETE FROM accounts WHERE id = $1', values: [1] });
+    const t = await approver.next();
+    assert.equal(t.req.binding?.digest, held.req.binding?.digest, 'same statement and values: same binding');
+    approve(t);
+    assert.equal((await third).rowCount, 0);
   } finally {
     await c.end();
+  }
+});
+
+test('an array parameter approved for one id cannot delete others: the approval is bound to the array value', async () => {
+  const c = await h.client();
+  try {
+    const one = c.query('DELETE FROM accounts WHERE id = ANY($1::int[])', [[1]]);
+    const held = await approver.next();
+    assert.deepEqual(held.req.binding?.parameters, ['$1 = "{\\"1\\"}"']);
+    approve(held);
+    assert.equal((await one).rowCount, 1);
+    const all = c.query('DELETE FROM accounts WHERE id = ANY($1::int[])', [[2, 3]]);
+    const next = await approver.next();
+    assert.match(String(next.req.binding?.parameters), /2.*3/);
+    next.resolve({ outcome: 'rejected', requestId: next.id, by: 'bob', reason: 'no bulk deletes' });
+    await assert.rejects(all, (e: pg.DatabaseError) => e.code === 'AL001');
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 2);
+  } finally {
+    await c.end();
+  }
+});
+
+test('parameter values shown to approvers have PII detectors applied; the audit keeps that form and a digest', async () => {
+  const c = await h.client();
+  try {
+    const running = c.query("DELETE FROM accounts WHERE owner = $1 AND id > $2", ['ann.lee@example.com', 0]);
+    const held = await approver.next();
+    assert.deepEqual(held.req.binding?.parameters, ['$1 = "[redacted:email]"', '$2 = "0"']);
+    assert.match(held.req.binding?.digest ?? '', /^[0-9a-f]{64}$/);
+    approve(held);
+    await running;
+  } finally {
+    await c.end();
+  }
+  const sessions = h.store.listSessions({ limit: 1 });
+  const detail = h.store.getSession(sessions[0].id);
+  const op = detail?.operations.find((o) => o.text.startsWith('DELETE FROM accounts WHERE owner'));
+  assert.ok(op, 'the held DELETE is recorded');
+  const binding = op.classification.binding as { parameters: string[]; digest: string };
+  assert.deepEqual(binding.parameters, ['$1 = "[redacted:email]"', '$2 = "0"']);
+  assert.ok(!JSON.stringify(detail).includes('ann.lee@example.com'), 'the raw value is not in the audit store');
+});
+
+function cancelRequest(pid: number, secret: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeInt32BE(16, 0);
+  b.writeInt32BE(80877102, 4);
+  b.writeInt32BE(pid, 8);
+  b.writeInt32BE(secret, 12);
+  return b;
+}
+
+function sendRaw(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port }, () => s.end(bytes));
+    s.on('error', reject);
+    s.on('close', () => resolve());
+  });
+}
+
+test('a CancelRequest (Ctrl-C) cancels the held statement: 57014, the request is cancelled, nothing runs later', async () => {
+  const c = await h.client();
+  try {
+    const running = c.query('DELETE FROM accounts WHERE id = 3');
+    const held = await approver.next();
+    const key = c as unknown as { processID: number; secretKey: number };
+    await sendRaw(h.gateway.port, cancelRequest(key.processID, key.secretKey));
+    await assert.rejects(running, (e: pg.DatabaseError) => e.code === '57014' && /canceling statement due to user request: Airlock cancelled the held statement/.test(e.message));
+    assert.ok(approver.aborted.includes(held.id), 'the approval request was cancelled');
+    assert.match(approver.abortReasons.at(-1) ?? '', /cancelled by the client/);
+    // A late approval changes nothing, and the session is still usable.
+    approve(held);
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
+  } finally {
+    await c.end();
+  }
+});
+
+test('a statement needing review inside an open transaction is refused (AL004) unless its rule opts in; the transaction is then told', async () => {
+  const c = await h.client();
+  try {
+    await c.query('BEGIN');
+    await c.query('SELECT * FROM accounts WHERE id = 1 FOR UPDATE');
+    await assert.rejects(c.query('DELETE FROM accounts WHERE id = 1'), (e: pg.DatabaseError) => e.code === 'AL004' && /inside an open transaction would keep the transaction's locks/.test(e.message));
+    assert.equal(approver.pending.length, 0, 'nothing was posted');
+    await c.query('ROLLBACK');
+    // A rule with holdInTransaction: true holds it, and the approver is told the transaction is open.
+    await c.query('BEGIN');
+    const running = c.query("UPDATE accounts SET owner = 'zed' WHERE id = 1");
+    const held = await approver.next();
+    assert.match(String(held.req.binding?.details), /held inside a transaction open since \d{4}-/);
+    approve(held);
+    assert.equal((await running).rowCount, 1);
+    await c.query('COMMIT');
+  } finally {
+    await c.end();
+  }
+});
+
+test('extended-protocol pipelines: statements already executed before the held one count as an open transaction', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    const out = await w.roundtrip([
+      serialize.parse({ text: "SELECT * FROM accounts WHERE id = 2 FOR UPDATE" }),
+      serialize.bind({}),
+      serialize.execute({}),
+      serialize.parse({ text: 'DELETE FROM accounts WHERE id = 2' }),
+      serialize.bind({}),
+      serialize.execute({}),
+      serialize.sync(),
+    ]);
+    const err = out.find((m) => m.name === 'error') as unknown as { code: string } | undefined;
+    assert.equal(err?.code, 'AL004');
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
+  } finally {
+    w.end();
   }
 });
 

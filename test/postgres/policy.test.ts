@@ -243,12 +243,13 @@ test('extended protocol without a client Describe is still masked (the gateway d
     const emails = out.filter((m) => m.name === 'dataRow').map((m) => String((m.fields as string[])[1]));
     assert.equal(emails.length, 2);
     for (const e of emails) assert.doesNotMatch(e, /@example/);
-    // A statement prepared with SQL PREPARE and executed through the protocol is masked too.
+    // A statement prepared with SQL PREPARE is invisible to Airlock's protocol state: binding it
+    // through the protocol is refused rather than run on a guess.
     await w.roundtrip([serialize.query('PREPARE by_sql AS SELECT email FROM customers ORDER BY id')]);
     const viaSql = await w.roundtrip([serialize.bind({ statement: 'by_sql' }), serialize.execute({}), serialize.sync()]);
-    const rows = viaSql.filter((m) => m.name === 'dataRow').map((m) => String((m.fields as string[])[0]));
-    assert.equal(rows.length, 2);
-    for (const e of rows) assert.doesNotMatch(e, /@example/);
+    assert.deepEqual(viaSql.map((m) => m.name), ['error', 'readyForQuery']);
+    assert.equal((viaSql[0] as unknown as { code: string }).code, '42501');
+    assert.match(String(viaSql[0].message), /rule airlock-unknown-name: prepared statement "by_sql" was not defined through this session's extended protocol/);
   } finally {
     w.end();
   }

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { FailClosedApprover, type Approver } from '../../gateway/approvals/approver.ts';
+import { approvalBindingKey } from '../../gateway/app.ts';
 import { configuredIdentity, tokenSettings } from '../../gateway/auth/settings.ts';
 import { mintToken } from '../../gateway/auth/tokens.ts';
 import { loadConfig, resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
@@ -112,6 +113,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
       classify: sqlOperations,
       store,
       approver: opts.approver ?? new FailClosedApprover(),
+      bindingKey: approvalBindingKey(loaded),
       masking,
     });
     const settings = tokenSettings(loaded);

@@ -1,0 +1,252 @@
+// The enforcement seam: what every protocol's session does with an operation once its proxy has
+// translated the wire traffic into one. Decide (fail closed), hold for approval (notices,
+// re-attach, cancel, outcome), record (sequence, errors, results, grant uses), session start/end
+// and token expiry live here, once; proxies only translate to and from their protocol.
+//
+//   proxy bytes -> Operation -> EnforcementSession.decide / hold / record -> Refusal | go ahead
+//
+// A new protocol gets these guarantees by creating an EnforcementSession per client session (see
+// gateway/enforce/README.md); nothing here knows about bytes, sockets or chat.
+import type { Logger } from 'pino';
+import type { Approver, GrantUse, HoldOutcome, HoldPosted, HoldRequested, OperationBinding } from '../approvals/approver.ts';
+import type { Decision } from '../policy/decision.ts';
+import type { Identity, Operation, Protocol } from '../policy/operation.ts';
+import type { OperationRecord, Store } from '../recording/store.ts';
+import type { Refusal } from './refusal.ts';
+
+/** The policy as the seam uses it (PolicyEngine satisfies it). */
+export interface PolicyDecider {
+  decideAll(ops: Operation[]): { decision: Decision; operation: Operation };
+}
+
+export interface EnforcementDeps {
+  policy: PolicyDecider;
+  approver: Approver;
+  store: Store;
+  logger: Logger;
+}
+
+export interface SessionInfo {
+  id: string;
+  protocol: Protocol;
+  identity: Identity;
+  connection: string;
+  clientAddress: string;
+  tokenExpiresAt?: Date;
+}
+
+export type ReviewDecision = Extract<Decision, { action: 'review' }>;
+export type ApprovalRecord = NonNullable<OperationRecord['approval']>;
+
+/** A line for the held client: the proxy sends it as a NoticeResponse, stderr line or header. */
+export interface HoldNotice {
+  stage: 'requested' | 'posted' | 'grant';
+  message: string;
+  detail?: string;
+}
+
+export interface HoldOptions {
+  operation: Operation;
+  decision: ReviewDecision;
+  binding: OperationBinding;
+  notify: (n: HoldNotice) => void;
+  /** Aborted when the client cancels the operation or goes away. */
+  signal: AbortSignal;
+  /** Since when the client's transaction is open, when one is (locks would be held while waiting). */
+  transactionSince?: Date;
+}
+
+export type HoldResult =
+  | { approved: true; approval: ApprovalRecord; grant?: GrantUse }
+  | { approved: false; approval?: ApprovalRecord; refusal: Refusal };
+
+function minutesLeft(deadline: Date): string {
+  const m = Math.max(1, Math.round((deadline.getTime() - Date.now()) / 60_000));
+  return `${m} minute${m === 1 ? '' : 's'}`;
+}
+
+/** The refusal for a hold that did not end in approval. */
+export function holdRefusal(o: Exclude<HoldOutcome, { outcome: 'approved' }>, rule: string): Refusal {
+  const base = { rule, requestId: o.requestId || undefined };
+  switch (o.outcome) {
+    case 'rejected':
+      return { ...base, kind: 'rejected', message: `Airlock: approval rejected by ${o.by}: ${o.reason}`, hint: 'a person rejected this exact operation; change it or ask the approver' };
+    case 'expired':
+      return { ...base, kind: 'expired', message: `Airlock: approval request ${o.requestId} expired: ${o.reason}`, hint: 'nobody decided in time; send the operation again to ask again' };
+    case 'cancelled':
+      return { ...base, kind: 'cancelled', message: `Airlock: approval request ${o.requestId} was cancelled: ${o.reason}` };
+    case 'failed':
+      return { ...base, kind: 'unavailable', message: `Airlock: approval could not be obtained (rule ${rule}): ${o.reason}`, hint: 'the approval service is unavailable, so Airlock failed closed; try again later' };
+  }
+}
+
+export class EnforcementSession {
+  readonly info: SessionInfo;
+  private seq = 0;
+  private ended = false;
+  private readonly requestIds = new Set<string>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: EnforcementDeps,
+    info: SessionInfo,
+  ) {
+    this.info = info;
+  }
+
+  get id(): string {
+    return this.info.id;
+  }
+
+  /** Records the session start. Throws when the audit store refuses it: no audit trail, no access. */
+  start(): void {
+    const { id, protocol, identity, connection, clientAddress } = this.info;
+    this.deps.store.startSession({ id, protocol, identity: identity.name, groups: identity.groups, connection, clientAddress, startedAt: new Date() });
+  }
+
+  /** Calls `onExpired` when the session's token expires (never, without an expiry). */
+  onTokenExpiry(onExpired: () => void): void {
+    clearTimeout(this.expiryTimer);
+    const at = this.info.tokenExpiresAt;
+    if (!at) return;
+    this.expiryTimer = setTimeout(onExpired, Math.min(Math.max(0, at.getTime() - Date.now()), 2 ** 31 - 1));
+    this.expiryTimer.unref();
+  }
+
+  get tokenExpired(): boolean {
+    const at = this.info.tokenExpiresAt;
+    return at !== undefined && Date.now() >= at.getTime();
+  }
+
+  /** The refusal for an operation started after the token expired. */
+  tokenRefusal(): Refusal {
+    return { kind: 'token-expired', message: 'Airlock: the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)' };
+  }
+
+  /**
+   * The decision on the operations of one client request (a query string may hold several
+   * statements: the most restrictive wins). Any failure of the policy layer denies.
+   */
+  decide(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
+    if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
+    try {
+      const { decision, operation } = this.deps.policy.decideAll(ops);
+      return { decision, operation };
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
+      return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, operation: ops[0] };
+    }
+  }
+
+  /** The refusal for a deny decision. */
+  denial(d: Extract<Decision, { action: 'deny' }>): Refusal {
+    return { kind: 'denied', rule: d.rule, message: `Airlock denied this statement: rule ${d.rule}: ${d.reason}` };
+  }
+
+  /**
+   * Holds an operation until people decide. Never rejects. A hold inside an open transaction is
+   * refused unless the rule allows it (the transaction's locks would be held for the whole wait).
+   */
+  async hold(o: HoldOptions): Promise<HoldResult> {
+    const d = o.decision;
+    if (o.transactionSince && !d.review.holdInTransaction) {
+      return {
+        approved: false,
+        refusal: {
+          kind: 'in-transaction',
+          rule: d.rule,
+          message: `Airlock: rule ${d.rule} requires approval, and holding this statement inside an open transaction would keep the transaction's locks for the whole approval (up to ${minutesLeft(new Date(Date.now() + d.review.timeoutMs))}); it was not run`,
+          hint: 'run it outside a transaction block (or commit first), or ask for a rule with review.holdInTransaction: true',
+        },
+      };
+    }
+    const binding: OperationBinding = o.transactionSince
+      ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
+      : o.binding;
+    const onRequested = (p: HoldRequested) => {
+      if (o.signal.aborted) return;
+      o.notify({ stage: 'requested', message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached' : 'created'}, posting to ${p.channel}`, detail: `rule ${d.rule}: ${d.reason}` });
+    };
+    const onPosted = (p: HoldPosted) => {
+      if (o.signal.aborted) return;
+      o.notify({
+        stage: 'posted',
+        message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached in' : 'posted to'} ${p.channel}, waiting up to ${minutesLeft(p.deadline)}`,
+        detail: `rule ${d.rule}: ${d.reason}`,
+      });
+    };
+    let outcome: HoldOutcome;
+    try {
+      outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding }, onPosted, o.signal, onRequested);
+    } catch (err) {
+      outcome = { outcome: 'failed', requestId: '', reason: (err as Error).message };
+    }
+    if (outcome.requestId) this.requestIds.add(outcome.requestId);
+    if (outcome.outcome === 'approved') {
+      const approval: ApprovalRecord = { requestId: outcome.requestId, outcome: outcome.viaGrant ? 'approved (grant)' : 'approved', approvers: outcome.approvers };
+      if (outcome.viaGrant) {
+        const g = outcome.grant;
+        const uses = g ? `use ${g.use}${g.runs ? ` of ${g.runs}` : ''}, valid until ${g.until}` : 'a standing grant';
+        o.notify({ stage: 'grant', message: `running under reusable approval ${outcome.requestId} (${uses}) by ${outcome.approvers.join(', ') || 'an approver'}`, detail: `rule ${d.rule}: ${d.reason}` });
+      }
+      return { approved: true, approval, ...(outcome.grant ? { grant: outcome.grant } : {}) };
+    }
+    const by = outcome.outcome === 'rejected' ? outcome.by : undefined;
+    return {
+      approved: false,
+      approval: outcome.requestId ? { requestId: outcome.requestId, outcome: outcome.outcome, approvers: by ? [by] : [], reason: outcome.reason } : undefined,
+      refusal: holdRefusal(outcome, d.rule),
+    };
+  }
+
+  /** Records one operation (the seam numbers them). Store failures are logged, never thrown. */
+  record(r: Omit<OperationRecord, 'sessionId' | 'seq'>): number {
+    const seq = ++this.seq;
+    try {
+      this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
+    }
+    return seq;
+  }
+
+  /** A sequence number reserved now for an operation recorded later (long-running channels). */
+  reserveSeq(): number {
+    return ++this.seq;
+  }
+
+  /** Records an operation under a reserved sequence number. */
+  recordAt(seq: number, r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
+    try {
+      this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
+    }
+  }
+
+  /**
+   * Reports what an approved operation did to its approval request (every run, grant uses
+   * included, so the request's history says what each approval released).
+   */
+  reportResult(approval: ApprovalRecord | undefined, result: { summary: string; tag?: string; rows?: number; error?: string; grant?: GrantUse }): void {
+    if (!approval || !approval.outcome.startsWith('approved') || !approval.requestId) return;
+    void this.deps.approver
+      .reportResult({ requestId: approval.requestId, sessionId: this.id, ...result })
+      .catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval result report failed'));
+  }
+
+  /** Ends the session (idempotent): records the end and attaches the session log to its requests. */
+  end(reason: string, bytes: { toClient: number; fromClient: number }): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.expiryTimer);
+    try {
+      this.deps.store.endSession(this.id, new Date(), reason, bytes);
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording the session end failed');
+    }
+    if (this.requestIds.size > 0) {
+      void this.deps.approver.sessionEnded(this.id, [...this.requestIds]).catch((err: Error) => this.deps.logger.warn({ err, session: this.id }, 'approval session-end report failed'));
+    }
+  }
+}
