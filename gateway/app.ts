@@ -1,8 +1,8 @@
 // Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
 // the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
-import { createHmac } from 'node:crypto';
 import pg from 'pg';
 import { resolveSecret, type LoadedConfig } from './config/load.ts';
+import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
 import { PolicyEngine, sqlOperations } from './policy/engine.ts';
@@ -44,25 +44,7 @@ export interface StartGatewayOptions {
   ssh?: { host?: string; port?: number };
 }
 
-/**
- * The `hash` masking key: the configured one, or else one derived from the token signing key so
- * hashes stay stable across restarts without another secret to manage.
- */
-export function maskHashKey(loaded: LoadedConfig): string {
-  const { masking, auth } = loaded.config;
-  if (masking.hashKey) return resolveSecret(masking.hashKey, loaded.baseDir, 'masking.hashKey');
-  const signing = resolveSecret(auth.signingKey, loaded.baseDir, 'auth.signingKey');
-  return createHmac('sha256', signing).update('airlock masking hash key v1').digest('hex');
-}
-
-/**
- * The key of the digest approvals bind to (statement + parameter bytes, request + body): derived
- * from the token signing key, so every replica and every restart computes the same request ids.
- */
-export function approvalBindingKey(loaded: LoadedConfig): string {
-  const signing = resolveSecret(loaded.config.auth.signingKey, loaded.baseDir, 'auth.signingKey');
-  return createHmac('sha256', signing).update('airlock approval binding key v1').digest('hex');
-}
+export { approvalBindingKey, maskHashKey };
 
 /** One catalog connection per upstream connection: table OIDs are per database. */
 function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConnection: (c: PostgresConnectionConfig) => MaskerFactory; close(): Promise<void> } {
@@ -133,7 +115,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
     if (loaded.config.ssh) {
-      const ssh = await startSshGateway({ config: loaded, policy, store, approver, logger, host: opts.ssh?.host, port: opts.ssh?.port });
+      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, host: opts.ssh?.host, port: opts.ssh?.port });
       closers.unshift(() => ssh.close());
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }

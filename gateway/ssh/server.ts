@@ -23,7 +23,7 @@
 //
 // Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
 // recordings directory; the file's path is in the operation's classification (`recording`).
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { posix } from 'node:path';
 import { createRequire } from 'node:module';
@@ -38,6 +38,10 @@ import { log as defaultLogger } from '../log.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation, OperationKind } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
+import { maskHashKey } from '../config/keys.ts';
+import { bindOperation } from '../enforce/binding.ts';
+import { SSH_EXIT_STATUS, type Refusal } from '../enforce/refusal.ts';
+import { EnforcementSession } from '../enforce/session.ts';
 import { Hasher } from '../masking/strategies.ts';
 import { AsciicastWriter } from './asciicast.ts';
 import { OutputMasker, outputDetectors } from './output-masker.ts';
@@ -53,6 +57,7 @@ export const EXIT_GATEWAY_ERROR = 255;
 
 export interface PolicyDecider {
   decide(op: Operation): Decision;
+  decideAll(ops: Operation[]): { decision: Decision; operation: Operation };
 }
 
 export interface SshGatewayOptions {
@@ -61,6 +66,8 @@ export interface SshGatewayOptions {
   policy: PolicyDecider;
   store: Store;
   approver: Approver;
+  /** Keys the digest approvals bind to (app.ts approvalBindingKey). */
+  bindingKey: string;
   logger?: Logger;
   /** Override ssh.listen host/port (tests, the demo). Port 0 picks a free port. */
   host?: string;
@@ -178,6 +185,14 @@ function ruleRecordsInput(loaded: LoadedConfig, d: Decision): boolean {
 
 // ---------------------------------------------------------------- per connection
 
+/** Not run: why, in the seam's words (the exit status follows from its kind). */
+interface Refused {
+  refused: string;
+  refusal?: Refusal;
+  decision: Decision;
+  approval?: OperationRecord['approval'];
+}
+
 interface Authorized {
   decision: Decision;
   approval?: OperationRecord['approval'];
@@ -188,20 +203,19 @@ class SshConnection {
   identity!: Identity;
   target!: SshTargetConfig;
   upstream!: UpstreamClient;
-  private seq = 0;
+  /** This connection in the enforcement seam (set at login). */
+  enforce!: EnforcementSession;
   private channels = 0;
   /** Session channels open right now. */
   private open = 0;
   private ended = false;
   private readonly abort = new AbortController();
-  private readonly requestIds: string[] = [];
   bytesToClient = 0;
   bytesFromClient = 0;
   private readonly remoteForwards = new Set<string>();
   private refused = false;
   /** Token logins live no longer than their token: no new operation after this. */
   private tokenExpiresAt: Date | undefined;
-  private expiryTimer: NodeJS.Timeout | undefined;
   private relayingRemoteForwards = false;
 
   constructor(
@@ -300,8 +314,12 @@ class SshConnection {
     this.identity = id;
     this.target = target;
     this.upstream = up;
+    this.enforce = new EnforcementSession(
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger },
+      { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt },
+    );
     try {
-      this.g.store.startSession({ id: this.id, protocol: 'ssh', identity: id.name, groups: id.groups, connection: target.name, clientAddress: this.clientAddress, startedAt: new Date() });
+      this.enforce.start();
     } catch (err) {
       // No audit trail, no access.
       this.logger.error({ err }, 'recording the session start failed; refusing the session');
@@ -311,13 +329,10 @@ class SshConnection {
     up.on('error', (err: Error) => this.logger.warn({ err, session: this.id }, 'ssh upstream error'));
     up.on('close', () => this.end('upstream connection closed'));
     this.logger.info({ session: this.id, identity: id.name, target: target.name, clientAddress: this.clientAddress, how }, 'ssh session started');
-    if (this.tokenExpiresAt) {
-      // At expiry a connection with nothing open ends; open channels finish, and new ones are refused (authorize).
-      this.expiryTimer = setTimeout(() => {
-        if (this.open === 0) this.end('token expired');
-      }, Math.min(Math.max(0, this.tokenExpiresAt.getTime() - Date.now()), 2 ** 31 - 1));
-      this.expiryTimer.unref();
-    }
+    // At expiry a connection with nothing open ends; open channels finish, and new ones are refused (authorize).
+    this.enforce.onTokenExpiry(() => {
+      if (this.open === 0) this.end('token expired');
+    });
     ctx.accept();
   }
 
@@ -349,7 +364,6 @@ class SshConnection {
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
-    clearTimeout(this.expiryTimer);
     this.abort.abort(new Error(reason));
     try {
       this.upstream?.end();
@@ -361,15 +375,8 @@ class SshConnection {
     } catch {
       // already gone
     }
-    if (!this.identity) return;
-    try {
-      this.g.store.endSession(this.id, new Date(), reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
-    } catch (err) {
-      this.logger.error({ err, session: this.id }, 'recording the session end failed');
-    }
-    if (this.requestIds.length) {
-      void this.g.approver.sessionEnded(this.id, [...this.requestIds]).catch((err: Error) => this.logger.warn({ err, session: this.id }, 'approval session-end report failed'));
-    }
+    if (!this.enforce) return;
+    this.enforce.end(reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
     this.logger.info({ session: this.id, identity: this.identity.name, target: this.target.name, reason }, 'ssh session ended');
   }
 
@@ -386,11 +393,7 @@ class SshConnection {
   }
 
   record(r: Omit<OperationRecord, 'sessionId' | 'seq' | 'maskedColumns'> & { maskedColumns?: string[] }): void {
-    try {
-      this.g.store.recordOperation({ maskedColumns: [], ...r, sessionId: this.id, seq: ++this.seq });
-    } catch (err) {
-      this.logger.error({ err, session: this.id }, 'recording an operation failed');
-    }
+    this.enforce.record({ maskedColumns: [], ...r });
   }
 
   private recordRefusal(kind: OperationKind, text: string, rule: string, reason: string, classification: Record<string, unknown> = {}): void {
@@ -398,51 +401,47 @@ class SshConnection {
   }
 
   /**
-   * Decides an operation, holding it for approval when the policy says review. `say` writes a
-   * line to the client (stderr); `signal` aborts a pending hold. Resolves `null` when refused
-   * (after telling the client why).
+   * Decides an operation through the enforcement seam, holding it for approval when the policy
+   * says review. `say` writes a line to the client (stderr); `signal` aborts a pending hold.
+   * Resolves with `refused` when it must not run (after telling the client why).
    */
-  private async authorize(op: Operation, say: (line: string) => void, signal: AbortSignal, decision = this.g.policy.decide(op)): Promise<Authorized | { refused: string; decision: Decision; approval?: OperationRecord['approval'] }> {
-    if (this.tokenExpiresAt && Date.now() >= this.tokenExpiresAt.getTime()) {
-      const reason = 'the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)';
-      say(`airlock: ${reason}`);
-      return { refused: reason, decision: { action: 'deny', rule: 'token-expired', reason } };
+  private async authorize(op: Operation, say: (line: string) => void, signal: AbortSignal, decision = this.enforce.decide([op]).decision): Promise<Authorized | Refused> {
+    if (this.enforce.tokenExpired) {
+      const refusal = this.enforce.tokenRefusal();
+      say(`airlock: ${refusal.message.replace(/^Airlock: /, '')}`);
+      return { refused: refusal.message, refusal, decision: { action: 'deny', rule: 'token-expired', reason: refusal.message } };
     }
     const d = decision;
     if (d.action === 'deny') {
       say(`airlock: denied by policy rule ${d.rule}: ${d.reason}`);
-      return { refused: d.reason, decision: d };
+      return { refused: d.reason, refusal: this.enforce.denial(d), decision: d };
     }
     if (d.action !== 'review') return { decision: d };
     const ac = new AbortController();
     const onAbort = () => ac.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     this.abort.signal.addEventListener('abort', onAbort, { once: true });
-    let o: HoldOutcome;
     try {
-      o = await this.g.approver.hold(
-        { operation: op, rule: d.rule, reason: d.reason, review: d.review },
-        (p) => {
-          const minutes = Math.max(1, Math.round((p.deadline.getTime() - Date.now()) / 60_000));
-          say(`airlock: approval required by rule ${d.rule} (${d.reason}): request ${p.requestId} ${p.reattached ? 're-attached in' : 'posted to'} ${p.channel}, waiting up to ${minutes} minute${minutes === 1 ? '' : 's'}...`);
+      const h = await this.enforce.hold({
+        operation: op,
+        decision: d,
+        binding: bindOperation(op, this.g.bindingKey),
+        notify: (n) => {
+          if (n.stage === 'requested') return; // one line per hold on a terminal: the posted one
+          say(`airlock: ${n.stage === 'posted' ? `${n.message.replace(/^approval required: /, `approval required by rule ${d.rule} (${d.reason}): `)}...` : n.message}`);
         },
-        ac.signal,
-      );
-    } catch (err) {
-      o = { outcome: 'failed', requestId: '', reason: (err as Error).message };
+        signal: ac.signal,
+      });
+      if (h.approved) {
+        say(`airlock: approved by ${h.approval.approvers.join(', ') || 'a standing grant'}${h.grant ? ' (grant)' : ''}; running`);
+        return { decision: d, approval: h.approval };
+      }
+      say(`airlock: ${h.refusal.message.replace(/^Airlock: (approval )?/, '')}`);
+      return { refused: h.refusal.message.replace(/^Airlock: /, ''), refusal: h.refusal, decision: d, approval: h.approval };
     } finally {
       signal.removeEventListener('abort', onAbort);
       this.abort.signal.removeEventListener('abort', onAbort);
     }
-    if (o.requestId) this.requestIds.push(o.requestId);
-    if (o.outcome === 'approved') {
-      say(`airlock: ${outcomeMessage(o, d.rule)}; running`);
-      return { decision: d, approval: { requestId: o.requestId, outcome: o.viaGrant ? 'approved (grant)' : 'approved', approvers: o.approvers } };
-    }
-    const by = o.outcome === 'rejected' ? o.by : undefined;
-    const message = outcomeMessage(o, d.rule);
-    say(`airlock: ${message}`);
-    return { refused: message, decision: d, approval: { requestId: o.requestId, outcome: o.outcome, approvers: by ? [by] : [], reason: o.reason } };
   }
 
   // ---- session channels
@@ -515,7 +514,7 @@ class SshConnection {
   // ---- forwarding
 
   private decideForward(op: Operation): Decision {
-    const d = this.g.policy.decide(op);
+    const d = this.enforce.decide([op]).decision;
     if (d.action === 'deny' || d.action === 'review') return d;
     if (forwardAllowedByRule(this.g.loaded, d)) return d;
     return { action: 'deny', rule: 'ssh-forwarding-default-deny', reason: 'port forwarding is refused unless a policy rule with kinds: [forward] allows it' };
@@ -647,7 +646,7 @@ class Running {
     this.cast?.output(data);
   };
 
-  private finishRefused(op: Operation, a: { refused: string; decision: Decision; approval?: OperationRecord['approval'] }, classification: Record<string, unknown>): void {
+  private finishRefused(op: Operation, a: Refused, classification: Record<string, unknown>): void {
     const d = a.decision;
     this.c.record({
       at: new Date(this.started),
@@ -661,7 +660,7 @@ class Running {
       approval: a.approval,
       ...(this.ac.signal.aborted ? { error: 'not executed: the client went away while the operation was held' } : {}),
     });
-    this.close(EXIT_DENIED);
+    this.close(a.refusal ? SSH_EXIT_STATUS[a.refusal.kind] : EXIT_DENIED);
   }
 
   private close(code: number): void {
@@ -879,11 +878,10 @@ class Running {
       durationMs: Date.now() - this.started,
       approval: a.approval,
     });
-    if (a.approval) {
-      void this.c.g.approver
-        .reportResult({ requestId: a.approval.requestId, summary: `${op.text}: ${ex.signal ? `killed by ${ex.signal}` : `exit status ${ex.code ?? 'unknown'}`}, ${this.toClient} bytes out, ${Date.now() - this.started} ms` })
-        .catch(() => undefined);
-    }
+    this.c.enforce.reportResult(a.approval, {
+      summary: `${op.text}: ${ex.signal ? `killed by ${ex.signal}` : `exit status ${ex.code ?? 'unknown'}`}, ${this.toClient} bytes out, ${Date.now() - this.started} ms`,
+      tag: ex.signal ? `signal ${ex.signal}` : `exit ${ex.code ?? 'unknown'}`,
+    });
     if (this.ch.destroyed) return;
     void drained(this.ch).then(() => {
       try {
@@ -909,8 +907,9 @@ interface GatewayContext {
   logger: Logger;
   recordingsDir: string;
   upstreamTimeoutMs: number;
-  /** For the `hash` strategy of output masking; keyed by masking.hashKey when configured. */
+  /** For the `hash` strategy of output masking (config/keys.ts maskHashKey). */
   hasher: Hasher;
+  bindingKey: string;
   audit(kind: string, subject: string, detail: Record<string, unknown>): void;
 }
 
@@ -928,7 +927,9 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
-    hasher: new Hasher(opts.config.config.masking.hashKey ? resolveSecret(opts.config.config.masking.hashKey, opts.config.baseDir, 'masking.hashKey') : randomBytes(32).toString('hex')),
+    // The same key as every other protocol's `hash` masking, so a value hashes identically everywhere.
+    hasher: new Hasher(maskHashKey(opts.config)),
+    bindingKey: opts.bindingKey,
     audit(kind, subject, detail) {
       try {
         opts.store.recordAudit({ at: new Date(), kind, subject, detail });

@@ -174,7 +174,7 @@ SELECT 'after:' || balance FROM accounts WHERE id = 1;
   assert.equal(await workflowStatus(requestId), 'COMPLETED');
 });
 
-test('Reject asks for a reason; psql gets 42501 naming who rejected and why, and the session stays usable', { timeout: TEST_TIMEOUT }, async () => {
+test('Reject asks for a reason; psql gets AL001 naming who rejected and why, and the session stays usable', { timeout: TEST_TIMEOUT }, async () => {
   const { p, msg, requestId } = await holdVia(
     'erin',
     `\\set VERBOSITY verbose
@@ -201,7 +201,7 @@ SELECT 'still-usable:' || balance FROM accounts WHERE id = 2;
   assert.equal(submitted.status, 200, submitted.body);
 
   const r = await finished(p, 'rejected update');
-  assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval rejected by dave: no writes during the audit freeze/, 'dave was mapped by the email on his Slack profile');
+  assert.match(r.stderr, /ERROR: {2}AL001: Airlock: approval rejected by dave: no writes during the audit freeze/, 'dave was mapped by the email on his Slack profile');
   assert.match(r.stdout, /^still-usable:100$/m);
   assert.equal(await balance(2), 100);
   assert.ok(stack.slack.callsTo('users.info').some((x) => x.params.user === 'UDAVE001'));
@@ -228,7 +228,7 @@ SELECT 'after-expiry';
   assert.match(escalation.text, /erin on app, rule review-expiry/);
 
   const r = await finished(p, 'expiring update');
-  assert.match(r.stderr, new RegExp(`ERROR: {2}42501: Airlock: approval request ${requestId} expired: no decision within 8s, after escalation`));
+  assert.match(r.stderr, new RegExp(`ERROR: {2}AL002: Airlock: approval request ${requestId} expired: no decision within 8s, after escalation`));
   assert.match(r.stdout, /^after-expiry$/m);
   assert.equal((await stack.pg.query('SELECT v FROM t_expiry WHERE id = 1')).rows[0].v, 1);
   await waitFor(() => !hasButtons(msg) && /\*Expired\*.*\(after escalation\)/.test(statusOf(msg)), 'the message shows the expiry');
@@ -327,7 +327,7 @@ SELECT 'after-outage';
     );
     const r = await finished(p, 'update during the Slack outage');
     const elapsed = Date.now() - started;
-    assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval could not be obtained \(rule review-outage\): could not post the approval request by the deadline \(post request via slack: .*Slack answered HTTP 500.*\); failing closed/);
+    assert.match(r.stderr, /ERROR: {2}AL003: Airlock: approval could not be obtained \(rule review-outage\): could not post the approval request by the deadline \(post request via slack: .*Slack answered HTTP 500.*\); failing closed/);
     assert.doesNotMatch(r.stderr, /approval required/, 'never told it was posted');
     assert.match(r.stdout, /^after-outage$/m, 'the session stays usable');
     assert.ok(elapsed < 60_000, `rejected at the 6s deadline, not later (took ${elapsed} ms)`);
@@ -448,7 +448,7 @@ SELECT 'alive:' || balance FROM accounts WHERE id = 10;
   );
   const r = await finished(p, 'Temporal down');
   const elapsed = Date.now() - started;
-  assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval could not be obtained \(rule review-writes\): approval required by rule review-writes, but the approval service \(Temporal\) is unreachable or refused the request: .+; failing closed/);
+  assert.match(r.stderr, /ERROR: {2}AL003: Airlock: approval could not be obtained \(rule review-writes\): approval required by rule review-writes, but the approval service \(Temporal\) is unreachable or refused the request: .+; failing closed/);
   assert.match(r.stdout, /^before:100\n(.*\n)*alive:100$/m);
   assert.ok(elapsed < 30_000, `rejected promptly (took ${elapsed} ms)`);
   assert.equal(await balance(10), 100);

@@ -305,7 +305,7 @@ SELECT 'after:' || balance FROM accounts WHERE id = 2;
   assert.ok(s.store.listAudit(requestId).some((e) => e.kind === 'approval.decision' || e.kind === 'approval.outcome'), 'audited');
 });
 
-test('Reject with a reason in Teams: psql gets 42501 naming the rejecter and the reason; the session stays usable', { timeout: TEST_TIMEOUT }, async () => {
+test('Reject with a reason in Teams: psql gets AL001 naming the rejecter and the reason; the session stays usable', { timeout: TEST_TIMEOUT }, async () => {
   const { p, card: msg, requestId } = await hold(
     'erin',
     `\\set VERBOSITY verbose
@@ -325,7 +325,7 @@ SELECT 'still-usable:' || balance FROM accounts WHERE id = 3;
   assert.match(noticeLine(answer.card), /You rejected this request/);
 
   const r = await finished(p, 'rejected update');
-  assert.match(r.stderr, /ERROR: {2}42501: Airlock: approval rejected by dave: no writes during the audit freeze/);
+  assert.match(r.stderr, /ERROR: {2}AL001: Airlock: approval rejected by dave: no writes during the audit freeze/);
   assert.match(r.stdout, /^still-usable:100$/m);
   assert.equal(await balance(3), 100);
   const result = (await s.temporal.client.workflow.getHandle(requestId).result()) as ApprovalResult;
@@ -357,7 +357,7 @@ SELECT 'after-expiry';
   assert.equal(escalation.channelId, s.teamsChannelId);
 
   const r = await finished(p, 'expiring update');
-  assert.match(r.stderr, new RegExp(`ERROR: {2}42501: Airlock: approval request ${requestId} expired: no decision within 8s, after escalation`));
+  assert.match(r.stderr, new RegExp(`ERROR: {2}AL002: Airlock: approval request ${requestId} expired: no decision within 8s, after escalation`));
   assert.match(r.stdout, /^after-expiry$/m);
   assert.equal((await s.pg.query('SELECT v FROM t_expiry WHERE id = 1')).rows[0].v, 1);
   await waitFor(() => /\*\*Expired\*\*.*\(after escalation\)/.test(statusLine(channelCard(msg))) && !channelCard(msg).actions, 'the card shows the expiry after escalation, without buttons');

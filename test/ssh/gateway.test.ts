@@ -1,5 +1,6 @@
 // The SSH gateway end to end: the real OpenSSH `ssh` and `scp` clients talk to Airlock, which
 // talks to a real OpenSSH server (Debian's sshd on a loopback port) with its own key.
+import { SSH_EXIT_STATUS } from '../../gateway/enforce/refusal.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -160,14 +161,14 @@ test('a held command waits for approval, then runs; the approver sees who asked 
   assert.ok(h.approver.reports.some((x) => x.requestId === req.id && /exit status 0/.test(x.summary)), 'the outcome goes back to the approval thread');
 });
 
-test('a held command that is rejected does not run: exit 126 with who rejected it and why', async () => {
+test('a held command that is rejected does not run: exit 125 with who rejected it and why', async () => {
   const marker = join(work, 'rejected-restart');
   const cmd = `echo restart db > ${marker}`;
   const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') } });
   const req = await h.approver.next();
   req.resolve({ outcome: 'rejected', requestId: req.id, by: 'bob', reason: 'not during business hours' });
   const r = await p;
-  assert.equal(r.code, EXIT_DENIED);
+  assert.equal(r.code, SSH_EXIT_STATUS.rejected, 'a person said no: 125, distinct from a policy denial (126)');
   assert.match(r.stderr, /airlock: rejected by bob: not during business hours/);
   assert.equal(existsSync(marker), false);
   const op = lastOps('exec').find((o) => o.text === cmd);

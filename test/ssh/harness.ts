@@ -17,6 +17,7 @@ import { startSshGateway, type SshGateway } from '../../gateway/ssh/server.ts';
 import type { Approver } from '../../gateway/approvals/approver.ts';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
+import { approvalBindingKey } from '../../gateway/config/keys.ts';
 
 export interface SshHarness {
   sshd: RunningSshd;
@@ -75,7 +76,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const approver = new ManualApprover('#ops-approvals');
-    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver });
+    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded) });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);

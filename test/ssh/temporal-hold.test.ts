@@ -1,6 +1,7 @@
 // Held SSH commands through the real approval path: the gateway's TemporalApprover, a real
 // Temporal dev server, the real worker and workflow, and the local approval channel. An approver
 // decides with the same call the chat apps and `airlock approvals` use.
+import { SSH_EXIT_STATUS } from '../../gateway/enforce/refusal.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -8,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TemporalApprover, approvalRequestId } from '../../gateway/approvals/temporal-approver.ts';
 import type { Operation } from '../../gateway/policy/operation.ts';
-import { EXIT_DENIED } from '../../gateway/ssh/server.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { giveToUser } from '../support/sshd.ts';
 import { eventually, startHarness, type Harness } from '../workflows/harness.ts';
@@ -79,7 +79,7 @@ test('a held command rejected in the approval channel does not run and says who 
   const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no deploys on Friday', via: 'test' });
   assert.ok(d.ok, d.ok ? '' : d.error);
   const r = await p;
-  assert.equal(r.code, EXIT_DENIED);
+  assert.equal(r.code, SSH_EXIT_STATUS.rejected);
   assert.match(r.stderr, /rejected by bob: no deploys on Friday/);
   assert.equal(existsSync(marker), false);
 });
