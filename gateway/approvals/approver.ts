@@ -76,6 +76,18 @@ export interface HeldResult {
   grant?: GrantUse;
 }
 
+/**
+ * Abort reason for a hold whose client was answered but wants the request kept open (HTTP's
+ * 503 + Retry-After): the approver stops waiting WITHOUT leaving or cancelling the request, so
+ * the same request sent again re-attaches to it (and can take its approval).
+ */
+export class DetachHold extends Error {
+  constructor() {
+    super('the client was answered while the request stays open; it re-attaches when sent again');
+    this.name = 'DetachHold';
+  }
+}
+
 export interface Approver {
   /**
    * Asks for approval and resolves when decided. `onPosted` fires once the request is visible to

@@ -21,7 +21,7 @@ import type { AuditEvent, Store } from '../recording/store.ts';
 import type { approvalFollowUpWorkflow, approvalWorkflow } from '../../workflows/approval-workflow.ts';
 import { FOLLOW_UP_WORKFLOW, cancelSignal, progressQuery, type ApprovalInput, type ApprovalResult, type ChannelRef, type FollowUpStep } from '../../workflows/definitions.ts';
 import { startApproval } from '../../workflows/start.ts';
-import type { Approver, HeldResult, HoldOutcome, HoldPosted, HoldRequest } from './approver.ts';
+import { DetachHold, type Approver, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest } from './approver.ts';
 
 export interface TemporalApproverOptions {
   client: Client;
@@ -244,7 +244,9 @@ export class TemporalApprover implements Approver {
 
       const onAbort = () => {
         if (done) return;
-        const reason = 'the client disconnected while the operation was held';
+        // Detached (HTTP answered 503 + Retry-After): stop waiting, leave the request open.
+        if (signal.reason instanceof DetachHold) return finish({ outcome: 'cancelled', requestId, reason: signal.reason.message });
+        const reason = signal.reason instanceof Error && signal.reason.message ? signal.reason.message : 'the client disconnected while the operation was held';
         void this.bounded(() => handle.signal(cancelSignal, { reason, by: op.identity.name })).catch((err: unknown) => {
           log.warn({ err: messageOf(err), requestId }, 'could not cancel the approval request');
         });

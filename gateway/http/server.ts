@@ -30,7 +30,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
-import type { Approver, HoldOutcome, HoldPosted } from '../approvals/approver.ts';
+import { DetachHold, type Approver, type HoldPosted } from '../approvals/approver.ts';
+import { approvalBindingKey, maskHashKey } from '../config/keys.ts';
+import { bindOperation } from '../enforce/binding.ts';
+import { HTTP_STATUS, type Refusal } from '../enforce/refusal.ts';
+import { EnforcementSession, type HoldResult } from '../enforce/session.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { TokenError, verifyToken, type TokenSettings } from '../auth/tokens.ts';
 import { configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
@@ -75,11 +79,9 @@ const BODY_TEXT_LIMIT = 4096;
 const TOKEN_CACHE_MAX = 10_000;
 
 interface SessionState {
-  id: string;
-  seq: number;
+  enforce: EnforcementSession;
   toClient: number;
   fromClient: number;
-  requestIds: string[];
 }
 
 interface FieldRule {
@@ -128,14 +130,6 @@ function kubernetesStatus(status: number, body: Record<string, unknown>): Record
   };
 }
 
-/** Same derivation as app.ts maskHashKey, so a value hashes identically on every protocol. */
-function defaultHashKey(loaded: LoadedConfig): string {
-  const { masking, auth } = loaded.config;
-  if (masking.hashKey) return resolveSecret(masking.hashKey, loaded.baseDir, 'masking.hashKey');
-  const signing = resolveSecret(auth.signingKey, loaded.baseDir, 'auth.signingKey');
-  return createHmac('sha256', signing).update('airlock masking hash key v1').digest('hex');
-}
-
 function bearer(req: http.IncomingMessage): string | undefined {
   const h = req.headers.authorization;
   if (!h) return undefined;
@@ -167,6 +161,7 @@ export class HttpGatewayCore {
   readonly #engine: PolicyEngine;
   readonly #fieldRules: FieldRule[];
   readonly #hasher: Hasher;
+  readonly #bindingKey: string;
   readonly #upstreams: Map<string, Upstream>;
   readonly #maxHoldMs: number;
   readonly #recordings: string;
@@ -190,7 +185,8 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
-    this.#hasher = new Hasher(o.hashKey ?? defaultHashKey(o.loaded));
+    this.#hasher = new Hasher(o.hashKey ?? maskHashKey(o.loaded));
+    this.#bindingKey = approvalBindingKey(o.loaded);
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
     this.#recordings = configPath(o.loaded, cfg.recordings);
@@ -247,38 +243,26 @@ export class HttpGatewayCore {
     const key = `${identity.name}\0${up.name}`;
     let s = byKey.get(key);
     if (!s) {
-      s = { id: randomUUID(), seq: 0, toClient: 0, fromClient: 0, requestIds: [] };
+      const enforce = new EnforcementSession(
+        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log },
+        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}` },
+      );
+      try {
+        enforce.start();
+      } catch (err) {
+        this.#log.error({ err }, 'recording the session start failed; refusing the request');
+        throw new HttpError(503, { error: 'audit-unavailable', reason: 'Airlock cannot record this session, so it is refused (see the gateway log)' });
+      }
+      s = { enforce, toClient: 0, fromClient: 0 };
       byKey.set(key, s);
       this.#live.add(s);
-      this.#store.startSession({
-        id: s.id,
-        protocol: up.kind,
-        identity: identity.name,
-        groups: identity.groups,
-        connection: up.name,
-        clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`,
-        startedAt: new Date(),
-      });
     }
     return s;
   }
 
   #endSession(s: SessionState): void {
     if (!this.#live.delete(s)) return;
-    try {
-      this.#store.endSession(s.id, new Date(), 'client connection closed', { toClient: s.toClient, fromClient: s.fromClient });
-    } catch (err) {
-      this.#log.error({ err, session: s.id }, 'could not record the end of a session');
-    }
-    if (s.requestIds.length > 0) void this.#approver.sessionEnded(s.id, s.requestIds).catch(() => undefined);
-  }
-
-  #record(rec: OperationRecord): void {
-    try {
-      this.#store.recordOperation(rec);
-    } catch (err) {
-      this.#log.error({ err, session: rec.sessionId }, 'could not record an operation');
-    }
+    s.enforce.end('client connection closed', { toClient: s.toClient, fromClient: s.fromClient });
   }
 
   // ---------------------------------------------------------------- request -> operation
@@ -330,7 +314,7 @@ export class HttpGatewayCore {
     const op: Operation = {
       protocol: up.kind,
       identity: { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) },
-      connection: { name: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, sessionId: session.id },
+      connection: { name: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, sessionId: session.enforce.id },
       kind: up.kind,
       text: '',
       tables: [],
@@ -397,22 +381,36 @@ export class HttpGatewayCore {
 
   // ---------------------------------------------------------------- holding
 
-  /** Resolves to the outcome, or 'timeout' when maxHold passed first (the request stays open for approvers). */
-  async #hold(op: Operation, d: Extract<Decision, { action: 'review' }>, gone: AbortSignal): Promise<{ outcome: HoldOutcome | 'timeout'; posted?: HoldPosted }> {
+  /**
+   * Holds through the enforcement seam, bound to the exact request (method, path, query and a
+   * digest of the whole body). Resolves to the result, or 'timeout' when maxHold passed first:
+   * then the hold detaches without cancelling, so the request stays open for approvers and the
+   * same request sent again re-attaches to it.
+   */
+  async #hold(ctx: Prepared, d: Extract<Decision, { action: 'review' }>, gone: AbortSignal): Promise<{ result: HoldResult | 'timeout'; posted?: HoldPosted }> {
     let posted: HoldPosted | undefined;
     const ac = new AbortController();
-    const onGone = () => ac.abort();
+    const onGone = () => ac.abort(new Error('the client went away while the request was held'));
     gone.addEventListener('abort', onGone);
-    const decided = this.#approver.hold({ operation: op, rule: d.rule, reason: d.reason, review: d.review }, (p) => (posted = p), ac.signal);
+    const binding = bindOperation(ctx.op, this.#bindingKey, { body: ctx.body });
+    const decided = ctx.session.enforce.hold({
+      operation: ctx.op,
+      decision: d,
+      binding,
+      signal: ac.signal,
+      notify: (n) => {
+        if (n.stage === 'posted') {
+          const m = /request (\S+) (?:re-attached in|posted to) (.+), waiting up to/.exec(n.message);
+          if (m) posted = { requestId: m[1], channel: m[2], deadline: new Date(Date.now() + d.review.timeoutMs), reattached: n.message.includes('re-attached') };
+        }
+      },
+    });
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), this.#maxHoldMs)));
     try {
-      const outcome = await Promise.race([decided, timeout]);
-      if (outcome === 'timeout') {
-        // The client is answered, not gone: the request stays open for approvers.
-        void decided.then((o) => this.#log.info({ requestId: o.requestId, outcome: o.outcome }, 'held HTTP request decided after the client was answered'));
-      }
-      return { outcome, posted };
+      const result = await Promise.race([decided, timeout]);
+      if (result === 'timeout') ac.abort(new DetachHold());
+      return { result, posted };
     } finally {
       clearTimeout(timer);
       gone.removeEventListener('abort', onGone);
@@ -433,41 +431,32 @@ export class HttpGatewayCore {
     const gone = new AbortController();
     const onClose = () => stillOpen() && gone.abort();
     emitter.once('close', onClose);
-    const { outcome, posted } = await this.#hold(ctx.op, d, gone.signal).finally(() => emitter.off('close', onClose));
-    let approval: OperationRecord['approval'];
-    if (outcome !== 'timeout') {
-      approval = { requestId: outcome.requestId, outcome: outcome.outcome, approvers: outcome.outcome === 'approved' ? outcome.approvers : outcome.outcome === 'rejected' ? [outcome.by] : [], ...(outcome.outcome !== 'approved' ? { reason: outcome.reason } : {}) };
-      if (outcome.requestId) ctx.session.requestIds.push(outcome.requestId);
-    } else if (posted) approval = { requestId: posted.requestId, outcome: 'pending', approvers: [] };
-    return { approval, refusal: this.#holdRefusal(outcome, d, posted), gone: gone.signal.aborted };
+    const { result, posted } = await this.#hold(ctx, d, gone.signal).finally(() => emitter.off('close', onClose));
+    if (result === 'timeout') {
+      const retry = Math.max(1, Math.round(Math.min(30_000, this.#maxHoldMs) / 1000));
+      return {
+        approval: posted ? { requestId: posted.requestId, outcome: 'pending', approvers: [] } : undefined,
+        refusal: new HttpError(
+          503,
+          {
+            error: 'approval pending',
+            rule: d.rule,
+            reason: `${d.reason}; still waiting for approval after ${Math.round(this.#maxHoldMs / 1000)}s. Send the same request again once it is approved`,
+            ...(posted ? { requestId: posted.requestId, channel: posted.channel, deadline: posted.deadline.toISOString() } : {}),
+          },
+          { 'retry-after': String(retry) },
+        ),
+        gone: false,
+      };
+    }
+    if (result.approved) return { approval: result.approval, gone: gone.signal.aborted };
+    return { approval: result.approval, refusal: this.#refusal(result.refusal), gone: gone.signal.aborted };
   }
 
-  #holdRefusal(o: HoldOutcome | 'timeout', d: Extract<Decision, { action: 'review' }>, posted: HoldPosted | undefined): HttpError | undefined {
-    if (o === 'timeout') {
-      const retry = Math.max(1, Math.round(Math.min(30_000, this.#maxHoldMs) / 1000));
-      return new HttpError(
-        503,
-        {
-          error: 'approval pending',
-          rule: d.rule,
-          reason: `${d.reason}; still waiting for approval after ${Math.round(this.#maxHoldMs / 1000)}s. Send the same request again once it is approved`,
-          ...(posted ? { requestId: posted.requestId, channel: posted.channel, deadline: posted.deadline.toISOString() } : {}),
-        },
-        { 'retry-after': String(retry) },
-      );
-    }
-    switch (o.outcome) {
-      case 'approved':
-        return undefined;
-      case 'rejected':
-        return new HttpError(403, { error: 'rejected', rule: d.rule, reason: `approval rejected by ${o.by}: ${o.reason}`, requestId: o.requestId });
-      case 'expired':
-        return new HttpError(403, { error: 'expired', rule: d.rule, reason: `approval request ${o.requestId} expired: ${o.reason}`, requestId: o.requestId });
-      case 'cancelled':
-        return new HttpError(499, { error: 'cancelled', rule: d.rule, reason: o.reason, requestId: o.requestId });
-      case 'failed':
-        return new HttpError(503, { error: 'approval unavailable', rule: d.rule, reason: o.reason, requestId: o.requestId });
-    }
+  /** A refusal from the enforcement seam as an HTTP error (status by kind, JSON `error` = kind). */
+  #refusal(r: Refusal): HttpError {
+    const status = r.kind === 'cancelled' && r.message.includes('went away') ? 499 : HTTP_STATUS[r.kind];
+    return new HttpError(status, { error: r.kind, ...(r.rule ? { rule: r.rule } : {}), reason: r.message.replace(/^Airlock: /, ''), ...(r.requestId ? { requestId: r.requestId } : {}) });
   }
 
   // ---------------------------------------------------------------- plain requests
@@ -481,9 +470,7 @@ export class HttpGatewayCore {
       if (!ctx) return;
       const { status, ...rest } = extra;
       ctx.session.toClient += rest.bytes ?? 0;
-      this.#record({
-        sessionId: ctx.session.id,
-        seq: ++ctx.session.seq,
+      ctx.session.enforce.record({
         at: new Date(started),
         text: ctx.op.text,
         kind: ctx.op.kind,
@@ -499,7 +486,7 @@ export class HttpGatewayCore {
     };
     try {
       ctx = await this.#prepare(req, true);
-      const d = (decision = this.#engine.decide(ctx.op));
+      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
       const extraHeaders: Record<string, string> = {};
       if (d.action === 'review') {
@@ -512,9 +499,11 @@ export class HttpGatewayCore {
       const masker = this.#masker(ctx.op, d);
       const result = await this.#forward(req, res, ctx, masker, extraHeaders);
       record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
-      if (approval && approval.outcome === 'approved') {
-        void this.#approver.reportResult({ requestId: approval.requestId, summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}` }).catch(() => undefined);
-      }
+      ctx.session.enforce.reportResult(approval, {
+        summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
+        tag: `HTTP ${result.status}`,
+        ...(result.error ? { error: result.error } : {}),
+      });
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.status !== 499) sendJson(res, err.status, this.#errorBody(req, err), err.headers);
@@ -570,9 +559,7 @@ export class HttpGatewayCore {
       if (!ctx) return;
       ctx.session.toClient += ws?.bytes.toClient ?? 0;
       ctx.session.fromClient += ws?.bytes.fromClient ?? 0;
-      this.#record({
-        sessionId: ctx.session.id,
-        seq: seq || ++ctx.session.seq,
+      const rec: Omit<OperationRecord, 'sessionId' | 'seq'> = {
         at: new Date(started),
         text: ctx.op.text,
         kind: ctx.op.kind,
@@ -590,7 +577,9 @@ export class HttpGatewayCore {
         ...(ws ? { bytes: ws.bytes.toClient } : {}),
         ...(approval ? { approval } : {}),
         ...extra,
-      });
+      };
+      if (seq) ctx.session.enforce.recordAt(seq, rec);
+      else ctx.session.enforce.record(rec);
     };
     try {
       if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
@@ -600,7 +589,7 @@ export class HttpGatewayCore {
         });
       }
       ctx = await this.#prepare(req, false);
-      const d = (decision = this.#engine.decide(ctx.op));
+      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
       if (d.action === 'review') {
         const held = await this.#review(ctx, d, socket, () => true);
@@ -623,21 +612,20 @@ export class HttpGatewayCore {
         .map((p) => p.trim())
         .filter((p) => p !== '');
       const k = ctx.op.kubernetes;
-      seq = ++ctx.session.seq;
+      seq = ctx.session.enforce.reserveSeq();
       const cast =
         k && (k.subresource === 'exec' || k.subresource === 'attach')
           ? {
-              path: join(this.#recordings, `${ctx.session.id}-${seq}.cast`),
+              path: join(this.#recordings, `${ctx.session.enforce.id}-${seq}.cast`),
               header: { width: 80, height: 24, title: `${ctx.identity.name}@${up.name}: ${ctx.op.text.split('\n')[0]}`, ...(k.command ? { command: k.command.join(' ') } : {}) },
             }
           : undefined;
       const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast });
       record(ws.refusedStatus ?? 101, ws.error ? { error: ws.error } : {}, ws);
-      if (approval?.outcome === 'approved') {
-        void this.#approver
-          .reportResult({ requestId: approval.requestId, summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}` })
-          .catch(() => undefined);
-      }
+      ctx.session.enforce.reportResult(approval, {
+        summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}`,
+        tag: `websocket ${ws.refusedStatus ?? 101}`,
+      });
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.status !== 499) refuseUpgrade(socket, err.status, this.#errorBody(req, err), err.headers);
