@@ -114,7 +114,7 @@ function engine(rules: unknown[], def: 'allow' | 'deny' = 'allow', builtins: str
 }
 
 /** The Operation the SSH gateway builds for a command line (see gateway/ssh/server.ts exec()). */
-function sshOp(line: string, identity = { name: 'agent-1', groups: ['agents'], owner: 'alice' }): Operation {
+function sshOp(line: string, identity: Operation['identity'] = { name: 'agent-1', groups: ['agents'], owner: 'alice' }): Operation {
   const c = classifyCommand(line);
   let guess: string[] = [];
   try {

@@ -61,7 +61,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
         hostKey: { file: 'gateway_host_key' },
         loginTimeout: '3s',
         targets: [
-          { name: 'box', ...target, hostKeyFingerprints: [sshd.hostKeyFingerprint], allow: { groups: ['ops', 'agents'] } },
+          { name: 'box', ...target, hostKeyFingerprints: [sshd.hostKeyFingerprint], allow: { groups: ['ops', 'agents'] }, allowEnv: ['AIRLOCK_TEST_COLOR', 'AIRLOCK_TEST_OK_*'] },
           { name: 'impostor', ...target, hostKeyFingerprints: [wrong.fingerprint] },
         ],
         publicKeys: [{ identity: 'alice', key: alice.publicLine }],
