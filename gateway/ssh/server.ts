@@ -858,7 +858,7 @@ class Running {
         if ('refused' in fa) return { allow: false, message: `airlock: ${d.action === 'deny' ? `denied by policy rule ${d.rule}: ${fa.refused}` : fa.refused}` };
         return { allow: true };
       },
-    });
+    }, {}, { resolveOnServer: true });
     this.c.upstream.subsys('sftp', (err, up) => {
       if (err) return this.relay(op, a, { subsystem: 'sftp' }, err, up);
       this.up = up;
