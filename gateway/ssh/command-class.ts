@@ -53,7 +53,8 @@ export const CODE_RUNNERS = new Set([
   'proot', 'fakeroot', 'faketime', 'numactl', 'cpulimit', 'daemonize', 'start-stop-daemon', 'run-parts', 'logsave',
   'sshpass', 'rlwrap',
   // remote hops and programs with a command option or shell escape
-  'ssh', 'scp', 'rsync', 'sftp', 'telnet', 'nc', 'ncat', 'netcat', 'socat', 'ftp', 'docker', 'podman', 'kubectl',
+  // sftp-server over an exec channel would be SFTP without the gateway's path decisions.
+  'sftp-server', 'ssh', 'scp', 'rsync', 'sftp', 'telnet', 'nc', 'ncat', 'netcat', 'socat', 'ftp', 'docker', 'podman', 'kubectl',
   'vi', 'vim', 'nvim', 'view', 'vimdiff', 'emacs', 'nano', 'pico', 'joe', 'mc', 'less', 'more', 'most', 'man', 'pager',
   'git', 'tar', 'zip', 'mutt', 'mail', 'openssl', 'dpkg', 'apt', 'apt-get', 'rpm', 'yum', 'dnf', 'pip', 'pip3',
   'npm', 'npx', 'yarn', 'gem', 'cargo', 'go', 'ansible', 'terraform', 'puppet', 'salt', 'journalctl', 'systemctl',

@@ -65,6 +65,7 @@ export const RM_VARIANTS: string[] = [
   'ls > /tmp/x',
   'cat < /dev/tcp/127.0.0.1/22',
   'exec 3<>/dev/tcp/10.0.0.1/5432',
+  '/usr/lib/openssh/sftp-server',
   '',
 ];
 
