@@ -40,6 +40,10 @@ export const CODE_RUNNERS = new Set([
   'eval', 'exec', 'command', 'builtin', 'source', '.', 'time', 'trap', 'alias', 'function', 'coproc', 'select',
   'if', 'then', 'else', 'elif', 'fi', 'for', 'while', 'until', 'do', 'done', 'case', 'esac', 'declare', 'typeset',
   'export', 'readonly', 'local', 'set', 'shopt', 'enable', 'hash', 'type', 'unset', 'fc', 'history', 'let',
+  'mapfile', 'readarray', 'compgen', 'complete', 'bind', // -C/-x callbacks are evaluated
+  // zsh, csh and fish built-ins and precommand modifiers that run what follows
+  'noglob', 'nocorrect', 'repeat', 'foreach', 'emulate', 'zmodload', 'autoload', 'sched', 'zpty', 'zargs', 'onintr',
+  'not', 'and', 'or', 'begin', 'end', 'switch', 'emit',
   // interpreters
   'python', 'python2', 'python3', 'pypy', 'pypy3', 'perl', 'ruby', 'irb', 'node', 'nodejs', 'deno', 'bun', 'php',
   'lua', 'luajit', 'tclsh', 'wish', 'expect', 'awk', 'gawk', 'mawk', 'nawk', 'sed', 'ed', 'ex', 'jjs',
@@ -51,7 +55,11 @@ export const CODE_RUNNERS = new Set([
   'watch', 'strace', 'ltrace', 'nsenter', 'unshare', 'capsh', 'setpriv', 'taskset', 'chrt', 'prlimit', 'cgexec',
   'systemd-run', 'script', 'unbuffer', 'dtach', 'screen', 'tmux', 'at', 'batch', 'crontab', 'firejail', 'bwrap',
   'proot', 'fakeroot', 'faketime', 'numactl', 'cpulimit', 'daemonize', 'start-stop-daemon', 'run-parts', 'logsave',
-  'sshpass', 'rlwrap',
+  'sshpass', 'rlwrap', 'ssh-agent', 'dbus-launch', 'dbus-run-session', 'xvfb-run', 'setarch', 'linux32', 'linux64',
+  'valgrind', 'perf', 'catchsegv', 'nocache', 'eatmydata', 'torsocks', 'proxychains', 'proxychains4', 'chpst',
+  'setuidgid', 'softlimit', 'envdir', 'envuidgid', 'tini', 'dumb-init', 'gosu', 'su-exec', 'lxc-attach', 'machinectl',
+  'systemd-nspawn', 'ip', 'flatpak', 'snap', 'sudoedit', 'visudo', 'vipw', 'vigr', 'editor', 'sensible-editor',
+  'sensible-pager', 'xdg-open', 'entr', 'inotifywait',
   // remote hops and programs with a command option or shell escape
   // sftp-server over an exec channel would be SFTP without the gateway's path decisions.
   'sftp-server', 'ssh', 'scp', 'rsync', 'sftp', 'telnet', 'nc', 'ncat', 'netcat', 'socat', 'ftp', 'docker', 'podman', 'kubectl',
@@ -159,7 +167,8 @@ export function classifyCommand(line: string): CommandClass {
   for (let depth = 0; ; depth++) {
     if (argv.length === 0) return { simple: false, reason: 'a wrapper without a command' };
     const prog = basename(argv[0]);
-    if (prog === '' || argv[0].includes('=')) return { simple: false, reason: 'no program name' };
+    // zsh runs `- cmd` as cmd; `=cmd` expands to its path: neither is a program name.
+    if (prog === '' || argv[0].includes('=') || prog.startsWith('-')) return { simple: false, reason: 'no program name' };
     programs.push(prog);
     const unwrap = UNWRAP[prog];
     if (unwrap) {

@@ -66,6 +66,11 @@ export const RM_VARIANTS: string[] = [
   'cat < /dev/tcp/127.0.0.1/22',
   'exec 3<>/dev/tcp/10.0.0.1/5432',
   '/usr/lib/openssh/sftp-server',
+  "mapfile -C 'rm -rf /tmp/x' -c 1",
+  '- rm -rf /tmp/x',
+  'repeat 1 rm -rf /tmp/x',
+  'not rm -rf /tmp/x',
+  'ip netns exec n rm -rf /tmp/x',
   '',
 ];
 
