@@ -35,12 +35,12 @@ import { verifyToken } from '../auth/tokens.ts';
 import { resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { SshTargetConfig } from '../config/schema.ts';
 import { log as defaultLogger } from '../log.ts';
-import type { Decision } from '../policy/decision.ts';
+import type { Decision, DetectorMask } from '../policy/decision.ts';
 import type { Identity, Operation, OperationKind } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { Hasher } from '../masking/strategies.ts';
 import { AsciicastWriter } from './asciicast.ts';
-import { OutputMasker, outputDetectors } from './output-masker.ts';
+import { mergeDetectors, opaqueOutputMasks, OutputMasker, outputDetectors } from './output-masker.ts';
 import { CommandParseError, parseCommand } from './command.ts';
 import { classifyCommand } from './command-class.ts';
 import { envAllowed, legacyScp } from './exec-guards.ts';
@@ -892,7 +892,7 @@ class Running {
     }
     // Output masking only when the deciding rule asks for it (see output-masker.ts); the
     // recording and the byte counts see what the client sees.
-    const detectors = outputDetectors(a.decision);
+    const detectors = a.decision.action === 'deny' ? [] : mergeDetectors(outputDetectors(a.decision), this.c.g.opaqueMasks(op));
     let stdout: NodeJS.ReadableStream = up;
     let stderr: NodeJS.ReadableStream = up.stderr;
     if (detectors.length) {
@@ -989,6 +989,8 @@ interface GatewayContext {
   upstreamTimeoutMs: number;
   /** For the `hash` strategy of output masking; keyed by masking.hashKey when configured. */
   hasher: Hasher;
+  /** Output masks of complex commands and shells (fail closed, see output-masker.ts). */
+  opaqueMasks: (op: Operation) => DetectorMask[];
   audit(kind: string, subject: string, detail: Record<string, unknown>): void;
 }
 
@@ -1005,6 +1007,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     logger,
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
+    opaqueMasks: opaqueOutputMasks(opts.config.config.policy.rules),
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
     hasher: new Hasher(opts.config.config.masking.hashKey ? resolveSecret(opts.config.config.masking.hashKey, opts.config.baseDir, 'masking.hashKey') : randomBytes(32).toString('hex')),
     audit(kind, subject, detail) {

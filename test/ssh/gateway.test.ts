@@ -85,6 +85,9 @@ test('a mask rule masks detected values in command output; the log records what 
   const op = lastOps('exec').find((o) => o.text === `cat ${file}`);
   assert.equal(op?.decision, 'mask');
   assert.deepEqual(op?.maskedColumns, ['detector:email@output']);
+  // A complex command reading the same file is masked too (fail closed), with the pipeline's output.
+  const piped = await h.ssh('box', `cat ${file} | head -n 5`);
+  assert.equal(piped.stdout.toString(), 'id,email,note\n1,[redacted:email],vip\n2,none,-\n');
   // Without a mask rule the same bytes pass untouched.
   const plain = join(work, 'people.txt');
   writeFileSync(plain, 'jane.doe@example.com\n');
