@@ -138,9 +138,9 @@ export class SftpFilter {
   private readonly ownRequests = new Map<number, (packet: Buffer) => void>();
   private nextOwnId = OWN_ID_BASE;
   /** OPEN/OPENDIR requests allowed, by id, until the server answers with a handle. */
-  private readonly opening = new Map<number, string>();
-  /** Open handles (hex) and the path they were opened with, for FSETSTAT. */
-  private readonly handles = new Map<string, string>();
+  private readonly opening = new Map<number, string[]>();
+  /** Open handles (hex) and the paths they were opened with (as asked, as resolved), for FSETSTAT. */
+  private readonly handles = new Map<string, string[]>();
 
   constructor(
     private readonly policy: SftpPolicy,
@@ -211,7 +211,7 @@ export class SftpFilter {
         }
         try {
           const handle = new Reader(packet.subarray(9)).bytes().toString('hex');
-          if (this.handles.size < MAX_HANDLES) this.handles.set(handle, this.opening.get(id) as string);
+          if (this.handles.size < MAX_HANDLES) this.handles.set(handle, this.opening.get(id) as string[]);
         } catch {
           // malformed: FSETSTAT on it will be refused as unknown
         }
@@ -321,12 +321,12 @@ export class SftpFilter {
         const raw = r.str();
         const flags = r.u32();
         const req = await one(flags & (PF_WRITE | PF_APPEND | PF_CREAT | PF_TRUNC) ? 'write' : 'read', raw);
-        this.opening.set(id, req.paths[req.paths.length - 1]);
+        this.opening.set(id, req.paths);
         return req;
       }
       case T.OPENDIR: {
         const req = await one('list', r.str());
-        this.opening.set(id, req.paths[req.paths.length - 1]);
+        this.opening.set(id, req.paths);
         return req;
       }
       case T.CLOSE:
@@ -341,9 +341,9 @@ export class SftpFilter {
       case T.SETSTAT:
         return one('setstat', r.str());
       case T.FSETSTAT: {
-        const path = this.handles.get(r.bytes().toString('hex'));
-        if (path === undefined) throw new PathError('FSETSTAT on a handle the gateway did not see opened');
-        return { action: 'setstat', paths: [path] };
+        const paths = this.handles.get(r.bytes().toString('hex'));
+        if (paths === undefined) throw new PathError('FSETSTAT on a handle the gateway did not see opened');
+        return { action: 'setstat', paths };
       }
       case T.RENAME:
         return two('rename', r.str(), r.str());
