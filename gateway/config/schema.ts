@@ -150,6 +150,7 @@ export const builtinRuleNames = [
   'block-server-file-access',
   'block-remote-connections',
   'block-role-changes',
+  'block-agent-shell-language',
 ] as const;
 export type BuiltinRuleName = (typeof builtinRuleNames)[number];
 
@@ -273,6 +274,12 @@ const sshTarget = z
       .default({ identities: [], groups: [] }),
     /** Record keystrokes ("i" events) of every terminal session on this target. */
     recordInput: z.boolean().default(false),
+    /**
+     * Environment variables a client may set (`SetEnv`, `SendEnv`): names, `*` globs (`LC_*`).
+     * Every other `env` request is refused: a variable such as BASH_ENV, LD_PRELOAD or PROMPT_COMMAND
+     * runs code the audited command line does not show. Default: none, not even LANG/LC_*.
+     */
+    allowEnv: z.array(z.string().regex(/^[A-Za-z_*][A-Za-z0-9_*]*$/, 'a variable name or a * glob')).default([]),
   })
   .strict()
   .superRefine((t, ctx) => {

@@ -127,6 +127,15 @@ const rules: Record<BuiltinRuleName, BuiltinRule> = {
       ],
     },
   },
+  'block-agent-shell-language': {
+    name: 'block-agent-shell-language',
+    description: 'SSH complex command lines (shell syntax, interpreters, wrappers) and interactive shells of agents',
+    action: 'deny',
+    reason:
+      'agents may run only simple commands over SSH (a program and plain arguments, no shell syntax, interpreters or wrappers): a shell language cannot be policed by parsing, so Airlock cannot check what this would run',
+    // kinds exec-complex also covers shell (restricting rules, see match.ts).
+    match: { protocols: ['ssh'], kinds: ['exec-complex', 'shell'], agents: true },
+  },
 };
 
 /** Fresh copies, so a caller cannot alter the built-ins for everyone else. */

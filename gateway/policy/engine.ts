@@ -26,7 +26,7 @@ import { parseDuration } from '../config/load.ts';
 import type { AirlockConfig, RuleConfig } from '../config/schema.ts';
 import { builtinRules } from './builtins.ts';
 import type { ColumnMask, Decision, DetectorMask, Limits, MaskPlan, MaskStrategy, ReviewSpec } from './decision.ts';
-import { compileMatch, PolicyConfigError, type Matcher, type MatchSpec } from './match.ts';
+import { compileMatch, PolicyConfigError, rulePolarity, type Matcher, type MatchSpec } from './match.ts';
 import type { ConnectionContext, Identity, Operation } from './operation.ts';
 import { classifySql } from './sql/classify.ts';
 
@@ -90,8 +90,10 @@ function compileReview(rule: RuleConfig, where: string): ReviewSpec | undefined 
 }
 
 function compileRule(rule: RuleConfig & { match: MatchSpec }, where: string): CompiledRule {
-  const applies = compileMatch(rule.match ?? {}, `${where} match`);
-  const unless = rule.unless ? compileMatch(rule.unless, `${where} unless`) : undefined;
+  // Fail closed (see match.ts): deny/review rules restrict, allow/mask rules permit; an `unless` is the opposite.
+  const polarity = rulePolarity(rule.action);
+  const applies = compileMatch(rule.match ?? {}, `${where} match`, polarity);
+  const unless = rule.unless ? compileMatch(rule.unless, `${where} unless`, polarity === 'restrict' ? 'permit' : 'restrict') : undefined;
   if (rule.action === 'review' && !rule.review) throw new PolicyConfigError(`${where}: a review rule needs a review block`);
   if (rule.action === 'mask' && !rule.mask) throw new PolicyConfigError(`${where}: a mask rule needs a mask block`);
   return {

@@ -10,9 +10,33 @@ import type { Operation } from './operation.ts';
  * - `any`: OR of sub-matches, so one built-in rule can cover several shapes (e.g. dblink
  *   functions OR CREATE SERVER) and still go through the single matching path.
  */
-export type MatchSpec = RuleMatch & { alterDrops?: boolean; any?: MatchSpec[] };
+export type MatchSpec = RuleMatch & { alterDrops?: boolean; any?: MatchSpec[]; agents?: boolean };
 
 export type Matcher = (op: Operation) => boolean;
+
+/**
+ * How a rule's match reads the facts Airlock cannot prove about an SSH command (fail closed):
+ * - `restrict` (deny and review rules, and the `unless` of allow/mask rules): `functions`
+ *   matches every complex command and every shell too, since Airlock cannot prove they do not run
+ *   that program; `kinds: [exec]` also covers `exec-complex` and `shell`, and `exec-complex`
+ *   covers `shell` (each can do what the narrower one can).
+ * - `permit` (allow and mask rules, and the `unless` of deny/review rules): `functions` matches
+ *   only a simple command every one of whose programs is listed; `kinds` match exactly.
+ * Other protocols are unaffected.
+ */
+export type MatchPolarity = 'restrict' | 'permit';
+
+export function rulePolarity(action: string): MatchPolarity {
+  return action === 'deny' || action === 'review' ? 'restrict' : 'permit';
+}
+
+/** SSH kinds an operation kind named in a restricting rule also covers. */
+const SSH_KIND_COVERS: Record<string, string[]> = { exec: ['exec-complex', 'shell'], 'exec-complex': ['shell'] };
+
+/** An SSH operation whose programs Airlock cannot know. */
+function opaqueSsh(op: Operation): boolean {
+  return op.protocol === 'ssh' && (op.kind === 'exec-complex' || op.kind === 'shell');
+}
 
 /** A policy that validated against the schema but cannot be compiled (bad regex, duration...). */
 export class PolicyConfigError extends ConfigError {
@@ -75,7 +99,7 @@ export function functionPatterns(patterns: string[]): (fn: string) => boolean {
 }
 
 /** Compiles a match block; `where` names the rule in errors. An empty block matches everything. */
-export function compileMatch(spec: MatchSpec, where: string): Matcher {
+export function compileMatch(spec: MatchSpec, where: string, polarity: MatchPolarity = 'restrict'): Matcher {
   const checks: Matcher[] = [];
 
   if (spec.identities) {
@@ -96,6 +120,7 @@ export function compileMatch(spec: MatchSpec, where: string): Matcher {
   }
   if (spec.kinds) {
     const set = new Set(spec.kinds.map((k) => k.toLowerCase()));
+    if (polarity === 'restrict') for (const k of [...set]) for (const c of SSH_KIND_COVERS[k] ?? []) set.add(c);
     checks.push((op) => set.has(op.kind));
   }
   if (spec.tables) {
@@ -104,7 +129,8 @@ export function compileMatch(spec: MatchSpec, where: string): Matcher {
   }
   if (spec.functions) {
     const m = functionPatterns(spec.functions);
-    checks.push((op) => op.functions.some(m));
+    if (polarity === 'restrict') checks.push((op) => opaqueSsh(op) || op.functions.some(m));
+    else checks.push((op) => (op.protocol === 'ssh' ? op.kind === 'exec' && op.functions.length > 0 && op.functions.every(m) : op.functions.some(m)));
   }
   if (spec.statements) {
     const set = new Set(spec.statements.map((s) => s.toLowerCase()));
@@ -178,9 +204,14 @@ export function compileMatch(spec: MatchSpec, where: string): Matcher {
     const want = spec.clusterScoped;
     checks.push((op) => op.kubernetes !== undefined && op.kubernetes.resource !== '' && op.kubernetes.clusterScoped === want);
   }
+  if (spec.agents !== undefined) {
+    // Agents are the identities acting for a human owner.
+    const want = spec.agents;
+    checks.push((op) => (op.identity.owner !== undefined) === want);
+  }
   if (spec.any) {
     if (spec.any.length === 0) throw new PolicyConfigError(`${where}: 'any' needs at least one alternative`);
-    const alts = spec.any.map((s, i) => compileMatch(s, `${where} any[${i}]`));
+    const alts = spec.any.map((s, i) => compileMatch(s, `${where} any[${i}]`, polarity));
     checks.push((op) => alts.some((a) => a(op)));
   }
 

@@ -20,7 +20,11 @@ export interface ConnectionContext {
 
 /** SQL statement kinds, the PostgreSQL slice of OperationKind. */
 export type SqlKind = 'read' | 'write' | 'ddl' | 'admin' | 'transaction' | 'utility';
-export type OperationKind = SqlKind | 'exec' | 'shell' | 'sftp' | 'forward' | 'http' | 'kubernetes';
+/**
+ * SSH: `exec` is a simple command (plain argv, see gateway/ssh/command-class.ts); `exec-complex` is
+ * any other command line (shell syntax, interpreters, wrappers): Airlock cannot know what it runs.
+ */
+export type OperationKind = SqlKind | 'exec' | 'exec-complex' | 'shell' | 'sftp' | 'forward' | 'http' | 'kubernetes';
 
 export type CopyDirection = 'to-stdout' | 'from-stdin' | 'to-file' | 'from-file' | 'to-program' | 'from-program';
 

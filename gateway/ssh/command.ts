@@ -1,8 +1,9 @@
-// Turns an SSH exec command line into facts the policy can match: the argv of every simple
-// command in it (split at |, &&, ;, ...), and the programs they run, looking through wrappers
-// (`sudo`, `env`, `xargs`, `timeout` ...) and into `sh -c '...'` scripts. Rules still see the raw
-// line as `text`; the programs go into Operation.functions (see session.ts), so
-// `functions: [pg_dump]` matches `sudo -u postgres /usr/bin/pg_dump db`.
+// A best-effort shell-quote parse of an SSH exec command line, for the audit log and the
+// approver: the argv of every simple command in it (split at |, &&, ;, ...) and the programs they
+// seem to run, looking through wrappers and into `sh -c '...'`. It is NOT what policy decides on:
+// a real shell can run something else (see command-class.ts, which decides simple vs complex;
+// complex lines are kind exec-complex, whose programs rules treat as unknown). It also rejects
+// unbalanced quotes (CommandParseError), which the gateway denies as unparseable.
 import { parse, type ParseEntry } from 'shell-quote';
 
 export interface CommandFacts {

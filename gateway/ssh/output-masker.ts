@@ -5,7 +5,10 @@
 // detected spans pass unchanged. A line longer than MAX_LINE is masked in pieces (a value
 // split across the cut may then escape a detector; rules that need certainty should deny).
 import { Transform, type TransformCallback } from 'node:stream';
+import type { RuleConfig } from '../config/schema.ts';
 import type { Decision, DetectorMask } from '../policy/decision.ts';
+import { compileMatch } from '../policy/match.ts';
+import type { Operation } from '../policy/operation.ts';
 import { detectorMask, findSpans, quickCheckString } from '../masking/detectors.ts';
 import { applyStrategy, redactToken, type Hasher } from '../masking/strategies.ts';
 
@@ -15,6 +18,41 @@ const MAX_LINE = 64 * 1024;
 export function outputDetectors(d: Decision): DetectorMask[] {
   if (d.action === 'deny') return [];
   return d.mask.detectors.filter((m) => m.rule !== 'masking');
+}
+
+const STRENGTH: Record<DetectorMask['strategy'], number> = { partial: 0, hash: 1, redact: 2, null: 3 };
+
+/**
+ * Output masks fail closed for what Airlock cannot see into: for a complex command or a shell,
+ * every mask rule that could apply (its match read as a deny rule's: programs match any complex
+ * command, `kinds: [exec]` covers exec-complex and shell) adds its detectors. It masks only;
+ * whether the operation may run at all is the policy engine's decision, where mask rules allow
+ * only what they provably match.
+ */
+export function opaqueOutputMasks(rules: RuleConfig[]): (op: Operation) => DetectorMask[] {
+  const compiled = rules
+    .filter((r) => r.action !== 'deny' && (r.mask?.detectors.length ?? 0) > 0)
+    .map((r) => {
+      const applies = compileMatch(r.match ?? {}, `policy rule ${r.name} match`, 'restrict');
+      const unless = r.unless ? compileMatch(r.unless, `policy rule ${r.name} unless`, 'permit') : undefined;
+      return { applies: (op: Operation) => applies(op) && !(unless && unless(op)), detectors: (r.mask?.detectors ?? []).map((d) => ({ detector: d.detector, strategy: d.strategy, rule: r.name })) };
+    });
+  return (op) => {
+    if (op.protocol !== 'ssh' || (op.kind !== 'exec-complex' && op.kind !== 'shell')) return [];
+    return compiled.filter((c) => c.applies(op)).flatMap((c) => c.detectors);
+  };
+}
+
+/** One entry per detector, the strongest strategy winning. */
+export function mergeDetectors(...lists: DetectorMask[][]): DetectorMask[] {
+  const out = new Map<string, DetectorMask>();
+  for (const list of lists) {
+    for (const d of list) {
+      const had = out.get(d.detector);
+      if (!had || STRENGTH[d.strategy] > STRENGTH[had.strategy]) out.set(d.detector, d);
+    }
+  }
+  return [...out.values()];
 }
 
 export class OutputMasker extends Transform {

@@ -35,7 +35,7 @@ import { verifyToken } from '../auth/tokens.ts';
 import { resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { SshTargetConfig } from '../config/schema.ts';
 import { log as defaultLogger } from '../log.ts';
-import type { Decision } from '../policy/decision.ts';
+import type { Decision, DetectorMask } from '../policy/decision.ts';
 import type { Identity, Operation, OperationKind } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { maskHashKey } from '../config/keys.ts';
@@ -44,14 +44,18 @@ import { SSH_EXIT_STATUS, type Refusal } from '../enforce/refusal.ts';
 import { EnforcementSession } from '../enforce/session.ts';
 import { Hasher } from '../masking/strategies.ts';
 import { AsciicastWriter } from './asciicast.ts';
-import { OutputMasker, outputDetectors } from './output-masker.ts';
+import { mergeDetectors, opaqueOutputMasks, OutputMasker, outputDetectors } from './output-masker.ts';
 import { CommandParseError, parseCommand } from './command.ts';
+import { classifyCommand } from './command-class.ts';
+import { envAllowed, legacyScp } from './exec-guards.ts';
 import { sshSettings, targetAllows, upstreamTarget, type SshSettings } from './settings.ts';
 import { SftpFilter, type SftpRequest, type SftpVerdict } from './sftp-filter.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
 
 /** Exit status for a command the gateway refused (denied, rejected, expired): "cannot execute". */
 export const EXIT_DENIED = 126;
+/** A terminal session is warned this long before its token expires (then closed at expiry). */
+export const SHELL_EXPIRY_WARNING_MS = 60_000;
 /** Exit status when the gateway itself failed (upstream channel could not be opened). */
 export const EXIT_GATEWAY_ERROR = 255;
 
@@ -449,8 +453,16 @@ class SshConnection {
   private onSession(s: Session): void {
     const env: Record<string, string> = {};
     let pty: PseudoTtyInfo | undefined;
+    const refusedEnv: string[] = [];
     let running: Running | undefined;
-    s.on('env', (accept, _reject, info) => {
+    // Only variables the target lists in allowEnv reach the host: others (BASH_ENV, LD_PRELOAD,
+    // PROMPT_COMMAND ...) would run code the audited command line does not show. The refusal is
+    // recorded with the channel's operation (OpenSSH sends env without asking for a reply).
+    s.on('env', (accept, reject, info) => {
+      if (!envAllowed(this.target, info.key)) {
+        if (!refusedEnv.includes(info.key)) refusedEnv.push(info.key);
+        return reject?.();
+      }
       env[info.key] = info.val;
       accept?.();
     });
@@ -477,17 +489,17 @@ class SshConnection {
     });
     s.on('exec', (accept, _reject, info) => {
       const ch = accept();
-      running = new Running(this, ch, pty, env);
+      running = new Running(this, ch, pty, env, refusedEnv);
       running.guard(running.exec(info.command));
     });
     s.on('shell', (accept) => {
       const ch = accept();
-      running = new Running(this, ch, pty, env);
+      running = new Running(this, ch, pty, env, refusedEnv);
       running.guard(running.shell());
     });
     s.on('subsystem', (accept, _reject, info) => {
       const ch = accept();
-      running = new Running(this, ch, pty, env);
+      running = new Running(this, ch, pty, env, refusedEnv);
       running.guard(info.name === 'sftp' ? running.sftp() : running.refuseSubsystem(info.name));
     });
   }
@@ -509,6 +521,11 @@ class SshConnection {
 
   opFor(kind: OperationKind, text: string, functions: string[] = []): Operation {
     return this.op(kind, text, functions);
+  }
+
+  /** When the token this session logged in with expires (public-key logins: never). */
+  tokenExpiry(): Date | undefined {
+    return this.tokenExpiresAt;
   }
 
   // ---- forwarding
@@ -612,12 +629,14 @@ class Running {
     private readonly ch: ServerChannel,
     private readonly pty: PseudoTtyInfo | undefined,
     private readonly env: Record<string, string>,
+    private readonly refusedEnv: string[] = [],
   ) {
     this.channel = c.channelOpened();
     this.nl = pty ? '\r\n' : '\n';
     ch.on('error', (err: Error) => c.logger.debug({ err, session: c.id }, 'client channel error'));
     // Client closed the channel (or the connection went): cancel a hold, stop the upstream side.
     ch.on('close', () => {
+      this.stopExpiryTimers();
       c.channelClosed();
       this.ac.abort();
       try {
@@ -715,35 +734,94 @@ class Running {
     }
   }
 
+  /** Environment facts every channel's record carries. */
+  private envFacts(): Record<string, unknown> {
+    return { ...(Object.keys(this.env).length ? { env: Object.keys(this.env) } : {}), ...(this.refusedEnv.length ? { refusedEnv: [...this.refusedEnv] } : {}) };
+  }
+
   async exec(command: string): Promise<void> {
     let facts;
     try {
       facts = parseCommand(command);
     } catch (err) {
       if (!(err instanceof CommandParseError)) throw err;
-      const op = this.c.opFor('exec', command);
+      const op = this.c.opFor('exec-complex', command);
       const reason = `the command line could not be parsed, so it cannot be checked: ${err.message}`;
       this.say(`airlock: denied by policy rule unparseable-command: ${reason}`);
       return this.finishRefused(op, { refused: reason, decision: { action: 'deny', rule: 'unparseable-command', reason } }, { parseError: err.message });
     }
-    const op = this.c.opFor('exec', command, facts.programs);
-    const classification = { argv: facts.commands, programs: facts.programs, operators: facts.operators, pty: !!this.pty };
+    const scp = legacyScp(command);
+    if (scp) {
+      const op = this.c.opFor('exec-complex', command, facts.programs);
+      this.say(`airlock: denied by policy rule ssh-legacy-scp: ${scp}`);
+      return this.finishRefused(op, { refused: scp, decision: { action: 'deny', rule: 'ssh-legacy-scp', reason: scp } }, { legacyScp: true });
+    }
+    // Simple (plain argv, known program): rules see its exact programs. Complex: kind
+    // exec-complex, whose programs Airlock cannot know (the shell-quote guess is for the audit only).
+    const cls = classifyCommand(command);
+    const op = cls.simple ? this.c.opFor('exec', command, cls.programs) : this.c.opFor('exec-complex', command, facts.programs);
+    const classification = cls.simple
+      ? { simple: true, argv: [cls.argv], programs: cls.programs, operators: [], pty: !!this.pty, ...this.envFacts() }
+      : { simple: false, complex: cls.reason, argv: facts.commands, programs: facts.programs, operators: facts.operators, pty: !!this.pty, ...this.envFacts() };
     const a = await this.c.authorizeFor(op, this.say, this.ac.signal);
     if ('refused' in a) return this.finishRefused(op, a, classification);
     if (this.ac.signal.aborted) return this.finishRefused(op, { refused: 'client went away', decision: a.decision, approval: a.approval }, classification);
     if (this.pty) this.startCast(op, a.decision);
     const pty = this.ptyOptions();
-    this.c.upstream.exec(command, { env: this.env, ...(pty ? { pty } : {}) }, (err, up) => this.relay(op, a, classification, err, up));
+    this.c.upstream.exec(command, { env: this.env, ...(pty ? { pty } : {}) }, (err, up) => {
+      // A terminal session ends with the token, like a shell.
+      if (!err && this.pty) this.closeAtTokenExpiry(up, classification);
+      this.relay(op, a, classification, err, up);
+    });
+  }
+
+  private expiryTimers: NodeJS.Timeout[] = [];
+
+  private stopExpiryTimers(): void {
+    for (const t of this.expiryTimers) clearTimeout(t);
+    this.expiryTimers = [];
+  }
+
+  /**
+   * A terminal session lives no longer than the token it was opened with: a warning line on the
+   * terminal a minute before (or at once, when less is left), then the upstream channel is closed.
+   */
+  private closeAtTokenExpiry(up: ClientChannel, classification: Record<string, unknown>): void {
+    const exp = this.c.tokenExpiry();
+    if (!exp) return;
+    const left = exp.getTime() - Date.now();
+    const warnIn = Math.max(0, left - SHELL_EXPIRY_WARNING_MS);
+    const timer = (ms: number, f: () => void) => {
+      const t = setTimeout(f, Math.min(Math.max(0, ms), 2 ** 31 - 1));
+      t.unref();
+      this.expiryTimers.push(t);
+    };
+    timer(warnIn, () => {
+      const secs = Math.max(0, Math.round((exp.getTime() - Date.now()) / 1000));
+      this.say(`airlock: the token of this session expires in ${secs} s; this terminal session will be closed then (reconnect with a fresh token)`);
+    });
+    timer(left, () => {
+      this.say('airlock: the token of this session has expired; closing this terminal session');
+      classification.closed = 'token expired';
+      try {
+        up.close();
+      } catch {
+        // already closing
+      }
+    });
   }
 
   async shell(): Promise<void> {
     const op = this.c.opFor('shell', 'shell');
-    const classification = { pty: !!this.pty, term: this.pty?.term };
+    const classification: Record<string, unknown> = { pty: !!this.pty, term: this.pty?.term, ...this.envFacts() };
     const a = await this.c.authorizeFor(op, this.say, this.ac.signal);
     if ('refused' in a) return this.finishRefused(op, a, classification);
     if (this.ac.signal.aborted) return this.finishRefused(op, { refused: 'client went away', decision: a.decision, approval: a.approval }, classification);
     this.startCast(op, a.decision);
-    this.c.upstream.shell(this.ptyOptions() ?? false, { env: this.env }, (err, up) => this.relay(op, a, classification, err, up));
+    this.c.upstream.shell(this.ptyOptions() ?? false, { env: this.env }, (err, up) => {
+      if (!err) this.closeAtTokenExpiry(up, classification);
+      this.relay(op, a, classification, err, up);
+    });
   }
 
   async refuseSubsystem(name: string): Promise<void> {
@@ -779,7 +857,7 @@ class Running {
         if ('refused' in fa) return { allow: false, message: `airlock: ${d.action === 'deny' ? `denied by policy rule ${d.rule}: ${fa.refused}` : fa.refused}` };
         return { allow: true };
       },
-    });
+    }, {}, { resolveOnServer: true });
     this.c.upstream.subsys('sftp', (err, up) => {
       if (err) return this.relay(op, a, { subsystem: 'sftp' }, err, up);
       this.up = up;
@@ -813,7 +891,7 @@ class Running {
     }
     // Output masking only when the deciding rule asks for it (see output-masker.ts); the
     // recording and the byte counts see what the client sees.
-    const detectors = outputDetectors(a.decision);
+    const detectors = a.decision.action === 'deny' ? [] : mergeDetectors(outputDetectors(a.decision), this.c.g.opaqueMasks(op));
     let stdout: NodeJS.ReadableStream = up;
     let stderr: NodeJS.ReadableStream = up.stderr;
     if (detectors.length) {
@@ -910,6 +988,8 @@ interface GatewayContext {
   /** For the `hash` strategy of output masking (config/keys.ts maskHashKey). */
   hasher: Hasher;
   bindingKey: string;
+  /** Output masks of complex commands and shells (fail closed, see output-masker.ts). */
+  opaqueMasks: (op: Operation) => DetectorMask[];
   audit(kind: string, subject: string, detail: Record<string, unknown>): void;
 }
 
@@ -926,6 +1006,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     logger,
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
+    opaqueMasks: opaqueOutputMasks(opts.config.config.policy.rules),
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
     // The same key as every other protocol's `hash` masking, so a value hashes identically everywhere.
     hasher: new Hasher(maskHashKey(opts.config)),

@@ -7,9 +7,14 @@
 // SSH_FX_PERMISSION_DENIED and a message naming the rule, injected between server packets.
 // Held (review) requests stall the client->server direction only, in order.
 //
-// Relative paths are resolved against the home directory the server reported for
-// REALPATH "." (every OpenSSH sftp/scp client asks first). Symlinks on the server can still
-// point a permitted path elsewhere: path rules are a guard rail, not a sandbox.
+// Every path is decided as an absolute path: relative ones are resolved against the home
+// directory the server reports for REALPATH "." (asked by the filter itself when the client has
+// not asked yet). With `resolveOnServer` (the gateway's setting), each path is also resolved on
+// the server with REALPATH (its parent's, when it does not exist yet) and the resolved path is
+// decided too, so a symlink an agent created cannot point a permitted path at a denied one; a
+// dangling symlink is refused for anything but remove/rename. Two-path requests (rename, link,
+// symlink) decide both paths; FSETSTAT decides `setstat` on the path its handle was opened with.
+// Hard links cannot be traced back (see docs/threat-model.md).
 import { posix } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 
@@ -22,6 +27,11 @@ export interface SftpRequest {
 }
 
 export type SftpVerdict = { allow: true } | { allow: false; message: string; code?: number };
+
+export interface SftpFilterOptions {
+  /** Resolve every path with REALPATH on the server before deciding (symlinks). */
+  resolveOnServer?: boolean;
+}
 
 export interface SftpPolicy {
   decide(req: SftpRequest): Promise<SftpVerdict>;
@@ -40,7 +50,12 @@ export const FX_OP_UNSUPPORTED = 8;
 const PF_WRITE = 0x02, PF_APPEND = 0x04, PF_CREAT = 0x08, PF_TRUNC = 0x10;
 
 /** Request types the filter must see whole. */
-const INSPECT = new Set<number>([T.OPEN, T.SETSTAT, T.OPENDIR, T.REMOVE, T.MKDIR, T.RMDIR, T.REALPATH, T.RENAME, T.SYMLINK, T.EXTENDED]);
+const INSPECT = new Set<number>([T.OPEN, T.CLOSE, T.SETSTAT, T.FSETSTAT, T.OPENDIR, T.REMOVE, T.MKDIR, T.RMDIR, T.REALPATH, T.RENAME, T.SYMLINK, T.EXTENDED]);
+/** Request ids the filter uses for its own requests to the server; a client using them is cut off. */
+const OWN_ID_BASE = 0xffff0000;
+/** Actions on the link itself (a dangling symlink may be removed or renamed). */
+const ON_LINK = new Set<SftpAction>(['remove', 'rename', 'link']);
+const MAX_HANDLES = 4096;
 /** OpenSSH extensions that touch no path, or only handles already authorized at open. */
 const PASS_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'expand-path@openssh.com', 'home-directory', 'copy-data', 'users-groups-by-id@openssh.com']);
 /** A path request larger than this is not a path request. */
@@ -58,12 +73,28 @@ class Reader {
     return v;
   }
   str(): string {
+    return this.bytes().toString('utf8');
+  }
+  bytes(): Buffer {
     const n = this.u32();
     if (this.off + n > this.buf.length) throw new RangeError('string past end of packet');
-    const s = this.buf.toString('utf8', this.off, this.off + n);
+    const b = this.buf.subarray(this.off, this.off + n);
     this.off += n;
-    return s;
+    return b;
   }
+}
+
+class PathError extends Error {}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+function str(s: string): Buffer {
+  const b = Buffer.from(s, 'utf8');
+  return Buffer.concat([u32(b.length), b]);
 }
 
 export function statusPacket(id: number, code: number, message: string): Buffer {
@@ -103,9 +134,18 @@ export class SftpFilter {
   bytesFromClient = 0;
   bytesToClient = 0;
 
+  /** The filter's own requests to the server, by id, waiting for their answer packet. */
+  private readonly ownRequests = new Map<number, (packet: Buffer) => void>();
+  private nextOwnId = OWN_ID_BASE;
+  /** OPEN/OPENDIR requests allowed, by id, until the server answers with a handle. */
+  private readonly opening = new Map<number, string[]>();
+  /** Open handles (hex) and the paths they were opened with (as asked, as resolved), for FSETSTAT. */
+  private readonly handles = new Map<string, string[]>();
+
   constructor(
     private readonly policy: SftpPolicy,
     private readonly events: SftpFilterEvents = {},
+    private readonly options: SftpFilterOptions = {},
   ) {
     const self = this;
     // client -> server
@@ -155,6 +195,30 @@ export class SftpFilter {
       const len = buf.readUInt32BE(0);
       const type = buf.readUInt8(4);
       const id = buf.readUInt32BE(5);
+      const own = this.ownRequests.get(id);
+      if (own || (type === T.HANDLE && this.opening.has(id) && len <= MAX_INSPECTED)) {
+        if (buf.length < 4 + len) {
+          this.sPending = buf;
+          break;
+        }
+        const packet = buf.subarray(0, 4 + len);
+        if (own) {
+          // An answer to the filter's own request: consumed here, never relayed.
+          this.ownRequests.delete(id);
+          buf = buf.subarray(4 + len);
+          own(Buffer.from(packet));
+          continue;
+        }
+        try {
+          const handle = new Reader(packet.subarray(9)).bytes().toString('hex');
+          if (this.handles.size < MAX_HANDLES) this.handles.set(handle, this.opening.get(id) as string[]);
+        } catch {
+          // malformed: FSETSTAT on it will be refused as unknown
+        }
+        this.opening.delete(id);
+      } else if (type === T.STATUS && this.opening.has(id)) {
+        this.opening.delete(id);
+      }
       if (type === T.NAME && this.homeRequests.has(id) && len <= MAX_INSPECTED) {
         if (buf.length < 4 + len) {
           this.sPending = buf;
@@ -193,37 +257,103 @@ export class SftpFilter {
     if (this.serverIdle()) this.flushInjected(this.serverToClient);
   }
 
-  private resolvePath(p: string): string {
+  /** Sends a request of the filter's own to the server; resolves with the answer packet. */
+  private ask(out: Transform, type: number, ...args: Buffer[]): Promise<Buffer> {
+    const id = this.nextOwnId;
+    this.nextOwnId = this.nextOwnId >= 0xfffffff0 ? OWN_ID_BASE : this.nextOwnId + 1;
+    const body = Buffer.concat([Buffer.from([type]), u32(id), ...args]);
+    return new Promise((resolve) => {
+      this.ownRequests.set(id, resolve);
+      out.push(Buffer.concat([u32(body.length), body]));
+    });
+  }
+
+  /** REALPATH on the server: the canonical path, or undefined when it fails (no such file ...). */
+  private async realpath(out: Transform, p: string): Promise<string | undefined> {
+    const answer = await this.ask(out, T.REALPATH, str(p));
+    if (answer.readUInt8(4) !== T.NAME) return undefined;
+    const r = new Reader(answer.subarray(9));
+    if (r.u32() < 1) return undefined;
+    return posix.normalize(r.str());
+  }
+
+  /** LSTAT on the server: whether something (a dangling symlink, say) exists at p. */
+  private async exists(out: Transform, p: string): Promise<boolean> {
+    const answer = await this.ask(out, T.LSTAT, str(p));
+    return answer.readUInt8(4) === T.ATTRS;
+  }
+
+  /** The absolute, normalized path; asks the server for the home directory when it is not known. */
+  private async absolute(out: Transform, p: string): Promise<string> {
     if (p.startsWith('/')) return posix.normalize(p);
-    if (this.home) return posix.resolve(this.home, p || '.');
-    return `~/${posix.normalize(p || '.')}`.replace(/\/\.$/, '');
+    if (this.home === undefined && this.options.resolveOnServer) this.home = await this.realpath(out, '.');
+    if (this.home === undefined) throw new PathError(`the relative path ${JSON.stringify(p)} cannot be resolved before the home directory is known`);
+    return posix.resolve(this.home, p || '.');
+  }
+
+  /**
+   * The paths to decide for one path argument: the absolute path, and (resolveOnServer) what the
+   * server resolves it to, its parent's resolution when it does not exist yet.
+   */
+  private async pathsFor(out: Transform, action: SftpAction, raw: string): Promise<string[]> {
+    const abs = await this.absolute(out, raw);
+    if (!this.options.resolveOnServer) return [abs];
+    let resolved = await this.realpath(out, abs);
+    if (resolved === undefined) {
+      if (!ON_LINK.has(action) && (await this.exists(out, abs))) {
+        throw new PathError(`${abs} is a symbolic link whose target cannot be resolved, so it cannot be checked`);
+      }
+      const parent = await this.realpath(out, posix.dirname(abs));
+      resolved = parent === undefined ? undefined : posix.join(parent, posix.basename(abs));
+    }
+    return resolved === undefined || resolved === abs ? [abs] : [abs, resolved];
   }
 
   /** What a whole inspected packet asks for; `null` passes it on untouched. */
-  private classify(type: number, body: Buffer, id: number): SftpRequest | null | 'unsupported' {
+  private async classify(out: Transform, type: number, body: Buffer, id: number): Promise<SftpRequest | null | 'unsupported'> {
     const r = new Reader(body);
     r.u8();
     r.u32(); // id
+    const one = async (action: SftpAction, raw: string): Promise<SftpRequest> => ({ action, paths: await this.pathsFor(out, action, raw) });
+    const two = async (action: SftpAction, a: string, b: string): Promise<SftpRequest> => ({ action, paths: [...(await this.pathsFor(out, action, a)), ...(await this.pathsFor(out, action, b))] });
     switch (type) {
       case T.OPEN: {
-        const path = this.resolvePath(r.str());
+        const raw = r.str();
         const flags = r.u32();
-        return { action: flags & (PF_WRITE | PF_APPEND | PF_CREAT | PF_TRUNC) ? 'write' : 'read', paths: [path] };
+        const req = await one(flags & (PF_WRITE | PF_APPEND | PF_CREAT | PF_TRUNC) ? 'write' : 'read', raw);
+        this.opening.set(id, req.paths);
+        return req;
       }
-      case T.OPENDIR:
-        return { action: 'list', paths: [this.resolvePath(r.str())] };
+      case T.OPENDIR: {
+        const req = await one('list', r.str());
+        this.opening.set(id, req.paths);
+        return req;
+      }
+      case T.CLOSE:
+        this.handles.delete(r.bytes().toString('hex'));
+        return null;
       case T.REMOVE:
-        return { action: 'remove', paths: [this.resolvePath(r.str())] };
+        return one('remove', r.str());
       case T.MKDIR:
-        return { action: 'mkdir', paths: [this.resolvePath(r.str())] };
+        return one('mkdir', r.str());
       case T.RMDIR:
-        return { action: 'rmdir', paths: [this.resolvePath(r.str())] };
+        return one('rmdir', r.str());
       case T.SETSTAT:
-        return { action: 'setstat', paths: [this.resolvePath(r.str())] };
+        return one('setstat', r.str());
+      case T.FSETSTAT: {
+        const paths = this.handles.get(r.bytes().toString('hex'));
+        if (paths === undefined) throw new PathError('FSETSTAT on a handle the gateway did not see opened');
+        return { action: 'setstat', paths };
+      }
       case T.RENAME:
-        return { action: 'rename', paths: [this.resolvePath(r.str()), this.resolvePath(r.str())] };
-      case T.SYMLINK:
-        return { action: 'link', paths: [this.resolvePath(r.str()), this.resolvePath(r.str())] };
+        return two('rename', r.str(), r.str());
+      case T.SYMLINK: {
+        // OpenSSH order: target (the link's contents), then the link's own path. A relative
+        // target is relative to the link's directory.
+        const target = r.str();
+        const link = await this.absolute(out, r.str());
+        return two('link', target.startsWith('/') ? target : posix.join(posix.dirname(link), target), link);
+      }
       case T.REALPATH: {
         const p = r.str();
         if (p === '.' || p === '') this.homeRequests.add(id);
@@ -231,9 +361,9 @@ export class SftpFilter {
       }
       case T.EXTENDED: {
         const name = r.str();
-        if (name === 'posix-rename@openssh.com') return { action: 'rename', paths: [this.resolvePath(r.str()), this.resolvePath(r.str())] };
-        if (name === 'hardlink@openssh.com') return { action: 'link', paths: [this.resolvePath(r.str()), this.resolvePath(r.str())] };
-        if (name === 'lsetstat@openssh.com') return { action: 'setstat', paths: [this.resolvePath(r.str())] };
+        if (name === 'posix-rename@openssh.com') return two('rename', r.str(), r.str());
+        if (name === 'hardlink@openssh.com') return two('link', r.str(), r.str());
+        if (name === 'lsetstat@openssh.com') return one('setstat', r.str());
         if (PASS_EXTENSIONS.has(name)) return null;
         return 'unsupported';
       }
@@ -252,12 +382,16 @@ export class SftpFilter {
         buf = buf.subarray(n);
         continue;
       }
-      if (buf.length < 5) return { pending: buf, remaining };
+      if (buf.length < 9) return { pending: buf, remaining };
       const len = buf.readUInt32BE(0);
       const type = buf.readUInt8(4);
-      if (len < 1) {
-        this.events.onProtocolError?.('SFTP packet with zero length');
-        throw new Error('SFTP packet with zero length');
+      if (len < 5) {
+        this.events.onProtocolError?.(`SFTP packet of ${len} bytes`);
+        throw new Error(`SFTP packet of ${len} bytes`);
+      }
+      if (type !== T.INIT && buf.readUInt32BE(5) >= OWN_ID_BASE) {
+        this.events.onProtocolError?.('SFTP request id in the range the gateway reserves');
+        throw new Error('SFTP request id in the range the gateway reserves');
       }
       if (!INSPECT.has(type)) {
         remaining = 4 + len;
@@ -274,10 +408,12 @@ export class SftpFilter {
       const id = body.length >= 5 ? body.readUInt32BE(1) : 0;
       let req: SftpRequest | null | 'unsupported';
       try {
-        req = this.classify(type, body, id);
-      } catch {
-        // A truncated path request cannot be checked, so it is refused, not forwarded.
-        this.inject(statusPacket(id, FX_FAILURE, 'airlock: malformed SFTP request'));
+        req = await this.classify(out, type, body, id);
+      } catch (err) {
+        // A truncated path request, or a path that cannot be resolved, cannot be checked: refused, not forwarded.
+        this.opening.delete(id);
+        const why = err instanceof PathError ? err.message : 'malformed SFTP request';
+        this.inject(statusPacket(id, err instanceof PathError ? FX_PERMISSION_DENIED : FX_FAILURE, `airlock: ${why}`));
         continue;
       }
       if (req === null) {
@@ -288,10 +424,19 @@ export class SftpFilter {
         this.inject(statusPacket(id, FX_OP_UNSUPPORTED, 'airlock: this SFTP extension is not supported through the gateway'));
         continue;
       }
-      const verdict = await this.policy.decide(req);
-      this.events.onDecided?.(req, verdict);
+      // Each path is its own decision (a rule on /etc/ sees the second path of a rename too).
+      let verdict: SftpVerdict = { allow: true };
+      for (const path of [...new Set(req.paths)]) {
+        const one: SftpRequest = { action: req.action, paths: [path] };
+        verdict = await this.policy.decide(one);
+        this.events.onDecided?.(one, verdict);
+        if (!verdict.allow) break;
+      }
       if (verdict.allow) out.push(packet);
-      else this.inject(statusPacket(id, verdict.code ?? FX_PERMISSION_DENIED, verdict.message));
+      else {
+        this.opening.delete(id);
+        this.inject(statusPacket(id, verdict.code ?? FX_PERMISSION_DENIED, verdict.message));
+      }
     }
     return { pending: Buffer.alloc(0), remaining };
   }

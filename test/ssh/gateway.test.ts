@@ -25,7 +25,8 @@ before(async () => {
     rules: [
       { name: 'no-shadow', match: { protocols: ['ssh'], kinds: ['exec'], text: ['/etc/(g)?shadow'] }, action: 'deny', reason: 'password hashes stay on the host' },
       { name: 'no-pipe-to-shell', match: { protocols: ['ssh'], text: ['(curl|wget)\\b[^|]*\\|\\s*(sudo\\s+)?(ba|z|da)?sh\\b'] }, action: 'deny', reason: 'do not run scripts fetched from the network' },
-      { name: 'no-pg-dump', match: { protocols: ['ssh'], functions: ['pg_dump', 'pg_dumpall'] }, action: 'deny', reason: 'database dumps go through the PostgreSQL gateway' },
+      // Naming programs in a deny rule also refuses every complex command and shell of bob (fail closed).
+      { name: 'no-pg-dump', match: { protocols: ['ssh'], identities: ['bob'], functions: ['pg_dump', 'pg_dumpall'] }, action: 'deny', reason: 'database dumps go through the PostgreSQL gateway' },
       { name: 'no-rm-rf-root', match: { protocols: ['ssh'], text: ['\\brm\\s+(-[a-z]*r[a-z]*f|-[a-z]*f[a-z]*r)[a-z]*\\s+/(\\s|$|\\*)'] }, action: 'deny', reason: 'not on this host' },
       { name: 'sftp-protect-etc', match: { protocols: ['ssh'], kinds: ['sftp'], text: ['^sftp (write|remove|rename|mkdir|rmdir|setstat|link) /etc/'] }, action: 'deny', reason: '/etc is managed by configuration management' },
       { name: 'review-restarts', match: { protocols: ['ssh'], kinds: ['exec'], text: ['^echo restart\\b'] }, action: 'review', reason: 'restarts need a second pair of eyes', review: { approvers: ['ops'], timeout: '10m' } },
@@ -59,7 +60,7 @@ test('an allowed command runs upstream; stdout, stderr and exit status come back
   assert.equal(r.code, 3, r.stderr);
   assert.equal(r.stdout.toString(), 'hello\n');
   assert.equal(r.stderr, 'oops\n');
-  const op = lastOps('exec').find((o) => o.text === 'echo hello; echo oops >&2; exit 3');
+  const op = lastOps('exec-complex').find((o) => o.text === 'echo hello; echo oops >&2; exit 3');
   assert.ok(op, 'the command is in the session log');
   assert.equal(op.decision, 'allow');
   assert.equal(op.classification.exitStatus, 3);
@@ -85,6 +86,9 @@ test('a mask rule masks detected values in command output; the log records what 
   const op = lastOps('exec').find((o) => o.text === `cat ${file}`);
   assert.equal(op?.decision, 'mask');
   assert.deepEqual(op?.maskedColumns, ['detector:email@output']);
+  // A complex command reading the same file is masked too (fail closed), with the pipeline's output.
+  const piped = await h.ssh('box', `cat ${file} | head -n 5`);
+  assert.equal(piped.stdout.toString(), 'id,email,note\n1,[redacted:email],vip\n2,none,-\n');
   // Without a mask rule the same bytes pass untouched.
   const plain = join(work, 'people.txt');
   writeFileSync(plain, 'jane.doe@example.com\n');
@@ -112,12 +116,13 @@ test('denied commands get exit 126 and a stderr line naming the rule, and never 
     ['rm -rf /', 'no-rm-rf-root'],
     ['echo "unbalanced', 'unparseable-command'],
   ];
+  const auth = { token: await h.token('bob') };
   for (const [cmd, rule] of cases) {
-    const r = await h.ssh('box', cmd);
+    const r = await h.ssh('box', cmd, { auth });
     assert.equal(r.code, EXIT_DENIED, `${cmd}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^airlock: denied by policy rule ${rule}: `), cmd);
     assert.equal(r.stdout.length, 0);
-    const op = lastOps('exec').find((o) => o.text === cmd);
+    const op = [...lastOps('exec'), ...lastOps('exec-complex')].find((o) => o.text === cmd);
     assert.equal(op?.decision, 'deny', cmd);
     assert.equal(op?.rule, rule, cmd);
   }
@@ -155,7 +160,7 @@ test('a held command waits for approval, then runs; the approver sees who asked 
   assert.match(r.stderr, /approval required by rule review-restarts .*request REQ-\d+ posted to #ops-approvals, waiting/);
   assert.match(r.stderr, /approved by bob/);
   assert.equal(readFileSync(marker, 'utf8'), 'restart web\n');
-  const op = lastOps('exec').find((o) => o.text === cmd);
+  const op = lastOps('exec-complex').find((o) => o.text === cmd);
   assert.equal(op?.decision, 'review');
   assert.deepEqual(op?.approval, { requestId: req.id, outcome: 'approved', approvers: ['bob'] });
   assert.ok(h.approver.reports.some((x) => x.requestId === req.id && /exit status 0/.test(x.summary)), 'the outcome goes back to the approval thread');
@@ -171,7 +176,7 @@ test('a held command that is rejected does not run: exit 125 with who rejected i
   assert.equal(r.code, SSH_EXIT_STATUS.rejected, 'a person said no: 125, distinct from a policy denial (126)');
   assert.match(r.stderr, /airlock: rejected by bob: not during business hours/);
   assert.equal(existsSync(marker), false);
-  const op = lastOps('exec').find((o) => o.text === cmd);
+  const op = lastOps('exec-complex').find((o) => o.text === cmd);
   assert.equal(op?.approval?.outcome, 'rejected');
   assert.deepEqual(op?.approval?.approvers, ['bob']);
 });
@@ -280,12 +285,13 @@ test('a rule that allows kind forward lets that identity forward (ssh -W reaches
   // Remote forwarding: the port is bound on the target, and a connection to it comes back
   // through the gateway to the client's side (here: the sshd itself, which answers its banner).
   const rport = await freePort();
-  const rf = await h.ssh('box', `head -c 7 < /dev/tcp/127.0.0.1/${rport}`, {
+  // A simple command (bob's complex ones are refused by no-pg-dump, fail closed).
+  const rf = await h.ssh('box', `ssh-keyscan -t ed25519 -p ${rport} 127.0.0.1`, {
     auth: { token: await h.token('bob') },
     extra: ['-o', 'ExitOnForwardFailure=yes', '-R', `${rport}:127.0.0.1:${h.sshd.port}`],
   });
   assert.equal(rf.code, 0, rf.stderr);
-  assert.equal(rf.stdout.toString(), 'SSH-2.0');
+  assert.match(rf.stdout.toString(), new RegExp(`^\\[127\\.0\\.0\\.1\\]:${rport} ssh-ed25519 AAAA`));
 });
 
 test('keyboard-interactive login with the token works too', async () => {

@@ -34,6 +34,8 @@ export interface SshHarness {
   ssh(user: string, command: string | undefined, o?: { auth?: ClientAuth; extra?: string[]; input?: string | Buffer; timeoutMs?: number }): ReturnType<typeof run>;
   /** Real `scp` through the gateway (`-P port`); `gw:` in from/to means `<user>@127.0.0.1:`. */
   scp(user: string, from: string, to: string, o?: { auth?: ClientAuth; extra?: string[] }): Promise<RunResult>;
+  /** Real `sftp -b -` through the gateway, running the batch commands given (one a line). */
+  sftp(user: string, batch: string[], o?: { auth?: ClientAuth; extra?: string[] }): Promise<RunResult>;
   close(): Promise<void>;
 }
 
@@ -62,7 +64,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
         hostKey: { file: 'gateway_host_key' },
         loginTimeout: '3s',
         targets: [
-          { name: 'box', ...target, hostKeyFingerprints: [sshd.hostKeyFingerprint], allow: { groups: ['ops', 'agents'] } },
+          { name: 'box', ...target, hostKeyFingerprints: [sshd.hostKeyFingerprint], allow: { groups: ['ops', 'agents'] }, allowEnv: ['AIRLOCK_TEST_COLOR', 'AIRLOCK_TEST_OK_*'] },
           { name: 'impostor', ...target, hostKeyFingerprints: [wrong.fingerprint] },
         ],
         publicKeys: [{ identity: 'alice', key: alice.publicLine }],
@@ -115,6 +117,13 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
         const { args, env } = clientArgs(dir, knownHosts, await defaultAuth(o.auth));
         const fix = (s: string) => (s.startsWith('gw:') ? `${user}@127.0.0.1:${s.slice(3)}` : s);
         return run('scp', [...args, ...(o.extra ?? []), '-P', String(gateway.port), fix(from), fix(to)], { env, timeoutMs: 60_000 });
+      },
+      async sftp(user, batch, o = {}) {
+        const { args, env } = clientArgs(dir, knownHosts, await defaultAuth(o.auth));
+        // -b turns on BatchMode, which would stop the askpass token login; ssh keeps the first value it gets.
+        const file = join(dir, `sftp-batch-${randomBytes(4).toString('hex')}`);
+        writeFileSync(file, batch.join('\n') + '\n');
+        return run('sftp', ['-o', 'BatchMode=no', ...args, ...(o.extra ?? []), '-P', String(gateway.port), '-b', file, `${user}@127.0.0.1`], { env, timeoutMs: 60_000 });
       },
       async close() {
         await gateway.close();

@@ -90,3 +90,67 @@ test('unknown extensions are refused as unsupported rather than passed unchecked
   assert.equal(status.readUInt8(4), 101);
   assert.equal(status.readUInt32BE(9), 8);
 });
+
+/** Status packets the filter answered with, in order. */
+function statuses(buf: Buffer): Array<{ id: number; code: number; message: string }> {
+  const out: Array<{ id: number; code: number; message: string }> = [];
+  for (let o = 0; o + 4 <= buf.length; ) {
+    const len = buf.readUInt32BE(o);
+    const p = buf.subarray(o + 4, o + 4 + len);
+    if (p.readUInt8(0) === 101) {
+      const n = p.readUInt32BE(9);
+      out.push({ id: p.readUInt32BE(1), code: p.readUInt32BE(5), message: p.toString('utf8', 13, 13 + n) });
+    }
+    o += 4 + len;
+  }
+  return out;
+}
+
+test('a relative path is refused while the home directory is unknown, never decided as `~/...`', async () => {
+  const decided: SftpRequest[] = [];
+  const f = new SftpFilter({ decide: async (r) => (decided.push(r), { allow: true }) });
+  const serverOut: Buffer[] = [];
+  f.serverToClient.on('data', (d: Buffer) => serverOut.push(d));
+  const toServer = await pump(f.clientToServer, open(7, 'notes.txt', 0x01), 64);
+  assert.equal(toServer.length, 0);
+  assert.deepEqual(decided, []);
+  const [s] = statuses(Buffer.concat(serverOut));
+  assert.equal(s.id, 7);
+  assert.equal(s.code, FX_PERMISSION_DENIED);
+  assert.match(s.message, /relative path "notes.txt" cannot be resolved/);
+});
+
+test('rename decides each path on its own, so a rule on the target directory sees the second path', async () => {
+  const decided: SftpRequest[] = [];
+  const f = new SftpFilter({ decide: async (r) => (decided.push(r), r.paths[0].startsWith('/etc/') ? { allow: false, message: 'airlock: no' } : { allow: true }) });
+  const toServer = await pump(f.clientToServer, packet(18, u32(3), str('/tmp/a'), str('/etc/passwd')), 64);
+  assert.equal(toServer.length, 0);
+  assert.deepEqual(decided, [
+    { action: 'rename', paths: ['/tmp/a'] },
+    { action: 'rename', paths: ['/etc/passwd'] },
+  ]);
+});
+
+test('FSETSTAT on a handle the filter did not see opened is refused; on a known handle it is setstat of its path', async () => {
+  const decided: SftpRequest[] = [];
+  const f = new SftpFilter({ decide: async (r) => (decided.push(r), { allow: true }) });
+  const toClient: Buffer[] = [];
+  f.serverToClient.on('data', (d: Buffer) => toClient.push(d));
+  const fsetstat = (id: number, handle: string) => packet(10, u32(id), str(handle), u32(0));
+  const unknown = await pump(f.clientToServer, fsetstat(4, 'nope'), 64);
+  assert.equal(unknown.length, 0);
+  assert.match(statuses(Buffer.concat(toClient))[0].message, /handle the gateway did not see opened/);
+  // open /srv/x, the server answers with handle "h7"; FSETSTAT on h7 is setstat /srv/x.
+  await pump(f.clientToServer, open(5, '/srv/x', 0x1a), 64);
+  await pump(f.serverToClient, packet(102, u32(5), str('h7')), 3);
+  const passed = await pump(f.clientToServer, fsetstat(6, 'h7'), 64);
+  assert.deepEqual(passed, fsetstat(6, 'h7'));
+  assert.deepEqual(decided.at(-1), { action: 'setstat', paths: ['/srv/x'] });
+});
+
+test('a client using the request ids the gateway reserves for its own requests is cut off', async () => {
+  const f = new SftpFilter({ decide: async () => ({ allow: true }) });
+  const failed = new Promise<Error>((r) => f.clientToServer.on('error', r));
+  f.clientToServer.write(realpath(0xffff0001, '/'));
+  assert.match((await failed).message, /reserves/);
+});
