@@ -4,6 +4,7 @@
 // Frames that lie inside one incoming chunk are handed out as views on that chunk; only a frame
 // that spans chunks is assembled, into one of two reusable buffers (two, so the previous
 // assembled frame stays valid while the next one is built; see FrameReader.buf).
+import { isUtf8 } from 'node:buffer';
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -197,9 +198,21 @@ export function describeType(t: number): string {
   return t >= 0x20 && t < 0x7f ? `'${String.fromCharCode(t)}'` : `0x${t.toString(16).padStart(2, '0')}`;
 }
 
-/** Reads a NUL-terminated string at `off`; returns the string and the offset after the NUL. */
+/**
+ * Reads a NUL-terminated string at `off`; returns the string and the offset after the NUL. The
+ * bytes must be valid UTF-8 (the only client encoding Airlock allows): a lossy decode could make
+ * two different names (statements, portals) or texts look the same to Airlock but not to the server.
+ */
 export function readCString(buf: Buffer, off: number, end: number): [string, number] {
   const nul = buf.indexOf(0, off);
   if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
+  if (!isUtf8(buf.subarray(off, nul))) throw new ProtocolError('malformed message: a string is not valid UTF-8 (Airlock sessions use client_encoding UTF8)');
   return [buf.toString('utf8', off, nul), nul + 1];
+}
+
+/** Whether the NUL-terminated string at `off` is valid UTF-8 (checked on the bytes, before any decoding). */
+export function isUtf8CString(buf: Buffer, off: number, end: number): boolean {
+  const nul = buf.indexOf(0, off);
+  if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
+  return isUtf8(buf.subarray(off, nul));
 }

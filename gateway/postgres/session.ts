@@ -35,10 +35,11 @@ import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
 import type { Store } from '../recording/store.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
-import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, readCString } from './frames.ts';
+import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, isUtf8CString, readCString } from './frames.ts';
 import { copyOutSpec } from './copy-spec.ts';
 import { EMPTY_PLAN, heldResultSummary, limitsOf, newRun, operationRecord, outcomeMessage, planOf, type Portal, type Run, type Stmt } from './statement.ts';
-import { isUnsafeClientEncoding } from './startup.ts';
+import { isUtf8Encoding } from './startup.ts';
+import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
 import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
@@ -78,12 +79,21 @@ export interface SessionInit {
   connection: string;
   clientAddress: string;
   onClose?: (s: Session) => void;
+  /**
+   * Masking is configured for this connection (scrub.ts maskingConfigured): errors, notices,
+   * notifications are scrubbed from the first message. Without it, scrubbing starts with the
+   * first statement whose decision carries a mask plan, and stays on.
+   */
+  scrubOutput?: boolean;
 }
 
 const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to parse on purpose */ AIRLOCK_DENIED';
 const POISON_STATEMENT = 'airlock.denied';
 /** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
 const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
+/** Statement text that is not valid UTF-8 is never decoded (lossily) and classified: denied. */
+const NOT_UTF8: Decision = { action: 'deny', rule: 'airlock-encoding', reason: 'the statement text is not valid UTF-8 (Airlock sessions use client_encoding UTF8)' };
+const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
 /** Message types a client may send after startup. */
 const FRONTEND_TYPES = new Set([0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x50, 0x51, 0x53, 0x58, 0x64, 0x63, 0x66]);
 /** Bytes read ahead from a parked client before its socket is paused. */
@@ -170,6 +180,8 @@ export class Session {
   /** The token the session logged in with has expired: no new statement starts. */
   private tokenExpired = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
+  private scrubbing: boolean;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -180,6 +192,7 @@ export class Session {
     this.connection = init.connection;
     this.client = init.client;
     this.upstream = init.upstream;
+    this.scrubbing = init.scrubOutput ?? false;
     this.base = {
       protocol: 'postgres',
       identity: init.identity,
@@ -380,6 +393,7 @@ export class Session {
 
   private onQuery(): void {
     const r = this.cr;
+    if (!isUtf8CString(r.buf, r.start + 5, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), false);
     const text = this.queryText(r.start + 5);
     const { decision, op } = this.decide(text);
     const run = this.newRun(text, op, decision);
@@ -403,6 +417,7 @@ export class Session {
   private onParse(): void {
     const r = this.cr;
     const [name, off] = readCString(r.buf, r.start + 5, r.end);
+    if (!isUtf8CString(r.buf, off, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), true);
     const text = this.queryText(off);
     const { decision, op } = this.decide(text);
     const stmt: Stmt = { text, op, decision };
@@ -591,18 +606,28 @@ export class Session {
     switch (r.type) {
       case M.ParameterStatus: {
         const [name, off] = readCString(r.buf, r.start + 5, r.end);
+        const [value] = readCString(r.buf, off, r.end);
         if (name === 'client_encoding') {
-          const [value] = readCString(r.buf, off, r.end);
-          if (isUnsafeClientEncoding(value)) {
-            this.end(`client switched to unsafe client_encoding ${value}`, { code: '22023', message: `client_encoding ${value} is not supported through Airlock; the session was closed`, hint: 'use UTF8' });
+          // Nothing after this message may reach the client or run: the server would now read
+          // statement text differently from the policy (which parses UTF-8).
+          if (!isUtf8Encoding(value)) {
+            this.end(`client_encoding changed to ${value}`, { code: '22023', message: `client_encoding ${value} is not supported through Airlock (sessions always use UTF8); the session was closed`, hint: 'do not change client_encoding' });
             return;
           }
+          return this.relay();
         }
-        return this.relay();
+        if (relayParameterStatus(name, value)) return this.relay();
+        this.deps.logger.debug({ session: this.id, parameter: name }, 'client-settable ParameterStatus not relayed');
+        return;
       }
       case M.NoticeResponse:
+        if (!this.scrubFor(head?.run)) return this.relay();
+        this.toClient.addOwned(scrubNoticeFrame(r.buf, r.start, r.end, head?.run?.text).frame);
+        return;
       case M.NotificationResponse:
-        return this.relay();
+        if (!this.scrubFor(head?.run)) return this.relay();
+        this.toClient.addOwned(redactNotification(r.buf, r.start, r.end));
+        return;
       case M.ParseComplete:
       case M.BindComplete:
       case M.CloseComplete:
@@ -856,10 +881,33 @@ export class Session {
     if (this.q.length === 0) this.skipTillSync = true;
   }
 
-  private onError(head: Expect | undefined): void {
+  /**
+   * Whether this session's non-row output must be scrubbed; turns on (for good) with the first
+   * statement whose decision masks anything.
+   */
+  private scrubFor(run: Run | undefined): boolean {
+    if (!this.scrubbing && run && planNeedsMasking(planOf(run.decision))) this.scrubbing = true;
+    return this.scrubbing;
+  }
+
+  /** The upstream's ErrorResponse as the client may see it, and its text for the audit store. */
+  private upstreamError(run: Run | undefined): { frame: Buffer | null; text: string } {
     const r = this.ur;
-    if (!head) return this.relay();
+    if (this.scrubFor(run)) {
+      const s = scrubNoticeFrame(r.buf, r.start, r.end, run?.text);
+      return { frame: s.frame, text: s.summary };
+    }
     const f = parseErrorFields(r.buf, r.start, r.end);
+    return { frame: null, text: `${f.C ?? ''} ${f.M ?? ''}`.trim() };
+  }
+
+  private relayError(e: { frame: Buffer | null }): void {
+    if (e.frame) this.toClient.addOwned(e.frame);
+    else this.relay();
+  }
+
+  private onError(head: Expect | undefined): void {
+    if (!head) return this.relayError(this.upstreamError(undefined));
     if (head.kind === 'poison') {
       this.toClient.addOwned(errorResponse(head.error!));
       if (head.extended) {
@@ -873,14 +921,16 @@ export class Session {
       this.collectMasked(run);
       run.masker = null;
     }
+    const err = this.upstreamError(run);
     if (head.kind === 'query') {
       if (!run || head.swallow || run.swallowRest) return;
       if (run.cut) {
         this.toClient.addOwned(errorResponse(run.cut));
         run.swallowRest = true;
       } else {
-        run.error = `${f.C ?? ''} ${f.M ?? ''}`.trim();
-        this.relay();
+        // The audit store and chat threads get the scrubbed text, never the upstream's raw one.
+        run.error = err.text;
+        this.relayError(err);
       }
       return;
     }
@@ -888,10 +938,10 @@ export class Session {
     this.q.shift();
     if (!head.swallow) {
       if (run?.cut) this.toClient.addOwned(errorResponse(run.cut));
-      else this.relay();
+      else this.relayError(err);
     }
     if (run && (head.kind === 'execute' || head.kind === 'parse')) {
-      run.error ??= `${f.C ?? ''} ${f.M ?? ''}`.trim();
+      run.error ??= err.text;
       this.finishRun(run);
     }
     this.dropUntilSync();
