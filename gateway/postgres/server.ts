@@ -154,6 +154,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           clientAddress,
           onClose: (s) => sessions.delete(s),
           scrubOutput: maskingConfigured(loaded.config),
+          maxMessageBytes: listen.maxMessageBytes,
         },
       );
       try {

@@ -36,7 +36,8 @@ import type { ConnectionContext, Identity, Operation } from '../policy/operation
 import type { Store } from '../recording/store.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, isUtf8CString, readCString } from './frames.ts';
-import { copyOutSpec } from './copy-spec.ts';
+import { copyOutSpecs } from './copy-spec.ts';
+import { cursorUses, mayUseCursor } from './cursor-spec.ts';
 import { EMPTY_PLAN, heldResultSummary, limitsOf, newRun, operationRecord, outcomeMessage, planOf, type Portal, type Run, type Stmt } from './statement.ts';
 import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
@@ -85,6 +86,8 @@ export interface SessionInit {
    * first statement whose decision carries a mask plan, and stays on.
    */
   scrubOutput?: boolean;
+  /** Largest frontend message (listen.postgres.maxMessageBytes); default MAX_FRONTEND_MESSAGE. */
+  maxMessageBytes?: number;
 }
 
 const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to parse on purpose */ AIRLOCK_DENIED';
@@ -111,6 +114,19 @@ const enum M {
 }
 
 type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
+
+/** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
+interface RunProgress {
+  /** Index of the statement (in the query string) whose responses are arriving. */
+  stmt: number;
+  /** CopyOutResponses seen so far: the Nth gets the Nth COPY TO STDOUT's spec. */
+  copies: number;
+  /** The cursor the current statement FETCHes from (its rows count across FETCHes). */
+  cursor?: string;
+  /** Statement time limit timer, armed when the run is the one the upstream is working on. */
+  timer?: NodeJS.Timeout;
+  done?: boolean;
+}
 
 interface Expect {
   kind: ExpectKind;
@@ -141,7 +157,7 @@ export class Session {
   readonly connection: string;
   private readonly client: Socket | TLSSocket;
   private readonly upstream: Socket | TLSSocket;
-  private readonly cr = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  private readonly cr: FrameReader;
   private readonly ur = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
   private readonly toUpstream = new WriteBatch();
   private readonly toClient = new WriteBatch();
@@ -180,6 +196,9 @@ export class Session {
   /** The token the session logged in with has expired: no new statement starts. */
   private tokenExpired = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly progress = new WeakMap<Run, RunProgress>();
+  /** Rows returned so far by each open SQL cursor (DECLARE ... / FETCH), for row limits. */
+  private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
   private scrubbing: boolean;
 
@@ -193,6 +212,7 @@ export class Session {
     this.client = init.client;
     this.upstream = init.upstream;
     this.scrubbing = init.scrubOutput ?? false;
+    this.cr = new FrameReader(init.maxMessageBytes ?? MAX_FRONTEND_MESSAGE, 'frontend');
     this.base = {
       protocol: 'postgres',
       identity: init.identity,
@@ -267,6 +287,7 @@ export class Session {
   private flushUpstream(): void {
     const b = this.toUpstream.take();
     if (!b || this.closed) return;
+    this.armTimeLimit();
     if (!this.upstream.write(b) && !this.upstreamFull) {
       this.upstreamFull = true;
       this.client.pause();
@@ -577,6 +598,7 @@ export class Session {
     }
     this.flushClient();
     if (this.closed) return;
+    this.armTimeLimit();
     if (this.upstreamParked || this.clientFull) this.upstream.pause();
     else this.upstream.resume();
   }
@@ -691,6 +713,7 @@ export class Session {
     const run = head.run;
     if (!run) return this.relay();
     run.resultRows = 0;
+    this.noteCursor(run, head.kind);
     if (head.swallow || run.swallowRest) return;
     this.relay();
     this.startMasker(run, parseRowDescription(r.buf, r.start, r.end));
@@ -742,9 +765,17 @@ export class Session {
     run.rows++;
     run.resultRows++;
     if (run.portal) run.portal.rows++;
+    if (run.resultRows === 1 && head.kind === 'execute') this.noteCursor(run, head.kind);
+    const cursor = this.progress.get(run)?.cursor;
+    let cursorCount = 0;
+    if (cursor !== undefined) {
+      cursorCount = (this.cursorRows.get(cursor) ?? 0) + 1;
+      this.cursorRows.set(cursor, cursorCount);
+    }
     if (run.cut || run.swallowRest) return;
     const limits = limitsOf(run.decision);
-    const count = run.portal ? run.portal.rows : run.resultRows;
+    // Per statement, and per cursor across every FETCH that reads it, and per portal across Executes.
+    const count = Math.max(run.portal ? run.portal.rows : run.resultRows, cursorCount);
     if (limits.maxRowsPerStatement !== undefined && count > limits.maxRowsPerStatement) {
       this.cut(run, {
         code: '54000',
@@ -795,6 +826,81 @@ export class Session {
     else this.relay();
   }
 
+  private progressOf(run: Run): RunProgress {
+    let p = this.progress.get(run);
+    if (!p) {
+      p = { stmt: 0, copies: 0 };
+      this.progress.set(run, p);
+    }
+    return p;
+  }
+
+  /** At the start of a result: is this statement a FETCH from a cursor (whose rows add up across FETCHes)? */
+  private noteCursor(run: Run, kind: ExpectKind): void {
+    if (limitsOf(run.decision).maxRowsPerStatement === undefined || !mayUseCursor(run.text)) return;
+    const p = this.progressOf(run);
+    const uses = cursorUses(run.text);
+    p.cursor = uses?.[kind === 'execute' ? 0 : p.stmt]?.fetch;
+  }
+
+  /** A statement of the run finished (CommandComplete / EmptyQuery / PortalSuspended). */
+  private statementDone(run: Run, kind: ExpectKind, tag: string | undefined): void {
+    const p = this.progressOf(run);
+    if (tag && /^(DECLARE CURSOR|CLOSE CURSOR)/.test(tag) && mayUseCursor(run.text)) {
+      const use = cursorUses(run.text)?.[kind === 'execute' ? 0 : p.stmt];
+      if (use?.declare !== undefined) this.cursorRows.delete(use.declare);
+      if (use?.close === '*') this.cursorRows.clear();
+      else if (use?.close !== undefined) this.cursorRows.delete(use.close);
+    }
+    p.cursor = undefined;
+    if (kind === 'query') {
+      p.stmt++;
+      // The time limit is per statement: the next statement of the query string starts afresh.
+      if (p.timer) {
+        clearTimeout(p.timer);
+        p.timer = undefined;
+        this.armTimeLimit();
+      }
+    } else this.settle(run); // an Execute's run ends with its CommandComplete or PortalSuspended
+  }
+
+  /** The run is over upstream: no time limit any more. */
+  private settle(run: Run): void {
+    const p = this.progress.get(run);
+    if (!p) return;
+    clearTimeout(p.timer);
+    p.timer = undefined;
+    p.done = true;
+  }
+
+  /**
+   * Arms the statement time limit of the run the upstream is working on now: the first query or
+   * execute still awaiting its responses (timers never run for statements queued behind it, so a
+   * cancel always hits the statement whose time ran out).
+   */
+  private armTimeLimit(): void {
+    if (this.closed) return;
+    const e = this.q.find((x) => (x.kind === 'query' || x.kind === 'execute') && x.run);
+    const run = e?.run;
+    if (!run || e.swallow || run.cut) return;
+    const limits = limitsOf(run.decision);
+    const ms = limits.maxStatementMs;
+    if (ms === undefined) return;
+    const p = this.progressOf(run);
+    if (p.timer || p.done) return;
+    p.timer = setTimeout(() => {
+      p.timer = undefined;
+      if (this.closed || p.done || run.cut) return;
+      this.cut(run, {
+        code: '57014',
+        message: `Airlock statement time limit reached: rule ${limits.timeRule ?? 'limits'} allows at most ${ms} ms per statement`,
+        hint: 'narrow the statement, or ask for a rule with a longer time limit',
+      });
+      this.flushClient();
+    }, ms);
+    p.timer.unref();
+  }
+
   /** Stops relaying a statement's results and cancels it upstream. */
   private cut(run: Run, error: PgError): void {
     if (run.cut) return;
@@ -813,7 +919,8 @@ export class Session {
     const plan = planOf(run.decision);
     if (planNeedsMasking(plan)) {
       const factory = this.deps.masking;
-      const spec = copyOutSpec(run.text);
+      const p = this.progressOf(run);
+      const spec = copyOutSpecs(run.text)?.[p.copies++];
       if (!factory || !spec || spec.format === 'binary') {
         const why = !factory ? 'no masking layer is configured' : !spec ? 'the COPY statement could not be analysed' : 'BINARY format output cannot be masked (use the text or csv format)';
         this.cut(run, { code: '42501', message: `Airlock cannot relay this COPY: rule ${this.maskRule(run)} requires masking, but ${why}` });
@@ -832,6 +939,7 @@ export class Session {
     if (!head || !run) return this.relay();
     const r = this.ur;
     if (r.type === M.CommandComplete) run.tag = readCString(r.buf, r.start + 5, r.end)[0];
+    this.statementDone(run, head.kind, r.type === M.CommandComplete ? run.tag : undefined);
     this.collectMasked(run);
     run.masker = null;
     run.copyMasker = null;
@@ -922,6 +1030,7 @@ export class Session {
       run.masker = null;
     }
     const err = this.upstreamError(run);
+    if (run) this.settle(run);
     if (head.kind === 'query') {
       if (!run || head.swallow || run.swallowRest) return;
       if (run.cut) {
@@ -951,6 +1060,7 @@ export class Session {
     // Pops up to and including the entry that ends in ReadyForQuery.
     while (this.q.length) {
       const e = this.q.shift()!;
+      if (e.run) this.settle(e.run);
       if (e.kind === 'query' && e.run) {
         this.collectMasked(e.run);
         this.finishRun(e.run);
