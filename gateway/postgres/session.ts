@@ -94,6 +94,7 @@ const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to 
 const POISON_STATEMENT = 'airlock.denied';
 /** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
 const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
+const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
 /** Statement text that is not valid UTF-8 is never decoded (lossily) and classified: denied. */
 const NOT_UTF8: Decision = { action: 'deny', rule: 'airlock-encoding', reason: 'the statement text is not valid UTF-8 (Airlock sessions use client_encoding UTF8)' };
 const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
@@ -513,6 +514,8 @@ export class Session {
       this.q.push({ kind: 'describe-internal', run });
     }
     this.forwardCurrent();
+    // Timed statements: a Flush makes the server report this Execute's completion at once (not at the next Sync), so the time limit follows the right statement.
+    if (limitsOf(run.decision).maxStatementMs !== undefined) this.toUpstream.addOwned(FLUSH);
     this.q.push({ kind: 'execute', run });
   }
 
