@@ -53,7 +53,9 @@ const QUOTED = /"([^"]*)"/g;
  * itself write are replaced (PostgreSQL quotes the offending value: `invalid input syntax for type
  * integer: "alice@example.com"`), `Key (...)=(...)` values are replaced, then detectors run on
  * what is left. A value may itself contain quotes (`x" y "z`), so when any quoted part is not the
- * client's own, everything from the first to the last quote is replaced as one.
+ * client's own, everything from the first to the last quote is replaced as one. Some messages
+ * print numbers unquoted (`requested character too large for encoding: 98765` from chr(pin),
+ * `date field value out of range: 2020-98765-01`): numbers the client did not write are replaced.
  */
 export function scrubMessage(s: string, own: string | undefined): string {
   s = scrubKeyValues(s);
@@ -74,7 +76,18 @@ export function scrubMessage(s: string, own: string | undefined): string {
     // A lone quote: whatever follows may be a value.
     s = s.slice(0, first) + `"${REDACTED}`;
   }
+  s = s.replace(NUMBER, (n: string, at: number, all: string) => (insideQuotes(all, at) || clientSaid(n, own) ? n : REDACTED));
   return applyDetectors(s);
+}
+
+/** A free-standing number (not part of a name such as `f2` or `$1`). */
+const NUMBER = /(?<![0-9A-Za-z_$])\d+(?![0-9A-Za-z_])/g;
+
+/** Quoted parts left at this point are the client's own (checked above). */
+function insideQuotes(s: string, at: number): boolean {
+  let n = 0;
+  for (let i = s.indexOf('"'); i >= 0 && i < at; i = s.indexOf('"', i + 1)) n++;
+  return n % 2 === 1;
 }
 
 /** `Key (email)=(alice@x) already exists.` -> `Key (email)=([redacted]) ...`; `Failing row contains (...)`. */
@@ -234,7 +247,6 @@ const SERVER_PARAMETERS = new Set([
   'session_authorization',
   'default_transaction_read_only',
   'in_hot_standby',
-  'scram_iterations',
 ]);
 
 let zones: Set<string> | undefined;

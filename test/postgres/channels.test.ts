@@ -14,12 +14,13 @@ let h: GatewayHarness;
 const EMAIL = 'ann.secret@example.com';
 const NAME = 'Annabel Quux';
 const QUOTED = 'O"Hara hidden" tail';
-const SECRETS = [EMAIL, 'ann.secret', NAME, 'Annabel', 'Quux', 'hidden', 'Hara'];
+const PIN = 987654;
+const SECRETS = [EMAIL, 'ann.secret', NAME, 'Annabel', 'Quux', 'hidden', 'Hara', String(PIN), String(PIN + 2000000)];
 
 before(async () => {
   h = await startGateway({
-    setup: `CREATE TABLE customers (id int PRIMARY KEY CHECK (id > 0), email text UNIQUE, name text, nick text);
-            INSERT INTO customers VALUES (1, '${EMAIL}', '${NAME}', 'ann'), (2, 'bob@example.org', '${QUOTED.replace(/'/g, "''")}', 'bob');
+    setup: `CREATE TABLE customers (id int PRIMARY KEY CHECK (id > 0), email text UNIQUE, name text, nick text, pin int);
+            INSERT INTO customers VALUES (1, '${EMAIL}', '${NAME}', 'ann', ${PIN}), (2, 'bob@example.org', '${QUOTED.replace(/'/g, "''")}', 'bob', 1);
             CREATE FUNCTION notice_name() RETURNS void LANGUAGE plpgsql AS $$
               DECLARE n text; BEGIN SELECT name INTO n FROM customers WHERE id = 1; RAISE NOTICE 'name is %', n; END $$;
             CREATE FUNCTION fail_name() RETURNS void LANGUAGE plpgsql AS $$
@@ -75,6 +76,21 @@ test('a cast error does not quote the value (simple and extended protocol, colum
     const e = await pgError(c.query({ text: 'SELECT name::int FROM customers WHERE id = $1', values: [1] }));
     assert.equal(e.code, '22P02');
     assertClean('extended', allText(e));
+  } finally {
+    await c.end();
+  }
+});
+
+test('numbers a message prints unquoted are replaced unless the client wrote them', async () => {
+  const c = await h.client();
+  try {
+    const chr = await pgError(c.query('SELECT chr(pin + 2000000) FROM customers WHERE id = 1'));
+    assert.equal(chr.message, 'requested character too large for encoding: [redacted]');
+    const date = await pgError(c.query('SELECT make_date(2020, pin, 1) FROM customers WHERE id = 1'));
+    assertClean('make_date', allText(date));
+    assert.match(date.message, /: 2020-\[redacted\]-/);
+    const own = await pgError(c.query('SELECT chr(2987654)'));
+    assert.equal(own.message, 'requested character too large for encoding: 2987654');
   } finally {
     await c.end();
   }
