@@ -919,6 +919,7 @@ export class Session {
   private onCopyOut(head: Expect | undefined): void {
     const run = head?.run;
     if (!run || head.swallow || run.swallowRest) return;
+    run.resultRows = 0; // row limits are per statement: this COPY's rows start a new count
     const plan = planOf(run.decision);
     if (planNeedsMasking(plan)) {
       const factory = this.deps.masking;

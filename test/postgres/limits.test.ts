@@ -121,6 +121,21 @@ test('SQL PREPARE/EXECUTE and extended-protocol FETCH are limited; a portal is l
   }
 });
 
+test('row limits are per statement of a query string: a COPY after a SELECT starts its own count, and is limited itself', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    const ok = await w.roundtrip([serialize.query('SELECT * FROM big LIMIT 60; COPY (SELECT * FROM big LIMIT 60) TO STDOUT')]);
+    assert.equal(ok.find((m) => m.name === 'error'), undefined, JSON.stringify(ok.find((m) => m.name === 'error')));
+    assert.equal(ok.filter((m) => m.name === 'dataRow').length, 60);
+    assert.equal(ok.filter((m) => m.name === 'copyData').length, 60);
+    const cut = await w.roundtrip([serialize.query('COPY big TO STDOUT')]);
+    assert.equal((cut.find((m) => m.name === 'error') as Err).code, '54000');
+    assert.equal(cut.filter((m) => m.name === 'copyData').length, 100);
+  } finally {
+    w.end();
+  }
+});
+
 test('a statement that runs past the time limit is cancelled with 57014 naming the rule; the session goes on', async () => {
   const c = await h.client();
   try {
