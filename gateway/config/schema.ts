@@ -315,6 +315,8 @@ export const configSchema = z
             host: z.string().default('127.0.0.1'),
             port: z.number().int().min(0).max(65535).default(6432),
             tls: tlsServer.optional(),
+            /** Largest message a client may send after authentication (default 16 MiB); a larger declared length ends the session (08P01) before it is buffered. Startup packets are capped at 10,000 bytes. */
+            maxMessageBytes: z.number().int().min(8192).max(1 << 30).optional(),
           })
           .strict()
           .optional(),

@@ -31,6 +31,10 @@ export interface Limits {
   /** The rule that set each limit, so the error and the recording can name it. */
   rowsRule?: string;
   bytesRule?: string;
+  /** Longest a statement may run; past it the proxy cancels it (57014). */
+  maxStatementMs?: number;
+  /** The rule that set maxStatementMs. */
+  timeRule?: string;
 }
 
 export interface EscalationStep {

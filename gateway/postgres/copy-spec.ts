@@ -39,36 +39,49 @@ interface CopyStmtNode {
   options?: Array<{ DefElem?: DefElem }>;
 }
 
+/** One COPY statement's spec, or undefined when it is not a COPY ... TO STDOUT. */
+function specOf(c: CopyStmtNode): CopyOutSpec | undefined {
+  if (c.is_from || c.is_program || c.filename) return undefined;
+  const spec: CopyOutSpec = { format: 'text' };
+  if (c.relation) spec.table = `${(c.relation.schemaname ?? 'public').toLowerCase()}.${c.relation.relname.toLowerCase()}`;
+  if (c.attlist?.length) spec.columns = c.attlist.map((a) => a.String?.sval ?? '');
+  for (const o of c.options ?? []) {
+    const d = o.DefElem;
+    if (!d) continue;
+    const v = d.arg?.String?.sval;
+    if (d.defname === 'format' && (v === 'csv' || v === 'binary' || v === 'text')) spec.format = v;
+    else if (d.defname === 'delimiter' && v !== undefined) spec.delimiter = v;
+    else if (d.defname === 'null' && v !== undefined) spec.nullString = v;
+    else if (d.defname === 'quote' && v !== undefined) spec.quote = v;
+    else if (d.defname === 'escape' && v !== undefined) spec.escape = v;
+    else if (d.defname === 'header') spec.header = headerOn(d);
+  }
+  return spec;
+}
+
 /**
- * The first COPY ... TO STDOUT in `sql`, or undefined when there is none or the text does not
- * parse (the caller then refuses to relay unmasked output). Requires the parser to be loaded
- * (initSqlParser), which the policy layer does at startup.
+ * Every COPY ... TO STDOUT in `sql`, in order: the server answers the Nth one with the Nth
+ * CopyOutResponse of the query string, so each gets its own table, columns and format. Undefined
+ * when the text does not parse (the caller then refuses to relay unmasked output). Requires the
+ * parser to be loaded (initSqlParser), which the policy layer does at startup.
  */
-export function copyOutSpec(sql: string): CopyOutSpec | undefined {
+export function copyOutSpecs(sql: string): CopyOutSpec[] | undefined {
   let tree: { stmts?: Array<{ stmt?: { CopyStmt?: CopyStmtNode } }> };
   try {
     tree = parseSync(sql) as typeof tree;
   } catch {
     return undefined;
   }
+  const out: CopyOutSpec[] = [];
   for (const s of tree.stmts ?? []) {
     const c = s.stmt?.CopyStmt;
-    if (!c || c.is_from || c.is_program || c.filename) continue;
-    const spec: CopyOutSpec = { format: 'text' };
-    if (c.relation) spec.table = `${(c.relation.schemaname ?? 'public').toLowerCase()}.${c.relation.relname.toLowerCase()}`;
-    if (c.attlist?.length) spec.columns = c.attlist.map((a) => a.String?.sval ?? '');
-    for (const o of c.options ?? []) {
-      const d = o.DefElem;
-      if (!d) continue;
-      const v = d.arg?.String?.sval;
-      if (d.defname === 'format' && (v === 'csv' || v === 'binary' || v === 'text')) spec.format = v;
-      else if (d.defname === 'delimiter' && v !== undefined) spec.delimiter = v;
-      else if (d.defname === 'null' && v !== undefined) spec.nullString = v;
-      else if (d.defname === 'quote' && v !== undefined) spec.quote = v;
-      else if (d.defname === 'escape' && v !== undefined) spec.escape = v;
-      else if (d.defname === 'header') spec.header = headerOn(d);
-    }
-    return spec;
+    const spec = c && specOf(c);
+    if (spec) out.push(spec);
   }
-  return undefined;
+  return out;
+}
+
+/** The first COPY ... TO STDOUT in `sql` (see copyOutSpecs). */
+export function copyOutSpec(sql: string): CopyOutSpec | undefined {
+  return copyOutSpecs(sql)?.[0];
 }

@@ -4,6 +4,7 @@
 // Frames that lie inside one incoming chunk are handed out as views on that chunk; only a frame
 // that spans chunks is assembled, into one of two reusable buffers (two, so the previous
 // assembled frame stays valid while the next one is built; see FrameReader.buf).
+import { isUtf8 } from 'node:buffer';
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -12,12 +13,18 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Largest frontend message accepted: PostgreSQL's own limit for most messages is 1 GiB. */
-export const MAX_FRONTEND_MESSAGE = 1 << 30;
+/**
+ * Default largest frontend message after authentication (listen.postgres.maxMessageBytes). A
+ * declared length above it is refused from the 5-byte header alone, before any of the body is
+ * buffered. (PostgreSQL allows 1 GiB, but a gateway holding one per session is a memory lever.)
+ */
+export const MAX_FRONTEND_MESSAGE = 16 * 1024 * 1024;
 /** Backend messages can carry a whole row; PG caps a field at 1 GiB, rows can be larger. */
 export const MAX_BACKEND_MESSAGE = 0x7fffffff;
 
 const INITIAL_ASSEMBLY = 64 * 1024;
+/** Assembled frames larger than this get a buffer of their own, freed with the frame, so one big message does not pin memory for the rest of the session. */
+const MAX_RETAINED_ASSEMBLY = 1024 * 1024;
 
 export class FrameReader {
   /** Current frame: type byte, and [start, end) in `buf` covering the whole frame incl. header. */
@@ -73,8 +80,9 @@ export class FrameReader {
       type = h[0];
       len = h.readInt32BE(1);
     }
-    if (len < 4 || len > this.maxLength) {
-      throw new ProtocolError(`invalid ${this.side} message length ${len} for message type ${describeType(type)}`);
+    if (len < 4) throw new ProtocolError(`invalid ${this.side} message length ${len} for message type ${describeType(type)}`);
+    if (len > this.maxLength) {
+      throw new ProtocolError(`invalid ${this.side} message length ${len} for message type ${describeType(type)}: larger than the limit of ${this.maxLength} bytes`);
     }
     const total = len + 1;
     if (this.queued < total) return false;
@@ -92,11 +100,18 @@ export class FrameReader {
       }
       return true;
     }
-    this.which ^= 1;
-    let out = this.assembly[this.which];
-    if (out.length < total) {
-      out = Buffer.alloc(Math.max(total, out.length * 2));
-      this.assembly[this.which] = out;
+    // Assembled once, when every byte is there: each byte is copied at most once (no re-copying
+    // of a growing buffer per chunk), so assembling is linear in the frame size.
+    let out: Buffer;
+    if (total > MAX_RETAINED_ASSEMBLY) {
+      out = Buffer.allocUnsafe(total);
+    } else {
+      this.which ^= 1;
+      out = this.assembly[this.which];
+      if (out.length < total) {
+        out = Buffer.alloc(Math.min(MAX_RETAINED_ASSEMBLY, Math.max(total, out.length * 2)));
+        this.assembly[this.which] = out;
+      }
     }
     this.copyOut(out, total);
     this.buf = out;
@@ -197,9 +212,21 @@ export function describeType(t: number): string {
   return t >= 0x20 && t < 0x7f ? `'${String.fromCharCode(t)}'` : `0x${t.toString(16).padStart(2, '0')}`;
 }
 
-/** Reads a NUL-terminated string at `off`; returns the string and the offset after the NUL. */
+/**
+ * Reads a NUL-terminated string at `off`; returns the string and the offset after the NUL. The
+ * bytes must be valid UTF-8 (the only client encoding Airlock allows): a lossy decode could make
+ * two different names (statements, portals) or texts look the same to Airlock but not to the server.
+ */
 export function readCString(buf: Buffer, off: number, end: number): [string, number] {
   const nul = buf.indexOf(0, off);
   if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
+  if (!isUtf8(buf.subarray(off, nul))) throw new ProtocolError('malformed message: a string is not valid UTF-8 (Airlock sessions use client_encoding UTF8)');
   return [buf.toString('utf8', off, nul), nul + 1];
+}
+
+/** Whether the NUL-terminated string at `off` is valid UTF-8 (checked on the bytes, before any decoding). */
+export function isUtf8CString(buf: Buffer, off: number, end: number): boolean {
+  const nul = buf.indexOf(0, off);
+  if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
+  return isUtf8(buf.subarray(off, nul));
 }

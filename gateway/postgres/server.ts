@@ -17,8 +17,9 @@ import type { Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
 import type { MaskerFactory } from './row-masker.ts';
+import { maskingConfigured } from './scrub.ts';
 import { Session, type SqlClassifier } from './session.ts';
-import { clientStartup, refuse, type ClientTls } from './startup.ts';
+import { clientStartup, refuse, UPSTREAM_CLIENT_ENCODING, type ClientTls } from './startup.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
 
 export interface PostgresGatewayOptions {
@@ -129,6 +130,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       }
       const params: Record<string, string> = {};
       for (const k of FORWARDED_PARAMS) if (res.params[k] !== undefined) params[k] = res.params[k];
+      params.client_encoding = UPSTREAM_CLIENT_ENCODING; // whatever the client asked (startup.ts refuses non-UTF8)
       params.application_name = `${res.params.application_name ? res.params.application_name + ' ' : ''}(airlock:${res.identity.name})`.slice(0, 63);
       let up;
       try {
@@ -157,6 +159,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           upstreamKey: { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret },
           clientPid: key.pid,
           onClose: (s) => sessions.delete(s),
+          scrubOutput: maskingConfigured(loaded.config),
+          maxMessageBytes: listen.maxMessageBytes,
         },
       );
       try {

@@ -36,10 +36,12 @@ import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
 import { bindParameters } from './bind.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
-import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, readCString } from './frames.ts';
-import { copyOutSpec } from './copy-spec.ts';
+import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, isUtf8CString, readCString } from './frames.ts';
+import { copyOutSpecs } from './copy-spec.ts';
+import { cursorUses, mayUseCursor } from './cursor-spec.ts';
 import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type Stmt } from './statement.ts';
-import { isUnsafeClientEncoding } from './startup.ts';
+import { isUtf8Encoding } from './startup.ts';
+import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
 import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
@@ -72,6 +74,14 @@ export interface SessionInit {
   /** Airlock's own key given to the client. */
   clientPid: number;
   onClose?: (s: Session) => void;
+  /**
+   * Masking is configured for this connection (scrub.ts maskingConfigured): errors, notices,
+   * notifications are scrubbed from the first message. Without it, scrubbing starts with the
+   * first statement whose decision carries a mask plan, and stays on.
+   */
+  scrubOutput?: boolean;
+  /** Largest frontend message (listen.postgres.maxMessageBytes); default MAX_FRONTEND_MESSAGE. */
+  maxMessageBytes?: number;
 }
 
 /** SQL statements that create, replace or drop prepared statements or portals behind the protocol's back. */
@@ -81,6 +91,10 @@ const POISON_SQL = '/* Airlock denied this statement; this placeholder fails to 
 const POISON_STATEMENT = 'airlock.denied';
 /** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
 const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
+const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
+/** Statement text that is not valid UTF-8 is never decoded (lossily) and classified: denied. */
+const NOT_UTF8: Decision = { action: 'deny', rule: 'airlock-encoding', reason: 'the statement text is not valid UTF-8 (Airlock sessions use client_encoding UTF8)' };
+const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
 /** Message types a client may send after startup. */
 const FRONTEND_TYPES = new Set([0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x50, 0x51, 0x53, 0x58, 0x64, 0x63, 0x66]);
 /** Bytes read ahead from a parked client before its socket is paused. */
@@ -98,6 +112,19 @@ const enum M {
 }
 
 type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
+
+/** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
+interface RunProgress {
+  /** Index of the statement (in the query string) whose responses are arriving. */
+  stmt: number;
+  /** CopyOutResponses seen so far: the Nth gets the Nth COPY TO STDOUT's spec. */
+  copies: number;
+  /** The cursor the current statement FETCHes from (its rows count across FETCHes). */
+  cursor?: string;
+  /** Statement time limit timer, armed when the run is the one the upstream is working on. */
+  timer?: NodeJS.Timeout;
+  done?: boolean;
+}
 
 interface Expect {
   kind: ExpectKind;
@@ -132,7 +159,7 @@ export class Session {
   readonly connection: string;
   private readonly client: Socket | TLSSocket;
   private readonly upstream: Socket | TLSSocket;
-  private readonly cr = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  private readonly cr: FrameReader;
   private readonly ur = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
   private readonly toUpstream = new WriteBatch();
   private readonly toClient = new WriteBatch();
@@ -182,6 +209,11 @@ export class Session {
   private tokenExpired = false;
   /** The held statement's hold, which a CancelRequest from the client aborts. */
   private heldRun: Run | null = null;
+  private readonly progress = new WeakMap<Run, RunProgress>();
+  /** Rows returned so far by each open SQL cursor (DECLARE ... / FETCH), for row limits. */
+  private readonly cursorRows = new Map<string, number>();
+  /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
+  private scrubbing: boolean;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -194,6 +226,8 @@ export class Session {
     this.connection = info.connection;
     this.client = init.client;
     this.upstream = init.upstream;
+    this.scrubbing = init.scrubOutput ?? false;
+    this.cr = new FrameReader(init.maxMessageBytes ?? MAX_FRONTEND_MESSAGE, 'frontend');
     this.base = {
       protocol: 'postgres',
       identity: info.identity,
@@ -285,6 +319,7 @@ export class Session {
   private flushUpstream(): void {
     const b = this.toUpstream.take();
     if (!b || this.closed) return;
+    this.armTimeLimit();
     if (!this.upstream.write(b) && !this.upstreamFull) {
       this.upstreamFull = true;
       this.client.pause();
@@ -419,6 +454,7 @@ export class Session {
 
   private onQuery(): void {
     const r = this.cr;
+    if (!isUtf8CString(r.buf, r.start + 5, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), false);
     const text = this.queryText(r.start + 5);
     const { decision, op } = this.decide(text);
     const run = this.newRun(text, op, decision);
@@ -442,6 +478,7 @@ export class Session {
   private onParse(): void {
     const r = this.cr;
     const [name, off] = readCString(r.buf, r.start + 5, r.end);
+    if (!isUtf8CString(r.buf, off, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), true);
     const text = this.queryText(off);
     const { decision, op } = this.decide(text);
     const stmt: Stmt = { text, op, decision };
@@ -513,6 +550,8 @@ export class Session {
       this.q.push({ kind: 'describe-internal', run });
     }
     this.forwardCurrent();
+    // Timed statements: a Flush makes the server report this Execute's completion at once (not at the next Sync), so the time limit follows the right statement.
+    if (limitsOf(run.decision).maxStatementMs !== undefined) this.toUpstream.addOwned(FLUSH);
     this.q.push({ kind: 'execute', run });
   }
 
@@ -598,6 +637,7 @@ export class Session {
     }
     this.flushClient();
     if (this.closed) return;
+    this.armTimeLimit();
     if (this.upstreamParked || this.clientFull) this.upstream.pause();
     else this.upstream.resume();
   }
@@ -627,18 +667,28 @@ export class Session {
     switch (r.type) {
       case M.ParameterStatus: {
         const [name, off] = readCString(r.buf, r.start + 5, r.end);
+        const [value] = readCString(r.buf, off, r.end);
         if (name === 'client_encoding') {
-          const [value] = readCString(r.buf, off, r.end);
-          if (isUnsafeClientEncoding(value)) {
-            this.end(`client switched to unsafe client_encoding ${value}`, { code: '22023', message: `client_encoding ${value} is not supported through Airlock; the session was closed`, hint: 'use UTF8' });
+          // Nothing after this message may reach the client or run: the server would now read
+          // statement text differently from the policy (which parses UTF-8).
+          if (!isUtf8Encoding(value)) {
+            this.end(`client_encoding changed to ${value}`, { code: '22023', message: `client_encoding ${value} is not supported through Airlock (sessions always use UTF8); the session was closed`, hint: 'do not change client_encoding' });
             return;
           }
+          return this.relay();
         }
-        return this.relay();
+        if (relayParameterStatus(name, value)) return this.relay();
+        this.deps.logger.debug({ session: this.id, parameter: name }, 'client-settable ParameterStatus not relayed');
+        return;
       }
       case M.NoticeResponse:
+        if (!this.scrubFor(head?.run)) return this.relay();
+        this.toClient.addOwned(scrubNoticeFrame(r.buf, r.start, r.end, head?.run?.text).frame);
+        return;
       case M.NotificationResponse:
-        return this.relay();
+        if (!this.scrubFor(head?.run)) return this.relay();
+        this.toClient.addOwned(redactNotification(r.buf, r.start, r.end));
+        return;
       case M.ParseComplete:
       case M.BindComplete:
       case M.CloseComplete:
@@ -732,6 +782,7 @@ export class Session {
     const run = head.run;
     if (!run) return this.relay();
     run.resultRows = 0;
+    this.noteCursor(run, head.kind);
     if (head.swallow || run.swallowRest) return;
     this.relay();
     this.startMasker(run, parseRowDescription(r.buf, r.start, r.end));
@@ -783,9 +834,17 @@ export class Session {
     run.rows++;
     run.resultRows++;
     if (run.portal) run.portal.rows++;
+    if (run.resultRows === 1 && head.kind === 'execute') this.noteCursor(run, head.kind);
+    const cursor = this.progress.get(run)?.cursor;
+    let cursorCount = 0;
+    if (cursor !== undefined) {
+      cursorCount = (this.cursorRows.get(cursor) ?? 0) + 1;
+      this.cursorRows.set(cursor, cursorCount);
+    }
     if (run.cut || run.swallowRest) return;
     const limits = limitsOf(run.decision);
-    const count = run.portal ? run.portal.rows : run.resultRows;
+    // Per statement, and per cursor across every FETCH that reads it, and per portal across Executes.
+    const count = Math.max(run.portal ? run.portal.rows : run.resultRows, cursorCount);
     if (limits.maxRowsPerStatement !== undefined && count > limits.maxRowsPerStatement) {
       this.cut(run, {
         code: '54000',
@@ -836,6 +895,81 @@ export class Session {
     else this.relay();
   }
 
+  private progressOf(run: Run): RunProgress {
+    let p = this.progress.get(run);
+    if (!p) {
+      p = { stmt: 0, copies: 0 };
+      this.progress.set(run, p);
+    }
+    return p;
+  }
+
+  /** At the start of a result: is this statement a FETCH from a cursor (whose rows add up across FETCHes)? */
+  private noteCursor(run: Run, kind: ExpectKind): void {
+    if (limitsOf(run.decision).maxRowsPerStatement === undefined || !mayUseCursor(run.text)) return;
+    const p = this.progressOf(run);
+    const uses = cursorUses(run.text);
+    p.cursor = uses?.[kind === 'execute' ? 0 : p.stmt]?.fetch;
+  }
+
+  /** A statement of the run finished (CommandComplete / EmptyQuery / PortalSuspended). */
+  private statementDone(run: Run, kind: ExpectKind, tag: string | undefined): void {
+    const p = this.progressOf(run);
+    if (tag && /^(DECLARE CURSOR|CLOSE CURSOR)/.test(tag) && mayUseCursor(run.text)) {
+      const use = cursorUses(run.text)?.[kind === 'execute' ? 0 : p.stmt];
+      if (use?.declare !== undefined) this.cursorRows.delete(use.declare);
+      if (use?.close === '*') this.cursorRows.clear();
+      else if (use?.close !== undefined) this.cursorRows.delete(use.close);
+    }
+    p.cursor = undefined;
+    if (kind === 'query') {
+      p.stmt++;
+      // The time limit is per statement: the next statement of the query string starts afresh.
+      if (p.timer) {
+        clearTimeout(p.timer);
+        p.timer = undefined;
+        this.armTimeLimit();
+      }
+    } else this.settle(run); // an Execute's run ends with its CommandComplete or PortalSuspended
+  }
+
+  /** The run is over upstream: no time limit any more. */
+  private settle(run: Run): void {
+    const p = this.progress.get(run);
+    if (!p) return;
+    clearTimeout(p.timer);
+    p.timer = undefined;
+    p.done = true;
+  }
+
+  /**
+   * Arms the statement time limit of the run the upstream is working on now: the first query or
+   * execute still awaiting its responses (timers never run for statements queued behind it, so a
+   * cancel always hits the statement whose time ran out).
+   */
+  private armTimeLimit(): void {
+    if (this.closed) return;
+    const e = this.q.find((x) => (x.kind === 'query' || x.kind === 'execute') && x.run);
+    const run = e?.run;
+    if (!run || e.swallow || run.cut) return;
+    const limits = limitsOf(run.decision);
+    const ms = limits.maxStatementMs;
+    if (ms === undefined) return;
+    const p = this.progressOf(run);
+    if (p.timer || p.done) return;
+    p.timer = setTimeout(() => {
+      p.timer = undefined;
+      if (this.closed || p.done || run.cut) return;
+      this.cut(run, {
+        code: '57014',
+        message: `Airlock statement time limit reached: rule ${limits.timeRule ?? 'limits'} allows at most ${ms} ms per statement`,
+        hint: 'narrow the statement, or ask for a rule with a longer time limit',
+      });
+      this.flushClient();
+    }, ms);
+    p.timer.unref();
+  }
+
   /** Stops relaying a statement's results and cancels it upstream. */
   private cut(run: Run, error: PgError): void {
     if (run.cut) return;
@@ -851,10 +985,12 @@ export class Session {
   private onCopyOut(head: Expect | undefined): void {
     const run = head?.run;
     if (!run || head.swallow || run.swallowRest) return;
+    run.resultRows = 0; // row limits are per statement: this COPY's rows start a new count
     const plan = planOf(run.decision);
     if (planNeedsMasking(plan)) {
       const factory = this.deps.masking;
-      const spec = copyOutSpec(run.text);
+      const p = this.progressOf(run);
+      const spec = copyOutSpecs(run.text)?.[p.copies++];
       if (!factory || !spec || spec.format === 'binary') {
         const why = !factory ? 'no masking layer is configured' : !spec ? 'the COPY statement could not be analysed' : 'BINARY format output cannot be masked (use the text or csv format)';
         this.cut(run, { code: '42501', message: `Airlock cannot relay this COPY: rule ${this.maskRule(run)} requires masking, but ${why}` });
@@ -873,6 +1009,7 @@ export class Session {
     if (!head || !run) return this.relay();
     const r = this.ur;
     if (r.type === M.CommandComplete) run.tag = readCString(r.buf, r.start + 5, r.end)[0];
+    this.statementDone(run, head.kind, r.type === M.CommandComplete ? run.tag : undefined);
     this.collectMasked(run);
     run.masker = null;
     run.copyMasker = null;
@@ -923,10 +1060,33 @@ export class Session {
     if (this.q.length === 0) this.skipTillSync = true;
   }
 
-  private onError(head: Expect | undefined): void {
+  /**
+   * Whether this session's non-row output must be scrubbed; turns on (for good) with the first
+   * statement whose decision masks anything.
+   */
+  private scrubFor(run: Run | undefined): boolean {
+    if (!this.scrubbing && run && planNeedsMasking(planOf(run.decision))) this.scrubbing = true;
+    return this.scrubbing;
+  }
+
+  /** The upstream's ErrorResponse as the client may see it, and its text for the audit store. */
+  private upstreamError(run: Run | undefined): { frame: Buffer | null; text: string } {
     const r = this.ur;
-    if (!head) return this.relay();
+    if (this.scrubFor(run)) {
+      const s = scrubNoticeFrame(r.buf, r.start, r.end, run?.text);
+      return { frame: s.frame, text: s.summary };
+    }
     const f = parseErrorFields(r.buf, r.start, r.end);
+    return { frame: null, text: `${f.C ?? ''} ${f.M ?? ''}`.trim() };
+  }
+
+  private relayError(e: { frame: Buffer | null }): void {
+    if (e.frame) this.toClient.addOwned(e.frame);
+    else this.relay();
+  }
+
+  private onError(head: Expect | undefined): void {
+    if (!head) return this.relayError(this.upstreamError(undefined));
     if (head.kind === 'poison') {
       this.toClient.addOwned(errorResponse(head.error!));
       if (head.extended) {
@@ -940,14 +1100,17 @@ export class Session {
       this.collectMasked(run);
       run.masker = null;
     }
+    const err = this.upstreamError(run);
+    if (run) this.settle(run);
     if (head.kind === 'query') {
       if (!run || head.swallow || run.swallowRest) return;
       if (run.cut) {
         this.toClient.addOwned(errorResponse(run.cut));
         run.swallowRest = true;
       } else {
-        run.error = `${f.C ?? ''} ${f.M ?? ''}`.trim();
-        this.relay();
+        // The audit store and chat threads get the scrubbed text, never the upstream's raw one.
+        run.error = err.text;
+        this.relayError(err);
       }
       return;
     }
@@ -956,10 +1119,10 @@ export class Session {
     this.unconfirmed(head);
     if (!head.swallow) {
       if (run?.cut) this.toClient.addOwned(errorResponse(run.cut));
-      else this.relay();
+      else this.relayError(err);
     }
     if (run && (head.kind === 'execute' || head.kind === 'parse')) {
-      run.error ??= `${f.C ?? ''} ${f.M ?? ''}`.trim();
+      run.error ??= err.text;
       this.finishRun(run);
     }
     this.dropUntilSync();
@@ -974,6 +1137,7 @@ export class Session {
     while (this.q.length) {
       const e = this.q.shift()!;
       this.unconfirmed(e);
+      if (e.run) this.settle(e.run);
       if (e.kind === 'query' && e.run) {
         this.collectMasked(e.run);
         this.finishRun(e.run);

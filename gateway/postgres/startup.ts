@@ -19,14 +19,52 @@ const CANCEL_REQUEST = 80877102;
 const MAX_STARTUP_PACKET = 10_000;
 
 /**
- * Client encodings in which an ASCII quote or backslash byte can be the second byte of a
- * multibyte character. With them the text the policy parses (UTF-8) and the text the server
- * parses could disagree about where a string literal ends, so they are refused.
+ * The upstream session always runs with client_encoding UTF8, fixed by Airlock at upstream startup:
+ * the policy parses the bytes as UTF-8, so the server must read the same bytes the same way. In
+ * other encodings (SJIS, BIG5, GBK ...) a multibyte character can end in a quote or backslash byte,
+ * and the two parsers would disagree about where a string literal ends.
  */
-const UNSAFE_CLIENT_ENCODINGS = new Set(['sjis', 'shiftjis', 'big5', 'gbk', 'uhc', 'gb18030', 'johab', 'win932', 'win936', 'win949', 'win950', 'cp932', 'cp936', 'cp949', 'cp950']);
+export const UPSTREAM_CLIENT_ENCODING = 'UTF8';
 
-export function isUnsafeClientEncoding(name: string): boolean {
-  return UNSAFE_CLIENT_ENCODINGS.has(name.toLowerCase().replace(/[^a-z0-9]/g, ''));
+/** PostgreSQL's own normalisation of encoding names: case and non-alphanumerics are ignored. */
+function normalizeEncoding(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]/g, '');
+}
+
+/** UTF8 and its aliases (`utf-8`, `unicode`), as PostgreSQL spells them. */
+export function isUtf8Encoding(name: string): boolean {
+  const n = normalizeEncoding(name);
+  return n === 'utf8' || n === 'unicode';
+}
+
+/**
+ * What a client may ask for as client_encoding at startup: UTF8 (any alias), or SQL_ASCII, which
+ * libpq's `client_encoding=auto` picks in a C locale and which is byte-identical to UTF8 for the
+ * ASCII such a client sends (anything else is refused later as invalid UTF-8 query text).
+ */
+function acceptableStartupEncoding(name: string): boolean {
+  return isUtf8Encoding(name) || normalizeEncoding(name) === 'sqlascii';
+}
+
+/** `-c client_encoding=X` / `--client-encoding=X` inside the startup `options` parameter. */
+function encodingInOptions(options: string): string | undefined {
+  const m = /(?:^|\s)(?:-c\s*|--)client[_-]encoding\s*=\s*(\S+)/i.exec(options);
+  return m ? m[1].replace(/^['"]|['"]$/g, '') : undefined;
+}
+
+/**
+ * Refuses a startup whose requested client encoding is not UTF8 (from `client_encoding`, which is
+ * where libpq puts PGCLIENTENCODING, or from `options`), with an error that says why.
+ */
+export function checkStartupEncoding(params: Record<string, string>): void {
+  const asked = [params.client_encoding, params.options === undefined ? undefined : encodingInOptions(params.options)];
+  for (const enc of asked) {
+    if (enc !== undefined && !acceptableStartupEncoding(enc)) {
+      throw fatal('22023', `client_encoding ${enc} is not supported through Airlock: sessions always use UTF8`, {
+        hint: 'connect with client_encoding=UTF8 (unset PGCLIENTENCODING); Airlock checks the statement text as UTF-8 and the server must read it the same way',
+      });
+    }
+  }
 }
 
 /** A startup failure to report to the client as a FATAL error. */
@@ -182,9 +220,7 @@ async function startup(raw: Socket, opts: StartupOptions, state: { socket: Socke
     throw fatal('28000', 'replication connections are not supported through Airlock');
   }
 
-  if (params.client_encoding && isUnsafeClientEncoding(params.client_encoding)) {
-    throw fatal('22023', `client_encoding ${params.client_encoding} is not supported through Airlock`, { hint: 'use UTF8' });
-  }
+  checkStartupEncoding(params);
 
   socket.write(authenticationCleartextPassword());
   const msg = await reader.readMessage(MAX_STARTUP_PACKET, 'frontend');

@@ -2,7 +2,7 @@
 // and every other session keep working.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type pg from 'pg';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { WireClient, serialize, type Message } from '../support/pgwire.ts';
@@ -108,15 +108,15 @@ test('a password message of the wrong type during startup is refused', async () 
   await expectProtocolError(w, from, /expected a password message/);
 });
 
-test('client encodings that could hide a quote from the policy parser are refused, at startup and by SET', async () => {
+test('client encodings other than UTF8 are refused, at startup and by SET (single-byte ones too)', async () => {
   const atStartup = await h.psql('SELECT 1;\n', { env: { PGCLIENTENCODING: 'SJIS' } });
   assert.notEqual(atStartup.code, 0);
   assert.match(atStartup.stderr, /client_encoding SJIS is not supported through Airlock/);
-  const bySet = await h.psql("SET client_encoding TO 'BIG5';\nSELECT 'not reached';\n");
-  assert.match(bySet.stderr, /client_encoding BIG5 is not supported through Airlock; the session was closed/);
-  assert.doesNotMatch(bySet.stdout, /not reached/);
-  const safe = await h.psql("SET client_encoding TO 'LATIN1';\nSELECT 'fine';\n");
-  assert.equal(safe.stdout, 'SET\nfine\n', safe.stderr);
+  for (const enc of ['BIG5', 'LATIN1']) {
+    const bySet = await h.psql(`SET client_encoding TO '${enc}';\nSELECT 'not reached';\n`);
+    assert.match(bySet.stderr, new RegExp(`client_encoding ${enc} is not supported through Airlock|Airlock denied`));
+    assert.doesNotMatch(bySet.stdout, /not reached/);
+  }
   await bystanderWorks();
 });
 
@@ -127,4 +127,81 @@ test('statements pipelined behind an encoding change wait for it (no race with t
   const msgs = await w.until((m) => m.name === 'error', 5000, from);
   assert.ok(!msgs.some((m) => m.name === 'dataRow'), 'the pipelined statement must not run');
   await w.waitClosed();
+});
+
+/** Writes `total` bytes of filler in 1 MiB pieces, honouring backpressure, until done or the socket closes. */
+async function stream(socket: Socket, total: number): Promise<number> {
+  const piece = Buffer.alloc(1024 * 1024, 0x20);
+  let sent = 0;
+  while (sent < total && !socket.destroyed && socket.writable) {
+    const ok = socket.write(piece);
+    sent += piece.length;
+    if (!ok) {
+      await new Promise<void>((r) => {
+        const done = () => {
+          socket.off('drain', done);
+          socket.off('close', done);
+          r();
+        };
+        socket.once('drain', done);
+        socket.once('close', done);
+      });
+    }
+  }
+  return sent;
+}
+
+test('a declared 1 GiB message is refused from its header (08P01), and the gateway does not buffer its body', async () => {
+  const w = await login();
+  const from = w.messages.length;
+  const rssBefore = process.memoryUsage().rss;
+  w.send(frame('Q', 1 << 30));
+  const streaming = stream(w.socket, 256 * 1024 * 1024);
+  await expectProtocolError(w, from, /invalid frontend message length 1073741824 for message type 'Q': larger than the limit of 16777216 bytes/);
+  const sent = await streaming;
+  assert.ok(sent < 256 * 1024 * 1024, `the gateway kept reading ${sent} bytes`);
+  const grown = process.memoryUsage().rss - rssBefore;
+  assert.ok(grown < 64 * 1024 * 1024, `RSS grew by ${Math.round(grown / 1048576)} MiB`);
+  await bystanderWorks();
+});
+
+test('every frontend message type is bounded, before and after authentication', async () => {
+  for (const t of ['P', 'B', 'd', 'p']) {
+    const w = await login();
+    const from = w.messages.length;
+    w.send(frame(t, 64 * 1024 * 1024));
+    await expectProtocolError(w, from, /larger than the limit of 16777216 bytes/);
+  }
+  // Before authentication: a password message and a startup packet are capped at a few KB.
+  const pre = await WireClient.open(h.gateway.port);
+  pre.send(serialize.startup({ user: 'alice', database: 'app' }));
+  await pre.until((m) => m.name === 'authenticationCleartextPassword');
+  const from = pre.messages.length;
+  pre.send(frame('p', 1 << 30));
+  await expectProtocolError(pre, from, /invalid frontend message length 1073741824/);
+  const startup = await WireClient.open(h.gateway.port);
+  const big = Buffer.alloc(8);
+  big.writeInt32BE(1 << 30, 0);
+  big.writeInt32BE(196608, 4);
+  startup.send(big);
+  const msgs = await startup.until((m) => m.name === 'error');
+  assert.match(String((msgs.find((m) => m.name === 'error') as Message & { message: string }).message), /invalid startup packet length 1073741824/);
+  await startup.waitClosed();
+  await bystanderWorks();
+});
+
+test('a message just under the limit still works; listen.postgres.maxMessageBytes changes the limit', async () => {
+  const near = await bystander.query(`SELECT length($1::text) AS n`, ['x'.repeat(15 * 1024 * 1024)]);
+  assert.equal(near.rows[0].n, 15 * 1024 * 1024);
+  const small = await startGateway({ pg: h.pg, config: () => ({ listen: { postgres: { host: '127.0.0.1', port: 0, maxMessageBytes: 65536 } } }) });
+  try {
+    const w = await WireClient.login(small.gateway.port, { user: 'alice', password: await small.token('alice'), database: 'app' });
+    const ok = await w.roundtrip([serialize.query(`SELECT length('${'y'.repeat(60_000)}') AS n`)]);
+    assert.ok(ok.some((m) => m.name === 'dataRow'));
+    const from = w.messages.length;
+    w.send(serialize.query(`SELECT length('${'y'.repeat(70_000)}') AS n`));
+    await expectProtocolError(w, from, /larger than the limit of 65536 bytes/);
+  } finally {
+    await small.close();
+  }
 });

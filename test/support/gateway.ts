@@ -20,6 +20,7 @@ import type { Identity } from '../../gateway/policy/operation.ts';
 import { initSqlParser } from '../../gateway/policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from '../../gateway/postgres/row-masker.ts';
 import { startPostgresGateway, type PostgresGateway } from '../../gateway/postgres/server.ts';
+import type { PolicyDecider } from '../../gateway/enforce/session.ts';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
 import { startPostgres, type RunningPostgres } from './postgres.ts';
 
@@ -34,6 +35,8 @@ export interface GatewayOptions {
   approver?: Approver;
   /** false: start without a masking layer. */
   masking?: boolean;
+  /** Wraps the real policy engine (e.g. to add a decision field the config cannot express yet). */
+  decider?: (engine: PolicyEngine) => PolicyDecider;
 }
 
 export interface PsqlResult {
@@ -109,7 +112,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
           });
     const gateway = await startPostgresGateway({
       config: loaded,
-      policy: engine,
+      policy: opts.decider ? opts.decider(engine) : engine,
       classify: sqlOperations,
       store,
       approver: opts.approver ?? new FailClosedApprover(),
