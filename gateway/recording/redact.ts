@@ -1,0 +1,78 @@
+// The one place free text is made PII-free before the audit store keeps it. Statement text carries
+// literals, errors quote values, approval reasons are typed by people: every detector runs on them,
+// whatever the masking config says, because the audit trail is read by more people (auditors, chat
+// threads, SIEMs) than the data it describes.
+//
+// Parameters: the seam records the approver-shown form (detector-masked, the same redactForAudit)
+// plus parameterDigest(key, values), a keyed digest of the exact values, so an auditor holding the
+// key can confirm "these were the values" without the store ever holding them.
+import { createHmac } from 'node:crypto';
+import type { DetectorName } from '../policy/decision.ts';
+import { detectorMask, findSpans, quickCheckString } from '../masking/detectors.ts';
+import { redactToken } from '../masking/strategies.ts';
+
+const ALL: DetectorName[] = ['email', 'card', 'ssn', 'phone', 'iban', 'secret'];
+const ALL_MASK = detectorMask(ALL);
+
+/** `text` with every detected span replaced by `[redacted:<detector>]`. Unchanged text is returned as is. */
+export function redactForAudit(text: string): string {
+  if (text.length < 6) return text;
+  // Detectors work on binary strings (one char per UTF-8 byte), like on the wire.
+  const ascii = isAscii(text);
+  const bin = ascii ? text : Buffer.from(text, 'utf8').toString('latin1');
+  const mask = quickCheckString(bin, ALL_MASK);
+  if (mask === 0) return text;
+  const spans = findSpans(bin, mask);
+  if (spans.length === 0) return text;
+  let out = '';
+  let at = 0;
+  for (const s of spans) {
+    out += bin.slice(at, s.start) + redactToken(s.detector);
+    at = s.end;
+  }
+  out += bin.slice(at);
+  return ascii ? out : Buffer.from(out, 'latin1').toString('utf8');
+}
+
+/** redactForAudit over every string (keys too) inside a JSON-able value; returns a copy (cycles
+ * become "[circular]", BigInts strings, as the store serializes them anyway). */
+export function redactDeep(v: unknown, seen: WeakSet<object> = new WeakSet()): unknown {
+  if (typeof v === 'string') return redactForAudit(v);
+  if (typeof v === 'bigint') return v.toString();
+  if (typeof v !== 'object' || v === null || v instanceof Date) return v;
+  if (seen.has(v)) return '[circular]';
+  seen.add(v);
+  let out: unknown;
+  if (Array.isArray(v)) out = v.map((x) => redactDeep(x, seen));
+  else {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) o[redactForAudit(k)] = redactDeep(x, seen);
+    out = o;
+  }
+  seen.delete(v);
+  return out;
+}
+
+/**
+ * `hmac-sha256:` + hex HMAC over the exact parameter values (length-prefixed, NULL distinct from
+ * empty), so the digest binds the values and their order without revealing them.
+ */
+export function parameterDigest(key: string | Buffer, values: ReadonlyArray<string | Uint8Array | null>): string {
+  const h = createHmac('sha256', key);
+  for (const v of values) {
+    if (v === null) {
+      h.update('N');
+      continue;
+    }
+    const b = typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(b.length);
+    h.update('V').update(len).update(b);
+  }
+  return `hmac-sha256:${h.digest('hex')}`;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
