@@ -536,7 +536,7 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Retention: deletes sessions that ended (or, never ended, started) before `before` with their
+   * Retention: deletes sessions that ended (or, never ended, were last active) before `before` with their
    * operations, operations of unknown sessions and audit events older than `before`, and the chain
    * entries up to the newest entry of anything deleted (`base`). Retained records that had entries
    * at or before `base` are re-recorded as snapshot entries first, a `prune` entry records what was
@@ -557,7 +557,10 @@ export class SqliteStore implements Store {
         CREATE TEMP TABLE prune_sessions (entity TEXT PRIMARY KEY, id TEXT NOT NULL);
         CREATE TEMP TABLE prune_ops (session_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (session_id, seq));
         CREATE TEMP TABLE prune_audit (entity TEXT PRIMARY KEY, id INTEGER NOT NULL);`);
-      db.prepare(`INSERT INTO temp.prune_sessions SELECT 's:' || id, id FROM sessions WHERE coalesce(ended_at, started_at) < ?`).run(cutoff);
+      // A session goes once its last activity (its end; never ended: its newest operation or its
+      // start) is older than the cutoff, so a long-running session is never cut in half.
+      db.prepare(`INSERT INTO temp.prune_sessions SELECT 's:' || id, id FROM sessions s
+        WHERE coalesce(ended_at, max(started_at, coalesce((SELECT max(at) FROM operations o WHERE o.session_id = s.id), started_at))) < ?`).run(cutoff);
       db.prepare(`INSERT INTO temp.prune_ops SELECT session_id, seq FROM operations
         WHERE session_id IN (SELECT id FROM temp.prune_sessions) OR (at < ? AND session_id NOT IN (SELECT id FROM sessions))`).run(cutoff);
       db.prepare(`INSERT INTO temp.prune_audit SELECT 'a:' || id, id FROM audit WHERE at < ?`).run(cutoff);
@@ -623,6 +626,10 @@ export class SqliteStore implements Store {
     if (this.closed || this.readonly || !this.signingKey) return undefined;
     const head = this.selectHead?.get() as { seq: number; hash: string } | undefined;
     if (!head || head.seq === this.lastCheckpointSeq) return undefined;
+    if (this.db.prepare(`SELECT 1 FROM checkpoints WHERE seq = ? AND base = 0`).get(head.seq)) {
+      this.lastCheckpointSeq = head.seq;
+      return undefined;
+    }
     const cp = makeCheckpoint(head.seq, head.hash, new Date(), this.signingKey);
     this.insertCheckpoint?.run(checkpointParams(cp));
     this.lastCheckpointSeq = head.seq;
@@ -933,16 +940,16 @@ function chainExisting(db: Database.Database): void {
     prev = entryHash(prev, text);
     insert.run(seq, at, kind, entity, item, text, prev);
   };
-  for (const r of db.prepare(`SELECT * FROM sessions ORDER BY started_at, rowid`).iterate() as IterableIterator<SessionRow>) {
+  for (const r of db.prepare(`SELECT * FROM sessions ORDER BY started_at, rowid`).all() as SessionRow[]) {
     add('session.snapshot', `s:${r.id}`, null, r.started_at, {
       id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
       startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
     });
   }
-  for (const r of db.prepare(`SELECT * FROM operations ORDER BY at, session_id, seq`).iterate() as IterableIterator<OperationRow>) {
+  for (const r of db.prepare(`SELECT * FROM operations ORDER BY at, session_id, seq`).all() as OperationRow[]) {
     add('operation', `s:${r.session_id}`, r.seq, r.at, rowToOperationData(r));
   }
-  for (const r of db.prepare(`SELECT * FROM audit ORDER BY id`).iterate() as IterableIterator<AuditRow>) {
+  for (const r of db.prepare(`SELECT * FROM audit ORDER BY id`).all() as AuditRow[]) {
     add('audit', `a:${r.id}`, null, r.at, { id: r.id, at: r.at, kind: r.kind, subject: r.subject, actor: r.actor, detail: r.detail });
   }
 }
