@@ -342,6 +342,8 @@ export const configSchema = z
         checkpointInterval: duration.default('1m'),
         /** Copy every checkpoint (a JSON line) outside the store. */
         anchor: z.object({ file: z.string().min(1) }).strict().optional(),
+        /** HMAC key of parameter digests (recording/redact.ts parameterDigest); default: masking.hashKey. */
+        digestKey: secretRef.optional(),
       })
       .strict()
       .default({ onFailure: 'closed', maxPending: 10_000, maxPendingMs: '5s', checkpointEvery: 1000, checkpointInterval: '1m' }),

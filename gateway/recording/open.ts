@@ -39,3 +39,10 @@ export function auditSigningKey(loaded: LoadedConfig): KeyObject | undefined {
     throw e;
   }
 }
+
+/** Key for parameterDigest (exact parameter values are never stored, only this HMAC of them):
+ * audit.digestKey, else masking.hashKey; undefined when neither is configured. */
+export function auditDigestKey(loaded: LoadedConfig): string | undefined {
+  const ref = loaded.config.audit.digestKey ?? loaded.config.masking.hashKey;
+  return ref ? resolveSecret(ref, loaded.baseDir, loaded.config.audit.digestKey ? 'audit.digestKey' : 'masking.hashKey') : undefined;
+}
