@@ -15,7 +15,8 @@ const ALL: DetectorName[] = ['email', 'card', 'ssn', 'phone', 'iban', 'secret'];
 const ALL_MASK = detectorMask(ALL);
 
 /** `text` with every detected span replaced by `[redacted:<detector>]`. Unchanged text is returned as is. */
-export function redactForAudit(text: string): string {
+export function redactForAudit(input: string): string {
+  const text = wellFormed(input);
   if (text.length < 6) return text;
   // Detectors work on binary strings (one char per UTF-8 byte), like on the wire.
   const ascii = isAscii(text);
@@ -34,23 +35,36 @@ export function redactForAudit(text: string): string {
   return ascii ? out : Buffer.from(out, 'latin1').toString('utf8');
 }
 
-/** redactForAudit over every string (keys too) inside a JSON-able value; returns a copy (cycles
- * become "[circular]", BigInts strings, as the store serializes them anyway). */
-export function redactDeep(v: unknown, seen: WeakSet<object> = new WeakSet()): unknown {
-  if (typeof v === 'string') return redactForAudit(v);
+/**
+ * Keys whose values are identities Airlock itself established (token subjects, configured approvers,
+ * groups): kept as they are, since an auditor needs to know who, and an identity may well be an
+ * email address. Everything else in a detail is client- or upstream-supplied and redacted.
+ */
+export const IDENTITY_KEYS: ReadonlySet<string> = new Set(['identity', 'owner', 'actor', 'approver', 'approvers', 'decidedBy', 'rejectedBy', 'requester', 'mention', 'groups', 'approverGroups']);
+
+/** redactForAudit over every string (keys too) inside a JSON-able value, except identity values
+ * (IDENTITY_KEYS); returns a copy (cycles become "[circular]", BigInts strings). */
+export function redactDeep(v: unknown, seen: WeakSet<object> = new WeakSet(), keep = false): unknown {
+  if (typeof v === 'string') return keep ? wellFormed(v) : redactForAudit(v);
   if (typeof v === 'bigint') return v.toString();
   if (typeof v !== 'object' || v === null || v instanceof Date) return v;
   if (seen.has(v)) return '[circular]';
   seen.add(v);
   let out: unknown;
-  if (Array.isArray(v)) out = v.map((x) => redactDeep(x, seen));
+  if (Array.isArray(v)) out = v.map((x) => redactDeep(x, seen, keep));
   else {
     const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) o[redactForAudit(k)] = redactDeep(x, seen);
+    for (const [k, x] of Object.entries(v)) o[redactForAudit(k)] = redactDeep(x, seen, IDENTITY_KEYS.has(k));
     out = o;
   }
   seen.delete(v);
   return out;
+}
+
+/** Lone UTF-16 surrogates become U+FFFD, as SQLite's UTF-8 would store them, so a stored row and
+ * its chain entry can never differ by encoding alone. */
+export function wellFormed(s: string): string {
+  return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }
 
 /**

@@ -24,7 +24,7 @@ import { dirname, resolve } from 'node:path';
 import { log } from '../log.ts';
 import type { DecisionAction } from '../policy/decision.ts';
 import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
-import { redactDeep, redactForAudit } from './redact.ts';
+import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
 import { AuditUnavailableError, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
 
@@ -472,7 +472,7 @@ export class SqliteStore implements Store {
   }
 
   recordAudit(e: AuditEvent): void {
-    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor ?? null, detail: safeJson(redactDeep(e.detail ?? {})) };
+    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
     this.write(`audit ${e.kind} ${e.subject}`, () => {
       const id = Number(this.insertAudit.run(params).lastInsertRowid);
       this.append('audit', `a:${id}`, null, params.at, { id, ...params });
@@ -855,14 +855,15 @@ function operationData(op: OperationRecord) {
     kind: str(op.kind),
     classification: safeJson(redactDeep(op.classification ?? {})),
     decision: str(op.decision),
-    rule: op.rule ?? null,
+    rule: op.rule === undefined || op.rule === null ? null : wellFormed(String(op.rule)),
     reason: op.reason === undefined || op.reason === null ? null : redactForAudit(String(op.reason)),
     rows: numOrNull(op.rows),
     bytes: numOrNull(op.bytes),
     maskedColumns: safeJson(op.maskedColumns ?? []),
     error: op.error === undefined || op.error === null ? null : redactForAudit(String(op.error)),
     durationMs: numOrNull(op.durationMs),
-    approval: op.approval ? safeJson(redactDeep(op.approval)) : null,
+    // Approvers are identities (kept); the reason is typed by a person (redacted).
+    approval: op.approval ? safeJson({ ...op.approval, reason: op.approval.reason === undefined ? undefined : redactForAudit(String(op.approval.reason)) }) : null,
   };
 }
 
@@ -986,7 +987,7 @@ function epochMs(d: Date): number {
 
 /** A required text column never fails NOT NULL on a caller's slip: the record is worth more. */
 function str(v: unknown): string {
-  return v === undefined || v === null ? '' : String(v);
+  return v === undefined || v === null ? '' : wellFormed(String(v));
 }
 
 function numOrNull(n: number | undefined): number | null {

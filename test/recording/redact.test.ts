@@ -104,6 +104,35 @@ describe('the store keeps only redacted text', () => {
     assert.deepEqual(reader.verify().problems, [], 'the chain holds the redacted form, so it verifies');
   });
 
+  test('identities stay readable (an approver may be an email address); what people typed is redacted', (t) => {
+    const store = SqliteStore.open(':memory:');
+    t.after(() => store.close());
+    store.startSession({ id: 's', protocol: 'postgres', identity: 'agent-7', groups: [], connection: 'c', clientAddress: 'x', startedAt: new Date() });
+    store.recordOperation({
+      sessionId: 's', seq: 1, at: new Date(), text: 'UPDATE t SET x = 1 WHERE id = 1', kind: 'write', classification: {}, decision: 'review', maskedColumns: [],
+      approval: { requestId: 'apr-1', outcome: 'approved', approvers: ['alice@corp.example'], reason: `ok, call ${PHONE}` },
+    });
+    store.recordAudit({ at: new Date(), kind: 'approval.decision', subject: 'apr-1', actor: 'alice@corp.example', detail: { approvers: ['alice@corp.example'], approverGroups: ['dba'], reason: `see ${EMAIL}` } });
+    const op = store.getSession('s')?.operations[0];
+    assert.deepEqual(op?.approval, { requestId: 'apr-1', outcome: 'approved', approvers: ['alice@corp.example'], reason: 'ok, call [redacted:phone]' });
+    const [e] = store.listAudit('apr-1');
+    assert.equal(e.actor, 'alice@corp.example');
+    assert.deepEqual(e.detail, { approvers: ['alice@corp.example'], approverGroups: ['dba'], reason: 'see [redacted:email]' });
+  });
+
+  test('text an agent can send in odd encodings (lone surrogates, NUL, controls) is stored and still verifies', (t) => {
+    const store = SqliteStore.open(':memory:');
+    t.after(() => store.close());
+    const odd = "SELECT '\ud800 \udfff \u0000 \u001b[2J \u2028' -- \ud83d\ude00";
+    store.startSession({ id: `s\ud800`, protocol: 'http', identity: 'a\udc00', groups: ['g\ud800'], connection: 'c', clientAddress: 'x', startedAt: new Date() });
+    store.recordOperation({ sessionId: `s\ud800`, seq: 1, at: new Date(), text: odd, kind: 'read', classification: { path: '\ud800' }, decision: 'allow', rule: 'r\udfff', error: '\udfff', maskedColumns: [] });
+    store.recordAudit({ at: new Date(), kind: 'k\ud800', subject: 's', actor: 'a\ud800', detail: { x: '\udfff' } });
+    store.endSession(`s\ud800`, new Date(), '\ud800', { toClient: 1, fromClient: 1 });
+    assert.deepEqual(store.verify().problems, []);
+    const got = store.getSession('s\ufffd')?.operations[0];
+    assert.equal(got?.text, "SELECT '\ufffd \ufffd \u0000 \u001b[2J \u2028' -- \ud83d\ude00");
+  });
+
   test('a value straddling the length cap is still redacted', (t) => {
     const store = SqliteStore.open(':memory:');
     t.after(() => store.close());

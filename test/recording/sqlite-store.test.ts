@@ -249,6 +249,7 @@ process.stdout.write(JSON.stringify(st));
     assert.equal(store.schemaVersion(), SCHEMA_VERSION);
     assert.equal(store.getSession('child-1')?.operations.length, 300);
     assert.equal(store.getSession('child-2')?.operations.length, 300);
+    assert.deepEqual(store.verify().problems, [], 'two writers share one unbroken chain');
   });
 
   test('a store open in this process keeps writing while another process writes', async (t) => {
@@ -288,6 +289,7 @@ process.stdout.write(JSON.stringify(st));
     assert.equal(parent.stats().dropped, 0);
     assert.equal(parent.getSession('parent')?.operations.length, 300);
     assert.equal(parent.getSession('child')?.operations.length, 300);
+    assert.deepEqual(parent.verify().problems, [], 'two writers share one unbroken chain');
   });
 
   test('a write blocked by another process’s lock does not throw, is retried, and keeps its order', async (t) => {
