@@ -55,6 +55,8 @@ interface CheckpointRow {
 interface JournalRow {
   seq: number;
   kind: string;
+  entity: string;
+  item: number | null;
   entry: string;
   hash: string;
 }
@@ -176,7 +178,7 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
   let firstSeq = 0;
   let lastSeq = start - 1;
   let entries = 0;
-  const iter = db.prepare('SELECT seq, kind, entry, hash FROM journal WHERE seq >= ? ORDER BY seq').iterate(start) as IterableIterator<JournalRow>;
+  const iter = db.prepare('SELECT seq, kind, entity, item, entry, hash FROM journal WHERE seq >= ? ORDER BY seq').iterate(start) as IterableIterator<JournalRow>;
   for (const row of iter) {
     entries++;
     if (firstSeq === 0) firstSeq = row.seq;
@@ -194,6 +196,11 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
       problems.push({ kind: 'inserted', seq: row.seq, record: `chain entry #${row.seq}`, message: `chain entry at position #${row.seq} says it is #${String(entry.seq)}: entries were inserted or removed before it` });
     } else if (!gap && entryHash(prevHash, row.entry) !== row.hash) {
       problems.push({ kind: 'changed', seq: row.seq, record: `chain entry #${row.seq}${describeEntry(entry)}`, message: `chain entry #${row.seq} was changed or inserted: its hash does not match its content and the entry before it` });
+    }
+    // The unhashed index columns steer prune: they must agree with the entry.
+    const idx = indexOf(entry);
+    if (idx && (row.kind !== entry.kind || row.entity !== idx.entity || row.item !== idx.item)) {
+      problems.push({ kind: 'changed', seq: row.seq, record: `chain entry #${row.seq}${describeEntry(entry)}`, message: `the index columns of chain entry #${row.seq} (kind, entity, item) were changed` });
     }
     // Continue from the stored hash, so one change is reported once and not at every later entry;
     // a chain recomputed after a change is caught by the signed checkpoints instead.
@@ -234,6 +241,17 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
 
   problems.sort((a, b) => (a.seq ?? Number.MAX_SAFE_INTEGER) - (b.seq ?? Number.MAX_SAFE_INTEGER));
   return { ok: problems.length === 0, problems, firstSeq, lastSeq, entries, signedCheckpoints: signed, checkpoints: stored.length + anchored.length, unsignedTail, notes };
+}
+
+/** The journal's index columns for an entry, as the store writes them. */
+function indexOf(e: { kind?: unknown; data?: Record<string, unknown> }): { entity: string; item: number | null } | undefined {
+  const d = e.data;
+  if (!d || typeof d !== 'object') return undefined;
+  if (e.kind === 'operation') return { entity: `s:${String(d.sessionId)}`, item: Number(d.seq) };
+  if (typeof e.kind === 'string' && e.kind.startsWith('session.')) return { entity: `s:${String(d.id)}`, item: null };
+  if (e.kind === 'audit') return { entity: `a:${String(d.id)}`, item: null };
+  if (e.kind === 'prune') return { entity: '', item: null };
+  return undefined;
 }
 
 function describeEntry(e: { kind?: unknown; data?: Record<string, unknown> }): string {

@@ -182,6 +182,17 @@ describe('audit chain verification', () => {
     assert.equal(first(f.check(p)), `changed chain entry #${seq} (operation s1#1): chain entry #${seq} was changed or inserted: its hash does not match its content and the entry before it`);
   });
 
+  test('the unhashed index columns that steer prune are checked against the entry', (t) => {
+    const f = fixture(t);
+    const p = f.copy('index.db');
+    let seq = 0;
+    tamper(p, (db) => {
+      seq = entrySeq(db, 'operation', (d) => d.decision === 'deny');
+      db.prepare(`UPDATE journal SET entity = 's:elsewhere' WHERE seq = ?`).run(seq);
+    });
+    assert.equal(first(f.check(p)), `changed chain entry #${seq} (operation s1#3): the index columns of chain entry #${seq} (kind, entity, item) were changed`);
+  });
+
   test('a chain entry removed together with its row is named', (t) => {
     const f = fixture(t);
     const p = f.copy('gap.db');
