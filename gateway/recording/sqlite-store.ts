@@ -849,7 +849,7 @@ type OperationData = ReturnType<typeof operationData>;
 function operationData(op: OperationRecord) {
   return {
     sessionId: str(op.sessionId),
-    seq: Number.isSafeInteger(op.seq) ? op.seq : Math.floor(Number(op.seq)) || 0,
+    seq: Number.isSafeInteger(op.seq) ? op.seq : Number.isFinite(Number(op.seq)) ? Math.floor(Number(op.seq)) : 0,
     at: epochMs(op.at),
     text: capText(op.text ?? ''),
     kind: str(op.kind),
