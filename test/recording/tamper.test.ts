@@ -308,6 +308,25 @@ describe('audit chain verification', () => {
   });
 });
 
+describe('checkpoint cadence', () => {
+  test('the head is signed after checkpointInterval even when few entries were written, and only once', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-interval-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const anchor = join(dir, 'anchor.jsonl');
+    const store = SqliteStore.open(join(dir, 'airlock.db'), { signingKey: privateKey, checkpointEvery: 1_000_000, checkpointIntervalMs: 50, anchorFile: anchor });
+    t.after(() => store.close());
+    store.startSession({ id: 's', protocol: 'postgres', identity: 'a', groups: [], connection: 'c', clientAddress: 'x', startedAt: at(0) });
+    store.flush();
+    const deadline = Date.now() + 5000;
+    while (!existsSync(anchor) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 200));
+    const lines = readFileSync(anchor, 'utf8').trim().split('\n');
+    assert.equal(lines.length, 1, 'nothing new, nothing signed again');
+    assert.equal(parseCheckpoint(lines[0])?.seq, 1);
+    assert.equal(store.verify({ publicKey }).unsignedTail, 0);
+  });
+});
+
 describe('prune keeps the chain verifiable', () => {
   test('prune deletes old records, snapshots a straddling session, leaves a signed checkpoint, and tampering after it is still named', (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'airlock-prune-'));
