@@ -549,10 +549,15 @@ export class SqliteStore implements Store {
     if (!validDate(before)) throw new RangeError('prune needs a valid cutoff date');
     if (this.readonly) throw new Error('the audit store is open read-only');
     const cutoff = before.getTime();
+    // Verify in a read snapshot, without the write lock: gateways keep writing meanwhile.
+    const report = this.db.transaction(() => verifyAuditDb(this.db, opts))();
+    if (!report.ok) throw new PruneRefusedError(report);
     const result = this.db.transaction((): PruneResult => {
-      const report = verifyAuditDb(this.db, opts);
-      if (!report.ok) throw new PruneRefusedError(report);
       const db = this.db;
+      // What was verified is still the chain (entries since then are appended by writers).
+      if (report.entries > 0 && (db.prepare(`SELECT hash FROM journal WHERE seq = ?`).get(report.lastSeq) as { hash: string } | undefined)?.hash !== report.lastHash) {
+        throw new Error('the audit chain changed under prune (another prune?); run it again');
+      }
       db.exec(`DROP TABLE IF EXISTS temp.prune_sessions; DROP TABLE IF EXISTS temp.prune_ops; DROP TABLE IF EXISTS temp.prune_audit;
         CREATE TEMP TABLE prune_sessions (entity TEXT PRIMARY KEY, id TEXT NOT NULL);
         CREATE TEMP TABLE prune_ops (session_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (session_id, seq));
@@ -570,7 +575,7 @@ export class SqliteStore implements Store {
         (
           db.prepare(`SELECT max(seq) AS m FROM journal WHERE entity IN (SELECT entity FROM temp.prune_sessions)
             OR entity IN (SELECT entity FROM temp.prune_audit)
-            OR (item IS NOT NULL AND EXISTS (SELECT 1 FROM temp.prune_ops p WHERE 's:' || p.session_id = journal.entity AND p.seq = journal.item))`).get() as { m: number | null }
+            OR (item IS NOT NULL AND EXISTS (SELECT 1 FROM temp.prune_ops p WHERE p.session_id = substr(journal.entity, 3) AND p.seq = journal.item))`).get() as { m: number | null }
         ).m ?? 0,
       );
       const first = this.firstSeq();

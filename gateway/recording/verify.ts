@@ -34,6 +34,8 @@ export interface VerifyReport {
   problems: Problem[];
   firstSeq: number;
   lastSeq: number;
+  /** Stored hash of entry lastSeq ('' when the chain is empty). */
+  lastHash: string;
   entries: number;
   /** Checkpoints whose signature was checked and is valid. */
   signedCheckpoints: number;
@@ -178,6 +180,7 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
   let firstSeq = 0;
   let lastSeq = start - 1;
   let entries = 0;
+  let lastHash = '';
   const iter = db.prepare('SELECT seq, kind, entity, item, entry, hash FROM journal WHERE seq >= ? ORDER BY seq').iterate(start) as IterableIterator<JournalRow>;
   for (const row of iter) {
     entries++;
@@ -207,6 +210,7 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
     prevHash = row.hash;
     if (wanted.has(row.seq)) hashAt.set(row.seq, row.hash);
     lastSeq = row.seq;
+    lastHash = row.hash;
     expected = row.seq + 1;
     replay(entry, row.seq, partial, sessions, ops, audits);
   }
@@ -240,7 +244,7 @@ export function verifyAuditDb(db: Database.Database, opts: VerifyOptions = {}): 
   compareProjection(db, problems, sessions, ops, audits, partial ? opts.from : undefined);
 
   problems.sort((a, b) => (a.seq ?? Number.MAX_SAFE_INTEGER) - (b.seq ?? Number.MAX_SAFE_INTEGER));
-  return { ok: problems.length === 0, problems, firstSeq, lastSeq, entries, signedCheckpoints: signed, checkpoints: stored.length + anchored.length, unsignedTail, notes };
+  return { ok: problems.length === 0, problems, firstSeq, lastSeq, lastHash, entries, signedCheckpoints: signed, checkpoints: stored.length + anchored.length, unsignedTail, notes };
 }
 
 /** The journal's index columns for an entry, as the store writes them. */
