@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig, parseDuration, type LoadedConfig } from '../config/load.ts';
 import { approvalsCommand } from './approvals.ts';
+import { auditCommand } from './audit.ts';
 
 const DEFAULT_CONFIG = process.env.AIRLOCK_CONFIG ?? 'airlock.yaml';
 
@@ -78,7 +79,7 @@ export function buildCli(): Command {
     .action(async (o: { config: string; identity?: string; connection?: string; limit: string; json?: boolean }) => {
       const { openStore } = await import('../recording/open.ts');
       const { formatSessionList, sessionToJson } = await import('../recording/format.ts');
-      const store = openStore(loadConfig(o.config));
+      const store = openStore(loadConfig(o.config), { signer: false });
       try {
         const rows = store.listSessions({ identity: o.identity, connection: o.connection, limit: Number(o.limit) });
         process.stdout.write(o.json ? JSON.stringify(rows.map((r) => sessionToJson(r)), null, 2) + '\n' : formatSessionList(rows));
@@ -86,14 +87,14 @@ export function buildCli(): Command {
         store.close();
       }
     });
-  configOption(sessions.command('show').description('show one session with every operation').argument('<id>'))
+  configOption(sessions.command('show').description('show one session with every operation').argument('<id>', 'session id, or a unique prefix of it (as `sessions list` prints)'))
     .option('--json', 'machine-readable output')
     .action(async (id: string, o: { config: string; json?: boolean }) => {
       const { openStore } = await import('../recording/open.ts');
       const { formatSessionDetail, sessionDetailToJson } = await import('../recording/format.ts');
-      const store = openStore(loadConfig(o.config));
+      const store = openStore(loadConfig(o.config), { signer: false });
       try {
-        const d = store.getSession(id);
+        const d = store.getSession(resolveSessionId(store, id));
         if (!d) throw new CliError(`no session ${id}; see \`airlock sessions list\``);
         const audit = d.operations.flatMap((op) => (op.approval ? store.listAudit(op.approval.requestId) : []));
         process.stdout.write(o.json ? JSON.stringify(sessionDetailToJson(d, audit), null, 2) + '\n' : formatSessionDetail(d, audit));
@@ -125,9 +126,19 @@ export function buildCli(): Command {
 
 export class CliError extends Error {}
 
+/** The full id for `id` or a unique prefix of one (the short ids `sessions list` prints). */
+export function resolveSessionId(store: { getSession(id: string): unknown; findSessionIds(prefix: string, limit?: number): string[] }, id: string): string {
+  if (store.getSession(id)) return id;
+  const matches = store.findSessionIds(id, 6);
+  if (matches.length === 1) return matches[0];
+  if (matches.length === 0) throw new CliError(`no session ${id}; see \`airlock sessions list\``);
+  throw new CliError(`session id ${id} is ambiguous: ${matches.slice(0, 5).join(', ')}${matches.length > 5 ? ', …' : ''}; give more characters`);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const program = buildCli();
   program.addCommand(approvalsCommand());
+  program.addCommand(auditCommand());
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {

@@ -337,6 +337,30 @@ export const configSchema = z
       .object({ sqlite: z.string().default('.airlock/airlock.db') })
       .strict()
       .default({ sqlite: '.airlock/airlock.db' }),
+    /** Audit durability, retention and tamper evidence (gateway/recording; README "Audit durability and verification"). */
+    audit: z
+      .object({
+        /** closed: refuse new sessions and operations while records cannot be persisted; open: serve and log. */
+        onFailure: z.enum(['closed', 'open']).default('closed'),
+        /** Records waiting to be written beyond which the trail is unhealthy. */
+        maxPending: z.number().int().positive().default(10_000),
+        /** Age of the oldest unwritten record beyond which the trail is unhealthy. */
+        maxPendingMs: duration.default('5s'),
+        /** Default cutoff of `airlock audit prune` (records older than this go); unset keeps everything. */
+        retention: duration.optional(),
+        /** Ed25519 private key (PEM, or a base64/hex 32-byte seed) that signs chain checkpoints. */
+        signingKey: secretRef.optional(),
+        /** Sign the chain head after this many new entries ... */
+        checkpointEvery: z.number().int().positive().default(1000),
+        /** ... or this long after the last checkpoint when there are new entries. */
+        checkpointInterval: duration.default('1m'),
+        /** Copy every checkpoint (a JSON line) outside the store. */
+        anchor: z.object({ file: z.string().min(1) }).strict().optional(),
+        /** HMAC key of parameter digests (recording/redact.ts parameterDigest); default: masking.hashKey. */
+        digestKey: secretRef.optional(),
+      })
+      .strict()
+      .default({ onFailure: 'closed', maxPending: 10_000, maxPendingMs: '5s', checkpointEvery: 1000, checkpointInterval: '1m' }),
     identities: z
       .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),

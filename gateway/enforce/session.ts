@@ -98,9 +98,10 @@ export class EnforcementSession {
     return this.info.id;
   }
 
-  /** Records the session start. Throws when the audit store refuses it: no audit trail, no access. */
+  /** Records the session start. Throws when the audit trail cannot record it: no audit trail, no access. */
   start(): void {
     const { id, protocol, identity, connection, clientAddress } = this.info;
+    this.deps.store.assertWritable();
     this.deps.store.startSession({ id, protocol, identity: identity.name, groups: identity.groups, connection, clientAddress, startedAt: new Date() });
   }
 
@@ -118,6 +119,21 @@ export class EnforcementSession {
     return at !== undefined && Date.now() >= at.getTime();
   }
 
+  /**
+   * Whether a new operation may start as far as the audit trail is concerned: with
+   * `audit.onFailure: closed` (the default) and a store that cannot persist records within its
+   * bound, new operations are refused; operations already running finish and are recorded.
+   */
+  auditRefusal(): Refusal | undefined {
+    if (this.deps.store.writable()) return undefined;
+    const h = this.deps.store.health();
+    return {
+      kind: 'audit-unavailable',
+      message: `Airlock: the audit trail cannot record operations right now (${h.reason ?? 'store unhealthy'}), so nothing new runs: no audit trail, no access`,
+      hint: 'try again later; operators: see `airlock audit status` and the gateway log',
+    };
+  }
+
   /** The refusal for an operation started after the token expired. */
   tokenRefusal(): Refusal {
     return { kind: 'token-expired', message: 'Airlock: the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)' };
@@ -128,6 +144,8 @@ export class EnforcementSession {
    * statements: the most restrictive wins). Any failure of the policy layer denies.
    */
   decide(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
+    const audit = this.auditRefusal();
+    if (audit) return { decision: { action: 'deny', rule: 'audit-unavailable', reason: audit.message.replace(/^Airlock: /, '') }, operation: ops[0] };
     if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
     try {
       const { decision, operation } = this.deps.policy.decideAll(ops);
@@ -140,6 +158,7 @@ export class EnforcementSession {
 
   /** The refusal for a deny decision. */
   denial(d: Extract<Decision, { action: 'deny' }>): Refusal {
+    if (d.rule === 'audit-unavailable') return { kind: 'audit-unavailable', rule: d.rule, message: `Airlock: ${d.reason}`, hint: 'try again later' };
     return { kind: 'denied', rule: d.rule, message: `Airlock denied this statement: rule ${d.rule}: ${d.reason}` };
   }
 

@@ -13,7 +13,7 @@ import type { PostgresConnectionConfig } from '../config/schema.ts';
 import { EnforcementSession, type PolicyDecider } from '../enforce/session.ts';
 import { log as defaultLogger } from '../log.ts';
 import { initSqlParser } from '../policy/sql/classify.ts';
-import type { Store } from '../recording/store.ts';
+import { AuditUnavailableError, type Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
 import type { MaskerFactory } from './row-masker.ts';
@@ -170,6 +170,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         logger.error({ err }, 'recording the session start failed; refusing the session');
         cancels.unregister(key.pid);
         up.socket.destroy();
+        if (err instanceof AuditUnavailableError) return fail({ code: err.sqlstate, message: err.message });
         return fail({ code: '58000', message: 'Airlock cannot record this session, so it is refused (see the gateway log)' });
       }
       clearTimeout(timer);

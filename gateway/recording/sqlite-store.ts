@@ -6,12 +6,27 @@
 // throws: a failed write is logged, counted and retried in order (later writes queue behind it so
 // an endSession never overtakes its startSession). Opening and migrating, on the other hand, fail
 // loudly with StoreOpenError: a gateway that cannot record must not start.
+//
+// Durability is a policy (audit.onFailure). 'closed' (default): a record that cannot be written is
+// kept and retried until it is written; while records wait longer than maxPendingMs, more than
+// maxPending wait, or the last failure was not a lock (disk full, I/O error), health() is not ok and
+// assertWritable() throws AuditUnavailableError so the enforcement seam refuses new sessions and
+// operations. 'open': the same health, but writable() stays true and the oldest records are dropped
+// past maxPending.
+//
+// Tamper evidence (chain.ts): each write appends a hash-chained journal entry in the same
+// transaction as the projection row; the chain head is signed every checkpointEvery entries or
+// checkpointIntervalMs, and on close. Free text is redacted (redact.ts) before it is kept.
 import Database from 'better-sqlite3';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import type { KeyObject } from 'node:crypto';
+import { appendFileSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { log } from '../log.ts';
 import type { DecisionAction } from '../policy/decision.ts';
-import type { AuditEvent, OperationRecord, SessionFilter, SessionRecord, SessionStart, Store } from './store.ts';
+import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
+import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
+import { AuditUnavailableError, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
+import { verifyAuditDb, type VerifyReport } from './verify.ts';
 
 /** A session plus counts of what happened in it, for listings. */
 export interface SessionSummary extends SessionRecord {
@@ -38,12 +53,44 @@ export interface StoreStats {
   lastError?: string;
 }
 
+/** prune() refused: the chain does not verify, and pruning would hide the evidence. */
+export class PruneRefusedError extends Error {
+  constructor(readonly report: VerifyReport) {
+    super(`the audit chain does not verify (${report.problems[0]?.record}: ${report.problems[0]?.message}); refusing to prune: run \`airlock audit verify\` and investigate first`);
+    this.name = 'PruneRefusedError';
+  }
+}
+
+export interface PruneResult {
+  sessions: number;
+  operations: number;
+  audit: number;
+  /** Chain entries removed (the chain now starts after entry `base`). */
+  entries: number;
+  base: number;
+}
+
 export interface SqliteStoreOptions {
   /** How long one statement waits for another process's write lock. Default 2000 ms: long enough
    * for a CLI or second gateway to finish a write, short enough not to stall the event loop long. */
   busyTimeoutMs?: number;
-  /** Bound on the retry queue, so a dead disk cannot eat the gateway's memory. Default 10000. */
+  /** Records waiting for a retry beyond which the store is unhealthy (and, open policy, drops the
+   * oldest). Default 10000. Closed policy keeps up to twice as many before dropping anything. */
   maxPending?: number;
+  /** Oldest unwritten record age beyond which the store is unhealthy. Default 5000 ms. */
+  maxPendingMs?: number;
+  /** audit.onFailure; default 'closed'. */
+  onFailure?: AuditFailurePolicy;
+  /** Ed25519 key that signs chain checkpoints; without it no periodic checkpoints are made. */
+  signingKey?: KeyObject;
+  /** Sign the chain head after this many new entries. Default 1000. */
+  checkpointEvery?: number;
+  /** ... or after this long with new entries. Default 60000 ms. */
+  checkpointIntervalMs?: number;
+  /** Append every checkpoint (one JSON line) to this file, outside the store. */
+  anchorFile?: string;
+  /** SQLite max_page_count: a hard cap on the file size (SQLite answers SQLITE_FULL beyond it). */
+  maxPageCount?: number;
   /** Open an existing file for reading only (an auditor's CLI without write access). No
    * migrations run; the file must already be at this Airlock's schema version. */
   readonly?: boolean;
@@ -118,6 +165,30 @@ const MIGRATIONS: string[] = [
   CREATE INDEX audit_subject ON audit (subject, at, id);
   CREATE INDEX audit_at ON audit (at, id);
   `,
+  // The hash chain (chain.ts). entity: 's:<session id>' (session and operation entries), 'a:<audit
+  // id>', '' (prune); item: the operation seq. entity/item only index the entries for prune; the
+  // verifier trusts nothing but `entry` and `hash`.
+  `
+  CREATE TABLE journal (
+    seq    INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    item   INTEGER,
+    entry  TEXT NOT NULL,
+    hash   TEXT NOT NULL
+  );
+  CREATE INDEX journal_entity ON journal (entity, item, seq);
+  CREATE TABLE checkpoints (
+    seq    INTEGER NOT NULL,
+    base   INTEGER NOT NULL,      -- 1: a prune's checkpoint, the chain starts after seq
+    at     TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    sig    TEXT NOT NULL,
+    PRIMARY KEY (seq, base)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -175,6 +246,8 @@ interface PendingWrite {
   what: string;
   run: () => void;
   attempts: number;
+  /** When the record was handed to the store (ms), for the lag bound. */
+  queuedAt: number;
 }
 
 const SESSION_COLUMNS = `s.id, s.protocol, s.identity, s.groups, s.connection, s.client_address, s.started_at,
@@ -200,10 +273,21 @@ export class SqliteStore implements Store {
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = 100;
   private closed = false;
   private readonly counters = { writes: 0, failures: 0, dropped: 0, lastError: undefined as string | undefined };
+  /** The last failure was something a retry of the same moment cannot fix (disk full, I/O error). */
+  private hardFailure = false;
   private readonly maxPending: number;
+  private readonly maxPendingMs: number;
+  private readonly policy: AuditFailurePolicy;
+  private readonly signingKey: KeyObject | undefined;
+  private readonly checkpointEvery: number;
+  private readonly anchorFile: string | undefined;
+  private readonly readonly: boolean;
+  private entriesSinceCheckpoint = 0;
+  private lastCheckpointSeq = -1;
 
   private readonly insertSession: Database.Statement;
   private readonly updateSessionEnd: Database.Statement;
@@ -215,16 +299,23 @@ export class SqliteStore implements Store {
   private readonly selectAuditAll: Database.Statement;
   private readonly selectAuditBySubject: Database.Statement;
   private readonly selectIdsByPrefix: Database.Statement;
-  private readonly deleteOldOperations: Database.Statement;
-  private readonly deleteOldSessions: Database.Statement;
-  private readonly deleteOldAudit: Database.Statement;
+  private readonly selectHead: Database.Statement | undefined;
+  private readonly selectBase: Database.Statement | undefined;
+  private readonly insertEntry: Database.Statement | undefined;
+  private readonly insertCheckpoint: Database.Statement | undefined;
 
   private constructor(
     private readonly db: Database.Database,
     readonly path: string,
     opts: SqliteStoreOptions,
   ) {
-    this.maxPending = opts.maxPending ?? 10_000;
+    this.maxPending = Math.max(1, opts.maxPending ?? 10_000);
+    this.maxPendingMs = Math.max(0, opts.maxPendingMs ?? 5000);
+    this.policy = opts.onFailure ?? 'closed';
+    this.signingKey = opts.signingKey;
+    this.checkpointEvery = Math.max(1, opts.checkpointEvery ?? 1000);
+    this.anchorFile = opts.anchorFile;
+    this.readonly = opts.readonly ?? false;
     // A repeated start (a reconnect reusing its id) keeps the first record rather than failing.
     this.insertSession = db.prepare(`INSERT INTO sessions
       (id, protocol, identity, groups, connection, client_address, started_at)
@@ -234,7 +325,7 @@ export class SqliteStore implements Store {
       SET ended_at = @endedAt, end_reason = @reason, bytes_to_client = @toClient, bytes_from_client = @fromClient
       WHERE id = @id`);
     // Recording the same (session, seq) again replaces it: a held operation can be written when it
-    // is held and again with its outcome.
+    // is held and again with its outcome (each version is its own chain entry).
     this.upsertOperation = db.prepare(`INSERT INTO operations
       (session_id, seq, at, text, kind, classification, decision, rule, reason, rows, bytes,
        masked_columns, error, duration_ms, approval)
@@ -257,13 +348,18 @@ export class SqliteStore implements Store {
     this.selectAuditBySubject = db.prepare(`SELECT * FROM audit WHERE subject = ? ORDER BY at, id`);
     this.selectIdsByPrefix = db.prepare(`SELECT id FROM sessions
       WHERE substr(id, 1, length(@prefix)) = @prefix ORDER BY started_at DESC LIMIT @limit`);
-    // Retention: a session goes once it ended (or, never ended, started) before the cutoff, with
-    // all its operations; operations whose session is unknown go by their own time.
-    this.deleteOldOperations = db.prepare(`DELETE FROM operations WHERE session_id IN
-      (SELECT id FROM sessions WHERE coalesce(ended_at, started_at) < @before)
-      OR (at < @before AND session_id NOT IN (SELECT id FROM sessions))`);
-    this.deleteOldSessions = db.prepare(`DELETE FROM sessions WHERE coalesce(ended_at, started_at) < @before`);
-    this.deleteOldAudit = db.prepare(`DELETE FROM audit WHERE at < @before`);
+    if (!this.readonly) {
+      this.selectHead = db.prepare(`SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1`);
+      this.selectBase = db.prepare(`SELECT seq, hash FROM checkpoints WHERE base = 1 ORDER BY seq DESC LIMIT 1`);
+      this.insertEntry = db.prepare(`INSERT INTO journal (seq, at, kind, entity, item, entry, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+      this.insertCheckpoint = db.prepare(`INSERT INTO checkpoints (seq, base, at, hash, key_id, sig)
+        VALUES (@seq, @base, @at, @hash, @keyId, @sig) ON CONFLICT DO NOTHING`);
+      if (this.signingKey) {
+        const every = Math.max(10, opts.checkpointIntervalMs ?? 60_000);
+        this.checkpointTimer = setInterval(() => this.checkpointSafely(), every);
+        this.checkpointTimer.unref();
+      }
+    }
   }
 
   /**
@@ -310,6 +406,7 @@ export class SqliteStore implements Store {
           conn.pragma('synchronous = NORMAL');
           migrate(conn, full);
         });
+        if (opts.maxPageCount !== undefined) conn.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxPageCount))}`);
       }
       const store = new SqliteStore(db, full, opts);
       log.debug({ path: full, schemaVersion: SCHEMA_VERSION, readonly: opts.readonly ?? false }, 'audit store opened');
@@ -330,8 +427,13 @@ export class SqliteStore implements Store {
     return Number(this.db.pragma('user_version', { simple: true }));
   }
 
+  /** The underlying connection, for the verifier and the CLI (read-only use). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
   startSession(s: SessionStart): void {
-    const params = {
+    const data = {
       id: str(s.id),
       protocol: str(s.protocol),
       identity: str(s.identity),
@@ -341,52 +443,56 @@ export class SqliteStore implements Store {
       startedAt: epochMs(s.startedAt),
     };
     this.write(`start session ${s.id}`, () => {
-      this.insertSession.run(params);
+      this.insertSession.run(data);
+      this.append('session.start', `s:${data.id}`, null, data.startedAt, data);
     });
   }
 
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void {
-    const params = { id: str(id), endedAt: epochMs(endedAt), reason: str(reason), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
+    const data = { id: str(id), endedAt: epochMs(endedAt), reason: redactForAudit(str(reason)), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
     this.write(`end session ${id}`, () => {
-      const r = this.updateSessionEnd.run(params);
+      const r = this.updateSessionEnd.run(data);
       if (r.changes === 0) log.warn({ sessionId: id }, 'audit store: ended a session that was never started');
+      this.append('session.end', `s:${data.id}`, null, data.endedAt, data);
     });
   }
 
   recordOperation(op: OperationRecord): void {
-    let params: Record<string, unknown>;
+    let data: OperationData;
     try {
-      params = {
-        sessionId: str(op.sessionId),
-        seq: op.seq,
-        at: epochMs(op.at),
-        text: capText(op.text ?? ''),
-        kind: str(op.kind),
-        classification: safeJson(op.classification ?? {}),
-        decision: str(op.decision),
-        rule: op.rule ?? null,
-        reason: op.reason ?? null,
-        rows: numOrNull(op.rows),
-        bytes: numOrNull(op.bytes),
-        maskedColumns: safeJson(op.maskedColumns ?? []),
-        error: op.error ?? null,
-        durationMs: numOrNull(op.durationMs),
-        approval: op.approval ? safeJson(op.approval) : null,
-      };
+      data = operationData(op);
     } catch (e) {
       this.fail(`record operation ${op?.sessionId}#${op?.seq}`, e, true);
       return;
     }
-    this.write(`record operation ${op.sessionId}#${op.seq}`, () => {
-      this.upsertOperation.run(params);
+    this.write(`record operation ${data.sessionId}#${data.seq}`, () => {
+      this.upsertOperation.run(data);
+      this.append('operation', `s:${data.sessionId}`, data.seq, data.at, data);
     });
   }
 
   recordAudit(e: AuditEvent): void {
-    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor ?? null, detail: safeJson(e.detail ?? {}) };
+    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
     this.write(`audit ${e.kind} ${e.subject}`, () => {
-      this.insertAudit.run(params);
+      const id = Number(this.insertAudit.run(params).lastInsertRowid);
+      this.append('audit', `a:${id}`, null, params.at, { id, ...params });
     });
+  }
+
+  /** Appends one chain entry after the current head; runs inside the caller's transaction. */
+  private append(kind: EntryKind, entity: string, item: number | null, at: number, data: Record<string, unknown>): void {
+    const head = this.head();
+    const seq = head.seq + 1;
+    const text = entryText(seq, kind, at, data);
+    this.insertEntry?.run(seq, at, kind, entity, item, text, entryHash(head.hash, text));
+  }
+
+  /** The last chain entry, or the prune checkpoint the chain continues from, or genesis. */
+  private head(): { seq: number; hash: string } {
+    const h = this.selectHead?.get() as { seq: number; hash: string } | undefined;
+    if (h) return h;
+    const b = this.selectBase?.get() as { seq: number; hash: string } | undefined;
+    return b ?? { seq: 0, hash: GENESIS_HASH };
   }
 
   /** Newest first, with operation counts. Reads throw: they serve the CLI, which reports them. */
@@ -423,29 +529,191 @@ export class SqliteStore implements Store {
     return (this.selectIdsByPrefix.all({ prefix, limit }) as { id: string }[]).map((r) => r.id);
   }
 
-  /** Deletes sessions (with their operations) and audit events older than `before`, in one
-   * transaction. Throws on failure: it is an operator's command, not the hot path. */
-  prune(before: Date): { sessions: number; operations: number; audit: number } {
+  /** Checks the chain, the checkpoints and the tables (verify.ts). */
+  verify(opts: Parameters<typeof verifyAuditDb>[1] = {}): VerifyReport {
+    this.flush();
+    return this.db.transaction(() => verifyAuditDb(this.db, opts))();
+  }
+
+  /**
+   * Retention: deletes sessions that ended (or, never ended, were last active) before `before` with their
+   * operations, operations of unknown sessions and audit events older than `before`, and the chain
+   * entries up to the newest entry of anything deleted (`base`). Retained records that had entries
+   * at or before `base` are re-recorded as snapshot entries first, a `prune` entry records what was
+   * done, and a checkpoint for `base` (signed when the store has the key) lets verification start
+   * there. Refuses (PruneRefusedError) when the chain does not verify: pruning must not launder
+   * tampering into a fresh signature. Throws on failure: it is an operator's command.
+   */
+  prune(before: Date, opts: Parameters<typeof verifyAuditDb>[1] = {}): PruneResult {
     this.flush();
     if (!validDate(before)) throw new RangeError('prune needs a valid cutoff date');
-    const p = { before: before.getTime() };
-    return this.db.transaction(() => {
-      const operations = this.deleteOldOperations.run(p).changes;
-      const sessions = this.deleteOldSessions.run(p).changes;
-      const audit = this.deleteOldAudit.run(p).changes;
-      return { sessions, operations, audit };
+    if (this.readonly) throw new Error('the audit store is open read-only');
+    const cutoff = before.getTime();
+    // Verify in a read snapshot, without the write lock: gateways keep writing meanwhile.
+    const report = this.db.transaction(() => verifyAuditDb(this.db, opts))();
+    if (!report.ok) throw new PruneRefusedError(report);
+    const result = this.db.transaction((): PruneResult => {
+      const db = this.db;
+      // What was verified is still the chain (entries since then are appended by writers).
+      if (report.entries > 0 && (db.prepare(`SELECT hash FROM journal WHERE seq = ?`).get(report.lastSeq) as { hash: string } | undefined)?.hash !== report.lastHash) {
+        throw new Error('the audit chain changed under prune (another prune?); run it again');
+      }
+      db.exec(`DROP TABLE IF EXISTS temp.prune_sessions; DROP TABLE IF EXISTS temp.prune_ops; DROP TABLE IF EXISTS temp.prune_audit;
+        CREATE TEMP TABLE prune_sessions (entity TEXT PRIMARY KEY, id TEXT NOT NULL);
+        CREATE TEMP TABLE prune_ops (session_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (session_id, seq));
+        CREATE TEMP TABLE prune_audit (entity TEXT PRIMARY KEY, id INTEGER NOT NULL);`);
+      // A session goes once its last activity (its end; never ended: its newest operation or its
+      // start) is older than the cutoff, so a long-running session is never cut in half.
+      db.prepare(`INSERT INTO temp.prune_sessions SELECT 's:' || id, id FROM sessions s
+        WHERE coalesce(ended_at, max(started_at, coalesce((SELECT max(at) FROM operations o WHERE o.session_id = s.id), started_at))) < ?`).run(cutoff);
+      db.prepare(`INSERT INTO temp.prune_ops SELECT session_id, seq FROM operations
+        WHERE session_id IN (SELECT id FROM temp.prune_sessions) OR (at < ? AND session_id NOT IN (SELECT id FROM sessions))`).run(cutoff);
+      db.prepare(`INSERT INTO temp.prune_audit SELECT 'a:' || id, id FROM audit WHERE at < ?`).run(cutoff);
+      const counts = db.prepare(`SELECT (SELECT count(*) FROM temp.prune_sessions) AS s, (SELECT count(*) FROM temp.prune_ops) AS o, (SELECT count(*) FROM temp.prune_audit) AS a`).get() as { s: number; o: number; a: number };
+      // The newest entry of anything deleted: everything up to it goes.
+      const base = Number(
+        (
+          db.prepare(`SELECT max(seq) AS m FROM journal WHERE entity IN (SELECT entity FROM temp.prune_sessions)
+            OR entity IN (SELECT entity FROM temp.prune_audit)
+            OR (item IS NOT NULL AND EXISTS (SELECT 1 FROM temp.prune_ops p WHERE p.session_id = substr(journal.entity, 3) AND p.seq = journal.item))`).get() as { m: number | null }
+        ).m ?? 0,
+      );
+      const first = this.firstSeq();
+      if (base < first) {
+        db.exec(`DROP TABLE temp.prune_sessions; DROP TABLE temp.prune_ops; DROP TABLE temp.prune_audit;`);
+        return { sessions: 0, operations: 0, audit: 0, entries: 0, base: first - 1 };
+      }
+      const now = Date.now();
+      // Snapshots of retained records whose state depends on entries about to go.
+      const keptSessions = db.prepare(`SELECT s.* FROM sessions s WHERE 's:' || s.id NOT IN (SELECT entity FROM temp.prune_sessions)
+        AND EXISTS (SELECT 1 FROM journal j WHERE j.entity = 's:' || s.id AND j.item IS NULL AND j.seq <= ?)`).all(base) as SessionRow[];
+      for (const r of keptSessions) {
+        this.append('session.snapshot', `s:${r.id}`, null, now, {
+          id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
+          startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
+        });
+      }
+      const keptOps = db.prepare(`SELECT o.* FROM operations o WHERE NOT EXISTS (SELECT 1 FROM temp.prune_ops p WHERE p.session_id = o.session_id AND p.seq = o.seq)
+        AND (SELECT max(j.seq) FROM journal j WHERE j.entity = 's:' || o.session_id AND j.item = o.seq) <= ?`).all(base) as OperationRow[];
+      for (const r of keptOps) this.append('operation', `s:${r.session_id}`, r.seq, r.at, rowToOperationData(r));
+      const keptAudit = db.prepare(`SELECT a.* FROM audit a WHERE a.id NOT IN (SELECT id FROM temp.prune_audit)
+        AND EXISTS (SELECT 1 FROM journal j WHERE j.entity = 'a:' || a.id AND j.seq <= ?)`).all(base) as AuditRow[];
+      for (const r of keptAudit) this.append('audit', `a:${r.id}`, null, r.at, { id: r.id, at: r.at, kind: r.kind, subject: r.subject, actor: r.actor, detail: r.detail });
+      this.append('prune', '', null, now, { before: cutoff, base, sessions: counts.s, operations: counts.o, audit: counts.a });
+
+      const baseHash = (db.prepare(`SELECT hash FROM journal WHERE seq = ?`).get(base) as { hash: string } | undefined)?.hash;
+      if (!baseHash) throw new Error(`chain entry #${base} is missing`);
+      db.prepare(`DELETE FROM operations WHERE EXISTS (SELECT 1 FROM temp.prune_ops p WHERE p.session_id = operations.session_id AND p.seq = operations.seq)`).run();
+      db.prepare(`DELETE FROM sessions WHERE id IN (SELECT id FROM temp.prune_sessions)`).run();
+      db.prepare(`DELETE FROM audit WHERE id IN (SELECT id FROM temp.prune_audit)`).run();
+      const entries = db.prepare(`DELETE FROM journal WHERE seq <= ?`).run(base).changes;
+      db.prepare(`DELETE FROM checkpoints WHERE seq <= ?`).run(base);
+      const cp = makeCheckpoint(base, baseHash, new Date(now), this.signingKey, true);
+      this.insertCheckpoint?.run(checkpointParams(cp));
+      this.anchor(cp);
+      db.exec(`DROP TABLE temp.prune_sessions; DROP TABLE temp.prune_ops; DROP TABLE temp.prune_audit;`);
+      return { sessions: counts.s, operations: counts.o, audit: counts.a, entries, base };
     }).immediate();
+    this.checkpoint();
+    return result;
+  }
+
+  private firstSeq(): number {
+    const r = this.db.prepare(`SELECT min(seq) AS m FROM journal`).get() as { m: number | null };
+    return r.m ?? this.head().seq + 1;
+  }
+
+  /**
+   * Signs the chain head into the checkpoints table and the anchor file, unless it is already
+   * covered. Returns the checkpoint, or undefined when there is nothing new (or no key).
+   */
+  checkpoint(): Checkpoint | undefined {
+    if (this.closed || this.readonly || !this.signingKey) return undefined;
+    const head = this.selectHead?.get() as { seq: number; hash: string } | undefined;
+    if (!head || head.seq === this.lastCheckpointSeq) return undefined;
+    if (this.db.prepare(`SELECT 1 FROM checkpoints WHERE seq = ? AND base = 0`).get(head.seq)) {
+      this.lastCheckpointSeq = head.seq;
+      return undefined;
+    }
+    const cp = makeCheckpoint(head.seq, head.hash, new Date(), this.signingKey);
+    this.insertCheckpoint?.run(checkpointParams(cp));
+    this.lastCheckpointSeq = head.seq;
+    this.entriesSinceCheckpoint = 0;
+    this.anchor(cp);
+    return cp;
+  }
+
+  private checkpointSafely(): void {
+    try {
+      this.checkpoint();
+    } catch (e) {
+      // The next commit or tick tries again; entries stay chained meanwhile.
+      log.warn({ path: this.path, err: errorText(e) }, 'audit store: signing a checkpoint failed, will retry');
+    }
+  }
+
+  private anchor(cp: Checkpoint): void {
+    if (!this.anchorFile) return;
+    try {
+      appendFileSync(this.anchorFile, JSON.stringify(cp) + '\n', { mode: 0o600 });
+    } catch (e) {
+      log.error({ path: this.path, anchor: this.anchorFile, seq: cp.seq, err: errorText(e) }, 'audit store: appending a checkpoint to the anchor file failed');
+    }
+  }
+
+  private committed(n: number): void {
+    this.counters.writes += n;
+    if (!this.signingKey) return;
+    this.entriesSinceCheckpoint += n;
+    if (this.entriesSinceCheckpoint >= this.checkpointEvery) this.checkpointSafely();
   }
 
   stats(): StoreStats {
     return { writes: this.counters.writes, failures: this.counters.failures, pending: this.pending.length, dropped: this.counters.dropped, lastError: this.counters.lastError };
   }
 
-  /** Flushes what can be flushed, then closes. Idempotent. */
+  health(): AuditHealth {
+    const pending = this.pending.length;
+    const lagMs = pending > 0 ? Math.max(0, Date.now() - this.pending[0].queuedAt) : 0;
+    const base = { policy: this.policy, pending, lagMs, dropped: this.counters.dropped, lastError: this.counters.lastError };
+    let reason: string | undefined;
+    if (this.closed) reason = 'the audit store is closed';
+    else if (this.readonly) reason = 'the audit store is open read-only';
+    else if (pending >= this.maxPending) reason = `${pending} audit records wait to be written (bound ${this.maxPending})`;
+    else if (pending > 0 && this.hardFailure) reason = `audit records cannot be written: ${this.counters.lastError ?? 'write failed'}`;
+    else if (pending > 0 && lagMs >= this.maxPendingMs) reason = `audit records have waited ${lagMs} ms to be written (bound ${this.maxPendingMs} ms): ${this.counters.lastError ?? ''}`;
+    return reason ? { ok: false, reason, ...base } : { ok: true, ...base };
+  }
+
+  writable(): boolean {
+    return this.policy === 'open' || this.health().ok;
+  }
+
+  assertWritable(): void {
+    if (this.policy === 'open') return;
+    const h = this.health();
+    if (!h.ok) throw new AuditUnavailableError(h);
+  }
+
+  /** Resolves true once every accepted record is written, false after `timeoutMs` (shutdown). */
+  async whenDrained(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    this.flush();
+    while (this.pending.length > 0 && !this.closed) {
+      if (Date.now() >= deadline) return false;
+      this.drain();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.pending.length === 0;
+  }
+
+  /** Flushes what can be flushed, signs the head, then closes. Idempotent. */
   close(): void {
     if (this.closed) return;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.checkpointTimer = undefined;
     this.flush();
     this.drain();
     if (this.pending.length > 0) {
@@ -453,6 +721,7 @@ export class SqliteStore implements Store {
       log.error({ path: this.path, lost: this.pending.length, lastError: this.counters.lastError }, 'audit store closed with unwritten records');
       this.pending.length = 0;
     }
+    this.checkpointSafely();
     this.closed = true;
     try {
       this.db.close();
@@ -467,7 +736,7 @@ export class SqliteStore implements Store {
       log.error({ path: this.path, what }, 'audit store: write after close dropped');
       return;
     }
-    this.batch.push({ what, run, attempts: 0 });
+    this.batch.push({ what, run, attempts: 0, queuedAt: Date.now() });
     if (this.batch.length >= BATCH_MAX) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -489,27 +758,30 @@ export class SqliteStore implements Store {
         this.db.transaction(() => {
           for (const w of items) w.run();
         })();
-        this.counters.writes += items.length;
+        this.hardFailure = false;
+        this.committed(items.length);
         return;
       } catch {
         // Rolled back as a whole: one bad record must not sink the others.
       }
     }
-    for (const w of items) this.writeNow(w.what, w.run);
+    for (const w of items) this.writeNow(w);
   }
 
-  private writeNow(what: string, run: () => void): void {
+  private writeNow(w: PendingWrite): void {
     // Keep order: while something waits for a retry, new writes wait behind it.
     if (this.pending.length > 0) {
-      this.enqueue({ what, run, attempts: 0 });
+      this.enqueue(w);
       this.drain();
       return;
     }
     try {
-      run();
-      this.counters.writes++;
+      this.db.transaction(w.run)();
+      this.hardFailure = false;
+      this.committed(1);
     } catch (e) {
-      if (!this.fail(what, e, isPermanent(e))) this.enqueue({ what, run, attempts: 1 });
+      w.attempts = 1;
+      if (!this.fail(w.what, e, isPermanent(e))) this.enqueue(w);
     }
   }
 
@@ -517,6 +789,7 @@ export class SqliteStore implements Store {
   private fail(what: string, e: unknown, permanent: boolean): boolean {
     this.counters.failures++;
     this.counters.lastError = `${what}: ${errorText(e)}`;
+    if (!permanent) this.hardFailure = !isTransient(e);
     if (permanent) {
       this.counters.dropped++;
       log.error({ path: this.path, what, err: errorText(e) }, 'audit store: write failed and was dropped');
@@ -527,10 +800,14 @@ export class SqliteStore implements Store {
   }
 
   private enqueue(w: PendingWrite): void {
-    if (this.pending.length >= this.maxPending) {
-      const lost = this.pending.shift();
+    // Open policy: bounded memory beats completeness. Closed policy: keep records (traffic is being
+    // refused meanwhile, so only operations already running add more), up to a hard memory bound.
+    const cap = this.policy === 'open' ? this.maxPending : this.maxPending * 2;
+    if (this.pending.length >= cap) {
+      const lost = this.policy === 'open' ? this.pending.shift() : w;
       this.counters.dropped++;
-      log.error({ path: this.path, what: lost?.what }, 'audit store: retry queue full, oldest record dropped');
+      log.error({ path: this.path, what: lost?.what, pending: this.pending.length }, 'audit store: retry queue full, record dropped');
+      if (lost === w) return;
     }
     this.pending.push(w);
     this.scheduleRetry();
@@ -549,24 +826,61 @@ export class SqliteStore implements Store {
     while (this.pending.length > 0) {
       const head = this.pending[0];
       try {
-        head.run();
-        this.counters.writes++;
+        this.db.transaction(head.run)();
         this.pending.shift();
         this.retryDelayMs = 100;
+        this.hardFailure = false;
+        this.committed(1);
       } catch (e) {
         head.attempts++;
-        // Locks clear eventually; disk full or I/O errors get a bounded number of tries.
-        const permanent = isPermanent(e) || (!isTransient(e) && head.attempts >= 20);
+        // Closed policy never gives up on a record a retry can fix (locks, disk full, I/O errors);
+        // open policy gives disk full or I/O errors a bounded number of tries.
+        const permanent = isPermanent(e) || (this.policy === 'open' && !isTransient(e) && head.attempts >= 20);
         if (this.fail(head.what, e, permanent)) {
           this.pending.shift();
           continue;
         }
-        this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5000);
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, 1000);
         this.scheduleRetry();
         return;
       }
     }
   }
+}
+
+type OperationData = ReturnType<typeof operationData>;
+
+/** The operations row for a record: free text redacted, capped, JSON columns as text. */
+function operationData(op: OperationRecord) {
+  return {
+    sessionId: str(op.sessionId),
+    seq: Number.isSafeInteger(op.seq) ? op.seq : Number.isFinite(Number(op.seq)) ? Math.floor(Number(op.seq)) : 0,
+    at: epochMs(op.at),
+    text: capText(op.text ?? ''),
+    kind: str(op.kind),
+    classification: safeJson(redactDeep(op.classification ?? {})),
+    decision: str(op.decision),
+    rule: op.rule === undefined || op.rule === null ? null : wellFormed(String(op.rule)),
+    reason: op.reason === undefined || op.reason === null ? null : redactForAudit(String(op.reason)),
+    rows: numOrNull(op.rows),
+    bytes: numOrNull(op.bytes),
+    maskedColumns: safeJson(op.maskedColumns ?? []),
+    error: op.error === undefined || op.error === null ? null : redactForAudit(String(op.error)),
+    durationMs: numOrNull(op.durationMs),
+    // Approvers are identities (kept); the reason is typed by a person (redacted).
+    approval: op.approval ? safeJson({ ...op.approval, reason: op.approval.reason === undefined ? undefined : redactForAudit(String(op.approval.reason)) }) : null,
+  };
+}
+
+function rowToOperationData(r: OperationRow): Record<string, unknown> {
+  return {
+    sessionId: r.session_id, seq: r.seq, at: r.at, text: r.text, kind: r.kind, classification: r.classification, decision: r.decision,
+    rule: r.rule, reason: r.reason, rows: r.rows, bytes: r.bytes, maskedColumns: r.masked_columns, error: r.error, durationMs: r.duration_ms, approval: r.approval,
+  };
+}
+
+function checkpointParams(cp: Checkpoint): Record<string, unknown> {
+  return { seq: cp.seq, base: cp.base ? 1 : 0, at: cp.at, hash: cp.hash, keyId: cp.keyId, sig: cp.sig };
 }
 
 /** Runs `fn`, retrying on SQLITE_BUSY/LOCKED until `ms` have passed. Startup only: it sleeps synchronously. */
@@ -614,9 +928,36 @@ function migrate(db: Database.Database, path: string): void {
         throw new StoreOpenError(`migrating the audit store ${path} from schema version ${v} to ${v + 1} failed: ${errorText(e)}`, path, { cause: e });
       }
       db.pragma(`user_version = ${v + 1}`);
+      // A store from before the chain: its rows become the chain's first entries (snapshots), so
+      // verification covers them from now on (not what happened to them before).
+      if (v + 1 === 2) chainExisting(db);
     }
   }).immediate();
   log.info({ path, schemaVersion: SCHEMA_VERSION }, 'audit store schema up to date');
+}
+
+function chainExisting(db: Database.Database): void {
+  let seq = 0;
+  let prev = GENESIS_HASH;
+  const insert = db.prepare(`INSERT INTO journal (seq, at, kind, entity, item, entry, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+  const add = (kind: EntryKind, entity: string, item: number | null, at: number, data: Record<string, unknown>) => {
+    seq++;
+    const text = entryText(seq, kind, at, data);
+    prev = entryHash(prev, text);
+    insert.run(seq, at, kind, entity, item, text, prev);
+  };
+  for (const r of db.prepare(`SELECT * FROM sessions ORDER BY started_at, rowid`).all() as SessionRow[]) {
+    add('session.snapshot', `s:${r.id}`, null, r.started_at, {
+      id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
+      startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
+    });
+  }
+  for (const r of db.prepare(`SELECT * FROM operations ORDER BY at, session_id, seq`).all() as OperationRow[]) {
+    add('operation', `s:${r.session_id}`, r.seq, r.at, rowToOperationData(r));
+  }
+  for (const r of db.prepare(`SELECT * FROM audit ORDER BY id`).all() as AuditRow[]) {
+    add('audit', `a:${r.id}`, null, r.at, { id: r.id, at: r.at, kind: r.kind, subject: r.subject, actor: r.actor, detail: r.detail });
+  }
 }
 
 function isTransient(e: unknown): boolean {
@@ -651,7 +992,7 @@ function epochMs(d: Date): number {
 
 /** A required text column never fails NOT NULL on a caller's slip: the record is worth more. */
 function str(v: unknown): string {
-  return v === undefined || v === null ? '' : String(v);
+  return v === undefined || v === null ? '' : wellFormed(String(v));
 }
 
 function numOrNull(n: number | undefined): number | null {
@@ -662,9 +1003,12 @@ function intOrZero(n: number | undefined): number {
   return typeof n === 'number' && Number.isFinite(n) ? Math.max(0, Math.floor(n)) : 0;
 }
 
+/** Redacted (redact.ts), then cut at MAX_TEXT_CHARS. A little past the cut is redacted too, so a
+ * value straddling it is recognised whole and never left half visible. */
 function capText(text: string): string {
-  if (text.length <= MAX_TEXT_CHARS) return text;
-  return `${text.slice(0, MAX_TEXT_CHARS)}\n… [airlock: ${text.length - MAX_TEXT_CHARS} more characters not recorded]`;
+  if (text.length <= MAX_TEXT_CHARS) return redactForAudit(text);
+  const kept = redactForAudit(text.slice(0, MAX_TEXT_CHARS + 256)).slice(0, MAX_TEXT_CHARS);
+  return `${kept}\n… [airlock: ${text.length - MAX_TEXT_CHARS} more characters not recorded]`;
 }
 
 /** JSON that cannot throw: BigInts become strings, cycles become "[circular]". */

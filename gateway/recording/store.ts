@@ -59,6 +59,43 @@ export interface SessionFilter {
   limit?: number;
 }
 
+/** What happens to traffic when the audit trail cannot keep up (config `audit.onFailure`). */
+export type AuditFailurePolicy = 'closed' | 'open';
+
+/** The audit trail's state, as the enforcement seam and /readyz see it. Cheap to compute. */
+export interface AuditHealth {
+  /** Records are being persisted within the configured bounds. */
+  ok: boolean;
+  /** Why not, for logs and refusal messages (never contains record content). */
+  reason?: string;
+  /** `audit.onFailure`; with 'open', `writable()` stays true while `ok` is false. */
+  policy: AuditFailurePolicy;
+  /** Records accepted but not yet persisted (waiting for a retry). */
+  pending: number;
+  /** Age of the oldest record not yet persisted, ms (0 when none). */
+  lagMs: number;
+  /** Records given up on since open (only when the record itself is unacceptable, or in open mode). */
+  dropped: number;
+  lastError?: string;
+}
+
+/**
+ * Thrown by `Store.assertWritable()` when the policy is fail-closed and the audit trail is unhealthy:
+ * the seam refuses the new session or operation and maps this to the protocol (SQLSTATE 53100 for
+ * PostgreSQL, HTTP 503 with Retry-After, an SSH channel/auth failure message).
+ */
+export class AuditUnavailableError extends Error {
+  readonly code = 'AIRLOCK_AUDIT_UNAVAILABLE';
+  /** PostgreSQL `disk_full`, the closest standard class for "cannot record". */
+  readonly sqlstate = '53100';
+  readonly httpStatus = 503;
+  readonly retryAfterSeconds = 5;
+  constructor(readonly health: AuditHealth) {
+    super(`Airlock cannot record to its audit trail right now (${health.reason ?? 'audit store unhealthy'}); no audit trail, no access: try again later`);
+    this.name = 'AuditUnavailableError';
+  }
+}
+
 export interface Store {
   startSession(s: SessionStart): void;
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void;
@@ -68,5 +105,14 @@ export interface Store {
   listSessions(f?: SessionFilter): SessionRecord[];
   getSession(id: string): { session: SessionRecord; operations: OperationRecord[] } | undefined;
   listAudit(subject?: string): AuditEvent[];
+  /** Session ids starting with `prefix`, newest first, at most `limit` (short ids from `sessions list`). */
+  findSessionIds(prefix: string, limit?: number): string[];
+  /** The audit trail's state (see AuditHealth). */
+  health(): AuditHealth;
+  /** False when new sessions and operations must be refused: fail-closed policy and unhealthy. */
+  writable(): boolean;
+  /** Throws AuditUnavailableError when `writable()` is false. Call before admitting a new session or
+   * operation (after authentication, before forwarding anything upstream). */
+  assertWritable(): void;
   close(): void;
 }

@@ -1,0 +1,77 @@
+// The chain's building blocks: canonical JSON, entry hashes, Ed25519 keys as operators supply them
+// (PEM file, base64 or hex seed in an env variable) and signed checkpoints.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import {
+  canonicalJson,
+  checkpointSignedBy,
+  entryHash,
+  entryText,
+  GENESIS_HASH,
+  keyId,
+  makeCheckpoint,
+  parseCheckpoint,
+  parsePrivateKey,
+  parsePublicKey,
+  publicKeyPem,
+  SigningKeyError,
+} from '../../gateway/recording/chain.ts';
+
+describe('canonical JSON', () => {
+  test('sorts keys at every level, drops undefined members, keeps arrays in order', () => {
+    assert.equal(canonicalJson({ b: 1, a: { d: [3, { z: null, y: 'é' }], c: undefined } }), '{"a":{"d":[3,{"y":"é","z":null}]},"b":1}');
+    assert.equal(canonicalJson({ '\u00e9': 1, z: 2, A: 3 }), '{"A":3,"z":2,"é":1}');
+  });
+
+  test('refuses what has no canonical form', () => {
+    assert.throws(() => canonicalJson({ x: Number.NaN }), TypeError);
+    assert.throws(() => canonicalJson({ x: () => 1 }), TypeError);
+  });
+
+  test('an entry hash commits to the previous hash and to every byte of the entry', () => {
+    const text = entryText(1, 'operation', 1000, { text: 'SELECT 1' });
+    assert.equal(text, '{"at":1000,"data":{"text":"SELECT 1"},"kind":"operation","seq":1}');
+    const h = entryHash(GENESIS_HASH, text);
+    assert.match(h, /^[0-9a-f]{64}$/);
+    assert.notEqual(entryHash('1'.repeat(64), text), h);
+    assert.notEqual(entryHash(GENESIS_HASH, text.replace('SELECT 1', 'SELECT 2')), h);
+  });
+});
+
+describe('signing keys and checkpoints', () => {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const pem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  const seed = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(-32);
+
+  test('a private key is read from a PEM, a base64 seed or a hex seed, all the same key', () => {
+    const ids = [parsePrivateKey(pem), parsePrivateKey(seed.toString('base64')), parsePrivateKey(seed.toString('hex'))].map(keyId);
+    assert.deepEqual(new Set(ids).size, 1);
+    assert.equal(ids[0], keyId(privateKey));
+    assert.equal(keyId(parsePublicKey(publicKeyPem(privateKey))), ids[0]);
+  });
+
+  test('anything but an Ed25519 key is refused with a clear error', () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    assert.throws(() => parsePrivateKey(rsa), (e: unknown) => e instanceof SigningKeyError && /must be Ed25519, got rsa/.test(e.message));
+    assert.throws(() => parsePrivateKey('too short'), SigningKeyError);
+    assert.throws(() => parsePublicKey('-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----'), SigningKeyError);
+  });
+
+  test('a checkpoint verifies with its public key only, and not once any field changed', () => {
+    const cp = makeCheckpoint(42, 'a'.repeat(64), new Date('2026-11-24T10:00:00Z'), privateKey);
+    const pub = parsePublicKey(publicKeyPem(privateKey));
+    assert.equal(checkpointSignedBy(cp, pub), true);
+    assert.equal(checkpointSignedBy(cp, generateKeyPairSync('ed25519').publicKey), false);
+    for (const changed of [{ seq: 43 }, { hash: 'b'.repeat(64) }, { at: '2026-11-24T10:00:01.000Z' }, { base: true }, { sig: '' }]) {
+      assert.equal(checkpointSignedBy({ ...cp, ...changed }, pub), false, JSON.stringify(changed));
+    }
+    const line = JSON.stringify(cp);
+    assert.deepEqual(parseCheckpoint(line), cp);
+    assert.equal(parseCheckpoint('{"type":"other"}'), undefined);
+    assert.equal(parseCheckpoint('not json'), undefined);
+    const unsigned = makeCheckpoint(1, GENESIS_HASH, new Date(), undefined, true);
+    assert.equal(unsigned.sig, '');
+    assert.equal(checkpointSignedBy(unsigned, pub), false);
+  });
+});
