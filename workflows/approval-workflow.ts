@@ -102,6 +102,8 @@ const SUPERSEDE_WAIT_MS = 5_000;
 const MAX_RELEASES = 1000;
 const DEFAULT_RESULT_WAIT_MS = 15 * 60_000;
 const MAX_REPORT_CHARS = 4000;
+/** How long an approve-once approval waits for the retry of a parked hold (a client told to send it again). */
+const PARKED_CLAIM_WINDOW_MS = 10 * 60_000;
 
 /**
  * The grant an approval carries: only when EVERY approver chose one (the smallest time and run count
@@ -166,6 +168,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   // Lifecycle state: who waits, what the approval released, what those operations did.
   const waiters = new Map<string, { sessionId?: string }>();
   let everJoined = 0;
+  let parked = 0; // holds whose client was told to send the operation again
   const grantChoices: (GrantChoice | undefined)[] = [];
   let grant: EffectiveGrant | undefined;
   let grantUntil = 0;
@@ -212,9 +215,9 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     if (prior) return released(prior); // the same claim again (a retried Update): same answer
     const now = Date.now();
     const wasWaiting = atDecision.includes(holdId);
-    const release = (): ClaimResult => {
+    const release = (viaGrant = !wasWaiting): ClaimResult => {
       const sid = sessionId ?? waiters.get(holdId)?.sessionId;
-      const r: Release = { holdId, ...(sid ? { sessionId: sid } : {}), use: releases.length + 1, at: new Date(now).toISOString(), viaGrant: !wasWaiting };
+      const r: Release = { holdId, ...(sid ? { sessionId: sid } : {}), use: releases.length + 1, at: new Date(now).toISOString(), viaGrant };
       if (!take) return released(r);
       releases.push(r);
       lastReleaseAt = now;
@@ -260,6 +263,8 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       const other = releases[0].sessionId ? `session ${releases[0].sessionId}` : 'another waiting session';
       return { kind: 'final', reason: `request ${input.requestId} was approved once, and that approval released ${other}; run the operation again to ask for a new approval` };
     }
+    // Nobody waiting took it, but a parked client was told to send the operation again: this is that retry.
+    if (releases.length === 0 && parked > 0 && !atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + PARKED_CLAIM_WINDOW_MS && !superseded) return release(false);
     if (releases.length === 0 && atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + CLAIM_WINDOW_MS && !superseded) {
       return { kind: 'wait', reason: 'the approval is still to be taken by a session that was waiting for it' };
     }
@@ -288,10 +293,11 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   });
   setHandler(leaveSignal, (l) => {
     if (!l || !waiters.delete(l.holdId)) return;
+    if (l.park === true) parked++;
     view.waiting = waiters.size;
     version++;
     if (view.status !== 'pending' || cancelled) return;
-    if (waiters.size === 0) {
+    if (waiters.size === 0 && parked === 0) {
       // Only the last waiting client cancels the request; the others keep it alive.
       const reason = (typeof l.reason === 'string' && l.reason.trim()) || 'cancelled by the client';
       cancelled = { reason: everJoined > 1 ? `${reason} (all ${everJoined} waiting clients left)` : reason, by: l.by };
@@ -432,7 +438,8 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       const now = Date.now();
       const releasable = grant
         ? now < grantUntil && (grant.runs === undefined || releases.length < grant.runs) && releases.length < MAX_RELEASES
-        : releases.length === 0 && atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + CLAIM_WINDOW_MS;
+        : releases.length === 0 &&
+          ((atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + CLAIM_WINDOW_MS) || (parked > 0 && now < decidedAtMs + PARKED_CLAIM_WINDOW_MS));
       const reportsDue = results.length < releases.length && now < lastReleaseAt + resultWaitMs;
       if (!releasable && !reportsDue) {
         const missing = releases.length - Math.min(results.length, releases.length);
@@ -452,7 +459,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       // workflow clock the progress query reads moves on: queries do not advance workflow time.
       const supersedeAt = lastReleaseAt + SUPERSEDE_WAIT_MS;
       const wakeAt = Math.min(
-        releasable ? (grant ? grantUntil : decidedAtMs + CLAIM_WINDOW_MS) : Infinity,
+        releasable ? (grant ? grantUntil : decidedAtMs + (atDecision.some((h) => waiters.has(h)) ? CLAIM_WINDOW_MS : PARKED_CLAIM_WINDOW_MS)) : Infinity,
         reportsDue ? lastReleaseAt + resultWaitMs : Infinity,
         reportsDue && supersedeAt > now ? supersedeAt : Infinity,
       );

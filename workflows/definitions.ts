@@ -105,6 +105,8 @@ export interface LeaveArgs {
   holdId: string;
   reason: string;
   by?: string;
+  /** The client was told to send the operation again: keep the request, and keep an approve-once approval for that retry. */
+  park?: boolean;
 }
 
 export interface ClaimArgs {

@@ -76,6 +76,15 @@ export interface HeldResult {
   grant?: GrantUse;
 }
 
+/**
+ * Abort reason (`controller.abort(HOLD_PARKED)`) for a hold whose client was answered "still
+ * pending, send it again" (HTTP maxHold -> 503 + Retry-After). The hold stops waiting but does not
+ * cancel the request, and an approve-once approval is kept for the client's retry of the same
+ * exact operation (for up to 10 minutes after the decision). Any other abort reason is the client
+ * going away: the hold leaves, and the request is cancelled when it was the last one waiting.
+ */
+export const HOLD_PARKED = 'airlock:hold-parked';
+
 export interface Approver {
   /**
    * Asks for approval and resolves when decided. `onPosted` fires once the request is visible to

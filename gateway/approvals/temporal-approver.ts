@@ -38,7 +38,7 @@ import {
   type ResultReport,
 } from '../../workflows/definitions.ts';
 import { joinApproval } from '../../workflows/start.ts';
-import type { Approver, GrantUse, HeldResult, HoldOutcome, HoldPosted, HoldRequest, HoldRequested, OperationBinding } from './approver.ts';
+import { HOLD_PARKED, type Approver, type GrantUse, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest, type HoldRequested, type OperationBinding } from './approver.ts';
 
 export interface TemporalApproverOptions {
   client: Client;
@@ -271,8 +271,8 @@ export class TemporalApprover implements Approver {
         signal.removeEventListener('abort', onAbort);
         resolve(o);
       };
-      const leave = (reason: string) =>
-        this.bounded(() => handle.signal(leaveSignal, { holdId, reason, by: req.operation.identity.name })).catch((err: unknown) => {
+      const leave = (reason: string, park = false) =>
+        this.bounded(() => handle.signal(leaveSignal, { holdId, reason, by: req.operation.identity.name, ...(park ? { park } : {}) })).catch((err: unknown) => {
           log.warn({ err: messageOf(err), requestId }, 'could not leave the approval request');
         });
 
@@ -376,9 +376,10 @@ export class TemporalApprover implements Approver {
 
       const onAbort = () => {
         if (done) return;
-        const reason = 'cancelled by the client';
-        void leave(reason);
-        this.audit('approval.left', requestId, { holdId, sessionId: h.sessionId, reason });
+        const park = signal.reason === HOLD_PARKED;
+        const reason = park ? 'the client was told to send the operation again' : 'cancelled by the client';
+        void leave(reason, park);
+        this.audit(park ? 'approval.parked' : 'approval.left', requestId, { holdId, sessionId: h.sessionId, reason });
         finish({ outcome: 'cancelled', requestId, reason });
       };
       signal.addEventListener('abort', onAbort, { once: true });

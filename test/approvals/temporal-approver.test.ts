@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import type { HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
+import { HOLD_PARKED, type HoldPosted, type HoldRequest } from '../../gateway/approvals/approver.ts';
 import { TemporalApprover, approvalRequestId } from '../../gateway/approvals/temporal-approver.ts';
 import type { Operation } from '../../gateway/policy/operation.ts';
 import { submitDecision } from '../../workflows/decide.ts';
@@ -236,6 +236,25 @@ describe('TemporalApprover', () => {
     assert.equal(r.outcome, 'cancelled');
     assert.equal(r.reason, 'cancelled by the client (all 2 waiting clients left)');
     await eventually(() => h.local.get(id)?.request.view.status === 'cancelled', 10_000, 'cancelled message');
+  });
+
+  test('a parked hold (client told to send it again, e.g. HTTP 503) keeps the request, and the retry takes the approval', async () => {
+    const text = 'DELETE FROM customers WHERE id = 13';
+    const ac = new AbortController();
+    let id = '';
+    const parked = approver.hold(holdRequest(text), (p) => (id = p.requestId), ac.signal);
+    await eventually(() => id !== '', 10_000, 'posted');
+    ac.abort(HOLD_PARKED);
+    assert.equal((await parked).outcome, 'cancelled');
+    const wf = h.temporal.client.workflow.getHandle(id);
+    await eventually(async () => (await wf.query(stateQuery)).waiting === 0, 10_000, 'nobody waiting');
+    assert.equal((await wf.query(stateQuery)).status, 'pending', 'not cancelled: the client will send it again');
+    await approve(id);
+
+    const retry = await approver.hold(holdRequest(text), () => undefined, new AbortController().signal);
+    assert.deepEqual(retry, { outcome: 'approved', requestId: id, approvers: ['bob'], viaGrant: false });
+    assert.equal(postCount(id), 1, 'no second request');
+    assert.ok(h.store.listAudit(id).some((e) => e.kind === 'approval.parked'));
   });
 
   test('aborting the hold (client gone) cancels the request and updates the message', async () => {
