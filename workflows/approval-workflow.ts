@@ -104,6 +104,8 @@ const DEFAULT_RESULT_WAIT_MS = 15 * 60_000;
 const MAX_REPORT_CHARS = 4000;
 /** How long an approve-once approval waits for the retry of a parked hold (a client told to send it again). */
 const PARKED_CLAIM_WINDOW_MS = 10 * 60_000;
+/** `closedBecause` of a request cancelled because every waiting hold left (a hold that joined just then starts afresh). */
+const CLOSED_BY_WAITERS = 'every waiting hold left';
 
 /**
  * The grant an approval carries: only when EVERY approver chose one (the smallest time and run count
@@ -169,6 +171,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   const waiters = new Map<string, { sessionId?: string }>();
   let everJoined = 0;
   let parked = 0; // holds whose client was told to send the operation again
+  let cancelledByWaiters = false;
   const grantChoices: (GrantChoice | undefined)[] = [];
   let grant: EffectiveGrant | undefined;
   let grantUntil = 0;
@@ -285,6 +288,11 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   });
   setHandler(joinSignal, (j) => {
     if (!j || typeof j.holdId !== 'string' || !j.holdId || waiters.has(j.holdId) || releases.some((r) => r.holdId === j.holdId)) return;
+    // Every waiter had left, but the run has not closed yet: the new waiter keeps the request alive.
+    if (cancelledByWaiters && view.status === 'pending') {
+      cancelled = undefined;
+      cancelledByWaiters = false;
+    }
     waiters.set(j.holdId, typeof j.sessionId === 'string' ? { sessionId: j.sessionId } : {});
     everJoined++;
     view.waiting = waiters.size;
@@ -301,6 +309,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       // Only the last waiting client cancels the request; the others keep it alive.
       const reason = (typeof l.reason === 'string' && l.reason.trim()) || 'cancelled by the client';
       cancelled = { reason: everJoined > 1 ? `${reason} (all ${everJoined} waiting clients left)` : reason, by: l.by };
+      cancelledByWaiters = true;
     } else refreshMessages();
   });
   setHandler(
@@ -519,7 +528,11 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       }
     }
 
-    if (cancelled && view.status === 'pending') return await finish('cancelled', cancelled.reason);
+    if (cancelled && view.status === 'pending') {
+      if (!cancelledByWaiters) return await finish('cancelled', cancelled.reason);
+      announce('cancelled', cancelled.reason);
+      return await close(result('cancelled', cancelled.reason, CLOSED_BY_WAITERS));
+    }
     if (view.status === 'approved') {
       announce('approved');
       const closedBecause = await serveApproval();

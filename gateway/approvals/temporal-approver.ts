@@ -326,6 +326,8 @@ export class TemporalApprover implements Approver {
             }
             return void finish('new-request'); // joined a spent run just as it closed
           }
+          // Every other waiter left just as this hold joined: this hold did not leave, so ask afresh.
+          if (r.outcome === 'cancelled' && r.closedBecause === 'every waiting hold left') return void finish('new-request');
           if (r.refs.length > 0) h.tellPosted(new Date(h.heldAt + req.review.timeoutMs), h.reattached);
           finish(this.toOutcome(r));
         },
