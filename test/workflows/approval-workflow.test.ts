@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
-import { cancelSignal, claimUpdate, joinSignal, resultSignal, stateQuery, type ApprovalResult, type ClaimResult } from '../../workflows/definitions.ts';
+import { cancelSignal, claimUpdate, joinSignal, leaveSignal, resultSignal, stateQuery, type ApprovalResult, type ClaimResult } from '../../workflows/definitions.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { startApproval } from '../../workflows/start.ts';
 import { runWorker } from '../../workflows/worker.ts';
@@ -287,5 +287,28 @@ describe('approval workflow', () => {
     const g = await eventually(async () => (await both.handle.query(stateQuery)).grant, 10_000, 'grant');
     assert.deepEqual(g, { forMs: 30_000, runs: 3 });
     await both.handle.cancel();
+  });
+  test('waiters are counted: a hold joining right after the last one left keeps the request alive; leaving for good cancels it', async () => {
+    // Signals sent before any worker runs the request arrive in one batch: join A, leave A, join B.
+    const queue = `${h.taskQueue}-late`;
+    const input = approvalInput();
+    const handle = await startApproval(h.temporal.client, queue, input);
+    await handle.signal(joinSignal, { holdId: 'h-a', sessionId: 's-a' });
+    await handle.signal(leaveSignal, { holdId: 'h-a', reason: 'cancelled by the client' });
+    await handle.signal(joinSignal, { holdId: 'h-b', sessionId: 's-b' });
+    const worker = await runWorker({ loaded: configFor(h.dir, h.temporal.address, queue), store: h.store, channels: [h.local], connection: h.temporal.native });
+    try {
+      await eventually(() => h.local.get(input.requestId), 10_000, 'posted');
+      const state = await handle.query(stateQuery);
+      assert.equal(state.status, 'pending');
+      assert.equal(state.waiting, 1);
+      await handle.signal(leaveSignal, { holdId: 'h-b', reason: 'cancelled by the client' });
+      const result: ApprovalResult = await handle.result();
+      assert.equal(result.outcome, 'cancelled');
+      assert.equal(result.reason, 'cancelled by the client (all 2 waiting clients left)');
+      assert.equal(result.closedBecause, 'every waiting hold left');
+    } finally {
+      await worker.shutdown();
+    }
   });
 });
