@@ -232,6 +232,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       const detail = { holdId, sessionId: r.sessionId, use: r.use, runs: grant?.runs, until: grant?.until, viaGrant: r.viaGrant, identity: op.identity, connection: op.connection, rule: op.rule, digest: op.digest };
       const steps: FollowUpStep[] = [{ type: 'audit', kind: grant ? 'approval.grant-used' : 'approval.released', detail }];
       if (grant) steps.push({ type: 'reply', text: `Run ${r.use}${of} released by the grant (valid until ${grant.until})${r.sessionId ? ` for session ${r.sessionId}` : ''}.` });
+      if (refs.length > 0) steps.push({ type: 'update', view: snapshot() }); // the message shows the uses so far
       followUp(`release-${r.use}`, steps);
       return released(r);
     };
@@ -537,6 +538,13 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       announce('approved');
       const closedBecause = await serveApproval();
       await condition(allHandlersFinished);
+      followUp('closed', [
+        {
+          type: 'audit',
+          kind: 'approval.closed',
+          detail: { closedBecause, releases: releases.length, results: results.length, ...(grant ? { grant } : {}), identity: op.identity, connection: op.connection, rule: op.rule },
+        },
+      ]);
       return await close(result('approved', undefined, closedBecause));
     }
     if (view.status === 'rejected' && rejected) return await finish('rejected', rejected.reason);

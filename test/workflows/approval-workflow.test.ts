@@ -251,6 +251,8 @@ describe('approval workflow', () => {
     assert.equal(result.results?.[0].rows, 1);
     assert.match(result.closedBecause ?? '', /^approved once; released 1 run$/);
     await eventually(() => h.store.listAudit(id).some((e) => e.kind === 'approval.released'), 10_000, 'release audited');
+    const closed = await eventually(() => h.store.listAudit(id).find((e) => e.kind === 'approval.closed'), 10_000, 'closure audited');
+    assert.deepEqual({ releases: closed.detail.releases, results: closed.detail.results }, { releases: 1, results: 1 });
   });
 
   test('a grant of 2 runs: three concurrent later claims, exactly two released (uses 1 and 2)', async () => {
