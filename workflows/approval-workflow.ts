@@ -1,19 +1,31 @@
 // The approval workflow (deterministic workflow code: no I/O, no Node APIs; chat and audit happen
-// in activities). One run per held operation; the workflow id is derived from the operation (see
+// in activities). One run per request; the workflow id is derived from the exact operation (see
 // gateway/approvals/temporal-approver.ts), so a restarted gateway re-attaches to the same run.
 //
-// Life of a run: post the request to every channel (retried until the final deadline; nothing
-// posted by then = `failed`, which the gateway treats as a rejection), wait for decisions
-// (validated Updates), escalate at each step, expire at the deadline. The run completes as soon
-// as the outcome is known, so the gateway learns it from the workflow result with no polling.
-// The chat follow-up (message update, audit of the outcome) runs in an abandoned child workflow,
-// so a slow or failing chat never delays the held client. Later thread posts (the held
-// operation's result, the session log, possibly hours later) use the same follow-up workflow,
-// started by the gateway with the message refs from the result.
+// Life of a run:
+// 1. Gateways join it (signal `join`, one per held operation, carrying a unique hold id) and leave
+//    it (signal `leave`); the request is cancelled only when the last waiting hold leaves.
+// 2. Post the request to every channel (retried until the final deadline; nothing posted by then =
+//    `failed`), wait for decisions (validated Updates), escalate at each step, expire at the
+//    deadline. Rejected, expired, cancelled and failed runs complete at once.
+// 3. Approved: the approval releases held operations through the `claim` Update, which the
+//    workflow serialises, so two gateways can never both take the last use. By default an
+//    approval releases ONE operation, for a hold that was waiting when it was given (approve
+//    once); other waiting holds get `final` ("the approval covered another session"). When the
+//    approvers chose a grant (DecisionArgs.grant: for a time, capped by the rule's grantTtl, and
+//    optionally N runs) later holds of the same operation claim further uses while it lasts.
+//    Every release is audited; grant uses are also posted to the thread.
+// 4. The run stays open while a grant lasts or a released operation's result is still to be
+//    reported (signal `result`, kept in this run's history and result), at most `resultWaitMs`.
+//    A later hold that this approval cannot release supersedes the spent run: it closes, and the
+//    gateway starts a fresh run under the same workflow id, which asks people again.
+// The chat follow-ups (message update, audit of the outcome, thread replies) run in abandoned
+// child workflows, so a slow or failing chat never delays a held client.
 import {
   ApplicationFailure,
   CancellationScope,
   ParentClosePolicy,
+  allHandlersFinished,
   condition,
   isCancellation,
   proxyActivities,
@@ -26,8 +38,12 @@ import {
 import type { ApprovalActivities } from './activities.ts';
 import {
   cancelSignal,
+  claimUpdate,
   decideUpdate,
+  joinSignal,
+  leaveSignal,
   progressQuery,
+  resultSignal,
   stateQuery,
   type ApprovalInput,
   type ApprovalOutcome,
@@ -35,12 +51,17 @@ import {
   type ApprovalView,
   type CancelArgs,
   type ChannelRef,
+  type ClaimResult,
   type DecideArgs,
+  type EffectiveGrant,
+  type Release,
+  type ReportedResult,
   type FollowUpInput,
   type FollowUpResult,
   type FollowUpStep,
 } from './definitions.ts';
-import { APPROVERS, OUTCOME } from './search-attributes.ts';
+import { APPROVERS, OUTCOME, REJECTER } from './search-attributes.ts';
+import type { GrantChoice } from '../bots/channel.ts';
 import { decisionRefusal } from './decision-rules.ts';
 
 const RETRY: ActivityOptions['retry'] = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
@@ -73,9 +94,48 @@ function formatMs(ms: number): string {
   return `${ms}ms`;
 }
 
+/** An approved run answers claims this long after the decision while a hold that waited for it has not claimed yet. */
+const CLAIM_WINDOW_MS = 60_000;
+/** A hold that needs a new request waits at most this long for the last release's result report before superseding the run. */
+const SUPERSEDE_WAIT_MS = 5_000;
+/** Releases per run: bounds the run's history (Temporal allows 2000 Updates per run); then a new request. */
+const MAX_RELEASES = 1000;
+const DEFAULT_RESULT_WAIT_MS = 15 * 60_000;
+const MAX_REPORT_CHARS = 4000;
+/** How long an approve-once approval waits for the retry of a parked hold (a client told to send it again). */
+const PARKED_CLAIM_WINDOW_MS = 10 * 60_000;
+/** `closedBecause` of a request cancelled because every waiting hold left (a hold that joined just then starts afresh). */
+const CLOSED_BY_WAITERS = 'every waiting hold left';
+
+/**
+ * The grant an approval carries: only when EVERY approver chose one (the smallest time and run count
+ * win), capped by the rule's grantTtl. Anything else, including a malformed choice, approves once.
+ */
+function grantOf(choices: readonly (GrantChoice | undefined)[], grantTtlMs: number, decidedAt: number): EffectiveGrant | undefined {
+  if (!(grantTtlMs > 0) || choices.length === 0) return undefined;
+  let forMs = Infinity;
+  let runs: number | undefined;
+  for (const c of choices) {
+    if (!c || typeof c.forMs !== 'number' || !Number.isFinite(c.forMs) || c.forMs <= 0) return undefined;
+    forMs = Math.min(forMs, c.forMs);
+    if (c.runs !== undefined && c.runs !== null) {
+      if (typeof c.runs !== 'number' || !Number.isInteger(c.runs) || c.runs < 1) return undefined;
+      runs = runs === undefined ? c.runs : Math.min(runs, c.runs);
+    }
+  }
+  forMs = Math.min(forMs, grantTtlMs);
+  return { forMs, ...(runs !== undefined ? { runs } : {}), until: new Date(decidedAt + forMs).toISOString() };
+}
+
+function cut(s: unknown, max = MAX_REPORT_CHARS): string | undefined {
+  if (typeof s !== 'string') return undefined;
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
+
 export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalResult> {
   const startedAt = Date.now();
   const deadline = startedAt + input.timeoutMs;
+  const resultWaitMs = input.resultWaitMs ?? DEFAULT_RESULT_WAIT_MS;
   const op = input.operation;
   const view: ApprovalView = {
     requestId: input.requestId,
@@ -93,6 +153,10 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     decidedBy: [],
     escalated: false,
     ...(input.channel ? { channel: input.channel } : {}),
+    ...(op.parameters ? { parameters: [...op.parameters] } : {}),
+    ...(op.details ? { details: [...op.details] } : {}),
+    waiting: 0,
+    grantTtlMs: input.grantTtlMs ?? 0,
   };
   const approvals: string[] = [];
   const refs: ChannelRef[] = [];
@@ -103,16 +167,175 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   const snapshot = (): ApprovalView => ({ ...view, decidedBy: [...view.decidedBy], approverGroups: [...view.approverGroups] });
   const decided = () => view.status !== 'pending' || cancelled !== undefined;
 
-  // Keep chat messages in step with partial progress (1/2 approvals, escalation); best effort.
+  // Lifecycle state: who waits, what the approval released, what those operations did.
+  const waiters = new Map<string, { sessionId?: string }>();
+  let everJoined = 0;
+  let parked = 0; // holds whose client was told to send the operation again
+  let cancelledByWaiters = false;
+  const grantChoices: (GrantChoice | undefined)[] = [];
+  let grant: EffectiveGrant | undefined;
+  let grantUntil = 0;
+  let decidedAtMs = 0;
+  let atDecision: string[] = [];
+  const releases: Release[] = [];
+  const results: ReportedResult[] = [];
+  let lastReleaseAt = 0;
+  let superseded: string | undefined;
+  let version = 0; // bumped on every state change the lifecycle loop waits for
+  const background: Promise<unknown>[] = [];
+
+  /** Chat and audit work in an abandoned child, so a slow chat never holds this run (or a client) up. */
+  const followUp = (tag: string, steps: FollowUpStep[]) => {
+    const info = workflowInfo();
+    background.push(
+      startChild(approvalFollowUpWorkflow, {
+        workflowId: `${info.workflowId}:${tag}:${info.runId}`,
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        args: [{ requestId: input.requestId, refs: [...refs], steps }],
+      }).catch(() => undefined),
+    );
+  };
+
+  // Keep chat messages in step with partial progress (1/2 approvals, escalation, waiting count); best effort.
   const refreshMessages = () => {
     const v = snapshot();
     for (const r of refs) void untilDeadline(deadline).updateMessage(r, v).catch(() => undefined);
   };
 
+  /** What a claim by `holdId` gets now; with `take`, the claim happens (release recorded, or run superseded). */
+  const answer = (holdId: string, sessionId: string | undefined, take: boolean): ClaimResult => {
+    // Approved by an Update in this very activation, not yet announced (grant, waiters at decision): not yet.
+    if (view.status === 'pending' || (view.status === 'approved' && decidedAtMs === 0)) return { kind: 'pending' };
+    if (view.status !== 'approved') return { kind: 'final', reason: `request ${input.requestId} was ${view.status}${view.decisionReason ? `: ${view.decisionReason}` : ''}` };
+    const released = (r: Release): ClaimResult => ({
+      kind: 'released',
+      release: r,
+      approvers: [...approvals],
+      ...(grant ? { grant: { ...grant } } : {}),
+      refs: [...refs],
+    });
+    const prior = releases.find((r) => r.holdId === holdId);
+    if (prior) return released(prior); // the same claim again (a retried Update): same answer
+    const now = Date.now();
+    const wasWaiting = atDecision.includes(holdId);
+    const release = (viaGrant = !wasWaiting): ClaimResult => {
+      const sid = sessionId ?? waiters.get(holdId)?.sessionId;
+      const r: Release = { holdId, ...(sid ? { sessionId: sid } : {}), use: releases.length + 1, at: new Date(now).toISOString(), viaGrant };
+      if (!take) return released(r);
+      releases.push(r);
+      lastReleaseAt = now;
+      waiters.delete(holdId);
+      view.uses = releases.length;
+      view.waiting = waiters.size;
+      version++;
+      const of = grant?.runs ? ` of ${grant.runs}` : '';
+      const detail = { holdId, sessionId: r.sessionId, use: r.use, runs: grant?.runs, until: grant?.until, viaGrant: r.viaGrant, identity: op.identity, connection: op.connection, rule: op.rule, digest: op.digest };
+      const steps: FollowUpStep[] = [{ type: 'audit', kind: grant ? 'approval.grant-used' : 'approval.released', detail }];
+      if (grant) steps.push({ type: 'reply', text: `Run ${r.use}${of} released by the grant (valid until ${grant.until})${r.sessionId ? ` for session ${r.sessionId}` : ''}.` });
+      if (refs.length > 0) steps.push({ type: 'update', view: snapshot() }); // the message shows the uses so far
+      followUp(`release-${r.use}`, steps);
+      return released(r);
+    };
+    const newRequest = (why: string): ClaimResult => {
+      // Let the last released operation report its result into this run first (briefly).
+      if (results.length < releases.length && now < lastReleaseAt + SUPERSEDE_WAIT_MS) return { kind: 'wait', reason: 'the previous run of this operation has not reported its result yet' };
+      if (take && !superseded) {
+        superseded = why;
+        version++;
+      }
+      return { kind: 'new-request', reason: why };
+    };
+    if (grant) {
+      const runsLeft = grant.runs === undefined || releases.length < grant.runs;
+      if (now < grantUntil && runsLeft && releases.length < MAX_RELEASES && !superseded) return release();
+      const why = now >= grantUntil ? `the grant ended at ${grant.until}` : runsLeft ? `the grant reached ${MAX_RELEASES} runs` : `the grant's ${grant.runs} runs are used up`;
+      if (wasWaiting) {
+        if (take && waiters.delete(holdId)) {
+          view.waiting = waiters.size;
+          version++;
+        }
+        return { kind: 'final', reason: `request ${input.requestId} was approved as a grant, but ${why} before this session's turn; run the operation again to ask for a new approval` };
+      }
+      return newRequest(why);
+    }
+    if (releases.length === 0 && wasWaiting && waiters.has(holdId) && !superseded) return release();
+    if (releases.length > 0 && wasWaiting) {
+      if (take && waiters.delete(holdId)) {
+        view.waiting = waiters.size;
+        version++;
+      }
+      const other = releases[0].sessionId ? `session ${releases[0].sessionId}` : 'another waiting session';
+      return { kind: 'final', reason: `request ${input.requestId} was approved once, and that approval released ${other}; run the operation again to ask for a new approval` };
+    }
+    // Nobody waiting took it, but a parked client was told to send the operation again: this is that retry.
+    if (releases.length === 0 && parked > 0 && !atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + PARKED_CLAIM_WINDOW_MS && !superseded) return release(false);
+    if (releases.length === 0 && atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + CLAIM_WINDOW_MS && !superseded) {
+      return { kind: 'wait', reason: 'the approval is still to be taken by a session that was waiting for it' };
+    }
+    return newRequest(releases.length > 0 ? 'the approval released its one run' : 'the approval was not taken by a waiting session');
+  };
+
   setHandler(stateQuery, snapshot);
-  setHandler(progressQuery, () => ({ view: snapshot(), posted: refs.length > 0, postedTo: refs.map((r) => r.kind), postErrors: [...postErrors.values()] }));
+  setHandler(progressQuery, (holdId?: string) => ({
+    view: snapshot(),
+    posted: refs.length > 0,
+    postedTo: refs.map((r) => r.kind),
+    postErrors: [...postErrors.values()],
+    refs: [...refs],
+    ...(typeof holdId === 'string' && holdId ? { next: answer(holdId, undefined, false).kind } : {}),
+  }));
   setHandler(cancelSignal, (c) => {
     if (view.status === 'pending' && !cancelled) cancelled = { reason: c.reason || 'cancelled', by: c.by };
+  });
+  setHandler(joinSignal, (j) => {
+    if (!j || typeof j.holdId !== 'string' || !j.holdId || waiters.has(j.holdId) || releases.some((r) => r.holdId === j.holdId)) return;
+    // Every waiter had left, but the run has not closed yet: the new waiter keeps the request alive.
+    if (cancelledByWaiters && view.status === 'pending') {
+      cancelled = undefined;
+      cancelledByWaiters = false;
+    }
+    waiters.set(j.holdId, typeof j.sessionId === 'string' ? { sessionId: j.sessionId } : {});
+    everJoined++;
+    view.waiting = waiters.size;
+    version++;
+    if (view.status === 'pending' && everJoined > 1) refreshMessages();
+  });
+  setHandler(leaveSignal, (l) => {
+    if (!l || !waiters.delete(l.holdId)) return;
+    if (l.park === true) parked++;
+    view.waiting = waiters.size;
+    version++;
+    if (view.status !== 'pending' || cancelled) return;
+    if (waiters.size === 0 && parked === 0) {
+      // Only the last waiting client cancels the request; the others keep it alive.
+      const reason = (typeof l.reason === 'string' && l.reason.trim()) || 'cancelled by the client';
+      cancelled = { reason: everJoined > 1 ? `${reason} (all ${everJoined} waiting clients left)` : reason, by: l.by };
+      cancelledByWaiters = true;
+    } else refreshMessages();
+  });
+  setHandler(
+    claimUpdate,
+    (c) => answer(c.holdId, typeof c.sessionId === 'string' ? c.sessionId : undefined, true),
+    {
+      validator: (c) => {
+        if (!c || typeof c.holdId !== 'string' || !c.holdId) throw ApplicationFailure.create({ message: 'a claim needs a hold id', type: 'BadClaim', nonRetryable: true });
+      },
+    },
+  );
+  setHandler(resultSignal, (r) => {
+    if (!r || typeof r.summary !== 'string' || results.length >= MAX_RELEASES) return;
+    const rep: ReportedResult = { summary: cut(r.summary) ?? '', at: new Date().toISOString() };
+    if (typeof r.sessionId === 'string') rep.sessionId = r.sessionId;
+    if (typeof r.tag === 'string') rep.tag = cut(r.tag, 200);
+    if (typeof r.rows === 'number' && Number.isFinite(r.rows)) rep.rows = r.rows;
+    if (typeof r.error === 'string') rep.error = cut(r.error);
+    if (r.grant && typeof r.grant.use === 'number') rep.grant = { use: r.grant.use, ...(typeof r.grant.runs === 'number' ? { runs: r.grant.runs } : {}), until: String(r.grant.until) };
+    results.push(rep);
+    version++;
+    followUp(`result-${results.length}`, [
+      { type: 'audit', kind: 'approval.result', detail: { ...rep, identity: op.identity, connection: op.connection, rule: op.rule } },
+      { type: 'reply', text: rep.summary },
+    ]);
   });
   setHandler(
     decideUpdate,
@@ -120,6 +343,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       const who = d.approver.trim();
       if (d.decision === 'approve') {
         approvals.push(who);
+        grantChoices.push(d.grant);
         view.decidedBy = [...approvals];
         if (approvals.length >= view.quorum) {
           view.status = 'approved';
@@ -144,7 +368,8 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     },
   );
 
-  const finish = async (outcome: ApprovalOutcome, reason?: string): Promise<ApprovalResult> => {
+  /** The decision is known: settle the view, make it searchable, update the chat and audit it. */
+  const announce = (outcome: ApprovalOutcome, reason?: string) => {
     const decidedAt = view.decidedAt ?? new Date().toISOString();
     if (view.status === 'pending') {
       // `failed` has no status of its own in the chat view: nobody may act on it any more.
@@ -152,35 +377,105 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       view.decidedAt = decidedAt;
       view.decisionReason = reason;
     }
-    const result: ApprovalResult = {
-      requestId: input.requestId,
-      outcome,
-      approvers: [...approvals],
-      rejectedBy: rejected?.by,
-      reason,
-      decidedAt,
-      refs: [...refs],
-    };
+    decidedAtMs = Date.now();
+    if (outcome === 'approved') {
+      grant = grantOf(grantChoices, input.grantTtlMs ?? 0, decidedAtMs);
+      if (grant) {
+        grantUntil = decidedAtMs + grant.forMs;
+        view.grant = { forMs: grant.forMs, ...(grant.runs !== undefined ? { runs: grant.runs } : {}) };
+      }
+      atDecision = [...waiters.keys()];
+      view.uses = 0;
+    }
     upsertSearchAttributes([
       { key: OUTCOME, value: outcome },
       { key: APPROVERS, value: [...approvals] },
+      ...(rejected ? [{ key: REJECTER, value: rejected.by }] : []),
     ]);
     const steps: FollowUpStep[] = [
       {
         type: 'audit',
         kind: 'approval.outcome',
         actor: rejected?.by ?? cancelled?.by,
-        detail: { outcome, approvers: result.approvers, rejectedBy: result.rejectedBy, reason, identity: op.identity, connection: op.connection, rule: op.rule, sessionId: op.sessionId },
+        detail: {
+          outcome,
+          approvers: [...approvals],
+          rejectedBy: rejected?.by,
+          reason,
+          identity: op.identity,
+          connection: op.connection,
+          rule: op.rule,
+          sessionId: op.sessionId,
+          waiting: waiters.size,
+          ...(grant ? { grant } : {}),
+        },
       },
     ];
     if (refs.length > 0) steps.push({ type: 'update', view: snapshot() });
-    const info = workflowInfo();
-    await startChild(approvalFollowUpWorkflow, {
-      workflowId: `${info.workflowId}:outcome:${info.runId}`,
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      args: [{ requestId: input.requestId, refs: [...refs], steps }],
-    });
-    return result;
+    followUp('outcome', steps);
+  };
+
+  const result = (outcome: ApprovalOutcome, reason?: string, closedBecause?: string): ApprovalResult => ({
+    requestId: input.requestId,
+    outcome,
+    approvers: [...approvals],
+    rejectedBy: rejected?.by,
+    reason,
+    decidedAt: view.decidedAt ?? new Date().toISOString(),
+    refs: [...refs],
+    ...(grant ? { grant: { ...grant } } : {}),
+    waitersAtDecision: [...atDecision],
+    releases: [...releases],
+    results: [...results],
+    ...(closedBecause ? { closedBecause } : {}),
+  });
+
+  /** Completes the run once every follow-up child has started (and no handler is mid-way). */
+  const close = async (r: ApprovalResult): Promise<ApprovalResult> => {
+    await Promise.all(background);
+    return r;
+  };
+
+  const finish = async (outcome: ApprovalOutcome, reason?: string): Promise<ApprovalResult> => {
+    announce(outcome, reason);
+    return await close(result(outcome, reason));
+  };
+
+  /** Approved: serve claims and collect result reports until nothing more can be released or reported. */
+  const serveApproval = async (): Promise<string> => {
+    for (;;) {
+      if (superseded) return `superseded by a new request (${superseded})`;
+      const now = Date.now();
+      const releasable = grant
+        ? now < grantUntil && (grant.runs === undefined || releases.length < grant.runs) && releases.length < MAX_RELEASES
+        : releases.length === 0 &&
+          ((atDecision.some((h) => waiters.has(h)) && now < decidedAtMs + CLAIM_WINDOW_MS) || (parked > 0 && now < decidedAtMs + PARKED_CLAIM_WINDOW_MS));
+      const reportsDue = results.length < releases.length && now < lastReleaseAt + resultWaitMs;
+      if (!releasable && !reportsDue) {
+        const missing = releases.length - Math.min(results.length, releases.length);
+        const released = `released ${releases.length} run${releases.length === 1 ? '' : 's'}`;
+        const why = grant
+          ? now >= grantUntil
+            ? `the grant ended at ${grant.until}`
+            : `the grant's runs are used up`
+          : releases.length > 0
+            ? 'approved once'
+            : atDecision.length > 0
+              ? 'no waiting session took the approval'
+              : 'nobody was waiting when it was approved';
+        return `${why}; ${released}${missing > 0 ? `, ${missing} result${missing === 1 ? '' : 's'} not reported within ${formatMs(resultWaitMs)}` : ''}`;
+      }
+      // Also wake when a waiting claim's answer changes (end of the supersede wait), so that the
+      // workflow clock the progress query reads moves on: queries do not advance workflow time.
+      const supersedeAt = lastReleaseAt + SUPERSEDE_WAIT_MS;
+      const wakeAt = Math.min(
+        releasable ? (grant ? grantUntil : decidedAtMs + (atDecision.some((h) => waiters.has(h)) ? CLAIM_WINDOW_MS : PARKED_CLAIM_WINDOW_MS)) : Infinity,
+        reportsDue ? lastReleaseAt + resultWaitMs : Infinity,
+        reportsDue && supersedeAt > now ? supersedeAt : Infinity,
+      );
+      const seen = version;
+      await condition(() => version !== seen, Math.max(1, wakeAt - now));
+    }
   };
 
   try {
@@ -188,24 +483,26 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     const kinds = input.channels && input.channels.length > 0 ? input.channels : await quickActivities.listChannels();
     if (kinds.length === 0) return await finish('failed', 'no approval channel is configured on the worker (Slack, Teams or the local channel)');
     let settled = 0;
-    for (const kind of kinds) {
-      untilDeadline(deadline)
-        .postRequest(kind, snapshot())
-        .then(
-          (r) => {
-            refs.push(r);
-            postedAt ??= Date.now();
-            postErrors.delete(kind);
-            // Posted after a decision or a partial approval: bring the message up to date.
-            if (view.status !== 'pending' || view.decidedBy.length > 0) void followUpActivities.updateMessage(r, snapshot()).catch(() => undefined);
-          },
-          (err: unknown) => {
-            postErrors.set(kind, errorMessage(err));
-          },
-        )
-        .finally(() => settled++);
+    if (!decided()) {
+      for (const kind of kinds) {
+        untilDeadline(deadline)
+          .postRequest(kind, snapshot())
+          .then(
+            (r) => {
+              refs.push(r);
+              postedAt ??= Date.now();
+              postErrors.delete(kind);
+              // Posted after a decision or a partial approval: bring the message up to date.
+              if (view.status !== 'pending' || view.decidedBy.length > 0 || cancelled) void followUpActivities.updateMessage(r, snapshot()).catch(() => undefined);
+            },
+            (err: unknown) => {
+              postErrors.set(kind, errorMessage(err));
+            },
+          )
+          .finally(() => settled++);
+      }
+      await condition(() => refs.length > 0 || settled === kinds.length || decided(), Math.max(1, deadline - Date.now()));
     }
-    await condition(() => refs.length > 0 || settled === kinds.length || decided(), Math.max(1, deadline - Date.now()));
     if (!decided() && refs.length === 0) {
       const why = [...postErrors.values()].join('; ') || 'no channel answered in time';
       return await finish('failed', `could not post the approval request by the deadline (${why}); failing closed`);
@@ -232,8 +529,24 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       }
     }
 
-    if (cancelled && view.status === 'pending') return await finish('cancelled', cancelled.reason);
-    if (view.status === 'approved') return await finish('approved');
+    if (cancelled && view.status === 'pending') {
+      if (!cancelledByWaiters) return await finish('cancelled', cancelled.reason);
+      announce('cancelled', cancelled.reason);
+      return await close(result('cancelled', cancelled.reason, CLOSED_BY_WAITERS));
+    }
+    if (view.status === 'approved') {
+      announce('approved');
+      const closedBecause = await serveApproval();
+      await condition(allHandlersFinished);
+      followUp('closed', [
+        {
+          type: 'audit',
+          kind: 'approval.closed',
+          detail: { closedBecause, releases: releases.length, results: results.length, ...(grant ? { grant } : {}), identity: op.identity, connection: op.connection, rule: op.rule },
+        },
+      ]);
+      return await close(result('approved', undefined, closedBecause));
+    }
     if (view.status === 'rejected' && rejected) return await finish('rejected', rejected.reason);
     const progress = approvals.length > 0 ? ` (${approvals.length}/${view.quorum} approvals: ${approvals.join(', ')})` : '';
     const esc = view.escalated ? ', after escalation' : '';
@@ -241,6 +554,10 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   } catch (err) {
     if (!isCancellation(err)) throw err;
     // Cancelled through Temporal (e.g. `temporal workflow cancel`): still close the request cleanly.
+    if (view.status === 'approved' && decidedAtMs > 0) {
+      superseded ??= 'the run was cancelled through Temporal';
+      return await CancellationScope.nonCancellable(() => close(result('approved', undefined, 'cancelled through Temporal after the approval')));
+    }
     cancelled ??= { reason: 'the request was cancelled' };
     return await CancellationScope.nonCancellable(() => finish('cancelled', cancelled!.reason));
   }

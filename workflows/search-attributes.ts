@@ -7,6 +7,9 @@ export const REQUESTER = defineSearchAttributeKey('AirlockRequester', SearchAttr
 export const CONNECTION = defineSearchAttributeKey('AirlockConnection', SearchAttributeType.KEYWORD);
 export const OUTCOME = defineSearchAttributeKey('AirlockOutcome', SearchAttributeType.KEYWORD);
 export const APPROVERS = defineSearchAttributeKey('AirlockApprovers', SearchAttributeType.KEYWORD_LIST);
+export const REJECTER = defineSearchAttributeKey('AirlockRejecter', SearchAttributeType.KEYWORD);
+export const RULE = defineSearchAttributeKey('AirlockRule', SearchAttributeType.KEYWORD);
+export const PROTOCOL = defineSearchAttributeKey('AirlockProtocol', SearchAttributeType.KEYWORD);
 
 /** Name -> type as the Temporal CLI spells it (`--search-attribute NAME=TYPE`). */
 export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'KeywordList'> = {
@@ -14,4 +17,7 @@ export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'KeywordList'> = {
   AirlockConnection: 'Keyword',
   AirlockOutcome: 'Keyword',
   AirlockApprovers: 'KeywordList',
+  AirlockRejecter: 'Keyword',
+  AirlockRule: 'Keyword',
+  AirlockProtocol: 'Keyword',
 };

@@ -77,16 +77,13 @@ export interface HeldResult {
 }
 
 /**
- * Abort reason for a hold whose client was answered but wants the request kept open (HTTP's
- * 503 + Retry-After): the approver stops waiting WITHOUT leaving or cancelling the request, so
- * the same request sent again re-attaches to it (and can take its approval).
+ * Abort reason (`controller.abort(HOLD_PARKED)`) for a hold whose client was answered "still
+ * pending, send it again" (HTTP maxHold -> 503 + Retry-After). The hold stops waiting but does not
+ * cancel the request, and an approve-once approval is kept for the client's retry of the same
+ * exact operation (for up to 10 minutes after the decision). Any other abort reason is the client
+ * going away: the hold leaves, and the request is cancelled when it was the last one waiting.
  */
-export class DetachHold extends Error {
-  constructor() {
-    super('the client was answered while the request stays open; it re-attaches when sent again');
-    this.name = 'DetachHold';
-  }
-}
+export const HOLD_PARKED = 'airlock:hold-parked';
 
 export interface Approver {
   /**

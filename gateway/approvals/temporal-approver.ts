@@ -1,17 +1,22 @@
 // The gateway's Approver backed by the Temporal approval workflow (workflows/).
 //
 // Request ids are deterministic: `airlock-` + a hash of (protocol, identity, owner, connection,
-// statement text). A gateway that restarts, or a client that retries, while the request is
-// pending re-attaches to the same run (describe + start with USE_EXISTING) instead of posting
-// twice. An approved run whose decision is younger than the rule's grant TTL is a grant: the
-// retry runs at once. A rejected or expired run does not block a fresh request.
+// binding digest). The binding's digest covers the exact operation (statement text AND bound
+// parameter values, the whole HTTP request, the command line), so other values are another
+// request. Without a binding (a proxy that does not build one yet) the digest is a SHA-256 of the
+// statement text (trimmed, trailing semicolons dropped).
 //
-// The hash covers the exact statement text (trimmed, trailing semicolons dropped), not the
-// constants-stripped fingerprint: an approval of `DELETE ... WHERE id = 42` must not also let
-// `DELETE ... WHERE id = 43` through.
+// Each hold joins the request's open run with a unique hold id (signal-with-start: atomic start or
+// join, no worker needed), so a gateway that restarts, or several gateways and sessions holding
+// the same operation, share one request. A hold that goes away leaves (signal); the request is
+// cancelled only when the last one leaves. Once approved, each hold claims its release through the
+// `claim` Update, which the workflow serialises: approve-once releases exactly one waiting hold;
+// a grant the approver chose releases later holds too, each use numbered and audited. When the
+// open run cannot release this hold (its one run is used, its grant ended) the run is superseded
+// and a fresh run under the same workflow id asks people again.
 //
-// Every Temporal call made before the request exists is bounded (startTimeoutMs), so an
-// unreachable Temporal turns into a prompt `failed` outcome (fail closed), never a hang.
+// Every Temporal call is bounded (startTimeoutMs), so an unreachable Temporal turns into a prompt
+// `failed` outcome (fail closed); a request no worker posts within `postTimeoutMs` fails closed too.
 import { createHash, randomUUID } from 'node:crypto';
 import { WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { log } from '../log.ts';
@@ -19,9 +24,21 @@ import type { Operation } from '../policy/operation.ts';
 import { formatSessionLog } from '../recording/format.ts';
 import type { AuditEvent, Store } from '../recording/store.ts';
 import type { approvalFollowUpWorkflow, approvalWorkflow } from '../../workflows/approval-workflow.ts';
-import { FOLLOW_UP_WORKFLOW, cancelSignal, progressQuery, type ApprovalInput, type ApprovalResult, type ChannelRef, type FollowUpStep } from '../../workflows/definitions.ts';
-import { startApproval } from '../../workflows/start.ts';
-import { DetachHold, type Approver, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest } from './approver.ts';
+import {
+  FOLLOW_UP_WORKFLOW,
+  claimUpdate,
+  leaveSignal,
+  progressQuery,
+  resultSignal,
+  type ApprovalInput,
+  type ApprovalResult,
+  type ChannelRef,
+  type ClaimResult,
+  type FollowUpStep,
+  type ResultReport,
+} from '../../workflows/definitions.ts';
+import { joinApproval } from '../../workflows/start.ts';
+import { HOLD_PARKED, type Approver, type GrantUse, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest, type HoldRequested, type OperationBinding } from './approver.ts';
 
 export interface TemporalApproverOptions {
   client: Client;
@@ -29,21 +46,30 @@ export interface TemporalApproverOptions {
   store: Store;
   /** Where approvers are asked, for the client notice: "#db-approvals", "the local channel (airlock approvals list)". */
   channelsDescription: string;
-  /** Bound on each Temporal call made before the request exists (describe, start). Default 5 s. */
+  /** Bound on each Temporal call (describe, start/join, query, claim). Default 5 s. */
   startTimeoutMs?: number;
-  /** Extra wait past the deadline for a request nobody posted (no worker running). Default 30 s. */
-  unpostedGraceMs?: number;
+  /** A request nobody could see within this long (no worker, every chat failing) fails closed. Default 30 s. */
+  postTimeoutMs?: number;
 }
 
 /** Session logs larger than this are cut (Temporal payloads are limited to a few MB). */
 const MAX_LOG_BYTES = 1_000_000;
-/** Message refs kept in memory for thread replies; older ones are looked up in Temporal. */
+/** Message refs / released runs kept in memory for thread replies and result reports. */
 const MAX_REMEMBERED = 10_000;
+/** Fresh runs one hold may start when each open run turns out spent (racing gateways): then fail closed. */
+const MAX_RUNS_PER_HOLD = 4;
 
-/** The deterministic request (workflow) id of an operation. */
-export function approvalRequestId(op: Operation): string {
+/** The binding a hold covers: the seam's, or (proxies not yet on the seam) the statement text alone. */
+export function bindingOf(op: Operation, binding?: OperationBinding): OperationBinding {
+  if (binding) return binding;
   const text = op.text.trim().replace(/[;\s]+$/, '');
-  const key = JSON.stringify([op.protocol, op.identity.name, op.identity.owner ?? '', op.connection.name, text]);
+  return { text: op.text, digest: createHash('sha256').update(text).digest('hex') };
+}
+
+/** The deterministic request (workflow) id of an exact operation. */
+export function approvalRequestId(op: Operation, binding?: OperationBinding): string {
+  const b = bindingOf(op, binding);
+  const key = JSON.stringify([op.protocol, op.identity.name, op.identity.owner ?? '', op.connection.name, b.digest]);
   return `airlock-${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
@@ -55,14 +81,18 @@ function messageOf(err: unknown): string {
   return m + cause;
 }
 
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
 export class TemporalApprover implements Approver {
   private readonly client: Client;
   private readonly taskQueue: string;
   private readonly store: Store;
   private readonly channelsDescription: string;
   private readonly startTimeoutMs: number;
-  private readonly unpostedGraceMs: number;
+  private readonly postTimeoutMs: number;
   private readonly refs = new Map<string, ChannelRef[]>();
+  /** requestId (and requestId/sessionId) -> the run that released it, for result reports. */
+  private readonly releasedRuns = new Map<string, string>();
 
   constructor(opts: TemporalApproverOptions) {
     this.client = opts.client;
@@ -70,7 +100,7 @@ export class TemporalApprover implements Approver {
     this.store = opts.store;
     this.channelsDescription = opts.channelsDescription;
     this.startTimeoutMs = opts.startTimeoutMs ?? 5000;
-    this.unpostedGraceMs = opts.unpostedGraceMs ?? 30_000;
+    this.postTimeoutMs = opts.postTimeoutMs ?? 30_000;
   }
 
   private audit(kind: string, subject: string, detail: Record<string, unknown>, actor?: string): void {
@@ -104,21 +134,24 @@ export class TemporalApprover implements Approver {
     }
   }
 
-  private remember(requestId: string, refs: ChannelRef[]): void {
-    this.refs.delete(requestId);
-    this.refs.set(requestId, refs);
-    if (this.refs.size > MAX_REMEMBERED) this.refs.delete(this.refs.keys().next().value as string);
+  private remember<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+    if (map.size > MAX_REMEMBERED) map.delete(map.keys().next().value as string);
   }
 
-  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal): Promise<HoldOutcome> {
+  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal, onRequested?: (p: HoldRequested) => void): Promise<HoldOutcome> {
     const op = req.operation;
-    const requestId = approvalRequestId(op);
+    const binding = bindingOf(op, req.binding);
+    const requestId = approvalRequestId(op, binding);
+    const sessionId = op.connection.sessionId || undefined;
+    const holdId = `${sessionId ?? 'hold'}:${randomUUID()}`;
     const subject = { sessionId: op.connection.sessionId, identity: op.identity.name, connection: op.connection.name, rule: req.rule };
     const failed = (reason: string): HoldOutcome => {
       this.audit('approval.failed', requestId, { ...subject, reason });
       return { outcome: 'failed', requestId, reason };
     };
-    if (signal.aborted) return { outcome: 'cancelled', requestId, reason: 'the client disconnected before the request was made' };
+    if (signal.aborted) return { outcome: 'cancelled', requestId, reason: 'cancelled by the client before the request was made' };
 
     const input: ApprovalInput = {
       requestId,
@@ -128,7 +161,10 @@ export class TemporalApprover implements Approver {
         identity: op.identity.name,
         owner: op.identity.owner,
         groups: op.identity.groups,
-        text: op.text,
+        text: binding.text,
+        ...(binding.parameters ? { parameters: binding.parameters } : {}),
+        ...(binding.details ? { details: binding.details } : {}),
+        digest: binding.digest,
         kind: op.kind,
         tables: op.tables,
         rule: req.rule,
@@ -140,120 +176,213 @@ export class TemporalApprover implements Approver {
       timeoutMs: req.review.timeoutMs,
       escalation: req.review.escalation.map((s) => ({ afterMs: s.afterMs, mention: s.mention, channel: s.channel })),
       ...(req.review.channel ? { channel: req.review.channel } : {}),
+      grantTtlMs: req.review.grantTtlMs,
+    };
+    const channel = req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription;
+    const heldAt = Date.now();
+    let posted = false;
+    const tellPosted = (deadline: Date, reattached: boolean) => {
+      if (posted) return;
+      posted = true;
+      try {
+        onPosted({ requestId, channel, deadline, reattached });
+      } catch (err) {
+        log.warn({ err, requestId }, 'onPosted callback threw');
+      }
     };
 
-    let runId: string;
-    let reattached = false;
-    try {
-      const existing = await this.bounded(async () => {
-        try {
-          return await this.client.workflow.getHandle(requestId).describe();
-        } catch (err) {
-          if (err instanceof WorkflowNotFoundError) return undefined;
-          throw err;
-        }
-      });
-      if (existing?.status.name === 'RUNNING') {
-        reattached = true;
-        runId = existing.runId;
-      } else {
-        if (existing?.status.name === 'COMPLETED') {
-          const prev = (await this.bounded(() => this.client.workflow.getHandle(requestId, existing.runId).result())) as ApprovalResult;
-          const age = Date.now() - Date.parse(prev.decidedAt);
-          if (prev.outcome === 'approved' && age >= 0 && age < req.review.grantTtlMs) {
-            this.remember(requestId, prev.refs);
-            this.audit('approval.grant-used', requestId, { ...subject, approvers: prev.approvers, decidedAt: prev.decidedAt, grantTtlMs: req.review.grantTtlMs });
-            return { outcome: 'approved', requestId, approvers: prev.approvers, viaGrant: true };
+    for (let attempt = 0; attempt < MAX_RUNS_PER_HOLD; attempt++) {
+      let runId: string;
+      let reattached = false;
+      try {
+        const existing = await this.bounded(async () => {
+          try {
+            return await this.client.workflow.getHandle(requestId).describe();
+          } catch (err) {
+            if (err instanceof WorkflowNotFoundError) return undefined;
+            throw err;
           }
-        }
-        const started = await this.bounded(() => startApproval(this.client, this.taskQueue, input));
-        runId = started.firstExecutionRunId;
+        });
+        const joined = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}) }));
+        runId = joined.signaledRunId;
+        reattached = existing?.status.name === 'RUNNING' && existing.runId === runId;
+      } catch (err) {
+        let why = messageOf(err);
+        if (/search attribute/i.test(why)) why += ' (Airlock search attributes are not registered: start `airlock worker`, which registers them, or create them with `temporal operator search-attribute create`)';
+        return failed(`approval required by rule ${req.rule}, but the approval service (Temporal) is unreachable or refused the request: ${why}; failing closed`);
       }
-    } catch (err) {
-      let why = messageOf(err);
-      if (/search attribute/i.test(why)) why += ' (Airlock search attributes are not registered: start `airlock worker`, which registers them, or create them with `temporal operator search-attribute create`)';
-      return failed(`approval required by rule ${req.rule}, but the approval service (Temporal) is unreachable or refused the request: ${why}; failing closed`);
+      this.audit('approval.requested', requestId, {
+        ...subject,
+        holdId,
+        runId,
+        text: binding.text,
+        ...(binding.parameters ? { parameters: binding.parameters } : {}),
+        ...(binding.details ? { details: binding.details } : {}),
+        digest: binding.digest,
+        reattached,
+        approvers: req.review.approvers,
+        quorum: req.review.quorum,
+        timeoutMs: req.review.timeoutMs,
+        grantTtlMs: req.review.grantTtlMs,
+      });
+      try {
+        onRequested?.({ requestId, channel, reattached });
+      } catch (err) {
+        log.warn({ err, requestId }, 'onRequested callback threw');
+      }
+      const o = await this.follow({ req, requestId, runId, holdId, sessionId, reattached, heldAt, signal, failed, tellPosted, isPosted: () => posted });
+      if (o !== 'new-request') return o;
+      this.audit('approval.superseded', requestId, { ...subject, holdId, runId, reason: 'the open run could not release this hold; asking again' });
     }
-    this.audit('approval.requested', requestId, { ...subject, text: op.text, reattached, approvers: req.review.approvers, quorum: req.review.quorum, timeoutMs: req.review.timeoutMs });
+    return failed(`approval request ${requestId} kept being superseded by other holds of the same operation; failing closed`);
+  }
 
-    const heldAt = Date.now();
+  /** Follows one run for one hold until it is released, refused, cancelled, or must ask again. */
+  private follow(h: {
+    req: HoldRequest;
+    requestId: string;
+    runId: string;
+    holdId: string;
+    sessionId?: string;
+    reattached: boolean;
+    heldAt: number;
+    signal: AbortSignal;
+    failed: (reason: string) => HoldOutcome;
+    tellPosted: (deadline: Date, reattached: boolean) => void;
+    isPosted: () => boolean;
+  }): Promise<HoldOutcome | 'new-request'> {
+    const { req, requestId, runId, holdId, signal } = h;
     const handle = this.client.workflow.getHandle<typeof approvalWorkflow>(requestId, runId);
-    return await new Promise<HoldOutcome>((resolve) => {
+    return new Promise<HoldOutcome | 'new-request'>((resolve) => {
       let done = false;
-      let posted = false;
+      let answered = false; // a worker answered a query: the run is being processed
+      let seenStatus: string | undefined;
+      let postErrors: string[] = [];
+      let claiming = false;
+      let lastWaitClaim = Date.now();
       const timers: NodeJS.Timeout[] = [];
-      const finish = (o: HoldOutcome) => {
+      // Ends this hold's long poll on the run's result once the hold is settled (the run may stay open for a grant).
+      const stop = new AbortController();
+      const finish = (o: HoldOutcome | 'new-request') => {
         if (done) return;
         done = true;
+        stop.abort();
         for (const t of timers) clearTimeout(t);
         signal.removeEventListener('abort', onAbort);
         resolve(o);
       };
+      const leave = (reason: string, park = false) =>
+        this.bounded(() => handle.signal(leaveSignal, { holdId, reason, by: req.operation.identity.name, ...(park ? { park } : {}) })).catch((err: unknown) => {
+          log.warn({ err: messageOf(err), requestId }, 'could not leave the approval request');
+        });
 
-      const channel = req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription;
-      const tellPosted = (deadline: Date) => {
-        if (posted) return;
-        posted = true;
+      const released = (c: Extract<ClaimResult, { kind: 'released' }>) => {
+        this.remember(this.refs, requestId, c.refs);
+        this.remember(this.releasedRuns, requestId, runId);
+        if (h.sessionId) this.remember(this.releasedRuns, `${requestId}/${h.sessionId}`, runId);
+        // The client learns it was held (and where) before it learns the outcome.
+        if (!c.release.viaGrant) h.tellPosted(new Date(h.heldAt + req.review.timeoutMs), h.reattached);
+        const grant: GrantUse | undefined = c.grant ? { use: c.release.use, ...(c.grant.runs !== undefined ? { runs: c.grant.runs } : {}), until: c.grant.until } : undefined;
+        finish({ outcome: 'approved', requestId, approvers: c.approvers, viaGrant: c.release.viaGrant, ...(grant ? { grant } : {}) });
+      };
+
+      /** Takes (or learns it cannot take) a release; any error leaves it to the next poll or the result. */
+      const claim = async () => {
+        if (claiming || done) return;
+        claiming = true;
         try {
-          onPosted({ requestId, channel, deadline, reattached });
+          const c = await this.bounded(() => handle.executeUpdate(claimUpdate, { args: [{ holdId, ...(h.sessionId ? { sessionId: h.sessionId } : {}) }] }));
+          if (done) return;
+          if (c.kind === 'released') released(c);
+          else if (c.kind === 'final') {
+            this.audit('approval.not-released', requestId, { holdId, sessionId: h.sessionId, reason: c.reason });
+            finish({ outcome: 'cancelled', requestId, reason: c.reason });
+          } else if (c.kind === 'new-request') {
+            // The spent run closes now (superseded); wait for that, then start a fresh one.
+            await this.bounded(() => handle.result(), 15_000).catch(() => undefined);
+            finish('new-request');
+          }
         } catch (err) {
-          log.warn({ err, requestId }, 'onPosted callback threw');
+          log.debug({ err: messageOf(err), requestId }, 'claim failed; will retry');
+        } finally {
+          claiming = false;
         }
       };
 
-      this.track(handle.result()).then(
+      this.track(this.client.withAbortSignal(stop.signal, () => handle.result())).then(
         (r) => {
-          this.remember(requestId, r.refs);
-          // Decided before the progress poll saw the post: the client still learns it was held, first.
-          if (r.refs.length > 0) tellPosted(new Date(heldAt + req.review.timeoutMs));
+          if (done) return;
+          this.remember(this.refs, requestId, r.refs);
+          if (r.outcome === 'approved') {
+            const mine = r.releases?.find((x) => x.holdId === holdId);
+            if (mine) return void released({ kind: 'released', release: mine, approvers: r.approvers, ...(r.grant ? { grant: r.grant } : {}), refs: r.refs });
+            if (r.waitersAtDecision?.includes(holdId)) {
+              const other = r.releases?.[0];
+              const why = other
+                ? `request ${requestId} was approved${r.grant ? ' as a grant' : ' once'}, and the approval released ${other.sessionId ? `session ${other.sessionId}` : 'another waiting session'}; run the operation again to ask for a new approval`
+                : `request ${requestId} was approved, but the approval closed (${r.closedBecause ?? 'unknown'}) before this session took it; run the operation again`;
+              this.audit('approval.not-released', requestId, { holdId, sessionId: h.sessionId, reason: why });
+              return void finish({ outcome: 'cancelled', requestId, reason: why });
+            }
+            return void finish('new-request'); // joined a spent run just as it closed
+          }
+          // Every other waiter left just as this hold joined: this hold did not leave, so ask afresh.
+          if (r.outcome === 'cancelled' && r.closedBecause === 'every waiting hold left') return void finish('new-request');
+          if (r.refs.length > 0) h.tellPosted(new Date(h.heldAt + req.review.timeoutMs), h.reattached);
           finish(this.toOutcome(r));
         },
         (err: unknown) => {
+          if (done) return;
           const why = err instanceof WorkflowFailedError ? `${err.message}${err.cause ? `: ${err.cause.message}` : ''}` : messageOf(err);
-          finish(failed(`approval request ${requestId} did not complete: ${why} (is \`airlock worker\` running on task queue ${this.taskQueue}?); failing closed`));
+          finish(h.failed(`approval request ${requestId} did not complete: ${why} (is \`airlock worker\` running on task queue ${this.taskQueue}?); failing closed`));
         },
       );
 
-      // Tell the client once people can see the request.
+      // Follow the run: tell the client once people can see it; claim once it is decided.
       void (async () => {
         let wait = 50;
-        while (!done && !posted) {
+        const started = Date.now();
+        while (!done) {
           try {
-            const p = await this.bounded(() => handle.query(progressQuery), 5000);
-            if (p.posted && !done) {
-              tellPosted(new Date(p.view.deadline));
-              return;
+            const p = await this.bounded(() => handle.query(progressQuery, holdId));
+            answered = true;
+            seenStatus = p.view.status;
+            postErrors = p.postErrors;
+            if (done) return;
+            if (p.view.status === 'pending' && p.posted) h.tellPosted(new Date(p.view.deadline), h.reattached);
+            // `wait` is re-checked by a real claim now and then: the query sees the workflow's clock as of its last activity.
+            if (p.view.status === 'approved' && p.next && p.next !== 'pending' && (p.next !== 'wait' || Date.now() - lastWaitClaim > 1000)) {
+              if (p.next === 'wait') lastWaitClaim = Date.now();
+              await claim();
             }
           } catch {
-            // Worker busy or briefly unreachable: keep asking until the outcome arrives.
+            // Worker busy or briefly unreachable: keep asking until the outcome or the post timeout.
           }
-          await new Promise((r) => setTimeout(r, wait));
-          wait = Math.min(1000, wait * 2);
+          await sleep(wait);
+          wait = Math.min(Date.now() - started < 30_000 ? 250 : 500, wait * 2);
         }
       })();
 
-      // Nobody posted it by the deadline (no worker polling the task queue): fail closed now
-      // rather than when Temporal's execution timeout finally closes the run.
+      // Nobody can see the request (no worker polling the task queue, every chat failing): fail
+      // closed after postTimeoutMs rather than at the deadline.
       const unposted = setTimeout(() => {
-        if (posted || done) return;
-        void this.bounded(() => handle.signal(cancelSignal, { reason: 'never posted: no approval worker answered' })).catch(() => undefined);
-        finish(failed(`approval request ${requestId} was never posted (is \`airlock worker\` running on task queue ${this.taskQueue}?); failing closed`));
-      }, req.review.timeoutMs + this.unpostedGraceMs);
+        if (done || h.isPosted() || (seenStatus !== undefined && seenStatus !== 'pending')) return;
+        const why = !answered
+          ? `no approval worker answered within ${this.postTimeoutMs} ms (is \`airlock worker\` running on task queue ${this.taskQueue}?)`
+          : `it could not be posted to any approval channel within ${this.postTimeoutMs} ms${postErrors.length > 0 ? ` (${postErrors.join('; ')})` : ''}`;
+        void leave(`never posted: ${why}`);
+        finish(h.failed(`approval request ${requestId} was not visible to any approver: ${why}; failing closed`));
+      }, this.postTimeoutMs);
       unposted.unref();
       timers.push(unposted);
 
       const onAbort = () => {
         if (done) return;
-        // Detached (HTTP answered 503 + Retry-After): stop waiting, leave the request open.
-        if (signal.reason instanceof DetachHold) return finish({ outcome: 'cancelled', requestId, reason: signal.reason.message });
-        const reason = signal.reason instanceof Error && signal.reason.message ? signal.reason.message : 'the client disconnected while the operation was held';
-        void this.bounded(() => handle.signal(cancelSignal, { reason, by: op.identity.name })).catch((err: unknown) => {
-          log.warn({ err: messageOf(err), requestId }, 'could not cancel the approval request');
-        });
-        // The workflow answers `cancelled` (and updates the chat) within moments; do not wait long for it.
-        const t = setTimeout(() => finish({ outcome: 'cancelled', requestId, reason }), 10_000);
-        t.unref();
-        timers.push(t);
+        const park = signal.reason === HOLD_PARKED;
+        const reason = park ? 'the client was told to send the operation again' : 'cancelled by the client';
+        void leave(reason, park);
+        this.audit(park ? 'approval.parked' : 'approval.left', requestId, { holdId, sessionId: h.sessionId, reason });
+        finish({ outcome: 'cancelled', requestId, reason });
       };
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) onAbort(); // aborted while the request was being started
@@ -275,15 +404,16 @@ export class TemporalApprover implements Approver {
     }
   }
 
-  /** Where a request was posted: remembered from its outcome, else read from its completed run. */
+  /** Where a request was posted: remembered from its release or outcome, else read from its latest run. */
   private async refsFor(requestId: string): Promise<ChannelRef[]> {
     const known = this.refs.get(requestId);
     if (known) return known;
     const d = await this.bounded(() => this.client.workflow.getHandle(requestId).describe());
-    if (d.status.name !== 'COMPLETED') return [];
-    const r = (await this.bounded(() => this.client.workflow.getHandle(requestId, d.runId).result())) as ApprovalResult;
-    this.remember(requestId, r.refs);
-    return r.refs;
+    let refs: ChannelRef[] = [];
+    if (d.status.name === 'COMPLETED') refs = ((await this.bounded(() => this.client.workflow.getHandle(requestId, d.runId).result())) as ApprovalResult).refs;
+    else if (d.status.name === 'RUNNING') refs = (await this.bounded(() => this.client.workflow.getHandle(requestId, d.runId).query(progressQuery))).refs ?? [];
+    this.remember(this.refs, requestId, refs);
+    return refs;
   }
 
   /** Posts to the request's thread through the follow-up workflow (retried activities). */
@@ -305,8 +435,32 @@ export class TemporalApprover implements Approver {
     }
   }
 
+  /**
+   * Sends what the released operation did to the approval run that released it (signal `result`):
+   * it lands in that run's history and result, its audit and its thread. When that run has closed
+   * (result window over, superseded) or is unknown here (gateway restarted), the report is audited
+   * here and posted to the thread through a follow-up workflow instead.
+   */
   async reportResult(r: HeldResult): Promise<void> {
     if (!r.requestId) return;
+    const report: ResultReport = {
+      summary: r.summary,
+      ...(r.sessionId ? { sessionId: r.sessionId } : {}),
+      ...(r.tag !== undefined ? { tag: r.tag } : {}),
+      ...(r.rows !== undefined ? { rows: r.rows } : {}),
+      ...(r.error !== undefined ? { error: r.error } : {}),
+      ...(r.grant ? { grant: r.grant } : {}),
+    };
+    const runId = (r.sessionId ? this.releasedRuns.get(`${r.requestId}/${r.sessionId}`) : undefined) ?? this.releasedRuns.get(r.requestId);
+    if (runId) {
+      try {
+        await this.bounded(() => this.client.workflow.getHandle(r.requestId, runId).signal(resultSignal, report));
+        return;
+      } catch (err) {
+        log.debug({ err: messageOf(err), requestId: r.requestId }, 'the releasing run is closed; reporting the result outside it');
+      }
+    }
+    this.audit('approval.result', r.requestId, { ...report, runId, outsideRun: true });
     await this.followUp(r.requestId, 'result', [{ type: 'reply', text: r.summary }]);
   }
 

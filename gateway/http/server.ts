@@ -30,7 +30,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
-import { DetachHold, type Approver, type HoldPosted } from '../approvals/approver.ts';
+import { HOLD_PARKED, type Approver, type HoldPosted } from '../approvals/approver.ts';
 import { approvalBindingKey, maskHashKey } from '../config/keys.ts';
 import { bindOperation } from '../enforce/binding.ts';
 import { HTTP_STATUS, type Refusal } from '../enforce/refusal.ts';
@@ -384,7 +384,7 @@ export class HttpGatewayCore {
   /**
    * Holds through the enforcement seam, bound to the exact request (method, path, query and a
    * digest of the whole body). Resolves to the result, or 'timeout' when maxHold passed first:
-   * then the hold detaches without cancelling, so the request stays open for approvers and the
+   * then the hold is parked (HOLD_PARKED) without cancelling, so the request stays open for approvers and the
    * same request sent again re-attaches to it.
    */
   async #hold(ctx: Prepared, d: Extract<Decision, { action: 'review' }>, gone: AbortSignal): Promise<{ result: HoldResult | 'timeout'; posted?: HoldPosted }> {
@@ -409,7 +409,7 @@ export class HttpGatewayCore {
     const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), this.#maxHoldMs)));
     try {
       const result = await Promise.race([decided, timeout]);
-      if (result === 'timeout') ac.abort(new DetachHold());
+      if (result === 'timeout') ac.abort(HOLD_PARKED);
       return { result, posted };
     } finally {
       clearTimeout(timer);

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
-import { cancelSignal, stateQuery, type ApprovalResult } from '../../workflows/definitions.ts';
+import { cancelSignal, claimUpdate, joinSignal, leaveSignal, resultSignal, stateQuery, type ApprovalResult, type ClaimResult } from '../../workflows/definitions.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { startApproval } from '../../workflows/start.ts';
 import { runWorker } from '../../workflows/worker.ts';
@@ -26,9 +26,9 @@ async function request(overrides: Parameters<typeof approvalInput>[0] = {}) {
   return { input, handle, id: input.requestId };
 }
 
-function decide(requestId: string, approver: string, decision: 'approve' | 'reject', reason?: string) {
+function decide(requestId: string, approver: string, decision: 'approve' | 'reject', reason?: string, grant?: { forMs: number; runs?: number }) {
   const groups: Record<string, string[]> = { alice: ['dba', 'engineers'], bob: ['dba'], dave: ['dba'], carol: ['dba'], mallory: ['engineers'], erin: ['oncall'] };
-  return submitDecision(h.temporal.client, h.store, { requestId, approver, approverGroups: groups[approver] ?? [], decision, reason, via: 'test' });
+  return submitDecision(h.temporal.client, h.store, { requestId, approver, approverGroups: groups[approver] ?? [], decision, reason, via: 'test', ...(grant ? { grant } : {}) });
 }
 
 describe('approval workflow', () => {
@@ -212,5 +212,105 @@ describe('approval workflow', () => {
       return ids.length > 0 ? ids : undefined;
     }, 10_000, 'visibility');
     assert.deepEqual(found, [id]);
+  });
+  test('search attributes also find requests by rejecter, rule and protocol', async () => {
+    const { id, handle } = await request({ identity: 'erin' });
+    await decide(id, 'dave', 'reject', 'not today');
+    await handle.result();
+    const found = await eventually(async () => {
+      const ids: string[] = [];
+      for await (const w of h.temporal.client.workflow.list({ query: `AirlockRejecter = "dave" AND AirlockRule = "review-prod-writes" AND AirlockProtocol = "postgres" AND AirlockOutcome = "rejected"` })) ids.push(w.workflowId);
+      return ids.includes(id) ? ids : undefined;
+    }, 10_000, 'visibility');
+    assert.ok(found.includes(id));
+  });
+
+  test('approve once: of two holds waiting, concurrent claims release exactly one; the other is told the approval covered another session', async () => {
+    const { id, handle } = await request();
+    await handle.signal(joinSignal, { holdId: 'h-a', sessionId: 's-a' });
+    await handle.signal(joinSignal, { holdId: 'h-b', sessionId: 's-b' });
+    await eventually(async () => (await handle.query(stateQuery)).waiting === 2, 10_000, 'two waiting');
+    assert.equal((await decide(id, 'bob', 'approve')).ok, true);
+    const claims = await eventually(async () => {
+      const [a, b] = await Promise.all(['h-a', 'h-b'].map((holdId) => handle.executeUpdate(claimUpdate, { args: [{ holdId }] })));
+      return a.kind === 'pending' || b.kind === 'pending' ? undefined : [a, b];
+    }, 10_000, 'claims answered');
+    const released = claims.filter((c): c is Extract<ClaimResult, { kind: 'released' }> => c.kind === 'released');
+    assert.equal(released.length, 1);
+    assert.equal(released[0].release.use, 1);
+    assert.equal(released[0].grant, undefined);
+    const other = claims.find((c) => c.kind !== 'released');
+    assert.equal(other?.kind, 'final');
+    assert.match(other?.kind === 'final' ? other.reason : '', /approved once, and that approval released session s-[ab]/);
+
+    // The released operation reports; the run records it and closes.
+    await handle.signal(resultSignal, { summary: 'DELETE 1', sessionId: released[0].release.sessionId, tag: 'DELETE 1', rows: 1 });
+    const result: ApprovalResult = await handle.result();
+    assert.equal(result.releases?.length, 1);
+    assert.deepEqual(result.waitersAtDecision?.sort(), ['h-a', 'h-b']);
+    assert.equal(result.results?.[0].rows, 1);
+    assert.match(result.closedBecause ?? '', /^approved once; released 1 run$/);
+    await eventually(() => h.store.listAudit(id).some((e) => e.kind === 'approval.released'), 10_000, 'release audited');
+    const closed = await eventually(() => h.store.listAudit(id).find((e) => e.kind === 'approval.closed'), 10_000, 'closure audited');
+    assert.deepEqual({ releases: closed.detail.releases, results: closed.detail.results }, { releases: 1, results: 1 });
+  });
+
+  test('a grant of 2 runs: three concurrent later claims, exactly two released (uses 1 and 2)', async () => {
+    const { id, handle } = await request({ grantTtlMs: 60_000 });
+    assert.equal((await decide(id, 'bob', 'approve', undefined, { forMs: 30_000, runs: 2 })).ok, true);
+    await eventually(async () => (await handle.query(stateQuery)).grant?.runs === 2, 10_000, 'grant in the view');
+    for (const holdId of ['g-1', 'g-2', 'g-3']) await handle.signal(joinSignal, { holdId });
+    const claims = await Promise.all(['g-1', 'g-2', 'g-3'].map((holdId) => handle.executeUpdate(claimUpdate, { args: [{ holdId }] })));
+    const uses = claims.flatMap((c) => (c.kind === 'released' ? [c.release.use] : [])).sort();
+    assert.deepEqual(uses, [1, 2]);
+    for (const c of claims) if (c.kind === 'released') assert.deepEqual({ runs: c.grant?.runs, forMs: c.grant?.forMs, viaGrant: c.release.viaGrant }, { runs: 2, forMs: 30_000, viaGrant: true });
+    assert.notEqual(claims.find((c) => c.kind !== 'released')?.kind, undefined);
+    const thread = await eventually(() => {
+      const t = (h.local.get(id)?.thread ?? []).filter((m) => m.kind === 'reply');
+      return t.length === 2 ? t : undefined;
+    }, 10_000, 'two grant uses posted to the thread');
+    assert.deepEqual(thread.map((m) => m.text.replace(/ \(valid until .*\)/, '')).sort(), ['Run 1 of 2 released by the grant.', 'Run 2 of 2 released by the grant.']);
+    await handle.cancel();
+  });
+
+  test('a grant needs every approver to choose one, and the rule to allow grants; otherwise it approves once', async () => {
+    const noGrants = await request({ grantTtlMs: 0 });
+    await decide(noGrants.id, 'bob', 'approve', undefined, { forMs: 30_000 });
+    assert.equal((await noGrants.handle.result()).grant, undefined);
+
+    const quorum = await request({ quorum: 2, grantTtlMs: 60_000 });
+    await decide(quorum.id, 'bob', 'approve', undefined, { forMs: 30_000 });
+    await decide(quorum.id, 'dave', 'approve');
+    assert.equal((await quorum.handle.result()).grant, undefined);
+
+    const both = await request({ quorum: 2, grantTtlMs: 60_000 });
+    await decide(both.id, 'bob', 'approve', undefined, { forMs: 30_000, runs: 5 });
+    await decide(both.id, 'dave', 'approve', undefined, { forMs: 90_000, runs: 3 });
+    const g = await eventually(async () => (await both.handle.query(stateQuery)).grant, 10_000, 'grant');
+    assert.deepEqual(g, { forMs: 30_000, runs: 3 });
+    await both.handle.cancel();
+  });
+  test('waiters are counted: a hold joining right after the last one left keeps the request alive; leaving for good cancels it', async () => {
+    // Signals sent before any worker runs the request arrive in one batch: join A, leave A, join B.
+    const queue = `${h.taskQueue}-late`;
+    const input = approvalInput();
+    const handle = await startApproval(h.temporal.client, queue, input);
+    await handle.signal(joinSignal, { holdId: 'h-a', sessionId: 's-a' });
+    await handle.signal(leaveSignal, { holdId: 'h-a', reason: 'cancelled by the client' });
+    await handle.signal(joinSignal, { holdId: 'h-b', sessionId: 's-b' });
+    const worker = await runWorker({ loaded: configFor(h.dir, h.temporal.address, queue), store: h.store, channels: [h.local], connection: h.temporal.native });
+    try {
+      await eventually(() => h.local.get(input.requestId), 10_000, 'posted');
+      const state = await handle.query(stateQuery);
+      assert.equal(state.status, 'pending');
+      assert.equal(state.waiting, 1);
+      await handle.signal(leaveSignal, { holdId: 'h-b', reason: 'cancelled by the client' });
+      const result: ApprovalResult = await handle.result();
+      assert.equal(result.outcome, 'cancelled');
+      assert.equal(result.reason, 'cancelled by the client (all 2 waiting clients left)');
+      assert.equal(result.closedBecause, 'every waiting hold left');
+    } finally {
+      await worker.shutdown();
+    }
   });
 });
