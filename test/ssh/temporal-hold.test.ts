@@ -39,26 +39,16 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** The request id the gateway will use for `agent-1` running `cmd` on target `box`. */
-function requestIdOf(cmd: string): string {
-  const op: Operation = {
-    protocol: 'ssh',
-    identity: { name: 'agent-1', groups: ['agents'], owner: 'alice' },
-    connection: { name: 'box', clientAddress: '', sessionId: '' },
-    kind: 'exec',
-    text: cmd,
-    tables: [],
-    functions: [],
-  };
-  return approvalRequestId(op);
+/** The id of the pending request for `cmd` once it is posted to the local channel. */
+async function postedRequestId(cmd: string): Promise<string> {
+  return eventually(() => wf.local.list().find((r) => r.view.text === cmd)?.view.requestId, 20_000, 'request posted to the local channel');
 }
 
 test('a held command is posted to the approval channel, approved by a DBA, then runs', async () => {
   const marker = join(work, 'deployed');
   const cmd = `echo deploy v2 > ${marker}; echo shipped`;
-  const id = requestIdOf(cmd);
   const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
-  await eventually(() => wf.local.get(id), 20_000, 'request posted to the local channel');
+  const id = await postedRequestId(cmd);
   assert.equal(existsSync(marker), false, 'held, not run');
   const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
   assert.ok(d.ok, d.ok ? '' : d.error);
@@ -73,9 +63,8 @@ test('a held command is posted to the approval channel, approved by a DBA, then 
 test('a held command rejected in the approval channel does not run and says who and why', async () => {
   const marker = join(work, 'deployed-friday');
   const cmd = `echo deploy friday > ${marker}`;
-  const id = requestIdOf(cmd);
   const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
-  await eventually(() => wf.local.get(id), 20_000, 'request posted to the local channel');
+  const id = await postedRequestId(cmd);
   const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no deploys on Friday', via: 'test' });
   assert.ok(d.ok, d.ok ? '' : d.error);
   const r = await p;
