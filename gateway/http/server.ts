@@ -44,11 +44,14 @@ import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
+import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
+import { stripIdentityHeaders } from './headers.ts';
 import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
 import { relayResponse, sendJson } from './response.ts';
 import { resolveUpstreams, type Upstream } from './upstreams.ts';
 import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
+import { websocketFrameMasker, type FrameMasker } from './ws-mask.ts';
 
 export interface HttpGatewayOptions {
   loaded: LoadedConfig;
@@ -70,8 +73,6 @@ export interface HttpGateway {
   close(): Promise<void>;
 }
 
-/** Text shown to approvers includes at most this much of a request body. */
-const BODY_TEXT_LIMIT = 4096;
 const TOKEN_CACHE_MAX = 10_000;
 
 interface SessionState {
@@ -96,6 +97,8 @@ interface Prepared {
   encodedRest: string;
   query: string;
   method: string;
+  /** What an approval of this request binds to (see binding.ts). */
+  binding: RequestBinding;
 }
 
 class HttpError extends Error {
@@ -108,7 +111,7 @@ class HttpError extends Error {
   }
 }
 
-const K8S_REASONS: Record<number, string> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 413: 'RequestEntityTooLarge', 500: 'InternalError', 502: 'ServiceUnavailable', 503: 'ServiceUnavailable' };
+const K8S_REASONS: Record<number, string> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 413: 'RequestEntityTooLarge', 415: 'UnsupportedMediaType', 500: 'InternalError', 502: 'ServiceUnavailable', 503: 'ServiceUnavailable' };
 
 /**
  * Kubernetes clients expect errors as a Status object; kubectl prints its message. Airlock's own
@@ -128,6 +131,20 @@ function kubernetesStatus(status: number, body: Record<string, unknown>): Record
   };
 }
 
+/**
+ * The Accept sent to a cluster while a response must be masked: JSON only. `as=Table` variants are
+ * kept when no field mask applies (detectors mask Table cells and included objects); protobuf,
+ * YAML and everything else are dropped.
+ */
+export function kubernetesMaskedAccept(accept: string | undefined, hasFields: boolean): string {
+  if (hasFields || !accept) return 'application/json';
+  const kept = accept
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => /^application\/json(\s*;|$)/i.test(p));
+  return kept.length > 0 ? kept.join(',') : 'application/json';
+}
+
 /** Same derivation as app.ts maskHashKey, so a value hashes identically on every protocol. */
 function defaultHashKey(loaded: LoadedConfig): string {
   const { masking, auth } = loaded.config;
@@ -141,6 +158,21 @@ function bearer(req: http.IncomingMessage): string | undefined {
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
   return m ? m[1] : undefined;
+}
+
+/**
+ * Rules that read the request body (a `text` regex, in match or unless), with the rest of their
+ * match: when one applies and the body is opaque to it (protobuf, compressed, unparseable), the
+ * request is refused rather than decided without the body.
+ */
+function compileBodyRules(rules: RuleConfig[]): Array<{ name: string; applies: Matcher }> {
+  return rules
+    .filter((r) => r.match?.text !== undefined || r.unless?.text !== undefined)
+    .map((r) => {
+      const rest = { ...(r.match ?? {}) };
+      delete rest.text;
+      return { name: r.name, applies: compileMatch(rest, `rule ${r.name} match`) };
+    });
 }
 
 /** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
@@ -166,6 +198,7 @@ export class HttpGatewayCore {
   readonly #tokens: TokenSettings;
   readonly #engine: PolicyEngine;
   readonly #fieldRules: FieldRule[];
+  readonly #bodyRules: Array<{ name: string; applies: Matcher }>;
   readonly #hasher: Hasher;
   readonly #upstreams: Map<string, Upstream>;
   readonly #maxHoldMs: number;
@@ -190,6 +223,7 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
+    this.#bodyRules = compileBodyRules(policy.rules);
     this.#hasher = new Hasher(o.hashKey ?? defaultHashKey(o.loaded));
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
@@ -198,7 +232,12 @@ export class HttpGatewayCore {
       const cb = this.#pending.get(req);
       if (cb) {
         this.#pending.delete(req);
-        cb(proxyRes);
+        try {
+          cb(proxyRes);
+        } catch (err) {
+          this.#log.error({ err }, 'HTTP gateway response handler failed');
+          proxyRes.destroy();
+        }
       } else proxyRes.resume();
     });
   }
@@ -311,20 +350,14 @@ export class HttpGatewayCore {
       const v = req.headers[h];
       if (v !== undefined) headers[h] = Array.isArray(v) ? v.join(', ') : v;
     }
-    const facts: HttpFacts = { method, path, query, headers };
-    const ct = String(req.headers['content-type'] ?? '').toLowerCase();
-    let bodyText = '';
-    if (body.length > 0 && (ct.includes('json') || ct.startsWith('text/') || ct.includes('yaml'))) {
-      bodyText = body.toString('utf8');
-      if (ct.includes('json')) {
-        try {
-          facts.body = JSON.parse(bodyText);
-        } catch {
-          throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
-        }
-      }
-    } else if (body.length > 0) bodyText = `<${body.length} bytes ${ct || 'application/octet-stream'}>`;
-    const shownBody = bodyText.length > BODY_TEXT_LIMIT ? `${bodyText.slice(0, BODY_TEXT_LIMIT)}... (${body.length} bytes)` : bodyText;
+    const facts: HttpFacts = { method, path, query, headers, caseSensitivePaths: up.caseSensitivePaths };
+    // Rules match the body's canonical form (JSON re-serialized, YAML parsed, form decoded), so
+    // escapes and formatting cannot hide a token; the whole body is shown, never a silent prefix.
+    const contentType = req.headers['content-type'];
+    const contentEncoding = req.headers['content-encoding'];
+    const cb = canonicalBody(body, contentType, contentEncoding);
+    if (cb.invalidJson !== undefined) throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
+    if (cb.value !== undefined) facts.body = cb.value;
 
     const socket = req.socket;
     const op: Operation = {
@@ -342,8 +375,28 @@ export class HttpGatewayCore {
       op.kubernetes = classifyKubernetes(method, path, query);
       line = describeKubernetes(op.kubernetes, method, path, query);
     }
-    op.text = shownBody ? `${line}\n${shownBody}` : line;
-    return { identity, up, session, body, op, encodedRest, query, method };
+    op.text = cb.text ? `${line}\n${cb.text}` : line;
+    if (cb.kind === 'opaque') {
+      const reader = this.#bodyRules.find((r) => r.applies(op));
+      if (reader) {
+        throw new HttpError(415, {
+          error: 'unreadable body',
+          rule: reader.name,
+          reason: `rule ${reader.name} reads request bodies, and this one (${cb.text}) cannot be read; send JSON, YAML, form or plain text without content-encoding`,
+        });
+      }
+    }
+    const binding = requestBinding({
+      method,
+      path,
+      query,
+      body,
+      connection: up.name,
+      ...(contentType ? { contentType } : {}),
+      ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
+      ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
+    });
+    return { identity, up, session, body, op, encodedRest, query, method, binding };
   }
 
   #readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -373,24 +426,33 @@ export class HttpGatewayCore {
     return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
   }
 
-  /** Upstream request headers: the client's minus its credentials and impersonation, plus Airlock's. */
-  #upstreamHeaders(up: Upstream, identity: Identity, masking: boolean, req: http.IncomingMessage): Record<string, string | string[]> {
+  /**
+   * Upstream request headers: the client's minus its credentials, impersonation and the identity /
+   * method-override headers upstreams trust (headers.ts), plus Airlock's. When the response must
+   * be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept: application/json`,
+   * keeping `as=Table` only when no field mask applies, since Table cells cannot be matched to
+   * field paths; detectors do cover cells and included objects), a whole body (no Range) in an
+   * encoding Airlock decodes.
+   */
+  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): Record<string, string | string[]> {
     for (const h of Object.keys(req.headers)) {
       // `expect`: the body is already buffered, so the upstream need not be asked to continue.
-      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect' || h.startsWith('impersonate-') || h.startsWith('x-airlock-')) delete req.headers[h];
+      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect') delete req.headers[h];
     }
+    stripIdentityHeaders(req.headers, up.trustHeaders);
     const add: Record<string, string | string[]> = { ...up.authHeaders };
+    const masking = masker !== undefined && !masker.empty;
+    if (masking) {
+      delete req.headers.range;
+      delete req.headers['if-range'];
+      add['accept-encoding'] = 'gzip, deflate, br';
+    }
     if (up.kind === 'kubernetes') {
       if (up.impersonate) {
         add['impersonate-user'] = identity.name;
         if (identity.groups.length > 0) add['impersonate-group'] = identity.groups;
       }
-      // To mask we need JSON: drop protobuf from Accept (kubectl asks for JSON already).
-      const accept = req.headers.accept;
-      if (masking && accept && accept.includes('protobuf')) {
-        const kept = accept.split(',').filter((p) => !p.includes('protobuf')).join(',');
-        add.accept = kept || 'application/json';
-      }
+      if (masking) add.accept = kubernetesMaskedAccept(req.headers.accept, masker.hasFields);
     }
     return add;
   }
@@ -510,7 +572,12 @@ export class HttpGatewayCore {
         if (held.gone) return record({ status: 499, error: 'client went away while held' });
       }
       const masker = this.#masker(ctx.op, d);
-      const result = await this.#forward(req, res, ctx, masker, extraHeaders);
+      const result = await this.#forward(req, res, ctx, masker, extraHeaders).catch((err: unknown) => {
+        // Contained: this request fails, the listener and every other connection keep going.
+        this.#log.error({ err }, 'HTTP gateway response relay failed');
+        sendJson(res, 500, this.#errorBody(req, new HttpError(500, { error: 'internal error', reason: 'Airlock failed to relay the response; see the gateway log' })));
+        return { status: 500, bytes: 0, masked: [] as string[], error: (err as Error).message };
+      });
       record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
       if (approval && approval.outcome === 'approved') {
         void this.#approver.reportResult({ requestId: approval.requestId, summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}` }).catch(() => undefined);
@@ -535,14 +602,15 @@ export class HttpGatewayCore {
     extraHeaders: Record<string, string>,
   ): Promise<{ status: number; bytes: number; masked: string[]; error?: string }> {
     const { up } = ctx;
-    const headers = this.#upstreamHeaders(up, ctx.identity, masker !== undefined, req);
+    const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
     req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
     const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && /(^|&)follow=(true|1)(&|$)/.test(ctx.query)));
-    return new Promise((resolve) => {
+    const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
+    return new Promise((resolve, reject) => {
       this.#pending.set(req, (proxyRes) => {
-        void relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders }).then(resolve);
+        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody }).then(resolve, reject);
       });
       this.#proxy.web(
         req,
@@ -609,7 +677,16 @@ export class HttpGatewayCore {
         if (held.gone || socket.destroyed) return record(499, { error: 'client went away while held' });
       }
       const up = ctx.up;
-      const headers = this.#upstreamHeaders(up, ctx.identity, false, req);
+      const masker = this.#masker(ctx.op, d);
+      const k = ctx.op.kubernetes;
+      let maskFrame: FrameMasker | undefined;
+      if (masker && !masker.empty) {
+        // Only what can be masked passes: port-forward carries raw bytes, and exec output has no fields.
+        const unmaskable = k?.subresource === 'portforward' ? 'port-forward streams raw bytes' : (k?.subresource === 'exec' || k?.subresource === 'attach') && masker.hasFields ? 'field masks cannot apply to terminal output' : undefined;
+        if (unmaskable) throw new HttpError(502, { error: 'unmaskable response', rule: masker.rules.join(', '), reason: `a mask applies to this request and ${unmaskable}, so the upgrade is refused` });
+        maskFrame = websocketFrameMasker(masker);
+      }
+      const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
       const upstreamHeaders: Record<string, string | string[]> = { ...headers };
       for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {
         const v = req.headers[h];
@@ -622,7 +699,6 @@ export class HttpGatewayCore {
         .split(',')
         .map((p) => p.trim())
         .filter((p) => p !== '');
-      const k = ctx.op.kubernetes;
       seq = ++ctx.session.seq;
       const cast =
         k && (k.subresource === 'exec' || k.subresource === 'attach')
@@ -631,8 +707,8 @@ export class HttpGatewayCore {
               header: { width: 80, height: 24, title: `${ctx.identity.name}@${up.name}: ${ctx.op.text.split('\n')[0]}`, ...(k.command ? { command: k.command.join(' ') } : {}) },
             }
           : undefined;
-      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast });
-      record(ws.refusedStatus ?? 101, ws.error ? { error: ws.error } : {}, ws);
+      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast, ...(maskFrame ? { maskFrame } : {}) });
+      record(ws.refusedStatus ?? 101, { ...(ws.error ? { error: ws.error } : {}), ...(ws.masked ? { maskedColumns: ws.masked } : {}) }, ws);
       if (approval?.outcome === 'approved') {
         void this.#approver
           .reportResult({ requestId: approval.requestId, summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}` })
@@ -662,7 +738,15 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   const core = new HttpGatewayCore(opts);
   const cfg = opts.loaded.config.http!;
   const tls = cfg.listen.tls;
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void core.handle(req, res);
+  const log = (opts.logger ?? rootLog).child({ component: 'http-gateway' });
+  // Every request and upgrade contains its own failure: it is answered 500 and logged, and nothing
+  // a client or upstream sends can end the process (and with it the other protocols' listeners).
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    core.handle(req, res).catch((err: unknown) => {
+      log.error({ err }, 'HTTP request handler failed');
+      sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
+    });
+  };
   const server = tls
     ? https.createServer({ cert: readFileSync(configPath(opts.loaded, tls.cert)), key: readFileSync(configPath(opts.loaded, tls.key)) }, handler)
     : http.createServer(handler);
@@ -670,7 +754,12 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   // Held requests stay open for up to maxHold; never let the server time them out first.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void core.upgrade(req, socket, head));
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    core.upgrade(req, socket, head).catch((err: unknown) => {
+      log.error({ err }, 'HTTP upgrade handler failed');
+      socket.destroy();
+    });
+  });
   server.on('clientError', (err, socket) => {
     if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
