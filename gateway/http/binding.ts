@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { describeKubernetes } from '../kubernetes/classify.ts';
 import type { KubernetesFacts } from '../policy/operation.ts';
+import { jsonDeeperThan, MAX_JSON_DEPTH } from './json-mask.ts';
 
 export type BodyKind = 'empty' | 'json' | 'yaml' | 'form' | 'text' | 'opaque';
 
@@ -54,6 +55,8 @@ export function canonicalBody(body: Buffer, contentType: string | undefined, con
     // Upstreams commonly parse JSON whatever the label: a body that is JSON is matched as JSON.
     try {
       const value: unknown = JSON.parse(text);
+      // Too deep to re-serialize safely, and no real request nests like that: rules cannot read it.
+      if (jsonDeeperThan(value, MAX_JSON_DEPTH)) return opaque(body, `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
       return { kind: 'json', text: JSON.stringify(value), value };
     } catch (err) {
       if (labelledJson) return { kind: 'opaque', text: '', invalidJson: (err as Error).message };
@@ -64,6 +67,7 @@ export function canonicalBody(body: Buffer, contentType: string | undefined, con
     // `application/apply-patch+yaml` (server-side apply), application/yaml, text/yaml.
     try {
       const value: unknown = parseYaml(text, { maxAliasCount: 100 });
+      if (jsonDeeperThan(value, MAX_JSON_DEPTH)) return opaque(body, `YAML nested deeper than ${MAX_JSON_DEPTH} levels`);
       return { kind: 'yaml', text: JSON.stringify(value) ?? '', value };
     } catch {
       return opaque(body, `${base} that does not parse`);

@@ -131,6 +131,15 @@ function kubernetesStatus(status: number, body: Record<string, unknown>): Record
   };
 }
 
+/** Kubernetes wrappers an object arrives in: itself (get, write), a list, a watch event, a Table row. */
+const KUBE_WRAPPERS = ['items.', 'object.', 'rows.object.'];
+
+/** A field path written for an object (`data.*`) also masks it inside lists, watch events and Table rows. */
+export function kubernetesFieldVariants(f: FieldMask): FieldMask[] {
+  if (KUBE_WRAPPERS.some((w) => f.path.startsWith(w))) return [f];
+  return [f, ...KUBE_WRAPPERS.map((w) => ({ ...f, path: `${w}${f.path}` }))];
+}
+
 /**
  * The Accept sent to a cluster while a response must be masked: JSON only. `as=Table` variants are
  * kept when no field mask applies (detectors mask Table cells and included objects); protobuf,
@@ -421,7 +430,17 @@ export class HttpGatewayCore {
   #masker(op: Operation, d: Decision): JsonMasker | undefined {
     if (d.action === 'deny') return undefined;
     const fields: FieldMask[] = [];
-    for (const r of this.#fieldRules) if (r.applies(op)) fields.push(...r.fields);
+    const seen = new Set<string>();
+    for (const r of this.#fieldRules) {
+      if (!r.applies(op)) continue;
+      for (const f of op.protocol === 'kubernetes' ? r.fields.flatMap(kubernetesFieldVariants) : r.fields) {
+        // One mask per path: applying `hash` or `partial` twice would mask the mask.
+        const key = `${f.path}\0${f.strategy}\0${f.encoding ?? ''}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        fields.push(f);
+      }
+    }
     if (fields.length === 0 && d.mask.detectors.length === 0) return undefined;
     return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
   }
