@@ -95,6 +95,8 @@ export interface RelayOptions {
   extraHeaders?: http.OutgoingHttpHeaders;
   /** Shapes Airlock's own error bodies (Kubernetes clients expect a Status object). */
   errorBody?: (status: number, body: Record<string, unknown>) => Record<string, unknown>;
+  /** A reason to refuse a parsed document the masker cannot fully cover (e.g. a Kubernetes Table while field masks apply). */
+  refuseDocument?: (doc: unknown) => string | undefined;
 }
 
 export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, masker: JsonMasker | undefined, opts: RelayOptions): Promise<RelayResult> {
@@ -140,6 +142,11 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       return;
     }
     const m = masker!;
+    if (status === 206) {
+      // Range is stripped when masking; a partial document could start below a field path.
+      proxyRes.destroy();
+      return fail('the upstream answered with a partial body (206), which cannot be masked; the response was withheld', 'unmaskable response');
+    }
     if (format === 'refuse') {
       proxyRes.destroy();
       return fail(`the upstream answered ${ct.split(';')[0] || 'without a content type'}, which Airlock cannot mask, on a request whose response must be masked; the response was withheld (ask for application/json)`, 'unmaskable response');
@@ -173,6 +180,11 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
             doc = JSON.parse(line.toString('utf8'));
           } catch {
             failed = 'a streamed event was not JSON; the stream was cut rather than relayed unmasked';
+            return false;
+          }
+          const refused = opts.refuseDocument?.(doc);
+          if (refused) {
+            failed = `${refused}; the stream was cut`;
             return false;
           }
           const r = m.mask(doc);
@@ -265,6 +277,8 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
               format === 'json' ? 'bad gateway' : 'unmaskable response',
             );
           }
+          const refused = opts.refuseDocument?.(doc);
+          if (refused) return fail(refused, 'unmaskable response');
           const r = m.mask(doc);
           out = Buffer.from(JSON.stringify(r.value));
           masked = r.masked;

@@ -154,6 +154,28 @@ export function kubernetesMaskedAccept(accept: string | undefined, hasFields: bo
   return kept.length > 0 ? kept.join(',') : 'application/json';
 }
 
+/**
+ * The Accept sent to an HTTP service while a response must be masked: only the types Airlock can
+ * mask (JSON; plain text when no field mask applies); `application/json` when none of the
+ * client's remain (`text/csv`, `*\/*`).
+ */
+export function serviceMaskedAccept(accept: string | undefined, hasFields: boolean): string {
+  const kept = (accept ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => {
+      const t = (p.split(';')[0] ?? '').trim().toLowerCase();
+      return t === 'application/json' || t.endsWith('+json') || /^application\/(x-)?ndjson$/.test(t) || (!hasFields && (t === 'text/plain' || t === 'text/event-stream'));
+    });
+  return kept.length > 0 ? kept.join(', ') : 'application/json';
+}
+
+function isKubernetesTable(doc: unknown): boolean {
+  if (doc === null || typeof doc !== 'object') return false;
+  const d = doc as { kind?: unknown; object?: { kind?: unknown } };
+  return d.kind === 'Table' || d.object?.kind === 'Table';
+}
+
 /** Same derivation as app.ts maskHashKey, so a value hashes identically on every protocol. */
 function defaultHashKey(loaded: LoadedConfig): string {
   const { masking, auth } = loaded.config;
@@ -472,7 +494,7 @@ export class HttpGatewayCore {
         if (identity.groups.length > 0) add['impersonate-group'] = identity.groups;
       }
       if (masking) add.accept = kubernetesMaskedAccept(req.headers.accept, masker.hasFields);
-    }
+    } else if (masking) add.accept = serviceMaskedAccept(req.headers.accept, masker.hasFields);
     return add;
   }
 
@@ -627,9 +649,15 @@ export class HttpGatewayCore {
     // Streams the client expects incrementally: watches and followed logs.
     const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && /(^|&)follow=(true|1)(&|$)/.test(ctx.query)));
     const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
+    // Table cells cannot be matched to field paths: a Table while field masks apply (an API server
+    // that ignored Accept: application/json) is refused rather than half masked.
+    const refuseDocument =
+      up.kind === 'kubernetes' && masker?.hasFields
+        ? (doc: unknown) => (isKubernetesTable(doc) ? 'the API server answered a Table, whose cells field masks cannot cover' : undefined)
+        : undefined;
     return new Promise((resolve, reject) => {
       this.#pending.set(req, (proxyRes) => {
-        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody }).then(resolve, reject);
+        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody, ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
       });
       this.#proxy.web(
         req,

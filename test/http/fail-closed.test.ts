@@ -59,6 +59,7 @@ function startUpstream(): Promise<http.Server> {
       if (p.endsWith('/users.html')) return send('text/html', '<p>ann.lee@example.com 123-45-6789</p>');
       if (p.endsWith('/users.js')) return send('application/javascript', USERS_TEXT);
       if (p.endsWith('/users.raw')) return send(undefined, USERS_TEXT);
+      if (p.endsWith('/partial')) return send('application/json', '{"id":1,"ssn":"123-45-6789"}', 206, { 'content-range': 'bytes 10-37/99' });
       if (p.endsWith('/notes')) return send('text/plain', 'ping ann.lee@example.com\n');
       if (p.endsWith('/cards')) return send('application/json', '{"card":4242424242424242,"big":4111111111111111111,"byEmail":{"ann.lee@example.com":1,"bo@example.org":2},"n":42}');
       if (p.endsWith('/users')) {
@@ -174,7 +175,8 @@ const leaks = (body: string) => body.includes('123-45-6789') || body.includes('a
 describe('masked responses fail closed', () => {
   test('formats that cannot be masked are refused with 502 naming the rule: csv, xml, html, JSONP, javascript', async () => {
     for (const p of ['/svc/users.csv', '/svc/users.xml', '/svc/users.html', '/svc/users?callback=steal', '/svc/users.js']) {
-      const r = await curl(p);
+      const r = await curl(p, ['-H', 'Accept: text/csv, application/xml, */*']);
+      assert.equal(seen[seen.length - 1].headers.accept, 'application/json', 'only what can be masked is asked for');
       assert.equal(r.status, 502, `${p}: ${r.status} ${r.body}`);
       const body = JSON.parse(r.body) as { error: string; rule: string; reason: string };
       assert.equal(body.error, 'unmaskable response', p);
@@ -206,6 +208,10 @@ describe('masked responses fail closed', () => {
     const up = seen.filter((s) => s.url === '/api/users').pop()!;
     assert.equal(up.headers.range, undefined);
     assert.equal(up.headers['if-range'], undefined);
+    // An upstream that answers partially anyway is refused: a fragment has another root.
+    const partial = await curl('/svc/partial');
+    assert.equal(partial.status, 502, partial.body);
+    assert.ok(!leaks(partial.body));
     // Without a mask, Range is the client's business.
     const plain = await curl('/plain/users', ['-H', 'Range: bytes=0-9']);
     assert.equal(plain.status, 206);
