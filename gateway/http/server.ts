@@ -42,7 +42,7 @@ import { PolicyEngine } from '../policy/engine.ts';
 import { compileMatch, type Matcher } from '../policy/match.ts';
 import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
-import { classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
+import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
 import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
 import { stripIdentityHeaders } from './headers.ts';
@@ -647,7 +647,7 @@ export class HttpGatewayCore {
     req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
-    const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && /(^|&)follow=(true|1)(&|$)/.test(ctx.query)));
+    const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && boolParam(new URLSearchParams(ctx.query), 'follow')));
     const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
     // Table cells cannot be matched to field paths: a Table while field masks apply (an API server
     // that ignored Accept: application/json) is refused rather than half masked.

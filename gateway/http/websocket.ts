@@ -129,7 +129,19 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
       if (o.cast && k8s) cast = new AsciicastWriter(o.cast.path, o.cast.header);
       const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, handleProtocols: () => upstream.protocol || false });
       wss.handleUpgrade(o.req, o.socket, o.head, (client) => {
-        client.on('message', (data, isBinary) => {
+        // A failure while handling one message ends this connection, never the process.
+        const contained =
+          <A extends unknown[]>(fn: (...a: A) => void) =>
+          (...a: A): void => {
+            try {
+              fn(...a);
+            } catch (err) {
+              client.terminate();
+              upstream.terminate();
+              finish(`websocket relay failed: ${(err as Error).message}`);
+            }
+          };
+        client.on('message', contained((data: RawData, isBinary: boolean) => {
           const b = toBytes(data);
           result.frames.fromClient++;
           result.bytes.fromClient += b.length;
@@ -139,8 +151,8 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
             else if (m?.channel === 4 && 'width' in m) cast.resize(m.width, m.height);
           }
           if (upstream.readyState === WebSocket.OPEN) upstream.send(b, { binary: isBinary });
-        });
-        upstream.on('message', (data, binary) => {
+        }));
+        upstream.on('message', contained((data: RawData, binary: boolean) => {
           let b = toBytes(data);
           let isBinary = binary;
           if (o.maskFrame) {
@@ -166,7 +178,7 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
             else if (m?.channel === 3 && 'status' in m) result.status = m.status;
           }
           if (client.readyState === WebSocket.OPEN) client.send(b, { binary: isBinary });
-        });
+        }));
         client.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d));
         upstream.on('ping', (d) => client.readyState === WebSocket.OPEN && client.ping(d));
         client.on('close', (code, reason) => {

@@ -18,8 +18,13 @@ const STREAM_SUBRESOURCES = new Set(['exec', 'attach', 'portforward']);
  * present and anything but `0` or `false` (any case) is true, the empty value included.
  */
 export function isWatchParam(params: URLSearchParams): boolean {
-  if (!params.has('watch')) return false;
-  const v = params.get('watch') ?? '';
+  return boolParam(params, 'watch');
+}
+
+/** A bool query parameter as the API server reads it (see isWatchParam). */
+export function boolParam(params: URLSearchParams, name: string): boolean {
+  if (!params.has(name)) return false;
+  const v = params.get(name) ?? '';
   return v !== '0' && v.toLowerCase() !== 'false';
 }
 
