@@ -40,6 +40,24 @@ export function responseHeaders(src: http.IncomingHttpHeaders, drop: string[] = 
   return out;
 }
 
+/** Structural headers whose values are never data (not run through detectors). */
+const STRUCTURAL = new Set(['content-type', 'content-length', 'date', 'cache-control', 'expires', 'last-modified', 'vary', 'server', 'age', 'pragma']);
+
+/** Detectors over every other response header value (a `Location` or `X-User-Email` carries data too). */
+function maskHeaderValues(headers: http.OutgoingHttpHeaders, m: JsonMasker): string[] {
+  const hits: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (STRUCTURAL.has(k) || v === undefined || typeof v === 'number') continue;
+    const mask = (x: string) => {
+      const r = m.maskText(x);
+      for (const h of r.masked) hits.push(`${h}@header:${k}`);
+      return r.value;
+    };
+    headers[k] = Array.isArray(v) ? v.map(mask) : mask(v);
+  }
+  return hits;
+}
+
 function decoder(encoding: string | undefined): Transform | null | undefined {
   const e = (encoding ?? '').trim().toLowerCase();
   if (e === '' || e === 'identity') return null;
@@ -124,7 +142,16 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
     };
 
     if (!needsMask) {
-      res.writeHead(status, { ...responseHeaders(proxyRes.headers), ...opts.extraHeaders });
+      const plain = { ...responseHeaders(proxyRes.headers), ...opts.extraHeaders };
+      // No body (HEAD, 204, 304), but the headers still carry data when a mask applies.
+      if (masker && !masker.empty) {
+        try {
+          maskHeaderValues(plain, masker);
+        } catch (err) {
+          return fail(`the response headers could not be masked: ${(err as Error).message}`);
+        }
+      }
+      res.writeHead(status, plain);
       const counter = countBytes(res);
       proxyRes.pipe(res);
       const end = (error?: string) => done({ status, bytes: counter.bytes, masked: [], ...(error ? { error } : {}) });
@@ -156,6 +183,12 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
     const body: Readable = dec ? proxyRes.pipe(dec) : proxyRes;
     body.on('error', (e) => fail(`could not decode the upstream response: ${e.message}`));
     const headers = { ...responseHeaders(proxyRes.headers, ['content-length', 'content-encoding', 'etag', 'content-md5', 'content-range', 'accept-ranges']), ...opts.extraHeaders };
+    let headerHits: string[];
+    try {
+      headerHits = maskHeaderValues(headers, m);
+    } catch (err) {
+      return fail(`the response headers could not be masked: ${(err as Error).message}`);
+    }
 
     const isJson = format === 'json';
     const streaming = format !== 'sniff' && (opts.stream || ndjson || ct.includes('stream=watch') || ct.startsWith('text/event-stream'));
@@ -163,7 +196,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       // One JSON document (or one text line, e.g. `logs -f`) per line; each is masked and flushed on its own.
       res.writeHead(status, headers);
       const counter = countBytes(res);
-      const masked = new Set<string>();
+      const masked = new Set<string>(headerHits);
       let pending: Buffer = Buffer.alloc(0);
       let failed: string | undefined;
       const emit = (line: Buffer): boolean => {
@@ -287,7 +320,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
         headers['content-length'] = out.length;
         res.writeHead(status, headers);
         res.end(out);
-        done({ status, bytes: out.length, masked });
+        done({ status, bytes: out.length, masked: [...headerHits, ...masked] });
       } catch (err) {
         fail((err as Error).message);
       }

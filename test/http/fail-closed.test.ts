@@ -59,6 +59,7 @@ function startUpstream(): Promise<http.Server> {
       if (p.endsWith('/users.html')) return send('text/html', '<p>ann.lee@example.com 123-45-6789</p>');
       if (p.endsWith('/users.js')) return send('application/javascript', USERS_TEXT);
       if (p.endsWith('/users.raw')) return send(undefined, USERS_TEXT);
+      if (p.endsWith('/created')) return send('application/json', '{"ok":true}', 201, { location: '/users/ann.lee@example.com', 'x-owner': 'bo@example.org' });
       if (p.endsWith('/partial')) return send('application/json', '{"id":1,"ssn":"123-45-6789"}', 206, { 'content-range': 'bytes 10-37/99' });
       if (p.endsWith('/notes')) return send('text/plain', 'ping ann.lee@example.com\n');
       if (p.endsWith('/cards')) return send('application/json', '{"card":4242424242424242,"big":4111111111111111111,"byEmail":{"ann.lee@example.com":1,"bo@example.org":2},"n":42}');
@@ -215,6 +216,14 @@ describe('masked responses fail closed', () => {
     // Without a mask, Range is the client's business.
     const plain = await curl('/plain/users', ['-H', 'Range: bytes=0-9']);
     assert.equal(plain.status, 206);
+  });
+
+  test('response headers get the detectors too, also without a body (HEAD)', async () => {
+    for (const args of [[], ['-I']]) {
+      const r = await curl('/svc/created', args);
+      assert.equal(r.headers.location, '/users/[redacted:email]', JSON.stringify(args));
+      assert.equal(r.headers['x-owner'], '[redacted:email]');
+    }
   });
 
   test('detectors cover numbers (a card as a JSON number) and object keys (an email as a key)', async () => {
