@@ -44,7 +44,7 @@ import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
-import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
+import { canonicalBody, requestBinding, type CanonicalBody, type RequestBinding } from './binding.ts';
 import { stripIdentityHeaders } from './headers.ts';
 import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
@@ -204,6 +204,17 @@ function compileBodyRules(rules: RuleConfig[]): Array<{ name: string; applies: M
       delete rest.text;
       return { name: r.name, applies: compileMatch(rest, `rule ${r.name} match`) };
     });
+}
+
+/** Whether the query or a form/JSON body carries a `_method` override parameter. */
+function methodOverrideParam(query: string, body: CanonicalBody): boolean {
+  if (new URLSearchParams(query).has('_method')) return true;
+  if (body.kind === 'form') return new URLSearchParams(body.text).has('_method');
+  if (body.kind === 'json' || body.kind === 'yaml') {
+    const v = body.value;
+    return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, '_method');
+  }
+  return false;
 }
 
 /** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
@@ -407,6 +418,11 @@ export class HttpGatewayCore {
       line = describeKubernetes(op.kubernetes, method, path, query);
     }
     op.text = cb.text ? `${line}\n${cb.text}` : line;
+    if (up.kind === 'http' && methodOverrideParam(query, cb)) {
+      // Rack, Laravel, Symfony and Express method-override read `_method` from the query or a
+      // form/JSON body: a POST checked as POST would run as DELETE.
+      throw new HttpError(400, { error: 'bad request', reason: 'a `_method` parameter (method override) is not accepted: send the real HTTP method' });
+    }
     if (cb.kind === 'opaque') {
       const reader = this.#bodyRules.find((r) => r.applies(op));
       if (reader) {

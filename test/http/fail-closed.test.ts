@@ -301,7 +301,7 @@ describe('paths, bodies and headers are decided as the upstream will act on them
     assert.equal(fine.status, 200);
   });
 
-  test('identity and method-override headers are stripped unless the service trusts them', async () => {
+  test('identity and method-override headers are stripped unless the service trusts them; _method parameters are refused', async () => {
     const spoof = ['X-Forwarded-User: admin', 'X-Remote-User: admin', 'X-Remote-Group: system:masters', 'X-Forwarded-Email: boss@example.com', 'X-HTTP-Method-Override: DELETE', 'X-Method-Override: DELETE', 'X-HTTP-Method: DELETE', 'X-Forwarded-For: 10.0.0.1', 'X-Auth-Request-User: admin'];
     const args = spoof.flatMap((h) => ['-H', h]);
     const r = await curl('/plain/whoami', args);
@@ -310,6 +310,14 @@ describe('paths, bodies and headers are decided as the upstream will act on them
     for (const h of ['x-forwarded-user', 'x-remote-user', 'x-remote-group', 'x-forwarded-email', 'x-http-method-override', 'x-method-override', 'x-http-method', 'x-forwarded-for', 'x-auth-request-user']) {
       assert.equal(up.headers[h], undefined, h);
     }
+    const before = seen.length;
+    for (const args2 of [['-X', 'POST', '--data', '_method=DELETE'], ['-X', 'POST', '-H', 'content-type: application/json', '--data', '{"_method":"DELETE"}']]) {
+      const o = await curl('/plain/users/7', args2);
+      assert.equal(o.status, 400, o.body);
+      assert.match(JSON.parse(o.body).reason, /_method/);
+    }
+    assert.equal((await curl('/plain/users/7?_method=DELETE', ['-X', 'POST'])).status, 400);
+    assert.equal(seen.length, before, 'method overrides in parameters never reach the upstream');
     await curl('/trusting/whoami', args);
     const t = seen.filter((s) => s.url === '/api/whoami').pop()!;
     assert.equal(t.headers['x-forwarded-user'], 'admin', 'opted in');
