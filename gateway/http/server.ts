@@ -44,7 +44,8 @@ import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
-import { canonicalBody, requestBinding, type CanonicalBody, type RequestBinding } from './binding.ts';
+import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
+import { compileBodyRules, isKubernetesTable, kubernetesFieldVariants, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
 import { stripIdentityHeaders } from './headers.ts';
 import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
@@ -131,51 +132,6 @@ function kubernetesStatus(status: number, body: Record<string, unknown>): Record
   };
 }
 
-/** Kubernetes wrappers an object arrives in: itself (get, write), a list, a watch event, a Table row. */
-const KUBE_WRAPPERS = ['items.', 'object.', 'rows.object.'];
-
-/** A field path written for an object (`data.*`) also masks it inside lists, watch events and Table rows. */
-export function kubernetesFieldVariants(f: FieldMask): FieldMask[] {
-  if (KUBE_WRAPPERS.some((w) => f.path.startsWith(w))) return [f];
-  return [f, ...KUBE_WRAPPERS.map((w) => ({ ...f, path: `${w}${f.path}` }))];
-}
-
-/**
- * The Accept sent to a cluster while a response must be masked: JSON only. `as=Table` variants are
- * kept when no field mask applies (detectors mask Table cells and included objects); protobuf,
- * YAML and everything else are dropped.
- */
-export function kubernetesMaskedAccept(accept: string | undefined, hasFields: boolean): string {
-  if (hasFields || !accept) return 'application/json';
-  const kept = accept
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => /^application\/json(\s*;|$)/i.test(p));
-  return kept.length > 0 ? kept.join(',') : 'application/json';
-}
-
-/**
- * The Accept sent to an HTTP service while a response must be masked: only the types Airlock can
- * mask (JSON; plain text when no field mask applies); `application/json` when none of the
- * client's remain (`text/csv`, `*\/*`).
- */
-export function serviceMaskedAccept(accept: string | undefined, hasFields: boolean): string {
-  const kept = (accept ?? '')
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => {
-      const t = (p.split(';')[0] ?? '').trim().toLowerCase();
-      return t === 'application/json' || t.endsWith('+json') || /^application\/(x-)?ndjson$/.test(t) || (!hasFields && (t === 'text/plain' || t === 'text/event-stream'));
-    });
-  return kept.length > 0 ? kept.join(', ') : 'application/json';
-}
-
-function isKubernetesTable(doc: unknown): boolean {
-  if (doc === null || typeof doc !== 'object') return false;
-  const d = doc as { kind?: unknown; object?: { kind?: unknown } };
-  return d.kind === 'Table' || d.object?.kind === 'Table';
-}
-
 /** Same derivation as app.ts maskHashKey, so a value hashes identically on every protocol. */
 function defaultHashKey(loaded: LoadedConfig): string {
   const { masking, auth } = loaded.config;
@@ -189,32 +145,6 @@ function bearer(req: http.IncomingMessage): string | undefined {
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
   return m ? m[1] : undefined;
-}
-
-/**
- * Rules that read the request body (a `text` regex, in match or unless), with the rest of their
- * match: when one applies and the body is opaque to it (protobuf, compressed, unparseable), the
- * request is refused rather than decided without the body.
- */
-function compileBodyRules(rules: RuleConfig[]): Array<{ name: string; applies: Matcher }> {
-  return rules
-    .filter((r) => r.match?.text !== undefined || r.unless?.text !== undefined)
-    .map((r) => {
-      const rest = { ...(r.match ?? {}) };
-      delete rest.text;
-      return { name: r.name, applies: compileMatch(rest, `rule ${r.name} match`) };
-    });
-}
-
-/** Whether the query or a form/JSON body carries a `_method` override parameter. */
-function methodOverrideParam(query: string, body: CanonicalBody): boolean {
-  if (new URLSearchParams(query).has('_method')) return true;
-  if (body.kind === 'form') return new URLSearchParams(body.text).has('_method');
-  if (body.kind === 'json' || body.kind === 'yaml') {
-    const v = body.value;
-    return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, '_method');
-  }
-  return false;
 }
 
 /** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
