@@ -663,13 +663,7 @@ export class HttpGatewayCore {
       ctx = await this.#prepare(req, false);
       const d = (decision = this.#engine.decide(ctx.op));
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
-      if (d.action === 'review') {
-        const held = await this.#review(ctx, d, socket, () => true);
-        approval = held.approval;
-        if (held.refusal) throw held.refusal;
-        if (held.gone || socket.destroyed) return record(499, { error: 'client went away while held' });
-      }
-      const up = ctx.up;
+      // Refused before any hold: approvers are not asked for what could not be relayed.
       const masker = this.#masker(ctx.op, d);
       const k = ctx.op.kubernetes;
       let maskFrame: FrameMasker | undefined;
@@ -679,6 +673,13 @@ export class HttpGatewayCore {
         if (unmaskable) throw new HttpError(502, { error: 'unmaskable response', rule: masker.rules.join(', '), reason: `a mask applies to this request and ${unmaskable}, so the upgrade is refused` });
         maskFrame = websocketFrameMasker(masker);
       }
+      if (d.action === 'review') {
+        const held = await this.#review(ctx, d, socket, () => true);
+        approval = held.approval;
+        if (held.refusal) throw held.refusal;
+        if (held.gone || socket.destroyed) return record(499, { error: 'client went away while held' });
+      }
+      const up = ctx.up;
       const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
       const upstreamHeaders: Record<string, string | string[]> = { ...headers };
       for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {

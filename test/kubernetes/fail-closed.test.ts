@@ -128,6 +128,24 @@ describe('Kubernetes fails closed', () => {
     assert.ok(!r.body.includes(SECRET_B64));
   });
 
+  test('upgrades whose frames cannot be masked are refused: port-forward, and exec under a field mask', async () => {
+    const before = k.kube.seen.length;
+    for (const path of ['/api/v1/namespaces/default/pods/web-1/portforward?ports=5432', '/api/v1/namespaces/default/pods/web-1/exec?command=cat&command=%2Fetc%2Fhosts&stdout=true']) {
+      const ws = new WebSocket(`${k.gw.url.replace('https', 'wss')}/prod${path}`, ['v4.channel.k8s.io', 'portforward.k8s.io'], { headers: { authorization: `Bearer ${token}` }, ca: readFileSync(k.gwPki.caFile) });
+      const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        ws.once('unexpected-response', (_q, r) => {
+          let body = '';
+          r.on('data', (d: Buffer) => (body += d.toString()));
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+        });
+        ws.once('open', () => reject(new Error(`${path} was relayed`)));
+      });
+      assert.equal(res.status, 502, path);
+      assert.match(JSON.parse(res.body).message, /unmaskable response \(rule mask-pod-ips\)/, path);
+    }
+    assert.equal(k.kube.seen.length, before, 'the API server was never dialled');
+  });
+
   test('every spelling of watch is a watch', async () => {
     for (const q of ['watch=yes', 'watch=', 'watch=TRUE', 'watch=on&watch=false']) {
       const r = await curl(`/api/v1/namespaces/kube-system/pods?${q}`, ['--max-time', '5']);
