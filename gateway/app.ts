@@ -81,6 +81,24 @@ function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConne
   };
 }
 
+/**
+ * Last line of defence for `airlock gateway`: an exception that escaped a connection's own handler
+ * is logged, and the process keeps serving the other connections and protocols instead of taking
+ * every listener down (each handler already answers its own request 500/502 and closes it).
+ * Returns a function that removes the guard.
+ */
+export function installCrashGuard(logger: Logger = rootLog): () => void {
+  const log = logger.child({ component: 'crash-guard' });
+  const onException = (err: unknown) => log.error({ err }, 'uncaught exception contained; the gateway keeps serving');
+  const onRejection = (err: unknown) => log.error({ err }, 'unhandled rejection contained; the gateway keeps serving');
+  process.on('uncaughtException', onException);
+  process.on('unhandledRejection', onRejection);
+  return () => {
+    process.off('uncaughtException', onException);
+    process.off('unhandledRejection', onRejection);
+  };
+}
+
 export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptions = {}): Promise<RunningGateway> {
   const logger = opts.logger ?? rootLog;
   await initSqlParser();

@@ -35,9 +35,10 @@ export function buildCli(): Command {
     .showHelpAfterError();
 
   configOption(program.command('gateway').description('start the gateway listeners')).action(async (o: { config: string }) => {
-    const { startGateway } = await import('../app.ts');
+    const { installCrashGuard, startGateway } = await import('../app.ts');
     const loaded = loadConfig(o.config);
     const gw = await startGateway(loaded);
+    installCrashGuard();
     for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
     await waitForSignal();
     await gw.close();

@@ -180,6 +180,13 @@ const httpService = z
     /** Request headers (lower-case) exposed to rules and recordings; others are forwarded but not recorded. */
     headers: z.array(z.string()).default(['content-type', 'accept', 'user-agent']),
     allow: connectionAllow,
+    /** Match rule `paths` case-sensitively. Off by default: many servers route `/Admin` like `/admin`. */
+    caseSensitivePaths: z.boolean().default(false),
+    /**
+     * Identity and method-override headers this upstream may receive from clients (lower-case),
+     * e.g. `x-forwarded-user`. By default all of them are stripped (see gateway/http/headers.ts).
+     */
+    trustHeaders: z.array(z.string().regex(/^[A-Za-z0-9-]+$/, 'an HTTP header name')).default([]),
   })
   .strict();
 

@@ -23,6 +23,8 @@ export interface BindingInput {
   body?: Buffer;
   /** Lines added to what the approver sees (body summary, open transaction ...). */
   details?: string[];
+  /** What the approver reads instead of the operation text (a long body cut for display, with its size and hash). */
+  shownText?: string;
 }
 
 function shownParameter(p: BoundParameter, i: number): string {
@@ -48,7 +50,7 @@ export function bindOperation(op: Operation, key: string, input: BindingInput = 
   field('nparams', String(params.length));
   for (const p of params) field(p.value === null ? 'null' : p.binary ? 'bin' : 'txt', p.value ?? Buffer.alloc(0));
   if (input.body) field('body', input.body);
-  const binding: OperationBinding = { text: redactDetected(op.text), digest: h.digest('hex') };
+  const binding: OperationBinding = { text: redactDetected(input.shownText ?? op.text), digest: h.digest('hex') };
   if (params.length > 0) binding.parameters = params.map(shownParameter);
   const details = [...(op.tables.length > 0 ? [`tables: ${op.tables.join(', ')}`] : []), `session ${op.connection.sessionId} from ${op.connection.clientAddress}`, ...(input.details ?? [])];
   binding.details = details;

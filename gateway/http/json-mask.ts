@@ -8,7 +8,12 @@
 //
 // Values: strings get the strategy (redact -> "[redacted]", partial, hash); numbers and booleans
 // become the redact token (or null for `null`), since a number cannot hold a mask. Detectors run
-// on every remaining string value, through the same span masking as PostgreSQL text columns.
+// on every remaining string value, through the same span masking as PostgreSQL text columns, on
+// numbers (a card number sent as a JSON number becomes the detector's token, a string) and on
+// object keys (an email used as a key is replaced; colliding masked keys get `#2`, `#3` ...).
+//
+// Depth: documents nested deeper than MAX_JSON_DEPTH are refused (JsonDepthError) before any
+// walk, so no response can exhaust the stack; callers fail closed (502).
 import type { DetectorName, MaskStrategy } from '../policy/decision.ts';
 import { detectorMask, quickCheckString } from '../masking/detectors.ts';
 import { applyStrategy, STRATEGY_STRENGTH, type Hasher } from '../masking/strategies.ts';
@@ -33,7 +38,31 @@ interface CompiledField {
   base64: boolean;
 }
 
+const CARD_BIT = detectorMask(['card']);
+
 export class FieldPathError extends Error {}
+
+/** Deeper than any real API document (Kubernetes objects stay under ~30 levels). */
+export const MAX_JSON_DEPTH = 256;
+
+export class JsonDepthError extends Error {
+  constructor(readonly limit: number) {
+    super(`the JSON document is nested deeper than ${limit} levels, so Airlock cannot mask it; it was withheld`);
+  }
+}
+
+/** Whether `doc` nests deeper than `limit` (iterative: cannot overflow the stack itself). */
+export function jsonDeeperThan(doc: unknown, limit: number): boolean {
+  if (doc === null || typeof doc !== 'object') return false;
+  const stack: Array<[unknown, number]> = [[doc, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (d > limit) return true;
+    const children = Array.isArray(v) ? v : Object.values(v as Record<string, unknown>);
+    for (const c of children) if (c !== null && typeof c === 'object') stack.push([c, d + 1]);
+  }
+  return false;
+}
 
 /** Parses `a.b["c.d"].*` into segments. */
 export function parseFieldPath(path: string): string[] {
@@ -79,8 +108,11 @@ export class JsonMasker {
   readonly #fields: CompiledField[];
   readonly #rules: DetectorRules;
   readonly #hasher: Hasher;
+  /** Names of the rules whose masks this masker applies (for refusals). */
+  readonly rules: string[];
 
   constructor(plan: JsonMaskPlan, hasher: Hasher) {
+    this.rules = [...new Set([...plan.fields.map((f) => f.rule), ...plan.detectors.map((d) => d.rule)])];
     this.#fields = plan.fields.map((f) => ({ segments: parseFieldPath(f.path), strategy: f.strategy, base64: f.encoding === 'base64' }));
     const strategy: Partial<Record<DetectorName, MaskStrategy>> = {};
     for (const d of plan.detectors) {
@@ -95,8 +127,14 @@ export class JsonMasker {
     return this.#fields.length === 0 && this.#rules.mask === 0;
   }
 
-  /** Masks `doc` in place and returns it (the root may be replaced), with what was masked. */
+  /** Field masks apply (only JSON can be masked then; text bodies cannot). */
+  get hasFields(): boolean {
+    return this.#fields.length > 0;
+  }
+
+  /** Masks `doc` in place and returns it (the root may be replaced), with what was masked. Throws JsonDepthError on documents too deep to walk. */
   mask(doc: unknown): { value: unknown; masked: string[] } {
+    if (jsonDeeperThan(doc, MAX_JSON_DEPTH)) throw new JsonDepthError(MAX_JSON_DEPTH);
     const masked = new Set<string>();
     const box = { root: doc };
     for (const f of this.#fields) this.#applyField(box, 'root', f.segments, 0, f, '', masked);
@@ -164,16 +202,59 @@ export class JsonMasker {
       for (const h of r.hits) masked.add(`detector:${h}@${where || '$'}`);
       return r.value === null ? null : fromBinary(r.value);
     }
+    if (typeof v === 'number') {
+      // A card number as a JSON number: masked to the detector's token (a string).
+      const text = Number.isInteger(v) ? BigInt(v).toString() : String(v);
+      if (Number.isInteger(v) && !Number.isSafeInteger(v) && (this.#rules.mask & CARD_BIT) !== 0) {
+        // Parsing already rounded it: its digits cannot be checked, so a card-length integer is masked.
+        masked.add(`detector:card@${where || '$'}`);
+        return applyStrategy(this.#rules.strategy.card === 'partial' ? 'redact' : (this.#rules.strategy.card ?? 'redact'), text, this.#hasher, 'card');
+      }
+      const cand = quickCheckString(text, this.#rules.mask);
+      if (cand === 0) return v;
+      const r = maskSpans(text, 'text', this.#rules, this.#hasher, cand);
+      if (r.value === undefined) return v;
+      for (const h of r.hits) masked.add(`detector:${h}@${where || '$'}`);
+      return r.value;
+    }
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) v[i] = this.#detect(v[i], `${where}[${i}]`, masked);
       return v;
     }
     if (v !== null && typeof v === 'object') {
       const o = v as Record<string, unknown>;
-      for (const k of Object.keys(o)) o[k] = this.#detect(o[k], where ? `${where}.${k}` : k, masked);
-      return o;
+      let renamed: Map<string, string> | undefined;
+      for (const k of Object.keys(o)) {
+        o[k] = this.#detect(o[k], where ? `${where}.${k}` : k, masked);
+        const mk = this.#maskKey(k, where, masked);
+        if (mk !== k) (renamed ??= new Map()).set(k, mk);
+      }
+      if (!renamed) return o;
+      // Rebuild in order with masked keys; colliding masked keys are numbered, never merged.
+      const out: Record<string, unknown> = {};
+      for (const k of Object.keys(o)) {
+        let nk = renamed.get(k) ?? k;
+        if (Object.prototype.hasOwnProperty.call(out, nk)) {
+          let n = 2;
+          while (Object.prototype.hasOwnProperty.call(out, `${nk}#${n}`)) n++;
+          nk = `${nk}#${n}`;
+        }
+        out[nk] = o[k];
+      }
+      return out;
     }
     return v;
+  }
+
+  /** An object key with detector hits, masked (a null strategy on a key redacts). */
+  #maskKey(k: string, where: string, masked: Set<string>): string {
+    const bin = toBinary(k);
+    const cand = quickCheckString(bin, this.#rules.mask);
+    if (cand === 0) return k;
+    const r = maskSpans(bin, 'text', this.#rules, this.#hasher, cand);
+    if (r.value === undefined) return k;
+    for (const h of r.hits) masked.add(`detector:${h}@${where ? `${where}.` : ''}<key>`);
+    return r.value === null ? '[redacted]' : fromBinary(r.value);
   }
 
   /** Detector masking of a plain-text body (text/*): spans replaced in place. */

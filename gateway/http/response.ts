@@ -7,10 +7,12 @@
 //   and content-md5 dropped, since the bytes changed).
 // - Streams (Kubernetes watch, `;stream=watch`, `logs -f`): masked one line at a time (JSON events
 //   or text lines) and flushed as each arrives.
-// - text/*: content detectors only, bounded buffer.
-// - Kubernetes protobuf while masking is required: refused (502); the gateway asks for JSON when
-//   it must mask, so this only happens when the upstream ignores Accept. Other binary bodies
-//   pass through untouched.
+// - text/plain and text/event-stream: content detectors only, bounded buffer, and only when no
+//   field mask applies (then only a body that parses as JSON is masked and relayed).
+// - No content type: relayed only if the body parses as JSON (then masked as JSON).
+// - Anything else (csv, xml, html, JavaScript/JSONP, yaml, protobuf, images ...): refused (502,
+//   `unmaskable response`, naming the rules) while a mask applies; the gateway asks for JSON when
+//   it must mask, so this only happens when the client or upstream insists on another format.
 // Anything that must be masked but cannot be (too large, unparseable, unknown encoding) fails
 // closed with 502 and nothing of the body is sent.
 import type http from 'node:http';
@@ -36,6 +38,24 @@ export function responseHeaders(src: http.IncomingHttpHeaders, drop: string[] = 
     out[k] = v;
   }
   return out;
+}
+
+/** Structural headers whose values are never data (not run through detectors). */
+const STRUCTURAL = new Set(['content-type', 'content-length', 'date', 'cache-control', 'expires', 'last-modified', 'vary', 'server', 'age', 'pragma']);
+
+/** Detectors over every other response header value (a `Location` or `X-User-Email` carries data too). */
+function maskHeaderValues(headers: http.OutgoingHttpHeaders, m: JsonMasker): string[] {
+  const hits: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (STRUCTURAL.has(k) || v === undefined || typeof v === 'number') continue;
+    const mask = (x: string) => {
+      const r = m.maskText(x);
+      for (const h of r.masked) hits.push(`${h}@header:${k}`);
+      return r.value;
+    };
+    headers[k] = Array.isArray(v) ? v.map(mask) : mask(v);
+  }
+  return hits;
 }
 
 function decoder(encoding: string | undefined): Transform | null | undefined {
@@ -69,80 +89,150 @@ function countBytes(res: http.ServerResponse): { bytes: number } {
   return counter;
 }
 
-export function relayResponse(
-  proxyRes: http.IncomingMessage,
-  res: http.ServerResponse,
-  masker: JsonMasker | undefined,
-  opts: { maxBytes: number; stream: boolean; extraHeaders?: http.OutgoingHttpHeaders },
-): Promise<RelayResult> {
+/** How a response body that must be masked is handled. */
+type MaskFormat = 'json' | 'text' | 'sniff' | 'refuse';
+
+/**
+ * JSON (and NDJSON) is masked; plain text gets detectors only when no field mask applies (a field
+ * cannot be found in text); a body without a content type, or text while fields apply, is masked
+ * only if it parses as JSON; every other type (csv, xml, html, javascript/JSONP, yaml, protobuf,
+ * images, octet-stream ...) cannot be masked and is refused.
+ */
+export function maskFormat(contentType: string, hasFields: boolean): MaskFormat {
+  const ct = contentType.toLowerCase();
+  const base = (ct.split(';')[0] ?? '').trim();
+  if (base === '') return 'sniff';
+  if (/(nd|x-ld|l)json$|json-seq$/.test(base) || base === 'application/json' || base.endsWith('+json') || base === 'text/json') return 'json';
+  if (base === 'text/plain' || base === 'text/event-stream') return hasFields ? 'sniff' : 'text';
+  return 'refuse';
+}
+
+export interface RelayOptions {
+  maxBytes: number;
+  stream: boolean;
+  extraHeaders?: http.OutgoingHttpHeaders;
+  /** Shapes Airlock's own error bodies (Kubernetes clients expect a Status object). */
+  errorBody?: (status: number, body: Record<string, unknown>) => Record<string, unknown>;
+  /** A reason to refuse a parsed document the masker cannot fully cover (e.g. a Kubernetes Table while field masks apply). */
+  refuseDocument?: (doc: unknown) => string | undefined;
+}
+
+export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerResponse, masker: JsonMasker | undefined, opts: RelayOptions): Promise<RelayResult> {
   const status = proxyRes.statusCode ?? 502;
   const ct = String(proxyRes.headers['content-type'] ?? '').toLowerCase();
-  const ndjson = /(nd|x-ld|l)json\b|json-seq/.test(ct);
-  const isJson = ndjson || /(^|\/|\+)json\b/.test(ct.split(';')[0] ?? '') || ct.startsWith('application/json');
-  const isText = ct.startsWith('text/');
   const noBody = status === 204 || status === 304 || res.req?.method === 'HEAD';
-  const needsMask = masker !== undefined && !masker.empty && !noBody && (isJson || isText || ct.includes('protobuf'));
+  const needsMask = masker !== undefined && !masker.empty && !noBody;
+  const format: MaskFormat = needsMask ? maskFormat(ct, masker.hasFields) : 'text';
+  const ndjson = /(nd|x-ld|l)json\b|json-seq/.test(ct);
 
   return new Promise<RelayResult>((resolve) => {
-    const fail = (error: string): void => {
+    let settled = false;
+    const fail = (error: string, kind = 'bad gateway'): void => {
+      if (settled) return;
+      settled = true;
       proxyRes.resume();
-      sendJson(res, 502, { error: 'bad gateway', reason: error });
+      const body = { error: kind, ...(masker && masker.rules.length ? { rule: masker.rules.join(', ') } : {}), reason: error };
+      sendJson(res, 502, opts.errorBody ? opts.errorBody(502, body) : body);
       resolve({ status: 502, bytes: 0, masked: [], error });
+    };
+    const done = (r: RelayResult): void => {
+      if (settled) return;
+      settled = true;
+      resolve(r);
     };
 
     if (!needsMask) {
-      res.writeHead(status, { ...responseHeaders(proxyRes.headers), ...opts.extraHeaders });
+      const plain = { ...responseHeaders(proxyRes.headers), ...opts.extraHeaders };
+      // No body (HEAD, 204, 304), but the headers still carry data when a mask applies.
+      if (masker && !masker.empty) {
+        try {
+          maskHeaderValues(plain, masker);
+        } catch (err) {
+          return fail(`the response headers could not be masked: ${(err as Error).message}`);
+        }
+      }
+      res.writeHead(status, plain);
       const counter = countBytes(res);
       proxyRes.pipe(res);
-      const done = (error?: string) => resolve({ status, bytes: counter.bytes, masked: [], ...(error ? { error } : {}) });
-      res.once('finish', () => done());
+      const end = (error?: string) => done({ status, bytes: counter.bytes, masked: [], ...(error ? { error } : {}) });
+      res.once('finish', () => end());
       res.once('close', () => {
         if (!res.writableFinished) {
           proxyRes.destroy();
-          done('client closed the connection before the response ended');
+          end('client closed the connection before the response ended');
         }
       });
       proxyRes.once('error', (e) => {
         res.destroy();
-        done(`upstream response failed: ${e.message}`);
+        end(`upstream response failed: ${e.message}`);
       });
       return;
     }
-    if (ct.includes('protobuf')) return fail('the upstream answered in protobuf, which Airlock cannot mask; the response was withheld');
+    const m = masker!;
+    if (status === 206) {
+      // Range is stripped when masking; a partial document could start below a field path.
+      proxyRes.destroy();
+      return fail('the upstream answered with a partial body (206), which cannot be masked; the response was withheld', 'unmaskable response');
+    }
+    if (format === 'refuse') {
+      proxyRes.destroy();
+      return fail(`the upstream answered ${ct.split(';')[0] || 'without a content type'}, which Airlock cannot mask, on a request whose response must be masked; the response was withheld (ask for application/json)`, 'unmaskable response');
+    }
     const dec = decoder(proxyRes.headers['content-encoding'] as string | undefined);
     if (dec === undefined) return fail(`unsupported content-encoding ${String(proxyRes.headers['content-encoding'])} on a response that must be masked`);
     const body: Readable = dec ? proxyRes.pipe(dec) : proxyRes;
     body.on('error', (e) => fail(`could not decode the upstream response: ${e.message}`));
-    const m = masker!;
-    const headers = { ...responseHeaders(proxyRes.headers, ['content-length', 'content-encoding', 'etag', 'content-md5']), ...opts.extraHeaders };
+    const headers = { ...responseHeaders(proxyRes.headers, ['content-length', 'content-encoding', 'etag', 'content-md5', 'content-range', 'accept-ranges']), ...opts.extraHeaders };
+    let headerHits: string[];
+    try {
+      headerHits = maskHeaderValues(headers, m);
+    } catch (err) {
+      return fail(`the response headers could not be masked: ${(err as Error).message}`);
+    }
 
-    const streaming = opts.stream || ndjson || ct.includes('stream=watch') || ct.startsWith('text/event-stream');
-    if ((isJson || isText) && streaming) {
+    const isJson = format === 'json';
+    const streaming = format !== 'sniff' && (opts.stream || ndjson || ct.includes('stream=watch') || ct.startsWith('text/event-stream'));
+    if (streaming) {
       // One JSON document (or one text line, e.g. `logs -f`) per line; each is masked and flushed on its own.
       res.writeHead(status, headers);
       const counter = countBytes(res);
-      const masked = new Set<string>();
+      const masked = new Set<string>(headerHits);
       let pending: Buffer = Buffer.alloc(0);
       let failed: string | undefined;
       const emit = (line: Buffer): boolean => {
-        if (!isJson) {
-          const r = m.maskText(line.toString('utf8'));
-          for (const x of r.masked) masked.add(x);
-          res.write(r.value + '\n');
-          return true;
-        }
-        if (line.length === 0 || /^\s*$/.test(line.toString('latin1'))) return true;
-        let doc: unknown;
         try {
-          doc = JSON.parse(line.toString('utf8'));
-        } catch {
-          failed = 'a streamed event was not JSON; the stream was cut rather than relayed unmasked';
+          if (!isJson) {
+            const r = m.maskText(line.toString('utf8'));
+            for (const x of r.masked) masked.add(x);
+            res.write(r.value + '\n');
+            return true;
+          }
+          if (line.length === 0 || /^\s*$/.test(line.toString('latin1'))) return true;
+          let doc: unknown;
+          try {
+            doc = JSON.parse(line.toString('utf8'));
+          } catch {
+            failed = 'a streamed event was not JSON; the stream was cut rather than relayed unmasked';
+            return false;
+          }
+          const refused = opts.refuseDocument?.(doc);
+          if (refused) {
+            failed = `${refused}; the stream was cut`;
+            return false;
+          }
+          const r = m.mask(doc);
+          for (const x of r.masked) masked.add(x);
+          res.write(JSON.stringify(r.value) + '\n');
+          return true;
+        } catch (err) {
+          failed = `a streamed event could not be masked (${(err as Error).message}); the stream was cut`;
           return false;
         }
-        const r = m.mask(doc);
-        for (const x of r.masked) masked.add(x);
-        res.write(JSON.stringify(r.value) + '\n');
-        return true;
+      };
+      const cut = () => {
+        proxyRes.destroy();
+        res.destroy();
+        done({ status, bytes: counter.bytes, masked: [...masked], error: failed });
       };
       body.on('data', (chunk: Buffer) => {
         if (failed) return;
@@ -154,30 +244,27 @@ export function relayResponse(
           if (!emit(line)) break;
         }
         if (!failed && pending.length > opts.maxBytes) failed = `a streamed event exceeded ${opts.maxBytes} bytes`;
-        if (failed) {
-          proxyRes.destroy();
-          res.destroy();
-          resolve({ status, bytes: counter.bytes, masked: [...masked], error: failed });
-        }
+        if (failed) cut();
       });
       body.on('end', () => {
         if (failed) return;
         if (pending.length && !isJson) {
-          const r = m.maskText(pending.toString('utf8'));
-          for (const x of r.masked) masked.add(x);
-          res.write(r.value);
-        } else if (pending.length && !emit(pending)) {
-          res.destroy();
-          resolve({ status, bytes: counter.bytes, masked: [...masked], error: failed });
-          return;
-        }
+          try {
+            const r = m.maskText(pending.toString('utf8'));
+            for (const x of r.masked) masked.add(x);
+            res.write(r.value);
+          } catch (err) {
+            failed = `the last line could not be masked: ${(err as Error).message}`;
+            return cut();
+          }
+        } else if (pending.length && !emit(pending)) return cut();
         res.end();
-        resolve({ status, bytes: counter.bytes, masked: [...masked] });
+        done({ status, bytes: counter.bytes, masked: [...masked] });
       });
       res.once('close', () => {
         if (!res.writableFinished && !failed) {
           proxyRes.destroy();
-          resolve({ status, bytes: counter.bytes, masked: [...masked], error: 'client closed the connection before the response ended' });
+          done({ status, bytes: counter.bytes, masked: [...masked], error: 'client closed the connection before the response ended' });
         }
       });
       return;
@@ -198,12 +285,17 @@ export function relayResponse(
       chunks.push(chunk);
     });
     body.on('end', () => {
-      if (over) return;
-      const raw = Buffer.concat(chunks);
-      let out: Buffer;
-      let masked: string[];
-      if (isJson) {
-        if (raw.length === 0) {
+      if (over || settled) return;
+      // Any failure while masking fails this response closed; it never escapes the handler.
+      try {
+        const raw = Buffer.concat(chunks);
+        let out: Buffer;
+        let masked: string[];
+        if (format === 'text') {
+          const r = m.maskText(raw.toString('utf8'));
+          out = Buffer.from(r.value);
+          masked = r.masked;
+        } else if (raw.length === 0) {
           out = raw;
           masked = [];
         } else {
@@ -211,21 +303,27 @@ export function relayResponse(
           try {
             doc = JSON.parse(raw.toString('utf8'));
           } catch {
-            return fail('the upstream response is labelled JSON but does not parse, and it must be masked; it was withheld');
+            return fail(
+              format === 'json'
+                ? 'the upstream response is labelled JSON but does not parse, and it must be masked; it was withheld'
+                : `the upstream response (${ct.split(';')[0] || 'no content type'}) is not JSON, and it must be masked; it was withheld`,
+              format === 'json' ? 'bad gateway' : 'unmaskable response',
+            );
           }
+          const refused = opts.refuseDocument?.(doc);
+          if (refused) return fail(refused, 'unmaskable response');
           const r = m.mask(doc);
           out = Buffer.from(JSON.stringify(r.value));
           masked = r.masked;
+          if (format === 'sniff') headers['content-type'] = 'application/json';
         }
-      } else {
-        const r = m.maskText(raw.toString('utf8'));
-        out = Buffer.from(r.value);
-        masked = r.masked;
+        headers['content-length'] = out.length;
+        res.writeHead(status, headers);
+        res.end(out);
+        done({ status, bytes: out.length, masked: [...headerHits, ...masked] });
+      } catch (err) {
+        fail((err as Error).message);
       }
-      headers['content-length'] = out.length;
-      res.writeHead(status, headers);
-      res.end(out);
-      resolve({ status, bytes: out.length, masked });
     });
   });
 }

@@ -46,13 +46,17 @@ import { PolicyEngine } from '../policy/engine.ts';
 import { compileMatch, type Matcher } from '../policy/match.ts';
 import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
-import { classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
+import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
+import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
+import { compileBodyRules, isKubernetesTable, kubernetesFieldVariants, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
+import { stripIdentityHeaders } from './headers.ts';
 import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
 import { relayResponse, sendJson } from './response.ts';
 import { resolveUpstreams, type Upstream } from './upstreams.ts';
 import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
+import { websocketFrameMasker, type FrameMasker } from './ws-mask.ts';
 
 export interface HttpGatewayOptions {
   loaded: LoadedConfig;
@@ -74,8 +78,6 @@ export interface HttpGateway {
   close(): Promise<void>;
 }
 
-/** Text shown to approvers includes at most this much of a request body. */
-const BODY_TEXT_LIMIT = 4096;
 const TOKEN_CACHE_MAX = 10_000;
 
 interface SessionState {
@@ -98,6 +100,8 @@ interface Prepared {
   encodedRest: string;
   query: string;
   method: string;
+  /** What an approval of this request binds to (see binding.ts). */
+  binding: RequestBinding;
 }
 
 class HttpError extends Error {
@@ -110,7 +114,7 @@ class HttpError extends Error {
   }
 }
 
-const K8S_REASONS: Record<number, string> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 413: 'RequestEntityTooLarge', 500: 'InternalError', 502: 'ServiceUnavailable', 503: 'ServiceUnavailable' };
+const K8S_REASONS: Record<number, string> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 413: 'RequestEntityTooLarge', 415: 'UnsupportedMediaType', 500: 'InternalError', 502: 'ServiceUnavailable', 503: 'ServiceUnavailable' };
 
 /**
  * Kubernetes clients expect errors as a Status object; kubectl prints its message. Airlock's own
@@ -160,6 +164,7 @@ export class HttpGatewayCore {
   readonly #tokens: TokenSettings;
   readonly #engine: PolicyEngine;
   readonly #fieldRules: FieldRule[];
+  readonly #bodyRules: Array<{ name: string; applies: Matcher }>;
   readonly #hasher: Hasher;
   readonly #bindingKey: string;
   readonly #upstreams: Map<string, Upstream>;
@@ -185,6 +190,7 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
+    this.#bodyRules = compileBodyRules(policy.rules);
     this.#hasher = new Hasher(o.hashKey ?? maskHashKey(o.loaded));
     this.#bindingKey = approvalBindingKey(o.loaded);
     this.#upstreams = resolveUpstreams(o.loaded);
@@ -194,7 +200,12 @@ export class HttpGatewayCore {
       const cb = this.#pending.get(req);
       if (cb) {
         this.#pending.delete(req);
-        cb(proxyRes);
+        try {
+          cb(proxyRes);
+        } catch (err) {
+          this.#log.error({ err }, 'HTTP gateway response handler failed');
+          proxyRes.destroy();
+        }
       } else proxyRes.resume();
     });
   }
@@ -295,20 +306,14 @@ export class HttpGatewayCore {
       const v = req.headers[h];
       if (v !== undefined) headers[h] = Array.isArray(v) ? v.join(', ') : v;
     }
-    const facts: HttpFacts = { method, path, query, headers };
-    const ct = String(req.headers['content-type'] ?? '').toLowerCase();
-    let bodyText = '';
-    if (body.length > 0 && (ct.includes('json') || ct.startsWith('text/') || ct.includes('yaml'))) {
-      bodyText = body.toString('utf8');
-      if (ct.includes('json')) {
-        try {
-          facts.body = JSON.parse(bodyText);
-        } catch {
-          throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
-        }
-      }
-    } else if (body.length > 0) bodyText = `<${body.length} bytes ${ct || 'application/octet-stream'}>`;
-    const shownBody = bodyText.length > BODY_TEXT_LIMIT ? `${bodyText.slice(0, BODY_TEXT_LIMIT)}... (${body.length} bytes)` : bodyText;
+    const facts: HttpFacts = { method, path, query, headers, caseSensitivePaths: up.caseSensitivePaths };
+    // Rules match the body's canonical form (JSON re-serialized, YAML parsed, form decoded), so
+    // escapes and formatting cannot hide a token; the whole body is shown, never a silent prefix.
+    const contentType = req.headers['content-type'];
+    const contentEncoding = req.headers['content-encoding'];
+    const cb = canonicalBody(body, contentType, contentEncoding);
+    if (cb.invalidJson !== undefined) throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
+    if (cb.value !== undefined) facts.body = cb.value;
 
     const socket = req.socket;
     const op: Operation = {
@@ -326,8 +331,33 @@ export class HttpGatewayCore {
       op.kubernetes = classifyKubernetes(method, path, query);
       line = describeKubernetes(op.kubernetes, method, path, query);
     }
-    op.text = shownBody ? `${line}\n${shownBody}` : line;
-    return { identity, up, session, body, op, encodedRest, query, method };
+    op.text = cb.text ? `${line}\n${cb.text}` : line;
+    if (up.kind === 'http' && methodOverrideParam(query, cb)) {
+      // Rack, Laravel, Symfony and Express method-override read `_method` from the query or a
+      // form/JSON body: a POST checked as POST would run as DELETE.
+      throw new HttpError(400, { error: 'bad request', reason: 'a `_method` parameter (method override) is not accepted: send the real HTTP method' });
+    }
+    if (cb.kind === 'opaque') {
+      const reader = this.#bodyRules.find((r) => r.applies(op));
+      if (reader) {
+        throw new HttpError(415, {
+          error: 'unreadable body',
+          rule: reader.name,
+          reason: `rule ${reader.name} reads request bodies, and this one (${cb.text}) cannot be read; send JSON, YAML, form or plain text without content-encoding`,
+        });
+      }
+    }
+    const binding = requestBinding({
+      method,
+      path,
+      query,
+      body,
+      connection: up.name,
+      ...(contentType ? { contentType } : {}),
+      ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
+      ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
+    });
+    return { identity, up, session, body, op, encodedRest, query, method, binding };
   }
 
   #readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -352,30 +382,49 @@ export class HttpGatewayCore {
   #masker(op: Operation, d: Decision): JsonMasker | undefined {
     if (d.action === 'deny') return undefined;
     const fields: FieldMask[] = [];
-    for (const r of this.#fieldRules) if (r.applies(op)) fields.push(...r.fields);
+    const seen = new Set<string>();
+    for (const r of this.#fieldRules) {
+      if (!r.applies(op)) continue;
+      for (const f of op.protocol === 'kubernetes' ? r.fields.flatMap(kubernetesFieldVariants) : r.fields) {
+        // One mask per path: applying `hash` or `partial` twice would mask the mask.
+        const key = `${f.path}\0${f.strategy}\0${f.encoding ?? ''}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        fields.push(f);
+      }
+    }
     if (fields.length === 0 && d.mask.detectors.length === 0) return undefined;
     return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
   }
 
-  /** Upstream request headers: the client's minus its credentials and impersonation, plus Airlock's. */
-  #upstreamHeaders(up: Upstream, identity: Identity, masking: boolean, req: http.IncomingMessage): Record<string, string | string[]> {
+  /**
+   * Upstream request headers: the client's minus its credentials, impersonation and the identity /
+   * method-override headers upstreams trust (headers.ts), plus Airlock's. When the response must
+   * be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept: application/json`,
+   * keeping `as=Table` only when no field mask applies, since Table cells cannot be matched to
+   * field paths; detectors do cover cells and included objects), a whole body (no Range) in an
+   * encoding Airlock decodes.
+   */
+  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): Record<string, string | string[]> {
     for (const h of Object.keys(req.headers)) {
       // `expect`: the body is already buffered, so the upstream need not be asked to continue.
-      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect' || h.startsWith('impersonate-') || h.startsWith('x-airlock-')) delete req.headers[h];
+      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect') delete req.headers[h];
     }
+    stripIdentityHeaders(req.headers, up.trustHeaders);
     const add: Record<string, string | string[]> = { ...up.authHeaders };
+    const masking = masker !== undefined && !masker.empty;
+    if (masking) {
+      delete req.headers.range;
+      delete req.headers['if-range'];
+      add['accept-encoding'] = 'gzip, deflate, br';
+    }
     if (up.kind === 'kubernetes') {
       if (up.impersonate) {
         add['impersonate-user'] = identity.name;
         if (identity.groups.length > 0) add['impersonate-group'] = identity.groups;
       }
-      // To mask we need JSON: drop protobuf from Accept (kubectl asks for JSON already).
-      const accept = req.headers.accept;
-      if (masking && accept && accept.includes('protobuf')) {
-        const kept = accept.split(',').filter((p) => !p.includes('protobuf')).join(',');
-        add.accept = kept || 'application/json';
-      }
-    }
+      if (masking) add.accept = kubernetesMaskedAccept(req.headers.accept, masker.hasFields);
+    } else if (masking) add.accept = serviceMaskedAccept(req.headers.accept, masker.hasFields);
     return add;
   }
 
@@ -392,7 +441,7 @@ export class HttpGatewayCore {
     const ac = new AbortController();
     const onGone = () => ac.abort(new Error('the client went away while the request was held'));
     gone.addEventListener('abort', onGone);
-    const binding = bindOperation(ctx.op, this.#bindingKey, { body: ctx.body });
+    const binding = bindOperation(ctx.op, this.#bindingKey, { body: ctx.body, shownText: ctx.binding.summary });
     const decided = ctx.session.enforce.hold({
       operation: ctx.op,
       decision: d,
@@ -497,7 +546,12 @@ export class HttpGatewayCore {
         if (held.gone) return record({ status: 499, error: 'client went away while held' });
       }
       const masker = this.#masker(ctx.op, d);
-      const result = await this.#forward(req, res, ctx, masker, extraHeaders);
+      const result = await this.#forward(req, res, ctx, masker, extraHeaders).catch((err: unknown) => {
+        // Contained: this request fails, the listener and every other connection keep going.
+        this.#log.error({ err }, 'HTTP gateway response relay failed');
+        sendJson(res, 500, this.#errorBody(req, new HttpError(500, { error: 'internal error', reason: 'Airlock failed to relay the response; see the gateway log' })));
+        return { status: 500, bytes: 0, masked: [] as string[], error: (err as Error).message };
+      });
       record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
       ctx.session.enforce.reportResult(approval, {
         summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
@@ -524,14 +578,21 @@ export class HttpGatewayCore {
     extraHeaders: Record<string, string>,
   ): Promise<{ status: number; bytes: number; masked: string[]; error?: string }> {
     const { up } = ctx;
-    const headers = this.#upstreamHeaders(up, ctx.identity, masker !== undefined, req);
+    const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
     req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
-    const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && /(^|&)follow=(true|1)(&|$)/.test(ctx.query)));
-    return new Promise((resolve) => {
+    const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && boolParam(new URLSearchParams(ctx.query), 'follow')));
+    const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
+    // Table cells cannot be matched to field paths: a Table while field masks apply (an API server
+    // that ignored Accept: application/json) is refused rather than half masked.
+    const refuseDocument =
+      up.kind === 'kubernetes' && masker?.hasFields
+        ? (doc: unknown) => (isKubernetesTable(doc) ? 'the API server answered a Table, whose cells field masks cannot cover' : undefined)
+        : undefined;
+    return new Promise((resolve, reject) => {
       this.#pending.set(req, (proxyRes) => {
-        void relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders }).then(resolve);
+        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody, ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
       });
       this.#proxy.web(
         req,
@@ -591,6 +652,16 @@ export class HttpGatewayCore {
       ctx = await this.#prepare(req, false);
       const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
       if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
+      // Refused before any hold: approvers are not asked for what could not be relayed.
+      const masker = this.#masker(ctx.op, d);
+      const k = ctx.op.kubernetes;
+      let maskFrame: FrameMasker | undefined;
+      if (masker && !masker.empty) {
+        // Only what can be masked passes: port-forward carries raw bytes, and exec output has no fields.
+        const unmaskable = k?.subresource === 'portforward' ? 'port-forward streams raw bytes' : (k?.subresource === 'exec' || k?.subresource === 'attach') && masker.hasFields ? 'field masks cannot apply to terminal output' : undefined;
+        if (unmaskable) throw new HttpError(502, { error: 'unmaskable response', rule: masker.rules.join(', '), reason: `a mask applies to this request and ${unmaskable}, so the upgrade is refused` });
+        maskFrame = websocketFrameMasker(masker);
+      }
       if (d.action === 'review') {
         const held = await this.#review(ctx, d, socket, () => true);
         approval = held.approval;
@@ -598,7 +669,7 @@ export class HttpGatewayCore {
         if (held.gone || socket.destroyed) return record(499, { error: 'client went away while held' });
       }
       const up = ctx.up;
-      const headers = this.#upstreamHeaders(up, ctx.identity, false, req);
+      const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
       const upstreamHeaders: Record<string, string | string[]> = { ...headers };
       for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {
         const v = req.headers[h];
@@ -611,7 +682,6 @@ export class HttpGatewayCore {
         .split(',')
         .map((p) => p.trim())
         .filter((p) => p !== '');
-      const k = ctx.op.kubernetes;
       seq = ctx.session.enforce.reserveSeq();
       const cast =
         k && (k.subresource === 'exec' || k.subresource === 'attach')
@@ -620,8 +690,8 @@ export class HttpGatewayCore {
               header: { width: 80, height: 24, title: `${ctx.identity.name}@${up.name}: ${ctx.op.text.split('\n')[0]}`, ...(k.command ? { command: k.command.join(' ') } : {}) },
             }
           : undefined;
-      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast });
-      record(ws.refusedStatus ?? 101, ws.error ? { error: ws.error } : {}, ws);
+      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast, ...(maskFrame ? { maskFrame } : {}) });
+      record(ws.refusedStatus ?? 101, { ...(ws.error ? { error: ws.error } : {}), ...(ws.masked ? { maskedColumns: ws.masked } : {}) }, ws);
       ctx.session.enforce.reportResult(approval, {
         summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}`,
         tag: `websocket ${ws.refusedStatus ?? 101}`,
@@ -650,7 +720,15 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   const core = new HttpGatewayCore(opts);
   const cfg = opts.loaded.config.http!;
   const tls = cfg.listen.tls;
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void core.handle(req, res);
+  const log = (opts.logger ?? rootLog).child({ component: 'http-gateway' });
+  // Every request and upgrade contains its own failure: it is answered 500 and logged, and nothing
+  // a client or upstream sends can end the process (and with it the other protocols' listeners).
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    core.handle(req, res).catch((err: unknown) => {
+      log.error({ err }, 'HTTP request handler failed');
+      sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
+    });
+  };
   const server = tls
     ? https.createServer({ cert: readFileSync(configPath(opts.loaded, tls.cert)), key: readFileSync(configPath(opts.loaded, tls.key)) }, handler)
     : http.createServer(handler);
@@ -658,7 +736,12 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   // Held requests stay open for up to maxHold; never let the server time them out first.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void core.upgrade(req, socket, head));
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    core.upgrade(req, socket, head).catch((err: unknown) => {
+      log.error({ err }, 'HTTP upgrade handler failed');
+      socket.destroy();
+    });
+  });
   server.on('clientError', (err, socket) => {
     if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });

@@ -20,6 +20,10 @@ export interface Upstream {
   ruleHeaders: string[];
   impersonate: boolean;
   allow: { identities: string[]; groups: string[] };
+  /** Rule paths match case-sensitively (off by default). */
+  caseSensitivePaths: boolean;
+  /** Identity/method-override headers the client may send to this upstream (lower-case). */
+  trustHeaders: Set<string>;
 }
 
 function readPem(loaded: LoadedConfig, file: string, what: string): string {
@@ -59,6 +63,8 @@ function service(loaded: LoadedConfig, s: HttpServiceConfig, i: number): Upstrea
     ruleHeaders: s.headers.map((h) => h.toLowerCase()),
     impersonate: false,
     allow: s.allow,
+    caseSensitivePaths: s.caseSensitivePaths,
+    trustHeaders: new Set(s.trustHeaders.map((h) => h.toLowerCase())),
   };
 }
 
@@ -83,6 +89,8 @@ function cluster(loaded: LoadedConfig, c: KubernetesClusterConfig, i: number): U
     ruleHeaders: ['content-type', 'accept', 'user-agent'],
     impersonate: c.impersonate,
     allow: c.allow,
+    caseSensitivePaths: false,
+    trustHeaders: new Set(),
   };
 }
 

@@ -8,6 +8,7 @@ import http, { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { AsciicastWriter, decodeChannelMessage, type AsciicastHeader } from '../kubernetes/asciicast.ts';
+import type { FrameMasker } from './ws-mask.ts';
 
 export interface WsRelayOptions {
   req: http.IncomingMessage;
@@ -20,6 +21,12 @@ export interface WsRelayOptions {
   protocols: string[];
   /** Record as asciicast (Kubernetes exec/attach). */
   cast?: { path: string; header: AsciicastHeader };
+  /**
+   * A mask applies: every upstream message goes through it (a message it cannot mask closes the
+   * connection), and an upstream that answers the upgrade with a plain response (a GET served as
+   * usual) does not get that body relayed, since it was not masked.
+   */
+  maskFrame?: FrameMasker;
 }
 
 export interface WsRelayResult {
@@ -32,6 +39,8 @@ export interface WsRelayResult {
   status?: string;
   recording?: string;
   error?: string;
+  /** Masked field paths / detector hits in relayed messages. */
+  masked?: string[];
 }
 
 /** Writes a plain HTTP response on a socket that asked to upgrade, then closes it. */
@@ -92,8 +101,14 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
       res.on('end', () => {
         o.socket.off('close', clientGone);
         const status = res.statusCode ?? 502;
-        result.refusedStatus = status;
-        refuseUpgrade(o.socket, status, Buffer.concat(chunks).toString('utf8'), { 'content-type': String(res.headers['content-type'] ?? 'text/plain') });
+        if (o.maskFrame) {
+          // The body was not masked (a plain GET answered as usual would be the object in clear).
+          result.refusedStatus = 502;
+          refuseUpgrade(o.socket, 502, { error: 'bad gateway', reason: `the upstream answered the websocket upgrade with HTTP ${status} instead of switching protocols; its body is withheld because this response must be masked` });
+        } else {
+          result.refusedStatus = status;
+          refuseUpgrade(o.socket, status, Buffer.concat(chunks).toString('utf8'), { 'content-type': String(res.headers['content-type'] ?? 'text/plain') });
+        }
         finish(`the upstream refused the websocket upgrade with HTTP ${status}`);
       });
     });
@@ -114,7 +129,19 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
       if (o.cast && k8s) cast = new AsciicastWriter(o.cast.path, o.cast.header);
       const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, handleProtocols: () => upstream.protocol || false });
       wss.handleUpgrade(o.req, o.socket, o.head, (client) => {
-        client.on('message', (data, isBinary) => {
+        // A failure while handling one message ends this connection, never the process.
+        const contained =
+          <A extends unknown[]>(fn: (...a: A) => void) =>
+          (...a: A): void => {
+            try {
+              fn(...a);
+            } catch (err) {
+              client.terminate();
+              upstream.terminate();
+              finish(`websocket relay failed: ${(err as Error).message}`);
+            }
+          };
+        client.on('message', contained((data: RawData, isBinary: boolean) => {
           const b = toBytes(data);
           result.frames.fromClient++;
           result.bytes.fromClient += b.length;
@@ -124,9 +151,25 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
             else if (m?.channel === 4 && 'width' in m) cast.resize(m.width, m.height);
           }
           if (upstream.readyState === WebSocket.OPEN) upstream.send(b, { binary: isBinary });
-        });
-        upstream.on('message', (data, isBinary) => {
-          const b = toBytes(data);
+        }));
+        upstream.on('message', contained((data: RawData, binary: boolean) => {
+          let b = toBytes(data);
+          let isBinary = binary;
+          if (o.maskFrame) {
+            const r = o.maskFrame(b, isBinary, upstream.protocol);
+            if ('error' in r) {
+              client.close(1008, 'airlock: message cannot be masked');
+              upstream.terminate();
+              finish(r.error);
+              return;
+            }
+            b = r.data;
+            isBinary = r.isBinary;
+            if (r.masked.length > 0) {
+              result.masked ??= [];
+              for (const x of r.masked) if (result.masked.length < 200 && !result.masked.includes(x)) result.masked.push(x);
+            }
+          }
           result.frames.toClient++;
           result.bytes.toClient += b.length;
           if (cast) {
@@ -135,7 +178,7 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
             else if (m?.channel === 3 && 'status' in m) result.status = m.status;
           }
           if (client.readyState === WebSocket.OPEN) client.send(b, { binary: isBinary });
-        });
+        }));
         client.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d));
         upstream.on('ping', (d) => client.readyState === WebSocket.OPEN && client.ping(d));
         client.on('close', (code, reason) => {

@@ -13,6 +13,21 @@ const NAMESPACE_SUBRESOURCES = new Set(['status', 'finalize']);
 export const WRITE_VERBS = ['create', 'update', 'patch', 'delete', 'deletecollection'];
 const STREAM_SUBRESOURCES = new Set(['exec', 'attach', 'portforward']);
 
+/**
+ * The API server decodes `watch` like every bool query parameter (Convert_Slice_string_To_bool):
+ * present and anything but `0` or `false` (any case) is true, the empty value included.
+ */
+export function isWatchParam(params: URLSearchParams): boolean {
+  return boolParam(params, 'watch');
+}
+
+/** A bool query parameter as the API server reads it (see isWatchParam). */
+export function boolParam(params: URLSearchParams, name: string): boolean {
+  if (!params.has(name)) return false;
+  const v = params.get(name) ?? '';
+  return v !== '0' && v.toLowerCase() !== 'false';
+}
+
 /** `path` is the normalized path below the cluster prefix; `query` the raw query string. */
 export function classifyKubernetes(method: string, path: string, query: string): KubernetesFacts {
   const params = new URLSearchParams(query);
@@ -65,8 +80,7 @@ export function classifyKubernetes(method: string, path: string, query: string):
       break;
     case 'GET':
     case 'HEAD': {
-      const watch = params.get('watch');
-      if (watchPrefix || watch === 'true' || watch === '1') verb = 'watch';
+      if (watchPrefix || isWatchParam(params)) verb = 'watch';
       else verb = name === undefined ? 'list' : 'get';
       break;
     }
@@ -92,13 +106,35 @@ export function classifyKubernetes(method: string, path: string, query: string):
   return facts;
 }
 
-/** A one-line description for approvers and recordings: `delete pods/web-1 -n prod`, `create pods/web-1/exec -n prod -- sh -c id`. */
+/**
+ * A one-line description for approvers and recordings: `delete pods/web-1 -n prod`,
+ * `list pods -n prod ?labelSelector=app=web`, `create pods/web-1/exec -n prod ?container=main&stdin=true -- sh -c id`.
+ * Every query parameter is shown (decoded, in the order sent; `command` as the `--` part), since
+ * selectors, container, stdin/tty and dryRun change what the operation does.
+ */
 export function describeKubernetes(k: KubernetesFacts, method: string, path: string, query: string): string {
-  if (k.resource === '') return `${method} ${path}${query ? `?${query}` : ''}`;
+  if (k.resource === '') return `${method} ${path}${query ? ` ?${renderQuery(query)}` : ''}`;
   const res = (k.apiGroup ? `${k.resource}.${k.apiGroup}` : k.resource) + (k.name !== undefined ? `/${k.name}` : '') + (k.subresource ? `/${k.subresource}` : '');
   const ns = k.namespace !== undefined && k.resource !== 'namespaces' ? ` -n ${k.namespace}` : '';
+  const rest = renderQuery(query, k.command ? ['command'] : []);
   const cmd = k.command ? ` -- ${k.command.map(shellQuote).join(' ')}` : '';
-  return `${k.verb} ${res}${ns}${cmd}`;
+  return `${k.verb} ${res}${ns}${rest ? ` ?${rest}` : ''}${cmd}`;
+}
+
+/** `a=1&b=x y`: decoded for reading; characters that would make it ambiguous stay escaped. */
+export function renderQuery(query: string, skip: string[] = []): string {
+  const out: string[] = [];
+  for (const [key, value] of new URLSearchParams(query)) {
+    if (skip.includes(key)) continue;
+    out.push(`${readable(key).replace(/=/g, '%3D')}=${readable(value)}`);
+  }
+  return out.join('&');
+}
+
+function readable(s: string): string {
+  // Controls, `&`, `%`, whitespace and non-ASCII stay percent-encoded: what is shown cannot be mistaken for another query.
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u0020\u007f-\u{10ffff}&%#+]/gu, (c) => encodeURIComponent(c));
 }
 
 function shellQuote(s: string): string {

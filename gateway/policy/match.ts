@@ -168,8 +168,10 @@ export function compileMatch(spec: MatchSpec, where: string, polarity: MatchPola
     checks.push((op) => op.http !== undefined && set.has(op.http.method));
   }
   if (spec.paths) {
-    const res = spec.paths.map((p) => globToRegExp(p, false));
-    checks.push((op) => op.http !== undefined && res.some((r) => r.test(op.http!.path)));
+    // Case-insensitive unless the service says its routes are case-sensitive (`/Admin` reaches `/admin` on many servers).
+    const exact = spec.paths.map((p) => globToRegExp(p, false));
+    const folded = spec.paths.map((p) => globToRegExp(p, true));
+    checks.push((op) => op.http !== undefined && (op.http.caseSensitivePaths ? exact : folded).some((r) => r.test(op.http!.path)));
   }
   if (spec.verbs) {
     const set = new Set(spec.verbs.map((v) => v.toLowerCase()));

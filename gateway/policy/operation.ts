@@ -74,8 +74,10 @@ export interface HttpFacts {
   query: string;
   /** The service's selected request headers, lower-case names. */
   headers: Record<string, string>;
-  /** The parsed JSON request body, when it was JSON and within the size limit. */
+  /** The parsed request body (JSON, or YAML), when it parsed and was within the size limit. */
   body?: unknown;
+  /** Rule `paths` match case-sensitively (the service's caseSensitivePaths); unset: case-insensitive. */
+  caseSensitivePaths?: boolean;
 }
 
 /** A Kubernetes API request, classified like the API server's own RequestInfo. */

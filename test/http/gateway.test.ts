@@ -318,7 +318,9 @@ describe('HTTP gateway', () => {
     assert.ok(Date.now() - firstEvent.at >= 300 && firstEvent.at - t0 < 2000, 'events are masked one by one, not buffered');
     assert.deepEqual(all.trim().split('\n').map((l) => JSON.parse(l)), [{ type: 'ADDED', who: '[redacted:email]' }, { type: 'MODIFIED', who: '[redacted:email]', n: 2 }]);
     const png = await curl('/billing/logo.png');
-    assert.equal(png.bodyBytes, 6, 'binary bodies pass through untouched');
+    assert.equal(png.status, 502, 'a body that must be masked but cannot be (an image) is withheld');
+    assert.equal(JSON.parse(png.body).error, 'unmaskable response');
+    assert.equal(JSON.parse(png.body).rule, 'mask-notes');
 
     const rec = await eventually(() => {
       for (const s of h.store.listSessions({ connection: 'billing', limit: 100 })) {
@@ -335,9 +337,9 @@ describe('HTTP gateway', () => {
   test('a held request waits for approval on the open connection, then runs', async () => {
     const before = seen.filter((s) => s.url.includes('/payments')).length;
     const running = curl('/billing/v1/payments', ['-H', 'content-type: application/json', '--data', '{"amount": 100, "to": "acme"}']);
-    const view = await eventually(() => h.local.list().find((r) => r.view.text.includes('"to": "acme"'))?.view, 10_000, 'approval request');
+    const view = await eventually(() => h.local.list().find((r) => r.view.text.includes('"to":"acme"'))?.view, 10_000, 'approval request');
     assert.equal(view.rule, 'review-payments');
-    assert.match(view.text, /^POST \/v1\/payments\n\{"amount": 100, "to": "acme"\}$/);
+    assert.match(view.text, /^POST \/v1\/payments\n\{"amount":100,"to":"acme"\}$/, 'the body as rules match it: canonical JSON');
     assert.equal(seen.filter((s) => s.url.includes('/payments')).length, before, 'held, not forwarded');
     const d = await submitDecision(h.temporal.client, h.store, { requestId: view.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
     assert.equal(d.ok, true);

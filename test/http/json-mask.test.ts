@@ -43,3 +43,24 @@ test('the Kubernetes secret paths cover a Secret, a list, a watch event and the 
     assert.ok(!out.includes('aHVudGVyMg==') && !out.includes('plain'), out);
   }
 });
+
+test('documents nested deeper than the limit are refused before any walk (no stack overflow)', async () => {
+  const { JsonDepthError, MAX_JSON_DEPTH } = await import('../../gateway/http/json-mask.ts');
+  const m = new JsonMasker({ fields: [{ path: 'a', strategy: 'redact', rule: 'r' }], detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }] }, hasher);
+  const doc = JSON.parse('['.repeat(5000) + '"ann@example.com"' + ']'.repeat(5000));
+  assert.throws(() => m.mask(doc), JsonDepthError);
+  const ok = JSON.parse('['.repeat(MAX_JSON_DEPTH) + '"ann@example.com"' + ']'.repeat(MAX_JSON_DEPTH));
+  assert.match(JSON.stringify(m.mask(ok).value), /\[redacted:email\]/);
+});
+
+test('detectors mask numbers (cards as JSON numbers, also beyond exact integers) and object keys', () => {
+  const m = new JsonMasker({ fields: [], detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }, { detector: 'card', strategy: 'hash', rule: 'r' }] }, hasher);
+  const { value, masked } = m.mask(JSON.parse('{"c":4242424242424242,"big":4111111111111111111,"n":1234567890123,"keys":{"ann@example.com":{"bo@example.org":1},"x@example.com":2,"plain":3}}'));
+  assert.deepEqual(value, {
+    c: hasher.hash('4242424242424242'),
+    big: hasher.hash(BigInt(4111111111111111111).toString()),
+    n: 1234567890123,
+    keys: { '[redacted:email]': { '[redacted:email]': 1 }, '[redacted:email]#2': 2, plain: 3 },
+  });
+  assert.ok(masked.includes('detector:card@c') && masked.includes('detector:email@keys.<key>'), JSON.stringify(masked));
+});

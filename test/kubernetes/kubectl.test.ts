@@ -105,7 +105,7 @@ describe('kubectl through Airlock', () => {
       assert.equal(s.headers['impersonate-user'], 'agent-x');
       assert.equal(s.auth, 'token');
     }
-    const rec = lastOperation('prod', (t) => t === 'list pods -n default');
+    const rec = lastOperation('prod', (t) => t === 'list pods -n default ?limit=500');
     assert.ok(rec, 'recorded');
     assert.equal(rec.op.decision, 'allow');
     assert.equal(rec.session.identity, 'agent-x');
@@ -178,7 +178,7 @@ describe('kubectl through Airlock', () => {
     const running = k.kubectl(agentConfig, ['exec', '-i', '-n', 'prod', 'shell-1', '--', 'sh', '-c', 'read line; echo "got: $line"; echo oops >&2'], { stdin: 'hello airlock\n' });
     const view = await pending('pods/shell-1/exec -n prod');
     assert.equal(view.rule, 'k8s-review-exec');
-    assert.match(view.text, /^create pods\/shell-1\/exec -n prod -- sh -c 'read line; echo "got: \$line"; echo oops >&2'$/);
+    assert.match(view.text, /^create pods\/shell-1\/exec -n prod \?container=main&stderr=true&stdin=true&stdout=true -- sh -c 'read line; echo "got: \$line"; echo oops >&2'$/);
     assert.equal((await decide(view.requestId, 'approve')).ok, true);
     const r = await running;
     assert.equal(r.code, 0, r.stderr);
@@ -211,7 +211,7 @@ describe('kubectl through Airlock', () => {
     const frames: Buffer[] = [];
     ws.on('message', (d: Buffer) => frames.push(d));
     const opened = new Promise<void>((r, j) => (ws.once('open', () => r()), ws.once('error', j)));
-    const view = await pending('pods/shell-1/exec -n prod -- echo');
+    const view = await pending("pods/shell-1/exec -n prod ?stdout=true&stderr=true -- echo 'v4 works'");
     assert.equal((await decide(view.requestId, 'approve')).ok, true);
     await opened;
     assert.equal(ws.protocol, 'v4.channel.k8s.io');

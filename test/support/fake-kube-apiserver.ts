@@ -2,6 +2,9 @@
 // real kubectl: discovery (/version, /api, /apis, /api/v1), namespaces, pods (list as Table or
 // list, get, delete, watch), secrets (get, list), pod logs (follow) and exec over websocket
 // (v5.channel.k8s.io / v4.channel.k8s.io; the command really runs, as a local process).
+// Like the real one it honours Accept (JSON or YAML, the first it can produce; Table with
+// `includeObject=Object` for pods), serves watches of secrets over a websocket as well, and answers
+// a plain GET that asks for an upgrade as the plain GET it is.
 // It authenticates like an API server: a bearer token or a client certificate signed by its CA,
 // and records every request it saw (method, url, headers) so tests can check what Airlock sent.
 import { execFileSync, spawn } from 'node:child_process';
@@ -13,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { stringify as toYaml } from 'yaml';
 
 export interface TestPki {
   dir: string;
@@ -134,13 +138,24 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
     return 'none';
   }
 
-  function send(res: http.ServerResponse, code: number, body: unknown): void {
-    const text = JSON.stringify(body);
-    res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  /** JSON, or YAML when the client's Accept lists YAML before JSON (protobuf is not spoken here). */
+  function wantsYaml(accept: string): boolean {
+    for (const part of accept.split(',')) {
+      const t = part.trim().toLowerCase();
+      if (t.startsWith('application/json') || t.startsWith('*/*')) return false;
+      if (t.startsWith('application/yaml')) return true;
+    }
+    return false;
+  }
+
+  function send(res: http.ServerResponse, code: number, body: unknown, accept = ''): void {
+    const yaml = wantsYaml(accept);
+    const text = yaml ? toYaml(body) : JSON.stringify(body);
+    res.writeHead(code, { 'content-type': yaml ? 'application/yaml' : 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   }
 
-  function podTable(items: Obj[]) {
+  function podTable(items: Obj[], includeObject = 'Metadata') {
     return {
       kind: 'Table',
       apiVersion: 'meta.k8s.io/v1',
@@ -154,7 +169,7 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
       ],
       rows: items.map((p) => ({
         cells: [p.metadata.name, '1/1', 'Running', '0', '5m'],
-        object: { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: p.metadata },
+        object: includeObject === 'Object' ? p : { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: p.metadata },
       })),
     };
   }
@@ -209,7 +224,7 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
             return;
           }
           const items = filter(all, q);
-          return send(res, 200, accept.includes('as=Table') ? podTable(items) : list('Pod', items));
+          return send(res, 200, accept.includes('as=Table') ? podTable(items, q.get('includeObject') ?? undefined) : list('Pod', items), accept);
         }
         const key = `${ns}/${name}`;
         const obj = pods.get(key);
@@ -229,7 +244,7 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
           res.on('close', () => clearInterval(t));
           return;
         }
-        if (method === 'GET') return send(res, 200, accept.includes('as=Table') ? podTable([obj]) : obj);
+        if (method === 'GET') return send(res, 200, accept.includes('as=Table') ? podTable([obj], q.get('includeObject') ?? undefined) : obj, accept);
         if (method === 'DELETE') {
           pods.delete(key);
           for (const w of watchers) if (w.ns === undefined || w.ns === ns) w.res.write(JSON.stringify({ type: 'DELETED', object: obj }) + '\n');
@@ -239,10 +254,10 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
       }
       if (resource === 'secrets') {
         const all = [...secrets.values()].filter((x) => ns === undefined || x.metadata.namespace === ns);
-        if (!name) return send(res, 200, list('Secret', filter(all, q)));
+        if (!name) return send(res, 200, list('Secret', filter(all, q)), accept);
         const obj = secrets.get(`${ns}/${name}`);
         if (!obj) return send(res, 404, status(404, 'NotFound', `secrets "${name}" not found`, { name, kind: 'secrets' }));
-        return send(res, 200, obj);
+        return send(res, 200, obj, accept);
       }
       return send(res, 404, status(404, 'NotFound', 'the server could not find the requested resource'));
     });
@@ -264,6 +279,23 @@ export async function startFakeKube(opts: { token?: string } = {}): Promise<Fake
       socket.end(`HTTP/1.1 ${code} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
     };
     if (auth === 'none') return refuse(401, status(401, 'Unauthorized', 'Unauthorized'));
+    const secretPath = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(u.pathname);
+    if (secretPath && !secretPath[2] && u.searchParams.get('watch') === 'true') {
+      // A watch over websocket: one JSON watch event per message (as the API server's websocket watch).
+      const wsw = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+      wsw.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        for (const obj of secrets.values()) if (obj.metadata.namespace === secretPath[1]) ws.send(JSON.stringify({ type: 'ADDED', object: obj }));
+        setTimeout(() => ws.close(1000), 200);
+      });
+      return;
+    }
+    if (secretPath && secretPath[2]) {
+      // Not a streaming endpoint: the API server serves the GET as usual, upgrade headers or not.
+      const obj = secrets.get(`${secretPath[1]}/${secretPath[2]}`);
+      const text = JSON.stringify(obj ?? status(404, 'NotFound', 'not found'));
+      socket.end(`HTTP/1.1 ${obj ? 200 : 404} OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+      return;
+    }
     if (!m || !pods.has(`${m[1]}/${m[2]}`)) return refuse(404, status(404, 'NotFound', 'pod not found'));
     const command = u.searchParams.getAll('command');
     if (command.length === 0) return refuse(400, status(400, 'BadRequest', 'you must specify at least one command for the container'));
