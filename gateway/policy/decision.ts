@@ -28,9 +28,15 @@ export interface MaskPlan {
 export interface Limits {
   maxRowsPerStatement?: number;
   maxBytesPerSession?: number;
+  /**
+   * Longest the statement may run upstream, in milliseconds (rule `limits.maxStatementTime`). The
+   * session enforces it (cancel request / statement_timeout) and names `statementTimeRule`.
+   */
+  maxStatementMs?: number;
   /** The rule that set each limit, so the error and the recording can name it. */
   rowsRule?: string;
   bytesRule?: string;
+  statementTimeRule?: string;
 }
 
 export interface EscalationStep {
@@ -53,6 +59,14 @@ export interface ReviewSpec {
   channel?: string;
   /** How long an approval lets the same statement run again without a new request. */
   grantTtlMs: number;
+  /**
+   * Set when several review rules matched: one entry per rule, its approver groups. The approval
+   * must include, for every entry, at least one approver in one of its groups (`approvers` is
+   * their union, `quorum` the largest). Absent for a single rule.
+   */
+  requireEach?: string[][];
+  /** Every review rule that matched, strictest combined (first is `Decision.rule`). */
+  rules?: string[];
 }
 
 export type Decision =

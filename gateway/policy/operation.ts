@@ -42,6 +42,15 @@ export interface SqlFacts {
   expressionColumns: string[];
   /** Set when the text did not parse; such statements are always denied. */
   parseError?: string;
+  /** Run-time settings (GUCs) the statement changes, lower-case: SET/RESET, set_config with a constant
+   * name, ALTER SYSTEM / ROLE / DATABASE ... SET, a function's SET clause. `*` = all of them (RESET ALL). */
+  settings?: string[];
+  /** Relations (`schema.table`) and schemas (`schema.*`) this statement renames or moves to another schema. */
+  renamed?: string[];
+  /** LOCK statements: the lock mode, e.g. `AccessExclusiveLock`. */
+  lockMode?: string;
+  /** The statement reads rows through a name Airlock cannot see into (SQL EXECUTE of a prepared statement). */
+  opaqueSource?: boolean;
 }
 
 export interface Operation {
