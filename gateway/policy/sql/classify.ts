@@ -359,7 +359,7 @@ const LOCK_MODES: Record<number, string> = {
 };
 
 /** Statements whose plain output columns reach the client with their table origin. */
-const ROW_RETURNING_TOP = new Set(['SelectStmt', 'DeclareCursorStmt', 'PrepareStmt', 'ExplainStmt', 'CopyStmt']);
+const ROW_RETURNING_TOP = new Set(['SelectStmt', 'DeclareCursorStmt', 'PrepareStmt', 'ExplainStmt', 'CopyStmt', 'ExecuteStmt', 'FetchStmt']);
 
 const RELATION_DROPS = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_FOREIGN_TABLE', 'OBJECT_SEQUENCE']);
 
