@@ -93,6 +93,7 @@ function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConne
 export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptions = {}): Promise<RunningGateway> {
   const logger = opts.logger ?? rootLog;
   await initSqlParser();
+  for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
   const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
