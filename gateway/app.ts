@@ -9,6 +9,7 @@ import { PolicyEngine, sqlOperations } from './policy/engine.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
+import { checkUpstreamRoles } from './postgres/upstream-role.ts';
 import { startHttpGateway } from './http/server.ts';
 import { startSshGateway } from './ssh/server.ts';
 import { openStore } from './recording/open.ts';
@@ -107,6 +108,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const listeners: Listener[] = [];
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
+      // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
+      await checkUpstreamRoles(loaded, { warn: (m) => logger.warn(m) });
       const masking = maskingPerConnection(loaded, maskHashKey(loaded));
       closers.unshift(masking.close);
       const gw = await startPostgresGateway({

@@ -85,7 +85,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
         { name: 'alice', groups: ['dba'] },
         { name: 'agent-1', groups: ['agents'], owner: 'alice' },
       ],
-      connections: [{ name: 'app', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer' }],
+      connections: [{ name: 'app', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true }],
       masking: { hashKey: { file: 'hash.key' } },
     };
     const extra = opts.config?.(upstream, dir) ?? {};
