@@ -42,8 +42,9 @@ export async function inspectUpstreamRole(client: Queryable & { query(sql: strin
 
 /** What makes the role dangerous, one phrase each; [] for a least-privilege role. */
 export function upstreamRoleProblems(r: UpstreamRole): string[] {
+  // A superuser is a member of every role; saying so once is enough.
+  if (r.superuser) return ['is a superuser'];
   const out: string[] = [];
-  if (r.superuser) out.push('is a superuser');
   if (r.superuserMemberships.length > 0) out.push(`can SET ROLE to the superuser role(s) ${r.superuserMemberships.join(', ')}`);
   if (r.dangerousMemberships.length > 0) out.push(`is a member of ${r.dangerousMemberships.join(', ')}`);
   if (r.createRoleGrantsAny) out.push('has CREATEROLE on PostgreSQL before 16, so it can grant itself pg_execute_server_program');
