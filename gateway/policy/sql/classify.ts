@@ -578,7 +578,8 @@ class Walker {
         const alias = isObj(n.alias) ? str(n.alias.aliasname) : undefined;
         if (alias) this.acc.relNames.add(alias.toLowerCase());
         this.aliasColumns(n.alias, '*');
-        return this.fields(n, ctx);
+        // A LATERAL subquery can pass an outer row's columns through as its own outputs.
+        return this.fields(n, n.lateral === true ? { ...ctx, inExpr: true } : ctx);
       }
       case 'DoStmt':
         this.fields(n, ctx);
