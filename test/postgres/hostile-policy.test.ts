@@ -214,3 +214,11 @@ test('exclusive locks and backend control are refused', async () => {
   assert.equal((r.stderr.match(/rule recommended-no-backend-control/g) ?? []).length, 2);
   assert.equal(r.stdout.trim(), 'BEGIN\nROLLBACK\n1', 'the session survived (pg_terminate_backend never ran)');
 });
+
+test("psql's catalog commands stay reads for an agent (reviewed introspection functions)", async () => {
+  const r = await h.psql('\\d customers\n\\dt\n\\df wipe_orders\n', agent);
+  assert.equal(r.stderr, '');
+  assert.match(r.stdout, /email/);
+  assert.match(r.stdout, /orders/);
+  assert.match(r.stdout, /wipe_orders/);
+});

@@ -65,6 +65,16 @@ const SAFE = [
   'pg_size_pretty', 'pg_column_size', 'obj_description', 'col_description', 'shobj_description',
   'pg_encoding_to_char', 'pg_char_to_encoding', 'pg_is_in_recovery', 'pg_current_wal_lsn', 'txid_current_snapshot',
   'pg_sleep', 'gen_random_uuid', 'uuid_generate_v4', 'row', 'num_nulls', 'num_nonnulls', 'pg_input_is_valid',
+  // catalog introspection psql's \d commands use
+  'pg_get_triggerdef', 'pg_get_ruledef', 'pg_get_partkeydef', 'pg_get_partition_constraintdef',
+  'pg_get_statisticsobjdef', 'pg_get_statisticsobjdef_columns', 'pg_get_function_arguments',
+  'pg_get_function_result', 'pg_get_function_identity_arguments', 'pg_get_keywords', 'pg_describe_object',
+  'pg_identify_object', 'pg_collation_is_visible', 'pg_opclass_is_visible', 'pg_operator_is_visible',
+  'pg_conversion_is_visible', 'pg_opfamily_is_visible', 'pg_statistics_obj_is_visible', 'pg_ts_config_is_visible',
+  'pg_ts_dict_is_visible', 'pg_ts_parser_is_visible', 'pg_ts_template_is_visible', 'pg_relation_is_publishable',
+  'pg_get_replica_identity_index', 'pg_tablespace_location', 'pg_tablespace_size', 'aclexplode', 'acldefault',
+  'pg_column_compression', 'pg_get_serial_sequence', 'pg_settings_get_flags', 'pg_get_constraintdef',
+  'array_remove', 'pg_encoding_max_length', 'pg_get_publication_tables', 'pg_sequence_parameters',
 ];
 
 const SAFE_SET = new Set(SAFE);
