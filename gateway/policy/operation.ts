@@ -51,6 +51,9 @@ export interface SqlFacts {
   lockMode?: string;
   /** The statement reads rows through a name Airlock cannot see into (SQL EXECUTE of a prepared statement). */
   opaqueSource?: boolean;
+  /** SQL `EXECUTE name`: the prepared statement's name, so the session can apply the decision it
+   * recorded for a protocol-level (Parse) statement of that name. */
+  executeName?: string;
 }
 
 export interface Operation {

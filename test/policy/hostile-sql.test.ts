@@ -342,6 +342,11 @@ describe('statements that return rows get read limits', () => {
     assert.equal(decide(recommended, 'PREPARE r AS SELECT id FROM orders WHERE id = $1').action, 'allow');
   });
   it('MOVE returns no rows and stays a utility statement', () => assert.equal(one('MOVE ALL IN c').kind, 'utility'));
+  it('EXECUTE names its prepared statement, so the session can apply a protocol-level statement\'s decision', () => {
+    assert.equal(one('EXECUTE "Q1"(1)').sql.executeName, 'Q1');
+    assert.equal(one('CREATE TABLE x AS EXECUTE q2').sql.executeName, 'q2');
+    assert.equal(one('SELECT 1').sql.executeName, undefined);
+  });
 });
 
 describe('limits.maxStatementTime', () => {

@@ -335,6 +335,7 @@ interface Acc {
   lockMode?: string;
   /** SQL EXECUTE: rows come from a statement this one does not show. */
   opaque: boolean;
+  executeName?: string;
 }
 
 interface Ctx {
@@ -522,6 +523,7 @@ class Walker {
         return this.fields(n, ctx);
       case 'ExecuteStmt':
         this.acc.opaque = true;
+        this.acc.executeName ??= str(n.name);
         if (ctx.inExpr) this.acc.exprCols.add('?');
         return this.fields(n, ctx);
       case 'JoinExpr': {
@@ -881,6 +883,7 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
   if (acc.renamed.size > 0) sql.renamed = [...acc.renamed];
   if (acc.lockMode) sql.lockMode = acc.lockMode;
   if (acc.opaque) sql.opaqueSource = true;
+  if (acc.executeName !== undefined) sql.executeName = acc.executeName;
   return { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
 }
 
