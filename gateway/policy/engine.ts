@@ -329,11 +329,11 @@ export class PolicyEngine {
         reason: `this statement copies or transforms the rows of a prepared statement Airlock cannot see into, and masked columns (${mask.columns[0].column}, ...) could be among them`,
       };
     }
-    const touched = new Set(op.tables.map((t) => t.toLowerCase()));
+    const touched = touchedTables(op);
     for (const m of mask.columns) {
       const parts = m.column.split('.');
       const column = parts[parts.length - 1];
-      if (parts.length >= 3 && !touched.has(parts.slice(-3, -1).join('.'))) continue;
+      if (parts.length >= 3 && !touched.has(parts[parts.length - 2])) continue;
       for (const expr of op.sql.expressionColumns) {
         const last = expr.split('.').pop();
         if (last === column || last === '*') {
@@ -350,6 +350,15 @@ export class PolicyEngine {
   }
 }
 
+/**
+ * Table names a statement touches, WITHOUT their schema: the classifier writes an unqualified
+ * `customers` as `public.customers`, but search_path may resolve it to `app.customers`. Matching
+ * masks by table name alone errs on the side of denying.
+ */
+function touchedTables(op: Operation): Set<string> {
+  return new Set(op.tables.map((t) => t.toLowerCase().split('.').pop() ?? ''));
+}
+
 /** Masks are configured by `schema.table.column`: renaming or moving such a table would unmask it. */
 function maskedRename(op: Operation, mask: MaskPlan): Decision | undefined {
   const renamed = op.sql?.renamed;
@@ -359,7 +368,8 @@ function maskedRename(op: Operation, mask: MaskPlan): Decision | undefined {
       const parts = m.column.split('.');
       if (parts.length < 3) return !r.endsWith('.*'); // a bare masked column name: any table may hold it
       const table = parts.slice(-3, -1).join('.');
-      return r.endsWith('.*') ? table.startsWith(r.slice(0, -1)) : table === r;
+      // By name alone for relations (search_path may put an unqualified name in another schema).
+      return r.endsWith('.*') ? table.startsWith(r.slice(0, -1)) : parts[parts.length - 2] === r.split('.').pop();
     });
     if (hit) {
       return {
@@ -380,8 +390,8 @@ function maskedRename(op: Operation, mask: MaskPlan): Decision | undefined {
 function maskedCopyQuery(op: Operation, mask: MaskPlan): Decision | undefined {
   if (op.sql?.copy !== 'to-stdout' || mask.columns.length === 0) return undefined;
   if (!op.sql.statementTypes.some((t) => t !== 'CopyStmt')) return undefined;
-  const touched = new Set(op.tables.map((t) => t.toLowerCase()));
-  const hit = mask.columns.find((m) => touched.has(m.column.split('.').slice(-3, -1).join('.')));
+  const touched = touchedTables(op);
+  const hit = mask.columns.find((m) => touched.has(m.column.split('.').slice(-2, -1)[0] ?? ''));
   if (!hit) return undefined;
   return {
     action: 'deny',

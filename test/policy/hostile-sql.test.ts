@@ -317,6 +317,15 @@ describe('copies and renames', () => {
       denied(decide(engine('masking:\n  columns: [{ column: customers.email, strategy: hash }]\n'), q), 'masked-rename', q);
     });
   }
+  it('matches masked tables by name, whatever schema the query names (search_path may differ)', () => {
+    const e = engine('masking:\n  denyMaskedExpressions: true\n  columns: [{ column: app.customers.email, strategy: hash }]\n');
+    denied(decide(e, 'SELECT lower(email) FROM customers'), 'masked-expression');
+    denied(decide(e, 'ALTER TABLE customers RENAME TO c2'), 'masked-rename');
+    denied(decide(e, 'COPY (SELECT email FROM customers) TO STDOUT'), 'masked-copy-query');
+    denied(decide(e, 'ALTER SCHEMA app RENAME TO app2'), 'masked-rename');
+    assert.equal(decide(e, 'ALTER SCHEMA public RENAME TO p2').action, 'allow');
+  });
+
   it('renames of tables without masks are not the mask rule\'s business', () => {
     assert.equal(decide(engine('masking:\n  columns: [{ column: customers.email, strategy: hash }]\n'), 'ALTER TABLE orders RENAME TO o2').action, 'allow');
   });
