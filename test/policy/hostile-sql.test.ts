@@ -125,6 +125,10 @@ describe('code that runs later or elsewhere is never a read', () => {
     ["SET log_statement = 'none'", 'recommended-no-dangerous-settings'],
     ["SELECT set_config($$log_min_messages$$, 'panic', false)", 'recommended-no-dangerous-settings'],
     ['SET default_transaction_read_only = off', 'recommended-no-dangerous-settings'],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE', 'recommended-no-dangerous-settings'],
+    ['SET TRANSACTION READ WRITE', 'recommended-no-dangerous-settings'],
+    ['BEGIN READ WRITE', 'recommended-no-dangerous-settings'],
+    ['START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE', 'recommended-no-dangerous-settings'],
     ['SELECT pg_reload_conf()', 'recommended-no-backend-control'],
     ['SELECT pg_terminate_backend(pid) FROM pg_stat_activity', 'recommended-no-backend-control'],
     ['SELECT pg_catalog.pg_cancel_backend(42)', 'recommended-no-backend-control'],
@@ -148,6 +152,10 @@ describe('code that runs later or elsewhere is never a read', () => {
     assert.equal(decide(recommended, 'MERGE INTO orders o USING staging s ON o.id = s.id WHEN MATCHED THEN UPDATE SET note = s.note').action, 'review');
     assert.equal(decide(recommended, 'LOCK TABLE orders IN SHARE MODE').action, 'deny', 'utility is not allowed by agent rules (default deny)');
     assert.equal(decide(recommended, 'SELECT id, city FROM customers').action, 'allow');
+    const profileOnly = engine('policy:\n  profile: recommended\n');
+    for (const q of ['BEGIN', 'BEGIN READ ONLY', 'START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY', 'SET TRANSACTION READ ONLY', 'COMMIT']) {
+      assert.equal(decide(profileOnly, q).action, 'allow', q);
+    }
   });
 });
 

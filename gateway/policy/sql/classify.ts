@@ -495,7 +495,11 @@ class Walker {
       }
       case 'VariableSetStmt': {
         if (n.kind === 'VAR_RESET_ALL') this.acc.settings.add('*');
-        else {
+        else if (n.kind === 'VAR_SET_MULTI') {
+          // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...: the settings are the options.
+          const prefix = str(n.name)?.toLowerCase() === 'session characteristics' ? 'default_' : '';
+          this.transactionOptions(n.args, prefix);
+        } else {
           const name = str(n.name)?.toLowerCase();
           if (!name) throw new Error('SET without a setting name');
           this.acc.settings.add(name);
@@ -508,6 +512,9 @@ class Walker {
         // `setstmt` is a VariableSetStmt without its type wrapper.
         if (isObj(n.setstmt)) this.node('VariableSetStmt', n.setstmt, ctx);
         return this.fields(n, ctx, new Set(['setstmt']));
+      case 'TransactionStmt':
+        this.transactionOptions(n.options, '');
+        return this.fields(n, ctx);
       case 'DiscardStmt':
         // DISCARD ALL includes RESET ALL.
         if (n.target === 'DISCARD_ALL') this.acc.settings.add('*');
@@ -676,6 +683,20 @@ class Walker {
       if (str(w.commandType) === 'CMD_DELETE' && !conditioned) this.acc.unboundedWrite = true;
       if (str(w.commandType) === 'CMD_UPDATE' && !conditioned && !joinBounds) this.acc.unboundedWrite = true;
       if (str(w.matchKind) === 'MERGE_WHEN_NOT_MATCHED_BY_SOURCE' && !conditioned && str(w.commandType) !== 'CMD_NOTHING') this.acc.unboundedWrite = true;
+    }
+  }
+
+  /** BEGIN / SET TRANSACTION options as settings; READ ONLY only tightens, so it is not a change to flag. */
+  transactionOptions(list: Json | undefined, prefix: string): void {
+    if (!Array.isArray(list)) return;
+    for (const item of list) {
+      const u = unwrap(item);
+      if (!u || u[0] !== 'DefElem') continue;
+      const name = str(u[1].defname)?.toLowerCase();
+      if (!name) continue;
+      const arg = unwrap(u[1].arg);
+      const readOnly = name === 'transaction_read_only' && arg?.[0] === 'A_Const' && isObj(arg[1].ival) && arg[1].ival.ival === 1;
+      if (!readOnly) this.acc.settings.add(prefix + name);
     }
   }
 
