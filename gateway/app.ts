@@ -95,7 +95,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const logger = opts.logger ?? rootLog;
   await initSqlParser();
   for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
-  const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+  const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());

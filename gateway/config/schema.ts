@@ -40,6 +40,12 @@ const postgresConnection = z
      * with such a role any policy gap becomes command execution on the database host.
      */
     allowSuperuser: z.boolean().default(false),
+    /**
+     * Defence in depth for read-only agents: only reads (and transaction/session statements) are
+     * allowed, nothing may lift read-only mode, and the gateway refuses to start unless the upstream
+     * role already defaults to read-only transactions (ALTER ROLE ... SET default_transaction_read_only = on).
+     */
+    readOnly: z.boolean().default(false),
     /** Who may use this connection at all; empty means everyone with a valid token. */
     allow: z
       .object({

@@ -46,7 +46,7 @@ type MaskingConfig = AirlockConfig['masking'];
 
 /** Rule names the engine itself uses in decisions; config rules may not take them. */
 export const ENGINE_RULES = [
-  'unparseable-sql', 'client-encoding', 'masked-expression', 'masked-copy-query', 'masked-rename', 'prepare-needs-review',
+  'unparseable-sql', 'client-encoding', 'read-only-connection', 'masked-expression', 'masked-copy-query', 'masked-rename', 'prepare-needs-review',
   'default-deny', 'masking',
 ] as const;
 
@@ -60,6 +60,9 @@ interface CompiledRule {
   limits?: Limits;
   review?: ReviewSpec;
 }
+
+/** What a read-only connection runs: reads, transaction control, session statements. */
+const READ_ONLY_KINDS = new Set(['read', 'transaction', 'utility']);
 
 const STRENGTH: Record<MaskStrategy, number> = { partial: 0, hash: 1, redact: 2, null: 3 };
 const RANK: Record<Decision['action'], number> = { allow: 0, mask: 1, review: 2, deny: 3 };
@@ -196,9 +199,15 @@ export class PolicyEngine {
   readonly #globalColumns: ColumnMask[];
   readonly #globalDetectors: DetectorMask[];
   readonly #denyMaskedExpressions: boolean;
+  readonly #readOnlyConnections: ReadonlySet<string>;
 
   /** Throws PolicyConfigError for an invalid regex, duration, or duplicate/reserved rule name. */
-  constructor(policy: Omit<PolicyConfig, 'profile'> & { profile?: PolicyConfig['profile'] }, masking: MaskingConfig) {
+  constructor(
+    policy: Omit<PolicyConfig, 'profile'> & { profile?: PolicyConfig['profile'] },
+    masking: MaskingConfig,
+    connections: ReadonlyArray<{ name: string; readOnly?: boolean }> = [],
+  ) {
+    this.#readOnlyConnections = new Set(connections.filter((c) => c.readOnly).map((c) => c.name));
     const recommended = policy.profile === 'recommended';
     const builtins = builtinRules();
     // The profile's rules first; a configured rule with the same name takes the profile rule's place.
@@ -244,6 +253,18 @@ export class PolicyEngine {
         rule: 'client-encoding',
         reason: `${settings.includes('*') ? 'RESET ALL / DISCARD ALL resets' : 'this statement changes'} client_encoding, which Airlock keeps at UTF8 so that it reads every query exactly as the server does`,
       };
+    }
+    if (op.protocol === 'postgres' && this.#readOnlyConnections.has(op.connection.name)) {
+      const lifts = settings.some((s) => s === '*' || s === 'transaction_read_only' || s === 'default_transaction_read_only');
+      if (lifts || !READ_ONLY_KINDS.has(op.kind)) {
+        return {
+          action: 'deny',
+          rule: 'read-only-connection',
+          reason: lifts
+            ? `connection ${op.connection.name} is read-only; this statement would change read-only mode`
+            : `connection ${op.connection.name} is read-only; this statement is ${op.kind === 'write' ? 'a write (or calls a function Airlock has not reviewed)' : `kind ${op.kind}`}`,
+        };
+      }
     }
     const mask: MaskPlan = { columns: [], detectors: [], denyMaskedExpressions: this.#denyMaskedExpressions };
     mergeMasks(mask, this.#globalColumns, this.#globalDetectors);

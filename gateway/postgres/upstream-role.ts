@@ -19,6 +19,8 @@ export interface UpstreamRole {
   dangerousMemberships: string[];
   /** CREATEROLE before PostgreSQL 16 can grant itself any non-superuser role, including DANGEROUS_ROLES. */
   createRoleGrantsAny: boolean;
+  /** default_transaction_read_only as this login sees it (role and database defaults applied). */
+  readOnlyDefault: boolean;
 }
 
 interface Queryable {
@@ -27,6 +29,7 @@ interface Queryable {
 
 const ROLE_SQL = `SELECT current_user::text AS role, r.rolsuper AS superuser,
   (r.rolcreaterole AND current_setting('server_version_num')::int < 160000) AS create_role_grants_any,
+  current_setting('default_transaction_read_only') = 'on' AS read_only_default,
   ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_roles g
          WHERE g.rolname = ANY ($1) AND pg_catalog.pg_has_role(current_user, g.oid, 'MEMBER') ORDER BY 1) AS dangerous,
   ARRAY(SELECT s.rolname::text FROM pg_catalog.pg_roles s
@@ -35,9 +38,16 @@ FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`;
 
 export async function inspectUpstreamRole(client: Queryable & { query(sql: string, params: unknown[]): Promise<{ rows: unknown[] }> }): Promise<UpstreamRole> {
   const { rows } = await client.query(ROLE_SQL, [[...DANGEROUS_ROLES]]);
-  const r = rows[0] as { role: string; superuser: boolean; create_role_grants_any: boolean; dangerous: string[]; supers: string[] } | undefined;
+  const r = rows[0] as { role: string; superuser: boolean; create_role_grants_any: boolean; read_only_default: boolean; dangerous: string[]; supers: string[] } | undefined;
   if (!r) throw new Error('the upstream role is not in pg_roles');
-  return { role: r.role, superuser: r.superuser, superuserMemberships: r.supers, dangerousMemberships: r.dangerous, createRoleGrantsAny: r.create_role_grants_any };
+  return {
+    role: r.role,
+    superuser: r.superuser,
+    superuserMemberships: r.supers,
+    dangerousMemberships: r.dangerous,
+    createRoleGrantsAny: r.create_role_grants_any,
+    readOnlyDefault: r.read_only_default,
+  };
 }
 
 /** What makes the role dangerous, one phrase each; [] for a least-privilege role. */
@@ -116,6 +126,12 @@ export async function checkUpstreamRoles(loaded: LoadedConfig, opts: CheckOption
   for (const c of loaded.config.connections) {
     const role = await inspectWithRetry(c, connect, opts.waitMs ?? 30_000);
     out.set(c.name, role);
+    if (c.readOnly && !role.readOnlyDefault) {
+      throw new ConfigError(
+        `connection ${c.name} is readOnly, but its upstream role ${role.role} does not default to read-only transactions; ` +
+          `run ALTER ROLE ${role.role} SET default_transaction_read_only = on (Airlock refuses any change to it on this connection)`,
+      );
+    }
     const problems = upstreamRoleProblems(role);
     if (problems.length === 0) continue;
     if (!c.allowSuperuser) throw new ConfigError(upstreamRoleMessage(c.name, role, problems));

@@ -419,3 +419,41 @@ policy:
     assert.throws(() => engine('policy:\n  rules:\n    - { name: masked-rename, action: allow }\n'), /reserved/);
   });
 });
+
+describe('readOnly connections', () => {
+  const { config } = parseConfig(`auth:
+  signingKey: { env: AIRLOCK_TEST_KEY }
+connections:
+  - { name: prod, type: postgres, host: db, database: app, user: ro, readOnly: true }
+  - { name: staging, type: postgres, host: db, database: app, user: rw }
+`);
+  const e = new PolicyEngine(config.policy, config.masking, config.connections);
+  const on = (q: string, connection: string) =>
+    e.decideAll(sqlOperations(q, { protocol: 'postgres', identity: agent, connection: { name: connection, clientAddress: '', sessionId: 's' } })).decision;
+
+  for (const q of [
+    'UPDATE orders SET a = 1 WHERE id = 1',
+    'SELECT wipe()',
+    'CREATE TABLE t (a int)',
+    'COPY t FROM STDIN',
+    "DO $$ BEGIN NULL; END $$",
+    'SET default_transaction_read_only = off',
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE',
+    'BEGIN READ WRITE',
+    'RESET ALL',
+  ]) {
+    it(`denies ${q} on a readOnly connection (and not because of other rules elsewhere)`, () => {
+      const d = on(q, 'prod');
+      assert.equal(d.action, 'deny', q);
+      if (q !== 'RESET ALL') denied(d, 'read-only-connection', q);
+      if (!q.includes('RESET') && !q.includes('READ WRITE') && !q.includes('read_only')) assert.equal(on(q, 'staging').action, 'allow', q);
+    });
+  }
+  it('lets reads, transactions and session statements through', () => {
+    for (const q of ['SELECT * FROM orders', 'BEGIN READ ONLY', 'COMMIT', 'SET search_path = app', 'FETCH 10 FROM c', 'SHOW work_mem']) {
+      assert.equal(on(q, 'prod').action, 'allow', q);
+    }
+  });
+});
+

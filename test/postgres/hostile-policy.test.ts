@@ -18,7 +18,12 @@ before(async () => {
             INSERT INTO staging VALUES (1, 'x');
             -- An existing function an agent might call: it writes.
             CREATE FUNCTION wipe_orders() RETURNS int LANGUAGE sql AS 'DELETE FROM orders WHERE id > 0 RETURNING 1';`,
-    config: () => ({
+    config: (upstream) => ({
+      connections: [
+        { name: 'app', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true },
+        // The same upstream as a read-only connection (the start-up role check is app-level, see upstream-role.test.ts).
+        { name: 'ro', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true, readOnly: true },
+      ],
       masking: {
         hashKey: { file: 'hash.key' },
         columns: [
@@ -222,3 +227,20 @@ test("psql's catalog commands stay reads for an agent (reviewed introspection fu
   assert.match(r.stdout, /orders/);
   assert.match(r.stdout, /wipe_orders/);
 });
+
+test('a readOnly connection refuses writes and anything that lifts read-only mode', async () => {
+  const r = await h.psql(
+    [
+      "UPDATE orders SET note = 'x' WHERE id = 2;",
+      'BEGIN READ WRITE;',
+      'SET default_transaction_read_only = off;',
+      'SELECT count(*) FROM orders;',
+    ].join('\n'),
+    { ...agent, dbname: 'ro' },
+  );
+  assert.equal((r.stderr.match(/rule read-only-connection/g) ?? []).length, 3, r.stderr);
+  assert.equal(r.stdout.trim(), '200');
+  const note = await h.pg.query('SELECT note FROM orders WHERE id = 2');
+  assert.equal(note.rows[0].note, 'n2');
+});
+

@@ -93,8 +93,21 @@ test('allowSuperuser: true starts anyway and says so; a least-privilege role sta
   }
   const quiet: string[] = [];
   const least = await checkUpstreamRoles(loaded, { warn: (m) => quiet.push(m) });
-  assert.deepEqual(least.get('app'), { role: 'least', superuser: false, superuserMemberships: [], dangerousMemberships: [], createRoleGrantsAny: false });
+  assert.deepEqual(least.get('app'), { role: 'least', superuser: false, superuserMemberships: [], dangerousMemberships: [], createRoleGrantsAny: false, readOnlyDefault: false });
   assert.deepEqual(quiet, []);
+});
+
+test('a readOnly connection needs a role that defaults to read-only transactions', async () => {
+  await assert.rejects(checkUpstreamRoles(config('least', 'pw-least', { readOnly: true })), /connection app is readOnly, but its upstream role least does not default to read-only transactions; run ALTER ROLE least SET default_transaction_read_only = on/);
+  const admin = await upstream.client();
+  try {
+    await createLeastPrivilegeRole(admin, 'reader', 'pw-ro', ['t']);
+    await admin.query('ALTER ROLE reader SET default_transaction_read_only = on');
+  } finally {
+    await admin.end();
+  }
+  const roles = await checkUpstreamRoles(config('reader', 'pw-ro', { readOnly: true }));
+  assert.equal(roles.get('app')?.readOnlyDefault, true);
 });
 
 test('an upstream that cannot be checked does not start (fail closed), after the retry window', async () => {

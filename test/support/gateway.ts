@@ -93,7 +93,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
     writeFileSync(file, stringify({ ...base, ...extra }));
     const loaded = loadConfig(file);
     await initSqlParser();
-    const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+    const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const masking =
       opts.masking === false
