@@ -54,6 +54,9 @@ export interface SqlFacts {
   /** SQL `EXECUTE name`: the prepared statement's name, so the session can apply the decision it
    * recorded for a protocol-level (Parse) statement of that name. */
   executeName?: string;
+  /** SQL Airlock found and checked inside this statement (DO and function bodies, query_to_xml('...')),
+   * in order, for the audit record: what really runs is listed with the outer statement. Bounded. */
+  embedded?: string[];
 }
 
 export interface Operation {

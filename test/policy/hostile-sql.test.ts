@@ -159,6 +159,15 @@ describe('code that runs later or elsewhere is never a read', () => {
   });
 });
 
+describe('embedded SQL is listed for the audit record', () => {
+  it('DO bodies, function bodies and SQL passed as text are listed with the outer statement', () => {
+    assert.deepEqual(one("DO $$ BEGIN DELETE FROM orders WHERE id = 1; PERFORM pg_sleep(1); END $$").sql.embedded, ['DELETE FROM orders WHERE id = 1', 'SELECT pg_sleep(1)']);
+    assert.deepEqual(one("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS 'UPDATE t SET a = 1 WHERE id = 2'").sql.embedded, ['UPDATE t SET a = 1 WHERE id = 2']);
+    assert.deepEqual(one("SELECT query_to_xml('SELECT id FROM t', true, true, '')").sql.embedded, ['SELECT id FROM t']);
+    assert.equal(one('SELECT 1').sql.embedded, undefined);
+  });
+});
+
 describe('settings are decided on the parse tree', () => {
   const builtins = engine('policy:\n  builtins: [block-role-changes]\n');
   for (const q of [

@@ -80,6 +80,7 @@ function copyStatement(s: ClassifiedStatement): ClassifiedStatement {
       expressionColumns: [...s.sql.expressionColumns],
       ...(s.sql.settings ? { settings: [...s.sql.settings] } : {}),
       ...(s.sql.renamed ? { renamed: [...s.sql.renamed] } : {}),
+      ...(s.sql.embedded ? { embedded: [...s.sql.embedded] } : {}),
     },
   };
 }
@@ -336,7 +337,12 @@ interface Acc {
   /** SQL EXECUTE: rows come from a statement this one does not show. */
   opaque: boolean;
   executeName?: string;
+  /** Embedded SQL texts walked (bounded, see EMBEDDED_MAX). */
+  embedded: string[];
 }
+
+const EMBEDDED_MAX = 50;
+const EMBEDDED_MAX_CHARS = 2000;
 
 interface Ctx {
   /** CTE names visible here; a schema-less RangeVar with such a name is the CTE, not a table. */
@@ -848,6 +854,10 @@ class Walker {
   // Code that runs later or elsewhere (DO and function bodies) returns nothing to the client with a
   // column origin, so every column it reads counts as used in an expression.
   embedded(query: string, parseMode: number, what: string, ctx: Ctx = { ctes: new Set(), inExpr: true, setOpBranch: false }): void {
+    if (this.acc.embedded.length < EMBEDDED_MAX) {
+      const t = query.trim();
+      this.acc.embedded.push(t.length > EMBEDDED_MAX_CHARS ? `${t.slice(0, EMBEDDED_MAX_CHARS)}…` : t);
+    }
     const attempts = parseMode === 0 ? [query] : [`SELECT ${query}`, query, `SELECT ${query.replace(/^[^:]*:=/, '')}`];
     for (const q of attempts) {
       let stmts: RawStmt[];
@@ -880,6 +890,7 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
     settings: new Set(),
     renamed: new Set(),
     opaque: false,
+    embedded: [],
   };
   const copiesRows = type === 'SelectStmt' && isObj(node.intoClause);
   new Walker(acc, text).node(type, node, { ctes: new Set(), inExpr: copiesRows || !ROW_RETURNING_TOP.has(type), setOpBranch: false });
@@ -905,6 +916,7 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
   if (acc.lockMode) sql.lockMode = acc.lockMode;
   if (acc.opaque) sql.opaqueSource = true;
   if (acc.executeName !== undefined) sql.executeName = acc.executeName;
+  if (acc.embedded.length > 0) sql.embedded = acc.embedded;
   return { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
 }
 
