@@ -9,6 +9,7 @@ import { PolicyEngine, sqlOperations } from './policy/engine.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
+import { checkUpstreamRoles } from './postgres/upstream-role.ts';
 import { startHttpGateway } from './http/server.ts';
 import { startSshGateway } from './ssh/server.ts';
 import { openStore } from './recording/open.ts';
@@ -102,7 +103,8 @@ export function installCrashGuard(logger: Logger = rootLog): () => void {
 export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptions = {}): Promise<RunningGateway> {
   const logger = opts.logger ?? rootLog;
   await initSqlParser();
-  const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+  for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
+  const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
@@ -115,6 +117,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const listeners: Listener[] = [];
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
+      // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
+      await checkUpstreamRoles(loaded, { warn: (m) => logger.warn(m) });
       const masking = maskingPerConnection(loaded, maskHashKey(loaded));
       closers.unshift(masking.close);
       const gw = await startPostgresGateway({

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { lintPolicy } from './rule-lint.ts';
 import { configSchema, type AirlockConfig, type SecretRef } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -19,6 +20,8 @@ export interface LoadedConfig {
   file: string;
   /** Relative paths in the config (key files, store) resolve against this directory. */
   baseDir: string;
+  /** Things that load but probably do not do what was meant (rules that can never match); logged at start. */
+  warnings?: string[];
 }
 
 function formatPath(path: ReadonlyArray<PropertyKey>): string {
@@ -43,7 +46,7 @@ export function parseConfig(text: string, file = '<inline>', baseDir = process.c
   const raw: unknown = doc.toJS() ?? {};
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(formatIssues(file, parsed.error.issues));
-  return { config: parsed.data, file, baseDir };
+  return { config: parsed.data, file, baseDir, warnings: lintPolicy(parsed.data) };
 }
 
 export function loadConfig(path: string): LoadedConfig {

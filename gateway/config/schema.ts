@@ -34,6 +34,18 @@ const postgresConnection = z
     user: z.string(),
     password: secretRef.optional(),
     tls: z.enum(['disable', 'prefer', 'require']).default('prefer'),
+    /**
+     * Start even if the upstream role is a superuser or may run programs / read or write server
+     * files (pg_execute_server_program, pg_read_server_files, pg_write_server_files). Off by default:
+     * with such a role any policy gap becomes command execution on the database host.
+     */
+    allowSuperuser: z.boolean().default(false),
+    /**
+     * Defence in depth for read-only agents: only reads (and transaction/session statements) are
+     * allowed, nothing may lift read-only mode, and the gateway refuses to start unless the upstream
+     * role already defaults to read-only transactions (ALTER ROLE ... SET default_transaction_read_only = on).
+     */
+    readOnly: z.boolean().default(false),
     /** Who may use this connection at all; empty means everyone with a valid token. */
     allow: z
       .object({
@@ -62,6 +74,8 @@ const matchSchema = z
     /** DELETE/UPDATE lacking WHERE (true) or having one (false). */
     missingWhere: z.boolean().optional(),
     copy: z.array(z.enum(['to-stdout', 'from-stdin', 'to-file', 'from-file', 'to-program', 'from-program'])).optional(),
+    /** Run-time settings the statement changes (SET, RESET, set_config, ALTER ... SET), globs: `log_*`. */
+    settings: z.array(z.string().min(1)).optional(),
     // HTTP and Kubernetes (see gateway/http/README.md). Operations of other protocols never match these.
     /** HTTP methods, upper-case (`GET`, `DELETE`). */
     methods: z.array(z.string().min(1)).optional(),
@@ -87,6 +101,8 @@ const limits = z
   .object({
     maxRowsPerStatement: z.number().int().positive().optional(),
     maxBytesPerSession: z.number().int().positive().optional(),
+    /** Longest a matching statement may run upstream (e.g. 30s); the gateway cancels it after that. */
+    maxStatementTime: duration.optional(),
   })
   .strict();
 
@@ -387,11 +403,17 @@ export const configSchema = z
       .object({
         /** What happens when no rule matches. */
         default: z.enum(['allow', 'deny']).default('allow'),
+        /**
+         * `recommended`: every built-in rule plus the safe-default rules (gateway/policy/builtins.ts),
+         * and masked columns may only be read as plain output columns. A rule in `rules` with the
+         * same name as a profile rule replaces it.
+         */
+        profile: z.enum(['none', 'recommended']).default('none'),
         builtins: z.array(z.enum(builtinRuleNames)).default([]),
         rules: z.array(rule).default([]),
       })
       .strict()
-      .default({ default: 'allow', builtins: [], rules: [] }),
+      .default({ default: 'allow', profile: 'none', builtins: [], rules: [] }),
     http: httpBlock.optional(),
     ssh: sshBlock.optional(),
     temporal: z

@@ -16,8 +16,8 @@ import { openStore } from '../recording/open.ts';
 import { formatSessionDetail } from '../recording/format.ts';
 import { freePort } from '../net/free-port.ts';
 import { log } from '../log.ts';
-import { startPostgres } from './embedded-postgres.ts';
-import { seedDemoDatabase } from './sample-data.ts';
+import { createLeastPrivilegeRole, startPostgres } from './embedded-postgres.ts';
+import { DEMO_TABLES, seedDemoDatabase } from './sample-data.ts';
 import { startDevServer } from '../../workflows/dev-server.ts';
 import { startApprovalService } from '../../workflows/service.ts';
 import { connectClient } from '../../workflows/client.ts';
@@ -46,6 +46,8 @@ async function portOr(preferred: number): Promise<number> {
   });
 }
 
+const DEMO_ROLE = 'airlock_demo';
+
 function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string): AirlockConfigInput {
   return {
     listen: { postgres: { host: '127.0.0.1', port: gatewayPort } },
@@ -57,7 +59,8 @@ function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string
       { name: 'bob', groups: ['dba', 'oncall'] },
     ],
     connections: [
-      { name: 'demo', type: 'postgres', host: '127.0.0.1', port: pgPort, database: 'postgres', user: 'postgres', password: { file: 'db.password' }, tls: 'disable' },
+      // A dedicated least-privilege role (see createLeastPrivilegeRole), never the superuser.
+      { name: 'demo', type: 'postgres', host: '127.0.0.1', port: pgPort, database: 'postgres', user: DEMO_ROLE, password: { file: 'db.password' }, tls: 'disable' },
     ],
     masking: {
       hashKey: { file: 'mask.key' },
@@ -77,10 +80,14 @@ function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string
       ],
     },
     policy: {
-      default: 'allow',
-      builtins: ['block-destructive-ddl', 'block-unbounded-writes', 'block-copy-program', 'block-server-file-access', 'block-remote-connections', 'block-role-changes'],
+      // Safe defaults: every built-in, the recommended rules (DO blocks, server-side code,
+      // extensions, server settings, backend control, exclusive locks ...), masked columns only as
+      // plain output columns; and anything no rule allows is denied.
+      profile: 'recommended',
+      default: 'deny',
       rules: [
-        { name: 'agent-read-limit', match: { groups: ['agents'], kinds: ['read'] }, action: 'allow', limits: { maxRowsPerStatement: 50, maxBytesPerSession: 5_000_000 } },
+        { name: 'agent-read-limit', match: { groups: ['agents'], kinds: ['read'] }, action: 'allow', limits: { maxRowsPerStatement: 50, maxBytesPerSession: 5_000_000, maxStatementTime: '30s' } },
+        { name: 'agent-session-statements', match: { groups: ['agents'], kinds: ['transaction', 'utility'] }, action: 'allow' },
         {
           name: 'agent-writes-need-a-dba',
           match: { groups: ['agents'], kinds: ['write'] },
@@ -133,10 +140,12 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     say('airlock demo: starting an embedded PostgreSQL with fake customer data ...');
     const db = await startPostgres();
     stops.push(() => db.stop());
-    writeFileSync(join(dir, 'db.password'), db.password + '\n', { mode: 0o600 });
     const seedClient = await db.client();
     await seedDemoDatabase(seedClient);
+    const rolePassword = randomBytes(18).toString('base64url');
+    await createLeastPrivilegeRole(seedClient, DEMO_ROLE, rolePassword, DEMO_TABLES);
     await seedClient.end();
+    writeFileSync(join(dir, 'db.password'), rolePassword + '\n', { mode: 0o600 });
 
     say('airlock demo: starting a local Temporal dev server ...');
     // Workflow state lives in a SQLite file, started fresh each run: an approval from a previous
@@ -164,7 +173,9 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     const tour: { title: string; sql: string }[] = [
       { title: 'PII columns are masked, whatever the query calls them', sql: 'SELECT id, full_name, email, card_number, ssn FROM customers ORDER BY id LIMIT 3' },
       { title: 'aliases and joins do not unmask', sql: 'SELECT c.full_name, c.email AS contact, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 3' },
-      { title: 'content detectors catch PII in free text and derived columns', sql: "SELECT lower(email) AS e, left(body, 90) AS body FROM support_tickets t JOIN customers c ON c.id = t.customer_id ORDER BY t.id LIMIT 2" },
+      { title: 'content detectors catch PII in free text', sql: "SELECT id, body FROM support_tickets WHERE body LIKE '%@example.%' ORDER BY id LIMIT 2" },
+      { title: 'a masked column passed through a function is refused, not leaked', sql: "SELECT reverse(email), encode(convert_to(ssn, 'UTF8'), 'base64') FROM customers LIMIT 3" },
+      { title: 'code Airlock cannot check statement by statement is refused', sql: "DO $$ BEGIN EXECUTE 'DELETE FROM orders'; END $$" },
       { title: 'destructive statements are blocked; the session stays usable', sql: 'DROP TABLE customers' },
       { title: 'a DELETE hidden in a CTE is still a DELETE without WHERE', sql: 'WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone' },
       { title: 'bulk export is cut at the row limit', sql: 'SELECT id, city FROM customers' },

@@ -78,3 +78,21 @@ export async function startPostgres(opts: { authMethod?: 'scram-sha-256' | 'md5'
     },
   };
 }
+
+/**
+ * A login role with only what the demo tour needs (read and change rows of the given tables in
+ * `public`): no superuser, no CREATEROLE, no pg_execute_server_program / server-file roles, and
+ * no CREATE on the schema. Airlock's upstream login should look like this.
+ */
+export async function createLeastPrivilegeRole(admin: pg.Client, role: string, password: string, tables: readonly string[]): Promise<void> {
+  const ident = (s: string) => '"' + s.replace(/"/g, '""') + '"';
+  const lit = (s: string) => "'" + s.replace(/'/g, "''") + "'";
+  const r = ident(role);
+  await admin.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = ${lit(role)}) THEN CREATE ROLE ${r} LOGIN; END IF; END $$`);
+  await admin.query(`ALTER ROLE ${r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD ${lit(password)}`);
+  await admin.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+  await admin.query(`GRANT USAGE ON SCHEMA public TO ${r}`);
+  for (const t of tables) await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.${ident(t)} TO ${r}`);
+  await admin.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ${r}`);
+}
+

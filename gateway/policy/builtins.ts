@@ -119,11 +119,11 @@ const rules: Record<BuiltinRuleName, BuiltinRule> = {
       protocols: ['postgres'],
       any: [
         { statements: ROLE_STATEMENTS },
-        // The classifier makes a top-level SET ROLE / SET SESSION AUTHORIZATION (not RESET)
-        // admin; the text check keeps a DO block's `SET search_path` out of this rule.
-        { statements: ['VariableSetStmt'], kinds: ['admin'], text: ['\\b(role|authorization)\\b'] },
-        // set_config('role', ...) is SET ROLE by another name.
-        { functions: ['set_config'], text: ["set_config\\s*\\(\\s*[eu&]*'\\s*(role|session_authorization)"] },
+        // Decided on the parse tree: SET ROLE / SET SESSION AUTHORIZATION anywhere in the statement
+        // (DO bodies, function SET clauses) and set_config('role', ...) however the constant is
+        // spelled ($$role$$, E'\x72ole', 'ROLE'); a computed name never reaches here (refused).
+        // A top-level RESET ROLE (kind utility) only returns to the login role.
+        { settings: ['role', 'session_authorization'], kinds: ['admin', 'write', 'read', 'ddl'] },
       ],
     },
   },
@@ -137,6 +137,95 @@ const rules: Record<BuiltinRuleName, BuiltinRule> = {
     match: { protocols: ['ssh'], kinds: ['exec-complex', 'shell'], agents: true },
   },
 };
+
+// ---------------------------------------------------------------------------------------------
+// The `recommended` profile (policy.profile: recommended): every built-in above plus these, all
+// deny. Each can be replaced by a policy.rules entry of the same name (e.g. to review instead).
+
+const SERVER_CODE_STATEMENTS = [
+  'CreateFunctionStmt', 'AlterFunctionStmt', 'CreateTrigStmt', 'CreateEventTrigStmt', 'AlterEventTrigStmt',
+  'RuleStmt', 'CreatePLangStmt', 'CreateTransformStmt', 'CreateCastStmt', 'DefineStmt', 'CreateConversionStmt',
+  'CreateAmStmt', 'CreateOpClassStmt', 'CreateOpFamilyStmt', 'AlterOperatorStmt',
+];
+
+const BACKEND_CONTROL_FUNCTIONS = [
+  'pg_reload_conf', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_signal_backend', 'pg_rotate_logfile',
+  'pg_promote', 'pg_log_backend_memory_contexts', 'pg_switch_wal', 'pg_create_restore_point',
+  'pg_backup_start', 'pg_backup_stop', 'pg_start_backup', 'pg_stop_backup', 'pg_create_physical_replication_slot',
+  'pg_create_logical_replication_slot', 'pg_drop_replication_slot', 'pg_replication_origin_*', 'pg_stat_reset*',
+  'pg_wal_replay_pause', 'pg_wal_replay_resume',
+];
+
+const DANGEROUS_SETTINGS = [
+  'session_replication_role', // disables triggers and rules, including audit and integrity triggers
+  'log_*', 'debug_*', 'trace_*', // hides what ran from the server's own log
+  'local_preload_libraries', 'session_preload_libraries', 'dynamic_library_path', 'jit_provider',
+  'default_transaction_read_only', 'transaction_read_only', // a read-only connection stays read-only
+];
+
+const profileRules: BuiltinRule[] = [
+  {
+    name: 'recommended-no-dynamic-code',
+    description: 'DO blocks (any language) and the dynamic SQL inside them',
+    action: 'deny',
+    reason: 'DO blocks run code (and dynamic SQL) that Airlock cannot check statement by statement; send the statements themselves',
+    match: { protocols: ['postgres'], statements: ['DoStmt', 'PLpgSQL_stmt_dynexecute', 'PLpgSQL_stmt_dynfors'] },
+  },
+  {
+    name: 'recommended-no-server-side-code',
+    description: 'CREATE FUNCTION/PROCEDURE, triggers, event triggers, rules, languages, casts, operators, aggregates',
+    action: 'deny',
+    reason: 'creating code that runs later or on other sessions (functions, procedures, triggers, event triggers, rules, operators) is not allowed through Airlock',
+    match: { protocols: ['postgres'], statements: SERVER_CODE_STATEMENTS },
+  },
+  {
+    name: 'recommended-no-extensions',
+    description: 'CREATE/ALTER EXTENSION and LOAD',
+    action: 'deny',
+    reason: 'installing extensions or loading shared libraries runs native code on the database server',
+    match: { protocols: ['postgres'], statements: ['CreateExtensionStmt', 'AlterExtensionStmt', 'AlterExtensionContentsStmt', 'LoadStmt'] },
+  },
+  {
+    name: 'recommended-no-server-settings',
+    description: 'ALTER SYSTEM, ALTER DATABASE, ALTER ROLE/DATABASE ... SET',
+    action: 'deny',
+    reason: 'changing server, database or role settings affects every later session, not just this one',
+    match: { protocols: ['postgres'], statements: ['AlterSystemStmt', 'AlterDatabaseStmt', 'AlterDatabaseSetStmt', 'AlterRoleSetStmt'] },
+  },
+  {
+    name: 'recommended-no-dangerous-settings',
+    description: 'session_replication_role, log_*/debug_*/trace_*, preload libraries, read-only settings',
+    action: 'deny',
+    reason: 'this setting disables triggers, hides statements from the server log, loads libraries or lifts read-only mode',
+    match: { protocols: ['postgres'], settings: DANGEROUS_SETTINGS },
+  },
+  {
+    name: 'recommended-no-backend-control',
+    description: 'pg_reload_conf, terminating or cancelling other backends, WAL/backup/replication-slot control',
+    action: 'deny',
+    reason: 'reloading the configuration, signalling other sessions or controlling WAL and replication is an operator task',
+    match: { protocols: ['postgres'], functions: BACKEND_CONTROL_FUNCTIONS },
+  },
+  {
+    name: 'recommended-no-create-database',
+    description: 'CREATE DATABASE',
+    action: 'deny',
+    reason: 'creating databases is an operator task',
+    match: { protocols: ['postgres'], statements: ['CreatedbStmt'] },
+  },
+  {
+    name: 'recommended-no-exclusive-locks',
+    description: 'LOCK ... ACCESS EXCLUSIVE / EXCLUSIVE (also LOCK without a mode)',
+    action: 'deny',
+    reason: 'an exclusive table lock blocks every other session (ACCESS EXCLUSIVE even readers) until the transaction ends',
+    match: { protocols: ['postgres'], lockModes: ['AccessExclusiveLock', 'ExclusiveLock'] },
+  },
+];
+
+/** The recommended profile: every built-in, then the safe-default rules; fresh copies. */
+export function recommendedProfileRules(): BuiltinRule[] {
+  return structuredClone([...Object.values(rules), ...profileRules]);
+}
 
 /** Fresh copies, so a caller cannot alter the built-ins for everyone else. */
 export function builtinRules(): Record<BuiltinRuleName, BuiltinRule> {

@@ -28,11 +28,14 @@ export interface MaskPlan {
 export interface Limits {
   maxRowsPerStatement?: number;
   maxBytesPerSession?: number;
+  /**
+   * Longest the statement may run upstream, in milliseconds (rule `limits.maxStatementTime`). The
+   * session cancels it (57014) and names `timeRule`.
+   */
+  maxStatementMs?: number;
   /** The rule that set each limit, so the error and the recording can name it. */
   rowsRule?: string;
   bytesRule?: string;
-  /** Longest a statement may run; past it the proxy cancels it (57014). */
-  maxStatementMs?: number;
   /** The rule that set maxStatementMs. */
   timeRule?: string;
 }
@@ -59,6 +62,14 @@ export interface ReviewSpec {
   grantTtlMs: number;
   /** Whether a statement inside an open transaction may be held (its locks stay held while people decide). */
   holdInTransaction?: boolean;
+  /**
+   * Set when several review rules matched: one entry per rule, its approver groups. The approval
+   * must include, for every entry, at least one approver in one of its groups (`approvers` is
+   * their union, `quorum` the largest). Absent for a single rule.
+   */
+  requireEach?: string[][];
+  /** Every review rule that matched, strictest combined (first is `Decision.rule`). */
+  rules?: string[];
 }
 
 export type Decision =

@@ -10,7 +10,7 @@ import type { Operation } from './operation.ts';
  * - `any`: OR of sub-matches, so one built-in rule can cover several shapes (e.g. dblink
  *   functions OR CREATE SERVER) and still go through the single matching path.
  */
-export type MatchSpec = RuleMatch & { alterDrops?: boolean; any?: MatchSpec[]; agents?: boolean };
+export type MatchSpec = RuleMatch & { alterDrops?: boolean; any?: MatchSpec[]; agents?: boolean; lockModes?: string[] };
 
 export type Matcher = (op: Operation) => boolean;
 
@@ -46,7 +46,7 @@ export class PolicyConfigError extends ConfigError {
   }
 }
 
-const WRITE_TYPES = ['DeleteStmt', 'UpdateStmt'];
+const WRITE_TYPES = ['DeleteStmt', 'UpdateStmt', 'MergeStmt'];
 
 /** Glob with `*` only; everything else literal. Anchored. */
 export function globToRegExp(pattern: string, caseInsensitive: boolean): RegExp {
@@ -61,6 +61,12 @@ function nameMatcher(patterns: string[]): (value: string) => boolean {
   const exact = new Set(patterns.filter((p) => !p.includes('*')));
   const globs = patterns.filter((p) => p.includes('*')).map((p) => globToRegExp(p, false));
   return (v) => exact.has(v) || globs.some((g) => g.test(v));
+}
+
+/** Case-insensitive globs (setting names). */
+function nameMatcherCI(patterns: string[]): (value: string) => boolean {
+  const res = patterns.map((p) => globToRegExp(p.trim().toLowerCase(), true));
+  return (v) => res.some((r) => r.test(v));
 }
 
 /** `*` is any table; a bare name is `public.<name>`; case-insensitive. */
@@ -157,6 +163,15 @@ export function compileMatch(spec: MatchSpec, where: string, polarity: MatchPola
   if (spec.copy) {
     const set = new Set<string>(spec.copy);
     checks.push((op) => op.sql?.copy !== undefined && set.has(op.sql.copy));
+  }
+  if (spec.settings) {
+    // `*` on the operation is RESET ALL / DISCARD ALL: it changes every setting a rule can name.
+    const m = nameMatcherCI(spec.settings);
+    checks.push((op) => (op.sql?.settings ?? []).some((s) => s === '*' || m(s)));
+  }
+  if (spec.lockModes) {
+    const set = new Set(spec.lockModes.map((m) => m.toLowerCase()));
+    checks.push((op) => op.sql?.lockMode !== undefined && set.has(op.sql.lockMode.toLowerCase()));
   }
   if (spec.alterDrops !== undefined) {
     const want = spec.alterDrops;

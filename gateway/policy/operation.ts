@@ -46,6 +46,21 @@ export interface SqlFacts {
   expressionColumns: string[];
   /** Set when the text did not parse; such statements are always denied. */
   parseError?: string;
+  /** Run-time settings (GUCs) the statement changes, lower-case: SET/RESET, set_config with a constant
+   * name, ALTER SYSTEM / ROLE / DATABASE ... SET, a function's SET clause. `*` = all of them (RESET ALL). */
+  settings?: string[];
+  /** Relations (`schema.table`) and schemas (`schema.*`) this statement renames or moves to another schema. */
+  renamed?: string[];
+  /** LOCK statements: the lock mode, e.g. `AccessExclusiveLock`. */
+  lockMode?: string;
+  /** The statement reads rows through a name Airlock cannot see into (SQL EXECUTE of a prepared statement). */
+  opaqueSource?: boolean;
+  /** SQL `EXECUTE name`: the prepared statement's name, so the session can apply the decision it
+   * recorded for a protocol-level (Parse) statement of that name. */
+  executeName?: string;
+  /** SQL Airlock found and checked inside this statement (DO and function bodies, query_to_xml('...')),
+   * in order, for the audit record: what really runs is listed with the outer statement. Bounded. */
+  embedded?: string[];
 }
 
 export interface Operation {

@@ -88,3 +88,44 @@ test('the docker-compose config (deploy/airlock.yaml) is valid', () => {
   const loaded = loadConfig(new URL('../../deploy/airlock.yaml', import.meta.url).pathname);
   assert.equal(loaded.config.temporal?.address, 'temporal:7233');
 });
+
+test('new PostgreSQL policy fields: profile, settings matcher, maxStatementTime, allowSuperuser (off unless said)', () => {
+  const { config } = parseConfig(`${minimal}
+policy:
+  profile: recommended
+  rules:
+    - { name: slow, match: { settings: [work_mem] }, action: allow, limits: { maxStatementTime: 30s } }
+`);
+  assert.equal(config.policy.profile, 'recommended');
+  assert.equal(config.connections[0].allowSuperuser, false);
+  assert.deepEqual(config.policy.rules[0].limits, { maxStatementTime: '30s' });
+  assert.equal(parseConfig(minimal).config.policy.profile, 'none');
+  assert.throws(() => parseConfig(`${minimal}\npolicy:\n  profile: lax\n`), /policy\.profile/);
+  assert.throws(() => parseConfig(`${minimal}\npolicy:\n  rules:\n    - { name: x, action: allow, limits: { maxStatementTime: 5min } }\n`), /maxStatementTime: a duration/);
+});
+
+test('the loader warns about rules that can never take effect', () => {
+  const { warnings } = parseConfig(`${minimal}
+policy:
+  rules:
+    - { name: no-drops, match: { statements: [DropStmt] }, action: deny }
+    - { name: no-drops-again, match: { statements: [DropStmt] }, action: deny }
+    - { name: allow-drops-for-dba, match: { statements: [DropStmt], groups: [dba] }, action: allow }
+    - { name: empty, match: { kinds: [] }, action: deny }
+    - { name: ssh-tables, match: { protocols: [ssh], tables: [customers] }, action: deny }
+    - { name: typo-kind, match: { kinds: [wrtie] }, action: deny }
+    - { name: ghost, match: { connections: [prod] }, action: deny }
+    - { name: fine, match: { connections: [app], kinds: [write] }, action: deny }
+    - { name: also-fine, match: { statements: [DropStmt] }, unless: { groups: [dba] }, action: review, review: { approvers: [dba] } }
+`);
+  const text = (warnings ?? []).join('\n');
+  assert.match(text, /no-drops-again\) repeats policy\.rules\[0\] \(no-drops\)/);
+  assert.match(text, /allow-drops-for-dba\) is shadowed: policy\.rules\[0\] \(no-drops\) denies everything it matches/);
+  assert.match(text, /\(empty\) can never match: match\.kinds is an empty list/);
+  assert.match(text, /\(ssh-tables\) can never match: match\.tables is PostgreSQL-only/);
+  assert.match(text, /\(typo-kind\) can never match: match\.kinds \[wrtie\] names no operation kind/);
+  assert.match(text, /\(ghost\) can never match: match\.connections \[prod\] names no configured connection/);
+  assert.doesNotMatch(text, /\(fine\)/);
+  assert.match(text, /also-fine\) is shadowed/, 'an unless does not save a rule from an earlier unconditional deny');
+  assert.deepEqual(parseConfig(minimal).warnings, []);
+});

@@ -22,6 +22,9 @@ test('the offline demo masks, blocks, limits and holds, and records it all', asy
   assert.doesNotMatch(out, /[a-z0-9._-]+@example\.(com|org|net)/i, 'no raw email reaches the agent');
   assert.match(out, /\[redacted:email\]/, 'detectors catch derived columns and free text');
   assert.match(out, /ERROR: {2}Airlock denied this statement: rule block-destructive-ddl/);
+  // The recommended profile: transformed masked columns and DO blocks are refused.
+  assert.match(out, /ERROR: {2}Airlock denied this statement: rule masked-expression/);
+  assert.match(out, /ERROR: {2}Airlock denied this statement: rule recommended-no-dynamic-code/);
   assert.match(out, /ERROR: {2}Airlock denied this statement: rule block-unbounded-writes/);
   assert.match(out, /ERROR: {2}Airlock row limit reached: rule agent-read-limit allows at most 50 rows/);
   assert.match(out, /refused: alice owns the requesting agent agent-7/);

@@ -332,7 +332,7 @@ policy:
 });
 
 describe('review', () => {
-  it('builds the ReviewSpec from the first matching review rule, durations in milliseconds', () => {
+  it('builds the ReviewSpec of the one matching review rule, durations in milliseconds', () => {
     const e = engine(`
 policy:
   rules:
@@ -351,6 +351,7 @@ policy:
           - { after: 15m, mention: [dba-oncall] }
     - name: any-write
       match: { kinds: [write] }
+      unless: { connections: [prod] }
       action: review
       review: { approvers: [everyone] }
 `);
@@ -379,6 +380,57 @@ policy:
       assert.equal(other.rule, 'any-write');
       assert.deepEqual(other.review, { approvers: ['everyone'], quorum: 1, timeoutMs: 900_000, escalation: [], grantTtlMs: 600_000 });
       assert.match(other.reason, /any-write/);
+    }
+  });
+
+  it('combines every matching review rule, strictest wins', () => {
+    const e = engine(`
+policy:
+  rules:
+    - name: writes
+      match: { kinds: [write] }
+      action: review
+      review: { approvers: [dba], quorum: 1, timeout: 1h, grantTtl: 30m, escalation: [{ after: 10m, mention: [dba-oncall] }, { after: 45m, mention: [ciso] }] }
+    - name: customer-writes
+      match: { tables: [customers] }
+      action: review
+      reason: customer data
+      review: { approvers: [security], quorum: 2, timeout: 20m, grantTtl: 5m, channel: CSEC, escalation: [{ after: 15m, mention: [security-leads] }] }
+    - name: prod-writes
+      match: { connections: [prod], kinds: [write] }
+      action: review
+      review: { approvers: [sre, dba], timeout: 2h, grantTtl: 1h }
+`);
+    const d = decide(e, 'UPDATE customers SET city = 1 WHERE id = 1');
+    assert.equal(d.action, 'review');
+    if (d.action !== 'review') return;
+    assert.equal(d.rule, 'writes', 'the first rule names the decision');
+    assert.match(d.reason, /writes, customer-writes, prod-writes/);
+    assert.deepEqual(d.review, {
+      approvers: ['dba', 'security', 'sre'],
+      quorum: 2,
+      timeoutMs: 1_200_000,
+      grantTtlMs: 300_000,
+      channel: 'CSEC',
+      // The 45m step would come after the combined 20m deadline: it fires just before it.
+      escalation: [
+        { afterMs: 600_000, mention: ['dba-oncall'] },
+        { afterMs: 900_000, mention: ['security-leads'] },
+        { afterMs: 1_199_999, mention: ['ciso'] },
+      ],
+      requireEach: [['dba'], ['security'], ['sre', 'dba']],
+      rules: ['writes', 'customer-writes', 'prod-writes'],
+    });
+    // One rule: its spec as written, no requireEach.
+    const one = decide(e, 'UPDATE orders SET a = 1 WHERE id = 1', agent, 'staging');
+    assert.equal(one.action === 'review' && one.review.requireEach, undefined);
+    // Statements of one query string that match different rules combine the same way.
+    const multi = decide(e, 'UPDATE orders SET a = 1 WHERE id = 1; UPDATE customers SET a = 1 WHERE id = 2', agent, 'staging');
+    assert.equal(multi.action, 'review');
+    if (multi.action === 'review') {
+      assert.equal(multi.review.quorum, 2);
+      assert.deepEqual(multi.review.requireEach, [['dba'], ['dba'], ['security']]);
+      assert.equal(multi.review.timeoutMs, 1_200_000);
     }
   });
 

@@ -195,7 +195,7 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
       store: { sqlite: 'airlock.db' },
       identities: opts.identities,
       connections: [
-        { name: 'app', type: 'postgres', host: pgServer.host, port: pgServer.port, database: 'postgres', user: pgServer.user, password: { file: 'upstream.pass' }, tls: 'prefer' },
+        { name: 'app', type: 'postgres', host: pgServer.host, port: pgServer.port, database: 'postgres', user: pgServer.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true },
       ],
       masking: { hashKey: { file: 'hash.key' } },
       policy: { rules: opts.rules },

@@ -89,7 +89,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
         { name: 'alice', groups: ['dba'] },
         { name: 'agent-1', groups: ['agents'], owner: 'alice' },
       ],
-      connections: [{ name: 'app', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer' }],
+      connections: [{ name: 'app', type: 'postgres', host: upstream.host, port: upstream.port, database: 'postgres', user: upstream.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true }],
       masking: { hashKey: { file: 'hash.key' } },
     };
     const extra = opts.config?.(upstream, dir) ?? {};
@@ -97,7 +97,7 @@ export async function startGateway(opts: GatewayOptions = {}): Promise<GatewayHa
     writeFileSync(file, stringify({ ...base, ...extra }));
     const loaded = loadConfig(file);
     await initSqlParser();
-    const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
+    const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const masking =
       opts.masking === false

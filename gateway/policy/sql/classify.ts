@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { fingerprintSync, loadModule, parsePlPgSQLSync, parseSync } from 'libpg-query';
 import type { CopyDirection, SqlFacts, SqlKind } from '../operation.ts';
+import { isSafeBuiltin } from './safe-functions.ts';
 import { statementShape } from './shape.ts';
 
 export interface ClassifiedStatement {
@@ -73,7 +74,14 @@ function copyStatement(s: ClassifiedStatement): ClassifiedStatement {
     kind: s.kind,
     tables: [...s.tables],
     functions: [...s.functions],
-    sql: { ...s.sql, statementTypes: [...s.sql.statementTypes], expressionColumns: [...s.sql.expressionColumns] },
+    sql: {
+      ...s.sql,
+      statementTypes: [...s.sql.statementTypes],
+      expressionColumns: [...s.sql.expressionColumns],
+      ...(s.sql.settings ? { settings: [...s.sql.settings] } : {}),
+      ...(s.sql.renamed ? { renamed: [...s.sql.renamed] } : {}),
+      ...(s.sql.embedded ? { embedded: [...s.sql.embedded] } : {}),
+    },
   };
 }
 
@@ -83,6 +91,9 @@ function copyStatement(s: ClassifiedStatement): ClassifiedStatement {
  */
 export function classifySql(query: string): ClassifiedStatement[] {
   if (!ready) throw new Error('SQL parser not initialised: await initSqlParser() before classifySql()');
+  // The session decodes query bytes as UTF-8; U+FFFD is what invalid bytes became, so the text we
+  // would check is not the text the server would run. Refuse it (a literal U+FFFD is refused too).
+  if (query.includes('\uFFFD')) return [parseErrorStatement(query.trim(), 'the query text is not valid UTF-8 (or contains U+FFFD), so Airlock cannot be sure what the server would run')];
   const hit = cacheGet(query);
   if (hit) return hit.map(copyStatement);
   const shape = statementShape(query);
@@ -110,9 +121,11 @@ function shapeCacheable(result: ClassifiedStatement[]): boolean {
   if (result.length !== 1) return false;
   const s = result[0];
   if (s.sql.parseError || (s.kind !== 'read' && s.kind !== 'write')) return false;
+  // set_config('role', ...) and set_config('search_path', ...) differ only in a literal.
+  if (s.sql.settings || s.sql.renamed || s.sql.lockMode || s.sql.opaqueSource) return false;
   return !s.functions.some((f) => {
     const fn = f.slice(f.lastIndexOf('.') + 1);
-    return fn === 'ts_rewrite' || SQL_TEXT_FUNCTIONS.has(fn) || TABLE_NAME_FUNCTIONS.has(fn) || WHOLE_DATABASE_FUNCTIONS.has(fn);
+    return fn === 'ts_rewrite' || fn === 'set_config' || SQL_TEXT_FUNCTIONS.has(fn) || TABLE_NAME_FUNCTIONS.has(fn) || WHOLE_DATABASE_FUNCTIONS.has(fn);
   });
 }
 
@@ -222,8 +235,7 @@ const ADMIN = new Set([
 ]);
 
 const UTILITY = new Set([
-  'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'ExecuteStmt', 'DeallocateStmt', 'FetchStmt',
-  'ClosePortalStmt', 'LockStmt',
+  'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'DeallocateStmt', 'ClosePortalStmt', 'LockStmt',
 ]);
 
 const DDL = new Set([
@@ -283,6 +295,11 @@ function kindOf(type: string, n: Obj): SqlKind {
     return inner ? kindOf(inner[0], inner[1]) : 'utility';
   }
   if (type === 'VariableShowStmt') return 'read';
+  // FETCH and SQL EXECUTE return rows: they are reads, so read rules (limits, masks) apply. What an
+  // EXECUTE runs was decided when it was PREPAREd (the engine refuses to PREPARE a statement that
+  // needs review, since one approval cannot cover every later EXECUTE). MOVE returns no rows.
+  if (type === 'FetchStmt') return n.ismove === true ? 'utility' : 'read';
+  if (type === 'ExecuteStmt') return 'read';
   if (type === 'VariableSetStmt') {
     const name = str(n.name)?.toLowerCase();
     const setsValue = n.kind === 'VAR_SET_VALUE' || n.kind === 'VAR_SET_CURRENT' || n.kind === 'VAR_SET_MULTI';
@@ -312,16 +329,44 @@ interface Acc {
   relNames: Set<string>;
   /** Bare one-part target columns (`SELECT c FROM customers c` is a whole row if `c` is a relation). */
   bareTargets: Set<string>;
+  /** GUC names changed (SET, RESET, set_config, ALTER ... SET); `*` for RESET ALL / DISCARD ALL. */
+  settings: Set<string>;
+  /** Relations / schemas renamed or moved. */
+  renamed: Set<string>;
+  lockMode?: string;
+  /** SQL EXECUTE: rows come from a statement this one does not show. */
+  opaque: boolean;
+  executeName?: string;
+  /** Embedded SQL texts walked (bounded, see EMBEDDED_MAX). */
+  embedded: string[];
 }
+
+const EMBEDDED_MAX = 50;
+const EMBEDDED_MAX_CHARS = 2000;
 
 interface Ctx {
   /** CTE names visible here; a schema-less RangeVar with such a name is the CTE, not a table. */
   ctes: ReadonlySet<string>;
-  /** Inside a target-list expression (not a bare column): every ColumnRef below is recorded. */
+  /**
+   * Every ColumnRef below is recorded as an expression column: anywhere except a plain output
+   * column of a statement that returns rows to the client (WHERE, ORDER BY, GROUP BY, join
+   * conditions, function arguments, INSERT/CTAS/view sources, function and DO bodies ...).
+   */
   inExpr: boolean;
   /** This SELECT is a UNION/INTERSECT/EXCEPT branch: its output columns lose their table origin. */
   setOpBranch: boolean;
 }
+
+const RENAMED_RELATIONS = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_FOREIGN_TABLE']);
+
+// LockStmt.mode: lockdefs.h numbers.
+const LOCK_MODES: Record<number, string> = {
+  1: 'AccessShareLock', 2: 'RowShareLock', 3: 'RowExclusiveLock', 4: 'ShareUpdateExclusiveLock',
+  5: 'ShareLock', 6: 'ShareRowExclusiveLock', 7: 'ExclusiveLock', 8: 'AccessExclusiveLock',
+};
+
+/** Statements whose plain output columns reach the client with their table origin. */
+const ROW_RETURNING_TOP = new Set(['SelectStmt', 'DeclareCursorStmt', 'PrepareStmt', 'ExplainStmt', 'CopyStmt', 'ExecuteStmt', 'FetchStmt']);
 
 const RELATION_DROPS = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_FOREIGN_TABLE', 'OBJECT_SEQUENCE']);
 
@@ -446,12 +491,77 @@ class Walker {
         return this.rangeVar(n, ctx);
       case 'FuncCall': {
         const name = lowerName(Array.isArray(n.funcname) ? n.funcname : undefined);
-        if (name) {
-          this.acc.functions.add(name);
-          this.sqlTextArguments(name, Array.isArray(n.args) ? n.args : []);
-        }
-        return this.fields(n, ctx, new Set(['funcname']));
+        if (!name) throw new Error('a function call whose name cannot be read');
+        this.acc.functions.add(name);
+        const args = Array.isArray(n.args) ? n.args : [];
+        this.sqlTextArguments(name, args);
+        if (name === 'set_config' || name === 'pg_catalog.set_config') this.setConfig(args);
+        // Arguments are expressions: a masked column passed to any function is transformed.
+        return this.fields(n, { ...ctx, inExpr: true }, new Set(['funcname']));
       }
+      case 'VariableSetStmt': {
+        if (n.kind === 'VAR_RESET_ALL') this.acc.settings.add('*');
+        else if (n.kind === 'VAR_SET_MULTI') {
+          // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...: the settings are the options.
+          const prefix = str(n.name)?.toLowerCase() === 'session characteristics' ? 'default_' : '';
+          this.transactionOptions(n.args, prefix);
+        } else {
+          const name = str(n.name)?.toLowerCase();
+          if (!name) throw new Error('SET without a setting name');
+          this.acc.settings.add(name);
+        }
+        return this.fields(n, ctx);
+      }
+      case 'AlterRoleSetStmt':
+      case 'AlterDatabaseSetStmt':
+      case 'AlterSystemStmt':
+        // `setstmt` is a VariableSetStmt without its type wrapper.
+        if (isObj(n.setstmt)) this.node('VariableSetStmt', n.setstmt, ctx);
+        return this.fields(n, ctx, new Set(['setstmt']));
+      case 'TransactionStmt':
+        this.transactionOptions(n.options, '');
+        return this.fields(n, ctx);
+      case 'DiscardStmt':
+        // DISCARD ALL includes RESET ALL.
+        if (n.target === 'DISCARD_ALL') this.acc.settings.add('*');
+        return;
+      case 'RenameStmt':
+        this.renameTarget(n, ctx);
+        return this.fields(n, ctx);
+      case 'AlterObjectSchemaStmt':
+        if (RENAMED_RELATIONS.has(str(n.objectType) ?? '') && isObj(n.relation)) this.renamedRelation(n.relation);
+        return this.fields(n, ctx);
+      case 'LockStmt':
+        this.acc.lockMode = LOCK_MODES[typeof n.mode === 'number' ? n.mode : 8] ?? 'AccessExclusiveLock';
+        return this.fields(n, ctx);
+      case 'ExecuteStmt':
+        this.acc.opaque = true;
+        this.acc.executeName ??= str(n.name);
+        if (ctx.inExpr) this.acc.exprCols.add('?');
+        return this.fields(n, ctx);
+      case 'JoinExpr': {
+        const alias = isObj(n.alias) ? str(n.alias.aliasname) : undefined;
+        if (alias) this.acc.relNames.add(alias.toLowerCase());
+        this.aliasColumns(n.alias, '*');
+        this.visit(n.larg, ctx);
+        this.visit(n.rarg, ctx);
+        // Join conditions compare values: a masked column there is an oracle.
+        this.visit(n.quals, { ...ctx, inExpr: true });
+        if (Array.isArray(n.usingClause)) for (const u of n.usingClause) { const c = sval(u); if (c) this.acc.exprCols.add(c.toLowerCase()); }
+        if (n.isNatural === true) this.acc.exprCols.add('*');
+        return;
+      }
+      case 'RangeFunction':
+      case 'RangeTableFunc':
+      case 'RangeTableSample': {
+        const alias = isObj(n.alias) ? str(n.alias.aliasname) : undefined;
+        if (alias) this.acc.relNames.add(alias.toLowerCase());
+        this.aliasColumns(n.alias, '*');
+        return this.fields(n, { ...ctx, inExpr: true });
+      }
+      case 'CommonTableExpr':
+        this.aliasColumns({ colnames: n.aliascolnames ?? null }, '*');
+        return this.fields(n, ctx);
       case 'ColumnRef': {
         if (ctx.inExpr) {
           const c = columnRefText(n);
@@ -479,12 +589,12 @@ class Walker {
           }
         }
         return;
-      case 'RangeSubselect':
-      case 'RangeFunction':
-      case 'JoinExpr': {
+      case 'RangeSubselect': {
         const alias = isObj(n.alias) ? str(n.alias.aliasname) : undefined;
         if (alias) this.acc.relNames.add(alias.toLowerCase());
-        return this.fields(n, ctx);
+        this.aliasColumns(n.alias, '*');
+        // A LATERAL subquery can pass an outer row's columns through as its own outputs.
+        return this.fields(n, n.lateral === true ? { ...ctx, inExpr: true } : ctx);
       }
       case 'DoStmt':
         this.fields(n, ctx);
@@ -503,6 +613,8 @@ class Walker {
     const schema = str(n.schemaname)?.toLowerCase();
     const alias = isObj(n.alias) ? str(n.alias.aliasname) : undefined;
     this.acc.relNames.add((alias ?? rel).toLowerCase());
+    // `customers AS c(a, b, mail)`: renamed columns could be any of the table's columns.
+    this.aliasColumns(n.alias, `${(alias ?? rel).toLowerCase()}.*`);
     if (!schema && ctx.ctes.has(rel)) return;
     this.acc.tables.add(`${schema ?? 'public'}.${rel}`);
   }
@@ -519,18 +631,27 @@ class Walker {
       // Without RECURSIVE a CTE sees only the ones before it, so `WITH customers AS (SELECT *
       // FROM customers)` still reads the real table.
       entries.forEach((e, i) => {
+        this.aliasColumns({ colnames: e[1].aliascolnames ?? null }, '*');
         const visible = withClause.recursive === true ? all : new Set([...outer.ctes, ...names.slice(0, i)]);
         this.fields(e[1], { ...outer, ctes: visible, setOpBranch: false });
       });
       ctes = all;
     }
-    const ctx: Ctx = { ...outer, ctes, setOpBranch: false };
+    // Only a SELECT returns plain columns with their table origin; everything an INSERT, UPDATE,
+    // DELETE or MERGE reads (sources, SET values, conditions, RETURNING) is recorded.
+    const ctx: Ctx = { ...outer, ctes, setOpBranch: false, inExpr: outer.inExpr || type !== 'SelectStmt' };
+    const exprCtx: Ctx = { ...ctx, inExpr: true };
 
     if (type !== 'SelectStmt') {
       // The target of a DML statement is always a real table, whatever the CTEs are called.
       handled.add('relation');
+      const target = isObj(n.relation) ? n.relation : undefined;
+      if (target && str(target.relname)?.toLowerCase() === 'pg_settings') {
+        throw new Error('writing to pg_settings changes run-time settings behind the statement; use SET (which Airlock checks)');
+      }
       this.visit(n.relation, { ...ctx, ctes: new Set() });
     }
+    if (type === 'MergeStmt') this.mergeBounds(n);
     if (type === 'UpdateStmt' || type === 'DeleteStmt') {
       if (!whereBounds(n.whereClause)) this.acc.unboundedWrite = true;
     }
@@ -539,6 +660,11 @@ class Walker {
         if (isObj(n[side])) this.node('SelectStmt', n[side] as Obj, { ...ctx, setOpBranch: true });
       }
       this.targets(n.targetList, { ...ctx, setOpBranch: outer.setOpBranch });
+      // FROM keeps the plain-column rule (subqueries in FROM pass origins through); every other
+      // clause (WHERE, GROUP BY, HAVING, ORDER BY, DISTINCT ON, WINDOW, VALUES) uses values.
+      handled.add('fromClause');
+      this.visit(n.fromClause, ctx);
+      if (isObj(n.intoClause)) handled.add('intoClause'), this.visit(n.intoClause, ctx);
     } else {
       // UPDATE ... SET col = expr writes, it does not return values: walk it plainly.
       this.visit(n.targetList, ctx);
@@ -547,7 +673,75 @@ class Walker {
       this.targets(n.returningClause.exprs, ctx);
       this.fields(n.returningClause, ctx, new Set(['exprs']));
     }
-    this.fields(n, ctx, handled);
+    this.fields(n, exprCtx, handled);
+  }
+
+  /** MERGE: an unconditional WHEN MATCHED DELETE (or UPDATE joined on nothing) is an unbounded write. */
+  mergeBounds(n: Obj): void {
+    const clauses = Array.isArray(n.mergeWhenClauses) ? n.mergeWhenClauses : [];
+    const joinBounds = whereBounds(n.joinCondition);
+    for (const c of clauses) {
+      const u = unwrap(c);
+      if (!u || u[0] !== 'MergeWhenClause') continue;
+      const w = u[1];
+      if (str(w.matchKind) === 'MERGE_WHEN_NOT_MATCHED_BY_TARGET' || str(w.matchKind) === 'MERGE_WHEN_NOT_MATCHED') continue;
+      const conditioned = whereBounds(w.condition);
+      if (str(w.commandType) === 'CMD_DELETE' && !conditioned) this.acc.unboundedWrite = true;
+      if (str(w.commandType) === 'CMD_UPDATE' && !conditioned && !joinBounds) this.acc.unboundedWrite = true;
+      if (str(w.matchKind) === 'MERGE_WHEN_NOT_MATCHED_BY_SOURCE' && !conditioned && str(w.commandType) !== 'CMD_NOTHING') this.acc.unboundedWrite = true;
+    }
+  }
+
+  /** BEGIN / SET TRANSACTION options as settings; READ ONLY only tightens, so it is not a change to flag. */
+  transactionOptions(list: Json | undefined, prefix: string): void {
+    if (!Array.isArray(list)) return;
+    for (const item of list) {
+      const u = unwrap(item);
+      if (!u || u[0] !== 'DefElem') continue;
+      const name = str(u[1].defname)?.toLowerCase();
+      if (!name) continue;
+      const arg = unwrap(u[1].arg);
+      const readOnly = name === 'transaction_read_only' && arg?.[0] === 'A_Const' && isObj(arg[1].ival) && arg[1].ival.ival === 1;
+      if (!readOnly) this.acc.settings.add(prefix + name);
+    }
+  }
+
+  /** set_config(name, ...): the name must be a constant so the setting it changes is known. */
+  setConfig(args: Json[]): void {
+    const name = literalString(args[0]);
+    if (name === undefined) throw new Error('set_config() with a setting name computed at run time cannot be checked; pass the name as a string literal');
+    this.acc.settings.add(name.trim().toLowerCase());
+  }
+
+  /** Alias column lists (`AS s(a, b)`) rename columns: each new name may stand for `source`. */
+  aliasColumns(alias: Json | undefined, source: string): void {
+    if (!isObj(alias) || !Array.isArray(alias.colnames)) return;
+    for (const c of alias.colnames) {
+      const name = sval(c)?.toLowerCase();
+      if (!name) continue;
+      const set = this.acc.aliases.get(name) ?? new Set<string>();
+      set.add(source);
+      this.acc.aliases.set(name, set);
+    }
+  }
+
+  renameTarget(n: Obj, ctx: Ctx): void {
+    const type = str(n.renameType) ?? '';
+    if (type === 'OBJECT_SCHEMA') {
+      const schema = str(n.subname)?.toLowerCase();
+      if (schema) this.acc.renamed.add(`${schema}.*`);
+      return;
+    }
+    const relType = str(n.relationType) ?? '';
+    if ((RENAMED_RELATIONS.has(type) || RENAMED_RELATIONS.has(relType) || type === 'OBJECT_COLUMN' || type === 'OBJECT_ATTRIBUTE') && isObj(n.relation)) {
+      this.renamedRelation(n.relation);
+    }
+    void ctx;
+  }
+
+  renamedRelation(rv: Obj): void {
+    const rel = str(rv.relname)?.toLowerCase();
+    if (rel) this.acc.renamed.add(`${str(rv.schemaname)?.toLowerCase() ?? 'public'}.${rel}`);
   }
 
   targets(list: Json | undefined, ctx: Ctx): void {
@@ -657,7 +851,13 @@ class Walker {
   }
 
   /** parseMode 0 is a full statement; the others are expressions or assignments. */
-  embedded(query: string, parseMode: number, what: string, ctx: Ctx = { ctes: new Set(), inExpr: false, setOpBranch: false }): void {
+  // Code that runs later or elsewhere (DO and function bodies) returns nothing to the client with a
+  // column origin, so every column it reads counts as used in an expression.
+  embedded(query: string, parseMode: number, what: string, ctx: Ctx = { ctes: new Set(), inExpr: true, setOpBranch: false }): void {
+    if (this.acc.embedded.length < EMBEDDED_MAX) {
+      const t = query.trim();
+      this.acc.embedded.push(t.length > EMBEDDED_MAX_CHARS ? `${t.slice(0, EMBEDDED_MAX_CHARS)}…` : t);
+    }
     const attempts = parseMode === 0 ? [query] : [`SELECT ${query}`, query, `SELECT ${query.replace(/^[^:]*:=/, '')}`];
     for (const q of attempts) {
       let stmts: RawStmt[];
@@ -687,12 +887,21 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
     aliases: new Map(),
     relNames: new Set(),
     bareTargets: new Set(),
+    settings: new Set(),
+    renamed: new Set(),
+    opaque: false,
+    embedded: [],
   };
-  new Walker(acc, text).node(type, node, { ctes: new Set(), inExpr: false, setOpBranch: false });
+  const copiesRows = type === 'SelectStmt' && isObj(node.intoClause);
+  new Walker(acc, text).node(type, node, { ctes: new Set(), inExpr: copiesRows || !ROW_RETURNING_TOP.has(type), setOpBranch: false });
 
   let kind = kindOf(type, node);
   // SQL run from inside the statement (DO bodies, query_to_xml('...')) writes as much as a CTE does.
   if (kind === 'read' && type !== 'ExplainStmt' && [...DATA_MODIFYING].some((t) => acc.types.has(t))) kind = 'write';
+  // A function Airlock has not reviewed may write, run dynamic SQL or change settings: never a read.
+  // (Plain EXPLAIN only plans; EXPLAIN ANALYZE runs the calls.)
+  const runs = type !== 'ExplainStmt' || explainAnalyzes(node);
+  if (kind === 'read' && runs && acc.functions.size > 0 && [...acc.functions].some((f) => !isSafeBuiltin(f))) kind = 'write';
   const sql: SqlFacts = {
     statementTypes: [...acc.types],
     hasWhere: !acc.unboundedWrite,
@@ -702,6 +911,12 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
     expressionColumns: expressionColumns(acc),
   };
   if (type === 'CopyStmt') sql.copy = copyDirection(node);
+  if (acc.settings.size > 0) sql.settings = [...acc.settings];
+  if (acc.renamed.size > 0) sql.renamed = [...acc.renamed];
+  if (acc.lockMode) sql.lockMode = acc.lockMode;
+  if (acc.opaque) sql.opaqueSource = true;
+  if (acc.executeName !== undefined) sql.executeName = acc.executeName;
+  if (acc.embedded.length > 0) sql.embedded = acc.embedded;
   return { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
 }
 

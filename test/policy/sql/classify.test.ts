@@ -139,9 +139,10 @@ describe('kinds', () => {
     ['RESET ALL', 'utility'],
     ['DISCARD ALL', 'utility'],
     ['LISTEN chan', 'utility'],
-    ['EXECUTE p(1)', 'utility'],
+    ['EXECUTE p(1)', 'read'],
     ['DEALLOCATE p', 'utility'],
-    ['FETCH 10 FROM c', 'utility'],
+    ['FETCH 10 FROM c', 'read'],
+    ['MOVE 10 IN c', 'utility'],
     ['CLOSE c', 'utility'],
     ['PREPARE p AS SELECT 1', 'read'],
     ['PREPARE p AS DELETE FROM t WHERE id = $1', 'write'],
@@ -310,12 +311,36 @@ describe('facts', () => {
 describe('expression columns', () => {
   const cols = (q: string) => one(q).sql.expressionColumns.sort();
 
-  it('records columns used inside target-list expressions, not bare columns', () => {
+  it('records every column used other than as a plain output column of a row-returning statement', () => {
     assert.deepEqual(cols('SELECT email, id FROM customers'), []);
     assert.deepEqual(cols('SELECT lower(email) FROM customers'), ['email']);
     assert.deepEqual(cols("SELECT c.email || '' FROM customers c"), ['c.email']);
     assert.deepEqual(cols('SELECT email::text, CASE WHEN phone IS NULL THEN 1 END, coalesce(ssn, 0) FROM customers'), ['email', 'phone', 'ssn']);
-    assert.deepEqual(cols('SELECT id FROM customers WHERE lower(email) = $1'), []);
+    assert.deepEqual(cols('SELECT id FROM customers WHERE lower(email) = $1'), ['email']);
+    assert.deepEqual(cols('SELECT id FROM customers ORDER BY ssn'), ['ssn']);
+    assert.deepEqual(cols('SELECT count(*) FROM customers GROUP BY email HAVING max(phone) > 1'), ['email', 'phone']);
+    assert.deepEqual(cols('SELECT c.id FROM customers c JOIN orders o ON o.email = c.email'), ['c.email', 'o.email']);
+    assert.deepEqual(cols('SELECT id FROM customers JOIN orders USING (email)'), ['email']);
+    assert.deepEqual(cols('SELECT DISTINCT ON (email) id FROM customers'), ['email']);
+    assert.deepEqual(cols('SELECT id FROM generate_series(1, 3) g(id)'), []);
+  });
+
+  it('records every column a copy, view, write or function body reads', () => {
+    assert.deepEqual(cols('CREATE TABLE x AS SELECT email FROM customers'), ['email']);
+    assert.deepEqual(cols('SELECT * INTO x FROM customers'), ['*']);
+    assert.deepEqual(cols('CREATE VIEW v AS SELECT c.* FROM customers c'), ['c.*']);
+    assert.deepEqual(cols('CREATE MATERIALIZED VIEW v AS SELECT email FROM customers'), ['email']);
+    assert.deepEqual(cols('INSERT INTO x SELECT ssn FROM customers'), ['ssn']);
+    assert.deepEqual(cols('UPDATE orders SET note = c.email FROM customers c WHERE c.id = orders.cid'), ['c.email', 'c.id', 'orders.cid']);
+    assert.deepEqual(cols('CREATE TABLE x AS EXECUTE p'), ['?']);
+    assert.deepEqual(cols("CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT email FROM customers'"), ['email']);
+    assert.deepEqual(cols('DECLARE c CURSOR FOR SELECT email FROM customers'), []);
+  });
+
+  it('maps renamed alias columns back to what they may stand for', () => {
+    assert.deepEqual(cols('SELECT lower(m) FROM customers AS c(i, n, m)'), ['c.*', 'm']);
+    assert.deepEqual(cols('SELECT lower(m) FROM (SELECT email FROM customers) s(m)'), ['*', 'm']);
+    assert.deepEqual(cols('WITH s(m) AS (SELECT email FROM customers) SELECT md5(m) FROM s'), ['*', 'm']);
   });
 
   it('follows aliases out of subqueries and flags whole-row references', () => {
@@ -329,13 +354,13 @@ describe('expression columns', () => {
   it('treats set-operation outputs, scalar subqueries and RETURNING as expressions', () => {
     assert.deepEqual(cols("SELECT email FROM customers UNION SELECT 'x'"), ['email']);
     assert.deepEqual(cols('SELECT (SELECT email FROM customers LIMIT 1)'), ['email']);
-    assert.deepEqual(cols('DELETE FROM customers WHERE id = 1 RETURNING lower(email)'), ['email']);
+    assert.deepEqual(cols('DELETE FROM customers WHERE id = 1 RETURNING lower(email)'), ['email', 'id']);
   });
 });
 
 describe('cache', () => {
   it('returns equal classifications for a repeated query, which callers cannot corrupt', () => {
-    const q = 'SELECT lower(email) FROM customers WHERE id = 42';
+    const q = 'SELECT lower(email) FROM customers';
     const first = classifySql(q);
     first[0].tables.push('public.tampered');
     first[0].sql.expressionColumns.length = 0;
