@@ -191,7 +191,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     const local = LocalChannel.open(join(dir, 'airlock.db'));
     stops.push(async () => local.close());
     // Wait until the agent has been told it is waiting, as a person would see it happen.
-    for (let i = 0; !held.stderr().includes('approval required') && i < 600; i++) await new Promise((r) => setTimeout(r, 100));
+    // (The first notice says the request was created; the second that approvers can see it.)
+    for (let i = 0; !/approval required: request \S+ (posted to|re-attached in)/.test(held.stderr()) && i < 600; i++) await new Promise((r) => setTimeout(r, 100));
     const requestId = /request (airlock-[0-9a-f]+)/.exec(held.stderr())?.[1];
     const pending = local.list().find((r) => r.view.requestId === requestId && r.view.status === 'pending');
     if (!pending) throw new Error(`the held UPDATE never reached the local approval channel${held.stderr() ? `: ${held.stderr()}` : ''}`);

@@ -61,6 +61,20 @@ export class FrameReader {
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
+  /**
+   * Puts the current frame back in front of the unread bytes, so the next `next()` returns it
+   * again (a session that must wait before acting on a frame it has already looked at).
+   */
+  rewind(): void {
+    const frame = Buffer.from(this.buf.subarray(this.start, this.end));
+    if (this.chunks.length > 0) {
+      this.chunks[0] = this.chunks[0].subarray(this.pos);
+      this.pos = 0;
+    }
+    this.chunks.unshift(frame);
+    this.queued += frame.length;
+  }
+
   /** Advances to the next complete frame; false when more bytes are needed. Throws ProtocolError on a bad length. */
   next(): boolean {
     if (this.queued < 5) return false;

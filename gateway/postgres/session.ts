@@ -209,6 +209,8 @@ export class Session {
   private tokenExpired = false;
   /** The held statement's hold, which a CancelRequest from the client aborts. */
   private heldRun: Run | null = null;
+  /** A non-ASCII statement waits for the ReadyForQuery of what executed before it (beforeText). */
+  private waitingIdle = false;
   private readonly progress = new WeakMap<Run, RunProgress>();
   /** Rows returned so far by each open SQL cursor (DECLARE ... / FETCH), for row limits. */
   private readonly cursorRows = new Map<string, number>();
@@ -293,7 +295,7 @@ export class Session {
     if (this.pumpingClient || this.closed) return;
     this.pumpingClient = true;
     try {
-      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && this.cr.next()) this.onFrontend();
+      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && this.cr.next()) this.onFrontend();
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.flushUpstream();
@@ -311,7 +313,7 @@ export class Session {
     // While parked (held statement, encoding barrier) the socket keeps being read, up to a bound,
     // so a client that hangs up is noticed at once (and its approval request cancelled); the
     // frames themselves stay queued, unprocessed, behind the parked one.
-    const parked = this.holding || this.encodingBarrier === 'active';
+    const parked = this.holding || this.encodingBarrier === 'active' || this.waitingIdle;
     if (this.upstreamFull || (parked && this.cr.pending > PARKED_READ_LIMIT)) this.client.pause();
     else this.client.resume();
   }
@@ -423,7 +425,21 @@ export class Session {
       this.deps.logger.error({ err, session: this.id }, 'classification failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `classification failed: ${(err as Error).message}` }, op: undefined };
     }
-    const { decision, operation } = this.enforce.decide(ops);
+    let { decision, operation } = this.enforce.decide(ops);
+    // SQL EXECUTE can run a statement this session prepared through the protocol, whose own
+    // decision (review at Bind, or deny) the EXECUTE's classification knows nothing about.
+    for (const o of ops) {
+      const name = o.sql?.executeName;
+      const known = name !== undefined ? this.lookupStmt(name) : undefined;
+      if (name !== undefined && known && (known.decision.action === 'review' || known.decision.action === 'deny') && decision.action !== 'deny') {
+        decision = {
+          action: 'deny',
+          rule: known.decision.rule,
+          reason: `EXECUTE of prepared statement ${quoteIdent(name)} would bypass its ${known.decision.action === 'review' ? 'approval (bind it through the protocol to be held with its values)' : 'denial'}: ${known.decision.reason}`,
+        };
+        operation = o;
+      }
+    }
     // SQL that defines or drops prepared statements or cursors changes names the protocol can
     // use; Airlock cannot follow it, so every name it knew becomes unknown (and is refused).
     if (decision.action !== 'deny' && ops.some((o) => o.sql?.statementTypes.some((t) => NAME_CHANGING_SQL.has(t)))) this.forgetNames();
@@ -452,9 +468,67 @@ export class Session {
     return newRun(text, op, decision);
   }
 
+  /**
+   * Statement text must reach a server reading it in the encoding Airlock parsed it in (UTF8).
+   * Code Airlock cannot see (a function, a procedure) might change client_encoding; the server
+   * reports that only with its next ReadyForQuery (where the ParameterStatus backstop ends the
+   * session), yet frames pipelined behind such a statement would already be parsed in the new
+   * encoding. ASCII reads the same in every client encoding PostgreSQL supports (multibyte
+   * trailing bytes follow a lead byte >= 0x80), so only non-ASCII text is affected: it waits
+   * until every statement executed before it has reached its ReadyForQuery, or, inside an
+   * extended-protocol pipeline with no Sync yet (no ReadyForQuery can come), it is refused.
+   * Returns 'wait' when the frame was put back to be read again, 'refuse', or 'go'.
+   */
+  private beforeText(textStart: number): 'go' | 'wait' | 'refuse' {
+    const r = this.cr;
+    let executed = -1;
+    for (let i = this.q.length - 1; i >= 0; i--) {
+      const k = this.q[i].kind;
+      if (k === 'query' || k === 'execute') {
+        executed = i;
+        break;
+      }
+    }
+    if (executed < 0) return 'go';
+    const b = r.buf;
+    let ascii = true;
+    for (let i = textStart; i < r.end; i++) {
+      if (b[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return 'go';
+    if (this.q[executed].kind === 'execute' && !this.q.slice(executed).some((e) => e.kind === 'sync')) return 'refuse';
+    r.rewind();
+    this.waitingIdle = true;
+    return 'wait';
+  }
+
+  /** Called as upstream responses retire statements: resumes a statement waiting for ReadyForQuery. */
+  private releaseIdleWait(): void {
+    if (!this.waitingIdle || this.q.some((e) => e.kind === 'query' || e.kind === 'execute' || e.kind === 'sync')) return;
+    this.waitingIdle = false;
+    setImmediate(() => this.pumpClient());
+  }
+
+  private refusePipelinedText(extended: boolean): void {
+    this.deny(
+      this.newRun('<non-ASCII statement pipelined behind an executed statement>', undefined, {
+        action: 'deny',
+        rule: 'airlock-encoding',
+        reason: 'statement text with non-ASCII characters may not follow an executed statement in the same pipeline before Sync: Airlock cannot know the server still reads it as UTF8 (send Sync first)',
+      }),
+      extended,
+    );
+  }
+
   private onQuery(): void {
     const r = this.cr;
     if (!isUtf8CString(r.buf, r.start + 5, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), false);
+    const go = this.beforeText(r.start + 5);
+    if (go === 'wait') return;
+    if (go === 'refuse') return this.refusePipelinedText(false);
     const text = this.queryText(r.start + 5);
     const { decision, op } = this.decide(text);
     const run = this.newRun(text, op, decision);
@@ -479,6 +553,9 @@ export class Session {
     const r = this.cr;
     const [name, off] = readCString(r.buf, r.start + 5, r.end);
     if (!isUtf8CString(r.buf, off, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), true);
+    const go = this.beforeText(off);
+    if (go === 'wait') return;
+    if (go === 'refuse') return this.refusePipelinedText(true);
     const text = this.queryText(off);
     const { decision, op } = this.decide(text);
     const stmt: Stmt = { text, op, decision };
@@ -638,6 +715,7 @@ export class Session {
     this.flushClient();
     if (this.closed) return;
     this.armTimeLimit();
+    this.releaseIdleWait();
     if (this.upstreamParked || this.clientFull) this.upstream.pause();
     else this.upstream.resume();
   }

@@ -158,3 +158,39 @@ test('a ParameterStatus reporting any encoding but UTF8 ends the session before 
   const r = await h.psql("SELECT switch_encoding('UTF8');\nSELECT 'fine';\n");
   assert.equal(r.stdout, 'UTF8\nfine\n', r.stderr);
 });
+
+test('non-ASCII text pipelined behind code that changes the encoding never reaches the server in that encoding', async () => {
+  const marker = `probe_${Date.now()}`;
+  const sjisTrap = Buffer.from(`SELECT '${marker} ソ' AS x`, 'utf8');
+  const ran = (msgs: Message[]) => msgs.some((m) => m.name === 'dataRow' && String((m.fields as string[])[0]).includes(marker));
+  const names = (msgs: Message[]) => JSON.stringify(msgs.map((m) => m.name));
+
+  // Simple protocol: the second statement waits for the first one's ReadyForQuery, where the
+  // server reports the new encoding and the session ends before the second is ever sent.
+  let w = await login();
+  let from = w.messages.length;
+  w.send(serialize.query("SELECT switch_encoding('SJIS')"), rawQuery(sjisTrap));
+  await w.waitClosed();
+  let msgs = w.messages.slice(from);
+  assert.ok(msgs.some((m) => m.name === 'error' && (m as ErrorMessage).code === '22023'), names(msgs));
+  assert.ok(!ran(msgs), 'the pipelined statement did not run');
+
+  // Extended protocol with no Sync in between: no ReadyForQuery can come, so it is refused at
+  // once; the pipeline fails, its implicit transaction (and the encoding change) rolls back.
+  w = await login();
+  from = w.messages.length;
+  w.send(serialize.parse({ text: "SELECT switch_encoding('SJIS')" }), serialize.bind({}), serialize.execute({}), rawParse(sjisTrap), serialize.bind({}), serialize.execute({}), serialize.sync());
+  msgs = await w.until((m) => m.name === 'readyForQuery', 10_000, from);
+  const err = msgs.find((m) => m.name === 'error') as ErrorMessage | undefined;
+  assert.match(err?.message ?? '', /non-ASCII characters may not follow an executed statement in the same pipeline before Sync/, names(msgs));
+  assert.ok(!ran(msgs));
+  from = w.messages.length;
+  w.send(serialize.query('SHOW client_encoding'));
+  msgs = await w.until((m) => m.name === 'readyForQuery', 10_000, from);
+  assert.equal(String((msgs.find((m) => m.name === 'dataRow')?.fields as string[])[0]), 'UTF8');
+  w.end();
+
+  // ASCII statements keep pipelining, and non-ASCII ones after a Sync just wait their turn.
+  const r = await h.psql("SELECT 'ascii only';\nSELECT 'naïve';\n");
+  assert.equal(r.stdout, 'ascii only\nnaïve\n', r.stderr);
+});

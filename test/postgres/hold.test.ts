@@ -293,3 +293,20 @@ test('a client that hangs up with more statements queued behind the held one is 
   assert.ok(approver.aborted.includes(held.id), 'the hold signal was aborted');
   assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
 });
+
+test('SQL EXECUTE of a statement prepared through the protocol cannot skip its hold', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    // Parse alone runs nothing (the review happens at Bind, with the values).
+    let out = await w.roundtrip([serialize.parse({ name: 'del_one', text: 'DELETE FROM accounts WHERE id = $1', types: [23] }), serialize.sync()]);
+    assert.deepEqual(out.map((m) => m.name), ['parseComplete', 'readyForQuery']);
+    out = await w.roundtrip([serialize.query('EXECUTE del_one(1)')]);
+    const err = out.find((m) => m.name === 'error') as unknown as { code: string; message: string } | undefined;
+    assert.equal(err?.code, '42501');
+    assert.match(err?.message ?? '', /EXECUTE of prepared statement "del_one" would bypass its approval/);
+    assert.equal(approver.pending.length, 0);
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3);
+  } finally {
+    w.end();
+  }
+});
