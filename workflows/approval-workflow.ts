@@ -13,6 +13,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  allHandlersFinished,
   ParentClosePolicy,
   condition,
   isCancellation,
@@ -40,8 +41,9 @@ import {
   type FollowUpResult,
   type FollowUpStep,
 } from './definitions.ts';
-import { APPROVERS, OUTCOME } from './search-attributes.ts';
-import { decisionRefusal } from './decision-rules.ts';
+import { APPROVERS, OUTCOME, REJECTER } from './search-attributes.ts';
+import { decisionRefusal, grantRefusal, structuralRefusal } from './decision-rules.ts';
+import type { GrantChoice } from '../bots/channel.ts';
 
 const RETRY: ActivityOptions['retry'] = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
 
@@ -54,6 +56,8 @@ function untilDeadline(deadline: number) {
 /** Chat follow-ups after the decision: retried for an hour, then given up (and audited). */
 const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '60s', scheduleToCloseTimeout: '1h', retry: RETRY });
 const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
+/** Decision verification and its audit: someone is waiting on the Update, so give up within a minute. */
+const decisionActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '60s', retry: RETRY });
 
 function errorMessage(err: unknown): string {
   // ActivityFailure -> (TimeoutFailure ->) ApplicationFailure: the activity's own message says
@@ -114,37 +118,86 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   setHandler(cancelSignal, (c) => {
     if (view.status === 'pending' && !cancelled) cancelled = { reason: c.reason || 'cancelled', by: c.by };
   });
+  // Decisions: the validator refuses only malformed or late Updates; everything else reaches the
+  // handler, which verifies the proof of origin and resolves the approver in an activity, applies
+  // the rules to that verified identity, and audits the attempt either way. Handlers run one at a
+  // time (a queue), so two decisions interleaving across the activity await cannot both count
+  // against the same state (quorum, distinct approvers, a reject racing an approval).
+  const usedNonces = new Set<string>();
+  const grants: GrantChoice[] = [];
+  let decisionQueue: Promise<unknown> = Promise.resolve();
+  const runStart = workflowInfo().runStartTime.getTime();
+  const refusal = (message: string) => ApplicationFailure.create({ message, type: 'DecisionRefused', nonRetryable: true });
+
+  const decideOne = async (d: DecideArgs): Promise<ApprovalView> => {
+    const claimed = { approver: d.approver, approverGroups: Array.isArray(d.approverGroups) ? d.approverGroups : [], via: d.via, decision: d.decision, reason: d.reason, grant: d.grant };
+    const refuse = async (error: string, verified?: { approver: string; groups: string[]; via: string }): Promise<never> => {
+      await decisionActivities
+        .audit(input.requestId, 'approval.decision-refused', { ...claimed, error, verified: verified ?? null, via: verified?.via ?? 'unverified' }, verified?.approver ?? `unverified:${String(d.approver)}`)
+        .catch(() => undefined);
+      throw refusal(error);
+    };
+    const nonce = d.proof && typeof d.proof === 'object' ? d.proof.nonce : undefined;
+    if (typeof nonce === 'string' && usedNonces.has(nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
+    const v = await decisionActivities.verifyDecision(input.requestId, d, runStart);
+    if (!v.ok) return refuse(v.error);
+    if (usedNonces.has(v.nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
+    usedNonces.add(v.nonce);
+    const who = { approver: v.approver, groups: v.groups, via: v.via };
+    const why = decisionRefusal(view, approvals, { approver: v.approver, groups: v.groups, decision: d.decision, reason: d.reason }) ?? grantRefusal(view, d);
+    if (why) return refuse(why, who);
+    if (d.decision === 'approve') {
+      approvals.push(v.approver);
+      if (d.grant) grants.push(d.grant);
+      view.decidedBy = [...approvals];
+      if (approvals.length >= view.quorum) {
+        // Reuse only when every approver chose it, and then the narrowest of their choices.
+        if (grants.length === approvals.length && grants.length > 0) {
+          const runs = grants.map((g) => g.runs).filter((r): r is number => r !== undefined);
+          view.grant = { forMs: Math.min(...grants.map((g) => g.forMs)), ...(runs.length > 0 ? { runs: Math.min(...runs) } : {}) };
+        }
+        view.status = 'approved';
+        view.decidedAt = new Date().toISOString();
+      }
+    } else {
+      rejected = { by: v.approver, reason: (d.reason ?? '').trim() };
+      view.status = 'rejected';
+      view.decidedBy = [...approvals, v.approver];
+      view.decidedAt = new Date().toISOString();
+      view.decisionReason = rejected.reason;
+      upsertSearchAttributes([{ key: REJECTER, value: v.approver }]);
+    }
+    upsertSearchAttributes([{ key: APPROVERS, value: [...approvals] }]);
+    if (view.status === 'pending') refreshMessages();
+    await decisionActivities
+      .audit(
+        input.requestId,
+        'approval.decision',
+        { decision: d.decision, via: v.via, source: v.source, channelUser: v.channelUser, groups: v.groups, claimedGroups: claimed.approverGroups, reason: d.reason, grant: d.grant, status: view.status, approvers: view.decidedBy, quorum: view.quorum },
+        v.approver,
+      )
+      .catch(() => undefined);
+    return snapshot();
+  };
+
   setHandler(
     decideUpdate,
     (d) => {
-      const who = d.approver.trim();
-      if (d.decision === 'approve') {
-        approvals.push(who);
-        view.decidedBy = [...approvals];
-        if (approvals.length >= view.quorum) {
-          view.status = 'approved';
-          view.decidedAt = new Date().toISOString();
-        }
-      } else {
-        rejected = { by: who, reason: (d.reason ?? '').trim() };
-        view.status = 'rejected';
-        view.decidedBy = [...approvals, who];
-        view.decidedAt = new Date().toISOString();
-        view.decisionReason = rejected.reason;
-      }
-      upsertSearchAttributes([{ key: APPROVERS, value: [...approvals] }]);
-      if (view.status === 'pending') refreshMessages();
-      return snapshot();
+      const run = decisionQueue.then(() => decideOne(d));
+      decisionQueue = run.catch(() => undefined);
+      return run;
     },
     {
       validator: (d) => {
-        const why = decisionRefusal(view, approvals, d);
+        const why = structuralRefusal(view, d);
         if (why) throw ApplicationFailure.create({ message: why, type: 'ApprovalRefused', nonRetryable: true });
       },
     },
   );
 
   const finish = async (outcome: ApprovalOutcome, reason?: string): Promise<ApprovalResult> => {
+    // Decisions still being verified are answered (and audited) before the run closes.
+    await condition(allHandlersFinished);
     const decidedAt = view.decidedAt ?? new Date().toISOString();
     if (view.status === 'pending') {
       // `failed` has no status of its own in the chat view: nobody may act on it any more.

@@ -7,6 +7,7 @@ export const REQUESTER = defineSearchAttributeKey('AirlockRequester', SearchAttr
 export const CONNECTION = defineSearchAttributeKey('AirlockConnection', SearchAttributeType.KEYWORD);
 export const OUTCOME = defineSearchAttributeKey('AirlockOutcome', SearchAttributeType.KEYWORD);
 export const APPROVERS = defineSearchAttributeKey('AirlockApprovers', SearchAttributeType.KEYWORD_LIST);
+export const REJECTER = defineSearchAttributeKey('AirlockRejecter', SearchAttributeType.KEYWORD);
 
 /** Name -> type as the Temporal CLI spells it (`--search-attribute NAME=TYPE`). */
 export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'KeywordList'> = {
@@ -14,4 +15,5 @@ export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'KeywordList'> = {
   AirlockConnection: 'Keyword',
   AirlockOutcome: 'Keyword',
   AirlockApprovers: 'KeywordList',
+  AirlockRejecter: 'Keyword',
 };

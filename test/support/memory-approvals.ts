@@ -39,7 +39,7 @@ export class MemoryApprovals {
     if (this.failWith) throw this.failWith;
     const v = this.requests.get(d.requestId);
     if (!v) return { ok: false, error: `no approval request ${d.requestId}` };
-    const why = decisionRefusal(v, v.status === 'pending' ? v.decidedBy : [], d);
+    const why = decisionRefusal(v, v.status === 'pending' ? v.decidedBy : [], { ...d, groups: d.approverGroups });
     if (why) return { ok: false, error: why };
     if (d.decision === 'reject') {
       Object.assign(v, { status: 'rejected', decidedBy: [...v.decidedBy, d.approver], decidedAt: new Date().toISOString(), decisionReason: d.reason });
