@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { DecisionRequest, DecisionResult } from '../bots/channel.ts';
 import type { Store } from '../gateway/recording/store.ts';
-import { decideUpdate, type ApprovalResult } from './definitions.ts';
+import { APPROVAL_WORKFLOW, decideUpdate, stateQuery, type ApprovalResult, type ApprovalView } from './definitions.ts';
 
 export type { DecisionRequest, DecisionResult };
 
@@ -54,4 +54,19 @@ export async function submitDecision(client: Client, store: Store, d: DecisionRe
     if (err instanceof WorkflowNotFoundError) return refused(await whyNotFound(client, requestId));
     return refused(`could not submit the decision for ${requestId}: ${messageOf(err)}`);
   }
+}
+
+/** Pending approval requests on a task queue, for `/airlock pending` (visibility is eventually consistent). */
+export async function listPending(client: Client, taskQueue: string, limit = 50): Promise<ApprovalView[]> {
+  const views: ApprovalView[] = [];
+  const query = `WorkflowType = "${APPROVAL_WORKFLOW}" AND ExecutionStatus = "Running" AND TaskQueue = "${taskQueue.replace(/["\\]/g, '')}"`;
+  for await (const w of client.workflow.list({ query, pageSize: limit })) {
+    const v = await client.workflow
+      .getHandle(w.workflowId, w.runId)
+      .query(stateQuery)
+      .catch(() => undefined);
+    if (v && v.status === 'pending') views.push(v);
+    if (views.length >= limit) break;
+  }
+  return views;
 }
