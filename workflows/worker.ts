@@ -33,7 +33,7 @@ export async function connectWorkerConnection(loaded: LoadedConfig): Promise<Nat
   installTemporalLogging();
   const s = temporalSettings(loaded);
   try {
-    return await NativeConnection.connect({ address: s.address, tls: s.tls ?? false });
+    return await NativeConnection.connect({ address: s.address, tls: s.tls ?? false, ...(s.apiKey ? { apiKey: s.apiKey } : {}) });
   } catch (err) {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err instanceof Error ? err.message : String(err)} (is the server running? see temporal.address in ${loaded.file})`);
   }

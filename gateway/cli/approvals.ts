@@ -7,6 +7,8 @@
 // the local channel is for single-machine and offline setups. Where people must prove who they
 // are, use Slack or Teams, whose identity comes from the chat account. Request ids may be given
 // as a unique prefix.
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { Command } from 'commander';
 import type { ApprovalView, GrantChoice } from '../../bots/channel.ts';
@@ -216,6 +218,20 @@ export function approvalsCommand(): Command {
       local.close();
     }
   });
+
+  cmd
+    .command('keygen')
+    .description('write an Ed25519 decision key pair: FILE (private, for the signer) and FILE.pub (for the worker)')
+    .argument('<file>', 'where to write the private key (PEM); refuses to overwrite')
+    .action((file: string) => {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
+      writeFileSync(`${file}.pub`, publicKey.export({ type: 'spki', format: 'pem' }), { flag: 'wx' });
+      process.stdout.write(
+        `wrote ${file} (private: keep it where the decisions are signed) and ${file}.pub (public: for the worker)\n` +
+          `decisions:\n  keys:\n    cli: { privateKey: { file: ${file} } }   # or slack / teams; the worker may use { publicKey: ${file}.pub }\n`,
+      );
+    });
 
   withConfig(cmd.command('approve').description('approve a request (once, unless --for makes it a reusable grant)').argument('<id>', 'request id (or a unique prefix)'))
     .requiredOption('--as <name>', 'your identity (from identities: in the config)')

@@ -392,6 +392,8 @@ export const configSchema = z
         listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().default(3000) }).strict().default({ host: '127.0.0.1', port: 3000 }),
         /** Slack user id -> Airlock identity; otherwise mapped by email through users.info. */
         users: z.record(z.string(), z.string()).default({}),
+        /** Escalation mention name (an approver group) -> Slack ids to ping: user-group ids (S…) or user ids (U…). */
+        mentions: z.record(z.string(), z.array(z.string().regex(/^[SUW][A-Z0-9]{6,}$/, 'a Slack user-group id (S…) or user id (U…)')).min(1)).default({}),
       })
       .strict()
       .optional(),
