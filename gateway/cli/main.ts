@@ -86,14 +86,20 @@ export function buildCli(): Command {
         store.close();
       }
     });
-  configOption(sessions.command('show').description('show one session with every operation').argument('<id>'))
+  configOption(sessions.command('show').description('show one session with every operation').argument('<id>', 'session id, or a unique prefix of one'))
     .option('--json', 'machine-readable output')
     .action(async (id: string, o: { config: string; json?: boolean }) => {
       const { openStore } = await import('../recording/open.ts');
       const { formatSessionDetail, sessionDetailToJson } = await import('../recording/format.ts');
       const store = openStore(loadConfig(o.config));
       try {
-        const d = store.getSession(id);
+        // `sessions list` prints the shortest unique prefix: accept any unique prefix here too.
+        let d = store.getSession(id.trim());
+        if (!d) {
+          const ids = store.findSessionIds(id.trim(), 6);
+          if (ids.length > 1) throw new CliError(`session id prefix ${id} is ambiguous: ${ids.slice(0, 5).join(', ')}${ids.length > 5 ? ', ...' : ''}`);
+          if (ids.length === 1) d = store.getSession(ids[0]);
+        }
         if (!d) throw new CliError(`no session ${id}; see \`airlock sessions list\``);
         const audit = d.operations.flatMap((op) => (op.approval ? store.listAudit(op.approval.requestId) : []));
         process.stdout.write(o.json ? JSON.stringify(sessionDetailToJson(d, audit), null, 2) + '\n' : formatSessionDetail(d, audit));
