@@ -126,6 +126,14 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   const usedNonces = new Set<string>();
   const grants: GrantChoice[] = [];
   let decisionQueue: Promise<unknown> = Promise.resolve();
+  /** Set once the run is closing (outcome known): decisions still in flight no longer count. */
+  let closing: ApprovalOutcome | undefined;
+  const closedReason = (): string | undefined => {
+    if (closing) return `request ${input.requestId} is no longer pending (${closing})`;
+    if (cancelled) return `request ${input.requestId} is no longer pending (cancelled)`;
+    if (view.status === 'pending' && Date.now() >= deadline) return `request ${input.requestId} is no longer pending (expired)`;
+    return undefined;
+  };
   const runStart = workflowInfo().runStartTime.getTime();
   const refusal = (message: string) => ApplicationFailure.create({ message, type: 'DecisionRefused', nonRetryable: true });
 
@@ -141,6 +149,9 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     if (typeof nonce === 'string' && usedNonces.has(nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
     const v = await decisionActivities.verifyDecision(input.requestId, d, runStart);
     if (!v.ok) return refuse(v.error);
+    // The request may have closed (expired, cancelled) while the proof was being verified.
+    const closed = closedReason();
+    if (closed) return refuse(closed);
     if (usedNonces.has(v.nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
     usedNonces.add(v.nonce);
     const who = { approver: v.approver, groups: v.groups, via: v.via };
@@ -189,14 +200,15 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     },
     {
       validator: (d) => {
-        const why = structuralRefusal(view, d);
+        const why = structuralRefusal(view, d) ?? closedReason();
         if (why) throw ApplicationFailure.create({ message: why, type: 'ApprovalRefused', nonRetryable: true });
       },
     },
   );
 
   const finish = async (outcome: ApprovalOutcome, reason?: string): Promise<ApprovalResult> => {
-    // Decisions still being verified are answered (and audited) before the run closes.
+    // Decisions still being verified are answered (refused, and audited) before the run closes.
+    closing = outcome;
     await condition(allHandlersFinished);
     const decidedAt = view.decidedAt ?? new Date().toISOString();
     if (view.status === 'pending') {
