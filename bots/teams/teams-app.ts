@@ -219,7 +219,6 @@ class AirlockBot extends TeamsActivityHandler {
       this.log.warn({ tenantId, requestId }, 'decision from a foreign tenant refused');
       return refuse('This bot only accepts decisions from its own organisation; nothing was decided.');
     }
-    if (decision === 'reject' && !reason) return refuse('Say why you reject it: type a reason in the box, then click Reject. The requester sees it.', 'warning');
 
     const grantRaw = data[GRANT_INPUT];
     let grant: GrantChoice | undefined;
@@ -242,6 +241,11 @@ class AirlockBot extends TeamsActivityHandler {
       { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), ...(grant ? { grant } : {}), via: `teams:${channelUser}` },
       channelUser,
     );
+    if (decision === 'reject' && !reason) {
+      // Sent anyway (the workflow refuses and audits it); the clicker is told how to fix it.
+      await this.opts.decide(d).catch(() => undefined);
+      return refuse('Say why you reject it: type a reason in the box, then click Reject. The requester sees it.', 'warning');
+    }
     let res: DecisionResult;
     try {
       res = await this.opts.decide(d);

@@ -199,11 +199,13 @@ teams:
     assert.equal(fake.calls.filter((c) => c.path.endsWith(`/members/${encodeURIComponent(bob.id)}`)).length, 0);
   });
 
-  test('reject without a reason is sent back to the clicker; nothing is decided', async () => {
+  test('reject without a reason is sent back to the clicker (and audited as a refused attempt); nothing is decided', async () => {
     const ref = await request({ requestId: 'r-noreason', identity: 'agent-billing', owner: 'alice' });
     const n = approvals.attempts.length;
     const { answer } = await click(ref, carol, 'reject', { requestId: 'r-noreason', reason: '   ' });
-    assert.equal(approvals.attempts.length, n);
+    // The attempt reaches the workflow (refused there, and audited); nothing is decided.
+    assert.equal(approvals.attempts.length, n + 1);
+    assert.equal(approvals.requests.get('r-noreason')?.status, 'pending');
     assert.match(cardText(answer.value), /Say why you reject it/);
     assert.ok(answer.value.actions?.length, 'the buttons stay so the clicker can try again');
   });
