@@ -19,7 +19,7 @@ const FUTURE_SKEW_MS = 30_000;
  * about field order, and every field a decision's meaning depends on is covered.
  */
 export function canonicalDecision(requestId: string, d: Pick<DecisionArgs, 'approver' | 'decision' | 'reason' | 'grant'>, p: Omit<DecisionProof, 'signature'>): Buffer {
-  const grant = d.decision === 'approve' && d.grant ? [d.grant.forMs, d.grant.runs ?? null] : null;
+  const grant = d.grant ? [d.grant.forMs, d.grant.runs ?? null] : null;
   return Buffer.from(
     JSON.stringify(['airlock-decision/1', p.source, requestId, d.approver, p.channelUser, d.decision, d.reason ?? '', grant, p.signedAt, p.nonce]),
     'utf8',

@@ -224,4 +224,17 @@ describe('decision proof', () => {
     assert.match(r.ok ? '' : r.error, /approve-once only/);
     assert.equal((await handle.query(stateQuery)).status, 'pending');
   });
+
+  test('a rejection is searchable by its rejecter (AirlockRejecter)', async () => {
+    const { id, handle } = await request();
+    const r = await submitDecision(temporal.client, store, cli.sign(decision(id, 'dave', { decision: 'reject', reason: 'not during the freeze' }), 'ops'));
+    assert.equal(r.ok, true, r.ok ? '' : r.error);
+    assert.equal((await handle.result()).rejectedBy, 'dave');
+    const ids = await eventually(async () => {
+      const found: string[] = [];
+      for await (const w of temporal.client.workflow.list({ query: `AirlockRejecter = "dave" AND WorkflowId = "${id}"` })) found.push(w.workflowId);
+      return found.length > 0 ? found : undefined;
+    }, 15_000, 'the rejecter in visibility');
+    assert.deepEqual(ids, [id]);
+  });
 });
