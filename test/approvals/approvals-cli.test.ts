@@ -5,11 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
 import { TemporalApprover } from '../../gateway/approvals/temporal-approver.ts';
+import { parseConfig } from '../../gateway/config/load.ts';
+import { checkProof, signerFromConfig, verificationKeys } from '../../workflows/decision-proof.ts';
 import { DECISIONS_YAML, eventually, IDENTITIES, startHarness, type Harness } from '../workflows/harness.ts';
 
 const run = promisify(execFile);
@@ -39,9 +41,9 @@ async function airlock(...args: string[]): Promise<{ code: number; stdout: strin
   return airlockWith(configFile, ...args);
 }
 
-async function airlockWith(config: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function airlockWith(config: string | undefined, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--config', config], { env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' }, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, ...(config ? ['--config', config] : [])], { env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' }, timeout: 60_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -172,5 +174,21 @@ ${IDENTITIES}`;
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, new RegExp(`${requestId}: approved by bob; the held operation runs now \\(once\\)`));
     assert.equal((await held.outcome).outcome, 'approved');
+  });
+
+  test('keygen writes a decision key pair: the private half signs, the public half verifies, nothing is overwritten', async () => {
+    const file = join(h.dir, 'ops-decision.key');
+    const r = await airlockWith(undefined, 'approvals', 'keygen', file);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /decisions:\n  keys:\n    cli: \{ privateKey: \{ file: /);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = await airlockWith(undefined, 'approvals', 'keygen', file);
+    assert.notEqual(again.code, 0, 'an existing key is never overwritten');
+    const signerSide = parseConfig(`auth: { signingKey: { env: X } }\ndecisions: { keys: { cli: { privateKey: { file: ops-decision.key } } } }\n`, join(h.dir, 'a.yaml'), h.dir);
+    const workerSide = parseConfig(`auth: { signingKey: { env: X } }\ndecisions: { keys: { cli: { publicKey: ops-decision.key.pub } } }\n`, join(h.dir, 'b.yaml'), h.dir);
+    const d = signerFromConfig(signerSide, 'cli')!.sign({ requestId: 'r-1', approver: 'bob', approverGroups: [], decision: 'approve', via: 'cli' }, 'ops');
+    assert.equal(signerFromConfig(workerSide, 'cli'), undefined, 'the worker side cannot sign');
+    assert.equal(checkProof(verificationKeys(workerSide), 'r-1', d, { now: Date.now(), maxAgeMs: 60_000, notBefore: 0 }).ok, true);
+    assert.equal(checkProof(verificationKeys(workerSide), 'r-2', d, { now: Date.now(), maxAgeMs: 60_000, notBefore: 0 }).ok, false, 'bound to its request id');
   });
 });
