@@ -48,10 +48,32 @@ export interface GrantChoice {
   runs?: number;
 }
 
+/** Where a decision was signed: the component that authenticated the human. */
+export type DecisionSource = 'slack' | 'teams' | 'cli';
+
+/**
+ * Proof of origin of a decision (workflows/decision-proof.ts): an Ed25519 signature by the source's
+ * key over the request id, approver, channel user, decision, reason, grant, signedAt and nonce.
+ */
+export interface DecisionProof {
+  source: DecisionSource;
+  /** The authenticated account in that source: Slack user id, AAD object id, OS user for the CLI. */
+  channelUser: string;
+  /** Epoch milliseconds at signing. */
+  signedAt: number;
+  /** Random, unique per decision. */
+  nonce: string;
+  /** base64 Ed25519 signature of the canonical payload. */
+  signature: string;
+}
+
 /** One person's decision on a request, as a chat app or the CLI submits it. */
 export interface DecisionArgs {
   approver: string;
-  /** The approver's groups, as resolved by the trusted caller (config identities, chat user mapping). */
+  /**
+   * The groups the caller believes the approver has. Informational only: the worker resolves the
+   * approver's groups from its own configuration and never trusts these (they are audited as claimed).
+   */
   approverGroups: string[];
   decision: 'approve' | 'reject';
   reason?: string;
@@ -59,6 +81,8 @@ export interface DecisionArgs {
   via: string;
   /** Approve only: make the approval a reusable grant (default: approve once). */
   grant?: GrantChoice;
+  /** Signed by the source that authenticated the approver; without a valid one the decision is refused. */
+  proof?: DecisionProof;
 }
 
 export interface DecisionRequest extends DecisionArgs {

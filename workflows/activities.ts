@@ -3,15 +3,33 @@
 // re-posts to a channel that already succeeded.
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { ApprovalChannel, ApprovalView, EscalationNotice } from '../bots/channel.ts';
+import type { KeyObject } from 'node:crypto';
+import type { ApprovalChannel, ApprovalView, DecisionSource, EscalationNotice } from '../bots/channel.ts';
+import type { AirlockConfig } from '../gateway/config/schema.ts';
 import type { Store } from '../gateway/recording/store.ts';
+import { resolveApprover } from './approver-directory.ts';
 import { chatFailure } from './chat-errors.ts';
-import type { ChannelRef } from './definitions.ts';
+import { checkProof } from './decision-proof.ts';
+import type { ChannelRef, DecideArgs } from './definitions.ts';
+
+/** What the worker verifies decisions with: its own config and the sources' public keys. */
+export interface DecisionVerification {
+  config: AirlockConfig;
+  keys: ReadonlyMap<DecisionSource, KeyObject>;
+  maxAgeMs: number;
+}
 
 export interface ActivityDeps {
   channels: ApprovalChannel[];
   store: Store;
+  /** Absent: every decision is refused (no keys to verify them with). */
+  decisions?: DecisionVerification;
 }
+
+/** A decision as the worker verified it, or why it does not count. */
+export type VerifiedDecisionResult =
+  | { ok: true; approver: string; groups: string[]; source: DecisionSource; channelUser: string; via: string; nonce: string }
+  | { ok: false; error: string };
 
 function attempt(): number {
   try {
@@ -83,6 +101,22 @@ export function createActivities(deps: ActivityDeps) {
     async attachLog(r: ChannelRef, requestId: string, filename: string, content: string): Promise<void> {
       await chat('attach session log', requestId, r.kind, (c) => c.attachLog(r.ref, filename, content));
       audit('approval.log-attached', requestId, { channel: r.kind, filename, bytes: Buffer.byteLength(content) });
+    },
+
+    /**
+     * Verifies a decision's proof of origin and resolves its approver's groups from this worker's
+     * configuration. Deterministic answers only (no throw for a bad decision), so the workflow can
+     * audit the refusal; `notBefore` is the run's start (epoch ms).
+     */
+    async verifyDecision(requestId: string, d: DecideArgs, notBefore: number): Promise<VerifiedDecisionResult> {
+      const v = deps.decisions;
+      if (!v || v.keys.size === 0) return { ok: false, error: 'this worker has no decision keys configured (decisions.keys): no decision can be verified' };
+      const proof = checkProof(v.keys, requestId, d, { now: Date.now(), maxAgeMs: v.maxAgeMs, notBefore });
+      if (!proof.ok) return proof;
+      const p = proof.proof;
+      const who = resolveApprover(v.config, p.source, d.approver, p.channelUser);
+      if (!who.ok) return who;
+      return { ok: true, approver: who.identity, groups: who.groups, source: p.source, channelUser: p.channelUser, via: `${p.source}:${p.channelUser}`, nonce: p.nonce };
     },
 
     async audit(requestId: string, kind: string, detail: Record<string, unknown>, actor?: string): Promise<void> {

@@ -24,8 +24,8 @@
 import {
   ApplicationFailure,
   CancellationScope,
-  ParentClosePolicy,
   allHandlersFinished,
+  ParentClosePolicy,
   condition,
   isCancellation,
   proxyActivities,
@@ -61,8 +61,8 @@ import {
   type FollowUpStep,
 } from './definitions.ts';
 import { APPROVERS, OUTCOME, REJECTER } from './search-attributes.ts';
+import { decisionRefusal, grantRefusal, structuralRefusal } from './decision-rules.ts';
 import type { GrantChoice } from '../bots/channel.ts';
-import { decisionRefusal } from './decision-rules.ts';
 
 const RETRY: ActivityOptions['retry'] = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' };
 
@@ -75,6 +75,8 @@ function untilDeadline(deadline: number) {
 /** Chat follow-ups after the decision: retried for an hour, then given up (and audited). */
 const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '60s', scheduleToCloseTimeout: '1h', retry: RETRY });
 const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
+/** Decision verification and its audit: someone is waiting on the Update, so give up within a minute. */
+const decisionActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '60s', retry: RETRY });
 
 function errorMessage(err: unknown): string {
   // ActivityFailure -> (TimeoutFailure ->) ApplicationFailure: the activity's own message says
@@ -337,32 +339,84 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       { type: 'reply', text: rep.summary },
     ]);
   });
+  // Decisions: the validator refuses only malformed or late Updates; everything else reaches the
+  // handler, which verifies the proof of origin and resolves the approver in an activity, applies
+  // the rules to that verified identity, and audits the attempt either way. Handlers run one at a
+  // time (a queue), so two decisions interleaving across the activity await cannot both count
+  // against the same state (quorum, distinct approvers, a reject racing an approval).
+  const usedNonces = new Set<string>();
+  let decisionQueue: Promise<unknown> = Promise.resolve();
+  /** Set once the run is closing (outcome known): decisions still in flight no longer count. */
+  let closing: ApprovalOutcome | undefined;
+  const closedReason = (): string | undefined => {
+    if (closing) return `request ${input.requestId} is no longer pending (${closing})`;
+    if (cancelled) return `request ${input.requestId} is no longer pending (cancelled)`;
+    if (view.status === 'pending' && Date.now() >= deadline) return `request ${input.requestId} is no longer pending (expired)`;
+    return undefined;
+  };
+  const runStart = workflowInfo().runStartTime.getTime();
+  const refusal = (message: string) => ApplicationFailure.create({ message, type: 'DecisionRefused', nonRetryable: true });
+
+  const decideOne = async (d: DecideArgs): Promise<ApprovalView> => {
+    const claimed = { approver: d.approver, approverGroups: Array.isArray(d.approverGroups) ? d.approverGroups : [], via: d.via, decision: d.decision, reason: d.reason, grant: d.grant };
+    const refuse = async (error: string, verified?: { approver: string; groups: string[]; via: string }): Promise<never> => {
+      await decisionActivities
+        .audit(input.requestId, 'approval.decision-refused', { ...claimed, error, verified: verified ?? null, via: verified?.via ?? 'unverified' }, verified?.approver ?? `unverified:${String(d.approver)}`)
+        .catch(() => undefined);
+      throw refusal(error);
+    };
+    const nonce = d.proof && typeof d.proof === 'object' ? d.proof.nonce : undefined;
+    if (typeof nonce === 'string' && usedNonces.has(nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
+    const v = await decisionActivities.verifyDecision(input.requestId, d, runStart);
+    if (!v.ok) return refuse(v.error);
+    // The request may have closed (expired, cancelled) while the proof was being verified.
+    const closed = closedReason();
+    if (closed) return refuse(closed);
+    if (usedNonces.has(v.nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
+    usedNonces.add(v.nonce);
+    const who = { approver: v.approver, groups: v.groups, via: v.via };
+    const why = decisionRefusal(view, approvals, { approver: v.approver, groups: v.groups, decision: d.decision, reason: d.reason }) ?? grantRefusal(view, d);
+    if (why) return refuse(why, who);
+    if (d.decision === 'approve') {
+      approvals.push(v.approver);
+      // The effective grant (every approver chose one; the narrowest) is settled at the decision (grantOf).
+      grantChoices.push(d.grant);
+      view.decidedBy = [...approvals];
+      if (approvals.length >= view.quorum) {
+        view.status = 'approved';
+        view.decidedAt = new Date().toISOString();
+      }
+    } else {
+      rejected = { by: v.approver, reason: (d.reason ?? '').trim() };
+      view.status = 'rejected';
+      view.decidedBy = [...approvals, v.approver];
+      view.decidedAt = new Date().toISOString();
+      view.decisionReason = rejected.reason;
+      upsertSearchAttributes([{ key: REJECTER, value: v.approver }]);
+    }
+    upsertSearchAttributes([{ key: APPROVERS, value: [...approvals] }]);
+    if (view.status === 'pending') refreshMessages();
+    await decisionActivities
+      .audit(
+        input.requestId,
+        'approval.decision',
+        { decision: d.decision, via: v.via, source: v.source, channelUser: v.channelUser, groups: v.groups, claimedGroups: claimed.approverGroups, reason: d.reason, grant: d.grant, status: view.status, approvers: view.decidedBy, quorum: view.quorum },
+        v.approver,
+      )
+      .catch(() => undefined);
+    return snapshot();
+  };
+
   setHandler(
     decideUpdate,
     (d) => {
-      const who = d.approver.trim();
-      if (d.decision === 'approve') {
-        approvals.push(who);
-        grantChoices.push(d.grant);
-        view.decidedBy = [...approvals];
-        if (approvals.length >= view.quorum) {
-          view.status = 'approved';
-          view.decidedAt = new Date().toISOString();
-        }
-      } else {
-        rejected = { by: who, reason: (d.reason ?? '').trim() };
-        view.status = 'rejected';
-        view.decidedBy = [...approvals, who];
-        view.decidedAt = new Date().toISOString();
-        view.decisionReason = rejected.reason;
-      }
-      upsertSearchAttributes([{ key: APPROVERS, value: [...approvals] }]);
-      if (view.status === 'pending') refreshMessages();
-      return snapshot();
+      const run = decisionQueue.then(() => decideOne(d));
+      decisionQueue = run.catch(() => undefined);
+      return run;
     },
     {
       validator: (d) => {
-        const why = decisionRefusal(view, approvals, d);
+        const why = structuralRefusal(view, d) ?? closedReason();
         if (why) throw ApplicationFailure.create({ message: why, type: 'ApprovalRefused', nonRetryable: true });
       },
     },
@@ -370,6 +424,8 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
 
   /** The decision is known: settle the view, make it searchable, update the chat and audit it. */
   const announce = (outcome: ApprovalOutcome, reason?: string) => {
+    // Decisions still being verified no longer count (closedReason); they are refused and audited.
+    closing = outcome;
     const decidedAt = view.decidedAt ?? new Date().toISOString();
     if (view.status === 'pending') {
       // `failed` has no status of its own in the chat view: nobody may act on it any more.

@@ -4,14 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { Client, Connection } from '@temporalio/client';
 import proto from '@temporalio/proto';
-import { ConfigError, configPath, type LoadedConfig } from '../gateway/config/load.ts';
+import { ConfigError, configPath, resolveSecret, type LoadedConfig } from '../gateway/config/load.ts';
 import { SEARCH_ATTRIBUTES } from './search-attributes.ts';
 
 export interface TemporalSettings {
   address: string;
   namespace: string;
   taskQueue: string;
-  tls?: { serverRootCACertificate?: Buffer; clientCertPair?: { crt: Buffer; key: Buffer } };
+  tls?: { serverRootCACertificate?: Buffer; clientCertPair?: { crt: Buffer; key: Buffer }; serverNameOverride?: string };
+  /** Bearer API key (Temporal Cloud, or a frontend with an authorizer); always sent over TLS. */
+  apiKey?: string;
 }
 
 const DEFAULTS = { address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'airlock-approvals' };
@@ -28,14 +30,20 @@ export function temporalSettings(loaded: LoadedConfig): TemporalSettings {
   };
   let tls: TemporalSettings['tls'];
   const cfg = loaded.config.temporal?.tls;
+  const serverName = loaded.config.temporal?.serverName;
   if (cfg) {
     if ((cfg.cert === undefined) !== (cfg.key === undefined)) throw new ConfigError('temporal.tls: cert and key go together (mTLS client certificate)');
     tls = {
       serverRootCACertificate: cfg.ca ? read(cfg.ca, 'ca') : undefined,
       clientCertPair: cfg.cert && cfg.key ? { crt: read(cfg.cert, 'cert'), key: read(cfg.key, 'key') } : undefined,
+      ...(serverName ? { serverNameOverride: serverName } : {}),
     };
   }
-  return { address: t.address, namespace: t.namespace, taskQueue: t.taskQueue, tls };
+  const keyRef = loaded.config.temporal?.apiKey;
+  const apiKey = keyRef ? resolveSecret(keyRef, loaded.baseDir, 'temporal.apiKey') : undefined;
+  // A bearer key never travels in clear text: with an API key, TLS is on (system CAs unless tls.ca).
+  if (apiKey && !tls) tls = serverName ? { serverNameOverride: serverName } : {};
+  return { address: t.address, namespace: t.namespace, taskQueue: t.taskQueue, tls, ...(apiKey ? { apiKey } : {}) };
 }
 
 /**
@@ -44,7 +52,7 @@ export function temporalSettings(loaded: LoadedConfig): TemporalSettings {
  */
 export async function connectClient(loaded: LoadedConfig, opts: { lazy?: boolean; connectTimeoutMs?: number } = {}): Promise<Client> {
   const s = temporalSettings(loaded);
-  const options = { address: s.address, tls: s.tls ?? false, connectTimeout: opts.connectTimeoutMs ?? 5000 };
+  const options = { address: s.address, tls: s.tls ?? false, connectTimeout: opts.connectTimeoutMs ?? 5000, ...(s.apiKey ? { apiKey: s.apiKey } : {}) };
   let connection: Connection;
   if (opts.lazy) connection = Connection.lazy(options);
   else {

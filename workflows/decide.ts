@@ -1,10 +1,13 @@
-// Submits one human decision to an approval workflow as a validated Update (the local CLI, Slack
-// and Teams all come through here). Every attempt, accepted or refused, lands in Airlock's audit
-// store, since Temporal does not keep rejected Updates in history and its retention is finite.
+// Submits one signed human decision to an approval workflow as an Update (the local CLI, Slack and
+// Teams all come through here; each signs first, see decision-proof.ts). The workflow itself
+// audits every attempt that reaches its handler (accepted as `approval.decision`, refused as
+// `approval.decision-refused`), whoever sent it; this side audits only what never got there (the
+// validator's refusals, which Temporal keeps nowhere, an unknown request, an unreachable Temporal).
+import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { DecisionRequest, DecisionResult } from '../bots/channel.ts';
 import type { Store } from '../gateway/recording/store.ts';
-import { decideUpdate, type ApprovalResult } from './definitions.ts';
+import { APPROVAL_WORKFLOW, decideUpdate, stateQuery, type ApprovalResult, type ApprovalView } from './definitions.ts';
 
 export type { DecisionRequest, DecisionResult };
 
@@ -32,7 +35,7 @@ async function whyNotFound(client: Client, requestId: string): Promise<string> {
 
 export async function submitDecision(client: Client, store: Store, d: DecisionRequest): Promise<DecisionResult> {
   const { requestId, ...args } = d;
-  const detail = { decision: d.decision, via: d.via, approverGroups: d.approverGroups, reason: d.reason };
+  const detail = { decision: d.decision, via: d.via, approverGroups: d.approverGroups, reason: d.reason, signed: d.proof !== undefined, path: 'client' };
   const refused = (error: string): DecisionResult => {
     store.recordAudit({ at: new Date(), kind: 'approval.decision-refused', subject: requestId, actor: d.approver, detail: { ...detail, error } });
     return { ok: false, error };
@@ -40,18 +43,30 @@ export async function submitDecision(client: Client, store: Store, d: DecisionRe
   if (!requestId.trim()) return refused('a request id is required');
   try {
     const view = await client.workflow.getHandle(requestId).executeUpdate(decideUpdate, { args: [args] });
-    store.recordAudit({
-      at: new Date(),
-      kind: 'approval.decision',
-      subject: requestId,
-      actor: d.approver,
-      detail: { ...detail, status: view.status, approvers: view.decidedBy, quorum: view.quorum },
-    });
     return { ok: true, view };
   } catch (err) {
-    // The validator's refusal comes back as the Update's failure, its message intact.
-    if (err instanceof WorkflowUpdateFailedError) return refused(err.cause ? messageOf(err.cause) : messageOf(err));
+    if (err instanceof WorkflowUpdateFailedError) {
+      const cause = err.cause;
+      // The handler's refusal is already audited by the workflow; the validator's is not.
+      if (cause instanceof ApplicationFailure && cause.type === 'DecisionRefused') return { ok: false, error: messageOf(cause) };
+      return refused(cause ? messageOf(cause) : messageOf(err));
+    }
     if (err instanceof WorkflowNotFoundError) return refused(await whyNotFound(client, requestId));
     return refused(`could not submit the decision for ${requestId}: ${messageOf(err)}`);
   }
+}
+
+/** Pending approval requests on a task queue, for `/airlock pending` (visibility is eventually consistent). */
+export async function listPending(client: Client, taskQueue: string, limit = 50): Promise<ApprovalView[]> {
+  const views: ApprovalView[] = [];
+  const query = `WorkflowType = "${APPROVAL_WORKFLOW}" AND ExecutionStatus = "Running" AND TaskQueue = "${taskQueue.replace(/["\\]/g, '')}"`;
+  for await (const w of client.workflow.list({ query, pageSize: limit })) {
+    const v = await client.workflow
+      .getHandle(w.workflowId, w.runId)
+      .query(stateQuery)
+      .catch(() => undefined);
+    if (v && v.status === 'pending') views.push(v);
+    if (views.length >= limit) break;
+  }
+  return views;
 }

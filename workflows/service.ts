@@ -9,7 +9,8 @@ import { configPath, type LoadedConfig } from '../gateway/config/load.ts';
 import { openStore } from '../gateway/recording/open.ts';
 import type { Store } from '../gateway/recording/store.ts';
 import { connectClient, temporalSettings } from './client.ts';
-import { submitDecision } from './decide.ts';
+import { listPending, submitDecision } from './decide.ts';
+import { signerFromConfig } from './decision-proof.ts';
 import { stateQuery } from './definitions.ts';
 import { runWorker } from './worker.ts';
 
@@ -50,7 +51,13 @@ export async function startApprovalService(
       const { startSlackApp, resolveSlackSecrets } = await import('../bots/slack/slack-app.ts');
       const c = await decisionClient();
       channels.push(SlackChannel.fromConfig(loaded));
-      const app = await startSlackApp({ loaded, ...resolveSlackSecrets(loaded), decide: (d) => submitDecision(c, store, d) });
+      const app = await startSlackApp({
+        loaded,
+        ...resolveSlackSecrets(loaded),
+        signer: signerFromConfig(loaded, 'slack'),
+        decide: (d) => submitDecision(c, store, d),
+        pending: () => listPending(c, s.taskQueue),
+      });
       closers.push(() => app.stop());
       where.push(`Slack ${loaded.config.slack.channel}, Slack events on port ${app.port}`);
     }
@@ -61,6 +68,7 @@ export async function startApprovalService(
       channels.push(TeamsChannel.fromConfig(loaded));
       const app = await startTeamsApp({
         loaded,
+        signer: signerFromConfig(loaded, 'teams'),
         decide: (d) => submitDecision(c, store, d),
         lookup: (id) => c.workflow.getHandle(id).query(stateQuery).catch(() => undefined),
       });

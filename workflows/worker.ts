@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../gateway/config/load.ts';
 import { log } from '../gateway/log.ts';
 import type { Store } from '../gateway/recording/store.ts';
 import { createActivities } from './activities.ts';
+import { maxAgeMs, verificationKeys } from './decision-proof.ts';
 import { installTemporalLogging } from './runtime.ts';
 import { ensureSearchAttributes, searchAttributeCommands, temporalSettings } from './client.ts';
 
@@ -32,7 +33,7 @@ export async function connectWorkerConnection(loaded: LoadedConfig): Promise<Nat
   installTemporalLogging();
   const s = temporalSettings(loaded);
   try {
-    return await NativeConnection.connect({ address: s.address, tls: s.tls ?? false });
+    return await NativeConnection.connect({ address: s.address, tls: s.tls ?? false, ...(s.apiKey ? { apiKey: s.apiKey } : {}) });
   } catch (err) {
     throw new Error(`cannot reach Temporal at ${s.address}: ${err instanceof Error ? err.message : String(err)} (is the server running? see temporal.address in ${loaded.file})`);
   }
@@ -56,6 +57,10 @@ export async function runWorker(opts: RunWorkerOptions): Promise<RunningWorker> 
   if (opts.channels.length === 0) throw new Error('the approval worker needs at least one approval channel (Slack, Teams or local)');
   installTemporalLogging();
   const s = temporalSettings(opts.loaded);
+  // Read before connecting: a bad key stops the worker at start, not at the first decision.
+  const keys = verificationKeys(opts.loaded);
+  if (keys.size === 0) log.warn({}, 'no decision keys configured (decisions.keys): every approval decision will be refused');
+  const decisions = { config: opts.loaded.config, keys, maxAgeMs: maxAgeMs(opts.loaded) };
   const ownConnection = opts.connection === undefined;
   const connection = opts.connection ?? (await connectWorkerConnection(opts.loaded));
   try {
@@ -74,7 +79,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<RunningWorker> 
       namespace: s.namespace,
       taskQueue: s.taskQueue,
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ channels: opts.channels, store: opts.store }),
+      activities: createActivities({ channels: opts.channels, store: opts.store, decisions }),
     });
     const running = worker.run();
     running.catch((err: unknown) => log.error({ err }, 'approval worker stopped with an error'));

@@ -142,6 +142,22 @@ export class LocalChannel implements ApprovalChannel {
     this.note(requestId, postId, 'log', `session log ${filename} (${Buffer.byteLength(content)} bytes)`, { filename, content });
   }
 
+  /**
+   * The full request id for an id or a unique prefix of one (as `list` prints them): the id
+   * itself when it exists, else the only id starting with it; undefined when none; an error
+   * listing candidates when the prefix is ambiguous.
+   */
+  resolveId(idOrPrefix: string): string | undefined {
+    const want = idOrPrefix.trim();
+    if (!want) return undefined;
+    if (this.db.prepare('SELECT 1 FROM local_approvals WHERE request_id = ?').get(want)) return want;
+    const like = `${want.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    const rows = this.db.prepare("SELECT request_id FROM local_approvals WHERE request_id LIKE ? ESCAPE '\\' ORDER BY posted_at DESC LIMIT 6").all(like) as { request_id: string }[];
+    if (rows.length === 1) return rows[0].request_id;
+    if (rows.length > 1) throw new Error(`request id prefix ${want} is ambiguous: ${rows.map((r) => r.request_id).join(', ')}${rows.length > 5 ? ', ...' : ''}`);
+    return undefined;
+  }
+
   /** Requests, newest first; only pending ones unless `all`. */
   list(opts: { all?: boolean; limit?: number } = {}): LocalRequest[] {
     const rows = (

@@ -4,6 +4,8 @@ import type { types as slackTypes } from '@slack/bolt';
 import { STATUS_TITLE, type ApprovalView } from '../channel.ts';
 
 export const APPROVE_ACTION = 'airlock_approve';
+/** Approve as a reusable grant: the button value is `grantValue(...)`. */
+export const APPROVE_GRANT_ACTION = 'airlock_approve_grant';
 export const REJECT_ACTION = 'airlock_reject';
 export const DECISION_BLOCK = 'airlock_decision';
 export const REJECT_MODAL = 'airlock_reject_modal';
@@ -98,6 +100,28 @@ const statusEmoji: Record<ApprovalView['status'], string> = {
   cancelled: ':no_entry_sign:',
 };
 
+/** Milliseconds as people say them: 90s, 10 minutes, 2 hours. */
+export function humanDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} hour${ms === 3_600_000 ? '' : 's'}`;
+  if (ms % 60_000 === 0) return `${ms / 60_000} minute${ms === 60_000 ? '' : 's'}`;
+  return `${Math.round(ms / 1000)} seconds`;
+}
+
+/** The grant button's value: which request, for how long (the worker caps it at the rule's grantTtl anyway). */
+export function grantValue(requestId: string, forMs: number): string {
+  return JSON.stringify({ requestId, forMs });
+}
+
+export function parseGrantValue(v: string | undefined): { requestId: string; forMs: number } | undefined {
+  try {
+    const o = JSON.parse(v ?? '') as { requestId?: unknown; forMs?: unknown };
+    if (typeof o.requestId === 'string' && o.requestId && typeof o.forMs === 'number' && Number.isInteger(o.forMs) && o.forMs > 0) return { requestId: o.requestId, forMs: o.forMs };
+  } catch {
+    // a damaged button: refused by the caller
+  }
+  return undefined;
+}
+
 /** One-line plain summary: notifications, screen readers and the message's `text`. */
 export function fallbackText(view: ApprovalView): string {
   const head = view.status === 'pending' ? 'Approval required' : `${STATUS_TITLE[view.status]}`;
@@ -118,8 +142,12 @@ export function statusLine(view: ApprovalView): string {
       if (view.escalated) parts.push(':rotating_light: *Escalated*: no decision yet');
       return parts.join('\n');
     }
-    case 'approved':
-      return `${statusEmoji.approved} *Approved* by ${by}${when}${why}`;
+    case 'approved': {
+      const g = view.grant;
+      const reuse = g ? `\n:repeat: Reusable for ${humanDuration(g.forMs)}${g.runs ? ` (at most ${g.runs} run${g.runs === 1 ? '' : 's'})` : ''}` : '\n_Approved once: the same operation asks again._';
+      const uses = view.uses ? ` · ran ${view.uses} time${view.uses === 1 ? '' : 's'}` : '';
+      return `${statusEmoji.approved} *Approved* by ${by}${when}${reuse}${uses}${why}`;
+    }
     case 'rejected':
       return `${statusEmoji.rejected} *Rejected* by ${by}${when}${why}`;
     case 'expired':
@@ -158,6 +186,7 @@ export function renderApproval(view: ApprovalView): RenderedApproval {
       ],
     },
     { type: 'section', block_id: 'airlock_what', text: { type: 'mrkdwn', text: what } },
+    ...contextBlocks(view),
     { type: 'section', block_id: 'airlock_status', text: { type: 'mrkdwn', text: clip(statusLine(view), SECTION_MAX) } },
     {
       type: 'context',
@@ -167,23 +196,44 @@ export function renderApproval(view: ApprovalView): RenderedApproval {
   ];
   // Buttons only while a decision can still be made; partial quorum keeps them for the next approver.
   if (view.status === 'pending') {
+    const ttl = view.grantTtlMs ?? 0;
+    const elements: Block[] = [
+      {
+        type: 'button',
+        action_id: APPROVE_ACTION,
+        style: 'primary',
+        text: { type: 'plain_text', text: 'Approve once', emoji: true },
+        value: view.requestId,
+        confirm: {
+          title: { type: 'plain_text', text: 'Approve once?' },
+          text: { type: 'plain_text', text: clip(`This exact operation runs once on ${view.connection} as ${view.identity}. Running it again asks again.`, 300) },
+          confirm: { type: 'plain_text', text: 'Approve once' },
+          deny: { type: 'plain_text', text: 'Cancel' },
+        },
+      },
+    ];
+    if (ttl > 0) {
+      elements.push({
+        type: 'button',
+        action_id: APPROVE_GRANT_ACTION,
+        text: { type: 'plain_text', text: clip(`Approve for ${humanDuration(ttl)}`, 75), emoji: true },
+        value: grantValue(view.requestId, ttl),
+        confirm: {
+          title: { type: 'plain_text', text: 'Make it reusable?' },
+          text: {
+            type: 'plain_text',
+            text: clip(`The approval becomes reusable: ${view.identity} may run this exact operation again on ${view.connection} for ${humanDuration(ttl)} without a new request. Each run is reported in this thread.`, 300),
+          },
+          confirm: { type: 'plain_text', text: `Approve for ${humanDuration(ttl)}`.slice(0, 30) },
+          deny: { type: 'plain_text', text: 'Cancel' },
+        },
+      });
+    }
     blocks.push({
       type: 'actions',
       block_id: DECISION_BLOCK,
       elements: [
-        {
-          type: 'button',
-          action_id: APPROVE_ACTION,
-          style: 'primary',
-          text: { type: 'plain_text', text: 'Approve', emoji: true },
-          value: view.requestId,
-          confirm: {
-            title: { type: 'plain_text', text: 'Approve this operation?' },
-            text: { type: 'plain_text', text: clip(`It will run on ${view.connection} as ${view.identity}.`, 300) },
-            confirm: { type: 'plain_text', text: 'Approve' },
-            deny: { type: 'plain_text', text: 'Cancel' },
-          },
-        },
+        ...elements,
         {
           type: 'button',
           action_id: REJECT_ACTION,
@@ -195,6 +245,22 @@ export function renderApproval(view: ApprovalView): RenderedApproval {
     });
   }
   return { text: fallbackText(view), blocks, truncated };
+}
+
+/** Parameters, details (tables, session, client address) and how many sessions wait, when known. */
+function contextBlocks(view: ApprovalView): Block[] {
+  const out: Block[] = [];
+  if (view.parameters && view.parameters.length > 0) {
+    const lines = view.parameters.map((p, i) => `$${i + 1} = ${p}`).join('\n');
+    const { shown, truncated } = fitCode(lines, CODE_MAX);
+    out.push({ type: 'section', block_id: 'airlock_parameters', text: { type: 'mrkdwn', text: `*Parameters* (the approval covers exactly these values)\n\`\`\`${escapeCode(shown)}${truncated ? '\n…' : ''}\`\`\`` } });
+  }
+  const details = [...(view.details ?? [])];
+  if (view.waiting !== undefined && view.waiting > 1) details.push(`${view.waiting} sessions are waiting on this request`);
+  if (details.length > 0) {
+    out.push({ type: 'section', block_id: 'airlock_details', text: { type: 'mrkdwn', text: clip(`*Details*\n${details.map((d) => `• ${escapeMrkdwn(d)}`).join('\n')}`, SECTION_MAX) } });
+  }
+  return out;
 }
 
 /** The modal that asks a rejecter for a reason. */
@@ -227,4 +293,16 @@ export function formatMention(m: string): string {
   if (/^[UW][A-Z0-9]{6,}$/.test(bare)) return `<@${bare}>`;
   if (bare === 'here' || bare === 'channel' || bare === 'everyone') return `<!${bare}>`;
   return `@${escapeMrkdwn(bare)}`;
+}
+
+/** `/airlock pending`: one line per pending request, oldest deadline first. */
+export function pendingList(views: ApprovalView[]): string {
+  const pending = views.filter((v) => v.status === 'pending').sort((a, b) => Date.parse(a.deadline) - Date.parse(b.deadline));
+  if (pending.length === 0) return ':white_check_mark: No approval requests are pending.';
+  const lines = pending.slice(0, 20).map((v) => {
+    const one = clip(v.text.replace(/\s+/g, ' ').trim(), 120);
+    return `• ${code(v.requestId)} ${code(v.identity)} on ${code(v.connection)}: ${code(one)} (${v.decidedBy.length}/${v.quorum} approvals, deadline ${slackDate(v.deadline, '{time}')})`;
+  });
+  const more = pending.length > 20 ? `\n…and ${pending.length - 20} more` : '';
+  return clip(`*${pending.length} pending approval request${pending.length === 1 ? '' : 's'}*\n${lines.join('\n')}${more}`, SECTION_MAX);
 }

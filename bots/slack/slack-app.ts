@@ -9,15 +9,21 @@
 // Slack app setup: Interactivity on, Request URL `https://<public host>/slack/events` (this
 // server, `slack.listen`); bot scopes chat:write (post/update/ephemeral), users:read and
 // users:read.email (mapping by email), files:write (session logs); invite the bot to the approval
-// and escalation channels. Socket Mode is not supported: Slack must reach the request URL.
+// and escalation channels; a slash command `/airlock` with the same Request URL (`/airlock
+// pending` lists pending requests). Socket Mode is not supported: Slack must reach the request URL.
+//
+// Every decision is signed with the Slack decision key (decisions.keys.slack.privateKey) after
+// Slack's signature was verified, naming the approver and the Slack user id: the worker counts
+// only decisions it can verify (workflows/decision-proof.ts).
 import type { Server } from 'node:http';
 import { App, HTTPReceiver, type BlockButtonAction, type ViewSubmitAction } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
-import type { ApprovalView, Decide, DecisionRequest, DecisionResult } from '../channel.ts';
+import type { ApprovalView, Decide, DecisionRequest, DecisionResult, GrantChoice } from '../channel.ts';
+import type { DecisionSigner } from '../../workflows/decision-proof.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
 import { resolveSecret, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
-import { APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_MODAL, rejectModal } from './blocks.ts';
+import { APPROVE_ACTION, APPROVE_GRANT_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_MODAL, humanDuration, parseGrantValue, pendingList, rejectModal } from './blocks.ts';
 import { classifySlackError } from './errors.ts';
 import { slackLogger } from './logger.ts';
 
@@ -27,6 +33,10 @@ export interface SlackAppOptions {
   decide: Decide;
   botToken: string;
   signingSecret: string;
+  /** Signs every decision with the Slack decision key; required (unsigned decisions never count). */
+  signer: DecisionSigner | undefined;
+  /** Pending requests for `/airlock pending` (a Temporal visibility query in production). */
+  pending?: () => Promise<ApprovalView[]>;
   /** Overrides `slack.apiUrl` (tests point it at a fake Slack). */
   apiUrl?: string;
   logger?: Logger;
@@ -89,7 +99,10 @@ function parseMeta(s: string): ModalMeta | undefined {
 
 function successText(d: DecisionRequest, view: ApprovalView): string {
   if (d.decision === 'reject') return `:x: You rejected request \`${d.requestId}\`. The requester is told why.`;
-  if (view.status === 'approved') return `:white_check_mark: You approved request \`${d.requestId}\`: it is approved and the operation runs now.`;
+  if (view.status === 'approved') {
+    const reuse = view.grant ? ` It stays approved for ${humanDuration(view.grant.forMs)}${view.grant.runs ? ` (at most ${view.grant.runs} runs)` : ''}.` : ' It runs once.';
+    return `:white_check_mark: You approved request \`${d.requestId}\`: it is approved and the operation runs now.${reuse}`;
+  }
   return `:ballot_box_with_check: Your approval of request \`${d.requestId}\` is recorded (${view.decidedBy.length} of ${view.quorum}); waiting for more approvers.`;
 }
 
@@ -107,6 +120,8 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
   const slack = opts.loaded.config.slack;
   if (!slack) throw new Error('slack is not configured (add a `slack:` block to the config)');
   if (!opts.signingSecret) throw new Error('slack.signingSecret is empty: Slack requests cannot be verified');
+  const signer = opts.signer;
+  if (!signer || signer.source !== 'slack') throw new Error('decisions.keys.slack.privateKey is not configured: the Slack app must sign the decisions it relays');
   const log = (opts.logger ?? rootLog).child({ component: 'slack-app' });
   const logger = slackLogger(log);
 
@@ -143,14 +158,27 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
     }
   };
 
-  const submit = async (client: WebClient, userId: string, channel: string | undefined, requestId: string, decision: 'approve' | 'reject', reason?: string): Promise<void> => {
+  const submit = async (
+    client: WebClient,
+    userId: string,
+    channel: string | undefined,
+    requestId: string,
+    decision: 'approve' | 'reject',
+    reason?: string,
+    grant?: GrantChoice,
+  ): Promise<void> => {
     const who = await resolveSlackIdentity(client, opts.loaded.config, userId);
     if (!who.ok) {
       log.info({ slackUser: userId, requestId, decision }, 'decision from an unmapped Slack user refused');
+      // Still sent (signed, with no approver) so the workflow audits the attempt; it is refused there.
+      await opts.decide(signer.sign({ requestId, approver: '', approverGroups: [], decision, reason, via: `slack:${userId}` }, userId)).catch(() => undefined);
       await tell(client, channel, userId, `:no_entry: ${who.error}`);
       return;
     }
-    const d: DecisionRequest = { requestId, approver: who.identity, approverGroups: who.groups, decision, reason, via: `slack:${userId}` };
+    const d: DecisionRequest = signer.sign(
+      { requestId, approver: who.identity, approverGroups: who.groups, decision, reason, via: `slack:${userId}`, ...(grant ? { grant } : {}) },
+      userId,
+    );
     let res: DecisionResult;
     try {
       res = await opts.decide(d);
@@ -172,6 +200,43 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
   app.action<BlockButtonAction>(APPROVE_ACTION, async ({ ack, body, action, client }) => {
     await ack();
     await submit(client, body.user.id, body.channel?.id ?? body.container?.channel_id, action.value ?? '', 'approve');
+  });
+
+  app.action<BlockButtonAction>(APPROVE_GRANT_ACTION, async ({ ack, body, action, client }) => {
+    await ack();
+    const channel = body.channel?.id ?? body.container?.channel_id;
+    const g = parseGrantValue(action.value);
+    if (!g) {
+      await tell(client, channel, body.user.id, ':warning: This button is damaged; nothing was decided. Use Approve once, or ask for a new request.');
+      return;
+    }
+    await submit(client, body.user.id, channel, g.requestId, 'approve', undefined, { forMs: g.forMs });
+  });
+
+  // `/airlock pending`: Slack signs slash commands like interactions, so the receiver has verified it.
+  app.command('/airlock', async ({ ack, command, client }) => {
+    const sub = command.text.trim().toLowerCase();
+    if (sub !== 'pending' && sub !== '') {
+      await ack({ response_type: 'ephemeral', text: 'Usage: `/airlock pending` lists the approval requests waiting for a decision.' });
+      return;
+    }
+    const who = await resolveSlackIdentity(client, opts.loaded.config, command.user_id);
+    if (!who.ok) {
+      await ack({ response_type: 'ephemeral', text: `:no_entry: ${who.error}` });
+      return;
+    }
+    if (!opts.pending) {
+      await ack({ response_type: 'ephemeral', text: 'Listing pending requests is not available on this Airlock.' });
+      return;
+    }
+    let text: string;
+    try {
+      text = pendingList(await opts.pending());
+    } catch (err) {
+      log.warn({ err }, 'could not list pending requests');
+      text = `:warning: Could not list pending requests: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    await ack({ response_type: 'ephemeral', text });
   });
 
   app.action<BlockButtonAction>(REJECT_ACTION, async ({ ack, body, action, client }) => {

@@ -24,6 +24,8 @@ export interface SlackChannelOptions {
   escalationChannel?: string;
   /** Web API base URL (tests point it at a fake); default https://slack.com/api/. */
   apiUrl?: string;
+  /** Escalation mention name -> Slack ids (user groups S…, users U…), so a mention reaches people (`slack.mentions`). */
+  mentions?: Record<string, string[]>;
   /** Per HTTP request; a hung Slack must fail the attempt well inside the activity timeout. Default 10s. */
   timeoutMs?: number;
   logger?: Logger;
@@ -60,6 +62,7 @@ export class SlackChannel implements ApprovalChannel {
       channel: s.channel,
       escalationChannel: s.escalationChannel,
       apiUrl: s.apiUrl,
+      mentions: s.mentions,
       ...overrides,
     });
   }
@@ -93,7 +96,7 @@ export class SlackChannel implements ApprovalChannel {
   async escalate(ref: MessageRef, view: ApprovalView, step: EscalationNotice): Promise<void> {
     const { channel, ts } = checkRef(ref);
     const target = step.channel ?? this.opts.escalationChannel ?? channel;
-    const mentions = step.mention.map(formatMention).join(' ');
+    const mentions = step.mention.flatMap((m) => this.opts.mentions?.[m.trim().replace(/^@/, '')] ?? [m]).map(formatMention).join(' ');
     const summary = `${escapeMrkdwn(view.identity)} on ${escapeMrkdwn(view.connection)}, rule ${escapeMrkdwn(view.rule)}`;
     const deadline = slackDate(view.deadline);
     // The message first (idempotent under activity retries), then the notifications. A message

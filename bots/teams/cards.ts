@@ -8,6 +8,8 @@ export const ADAPTIVE_CARD = 'application/vnd.microsoft.card.adaptive';
 export const VERB_APPROVE = 'approve';
 export const VERB_REJECT = 'reject';
 export const REASON_INPUT = 'reason';
+/** The approve confirm step's choice: 'once', or a grant duration in milliseconds. */
+export const GRANT_INPUT = 'grant';
 /** Statement characters shown on the card; the rest goes to the thread. */
 export const CARD_CODE_MAX = 3000;
 const REASON_MAX = 1000;
@@ -73,8 +75,11 @@ export function statusText(view: ApprovalView): string {
       if (view.escalated) parts.push('**Escalated**: no decision yet');
       return parts.join('\n\n');
     }
-    case 'approved':
-      return `**Approved** by ${by}${when}${why}`;
+    case 'approved': {
+      const g = view.grant;
+      const reuse = g ? `\n\nReusable for ${duration(g.forMs)}${g.runs ? ` (at most ${g.runs} runs)` : ''}` : '\n\nApproved once: the same operation asks again.';
+      return `**Approved** by ${by}${when}${reuse}${why}`;
+    }
     case 'rejected':
       return `**Rejected** by ${by}${when}${why}`;
     case 'expired':
@@ -96,6 +101,46 @@ const statusColor: Record<ApprovalView['status'], string> = {
 export function summaryText(view: ApprovalView): string {
   const one = view.text.replace(/\s+/g, ' ').trim();
   return clip(`${STATUS_TITLE[view.status]}: ${view.identity} on ${view.connection} (${view.protocol}): ${one}`, 300);
+}
+
+/** Milliseconds as people say them. */
+export function duration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} hour${ms === 3_600_000 ? '' : 's'}`;
+  if (ms % 60_000 === 0) return `${ms / 60_000} minute${ms === 60_000 ? '' : 's'}`;
+  return `${Math.round(ms / 1000)} seconds`;
+}
+
+/**
+ * Approve opens a confirm step (Action.ShowCard: works in every Teams client) that says what
+ * approving does and, when the rule allows reuse, offers the grant choice; only its Confirm
+ * button submits the approval.
+ */
+function approveStep(view: ApprovalView): CardElement {
+  const ttl = view.grantTtlMs ?? 0;
+  const body: CardElement[] = [
+    { type: 'TextBlock', text: neutralizeMarkdown(`Approve: this exact operation runs on ${view.connection} as ${view.identity}.`), weight: 'Bolder', wrap: true },
+  ];
+  if (ttl > 0) {
+    body.push({
+      type: 'Input.ChoiceSet',
+      id: GRANT_INPUT,
+      label: 'How long does this approval hold?',
+      style: 'expanded',
+      value: 'once',
+      choices: [
+        { title: 'Once: running it again asks again', value: 'once' },
+        { title: `For ${duration(ttl)}: the approval becomes reusable for this exact operation`, value: String(ttl) },
+      ],
+    });
+  } else {
+    body.push({ type: 'TextBlock', text: 'The approval releases it once; running it again asks again.', isSubtle: true, wrap: true });
+  }
+  return {
+    type: 'Action.ShowCard',
+    title: 'Approve…',
+    style: 'positive',
+    card: { type: 'AdaptiveCard', body, actions: [decisionAction(VERB_APPROVE, 'Confirm approval', 'positive', view.requestId, true)] },
+  };
 }
 
 function decisionAction(verb: string, title: string, style: 'positive' | 'destructive', requestId: string, withInputs: boolean): CardElement {
@@ -138,6 +183,13 @@ export function renderCard(view: ApprovalView, notice?: CardNotice): RenderedCar
     },
   ];
   if (truncated) body.push({ type: 'TextBlock', text: `Truncated (${view.text.length} characters): the full text is in the thread.`, isSubtle: true, size: 'Small', wrap: true });
+  if (view.parameters && view.parameters.length > 0) {
+    body.push({ type: 'TextBlock', text: 'Parameters (the approval covers exactly these values)', weight: 'Bolder', spacing: 'Medium' });
+    body.push({ type: 'TextBlock', text: neutralizeMarkdown(clip(view.parameters.map((p, i) => `$${i + 1} = ${p}`).join('\n'), CARD_CODE_MAX)), fontType: 'Monospace', wrap: true });
+  }
+  const details = [...(view.details ?? [])];
+  if (view.waiting !== undefined && view.waiting > 1) details.push(`${view.waiting} sessions are waiting on this request`);
+  if (details.length > 0) body.push({ type: 'TextBlock', id: 'details', text: neutralizeMarkdown(clip(details.map((d) => `- ${d}`).join('\n'), 2000)), wrap: true, spacing: 'Medium' });
   body.push({ type: 'TextBlock', id: 'status', text: statusText(view), color: statusColor[view.status], wrap: true, spacing: 'Medium' });
   if (notice) body.push({ type: 'TextBlock', id: 'notice', text: neutralizeMarkdown(notice.text), color: notice.tone === 'good' ? 'Good' : notice.tone === 'warning' ? 'Warning' : 'Attention', weight: 'Bolder', wrap: true });
   body.push({ type: 'TextBlock', text: 'The requester and the agent\u2019s owner cannot approve.', isSubtle: true, size: 'Small', wrap: true });
@@ -160,7 +212,7 @@ export function renderCard(view: ApprovalView, notice?: CardNotice): RenderedCar
       isMultiline: true,
       maxLength: REASON_MAX,
     });
-    card.actions = [decisionAction(VERB_APPROVE, 'Approve', 'positive', view.requestId, false), decisionAction(VERB_REJECT, 'Reject', 'destructive', view.requestId, true)];
+    card.actions = [approveStep(view), decisionAction(VERB_REJECT, 'Reject', 'destructive', view.requestId, true)];
   }
   return { card, truncated };
 }

@@ -12,6 +12,11 @@
 // messaging endpoint `https://<public host>/api/messages` (this server, `teams.listen`), the
 // Microsoft Teams channel enabled, and a Teams app manifest with the bot in `team` scope;
 // install it in the approvals team and the bot records the channel (or set teams.channelId).
+//
+// Every decision is signed with the Teams decision key (decisions.keys.teams.privateKey) after the
+// JWT was validated, naming the approver and the AAD object id: the worker counts only decisions
+// it can verify (workflows/decision-proof.ts). Approve is a confirm step on the card (with the
+// grant choice when the rule allows reuse); only its Confirm button submits.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import {
@@ -27,18 +32,21 @@ import {
   type TurnContext,
 } from 'botbuilder';
 import { AuthenticationConstants, AuthenticationError } from 'botframework-connector';
-import type { ApprovalView, Decide, DecisionRequest, DecisionResult } from '../channel.ts';
+import type { ApprovalView, Decide, DecisionRequest, DecisionResult, GrantChoice } from '../channel.ts';
+import type { DecisionSigner } from '../../workflows/decision-proof.ts';
 import type { AirlockConfig } from '../../gateway/config/schema.ts';
 import { configPath, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
 import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolveEndpoints, resolveTeamsCredential, type BotFrameworkEndpoints, type CertificateCredential } from './auth.ts';
-import { ADAPTIVE_CARD, REASON_INPUT, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
+import { ADAPTIVE_CARD, GRANT_INPUT, REASON_INPUT, duration, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
 import { ConversationReferenceStore } from './references.ts';
 
 
 export interface TeamsAppOptions {
   loaded: LoadedConfig;
   decide: Decide;
+  /** Signs every decision with the Teams decision key; required (unsigned decisions never count). */
+  signer: DecisionSigner | undefined;
   /** Overrides the `teams.appPassword` reference. */
   appPassword?: string;
   /** Overrides the `teams.certificate` references. */
@@ -211,14 +219,33 @@ class AirlockBot extends TeamsActivityHandler {
       this.log.warn({ tenantId, requestId }, 'decision from a foreign tenant refused');
       return refuse('This bot only accepts decisions from its own organisation; nothing was decided.');
     }
-    if (decision === 'reject' && !reason) return refuse('Say why you reject it: type a reason in the box, then click Reject. The requester sees it.', 'warning');
 
+    const grantRaw = data[GRANT_INPUT];
+    let grant: GrantChoice | undefined;
+    if (decision === 'approve' && typeof grantRaw === 'string' && grantRaw !== '' && grantRaw !== 'once') {
+      const forMs = Number(grantRaw);
+      if (!Number.isInteger(forMs) || forMs <= 0) return refuse('This card is damaged (unknown grant choice); nothing was decided.');
+      grant = { forMs };
+    }
+    const signer = this.opts.signer;
+    const channelUser = from.aadObjectId ?? from.id;
     const who = await resolveTeamsIdentity(context, this.opts.loaded.config, from);
     if (!who.ok) {
-      this.log.info({ teamsUser: from.aadObjectId ?? from.id, requestId, decision }, 'decision from an unmapped Teams user refused');
+      this.log.info({ teamsUser: channelUser, requestId, decision }, 'decision from an unmapped Teams user refused');
+      // Still sent (signed, with no approver) so the workflow audits the attempt; it is refused there.
+      if (signer) await this.opts.decide(signer.sign({ requestId, approver: '', approverGroups: [], decision, via: `teams:${channelUser}` }, channelUser)).catch(() => undefined);
       return refuse(who.error);
     }
-    const d: DecisionRequest = { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), via: `teams:${from.aadObjectId ?? from.id}` };
+    if (!signer) return refuse('This Teams app has no decision key (decisions.keys.teams.privateKey), so it cannot vouch for you; nothing was decided. Tell an Airlock admin.');
+    const d: DecisionRequest = signer.sign(
+      { requestId, approver: who.identity, approverGroups: who.groups, decision, ...(reason ? { reason: reason.slice(0, 1000) } : {}), ...(grant ? { grant } : {}), via: `teams:${channelUser}` },
+      channelUser,
+    );
+    if (decision === 'reject' && !reason) {
+      // Sent anyway (the workflow refuses and audits it); the clicker is told how to fix it.
+      await this.opts.decide(d).catch(() => undefined);
+      return refuse('Say why you reject it: type a reason in the box, then click Reject. The requester sees it.', 'warning');
+    }
     let res: DecisionResult;
     try {
       res = await this.opts.decide(d);
@@ -238,7 +265,7 @@ class AirlockBot extends TeamsActivityHandler {
       decision === 'reject'
         ? 'You rejected this request. The requester is told why.'
         : view.status === 'approved'
-          ? 'You approved this request: the operation runs now.'
+          ? `You approved this request: the operation runs now${view.grant ? `, and stays approved for ${duration(view.grant.forMs)}` : ' (once)'}.`
           : `Your approval is recorded (${view.decidedBy.length} of ${view.quorum}); waiting for more approvers.`;
     return { card: renderCard(view, { text: confirmation, tone: 'good' }).card, ok: true };
   }
@@ -321,6 +348,7 @@ export async function startTeamsApp(opts: TeamsAppOptions): Promise<RunningTeams
   const t = opts.loaded.config.teams;
   if (!t) throw new Error('teams is not configured (add a `teams:` block to the config)');
   const log = (opts.logger ?? rootLog).child({ component: 'teams-app' });
+  if (!opts.signer || opts.signer.source !== 'teams') throw new Error('decisions.keys.teams.privateKey is not configured: the Teams app must sign the decisions it relays');
   if (!t.appId) {
     if (!t.insecureSkipAuth) throw new Error('teams.appId is empty: incoming activities could not be authenticated');
     if (!isLoopback(t.listen.host)) throw new Error(`teams.insecureSkipAuth: refusing to listen on ${t.listen.host} without authentication (loopback only)`);

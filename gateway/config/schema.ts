@@ -329,6 +329,17 @@ const sshBlock = z
 export type SshConfig = z.infer<typeof sshBlock>;
 export type SshTargetConfig = z.infer<typeof sshTarget>;
 
+/** An Ed25519 key of one decision source (see workflows/decision-proof.ts). */
+const decisionKey = z
+  .object({
+    /** PKCS#8 PEM private key, where this source signs (its chat app, the operator's CLI). */
+    privateKey: secretRef.optional(),
+    /** SPKI PEM public key file the worker verifies with; derived from privateKey when absent. */
+    publicKey: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((k) => k.privateKey !== undefined || k.publicKey !== undefined, { message: 'a decision key needs privateKey (signer) and/or publicKey (worker)' });
+
 export const configSchema = z
   .object({
     listen: z
@@ -422,6 +433,19 @@ export const configSchema = z
         namespace: z.string().default('default'),
         taskQueue: z.string().default('airlock-approvals'),
         tls: z.object({ ca: z.string().optional(), cert: z.string().optional(), key: z.string().optional() }).strict().optional(),
+        /** Temporal Cloud / an API-key-protected frontend: sent as a bearer token on every call. */
+        apiKey: secretRef.optional(),
+        /** TLS server name to verify, when it differs from the address host. */
+        serverName: z.string().optional(),
+      })
+      .strict()
+      .optional(),
+    /** Proof of origin for approval decisions: a decision counts only when signed by its source's key. */
+    decisions: z
+      .object({
+        keys: z.object({ slack: decisionKey.optional(), teams: decisionKey.optional(), cli: decisionKey.optional() }).strict().default({}),
+        /** Signed decisions older than this are refused (replay window). */
+        maxAge: duration.default('5m'),
       })
       .strict()
       .optional(),
@@ -435,6 +459,8 @@ export const configSchema = z
         listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().default(3000) }).strict().default({ host: '127.0.0.1', port: 3000 }),
         /** Slack user id -> Airlock identity; otherwise mapped by email through users.info. */
         users: z.record(z.string(), z.string()).default({}),
+        /** Escalation mention name (an approver group) -> Slack ids to ping: user-group ids (S…) or user ids (U…). */
+        mentions: z.record(z.string(), z.array(z.string().regex(/^[SUW][A-Z0-9]{6,}$/, 'a Slack user-group id (S…) or user id (U…)')).min(1)).default({}),
       })
       .strict()
       .optional(),

@@ -3,7 +3,7 @@
 // policy that masks PII, blocks destructive statements and holds writes. A scripted tour with the
 // real psql shows each of those; then the gateway stays up for the user to try.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { stringify } from 'yaml';
@@ -22,6 +22,7 @@ import { startDevServer } from '../../workflows/dev-server.ts';
 import { startApprovalService } from '../../workflows/service.ts';
 import { connectClient } from '../../workflows/client.ts';
 import { submitDecision } from '../../workflows/decide.ts';
+import { signerFromConfig } from '../../workflows/decision-proof.ts';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
 
 export interface DemoOptions {
@@ -53,6 +54,8 @@ function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string
     listen: { postgres: { host: '127.0.0.1', port: gatewayPort } },
     auth: { signingKey: { file: 'signing.key' }, defaultTtl: '30m', maxTtl: '2h' },
     store: { sqlite: 'airlock.db' },
+    // The operator key: `airlock approvals approve` signs with it, the worker verifies.
+    decisions: { keys: { cli: { privateKey: { file: 'operator.key' } } } },
     identities: [
       { name: 'agent-7', groups: ['agents'], owner: 'alice' },
       { name: 'alice', groups: ['engineers', 'dba'] },
@@ -132,6 +135,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const dir = resolve(opts.dir);
   mkdirSync(dir, { recursive: true });
   for (const f of ['signing.key', 'mask.key']) secretFile(join(dir, f));
+  const operatorKey = join(dir, 'operator.key');
+  if (!existsSync(operatorKey)) writeFileSync(operatorKey, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async () => {
     for (const s of stops.reverse()) await s().catch(() => undefined);
@@ -201,9 +206,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     stops.push(() => client.connection.close());
     const bob = configuredIdentity(loaded, 'bob');
     const alice = configuredIdentity(loaded, 'alice');
-    const refused = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'alice', approverGroups: alice.groups, decision: 'approve', via: 'demo' });
+    const operator = signerFromConfig(loaded, 'cli')!;
+    const refused = await submitDecision(client, store, operator.sign({ requestId: pending.view.requestId, approver: 'alice', approverGroups: alice.groups, decision: 'approve', via: 'demo' }, 'demo'));
     say(`$ airlock approvals approve ${pending.view.requestId} --as alice\n${refused.ok ? 'approved' : `refused: ${refused.error}`}`);
-    const ok = await submitDecision(client, store, { requestId: pending.view.requestId, approver: 'bob', approverGroups: bob.groups, decision: 'approve', via: 'demo' });
+    const ok = await submitDecision(client, store, operator.sign({ requestId: pending.view.requestId, approver: 'bob', approverGroups: bob.groups, decision: 'approve', via: 'demo' }, 'demo'));
     say(`$ airlock approvals approve ${pending.view.requestId} --as bob\n${ok.ok ? 'approved' : `refused: ${ok.error}`}`);
     const r = await held.done;
     say(r.stdout.trimEnd());

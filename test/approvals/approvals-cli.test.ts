@@ -4,12 +4,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { HoldPosted, HoldRequest } from '../../gateway/approvals/approver.ts';
 import { TemporalApprover } from '../../gateway/approvals/temporal-approver.ts';
-import { eventually, IDENTITIES, startHarness, type Harness } from '../workflows/harness.ts';
+import { parseConfig } from '../../gateway/config/load.ts';
+import { checkProof, signerFromConfig, verificationKeys } from '../../workflows/decision-proof.ts';
+import { DECISIONS_YAML, eventually, IDENTITIES, startHarness, type Harness } from '../workflows/harness.ts';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'airlock.js');
@@ -26,6 +29,7 @@ before(async () => {
     `auth: { signingKey: { env: AIRLOCK_TEST_UNUSED_KEY } }
 store: { sqlite: airlock.db }
 temporal: { address: "${h.temporal.address}", namespace: default, taskQueue: ${h.taskQueue} }
+${DECISIONS_YAML}
 ${IDENTITIES}`,
   );
 });
@@ -34,8 +38,12 @@ after(async () => {
 });
 
 async function airlock(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return airlockWith(configFile, ...args);
+}
+
+async function airlockWith(config: string | undefined, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, '--config', configFile], { env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' }, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args, ...(config ? ['--config', config] : [])], { env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' }, timeout: 60_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -81,7 +89,7 @@ describe('airlock approvals (local channel)', () => {
 
     const stranger = await airlock('approvals', 'approve', requestId, '--as', 'nobody');
     assert.equal(stranger.code, 1);
-    assert.match(stranger.stderr, /refused: nobody is not in an approver group.*\(nobody is not listed under identities: in /);
+    assert.match(stranger.stderr, /refused: nobody is not a configured identity \(nobody is not listed under identities: in /);
 
     const ok = await airlock('approvals', 'approve', requestId, '--as', 'bob');
     assert.equal(ok.code, 0, ok.stderr);
@@ -94,7 +102,11 @@ describe('airlock approvals (local channel)', () => {
 
     const audit = h.store.listAudit(requestId);
     assert.equal(audit.filter((e) => e.kind === 'approval.decision-refused').length, 3);
-    assert.equal(audit.filter((e) => e.kind === 'approval.decision' && e.actor === 'bob' && e.detail.via === 'cli').length, 1);
+    // Audited by the workflow itself, with the verified source: the operator-key-signed CLI.
+    const accepted = audit.filter((e) => e.kind === 'approval.decision' && e.actor === 'bob');
+    assert.equal(accepted.length, 1);
+    assert.match(String(accepted[0].detail.via), /^cli:/);
+    assert.equal(accepted[0].detail.source, 'cli');
   });
 
   test('reject needs a reason, and the requester gets who and why; show prints the thread', async () => {
@@ -121,5 +133,62 @@ describe('airlock approvals (local channel)', () => {
     assert.equal(pending.stdout, 'no pending approval requests\n');
     const all = await airlock('approvals', 'list', '--all');
     assert.match(all.stdout, new RegExp(`${requestId}\\s+rejected`));
+  });
+
+  test('decisions are signed with the operator key: without it nothing is sent, with a wrong one the worker refuses and audits', async () => {
+    const held = hold('DELETE FROM customers WHERE id = 77');
+    const { requestId } = await held.posted();
+    const base = `auth: { signingKey: { env: AIRLOCK_TEST_UNUSED_KEY } }
+store: { sqlite: airlock.db }
+temporal: { address: "${h.temporal.address}", namespace: default, taskQueue: ${h.taskQueue} }
+${IDENTITIES}`;
+    const keyless = join(h.dir, 'keyless.yaml');
+    writeFileSync(keyless, base);
+    const none = await airlockWith(keyless, 'approvals', 'approve', requestId, '--as', 'bob');
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /no operator key \(decisions\.keys\.cli\.privateKey/);
+
+    writeFileSync(join(h.dir, 'rogue.key'), generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    const rogue = join(h.dir, 'rogue.yaml');
+    writeFileSync(rogue, `${base}\ndecisions: { keys: { cli: { privateKey: { file: rogue.key } } } }\n`);
+    const forged = await airlockWith(rogue, 'approvals', 'approve', requestId, '--as', 'bob');
+    assert.equal(forged.code, 1);
+    assert.match(forged.stderr, /refused: bad signature/);
+    await eventually(() => h.store.listAudit(requestId).find((e) => e.kind === 'approval.decision-refused' && /bad signature/.test(String(e.detail.error))), 10_000, 'the forged attempt audited');
+    assert.equal(h.local.get(requestId)?.request.view.status, 'pending');
+
+    // A short id (a unique prefix, as people copy it) works, and the grant choice reaches the worker.
+    const prefix = requestId.slice(0, requestId.length - 4);
+    const show = await airlock('approvals', 'show', prefix);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, new RegExp(`request\\s+${requestId}`));
+    const noFor = await airlock('approvals', 'approve', prefix, '--as', 'bob', '--runs', '2');
+    assert.notEqual(noFor.code, 0);
+    assert.match(noFor.stderr, /--runs needs --for/);
+    const grant = await airlock('approvals', 'approve', prefix, '--as', 'bob', '--for', '10m');
+    assert.equal(grant.code, 1);
+    const refusedGrant = await eventually(() => h.store.listAudit(requestId).find((e) => e.kind === 'approval.decision-refused' && e.actor === 'bob' && (e.detail.grant as { forMs?: number } | undefined)?.forMs === 600_000), 10_000, 'the grant choice in the audited decision');
+    assert.match(String(refusedGrant.detail.error), /grant|approve-once/);
+
+    const ok = await airlock('approvals', 'approve', prefix, '--as', 'bob');
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`${requestId}: approved by bob; the held operation runs now \\(once\\)`));
+    assert.equal((await held.outcome).outcome, 'approved');
+  });
+
+  test('keygen writes a decision key pair: the private half signs, the public half verifies, nothing is overwritten', async () => {
+    const file = join(h.dir, 'ops-decision.key');
+    const r = await airlockWith(undefined, 'approvals', 'keygen', file);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /decisions:\n  keys:\n    cli: \{ privateKey: \{ file: /);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = await airlockWith(undefined, 'approvals', 'keygen', file);
+    assert.notEqual(again.code, 0, 'an existing key is never overwritten');
+    const signerSide = parseConfig(`auth: { signingKey: { env: X } }\ndecisions: { keys: { cli: { privateKey: { file: ops-decision.key } } } }\n`, join(h.dir, 'a.yaml'), h.dir);
+    const workerSide = parseConfig(`auth: { signingKey: { env: X } }\ndecisions: { keys: { cli: { publicKey: ops-decision.key.pub } } }\n`, join(h.dir, 'b.yaml'), h.dir);
+    const d = signerFromConfig(signerSide, 'cli')!.sign({ requestId: 'r-1', approver: 'bob', approverGroups: [], decision: 'approve', via: 'cli' }, 'ops');
+    assert.equal(signerFromConfig(workerSide, 'cli'), undefined, 'the worker side cannot sign');
+    assert.equal(checkProof(verificationKeys(workerSide), 'r-1', d, { now: Date.now(), maxAgeMs: 60_000, notBefore: 0 }).ok, true);
+    assert.equal(checkProof(verificationKeys(workerSide), 'r-2', d, { now: Date.now(), maxAgeMs: 60_000, notBefore: 0 }).ok, false, 'bound to its request id');
   });
 });

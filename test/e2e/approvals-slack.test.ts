@@ -6,8 +6,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RunningGateway } from '../../gateway/app.ts';
-import type { ApprovalResult } from '../../workflows/definitions.ts';
-import { blockActionPayload, postInteraction, viewSubmissionPayload, type FakeMessage, type SignOptions } from '../support/fake-slack.ts';
+import { decideUpdate, type ApprovalResult } from '../../workflows/definitions.ts';
+import { blockActionPayload, postInteraction, postSlashCommand, viewSubmissionPayload, type FakeMessage, type SignOptions } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';
 import { WAIT, finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
 
@@ -124,6 +124,11 @@ async function approve(userId: string, msg: FakeMessage): Promise<void> {
 
 function ephemeralsFor(userId: string): string[] {
   return stack.slack.ephemerals.filter((e) => e.user === userId).map((e) => e.text);
+}
+
+/** The Update failed with a refusal whose message (on the failure's cause) matches. */
+function refusedWith(re: RegExp): (err: unknown) => boolean {
+  return (err) => err instanceof Error && re.test(String((err.cause as Error | undefined)?.message));
 }
 
 async function workflowStatus(requestId: string): Promise<string> {
@@ -453,4 +458,52 @@ SELECT 'alive:' || balance FROM accounts WHERE id = 10;
   assert.ok(elapsed < 30_000, `rejected promptly (took ${elapsed} ms)`);
   assert.equal(await balance(10), 100);
   assert.equal(requestMessage('balance + 10 WHERE id = 10'), undefined, 'nothing was posted');
+});
+
+test('a decision forged through the Temporal client (made-up approver, claimed dba group, no or a bad proof) releases nothing and is audited; a Slack click then does', { timeout: TEST_TIMEOUT }, async () => {
+  const { p, msg, requestId } = await holdVia(
+    'agent-1',
+    `UPDATE accounts SET balance = balance + 7 WHERE id = 17;
+SELECT 'after:' || balance FROM accounts WHERE id = 17;
+`,
+    'balance + 7 WHERE id = 17',
+  );
+  const handle = stack.temporal.client.workflow.getHandle(requestId);
+  // Exactly what `temporal workflow update execute --name decide` sends.
+  await assert.rejects(handle.executeUpdate(decideUpdate, { args: [{ approver: 'mallory', approverGroups: ['dba'], decision: 'approve', via: 'slack:UFAKE' }] }), refusedWith(/unsigned decision/));
+  // A well-formed proof with a made-up signature.
+  const bogus = {
+    approver: 'bob',
+    approverGroups: ['dba'],
+    decision: 'approve' as const,
+    via: 'slack:UBOB0001',
+    proof: { source: 'slack' as const, channelUser: 'UBOB0001', signedAt: Date.now(), nonce: 'n'.repeat(22), signature: Buffer.alloc(64, 7).toString('base64') },
+  };
+  await assert.rejects(handle.executeUpdate(decideUpdate, { args: [bogus] }), refusedWith(/bad signature/));
+
+  const refused = await waitFor(() => {
+    const rows = stack.store.listAudit(requestId).filter((e) => e.kind === 'approval.decision-refused');
+    return rows.length >= 2 ? rows : undefined;
+  }, 'both forged attempts audited by the workflow');
+  assert.deepEqual(refused.map((e) => e.actor).sort(), ['unverified:bob', 'unverified:mallory']);
+  assert.ok(refused.every((e) => e.detail.via === 'unverified'));
+  assert.equal(p.exitCode, undefined, 'still held');
+  assert.equal(await balance(17), 100);
+  assert.equal(await workflowStatus(requestId), 'RUNNING');
+
+  // `/airlock pending` (signed by Slack like every request) lists it, from Temporal's visibility.
+  await waitFor(async () => {
+    const res = await postSlashCommand(stack.slackEventsUrl, stack.signingSecret, { command: '/airlock', text: 'pending', userId: 'UBOB0001', channelId: stack.channelId });
+    return res.status === 200 && (JSON.parse(res.body) as { text: string }).text.includes(requestId);
+  }, '/airlock pending to list the held request');
+
+  await approve('UBOB0001', msg);
+  const r = await finished(p, 'approved by a signed Slack click');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^after:107$/m);
+  const accepted = stack.store.listAudit(requestId).find((e) => e.kind === 'approval.decision');
+  assert.equal(accepted?.actor, 'bob');
+  assert.equal(accepted?.detail.via, 'slack:UBOB0001', 'via is the verified source');
+  const rejecterSearchable = await stack.temporal.client.workflow.count(`AirlockRejecter = "nobody"`);
+  assert.equal(rejecterSearchable.count, 0, 'AirlockRejecter is a registered search attribute');
 });

@@ -118,6 +118,11 @@ function psql(identity: string, sql: string): Promise<LivePsql> {
 type Card = ReturnType<typeof cardOf>;
 
 /** The request's field from the card's FactSet. */
+/** The verbs a card's buttons submit: Approve's is inside its confirm step. */
+function decisionVerbs(card: Card): unknown[] {
+  return (card.actions ?? []).flatMap((a) => (a.type === 'Action.ShowCard' ? ((a.card as { actions?: Array<{ verb?: unknown }> }).actions ?? []).map((x) => x.verb) : [a.verb]));
+}
+
 function fact(card: Card, title: string): string {
   const fs = card.body.find((b) => b.type === 'FactSet') as { facts: Array<{ title: string; value: string }> } | undefined;
   return fs?.facts.find((f) => f.title === title)?.value ?? '';
@@ -233,15 +238,14 @@ test('a held statement is posted as an Adaptive Card 1.5 in the Teams channel (w
   assert.match(statusLine(card), /Waiting for 1 approval/);
 
   const actions = card.actions ?? [];
-  assert.deepEqual(
-    actions.map((a) => [a.type, a.verb, (a.data as { requestId?: string }).requestId]),
-    [
-      ['Action.Execute', 'approve', requestId],
-      ['Action.Execute', 'reject', requestId],
-    ],
-  );
+  // Approve is a confirm step (ShowCard) whose Confirm button is the Action.Execute; Reject submits directly.
+  assert.deepEqual(actions.map((a) => [a.type, a.title]), [['Action.ShowCard', 'Approve…'], ['Action.Execute', 'Reject']]);
+  const confirmStep = actions[0].card as { body: Array<Record<string, unknown>>; actions: Array<Record<string, unknown>> };
+  assert.deepEqual(confirmStep.actions.map((a) => [a.type, a.verb, (a.data as { requestId?: string }).requestId, a.title]), [['Action.Execute', 'approve', requestId, 'Confirm approval']]);
+  assert.match(String(confirmStep.body[0].text), /this exact operation runs on app as/);
+  assert.deepEqual([actions[1].verb, (actions[1].data as { requestId?: string }).requestId], ['reject', requestId]);
   assert.equal(actions[1].associatedInputs, 'auto', 'Reject sends the reason input');
-  for (const a of actions) assert.equal((a.fallback as { type?: string }).type, 'Action.Submit', 'a fallback for clients without Universal Actions');
+  for (const a of [confirmStep.actions[0], actions[1]]) assert.equal((a.fallback as { type?: string }).type, 'Action.Submit', 'a fallback for clients without Universal Actions');
   const reason = card.body.find((b) => b.type === 'Input.Text');
   assert.equal(reason?.id, 'reason');
   assert.match(String(reason?.label), /Reason/);
@@ -380,7 +384,7 @@ SELECT 'after:' || balance FROM accounts WHERE id = 5;
   assert.match(noticeLine(answer.card), /Your approval was not accepted: erin requested this operation and cannot approve it \(no self-approval\)/);
   assert.match(statusLine(answer.card), /Waiting for 1 approval/, 'the card shows the request still pending');
   assert.deepEqual(
-    (answer.card.actions ?? []).map((a) => a.verb),
+    decisionVerbs(answer.card),
     ['approve', 'reject'],
     'buttons stay',
   );
@@ -417,7 +421,7 @@ SELECT 'quorum-after:' || v FROM t_quorum WHERE id = 1;
   // One of two: both chats show it, the statement stays held.
   await waitFor(() => /Approved so far by bob \(1 of 2\)/.test(statusLine(channelCard(msg))), 'the Teams card shows 1 of 2');
   await waitFor(() => /bob.*\(1 of 2\)/.test(slackStatus(slackRequest(requestId)!)), 'the Slack message shows 1 of 2');
-  assert.deepEqual((channelCard(msg).actions ?? []).map((a) => a.verb), ['approve', 'reject'], 'buttons stay for the next approver');
+  assert.deepEqual(decisionVerbs(channelCard(msg)), ['approve', 'reject'], 'buttons stay for the next approver');
   assert.equal(p.exitCode, undefined, 'still held after one approval');
   assert.equal(await workflowStatus(requestId), 'RUNNING');
 
@@ -470,7 +474,7 @@ SELECT 'after:' || balance FROM accounts WHERE id = 7;
   assert.ok(!s.store.listAudit(requestId).some((e) => e.kind.startsWith('approval.decision')), 'no decision attempt reached the workflow');
   assert.equal(p.exitCode, undefined, 'still held');
   assert.equal(await balance(7), 100);
-  assert.deepEqual((channelCard(msg).actions ?? []).map((a) => a.verb), ['approve', 'reject']);
+  assert.deepEqual(decisionVerbs(channelCard(msg)), ['approve', 'reject']);
 
   // The same click, properly signed, is accepted.
   await invoke(tu.bob, msg, 'approve', { requestId });

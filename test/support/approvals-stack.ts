@@ -5,7 +5,7 @@
 // worker + Slack Bolt app), an embedded PostgreSQL, a real Temporal dev server, and live psql
 // processes whose output can be watched while their statement is held.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -188,6 +188,10 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
     writeFileSync(join(dir, 'hash.key'), randomBytes(32).toString('hex'));
     writeFileSync(join(dir, 'slack-bot.token'), slack.token);
     writeFileSync(join(dir, 'slack-signing.secret'), signingSecret);
+    // One decision key per source (decisions.keys): the apps and the CLI sign, the worker verifies.
+    for (const source of ['slack', 'teams', 'cli']) {
+      writeFileSync(join(dir, `${source}-decision.key`), generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    }
     const slackPort = await freePort();
     const base: AirlockConfigInput = {
       listen: { postgres: { host: '127.0.0.1', port: 0 } },
@@ -199,6 +203,13 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
       ],
       masking: { hashKey: { file: 'hash.key' } },
       policy: { rules: opts.rules },
+      decisions: {
+        keys: {
+          slack: { privateKey: { file: 'slack-decision.key' } },
+          teams: { privateKey: { file: 'teams-decision.key' } },
+          cli: { privateKey: { file: 'cli-decision.key' } },
+        },
+      },
       temporal: { address: temporal.address, namespace: temporal.namespace, taskQueue: `airlock-e2e-${randomUUID()}` },
       slack: {
         botToken: { file: 'slack-bot.token' },

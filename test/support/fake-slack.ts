@@ -422,6 +422,37 @@ export async function postInteraction(
   return { status: res.status, body: await res.text() };
 }
 
+/** POSTs a slash command (form fields, as Slack sends `/airlock pending`), signed like Slack does. */
+export async function postSlashCommand(
+  url: string,
+  signingSecret: string,
+  a: { command: string; text: string; userId: string; channelId: string },
+  opts: SignOptions = {},
+): Promise<{ status: number; body: string }> {
+  const body = new URLSearchParams({
+    token: 'legacy-verification-token',
+    team_id: 'T00000001',
+    team_domain: 'fake',
+    channel_id: a.channelId,
+    channel_name: 'approvals',
+    user_id: a.userId,
+    user_name: a.userId.toLowerCase(),
+    command: a.command,
+    text: a.text,
+    api_app_id: 'A00000001',
+    response_url: 'https://hooks.slack.invalid/commands/T00000001/1/x',
+    trigger_id: `${++triggerSeq}.1.fake-trigger`,
+  }).toString();
+  const ts = opts.timestamp ?? Math.floor(Date.now() / 1000);
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  if (!opts.unsigned) {
+    headers['x-slack-request-timestamp'] = String(ts);
+    headers['x-slack-signature'] = opts.signature ?? slackSignature(opts.secret ?? signingSecret, ts, body);
+  }
+  const res = await fetch(url, { method: 'POST', headers, body });
+  return { status: res.status, body: await res.text() };
+}
+
 let triggerSeq = 0;
 
 /** A `block_actions` payload for a button click on a message. */

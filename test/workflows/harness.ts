@@ -1,9 +1,11 @@
 // Shared setup for approval tests: a real Temporal dev server, the real SQLite store, the real
 // local channel in the same file, and a worker running the real workflow and activities.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import type { DecisionRequest } from '../../bots/channel.ts';
+import { signerFromConfig } from '../../workflows/decision-proof.ts';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
 import { parseConfig, type LoadedConfig } from '../../gateway/config/load.ts';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
@@ -20,8 +22,14 @@ export interface Harness {
   dir: string;
   dbFile: string;
   taskQueue: string;
+  /** Signs a decision with the operator (cli) key, as `airlock approvals approve` does. */
+  sign(d: DecisionRequest): DecisionRequest;
   close(): Promise<void>;
 }
+
+/** The operator key file the harness config names (decisions.keys.cli), relative to its dir. */
+export const CLI_KEY_FILE = 'cli-decision.key';
+export const DECISIONS_YAML = `decisions: { keys: { cli: { privateKey: { file: ${CLI_KEY_FILE} } } } }`;
 
 export const IDENTITIES = `
 identities:
@@ -35,9 +43,12 @@ identities:
 `;
 
 export function configFor(dir: string, address: string, taskQueue: string): LoadedConfig {
+  const keyFile = join(dir, CLI_KEY_FILE);
+  if (!existsSync(keyFile)) writeFileSync(keyFile, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
   const yaml = `
 auth: { signingKey: { env: AIRLOCK_TEST_UNUSED_KEY } }
 store: { sqlite: airlock.db }
+${DECISIONS_YAML}
 temporal: { address: "${address}", namespace: default, taskQueue: ${taskQueue} }
 ${IDENTITIES}`;
   return parseConfig(yaml, join(dir, 'airlock.yaml'), dir);
@@ -51,6 +62,7 @@ export async function startHarness(): Promise<Harness> {
   const loaded = configFor(dir, temporal.address, taskQueue);
   const store = SqliteStore.open(dbFile);
   const local = LocalChannel.open(dbFile);
+  const signer = signerFromConfig(loaded, 'cli')!;
   let worker: RunningWorker;
   try {
     worker = await runWorker({ loaded, store, channels: [local], connection: temporal.native });
@@ -67,6 +79,7 @@ export async function startHarness(): Promise<Harness> {
     dir,
     dbFile,
     taskQueue,
+    sign: (d) => signer.sign(d, 'test-operator'),
     async close() {
       await worker.shutdown();
       await temporal.stop();

@@ -1,13 +1,17 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
-import { MemoryApprovals } from '../../support/memory-approvals.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { MemoryApprovals, withoutProof } from '../../support/memory-approvals.ts';
+import { decisionSigner } from '../../../workflows/decision-proof.ts';
 import { NOT_MAPPED, resolveSlackSecrets, startSlackApp, type RunningSlackApp } from '../../../bots/slack/slack-app.ts';
 import { SlackChannel } from '../../../bots/slack/slack-channel.ts';
 import { parseConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
-import { FakeSlack, blockActionPayload, postInteraction, slackSignature, viewSubmissionPayload, type FakeSlackCall } from '../../support/fake-slack.ts';
+import { FakeSlack, blockActionPayload, postInteraction, postSlashCommand, slackSignature, viewSubmissionPayload, type FakeSlackCall } from '../../support/fake-slack.ts';
 
 const SECRET = 'test-signing-secret-8f2c';
+const SLACK_KEY = generateKeyPairSync('ed25519');
+const signer = decisionSigner('slack', SLACK_KEY.privateKey);
 
 const config = `
 auth: { signingKey: { env: AIRLOCK_TEST_SIGNING_KEY } }
@@ -33,7 +37,8 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
   let url: string;
   let channelId: string;
   let poster: SlackChannel;
-  const approvals = new MemoryApprovals();
+  // Decisions count only with the Slack app's signature, as on the worker.
+  const approvals = new MemoryApprovals(new Map([['slack', SLACK_KEY.publicKey]]));
 
   before(async () => {
     slack = await FakeSlack.start();
@@ -44,7 +49,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     slack.addUser('U0DAVE', { email: 'dave@example.com' });
     slack.addUser('U0MALLORY', { email: 'mallory@elsewhere.example' });
     loaded = parseConfig(config);
-    app = await startSlackApp({ loaded, decide: approvals.decide, botToken: slack.token, signingSecret: SECRET, apiUrl: slack.apiUrl });
+    app = await startSlackApp({ loaded, decide: approvals.decide, signer, pending: async () => [...approvals.requests.values()], botToken: slack.token, signingSecret: SECRET, apiUrl: slack.apiUrl });
     url = `http://127.0.0.1:${app.port}/slack/events`;
     poster = new SlackChannel({ botToken: slack.token, channel: '#db-approvals', apiUrl: slack.apiUrl });
   });
@@ -82,7 +87,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
 
   test('startup checks the bot token with auth.test and refuses a wrong one', async () => {
     await assert.rejects(
-      startSlackApp({ loaded, decide: approvals.decide, botToken: 'xoxb-wrong', signingSecret: SECRET, apiUrl: slack.apiUrl }),
+      startSlackApp({ loaded, decide: approvals.decide, signer, botToken: 'xoxb-wrong', signingSecret: SECRET, apiUrl: slack.apiUrl }),
       /bot token was refused/,
     );
   });
@@ -93,7 +98,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const res = await postInteraction(url, SECRET, click(ref, 'U0ALICE', 'airlock_approve', 'req-email').payload);
     assert.equal(res.status, 200);
     const eph = await feedback;
-    assert.deepEqual(approvals.attempts.at(-1), { requestId: 'req-email', approver: 'alice', approverGroups: ['dba'], decision: 'approve', reason: undefined, via: 'slack:U0ALICE' });
+    assert.deepEqual(withoutProof(approvals.attempts.at(-1)), { requestId: 'req-email', approver: 'alice', approverGroups: ['dba'], decision: 'approve', reason: undefined, via: 'slack:U0ALICE' });
     assert.ok(slack.callsTo('users.info').some((c) => c.params.user === 'U0ALICE'), 'looked up by email');
     assert.equal(eph.params.channel, channelId);
     assert.match(String(eph.params.text), /You approved request `req-email`: it is approved/);
@@ -106,7 +111,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const feedback = nextEphemeral('U0BOB');
     await postInteraction(url, SECRET, click(ref, 'U0BOB', 'airlock_approve', 'req-map').payload);
     const eph = await feedback;
-    assert.deepEqual(approvals.attempts.at(-1), { requestId: 'req-map', approver: 'bob', approverGroups: ['dba'], decision: 'approve', reason: undefined, via: 'slack:U0BOB' });
+    assert.deepEqual(withoutProof(approvals.attempts.at(-1)), { requestId: 'req-map', approver: 'bob', approverGroups: ['dba'], decision: 'approve', reason: undefined, via: 'slack:U0BOB' });
     assert.equal(slack.callsTo('users.info').length, lookups);
     assert.match(String(eph.params.text), /Your approval of request `req-map` is recorded \(1 of 2\)/);
   });
@@ -136,7 +141,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     assert.match(String((await feedback).params.text), /dave is not in an approver group/);
   });
 
-  test('an unmapped Slack user is refused and nothing is submitted', async () => {
+  test('an unmapped Slack user is refused; the attempt still reaches the workflow (to be audited) with no approver', async () => {
     const ref = await request({ requestId: 'req-unmapped', identity: 'dave' });
     const before = approvals.attempts.length;
     const feedback = nextEphemeral('U0MALLORY');
@@ -144,7 +149,53 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const eph = await feedback;
     assert.ok(String(eph.params.text).includes(NOT_MAPPED), String(eph.params.text));
     assert.match(String(eph.params.text), /U0MALLORY/);
-    assert.equal(approvals.attempts.length, before);
+    assert.equal(approvals.attempts.length, before + 1);
+    assert.deepEqual(withoutProof(approvals.attempts.at(-1)), { requestId: 'req-unmapped', approver: '', approverGroups: [], decision: 'approve', reason: undefined, via: 'slack:U0MALLORY' });
+    assert.equal(approvals.attempts.at(-1)?.proof?.channelUser, 'U0MALLORY');
+    assert.equal(approvals.requests.get('req-unmapped')?.status, 'pending');
+  });
+
+  test('the grant choice is explicit: Approve once, and Approve for <grantTtl> with a confirm that says it becomes reusable', async () => {
+    const ref = await request({ requestId: 'req-grant', identity: 'dave', grantTtlMs: 600_000, parameters: ["'Berlin'", '42'], details: ['tables: public.customers', 'session s-12 from 10.0.0.7'], waiting: 2 });
+    const msg = slack.messages.find((m) => m.ts === ref.ts)!;
+    const actions = msg.blocks.find((b) => b.type === 'actions') as unknown as { elements: Array<{ action_id: string; text: { text: string }; value: string; confirm?: { text: { text: string } } }> };
+    assert.deepEqual(actions.elements.map((e) => e.text.text), ['Approve once', 'Approve for 10 minutes', 'Reject']);
+    assert.match(actions.elements[1].confirm!.text.text, /becomes reusable/);
+    assert.match(actions.elements[0].confirm!.text.text, /runs once/);
+    const all = JSON.stringify(msg.blocks);
+    assert.match(all, /\$1 = 'Berlin'/);
+    assert.match(all, /session s-12 from 10\.0\.0\.7/);
+    assert.match(all, /2 sessions are waiting/);
+
+    const feedback = nextEphemeral('U0ALICE');
+    await postInteraction(url, SECRET, click(ref, 'U0ALICE', 'airlock_approve_grant', actions.elements[1].value).payload);
+    await feedback;
+    const d = approvals.attempts.at(-1)!;
+    assert.deepEqual(d.grant, { forMs: 600_000 });
+    assert.equal(d.requestId, 'req-grant');
+
+    // A rule without grantTtl: approve-once only, no grant button.
+    const plain = await request({ requestId: 'req-once', identity: 'dave' });
+    const plainActions = slack.messages.find((m) => m.ts === plain.ts)!.blocks.find((b) => b.type === 'actions') as unknown as { elements: Array<{ text: { text: string } }> };
+    assert.deepEqual(plainActions.elements.map((e) => e.text.text), ['Approve once', 'Reject']);
+  });
+
+  test('/airlock pending lists pending requests to a mapped user, privately; the request must carry Slack\'s signature', async () => {
+    await request({ requestId: 'req-listed', identity: 'dave', text: 'UPDATE t SET x = 1 WHERE id = 9' });
+    const ok = await postSlashCommand(url, SECRET, { command: '/airlock', text: 'pending', userId: 'U0BOB', channelId });
+    assert.equal(ok.status, 200);
+    const answer = JSON.parse(ok.body) as { response_type: string; text: string };
+    assert.equal(answer.response_type, 'ephemeral');
+    assert.match(answer.text, /pending approval request/);
+    assert.match(answer.text, /`req-listed` `dave` on `prod-db`: `UPDATE t SET x = 1 WHERE id = 9`/);
+    assert.doesNotMatch(answer.text, /req-email/, 'decided requests are not listed');
+
+    const forged = await postSlashCommand(url, SECRET, { command: '/airlock', text: 'pending', userId: 'U0BOB', channelId }, { secret: 'wrong' });
+    assert.equal(forged.status, 401);
+    const unmapped = await postSlashCommand(url, SECRET, { command: '/airlock', text: 'pending', userId: 'U0MALLORY', channelId });
+    assert.match((JSON.parse(unmapped.body) as { text: string }).text, new RegExp(NOT_MAPPED));
+    const help = await postSlashCommand(url, SECRET, { command: '/airlock', text: 'dance', userId: 'U0BOB', channelId });
+    assert.match((JSON.parse(help.body) as { text: string }).text, /Usage: `\/airlock pending`/);
   });
 
   test('Reject opens a modal asking for a reason; submitting it rejects with that reason', async () => {
@@ -170,7 +221,7 @@ describe('Slack app: Approve/Reject clicks become validated decisions', () => {
     const sub = await postInteraction(url, SECRET, viewSubmissionPayload({ userId: 'U0CAROL', callbackId: modal.callback_id, privateMetadata: modal.private_metadata, values: { [input!.block_id!]: { [input!.element!.action_id]: 'no deletes during the freeze' } } }));
     assert.equal(sub.status, 200);
     const eph = await feedback;
-    assert.deepEqual(approvals.attempts.at(-1), { requestId: 'req-reject', approver: 'carol', approverGroups: ['dba', 'sre'], decision: 'reject', reason: 'no deletes during the freeze', via: 'slack:U0CAROL' });
+    assert.deepEqual(withoutProof(approvals.attempts.at(-1)), { requestId: 'req-reject', approver: 'carol', approverGroups: ['dba', 'sre'], decision: 'reject', reason: 'no deletes during the freeze', via: 'slack:U0CAROL' });
     assert.match(String(eph.params.text), /You rejected request `req-reject`/);
     assert.equal(eph.params.channel, channelId);
     assert.equal(approvals.requests.get('req-reject')?.status, 'rejected');

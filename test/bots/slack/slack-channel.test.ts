@@ -196,6 +196,15 @@ describe('SlackChannel against a fake Slack Web API', () => {
     assert.equal(buttons(msg).length, 2, 'still decidable');
   });
 
+  test('escalation mentions reach people: group names mapped by slack.mentions become user-group and user pings', async () => {
+    const mapped = new SlackChannel({ botToken: slack.token, channel: '#db-approvals', escalationChannel: '#db-escalations', apiUrl: slack.apiUrl, mentions: { dba: ['S0DBA0001'], 'dba-leads': ['U0LEAD001', 'U0LEAD002'] } });
+    const ref = await mapped.post(view());
+    const before = slack.messagesIn(escalations).length;
+    await mapped.escalate(ref, view(), { mention: ['dba', '@dba-leads', 'unmapped'] });
+    const esc = slack.messagesIn(escalations).slice(before);
+    assert.match(esc[0].text, /^:rotating_light: <!subteam\^S0DBA0001> <@U0LEAD001> <@U0LEAD002> @unmapped approval request/);
+  });
+
   test('a step channel overrides the configured escalation channel; with none, the thread is broadcast', async () => {
     const oncall = slack.addChannel('oncall');
     const ref = await channel.post(view());

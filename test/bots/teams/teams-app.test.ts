@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ApprovalView, MessageRef } from '../../../bots/channel.ts';
-import { MemoryApprovals } from '../../support/memory-approvals.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { MemoryApprovals, withoutProof } from '../../support/memory-approvals.ts';
+import { decisionSigner } from '../../../workflows/decision-proof.ts';
 import { NOT_MAPPED, startTeamsApp, type RunningTeamsApp } from '../../../bots/teams/teams-app.ts';
 import { TeamsChannel } from '../../../bots/teams/teams-channel.ts';
 import { parseConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
@@ -12,6 +14,8 @@ import { FakeBotConnector, cardOf, cardText, type FakeTeamsUser } from '../../su
 
 const APP_ID = '0b7e51c2-94d1-4d0a-a3a5-7c2f3b9e6d21';
 const PASSWORD = 'teams-app-secret~2';
+const TEAMS_KEY = generateKeyPairSync('ed25519');
+const signer = decisionSigner('teams', TEAMS_KEY.privateKey);
 
 
 interface InvokeAnswer {
@@ -28,7 +32,8 @@ describe('Teams app: Adaptive Card clicks become validated decisions', () => {
   let channelId: string;
   let poster: TeamsChannel;
   let dir: string;
-  const approvals = new MemoryApprovals();
+  // Decisions count only with the Teams app's signature, as on the worker.
+  const approvals = new MemoryApprovals(new Map([['teams', TEAMS_KEY.publicKey]]));
   let alice: FakeTeamsUser;
   let bob: FakeTeamsUser;
   let carol: FakeTeamsUser;
@@ -73,7 +78,7 @@ teams:
       join(dir, 'airlock.yaml'),
       dir,
     );
-    app = await startTeamsApp({ loaded, decide: approvals.decide, lookup: approvals.lookup });
+    app = await startTeamsApp({ loaded, decide: approvals.decide, signer, lookup: approvals.lookup });
     url = `http://127.0.0.1:${app.port}/api/messages`;
     poster = TeamsChannel.fromConfig(loaded);
   });
@@ -140,7 +145,8 @@ teams:
     assert.equal(answer.value.actions, undefined, 'no buttons once decided');
 
     const d = approvals.attempts.at(-1)!;
-    assert.deepEqual(d, { requestId: 'r-approve', approver: 'carol', approverGroups: ['dba', 'sre'], decision: 'approve', via: `teams:${carol.aadObjectId}` });
+    assert.equal(d.proof?.channelUser, carol.aadObjectId);
+    assert.deepEqual(withoutProof(d), { requestId: 'r-approve', approver: 'carol', approverGroups: ['dba', 'sre'], decision: 'approve', via: `teams:${carol.aadObjectId}` });
     // TeamsInfo.getMember went to the Bot Connector, with the bot's token.
     const member = fake.calls.find((c) => c.method === 'GET' && c.path.endsWith(`/members/${encodeURIComponent(carol.id)}`));
     assert.ok(member, 'members lookup');
@@ -152,6 +158,30 @@ teams:
     assert.match(cardText(shared), /Approved\*\* by carol/);
     assert.doesNotMatch(cardText(shared), /You approved/, 'the clicker-only confirmation is not shown to everyone');
     assert.equal(shared.actions, undefined);
+  });
+
+  test('Approve is a confirm step with the grant choice when the rule allows reuse; the choice arrives, signed, in the decision', async () => {
+    const ref = await request({ requestId: 'r-grant', identity: 'agent-billing', owner: 'alice', grantTtlMs: 600_000, quorum: 2 });
+    const card = cardNow(ref);
+    const step = card.actions?.[0] as { type: string; card: { body: Array<Record<string, unknown>>; actions: Array<Record<string, unknown>> } };
+    assert.equal(step.type, 'Action.ShowCard');
+    const choice = step.card.body.find((b) => b.type === 'Input.ChoiceSet') as { id: string; value: string; choices: Array<{ title: string; value: string }> };
+    assert.equal(choice.value, 'once', 'approve-once is the default');
+    assert.deepEqual(choice.choices.map((c) => c.value), ['once', '600000']);
+    assert.match(choice.choices[1].title, /For 10 minutes: the approval becomes reusable/);
+
+    await click(ref, carol, 'approve', { requestId: 'r-grant', grant: '600000' });
+    const d = approvals.attempts.at(-1)!;
+    assert.deepEqual(d.grant, { forMs: 600_000 });
+    assert.ok(d.proof, 'signed, so the grant cannot be widened on the way');
+    await click(ref, erin, 'approve', { requestId: 'r-grant', grant: 'once' });
+    assert.equal(approvals.attempts.at(-1)?.grant, undefined);
+    // A rule without grantTtl offers no choice.
+    const plain = await request({ requestId: 'r-nogrant', identity: 'agent-billing', owner: 'alice' });
+    const plainStep = cardNow(plain).actions?.[0] as { card: { body: Array<Record<string, unknown>> } };
+    assert.equal(plainStep.card.body.some((b) => b.type === 'Input.ChoiceSet'), false);
+    const bad = await click(plain, carol, 'approve', { requestId: 'r-nogrant', grant: 'forever' });
+    assert.match(cardText(bad.answer.value), /unknown grant choice/);
   });
 
   test('reject with a reason: mapped through teams.users, the reason reaches decide and the card', async () => {
@@ -169,11 +199,13 @@ teams:
     assert.equal(fake.calls.filter((c) => c.path.endsWith(`/members/${encodeURIComponent(bob.id)}`)).length, 0);
   });
 
-  test('reject without a reason is sent back to the clicker; nothing is decided', async () => {
+  test('reject without a reason is sent back to the clicker (and audited as a refused attempt); nothing is decided', async () => {
     const ref = await request({ requestId: 'r-noreason', identity: 'agent-billing', owner: 'alice' });
     const n = approvals.attempts.length;
     const { answer } = await click(ref, carol, 'reject', { requestId: 'r-noreason', reason: '   ' });
-    assert.equal(approvals.attempts.length, n);
+    // The attempt reaches the workflow (refused there, and audited); nothing is decided.
+    assert.equal(approvals.attempts.length, n + 1);
+    assert.equal(approvals.requests.get('r-noreason')?.status, 'pending');
     assert.match(cardText(answer.value), /Say why you reject it/);
     assert.ok(answer.value.actions?.length, 'the buttons stay so the clicker can try again');
   });
@@ -208,7 +240,10 @@ teams:
     const ref = await request({ requestId: 'r-unmapped', identity: 'agent-billing', owner: 'alice' });
     const n = approvals.attempts.length;
     const m = await click(ref, mallory, 'approve', { requestId: 'r-unmapped' });
-    assert.equal(approvals.attempts.length, n, 'decide is not called for an unknown person');
+    // Sent anyway, signed with no approver, so the workflow audits the attempt (and refuses it).
+    assert.equal(approvals.attempts.length, n + 1);
+    assert.equal(approvals.attempts.at(-1)?.approver, '');
+    assert.equal(approvals.attempts.at(-1)?.proof?.channelUser, mallory.aadObjectId);
     assert.ok(cardText(m.answer.value).includes(NOT_MAPPED));
     assert.match(cardText(m.answer.value), /mallory@elsewhere\.example|teams\.users/);
     const d = await click(ref, dave, 'approve', { requestId: 'r-unmapped' });
@@ -236,7 +271,8 @@ teams:
     const ref = await request({ requestId: 'r-guest', identity: 'agent-billing', owner: 'alice' });
     const n = approvals.attempts.length;
     const { answer } = await click(ref, guest, 'approve', { requestId: 'r-guest' });
-    assert.equal(approvals.attempts.length, n);
+    assert.equal(approvals.attempts.length, n + 1);
+    assert.equal(approvals.attempts.at(-1)?.approver, '', 'audited as an unmapped attempt, not as carol');
     assert.match(cardText(answer.value), /guest accounts are only accepted through teams\.users/);
   });
 
@@ -303,7 +339,7 @@ teams:
   });
 
   test('without a lookup, a refused clicker still gets a card that says why', async () => {
-    const bare = await startTeamsApp({ loaded, decide: approvals.decide });
+    const bare = await startTeamsApp({ loaded, decide: approvals.decide, signer });
     try {
       const ref = await request({ requestId: 'r-nolookup', identity: 'agent-billing', owner: 'alice' });
       const activity = fake.invokeActivity({ conversationId: ref.conversationId, replyToId: ref.activityId, user: alice, verb: 'approve', data: { requestId: 'r-nolookup' } });
@@ -325,8 +361,8 @@ teams:
   test('without an app id the app starts only with insecureSkipAuth, and only on loopback', async () => {
     const cfg = (extra: string): LoadedConfig =>
       parseConfig(`auth: { signingKey: { env: X } }\nteams:\n  appId: ''\n  insecureSkipAuth: true\n  serviceUrl: ${fake.serviceUrl}\n  referenceStore: ${join(dir, 'x.json')}\n${extra}`);
-    await assert.rejects(startTeamsApp({ loaded: cfg(`  listen: { host: 0.0.0.0, port: 0 }\n`), decide: approvals.decide }), /loopback only/);
-    const local = await startTeamsApp({ loaded: cfg(`  listen: { host: 127.0.0.1, port: 0 }\n`), decide: approvals.decide });
+    await assert.rejects(startTeamsApp({ loaded: cfg(`  listen: { host: 0.0.0.0, port: 0 }\n`), decide: approvals.decide, signer }), /loopback only/);
+    const local = await startTeamsApp({ loaded: cfg(`  listen: { host: 127.0.0.1, port: 0 }\n`), decide: approvals.decide, signer });
     try {
       const res = await fake.deliver(`http://127.0.0.1:${local.port}/api/messages`, fake.installActivity(channelId), null);
       assert.equal(res.status, 200);

@@ -112,16 +112,15 @@ describe('TeamsChannel: requests as Adaptive Cards through the Bot Connector', (
     assert.equal(reason.id, 'reason');
 
     const actions = card.actions ?? [];
-    assert.deepEqual(
-      actions.map((a) => [a.type, a.verb, a.data]),
-      [
-        ['Action.Execute', 'approve', { requestId: 'req-7f3a' }],
-        ['Action.Execute', 'reject', { requestId: 'req-7f3a' }],
-      ],
-    );
-    assert.equal(actions[0].associatedInputs, 'none');
-    assert.equal(actions[1].associatedInputs, 'auto');
-    assert.deepEqual(actions.map((a) => (a.fallback as Element).type), ['Action.Submit', 'Action.Submit']);
+    // Approve is a confirm step (a ShowCard) whose only button submits; Reject submits with the reason.
+    assert.deepEqual(actions.map((a) => [a.type, a.title]), [['Action.ShowCard', 'Approve…'], ['Action.Execute', 'Reject']]);
+    const confirm = actions[0].card as { body: Element[]; actions: Element[] };
+    assert.deepEqual(confirm.actions.map((a) => [a.type, a.verb, a.data, a.title]), [['Action.Execute', 'approve', { requestId: 'req-7f3a' }, 'Confirm approval']]);
+    assert.match(String(confirm.body[0].text), /this exact operation runs on/);
+    assert.equal(confirm.actions[0].associatedInputs, 'auto');
+    assert.deepEqual((confirm.actions[0].fallback as Element).data, { verb: 'approve', requestId: 'req-7f3a' });
+    assert.deepEqual([actions[1].verb, actions[1].data, actions[1].associatedInputs], ['reject', { requestId: 'req-7f3a' }, 'auto']);
+    assert.equal((actions[1].fallback as Element).type, 'Action.Submit');
     assert.deepEqual((actions[1].fallback as Element).data, { verb: 'reject', requestId: 'req-7f3a' });
     // The fake stored it as the root of a new thread.
     assert.equal(fake.message(ref.activityId)?.threadId, ref.activityId);
