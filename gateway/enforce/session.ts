@@ -183,7 +183,9 @@ export class EnforcementSession {
       ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
       : o.binding;
     const onRequested = (p: HoldRequested) => {
-      if (o.signal.aborted) return;
+      // A re-attached request is announced once, when it is known to be visible (onPosted), or
+      // as a grant use.
+      if (o.signal.aborted || p.reattached) return;
       o.notify({ stage: 'requested', message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached' : 'created'}, posting to ${p.channel}`, detail: `rule ${d.rule}: ${d.reason}` });
     };
     const onPosted = (p: HoldPosted) => {

@@ -48,7 +48,7 @@ function postCount(requestId: string): number {
 }
 
 function approve(requestId: string, approver = 'bob') {
-  return submitDecision(h.temporal.client, h.store, { requestId, approver, approverGroups: ['dba'], decision: 'approve', via: 'test' });
+  return submitDecision(h.temporal.client, h.store, h.sign({ requestId, approver, approverGroups: ['dba'], decision: 'approve', via: 'test' }));
 }
 
 describe('TemporalApprover', () => {
@@ -140,7 +140,7 @@ describe('TemporalApprover', () => {
     let id = '';
     const first = approver.hold(req, (p) => (id = p.requestId), new AbortController().signal);
     await eventually(() => id !== '', 10_000, 'posted');
-    assert.equal((await submitDecision(h.temporal.client, h.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'not now', via: 'test' })).ok, true);
+    assert.equal((await submitDecision(h.temporal.client, h.store, h.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'not now', via: 'test' }))).ok, true);
     assert.deepEqual(await first, { outcome: 'rejected', requestId: id, by: 'bob', reason: 'not now' });
 
     let again: HoldPosted | undefined;
@@ -168,8 +168,8 @@ describe('TemporalApprover', () => {
     let id = '';
     const first = approver.hold(holdRequest(text), (p) => (id = p.requestId), new AbortController().signal);
     await eventually(() => id !== '', 10_000, 'posted');
-    // The approver asks for an hour; the rule's grantTtl (60 s) caps it.
-    const d = await submitDecision(h.temporal.client, h.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test', grant: { forMs: 3_600_000, runs: 2 } });
+    // The approver chooses the longest reuse the rule allows (its grantTtl, 60 s), bounded to 2 runs.
+    const d = await submitDecision(h.temporal.client, h.store, h.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test', grant: { forMs: 60_000, runs: 2 } }));
     assert.equal(d.ok, true);
     const o1 = await first;
     assert.equal(o1.outcome, 'approved');

@@ -105,13 +105,13 @@ async function holdVia(identity: string, sql: string, fragment: string, gw?: Run
   const p = await stack.psql(identity, sql, gw);
   const msg = await waitFor(() => requestMessage(fragment), `the request for "${fragment}" in Slack`);
   const requestId = requestIdOf(msg);
-  await waitFor(() => p.stderr.includes('approval required') || p.exitCode !== undefined, 'the NOTICE on the held connection');
+  await waitFor(() => p.stderr.match(/approval required: request \S+ (posted to|re-attached in)/) || p.exitCode !== undefined, 'the NOTICE on the held connection');
   assert.equal(p.exitCode, undefined, `psql must still be held; stderr: ${p.stderr}`);
   assert.match(p.stderr, new RegExp(`NOTICE: .*approval required: request ${requestId} (posted to|re-attached in) Slack #db-approvals, waiting up to \\d+ minutes?`));
   return { p, msg, requestId };
 }
 
-async function click(userId: string, msg: FakeMessage, action: 'airlock_approve' | 'airlock_reject', sign: SignOptions = {}): Promise<{ status: number; body: string; triggerId: string }> {
+async function click(userId: string, msg: FakeMessage, action: 'airlock_approve' | 'airlock_approve_grant' | 'airlock_reject', sign: SignOptions = {}): Promise<{ status: number; body: string; triggerId: string }> {
   const { payload, triggerId } = blockActionPayload({ userId, channelId: msg.channel, messageTs: msg.ts, actionId: action, value: requestIdOf(msg) });
   const res = await postInteraction(stack.slackEventsUrl, stack.signingSecret, payload, sign);
   return { ...res, triggerId };
@@ -310,7 +310,7 @@ test('psql killed while held: the workflow ends cancelled and the Slack message 
     return (await h.result()) as ApprovalResult;
   }, 'the workflow to complete');
   assert.equal(result.outcome, 'cancelled');
-  assert.match(result.reason ?? '', /client disconnected/);
+  assert.match(result.reason ?? '', /cancelled by the client/);
   await waitFor(() => !hasButtons(msg) && /\*Cancelled\*/.test(statusOf(msg)), 'the message shows the cancellation');
 
   await approve('UBOB0001', msg);
@@ -333,7 +333,8 @@ SELECT 'after-outage';
     const r = await finished(p, 'update during the Slack outage');
     const elapsed = Date.now() - started;
     assert.match(r.stderr, /ERROR: {2}AL003: Airlock: approval could not be obtained \(rule review-outage\): could not post the approval request by the deadline \(post request via slack: .*Slack answered HTTP 500.*\); failing closed/);
-    assert.doesNotMatch(r.stderr, /approval required/, 'never told it was posted');
+    assert.match(r.stderr, /approval required: request \S+ created, posting to Slack/, 'told at once that a request was made');
+    assert.doesNotMatch(r.stderr, /approval required: request \S+ posted to/, 'never told it was posted');
     assert.match(r.stdout, /^after-outage$/m, 'the session stays usable');
     assert.ok(elapsed < 60_000, `rejected at the 6s deadline, not later (took ${elapsed} ms)`);
     assert.ok(stack.slack.callsTo('chat.postMessage').length - before >= 2, 'posting was retried');
@@ -343,20 +344,23 @@ SELECT 'after-outage';
   }
 });
 
-test('a second gateway holding the same statement re-attaches to the same request: one Slack post, one approval releases both', { timeout: TEST_TIMEOUT }, async () => {
+test('a second gateway holding the same statement re-attaches to the same request: one Slack post; approve-once releases exactly one of them', { timeout: TEST_TIMEOUT }, async () => {
   const gwB = await stack.startGateway();
   const sql = (tag: string) => `UPDATE accounts SET balance = balance + 8 WHERE id = 8;\nSELECT '${tag}-after:' || balance FROM accounts WHERE id = 8;\n`;
   const a = await holdVia('erin', sql('a'), 'balance + 8 WHERE id = 8');
   const b = await stack.psql('erin', sql('b'), gwB);
-  await waitFor(() => b.stderr.includes('approval required') || b.exitCode !== undefined, 'the NOTICE on gateway B');
+  await waitFor(() => b.stderr.match(/approval required: request \S+ (posted to|re-attached in)/) || b.exitCode !== undefined, 'the NOTICE on gateway B');
   assert.match(b.stderr, new RegExp(`approval required: request ${a.requestId} re-attached in Slack #db-approvals`));
   assert.equal(topLevelPostsFor(a.requestId), 1, 'posted once');
 
+  const before = await balance(8);
   await approve('UBOB0001', a.msg);
   const [ra, rb] = await Promise.all([finished(a.p, 'gateway A'), finished(b, 'gateway B')]);
-  assert.match(ra.stdout, /^UPDATE 1$/m);
-  assert.match(rb.stdout, /^UPDATE 1$/m);
-  assert.equal(await balance(8), 116);
+  const ran = [ra, rb].filter((r) => /^UPDATE 1$/m.test(r.stdout));
+  const refused = [ra, rb].filter((r) => /ERROR: .*approval request \S+ was cancelled: .*approved once/.test(r.stderr));
+  assert.equal(ran.length, 1, 'one approval, one run');
+  assert.equal(refused.length, 1, `the other session is told the approval covered another one: ${ra.stderr} ${rb.stderr}`);
+  assert.equal(await balance(8), before + 8);
   assert.equal(topLevelPostsFor(a.requestId), 1);
 });
 
@@ -375,7 +379,7 @@ test('a gateway process that crashes while a statement is held: the retry throug
   assert.equal(await workflowStatus(requestId), 'RUNNING', 'a crash cancels nothing: the request is still pending');
 
   const retry = await stack.psql('erin', sql);
-  await waitFor(() => retry.stderr.includes('approval required') || retry.exitCode !== undefined, 'the NOTICE on the retry');
+  await waitFor(() => retry.stderr.match(/approval required: request \S+ (posted to|re-attached in)/) || retry.exitCode !== undefined, 'the NOTICE on the retry');
   assert.match(retry.stderr, new RegExp(`approval required: request ${requestId} re-attached in Slack #db-approvals`));
   assert.equal(topLevelPostsFor(requestId), 1, 'not posted twice');
 
@@ -387,11 +391,13 @@ test('a gateway process that crashes while a statement is held: the retry throug
   assert.equal(topLevelPostsFor(requestId), 1);
 });
 
-test('a restarted gateway runs a retry of an approved statement within the grant TTL without a second request', { timeout: TEST_TIMEOUT }, async () => {
+test('a restarted gateway runs a retry within a reusable grant the approver chose, without a second request', { timeout: TEST_TIMEOUT }, async () => {
   const first = await stack.startGateway();
   const sql = `UPDATE accounts SET balance = balance + 7 WHERE id = 7;\n`;
   const { p, msg, requestId } = await holdVia('erin', sql, 'balance + 7 WHERE id = 7', first);
-  await approve('UBOB0001', msg);
+  // "Approve for <grantTtl>": the approver explicitly makes the approval reusable.
+  const g = await click('UBOB0001', msg, 'airlock_approve_grant');
+  assert.equal(g.status, 200, g.body);
   assert.match((await finished(p, 'first run')).stdout, /^UPDATE 1$/m);
   await first.close(); // the gateway goes away (restart)
 
@@ -402,6 +408,7 @@ test('a restarted gateway runs a retry of an approved statement within the grant
   assert.doesNotMatch(r.stderr, /approval required/, 'no second request');
   assert.match(r.stdout, /^UPDATE 1$/m);
   assert.match(r.stdout, /^retry-after:114$/m);
+  assert.match(r.stderr, new RegExp(`running under reusable approval ${requestId} \\(use 2, valid until `), 'the client is told it ran under a grant');
   assert.equal(topLevelPostsFor(requestId), 1);
   assert.ok(stack.store.listAudit(requestId).some((e) => e.kind === 'approval.grant-used'));
 });

@@ -165,7 +165,7 @@ async function hold(identity: string, sql: string, fragment: string): Promise<{ 
   const card = await waitFor(() => teamsRequest(fragment), `the card for "${fragment}" in Teams`);
   const requestId = fact(cardOf(card.activity), 'Request');
   assert.match(requestId, /^airlock-[0-9a-f]{16}$/, 'the card names its request id');
-  await waitFor(() => p.stderr.includes('approval required') || p.exitCode !== undefined, 'the NOTICE on the held connection');
+  await waitFor(() => p.stderr.match(/approval required: request \S+ (posted to|re-attached in)/) || p.exitCode !== undefined, 'the NOTICE on the held connection');
   assert.equal(p.exitCode, undefined, `psql must still be held; stderr: ${p.stderr}`);
   assert.match(p.stderr, new RegExp(`NOTICE: .*approval required: request ${requestId} posted to Slack #db-approvals and Microsoft Teams ${s.teamsChannelId.replace(/[.]/g, '\\.')}`));
   return { p, card, requestId };

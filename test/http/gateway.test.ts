@@ -341,7 +341,7 @@ describe('HTTP gateway', () => {
     assert.equal(view.rule, 'review-payments');
     assert.match(view.text, /^POST \/v1\/payments\n\{"amount":100,"to":"acme"\}$/, 'the body as rules match it: canonical JSON');
     assert.equal(seen.filter((s) => s.url.includes('/payments')).length, before, 'held, not forwarded');
-    const d = await submitDecision(h.temporal.client, h.store, { requestId: view.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
+    const d = await submitDecision(h.temporal.client, h.store, h.sign({ requestId: view.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' }));
     assert.equal(d.ok, true);
     const r = await running;
     assert.equal(r.status, 200, r.body);
@@ -359,7 +359,7 @@ describe('HTTP gateway', () => {
     const body = JSON.parse(first.body) as { error: string; requestId: string; deadline: string };
     assert.equal(body.error, 'approval pending');
     assert.match(body.requestId, /^airlock-/);
-    const d = await submitDecision(h.temporal.client, h.store, { requestId: body.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
+    const d = await submitDecision(h.temporal.client, h.store, h.sign({ requestId: body.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' }));
     assert.equal(d.ok, true);
     const retry = await curl('/billing/v1/payments', args);
     assert.equal(retry.status, 200, retry.body);

@@ -78,7 +78,7 @@ function pending(text: string) {
 }
 
 function decide(requestId: string, decision: 'approve' | 'reject', reason?: string) {
-  return submitDecision(h.temporal.client, h.store, { requestId, approver: 'bob', approverGroups: ['dba'], decision, via: 'test', ...(reason ? { reason } : {}) });
+  return submitDecision(h.temporal.client, h.store, h.sign({ requestId, approver: 'bob', approverGroups: ['dba'], decision, via: 'test', ...(reason ? { reason } : {}) }));
 }
 
 function lastOperation(connection: string, pred: (text: string) => boolean) {

@@ -50,7 +50,7 @@ test('a held command is posted to the approval channel, approved by a DBA, then 
   const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
   const id = await postedRequestId(cmd);
   assert.equal(existsSync(marker), false, 'held, not run');
-  const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
+  const d = await submitDecision(wf.temporal.client, wf.store, wf.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' }));
   assert.ok(d.ok, d.ok ? '' : d.error);
   const r = await p;
   assert.equal(r.code, 0, r.stderr);
@@ -65,7 +65,7 @@ test('a held command rejected in the approval channel does not run and says who 
   const cmd = `echo deploy friday > ${marker}`;
   const p = h.ssh('box', cmd, { auth: { token: await h.token('agent-1') }, timeoutMs: 60_000 });
   const id = await postedRequestId(cmd);
-  const d = await submitDecision(wf.temporal.client, wf.store, { requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no deploys on Friday', via: 'test' });
+  const d = await submitDecision(wf.temporal.client, wf.store, wf.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no deploys on Friday', via: 'test' }));
   assert.ok(d.ok, d.ok ? '' : d.error);
   const r = await p;
   assert.equal(r.code, SSH_EXIT_STATUS.rejected);

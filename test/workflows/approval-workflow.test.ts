@@ -28,7 +28,7 @@ async function request(overrides: Parameters<typeof approvalInput>[0] = {}) {
 
 function decide(requestId: string, approver: string, decision: 'approve' | 'reject', reason?: string, grant?: { forMs: number; runs?: number }) {
   const groups: Record<string, string[]> = { alice: ['dba', 'engineers'], bob: ['dba'], dave: ['dba'], carol: ['dba'], mallory: ['engineers'], erin: ['oncall'] };
-  return submitDecision(h.temporal.client, h.store, { requestId, approver, approverGroups: groups[approver] ?? [], decision, reason, via: 'test', ...(grant ? { grant } : {}) });
+  return submitDecision(h.temporal.client, h.store, h.sign({ requestId, approver, approverGroups: groups[approver] ?? [], decision, reason, via: 'test', ...(grant ? { grant } : {}) }));
 }
 
 describe('approval workflow', () => {

@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,8 @@ import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
 import { connectClient } from '../../workflows/client.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { startTemporal, type TestTemporal } from '../support/temporal.ts';
-import { eventually, IDENTITIES } from './harness.ts';
+import { CLI_KEY_FILE, DECISIONS_YAML, eventually, IDENTITIES } from './harness.ts';
+import { signerFromConfig } from '../../workflows/decision-proof.ts';
 
 let temporal: TestTemporal;
 let dir: string;
@@ -31,11 +33,13 @@ after(async () => {
 
 test('airlock worker serves the local channel; the gateway approver holds, an approver decides, the worker stops on SIGTERM', async () => {
   const configFile = join(dir, 'airlock.yaml');
+  writeFileSync(join(dir, CLI_KEY_FILE), generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }));
   writeFileSync(
     configFile,
     `auth: { signingKey: { env: AIRLOCK_TEST_UNUSED_KEY } }
 store: { sqlite: data/airlock.db }
 temporal: { address: "${temporal.address}", namespace: default, taskQueue: service-test }
+${DECISIONS_YAML}
 ${IDENTITIES}`,
   );
   const bin = join(import.meta.dirname, '..', '..', 'bin', 'airlock.js');
@@ -74,7 +78,9 @@ ${IDENTITIES}`,
     assert.equal(local.list()[0]?.view.requestId, p.requestId);
 
     const client = await connectClient(loaded);
-    const d = await submitDecision(client, store, { requestId: p.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' });
+    // Decisions count only when signed by their source (here the operator's CLI key).
+    const signer = signerFromConfig(loaded, 'cli')!;
+    const d = await submitDecision(client, store, signer.sign({ requestId: p.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' }, 'test-operator'));
     assert.equal(d.ok, true);
     assert.equal((await outcome).outcome, 'approved');
     await client.connection.close();
