@@ -12,6 +12,8 @@ command -v kubectl >/dev/null || need_apt+=(kubernetes-client)   # Kubernetes ga
 command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)  # SSH gateway tests run a real sshd
 command -v scp >/dev/null || need_apt+=(openssh-client)
+command -v chromium >/dev/null || need_apt+=(chromium)         # the auditors' console is tested in a real browser
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)  # the benchmark's peer
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
