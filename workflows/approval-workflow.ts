@@ -345,6 +345,8 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   // time (a queue), so two decisions interleaving across the activity await cannot both count
   // against the same state (quorum, distinct approvers, a reject racing an approval).
   const usedNonces = new Set<string>();
+  /** Verified groups of each approval, in order (for requireEach). */
+  const approverGroupsSeen: string[][] = [];
   let decisionQueue: Promise<unknown> = Promise.resolve();
   /** Set once the run is closing (outcome known): decisions still in flight no longer count. */
   let closing: ApprovalOutcome | undefined;
@@ -379,10 +381,14 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     if (why) return refuse(why, who);
     if (d.decision === 'approve') {
       approvals.push(v.approver);
+      approverGroupsSeen.push(v.groups);
       // The effective grant (every approver chose one; the narrowest) is settled at the decision (grantOf).
       grantChoices.push(d.grant);
       view.decidedBy = [...approvals];
-      if (approvals.length >= view.quorum) {
+      // Quorum counts distinct approvers; when several rules combined, each rule's groups must be
+      // represented too (the strictest combination, not the loosest union).
+      const eachCovered = (input.requireEach ?? []).every((entry) => approverGroupsSeen.some((gs) => gs.some((g) => entry.includes(g))));
+      if (approvals.length >= view.quorum && eachCovered) {
         view.status = 'approved';
         view.decidedAt = new Date().toISOString();
       }

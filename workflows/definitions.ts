@@ -53,6 +53,11 @@ export interface ApprovalInput {
   grantTtlMs?: number;
   /** How long an approved run stays open for the held operations' result reports. Default 15 min. */
   resultWaitMs?: number;
+  /**
+   * Several review rules matched: one entry per rule, its approver groups. Approval needs, for
+   * every entry, an approver (by the worker's own group resolution) in one of its groups.
+   */
+  requireEach?: string[][];
 }
 
 /** A posted message: which channel kind holds it, and that channel's reference to it. */

@@ -177,6 +177,7 @@ export class TemporalApprover implements Approver {
       escalation: req.review.escalation.map((s) => ({ afterMs: s.afterMs, mention: s.mention, channel: s.channel })),
       ...(req.review.channel ? { channel: req.review.channel } : {}),
       grantTtlMs: req.review.grantTtlMs,
+      ...(req.review.requireEach && req.review.requireEach.length > 1 ? { requireEach: req.review.requireEach } : {}),
     };
     const channel = req.review.channel ? `Slack ${req.review.channel}` : this.channelsDescription;
     const heldAt = Date.now();

@@ -103,6 +103,16 @@ describe('approval workflow', () => {
     await handle.signal(cancelSignal, { reason: 'test done' });
   });
 
+  test('when several review rules combined, an approver from each rule\'s groups is needed (not any one of the union)', async () => {
+    const { id, handle } = await request({ approverGroups: ['dba', 'oncall'], quorum: 1, requireEach: [['dba'], ['oncall']] });
+    assert.equal((await decide(id, 'bob', 'approve')).ok, true);
+    assert.equal((await handle.query(stateQuery)).status, 'pending', 'a dba alone does not cover the on-call rule');
+    assert.equal((await decide(id, 'erin', 'approve')).ok, true);
+    const result: ApprovalResult = await handle.result();
+    assert.equal(result.outcome, 'approved');
+    assert.deepEqual(result.approvers, ['bob', 'erin']);
+  });
+
   test('someone outside the approver groups is refused', async () => {
     const { id, handle } = await request();
     const r = await decide(id, 'mallory', 'approve');
