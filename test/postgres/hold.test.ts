@@ -4,11 +4,10 @@
 // and how a request is answered; the Temporal approver is tested with the workflows.
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import pg from 'pg';
 import { ManualApprover, type Pending } from '../support/manual-approver.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
-import { WireClient, serialize } from '../support/pgwire.ts';
+import { WireClient, cancelRequest, sendRaw, serialize } from '../support/pgwire.ts';
 
 const approver = new ManualApprover('#db-approvals');
 let h: GatewayHarness;
@@ -195,23 +194,6 @@ test('parameter values shown to approvers have PII detectors applied; the audit 
   assert.deepEqual(binding.parameters, ['$1 = "[redacted:email]"', '$2 = "0"']);
   assert.ok(!JSON.stringify(detail).includes('ann.lee@example.com'), 'the raw value is not in the audit store');
 });
-
-function cancelRequest(pid: number, secret: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeInt32BE(16, 0);
-  b.writeInt32BE(80877102, 4);
-  b.writeInt32BE(pid, 8);
-  b.writeInt32BE(secret, 12);
-  return b;
-}
-
-function sendRaw(port: number, bytes: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port }, () => s.end(bytes));
-    s.on('error', reject);
-    s.on('close', () => resolve());
-  });
-}
 
 test('a CancelRequest (Ctrl-C) cancels the held statement: 57014, the request is cancelled, nothing runs later', async () => {
   const c = await h.client();

@@ -5,10 +5,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:net';
 import pg from 'pg';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
-import { WireClient, serialize } from '../support/pgwire.ts';
+import { WireClient, cancelRequest, sendRaw, serialize } from '../support/pgwire.ts';
 
 let h: GatewayHarness;
 
@@ -23,23 +22,6 @@ before(async () => {
 after(async () => {
   await h?.close();
 });
-
-function cancelRequest(pid: number, secret: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeInt32BE(16, 0);
-  b.writeInt32BE(80877102, 4);
-  b.writeInt32BE(pid, 8);
-  b.writeInt32BE(secret, 12);
-  return b;
-}
-
-function sendRaw(port: number, bytes: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port }, () => s.end(bytes));
-    s.on('error', reject);
-    s.on('close', () => resolve());
-  });
-}
 
 test('extended protocol: parameterized and named prepared statements', async () => {
   const c = await h.client();

@@ -103,3 +103,22 @@ export class WireClient {
     this.socket.end(serialize.end());
   }
 }
+
+/** A CancelRequest packet for the key (pid, secret) a server handed its client in BackendKeyData. */
+export function cancelRequest(pid: number, secret: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeInt32BE(16, 0);
+  b.writeInt32BE(80877102, 4);
+  b.writeInt32BE(pid, 8);
+  b.writeInt32BE(secret, 12);
+  return b;
+}
+
+/** Sends bytes on a fresh connection and waits until the server closes it (how cancels are sent). */
+export function sendRaw(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port }, () => s.end(bytes));
+    s.on('error', reject);
+    s.on('close', () => resolve());
+  });
+}
