@@ -9,6 +9,7 @@ import { PolicyEngine, sqlOperations } from './policy/engine.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
+import { connectSide } from './postgres/side-connection.ts';
 import { checkUpstreamRoles } from './postgres/upstream-role.ts';
 import { startHttpGateway } from './http/server.ts';
 import { startSshGateway } from './ssh/server.ts';
@@ -55,20 +56,7 @@ function maskingPerConnection(loaded: LoadedConfig, hashKey: string): { forConne
     if (!f) {
       f = createMaskerFactory({
         hashKey,
-        connect: async () => {
-          const client = new pg.Client({
-            host: c.host,
-            port: c.port,
-            database: c.database,
-            user: c.user,
-            password: c.password ? resolveSecret(c.password, loaded.baseDir, `connection ${c.name} password`) : undefined,
-            ssl: c.tls === 'require' ? { rejectUnauthorized: false } : undefined,
-            application_name: 'airlock-catalog',
-            connectionTimeoutMillis: 10_000,
-          });
-          await client.connect();
-          return client;
-        },
+        connect: () => connectSide(loaded, c, 'airlock-catalog'),
       });
       factories.set(c.name, f);
     }

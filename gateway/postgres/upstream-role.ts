@@ -3,7 +3,8 @@
 // feature -- becomes command execution on the database host. So the gateway checks each
 // PostgreSQL connection's role at start and refuses to run with a dangerous one unless the
 // connection says `allowSuperuser: true`.
-import pg from 'pg';
+import type pg from 'pg';
+import { connectSide } from './side-connection.ts';
 import { ConfigError, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 
@@ -79,20 +80,7 @@ export interface CheckOptions {
 }
 
 function defaultConnect(loaded: LoadedConfig): (c: PostgresConnectionConfig) => Promise<pg.Client> {
-  return async (c) => {
-    const client = new pg.Client({
-      host: c.host,
-      port: c.port,
-      database: c.database,
-      user: c.user,
-      password: c.password ? resolveSecret(c.password, loaded.baseDir, `connection ${c.name} password`) : undefined,
-      ssl: c.tls === 'require' ? { rejectUnauthorized: false } : undefined,
-      application_name: 'airlock-role-check',
-      connectionTimeoutMillis: 10_000,
-    });
-    await client.connect();
-    return client;
-  };
+  return (c) => connectSide(loaded, c, 'airlock-role-check');
 }
 
 const TRANSIENT = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', '57P03']);
