@@ -1,7 +1,6 @@
 // Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
 // the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
-import pg from 'pg';
-import { resolveSecret, type LoadedConfig } from './config/load.ts';
+import type { LoadedConfig } from './config/load.ts';
 import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';

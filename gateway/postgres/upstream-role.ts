@@ -5,7 +5,7 @@
 // connection says `allowSuperuser: true`.
 import type pg from 'pg';
 import { connectSide } from './side-connection.ts';
-import { ConfigError, resolveSecret, type LoadedConfig } from '../config/load.ts';
+import { ConfigError, type LoadedConfig } from '../config/load.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 
 /** Predefined roles whose members reach the server's shell or file system. */
