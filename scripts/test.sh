@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc --noEmit -p tsconfig.json
 mapfile -t files < <(find test -name '*.test.ts' | sort)
-exec node --import tsx --test --test-concurrency=2 --test-timeout=240000 --test-force-exit "${files[@]}"
+exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 --test-force-exit "${files[@]}"
