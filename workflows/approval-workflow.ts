@@ -494,6 +494,10 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
 
   /** Completes the run once every follow-up child has started (and no handler is mid-way). */
   const close = async (r: ApprovalResult): Promise<ApprovalResult> => {
+    // Decisions still being verified are answered (refused as closed, and audited) before the run
+    // completes: an Update must never be left without its answer.
+    closing ??= r.outcome;
+    await condition(allHandlersFinished);
     await Promise.all(background);
     return r;
   };

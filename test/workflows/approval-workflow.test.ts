@@ -285,7 +285,10 @@ describe('approval workflow', () => {
 
   test('a grant needs every approver to choose one, and the rule to allow grants; otherwise it approves once', async () => {
     const noGrants = await request({ grantTtlMs: 0 });
-    await decide(noGrants.id, 'bob', 'approve', undefined, { forMs: 30_000 });
+    const refused = await decide(noGrants.id, 'bob', 'approve', undefined, { forMs: 30_000 });
+    assert.equal(refused.ok, false, 'a rule without grantTtl allows approve-once only');
+    assert.match(refused.ok ? '' : refused.error, /approve-once only/);
+    assert.equal((await decide(noGrants.id, 'bob', 'approve')).ok, true);
     assert.equal((await noGrants.handle.result()).grant, undefined);
 
     const quorum = await request({ quorum: 2, grantTtlMs: 60_000 });
@@ -295,7 +298,10 @@ describe('approval workflow', () => {
 
     const both = await request({ quorum: 2, grantTtlMs: 60_000 });
     await decide(both.id, 'bob', 'approve', undefined, { forMs: 30_000, runs: 5 });
-    await decide(both.id, 'dave', 'approve', undefined, { forMs: 90_000, runs: 3 });
+    // Longer than the rule's grantTtl is refused outright (the approver is told), not silently capped.
+    const tooLong = await decide(both.id, 'dave', 'approve', undefined, { forMs: 90_000, runs: 3 });
+    assert.equal(tooLong.ok, false);
+    await decide(both.id, 'dave', 'approve', undefined, { forMs: 60_000, runs: 3 });
     const g = await eventually(async () => (await both.handle.query(stateQuery)).grant, 10_000, 'grant');
     assert.deepEqual(g, { forMs: 30_000, runs: 3 });
     await both.handle.cancel();
