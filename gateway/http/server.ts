@@ -498,14 +498,20 @@ export class HttpGatewayCore {
         gone: false,
       };
     }
-    if (result.approved) return { approval: result.approval, gone: gone.signal.aborted };
-    return { approval: result.approval, refusal: this.#refusal(result.refusal), gone: gone.signal.aborted };
+    // A client that went away is answered by nobody; the caller records 499.
+    if (result.approved || gone.signal.aborted) return { approval: result.approval, gone: gone.signal.aborted };
+    return { approval: result.approval, refusal: this.#refusal(result.refusal), gone: false };
+  }
+
+  /** A deny decision: 403 `denied`, or 503 when the audit trail cannot record (no record, no access). */
+  #denied(ctx: Prepared, d: Extract<Decision, { action: 'deny' }>): HttpError {
+    const kind = ctx.session.enforce.denial(d).kind;
+    return new HttpError(HTTP_STATUS[kind], { error: kind, rule: d.rule, reason: d.reason }, kind === 'audit-unavailable' ? { 'retry-after': '5' } : {});
   }
 
   /** A refusal from the enforcement seam as an HTTP error (status by kind, JSON `error` = kind). */
   #refusal(r: Refusal): HttpError {
-    const status = r.kind === 'cancelled' && r.message.includes('went away') ? 499 : HTTP_STATUS[r.kind];
-    return new HttpError(status, { error: r.kind, ...(r.rule ? { rule: r.rule } : {}), reason: r.message.replace(/^Airlock: /, ''), ...(r.requestId ? { requestId: r.requestId } : {}) });
+    return new HttpError(HTTP_STATUS[r.kind], { error: r.kind, ...(r.rule ? { rule: r.rule } : {}), reason: r.message.replace(/^Airlock: /, ''), ...(r.requestId ? { requestId: r.requestId } : {}) });
   }
 
   // ---------------------------------------------------------------- plain requests
@@ -536,7 +542,7 @@ export class HttpGatewayCore {
     try {
       ctx = await this.#prepare(req, true);
       const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
-      if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
+      if (d.action === 'deny') throw this.#denied(ctx, d);
       const extraHeaders: Record<string, string> = {};
       if (d.action === 'review') {
         const held = await this.#review(ctx, d, res, () => !res.writableEnded);
@@ -651,7 +657,7 @@ export class HttpGatewayCore {
       }
       ctx = await this.#prepare(req, false);
       const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
-      if (d.action === 'deny') throw new HttpError(403, { error: 'denied', rule: d.rule, reason: d.reason });
+      if (d.action === 'deny') throw this.#denied(ctx, d);
       // Refused before any hold: approvers are not asked for what could not be relayed.
       const masker = this.#masker(ctx.op, d);
       const k = ctx.op.kubernetes;
