@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type pg from 'pg';
-import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { startGateway, type GatewayHarness, pgError } from '../support/gateway.ts';
 import { WireClient, serialize, type Message } from '../support/pgwire.ts';
 
 let h: GatewayHarness;
@@ -40,15 +40,6 @@ after(async () => {
 
 function assertClean(what: string, text: string): void {
   for (const s of SECRETS) assert.ok(!text.includes(s), `${what} leaks ${JSON.stringify(s)}: ${text}`);
-}
-
-async function pgError(p: Promise<unknown>): Promise<pg.DatabaseError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as pg.DatabaseError;
-  }
-  assert.fail('expected an error');
 }
 
 function allText(e: pg.DatabaseError): string {

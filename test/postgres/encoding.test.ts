@@ -187,7 +187,9 @@ test('non-ASCII text pipelined behind code that changes the encoding never reach
   from = w.messages.length;
   w.send(serialize.query('SHOW client_encoding'));
   msgs = await w.until((m) => m.name === 'readyForQuery', 10_000, from);
-  assert.equal(String((msgs.find((m) => m.name === 'dataRow')?.fields as string[])[0]), 'UTF8');
+  const shown = msgs.find((m) => m.name === 'dataRow');
+  assert.ok(shown, names(msgs));
+  assert.equal(String((shown.fields as string[])[0]), 'UTF8');
   w.end();
 
   // ASCII statements keep pipelining, and non-ASCII ones after a Sync just wait their turn.

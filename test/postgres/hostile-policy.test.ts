@@ -3,8 +3,7 @@
 // afterwards (as the superuser, directly) to prove the statement did not run.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import pg from 'pg';
-import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { startGateway, type GatewayHarness, pgError } from '../support/gateway.ts';
 
 let h: GatewayHarness;
 
@@ -52,15 +51,6 @@ const agent = { user: 'agent-1' };
 
 async function count(table: string): Promise<number> {
   return Number((await h.pg.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n);
-}
-
-async function pgError(p: Promise<unknown>): Promise<pg.DatabaseError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as pg.DatabaseError;
-  }
-  assert.fail('expected an error');
 }
 
 test('DO blocks, dynamic SQL and server-side code are refused before they reach the server', async () => {

@@ -3,9 +3,8 @@
 // too long with 57014, naming the rule; a multi-statement string gets the limit per statement.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type pg from 'pg';
 import type { Decision } from '../../gateway/policy/decision.ts';
-import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { startGateway, type GatewayHarness, pgError } from '../support/gateway.ts';
 import { WireClient, serialize, type Message } from '../support/pgwire.ts';
 
 let h: GatewayHarness;
@@ -39,15 +38,6 @@ after(async () => {
 });
 
 type Err = Message & { code: string; message: string };
-
-async function pgError(p: Promise<unknown>): Promise<pg.DatabaseError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as pg.DatabaseError;
-  }
-  assert.fail('expected an error');
-}
 
 test('a cursor read in chunks shares one row limit across its FETCHes', async () => {
   const c = await h.client();

@@ -130,7 +130,8 @@ test('a statement pipelined behind a refused encoding change runs, in UTF8 (the 
   assert.equal(err.code, '42501');
   assert.match(err.message, /rule client-encoding/);
   const row = msgs.find((m) => m.name === 'dataRow');
-  assert.deepEqual((row?.fields as string[]).map(String), ['pipelined', 'UTF8']);
+  assert.ok(row, 'the pipelined statement returned its row');
+  assert.deepEqual((row.fields as string[]).map(String), ['pipelined', 'UTF8']);
   w.end();
 });
 

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { startGateway, type GatewayHarness, pgError } from '../support/gateway.ts';
 import { WireClient, serialize } from '../support/pgwire.ts';
 
 let h: GatewayHarness;
@@ -37,15 +37,6 @@ before(async () => {
 after(async () => {
   await h?.close();
 });
-
-async function pgError(p: Promise<unknown>): Promise<pg.DatabaseError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as pg.DatabaseError;
-  }
-  assert.fail('expected an error');
-}
 
 test('a denied statement gets 42501 naming the rule, is not executed, and the session stays usable', async () => {
   const r = await h.psql('DROP TABLE accounts;\nSELECT count(*) FROM accounts;\n', { args: ['-v', 'VERBOSITY=verbose'] });

@@ -193,3 +193,13 @@ export function runPsql(conninfo: string, sql: string, args: string[] = [], env:
     p.stdin.end(sql);
   });
 }
+
+/** The PostgreSQL error a statement fails with (fails the test when it succeeds). */
+export async function pgError(p: Promise<unknown>): Promise<pg.DatabaseError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as pg.DatabaseError;
+  }
+  throw new Error('expected the statement to fail, but it succeeded');
+}
