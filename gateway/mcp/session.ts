@@ -31,8 +31,8 @@ export interface McpGatewayDeps {
   upstreams: McpUpstream[];
   /** Airlock's own PostgreSQL listener and the connections reachable through it. */
   postgres?: { host: string; port: number; connections: string[] };
-  /** A short-lived Airlock token for the caller (the native listeners authenticate it). */
-  mint: (identity: Identity) => Promise<string>;
+  /** A short-lived Airlock token for the caller, expiring no later than `notAfter` (the caller's own token). */
+  mint: (identity: Identity, notAfter?: Date) => Promise<string>;
   /** Longest a held call keeps its client waiting before answering `pending`. */
   maxHoldMs: number;
   pending: PendingCalls;
@@ -293,7 +293,7 @@ export class McpSession {
           port: pgc.port,
           database: connection,
           user: this.#caller.identity.name,
-          password: await this.#deps.mint(this.#caller.identity),
+          password: await this.#deps.mint(this.#caller.identity, this.#caller.tokenExpiresAt),
           // The PostgreSQL session's own record names where it came from.
           application_name: `airlock-mcp ${this.enforce.id.slice(0, 8)}`,
         });

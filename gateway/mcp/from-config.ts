@@ -1,0 +1,45 @@
+// The MCP listener as `airlock gateway` starts it from the config's `mcp` block: native tools reach
+// this gateway's own PostgreSQL listener with tokens minted for the caller.
+import { tokenSettings } from '../auth/settings.ts';
+import { mintToken } from '../auth/tokens.ts';
+import type { Approver } from '../approvals/approver.ts';
+import { approvalBindingKey } from '../config/keys.ts';
+import { parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
+import type { PolicyDecider } from '../enforce/session.ts';
+import type { Logger } from '../log.ts';
+import type { Store } from '../recording/store.ts';
+import { startMcpHttpGateway, type McpHttpGateway } from './http.ts';
+import { PendingCalls } from './pending.ts';
+
+
+export async function startMcpFromConfig(o: {
+  loaded: LoadedConfig;
+  policy: PolicyDecider;
+  store: Store;
+  approver: Approver;
+  logger: Logger;
+  postgres?: { host: string; port: number };
+  host?: string;
+  port?: number;
+}): Promise<McpHttpGateway> {
+  const m = o.loaded.config.mcp!;
+  const tokens = tokenSettings(o.loaded);
+  return startMcpHttpGateway({
+    tokens,
+    host: o.host ?? m.listen.host,
+    port: o.port ?? m.listen.port,
+    resource: m.resource,
+    authorizationServers: m.authorizationServers,
+    deps: {
+      enforcement: { policy: o.policy, approver: o.approver, store: o.store, logger: o.logger },
+      bindingKey: approvalBindingKey(o.loaded),
+      upstreams: m.upstreams.map((u) => ({ name: u.name, url: u.url, ...(u.token ? { token: resolveSecret(u.token, o.loaded.baseDir, `mcp.upstreams ${u.name} token`) } : {}) })),
+      postgres: o.postgres ? { host: o.postgres.host === '0.0.0.0' ? '127.0.0.1' : o.postgres.host, port: o.postgres.port, connections: o.loaded.config.connections.map((c) => c.name) } : undefined,
+      // The native session lives as long as the caller's own token, no longer (a held statement may wait that long).
+      mint: (identity, notAfter) => mintToken(tokens, identity, Math.max(1000, Math.min(tokens.maxTtlMs, (notAfter?.getTime() ?? Date.now() + tokens.defaultTtlMs) - Date.now()))),
+      maxHoldMs: parseDuration(m.maxHold),
+      pending: new PendingCalls(),
+      logger: o.logger,
+    },
+  });
+}
