@@ -151,7 +151,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     }
     if (loaded.config.mcp) {
       const pgListener = listeners.find((l) => l.protocol === 'postgres');
-      const m = await startMcpFromConfig({ loaded, policy, store, approver, logger, postgres: pgListener, host: opts.mcp?.host, port: opts.mcp?.port });
+      const httpListener = listeners.find((l) => l.protocol === 'http');
+      const m = await startMcpFromConfig({ loaded, policy, store, approver, logger, postgres: pgListener, http: httpListener, host: opts.mcp?.host, port: opts.mcp?.port });
       closers.unshift(() => m.close());
       listeners.push({ protocol: 'mcp', host: m.host, port: m.port, detail: m.url });
     }

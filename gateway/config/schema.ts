@@ -325,7 +325,8 @@ const mcpBlock = z
       .array(
         z
           .object({
-            name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and -'),
+            // Tools are exposed as `<name>__<tool>`: a name with `__` would make that ambiguous.
+            name: z.string().regex(/^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$/, 'letters, digits, - and single _'),
             url: z.string().url(),
             /** Sent upstream as `Authorization: Bearer ...` (Airlock keeps the credential). */
             token: secretRef.optional(),

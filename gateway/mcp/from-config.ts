@@ -4,6 +4,8 @@ import { tokenSettings } from '../auth/settings.ts';
 import { mintToken } from '../auth/tokens.ts';
 import type { Approver } from '../approvals/approver.ts';
 import { approvalBindingKey } from '../config/keys.ts';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { PolicyDecider } from '../enforce/session.ts';
 import type { Logger } from '../log.ts';
@@ -19,6 +21,8 @@ export async function startMcpFromConfig(o: {
   approver: Approver;
   logger: Logger;
   postgres?: { host: string; port: number };
+  /** Airlock's HTTP/Kubernetes listener, when it runs. */
+  http?: { host: string; port: number };
   host?: string;
   port?: number;
 }): Promise<McpHttpGateway> {
@@ -36,10 +40,24 @@ export async function startMcpFromConfig(o: {
       upstreams: m.upstreams.map((u) => ({ name: u.name, url: u.url, ...(u.token ? { token: resolveSecret(u.token, o.loaded.baseDir, `mcp.upstreams ${u.name} token`) } : {}) })),
       postgres: o.postgres ? { host: o.postgres.host === '0.0.0.0' ? '127.0.0.1' : o.postgres.host, port: o.postgres.port, connections: o.loaded.config.connections.map((c) => c.name) } : undefined,
       // The native session lives as long as the caller's own token, no longer (a held statement may wait that long).
+      http: o.http ? httpTarget(o.loaded, o.http) : undefined,
       mint: (identity, notAfter) => mintToken(tokens, identity, Math.max(1000, Math.min(tokens.maxTtlMs, (notAfter?.getTime() ?? Date.now() + tokens.defaultTtlMs) - Date.now()))),
       maxHoldMs: parseDuration(m.maxHold),
       pending: new PendingCalls(),
       logger: o.logger,
     },
   });
+}
+
+/** How this process reaches its own HTTP listener (loopback for a wildcard bind), trusting its certificate. */
+function httpTarget(loaded: LoadedConfig, l: { host: string; port: number }): { url: string; ca?: string; services: string[]; clusters: string[] } {
+  const h = loaded.config.http;
+  const tls = h?.listen.tls;
+  const host = l.host === '0.0.0.0' || l.host === '::' ? '127.0.0.1' : l.host.includes(':') ? `[${l.host}]` : l.host;
+  return {
+    url: `${tls ? 'https' : 'http'}://${host}:${l.port}`,
+    ...(tls ? { ca: readFileSync(resolve(loaded.baseDir, tls.cert), 'utf8') } : {}),
+    services: (h?.services ?? []).map((s) => s.name),
+    clusters: (h?.clusters ?? []).map((c) => c.name),
+  };
 }

@@ -4,6 +4,8 @@
 // limits and holds are exactly the native ones); proxied upstream MCP tools are decided here, per
 // tool and per argument pattern, held bound to a digest of the exact arguments, and masked.
 import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import pg from 'pg';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -31,6 +33,8 @@ export interface McpGatewayDeps {
   upstreams: McpUpstream[];
   /** Airlock's own PostgreSQL listener and the connections reachable through it. */
   postgres?: { host: string; port: number; connections: string[] };
+  /** Airlock's own HTTP/Kubernetes listener (base URL, its certificate when TLS) and what it fronts. */
+  http?: { url: string; ca?: string; services: string[]; clusters: string[] };
   /** A short-lived Airlock token for the caller, expiring no later than `notAfter` (the caller's own token). */
   mint: (identity: Identity, notAfter?: Date) => Promise<string>;
   /** Longest a held call keeps its client waiting before answering `pending`. */
@@ -186,6 +190,21 @@ export class McpSession {
         },
       });
     }
+    const hc = this.#deps.http;
+    const httpSchema = (connections: string[], what: string): Tool['inputSchema'] => ({
+      type: 'object',
+      properties: {
+        connection: { type: 'string', enum: connections },
+        method: { type: 'string', description: 'GET, POST, PUT, PATCH, DELETE ...' },
+        path: { type: 'string', description: `path below the ${what}, starting with /, with ?query if any` },
+        headers: { type: 'object', additionalProperties: { type: 'string' } },
+        body: { type: 'string' },
+        ...PURPOSE_PROPERTIES,
+      },
+      required: ['connection', 'method', 'path'],
+    });
+    if (hc && hc.services.length > 0) tools.push({ name: 'http_request', description: `Send an HTTP request to a service through Airlock (policy, masking and approvals apply). Services: ${hc.services.join(', ')}.`, inputSchema: httpSchema(hc.services, 'service') });
+    if (hc && hc.clusters.length > 0) tools.push({ name: 'kubernetes_request', description: `Call a Kubernetes API server through Airlock (policy, Secret masking and approvals apply), e.g. GET /api/v1/namespaces/default/pods. Clusters: ${hc.clusters.join(', ')}.`, inputSchema: httpSchema(hc.clusters, 'API server') });
     tools.push({
       name: 'airlock_wait',
       description: 'Keep waiting for a held call that answered `pending`: returns its result once approvers decide.',
@@ -225,6 +244,7 @@ export class McpSession {
     if (this.enforce.tokenExpired) return toolError(this.enforce.tokenRefusal());
     if (name === 'airlock_wait') return this.#wait(args, progress, signal);
     if (name === 'postgres_query' && this.#deps.postgres) return this.#postgres(args, progress, signal);
+    if ((name === 'http_request' || name === 'kubernetes_request') && this.#deps.http) return this.#http(name, args, progress, signal);
     const sep = name.indexOf('__');
     const up = sep > 0 ? this.#deps.upstreams.find((u) => u.name === name.slice(0, sep)) : undefined;
     if (!up) return { isError: true, content: text(`Airlock: unknown tool ${JSON.stringify(name)}`) };
@@ -331,6 +351,66 @@ export class McpSession {
     );
   }
 
+
+  // ------------------------------------------------------------------ native: HTTP and Kubernetes
+
+  /**
+   * Sends the request through Airlock's own HTTP listener, as curl or kubectl would. A held request
+   * answers 503 + Retry-After with its request id after http.maxHold; the same request is sent
+   * again, which re-attaches to the same approval (HOLD_PARKED), until it is decided.
+   */
+  async #http(tool: 'http_request' | 'kubernetes_request', args: Record<string, unknown>, progress: (m: string) => void, clientSignal: AbortSignal): Promise<CallToolResult> {
+    const hc = this.#deps.http!;
+    const allowed = tool === 'http_request' ? hc.services : hc.clusters;
+    const connection = typeof args.connection === 'string' ? args.connection : '';
+    const method = typeof args.method === 'string' ? args.method.toUpperCase() : '';
+    const path = typeof args.path === 'string' ? args.path : '';
+    const body = typeof args.body === 'string' ? args.body : undefined;
+    const headers: Record<string, string> = {};
+    if (args.headers && typeof args.headers === 'object') {
+      for (const [k, v] of Object.entries(args.headers as Record<string, unknown>)) if (typeof v === 'string') headers[k.toLowerCase()] = v;
+    }
+    if (!allowed.includes(connection)) return { isError: true, content: text(`Airlock: unknown connection ${JSON.stringify(connection)}; one of ${allowed.join(', ')}`) };
+    if (!/^[A-Z]{1,16}$/.test(method)) return { isError: true, content: text('Airlock: `method` is an HTTP method such as GET') };
+    if (!path.startsWith('/') || /[\r\n\s]/.test(path)) return { isError: true, content: text('Airlock: `path` starts with / and has no whitespace') };
+    // The listener authenticates the caller by this header; framing headers are node's to set.
+    for (const h of ['authorization', 'host', 'content-length', 'transfer-encoding', 'connection', 'upgrade']) delete headers[h];
+    const why = purpose(args);
+    const op = toolOperation(this.#ctx, connection, tool, { method, path, headers, ...(body !== undefined ? { body } : {}) });
+    const { decision } = this.enforce.decide([op]);
+    if (decision.action === 'deny') return this.#refuse(op, decision, why);
+    const classification = { tool, connection, method, path, ...(why.reason ? { reason: why.reason } : {}), ...(why.ticket ? { ticket: why.ticket } : {}) };
+    return this.#respond(
+      async (notify, signal) => {
+        const started = Date.now();
+        const url = new URL(`${hc.url.replace(/\/$/, '')}/${connection}${path}`);
+        try {
+          for (;;) {
+            const token = await this.#deps.mint(this.#caller.identity, this.#caller.tokenExpiresAt);
+            const r = await send(url, method, { ...headers, authorization: `Bearer ${token}` }, body, hc.ca, signal);
+            const json = parseJson(r.body);
+            const requestId = typeof json?.requestId === 'string' ? json.requestId : undefined;
+            if (r.status === 503 && r.headers['retry-after'] && requestId && json?.error === 'approval pending') {
+              notify(`approval required: request ${requestId} ${json.channel ? `posted to ${String(json.channel)}` : 'pending'}, waiting${typeof json.deadline === 'string' ? ` until ${json.deadline}` : ''}`, requestId);
+              continue;
+            }
+            this.enforce.record({ at: new Date(started), text: op.text, kind: op.kind, classification: { ...classification, status: r.status }, decision: decision.action, rule: decision.rule, bytes: r.body.length, maskedColumns: [], durationMs: Date.now() - started, ...(r.status >= 400 ? { error: `HTTP ${r.status}` } : {}) });
+            const kind = typeof json?.error === 'string' && json.error in MCP_RETRYABLE ? (json.error as RefusalKind) : undefined;
+            if (kind && r.status >= 400) return toolError({ kind, message: `Airlock: ${typeof json?.reason === 'string' ? json.reason : kind}`, ...(typeof json?.rule === 'string' ? { rule: json.rule } : {}), ...(requestId ? { requestId } : {}) });
+            const shown = { status: r.status, contentType: r.headers['content-type'] ?? '', body: r.body.toString('utf8') };
+            return { ...(r.status >= 400 ? { isError: true } : {}), content: text(`HTTP ${r.status}\n${shown.body}`), structuredContent: shown };
+          }
+        } catch (err) {
+          const message = (err as Error).message;
+          this.enforce.record({ at: new Date(started), text: op.text, kind: op.kind, classification, decision: decision.action, rule: decision.rule, maskedColumns: [], error: message, durationMs: Date.now() - started });
+          return toolError({ kind: 'unavailable', message: `Airlock: the HTTP gateway could not be reached: ${message}` });
+        }
+      },
+      progress,
+      clientSignal,
+    );
+  }
+
   // ------------------------------------------------------------------ proxied upstream tools
 
   async #proxied(up: McpUpstream, tool: string, fullName: string, rawArgs: Record<string, unknown>, progress: (m: string) => void, clientSignal: AbortSignal): Promise<CallToolResult> {
@@ -425,4 +505,37 @@ async function waitFor(f: InFlight, maxHoldMs: number): Promise<CallToolResult> 
     if (r !== 'timeout') return r;
     if (f.requestId) return pendingResult(f);
   }
+}
+
+/** Longest HTTP response body a tool returns (the listener masks before this). */
+const MAX_HTTP_RESPONSE = 4 * 1024 * 1024;
+
+function parseJson(b: Buffer): Record<string, unknown> | undefined {
+  try {
+    const v: unknown = JSON.parse(b.toString('utf8'));
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function send(url: URL, method: string, headers: Record<string, string>, body: string | undefined, ca: string | undefined, signal: AbortSignal): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers, signal, ...(ca ? { ca } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_HTTP_RESPONSE) {
+          res.destroy(new Error(`response larger than ${MAX_HTTP_RESPONSE} bytes`));
+          return;
+        }
+        chunks.push(c);
+      });
+      res.on('error', reject);
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
