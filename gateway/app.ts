@@ -152,7 +152,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     if (loaded.config.mcp) {
       const pgListener = listeners.find((l) => l.protocol === 'postgres');
       const httpListener = listeners.find((l) => l.protocol === 'http');
-      const m = await startMcpFromConfig({ loaded, policy, store, approver, logger, postgres: pgListener, http: httpListener, host: opts.mcp?.host, port: opts.mcp?.port });
+      const sshListener = listeners.find((l) => l.protocol === 'ssh');
+      const ssh = sshListener ? { host: sshListener.host, port: sshListener.port, hostKeyFingerprint: /host key (\S+)/.exec(sshListener.detail ?? '')?.[1] ?? '' } : undefined;
+      const m = await startMcpFromConfig({ loaded, policy, store, approver, logger, postgres: pgListener, http: httpListener, ssh, host: opts.mcp?.host, port: opts.mcp?.port });
       closers.unshift(() => m.close());
       listeners.push({ protocol: 'mcp', host: m.host, port: m.port, detail: m.url });
     }

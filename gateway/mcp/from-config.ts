@@ -21,6 +21,8 @@ export async function startMcpFromConfig(o: {
   approver: Approver;
   logger: Logger;
   postgres?: { host: string; port: number };
+  /** Airlock's SSH listener and its host key fingerprint, when it runs. */
+  ssh?: { host: string; port: number; hostKeyFingerprint: string };
   /** Airlock's HTTP/Kubernetes listener, when it runs. */
   http?: { host: string; port: number };
   host?: string;
@@ -38,8 +40,9 @@ export async function startMcpFromConfig(o: {
       enforcement: { policy: o.policy, approver: o.approver, store: o.store, logger: o.logger },
       bindingKey: approvalBindingKey(o.loaded),
       upstreams: m.upstreams.map((u) => ({ name: u.name, url: u.url, ...(u.token ? { token: resolveSecret(u.token, o.loaded.baseDir, `mcp.upstreams ${u.name} token`) } : {}) })),
-      postgres: o.postgres ? { host: o.postgres.host === '0.0.0.0' ? '127.0.0.1' : o.postgres.host, port: o.postgres.port, connections: o.loaded.config.connections.map((c) => c.name) } : undefined,
+      postgres: o.postgres ? { host: loopback(o.postgres.host), port: o.postgres.port, connections: o.loaded.config.connections.map((c) => c.name) } : undefined,
       // The native session lives as long as the caller's own token, no longer (a held statement may wait that long).
+      ssh: o.ssh ? { host: loopback(o.ssh.host), port: o.ssh.port, hostKeyFingerprint: o.ssh.hostKeyFingerprint, targets: (o.loaded.config.ssh?.targets ?? []).map((t) => t.name) } : undefined,
       http: o.http ? httpTarget(o.loaded, o.http) : undefined,
       mint: (identity, notAfter) => mintToken(tokens, identity, Math.max(1000, Math.min(tokens.maxTtlMs, (notAfter?.getTime() ?? Date.now() + tokens.defaultTtlMs) - Date.now()))),
       maxHoldMs: parseDuration(m.maxHold),
@@ -53,11 +56,17 @@ export async function startMcpFromConfig(o: {
 function httpTarget(loaded: LoadedConfig, l: { host: string; port: number }): { url: string; ca?: string; services: string[]; clusters: string[] } {
   const h = loaded.config.http;
   const tls = h?.listen.tls;
-  const host = l.host === '0.0.0.0' || l.host === '::' ? '127.0.0.1' : l.host.includes(':') ? `[${l.host}]` : l.host;
+  const h0 = loopback(l.host);
+  const host = h0.includes(':') ? `[${h0}]` : h0;
   return {
     url: `${tls ? 'https' : 'http'}://${host}:${l.port}`,
     ...(tls ? { ca: readFileSync(resolve(loaded.baseDir, tls.cert), 'utf8') } : {}),
     services: (h?.services ?? []).map((s) => s.name),
     clusters: (h?.clusters ?? []).map((c) => c.name),
   };
+}
+
+/** A wildcard bind is reached on loopback. */
+function loopback(host: string): string {
+  return host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host;
 }

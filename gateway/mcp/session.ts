@@ -6,14 +6,16 @@
 import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { createHash } from 'node:crypto';
 import pg from 'pg';
+import ssh2 from 'ssh2';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from 'pino';
 import { bindOperation } from '../enforce/binding.ts';
-import { MCP_RETRYABLE, POSTGRES_SQLSTATE, type Refusal, type RefusalKind } from '../enforce/refusal.ts';
+import { MCP_RETRYABLE, POSTGRES_SQLSTATE, SSH_EXIT_STATUS, type Refusal, type RefusalKind } from '../enforce/refusal.ts';
 import { EnforcementSession, type ApprovalRecord, type EnforcementDeps } from '../enforce/session.ts';
 import { redactDetected } from '../masking/redact-text.ts';
 import type { Decision } from '../policy/decision.ts';
@@ -33,6 +35,8 @@ export interface McpGatewayDeps {
   upstreams: McpUpstream[];
   /** Airlock's own PostgreSQL listener and the connections reachable through it. */
   postgres?: { host: string; port: number; connections: string[] };
+  /** Airlock's own SSH listener, pinned by its host key fingerprint (`SHA256:...`), and its targets. */
+  ssh?: { host: string; port: number; hostKeyFingerprint: string; targets: string[] };
   /** Airlock's own HTTP/Kubernetes listener (base URL, its certificate when TLS) and what it fronts. */
   http?: { url: string; ca?: string; services: string[]; clusters: string[] };
   /** A short-lived Airlock token for the caller, expiring no later than `notAfter` (the caller's own token). */
@@ -190,6 +194,14 @@ export class McpSession {
         },
       });
     }
+    const sc = this.#deps.ssh;
+    if (sc && sc.targets.length > 0) {
+      tools.push({
+        name: 'ssh_exec',
+        description: `Run one command on a host through Airlock (a simple command runs under policy; shell syntax and interpreters are held or denied as the SSH policy says). Targets: ${sc.targets.join(', ')}.`,
+        inputSchema: { type: 'object', properties: { target: { type: 'string', enum: sc.targets }, command: { type: 'string' }, ...PURPOSE_PROPERTIES }, required: ['target', 'command'] },
+      });
+    }
     const hc = this.#deps.http;
     const httpSchema = (connections: string[], what: string): Tool['inputSchema'] => ({
       type: 'object',
@@ -244,6 +256,7 @@ export class McpSession {
     if (this.enforce.tokenExpired) return toolError(this.enforce.tokenRefusal());
     if (name === 'airlock_wait') return this.#wait(args, progress, signal);
     if (name === 'postgres_query' && this.#deps.postgres) return this.#postgres(args, progress, signal);
+    if (name === 'ssh_exec' && this.#deps.ssh) return this.#ssh(args, progress, signal);
     if ((name === 'http_request' || name === 'kubernetes_request') && this.#deps.http) return this.#http(name, args, progress, signal);
     const sep = name.indexOf('__');
     const up = sep > 0 ? this.#deps.upstreams.find((u) => u.name === name.slice(0, sep)) : undefined;
@@ -351,6 +364,45 @@ export class McpSession {
     );
   }
 
+
+
+  // ------------------------------------------------------------------ native: SSH
+
+  /** Runs the command through Airlock's own SSH listener; its hold notices (stderr) become progress. */
+  async #ssh(args: Record<string, unknown>, progress: (m: string) => void, clientSignal: AbortSignal): Promise<CallToolResult> {
+    const sc = this.#deps.ssh!;
+    const target = typeof args.target === 'string' ? args.target : '';
+    const command = typeof args.command === 'string' ? args.command : '';
+    if (!sc.targets.includes(target)) return { isError: true, content: text(`Airlock: unknown SSH target ${JSON.stringify(target)}; one of ${sc.targets.join(', ')}`) };
+    if (!command.trim()) return { isError: true, content: text('Airlock: `command` is required') };
+    const why = purpose(args);
+    const op = toolOperation(this.#ctx, target, 'ssh_exec', { command });
+    const { decision } = this.enforce.decide([op]);
+    if (decision.action === 'deny') return this.#refuse(op, decision, why);
+    const classification = { tool: 'ssh_exec', target, ...(why.reason ? { reason: why.reason } : {}), ...(why.ticket ? { ticket: why.ticket } : {}) };
+    return this.#respond(
+      async (notify, signal) => {
+        const started = Date.now();
+        const token = await this.#deps.mint(this.#caller.identity, this.#caller.tokenExpiresAt);
+        try {
+          const r = await sshExec(sc, `${this.#caller.identity.name}+${target}`, token, command, signal, (line) => {
+            if (/approval required|re-attached|reusable approval/.test(line)) notify(line, /request (\S+)/.exec(line)?.[1]);
+          });
+          this.enforce.record({ at: new Date(started), text: op.text, kind: op.kind, classification: { ...classification, exitCode: r.code }, decision: decision.action, rule: decision.rule, bytes: r.stdout.length + r.stderr.length, maskedColumns: [], durationMs: Date.now() - started, ...(r.code !== 0 ? { error: `exit ${r.code}` } : {}) });
+          const refusalKind = r.code !== null && /^airlock/im.test(r.stderr) ? (Object.entries(SSH_EXIT_STATUS).find(([, v]) => v === r.code)?.[0] as RefusalKind | undefined) : undefined;
+          if (refusalKind) return toolError({ kind: refusalKind, message: r.stderr.trim().split('\n').filter((l) => /^airlock/i.test(l)).join('\n') || r.stderr.trim() });
+          const out = { exitCode: r.code, stdout: r.stdout, stderr: r.stderr };
+          return { ...(r.code !== 0 ? { isError: true } : {}), content: text(`exit ${r.code}\n${r.stdout}${r.stderr ? `\n--- stderr\n${r.stderr}` : ''}`), structuredContent: out };
+        } catch (err) {
+          const message = (err as Error).message;
+          this.enforce.record({ at: new Date(started), text: op.text, kind: op.kind, classification, decision: decision.action, rule: decision.rule, maskedColumns: [], error: message, durationMs: Date.now() - started });
+          return toolError({ kind: 'unavailable', message: `Airlock: the SSH gateway could not run it: ${message}` });
+        }
+      },
+      progress,
+      clientSignal,
+    );
+  }
 
   // ------------------------------------------------------------------ native: HTTP and Kubernetes
 
@@ -537,5 +589,62 @@ function send(url: URL, method: string, headers: Record<string, string>, body: s
     });
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** Longest stdout/stderr an ssh_exec returns (each). */
+const MAX_SSH_OUTPUT = 1024 * 1024;
+
+function sshExec(
+  sc: { host: string; port: number; hostKeyFingerprint: string },
+  username: string,
+  password: string,
+  command: string,
+  signal: AbortSignal,
+  onStderrLine: (line: string) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const conn = new ssh2.Client();
+    let stdout = '';
+    let stderr = '';
+    let pending = '';
+    const onAbort = () => conn.end();
+    signal.addEventListener('abort', onAbort);
+    const finish = (f: () => void) => {
+      signal.removeEventListener('abort', onAbort);
+      conn.end();
+      f();
+    };
+    conn.on('error', (err) => finish(() => reject(err)));
+    conn.on('ready', () => {
+      conn.exec(command, (err, ch) => {
+        if (err) return finish(() => reject(err));
+        let code: number | null = null;
+        ch.on('exit', (c: number | null) => (code = c));
+        ch.on('data', (d: Buffer) => {
+          if (stdout.length < MAX_SSH_OUTPUT) stdout += d.toString('utf8');
+        });
+        ch.stderr.on('data', (d: Buffer) => {
+          const s = d.toString('utf8');
+          if (stderr.length < MAX_SSH_OUTPUT) stderr += s;
+          pending += s;
+          let i: number;
+          while ((i = pending.indexOf('\n')) >= 0) {
+            onStderrLine(pending.slice(0, i).replace(/\r$/, ''));
+            pending = pending.slice(i + 1);
+          }
+        });
+        ch.on('close', () => finish(() => resolve({ code, stdout, stderr })));
+      });
+    });
+    conn.connect({
+      host: sc.host,
+      port: sc.port,
+      username,
+      password,
+      readyTimeout: 30_000,
+      // Airlock's own listener, pinned: the token is never sent to anything else.
+      hostVerifier: (key: Buffer) => `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}` === sc.hostKeyFingerprint,
+    });
   });
 }
