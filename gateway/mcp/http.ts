@@ -30,6 +30,11 @@ export interface McpHttpGateway {
 }
 
 const MAX_BODY = 4 * 1024 * 1024;
+
+/** Who a session belongs to: a token for the same name with other groups or owner is someone else. */
+function identityKey(i: Identity): string {
+  return JSON.stringify([i.name, [...i.groups].sort(), i.owner ?? null]);
+}
 const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -77,7 +82,7 @@ export async function startMcpHttpGateway(o: McpHttpOptions): Promise<McpHttpGat
     if (typeof sid === 'string') {
       const s = sessions.get(sid);
       if (!s) return json(res, 404, { jsonrpc: '2.0', error: { code: -32001, message: 'Session not found' }, id: null });
-      if (s.identity !== who.name) return json(res, 403, { jsonrpc: '2.0', error: { code: -32003, message: 'this MCP session belongs to another identity' }, id: null });
+      if (s.identity !== identityKey(who)) return json(res, 403, { jsonrpc: '2.0', error: { code: -32003, message: 'this MCP session belongs to another identity' }, id: null });
       return s.transport.handleRequest(req, res, body);
     }
     if (req.method !== 'POST' || !isInitializeRequest(body)) return json(res, 400, { jsonrpc: '2.0', error: { code: -32000, message: 'send initialize first (no Mcp-Session-Id)' }, id: null });
@@ -90,7 +95,7 @@ export async function startMcpHttpGateway(o: McpHttpOptions): Promise<McpHttpGat
     }
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => void sessions.set(id, { transport, session, identity: who.name }),
+      onsessioninitialized: (id) => void sessions.set(id, { transport, session, identity: identityKey(who) }),
     });
     transport.onclose = () => {
       if (transport.sessionId) sessions.delete(transport.sessionId);

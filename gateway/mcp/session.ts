@@ -282,6 +282,10 @@ export class McpSession {
     const onCancel = () => ac.abort(new Error('the client cancelled the tool call'));
     clientSignal.addEventListener('abort', onCancel);
     f.done = exec(notify, ac.signal);
+    // A call answered `pending` keeps running: the session ends (and is recorded as ended) after it.
+    const running = f.done.catch(() => undefined);
+    this.#inflight.add(running);
+    void running.finally(() => this.#inflight.delete(running));
     if (f.requestId) this.#deps.pending.register(f);
     const waited = await waitFor(f, this.#deps.maxHoldMs);
     clientSignal.removeEventListener('abort', onCancel);

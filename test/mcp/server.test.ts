@@ -96,6 +96,27 @@ describe('authentication', () => {
   });
 });
 
+describe('sessions', () => {
+  it('a session id is useless with another identity\'s token', async () => {
+    const token = await h.token('agent-1');
+    const transport = new StreamableHTTPClientTransport(new URL(mcp.url), { requestInit: { headers: { authorization: `Bearer ${token}` } } });
+    const c = new Client({ name: 'test-agent', version: '1' });
+    await c.connect(transport);
+    try {
+      const sid = transport.sessionId;
+      assert.ok(sid);
+      const res = await fetch(mcp.url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await h.token('alice')}`, 'mcp-session-id': sid, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/list' }),
+      });
+      assert.equal(res.status, 403);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
 describe('postgres_query', () => {
   it('returns rows masked by the PostgreSQL gateway and records the reason', async () => {
     const c = await connect();
