@@ -16,6 +16,7 @@ import { openStore } from './recording/open.ts';
 import type { Store } from './recording/store.ts';
 import { approverFromConfig } from './approvals/from-config.ts';
 import type { Approver } from './approvals/approver.ts';
+import { startMcpFromConfig } from './mcp/from-config.ts';
 
 export interface Listener {
   protocol: string;
@@ -43,6 +44,8 @@ export interface StartGatewayOptions {
   http?: { host?: string; port?: number };
   /** Override the SSH listener's host/port. */
   ssh?: { host?: string; port?: number };
+  /** Override the MCP listener's host/port. */
+  mcp?: { host?: string; port?: number };
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -132,6 +135,15 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), host: opts.http?.host, port: opts.http?.port });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
+    }
+    if (loaded.config.mcp) {
+      const pgListener = listeners.find((l) => l.protocol === 'postgres');
+      const httpListener = listeners.find((l) => l.protocol === 'http');
+      const sshListener = listeners.find((l) => l.protocol === 'ssh');
+      const ssh = sshListener ? { host: sshListener.host, port: sshListener.port, hostKeyFingerprint: /host key (\S+)/.exec(sshListener.detail ?? '')?.[1] ?? '' } : undefined;
+      const m = await startMcpFromConfig({ loaded, policy, store, approver, logger, postgres: pgListener, http: httpListener, ssh, host: opts.mcp?.host, port: opts.mcp?.port });
+      closers.unshift(() => m.close());
+      listeners.push({ protocol: 'mcp', host: m.host, port: m.port, detail: m.url });
     }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);

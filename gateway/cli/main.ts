@@ -71,6 +71,27 @@ export function buildCli(): Command {
       process.stdout.write(kubeconfigFor(loaded, o.connection, token, o.server));
     });
 
+  configOption(program.command('mcp').description('MCP over stdio for a local agent, relayed to the gateway\'s MCP endpoint (mcp.listen)'))
+    .option('--url <url>', 'the gateway\'s MCP endpoint (default: from mcp.listen / mcp.resource)')
+    .option('--token <token>', 'Airlock token (default: AIRLOCK_TOKEN, or minted for --identity)')
+    .option('-i, --identity <name>', 'identity to mint a token for (needs the signing key)')
+    .action(async (o: { config: string; url?: string; token?: string; identity?: string }) => {
+      const { runStdioBridge } = await import('../mcp/stdio.ts');
+      let url = o.url;
+      let token = o.token ?? process.env.AIRLOCK_TOKEN;
+      if (!url || (!token && o.identity)) {
+        const loaded = loadConfig(o.config);
+        const m = loaded.config.mcp;
+        if (!url) {
+          if (!m) throw new CliError('no mcp block in the config; give --url');
+          url = m.resource ?? `http://${m.listen.host}:${m.listen.port}/mcp`;
+        }
+        if (!token && o.identity) token = await mintFor(loaded, o.identity);
+      }
+      if (!token) throw new CliError('give --token, AIRLOCK_TOKEN or --identity');
+      await runStdioBridge({ url, token, onError: (err) => process.stderr.write(`airlock mcp: ${err.message}\n`) });
+    });
+
   const sessions = program.command('sessions').description('recorded sessions and what happened in them');
   configOption(sessions.command('list').description('list recent sessions'))
     .option('--identity <name>')

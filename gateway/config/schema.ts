@@ -62,7 +62,7 @@ const matchSchema = z
     identities: z.array(z.string()).optional(),
     groups: z.array(z.string()).optional(),
     connections: z.array(z.string()).optional(),
-    protocols: z.array(z.enum(['postgres', 'ssh', 'http', 'kubernetes'])).optional(),
+    protocols: z.array(z.enum(['postgres', 'ssh', 'http', 'kubernetes', 'mcp'])).optional(),
     kinds: z.array(z.string()).optional(),
     /** Schema-qualified table names; `*` wildcards allowed (`public.*`). Bare names match schema `public`. */
     tables: z.array(z.string()).optional(),
@@ -309,6 +309,35 @@ const sshTarget = z
     if (!t.privateKey && !t.password) ctx.addIssue({ code: 'custom', path: ['privateKey'], message: 'an ssh target needs privateKey or password for the upstream login' });
   });
 
+/** Airlock as an MCP server and gateway (gateway/mcp/README.md). */
+const mcpBlock = z
+  .object({
+    /** The Streamable HTTP endpoint (`/mcp`) and its protected-resource metadata. */
+    listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8766) }).strict().default({ host: '127.0.0.1', port: 8766 }),
+    /** The URL clients use for the endpoint (protected-resource metadata `resource`); default from listen. */
+    resource: z.string().url().optional(),
+    /** Authorization servers advertised in the protected-resource metadata (OIDC issuer, once it lands). */
+    authorizationServers: z.array(z.string().url()).default([]),
+    /** Longest a held tool call keeps its client waiting before it answers `pending` (then `airlock_wait`). */
+    maxHold: duration.default('50s'),
+    /** Upstream MCP servers proxied as `<name>__<tool>`; tools/call is an Operation (protocol mcp, kind mcp-tool). */
+    upstreams: z
+      .array(
+        z
+          .object({
+            // Tools are exposed as `<name>__<tool>`: a name with `__` would make that ambiguous.
+            name: z.string().regex(/^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$/, 'letters, digits, - and single _'),
+            url: z.string().url(),
+            /** Sent upstream as `Authorization: Bearer ...` (Airlock keeps the credential). */
+            token: secretRef.optional(),
+          })
+          .strict(),
+      )
+      .default([]),
+  })
+  .strict();
+export type McpConfig = z.infer<typeof mcpBlock>;
+
 const sshBlock = z
   .object({
     listen: z
@@ -427,6 +456,7 @@ export const configSchema = z
       .default({ default: 'allow', profile: 'none', builtins: [], rules: [] }),
     http: httpBlock.optional(),
     ssh: sshBlock.optional(),
+    mcp: mcpBlock.optional(),
     temporal: z
       .object({
         address: z.string().default('127.0.0.1:7233'),

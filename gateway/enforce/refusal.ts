@@ -69,3 +69,19 @@ export const SSH_EXIT_STATUS: Record<RefusalKind, number> = {
   'token-expired': 126,
   'audit-unavailable': 122,
 };
+
+/**
+ * MCP: a refusal is a tool error (`isError: true`) whose structured content carries the kind as
+ * `error` and whether sending the same call again can help (a new request is made after expiry or
+ * an outage; a policy denial or a person's rejection stays).
+ */
+export const MCP_RETRYABLE: Record<RefusalKind, boolean> = {
+  denied: false,
+  rejected: false,
+  expired: true,
+  unavailable: true,
+  'in-transaction': false,
+  cancelled: true,
+  'token-expired': false,
+  'audit-unavailable': true,
+};

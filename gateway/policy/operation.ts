@@ -1,7 +1,7 @@
 // The protocol-neutral unit the policy engine decides on. Every proxy (PostgreSQL, SSH, HTTP,
 // Kubernetes) turns its traffic into Operations; nothing here knows about bytes or chat.
 
-export type Protocol = 'postgres' | 'ssh' | 'http' | 'kubernetes';
+export type Protocol = 'postgres' | 'ssh' | 'http' | 'kubernetes' | 'mcp';
 
 /** Who is acting. Agents carry the human `owner` they act for (self-approval checks use it). */
 export interface Identity {
@@ -24,7 +24,7 @@ export type SqlKind = 'read' | 'write' | 'ddl' | 'admin' | 'transaction' | 'util
  * SSH: `exec` is a simple command (plain argv, see gateway/ssh/command-class.ts); `exec-complex` is
  * any other command line (shell syntax, interpreters, wrappers): Airlock cannot know what it runs.
  */
-export type OperationKind = SqlKind | 'exec' | 'exec-complex' | 'shell' | 'sftp' | 'forward' | 'http' | 'kubernetes';
+export type OperationKind = SqlKind | 'exec' | 'exec-complex' | 'shell' | 'sftp' | 'forward' | 'http' | 'kubernetes' | 'mcp-tool';
 
 export type CopyDirection = 'to-stdout' | 'from-stdin' | 'to-file' | 'from-file' | 'to-program' | 'from-program';
 
