@@ -423,6 +423,32 @@ function lowerName(parts: Json[] | undefined): string | undefined {
   return names.join('.').toLowerCase();
 }
 
+/**
+ * Attribute notation is function notation in PostgreSQL: when `c.f` names no column of `c`, the
+ * server calls `f(c)` on the whole row (`SELECT c.to_json FROM customers c`). These are the
+ * built-ins that accept a row as their only (or only required) argument, so `x.f` may be one of
+ * them (pg_proc: first argument record/anyelement/anycompatible/any/anynonarray, plus hstore).
+ * A user function over a table's row type called this way is an administrator's object (see the
+ * threat model).
+ */
+const ROW_ATTRIBUTE_FUNCTIONS = new Set([
+  'any_out', 'anycompatible_out', 'anycompatiblenonarray_out', 'anyelement_out', 'anynonarray_out', 'concat',
+  'hash_record', 'json_build_array', 'json_build_object', 'jsonb_build_array', 'jsonb_build_object', 'num_nonnulls',
+  'num_nulls', 'pg_collation_for', 'pg_column_compression', 'pg_column_size', 'pg_column_toast_chunk_id',
+  'pg_restore_attribute_stats', 'pg_restore_relation_stats', 'pg_typeof', 'quote_literal', 'quote_nullable',
+  'record_out', 'record_send', 'row_to_json', 'to_json', 'to_jsonb', 'hstore',
+]);
+
+/** `c.to_json` / `public.customers.to_json`: the function attribute notation calls, or undefined. */
+function attributeCall(n: Obj): { fn: string; row: string } | undefined {
+  if (!Array.isArray(n.fields) || n.fields.length < 2) return undefined;
+  const names = n.fields.map(sval);
+  if (names.some((x) => x === undefined)) return undefined;
+  const fn = (names[names.length - 1] as string).toLowerCase();
+  if (!ROW_ATTRIBUTE_FUNCTIONS.has(fn)) return undefined;
+  return { fn, row: (names[names.length - 2] as string).toLowerCase() };
+}
+
 function columnRefText(n: Obj): string | undefined {
   if (!Array.isArray(n.fields)) return undefined;
   const parts: string[] = [];
@@ -563,6 +589,12 @@ class Walker {
         this.aliasColumns({ colnames: n.aliascolnames ?? null }, '*');
         return this.fields(n, ctx);
       case 'ColumnRef': {
+        const call = attributeCall(n);
+        if (call) {
+          // A function over the whole row, whatever clause it is in.
+          this.acc.functions.add(call.fn);
+          this.acc.exprCols.add(`${call.row}.*`);
+        }
         if (ctx.inExpr) {
           const c = columnRefText(n);
           if (c) this.acc.exprCols.add(c);
@@ -754,7 +786,7 @@ class Walker {
       }
       const target = u[1];
       const val = unwrap(target.val);
-      if (val && val[0] === 'ColumnRef' && !ctx.inExpr && !ctx.setOpBranch) {
+      if (val && val[0] === 'ColumnRef' && !ctx.inExpr && !ctx.setOpBranch && !attributeCall(val[1])) {
         // A bare column keeps its table origin, so the proxy can mask it; remember aliases so an
         // outer `lower(alias)` is traced back to the source column.
         const source = columnRefText(val[1]);
