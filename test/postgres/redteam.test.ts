@@ -95,3 +95,17 @@ test('partitions and inheritance children carry the masks of their ancestors (ro
     '[redacted]',
   ]);
 });
+
+test('ORDER BY / GROUP BY / DISTINCT ON by position use the masked value: refused like ORDER BY email', async () => {
+  const r = await h.psql(
+    [
+      'SELECT id, email FROM customers ORDER BY 2;',
+      'SELECT id, email FROM customers ORDER BY 1;',
+      'SELECT email, count(*) FROM customers GROUP BY 1;',
+      'SELECT DISTINCT ON (1) ssn FROM customers;',
+    ].join('\n'),
+    agent,
+  );
+  assert.equal((r.stderr.match(/rule masked-expression/g) ?? []).length, 3, r.stderr);
+  assert.match(r.stdout, /^1\|\[redacted\]$/m, 'ordering by a column that is not masked still works');
+});

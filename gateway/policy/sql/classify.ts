@@ -117,9 +117,13 @@ export function classifySql(query: string): ClassifiedStatement[] {
 // names from string arguments are walked by value, so their statements are never shared.
 const shapeCache = new Map<string, ClassifiedStatement>();
 
+/** Classifications whose facts depend on a literal: never shared by shape. */
+const literalDependent = new WeakSet<ClassifiedStatement>();
+
 function shapeCacheable(result: ClassifiedStatement[]): boolean {
   if (result.length !== 1) return false;
   const s = result[0];
+  if (literalDependent.has(s)) return false;
   if (s.sql.parseError || (s.kind !== 'read' && s.kind !== 'write')) return false;
   // set_config('role', ...) and set_config('search_path', ...) differ only in a literal.
   if (s.sql.settings || s.sql.renamed || s.sql.lockMode || s.sql.opaqueSource) return false;
@@ -334,6 +338,8 @@ interface Acc {
   /** Relations / schemas renamed or moved. */
   renamed: Set<string>;
   lockMode?: string;
+  /** Facts depend on a literal (`ORDER BY 2`), so statements of the same shape may differ. */
+  literalDependent?: boolean;
   /** SQL EXECUTE: rows come from a statement this one does not show. */
   opaque: boolean;
   executeName?: string;
@@ -696,6 +702,7 @@ class Walker {
       // clause (WHERE, GROUP BY, HAVING, ORDER BY, DISTINCT ON, WINDOW, VALUES) uses values.
       handled.add('fromClause');
       this.visit(n.fromClause, ctx);
+      this.positionalRefs(n);
       if (isObj(n.intoClause)) handled.add('intoClause'), this.visit(n.intoClause, ctx);
     } else {
       // UPDATE ... SET col = expr writes, it does not return values: walk it plainly.
@@ -706,6 +713,31 @@ class Walker {
       this.fields(n.returningClause, ctx, new Set(['exprs']));
     }
     this.fields(n, exprCtx, handled);
+  }
+
+  /**
+   * `ORDER BY 2`, `GROUP BY 1`, `DISTINCT ON (1)` use the value of output column N exactly like
+   * `ORDER BY email` would (an ordering or grouping oracle): record the column they point at. After
+   * a `*` the position cannot be known, so the star stands for it.
+   */
+  positionalRefs(n: Obj): void {
+    const targets = Array.isArray(n.targetList) ? n.targetList : [];
+    const refer = (item: Json): void => {
+      let u = unwrap(item);
+      if (u && u[0] === 'SortBy') u = unwrap(u[1].node);
+      if (u && u[0] === 'GroupingSet' && Array.isArray(u[1].content)) return u[1].content.forEach(refer);
+      if (!u || u[0] !== 'A_Const' || !isObj(u[1].ival) || typeof u[1].ival.ival !== 'number') return;
+      const pos = u[1].ival.ival;
+      this.acc.literalDependent = true;
+      for (let i = 0; i < Math.min(pos, targets.length); i++) {
+        const t = unwrap(targets[i]);
+        const val = t && t[0] === 'ResTarget' ? unwrap(t[1].val) : undefined;
+        if (!val || val[0] !== 'ColumnRef') continue;
+        const text = columnRefText(val[1]);
+        if (text && (i === pos - 1 || text.endsWith('*'))) this.acc.exprCols.add(text);
+      }
+    };
+    for (const k of ['sortClause', 'groupClause', 'distinctClause'] as const) if (Array.isArray(n[k])) n[k].forEach(refer);
   }
 
   /** MERGE: an unconditional WHEN MATCHED DELETE (or UPDATE joined on nothing) is an unbounded write. */
@@ -949,7 +981,9 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
   if (acc.opaque) sql.opaqueSource = true;
   if (acc.executeName !== undefined) sql.executeName = acc.executeName;
   if (acc.embedded.length > 0) sql.embedded = acc.embedded;
-  return { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
+  const out: ClassifiedStatement = { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
+  if (acc.literalDependent) literalDependent.add(out);
+  return out;
 }
 
 /**
