@@ -101,6 +101,10 @@ type MaskFormat = 'json' | 'text' | 'sniff' | 'refuse';
 export function maskFormat(contentType: string, hasFields: boolean): MaskFormat {
   const ct = contentType.toLowerCase();
   const base = (ct.split(';')[0] ?? '').trim();
+  // Detectors and the JSON parser read UTF-8. Text in UTF-16/32 (or any charset that is not
+  // UTF-8/ASCII) would pass them unrecognised and be decoded by the client: refuse it.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/.exec(ct)?.[1];
+  if (charset !== undefined && !['utf-8', 'utf8', 'us-ascii', 'ascii'].includes(charset)) return 'refuse';
   if (base === '') return 'sniff';
   if (/(nd|x-ld|l)json$|json-seq$/.test(base) || base === 'application/json' || base.endsWith('+json') || base === 'text/json') return 'json';
   if (base === 'text/plain' || base === 'text/event-stream') return hasFields ? 'sniff' : 'text';
