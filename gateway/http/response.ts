@@ -206,6 +206,10 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       const emit = (line: Buffer): boolean => {
         try {
           if (!isJson) {
+            if (line.includes(0)) {
+              failed = 'a streamed line contains NUL bytes (UTF-16/32?), which detectors cannot read; the stream was cut';
+              return false;
+            }
             const r = m.maskText(line.toString('utf8'));
             for (const x of r.masked) masked.add(x);
             res.write(r.value + '\n');
@@ -296,6 +300,8 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
         let out: Buffer;
         let masked: string[];
         if (format === 'text') {
+          // NUL bytes mean a wide encoding (UTF-16/32, also behind a BOM and no charset): detectors would not see its text.
+          if (raw.includes(0)) return fail('the upstream text contains NUL bytes (UTF-16/32?), which detectors cannot read; it was withheld', 'unmaskable response');
           const r = m.maskText(raw.toString('utf8'));
           out = Buffer.from(r.value);
           masked = r.masked;

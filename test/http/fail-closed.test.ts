@@ -71,6 +71,11 @@ function startUpstream(): Promise<http.Server> {
         res.writeHead(200, { 'content-type': `text/plain; charset=${wide[1]}`, 'content-length': bytes.length });
         return res.end(bytes);
       }
+      if (p.endsWith('/notes-bom')) {
+        const bytes = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('ping ann.lee@example.com\n', 'utf16le')]);
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': bytes.length });
+        return res.end(bytes);
+      }
       if (p.endsWith('/jsonwide')) {
         const bytes = Buffer.from('{"who":"ann.lee@example.com"}', 'utf16le');
         res.writeHead(200, { 'content-type': 'application/json; charset=utf-16le', 'content-length': bytes.length });
@@ -213,6 +218,8 @@ describe('masked responses fail closed', () => {
       assert.equal((JSON.parse(r.body) as { error: string }).error, 'unmaskable response');
       assert.equal(seen[seen.length - 1].headers['accept-charset'], undefined, 'Accept-Charset is not passed on when a mask applies');
     }
+    const bom = await curl('/notes/notes-bom');
+    assert.equal(bom.status, 502, 'UTF-16 behind a BOM, without a charset');
     const j = await curl('/svc/jsonwide');
     assert.notEqual(j.status, 200);
     assert.ok(!leaks(j.body.replace(/\0/g, '')));
