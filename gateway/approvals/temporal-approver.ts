@@ -38,6 +38,7 @@ import {
   type ResultReport,
 } from '../../workflows/definitions.ts';
 import { joinApproval } from '../../workflows/start.ts';
+import { verifyApprovalRun } from '../../workflows/run-check.ts';
 import { HOLD_PARKED, type Approver, type GrantUse, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest, type HoldRequested, type OperationBinding } from './approver.ts';
 
 export interface TemporalApproverOptions {
@@ -207,6 +208,12 @@ export class TemporalApprover implements Approver {
         const joined = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}) }));
         runId = joined.signaledRunId;
         reattached = existing?.status.name === 'RUNNING' && existing.runId === runId;
+        // A run someone else started under this id must be the request Airlock would have started.
+        const forged = await this.bounded(() => verifyApprovalRun(this.client, this.taskQueue, input, runId));
+        if (forged) {
+          this.audit('approval.run-mismatch', requestId, { ...subject, holdId, runId, reason: forged });
+          return failed(`approval request ${requestId} exists in Temporal but was not started for this operation (${forged}); failing closed. Someone who can start workflows in Temporal created it: protect Temporal with mTLS or API keys`);
+        }
       } catch (err) {
         let why = messageOf(err);
         if (/search attribute/i.test(why)) why += ' (Airlock search attributes are not registered: start `airlock worker`, which registers them, or create them with `temporal operator search-attribute create`)';

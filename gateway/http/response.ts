@@ -101,6 +101,10 @@ type MaskFormat = 'json' | 'text' | 'sniff' | 'refuse';
 export function maskFormat(contentType: string, hasFields: boolean): MaskFormat {
   const ct = contentType.toLowerCase();
   const base = (ct.split(';')[0] ?? '').trim();
+  // Detectors and the JSON parser read UTF-8. Text in UTF-16/32 (or any charset that is not
+  // UTF-8/ASCII) would pass them unrecognised and be decoded by the client: refuse it.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/.exec(ct)?.[1];
+  if (charset !== undefined && !['utf-8', 'utf8', 'us-ascii', 'ascii'].includes(charset)) return 'refuse';
   if (base === '') return 'sniff';
   if (/(nd|x-ld|l)json$|json-seq$/.test(base) || base === 'application/json' || base.endsWith('+json') || base === 'text/json') return 'json';
   if (base === 'text/plain' || base === 'text/event-stream') return hasFields ? 'sniff' : 'text';
@@ -202,6 +206,10 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       const emit = (line: Buffer): boolean => {
         try {
           if (!isJson) {
+            if (line.includes(0)) {
+              failed = 'a streamed line contains NUL bytes (UTF-16/32?), which detectors cannot read; the stream was cut';
+              return false;
+            }
             const r = m.maskText(line.toString('utf8'));
             for (const x of r.masked) masked.add(x);
             res.write(r.value + '\n');
@@ -292,6 +300,8 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
         let out: Buffer;
         let masked: string[];
         if (format === 'text') {
+          // NUL bytes mean a wide encoding (UTF-16/32, also behind a BOM and no charset): detectors would not see its text.
+          if (raw.includes(0)) return fail('the upstream text contains NUL bytes (UTF-16/32?), which detectors cannot read; it was withheld', 'unmaskable response');
           const r = m.maskText(raw.toString('utf8'));
           out = Buffer.from(r.value);
           masked = r.masked;

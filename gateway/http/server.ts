@@ -417,6 +417,8 @@ export class HttpGatewayCore {
       delete req.headers.range;
       delete req.headers['if-range'];
       add['accept-encoding'] = 'gzip, deflate, br';
+      // Masking reads text as UTF-8: do not invite another charset (maskFormat refuses one anyway).
+      delete req.headers['accept-charset'];
     }
     if (up.kind === 'kubernetes') {
       if (up.impersonate) {

@@ -46,6 +46,12 @@ export interface Relation {
   columns: CatalogColumn[];
   /** For views: attnum -> the column it passes through unchanged ([relation OID, attnum]). */
   origins?: Map<number, [number, number]>;
+  /**
+   * For partitions and inheritance children: every ancestor (`schema.table`, nearest first). A
+   * row read from `customers_2024` is a row of `customers`, so its masks follow (the child's
+   * columns have the parent's names).
+   */
+  ancestors?: string[];
 }
 
 export interface TypeInfo {
@@ -64,7 +70,17 @@ const MAX_VIEW_DEPTH = 16;
 /** A relation the catalog cannot see (dropped, or created in the client's uncommitted transaction) is re-checked soon. */
 const NEGATIVE_TTL_MS = 2_000;
 
-const RELATIONS_SQL = `SELECT a.attrelid::int8 AS relid, a.attnum, n.nspname, c.relname, c.relkind, a.attname, a.atttypid::int8 AS typid
+// `ancestors`: partitions and inheritance children, any depth, nearest first (same query, so one
+// round trip per batch).
+const RELATIONS_SQL = `SELECT a.attrelid::int8 AS relid, a.attnum, n.nspname, c.relname, c.relkind, a.attname, a.atttypid::int8 AS typid,
+       CASE WHEN a.attnum = (SELECT min(a2.attnum) FROM pg_catalog.pg_attribute a2 WHERE a2.attrelid = a.attrelid AND a2.attnum > 0 AND NOT a2.attisdropped) THEN
+         (WITH RECURSIVE anc(parent, depth) AS (
+             SELECT i.inhparent, 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
+             UNION ALL
+             SELECT i.inhparent, anc.depth + 1 FROM anc JOIN pg_catalog.pg_inherits i ON i.inhrelid = anc.parent WHERE anc.depth < 64)
+          SELECT array_agg(pn.nspname || '.' || pc.relname ORDER BY anc.depth)
+            FROM anc JOIN pg_catalog.pg_class pc ON pc.oid = anc.parent JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace)
+       END AS ancestors
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -143,6 +159,7 @@ export class Catalog {
       const col = rel.columns.find((c) => c.attnum === att);
       if (!col) break;
       names.push(col.qualified);
+      for (const a of rel.ancestors ?? []) names.push(`${a}.${col.name.toLowerCase()}`);
       cur = rel.origins?.get(cur[1]);
     }
     return names;
@@ -174,7 +191,7 @@ export class Catalog {
 
   async #loadRelations(oids: number[]): Promise<void> {
     const rows = (await this.#query('relations', RELATIONS_SQL, [oids])) as Array<{
-      relid: string; attnum: number; nspname: string; relname: string; relkind: string; attname: string; typid: string;
+      relid: string; attnum: number; nspname: string; relname: string; relkind: string; attname: string; typid: string; ancestors: string[] | null;
     }>;
     const now = this.#now();
     const found = new Map<number, Relation>();
@@ -185,6 +202,7 @@ export class Catalog {
         rel = { oid, name: `${r.nspname}.${r.relname}`.toLowerCase(), kind: r.relkind, columns: [] };
         found.set(oid, rel);
       }
+      if (r.ancestors && r.ancestors.length > 0) rel.ancestors = r.ancestors.map((a) => a.toLowerCase());
       rel.columns.push({ attnum: r.attnum, name: r.attname, qualified: `${rel.name}.${r.attname.toLowerCase()}`, typeOid: Number(r.typid) });
     }
     const views = [...found.values()].filter((r) => r.kind === 'v' || r.kind === 'm').map((r) => r.oid);

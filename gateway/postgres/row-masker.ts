@@ -237,7 +237,9 @@ class Factory implements MaskerFactory {
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
     for (const c of cols) {
-      const r = cp.rules.get(c.qualified);
+      // A partition or inheritance child carries its ancestors' masks (see Relation.ancestors).
+      const inherited = (rel.ancestors ?? []).map((a) => `${a}.${c.name.toLowerCase()}`).find((n) => cp.rules.has(n));
+      const r = cp.rules.get(c.qualified) ?? (inherited ? cp.rules.get(inherited) : undefined);
       const cls = classes.get(c.typeOid) ?? 'other';
       const detect = !r && !!cp.detectors && isTextual(cls);
       if (!r && !detect) {

@@ -37,6 +37,7 @@ const PLAIN = /^[A-Za-z0-9_\-./:=,+@%]$/;
 export const CODE_RUNNERS = new Set([
   // shells and shell built-ins / keywords that run or change what runs
   'sh', 'bash', 'dash', 'zsh', 'ksh', 'mksh', 'ash', 'csh', 'tcsh', 'fish', 'rbash', 'busybox', 'toybox',
+  'yash', 'posh', 'oksh', 'loksh', 'lksh', 'pdksh', 'elvish', 'nu', 'xonsh', 'rc', 'es', 'osh', 'ysh', 'gsed', 'nvi',
   'eval', 'exec', 'command', 'builtin', 'source', '.', 'time', 'trap', 'alias', 'function', 'coproc', 'select',
   'if', 'then', 'else', 'elif', 'fi', 'for', 'while', 'until', 'do', 'done', 'case', 'esac', 'declare', 'typeset',
   'export', 'readonly', 'local', 'set', 'shopt', 'enable', 'hash', 'type', 'unset', 'fc', 'history', 'let',
@@ -67,6 +68,31 @@ export const CODE_RUNNERS = new Set([
   'git', 'tar', 'zip', 'mutt', 'mail', 'openssl', 'dpkg', 'apt', 'apt-get', 'rpm', 'yum', 'dnf', 'pip', 'pip3',
   'npm', 'npx', 'yarn', 'gem', 'cargo', 'go', 'ansible', 'terraform', 'puppet', 'salt', 'journalctl', 'systemctl',
 ]);
+
+/**
+ * Names that are shell keywords or short words only as a whole program name: a version or variant
+ * suffix does not make them programs (`do-release-upgrade` is not `do`).
+ */
+const WHOLE_NAME_ONLY = new Set([
+  'if', 'then', 'else', 'elif', 'fi', 'for', 'while', 'until', 'do', 'done', 'case', 'esac', 'not', 'and', 'or', 'begin',
+  'end', 'switch', 'select', 'function', 'time', 'set', 'let', 'type', 'hash', 'local', 'export', 'at', 'bind', 'history',
+  'view', 'more', 'mail', 'watch', 'script', 'batch', 'ed', 'ex', 'ip', 'sg', 'su', 'R', 'es', 'rc', 'nu', 'emit', 'repeat',
+]);
+
+/**
+ * The code runner a program name stands for, if any. Installed interpreters carry version and
+ * variant suffixes and target prefixes (`perl5.36-x86_64-linux-gnu`, `ksh93`, `tclsh8.6`,
+ * `vim.tiny`, `sh.distrib`, `x86_64-linux-gnu-python3.11`), so each `-`/`_`/`.` part of the name
+ * is read up to its first digit.
+ */
+export function codeRunnerOf(prog: string): string | undefined {
+  if (CODE_RUNNERS.has(prog)) return prog;
+  for (const part of prog.split(/[-_.]/)) {
+    const m = /^[A-Za-z]+/.exec(part);
+    if (m && CODE_RUNNERS.has(m[0]) && !WHOLE_NAME_ONLY.has(m[0])) return m[0];
+  }
+  return undefined;
+}
 
 /** find actions that run or delete or write; without them find only lists. */
 const FIND_ACTIONS = /^-(exec|execdir|ok|okdir|delete|fprint|fprint0|fprintf|fls)$/;
@@ -183,7 +209,7 @@ export function classifyCommand(line: string): CommandClass {
       if (action) return { simple: false, reason: `find ${action} runs, deletes or writes` };
       break;
     }
-    if (CODE_RUNNERS.has(prog) || /^(python|perl|ruby|php|lua|node)[0-9.]*$/.test(prog)) return { simple: false, reason: `${prog} runs code or other commands` };
+    if (codeRunnerOf(prog)) return { simple: false, reason: `${prog} runs code or other commands` };
     break;
   }
   return { simple: true, argv: words, programs };

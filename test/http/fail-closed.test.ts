@@ -62,6 +62,25 @@ function startUpstream(): Promise<http.Server> {
       if (p.endsWith('/created')) return send('application/json', '{"ok":true}', 201, { location: '/users/ann.lee@example.com', 'x-owner': 'bo@example.org' });
       if (p.endsWith('/partial')) return send('application/json', '{"id":1,"ssn":"123-45-6789"}', 206, { 'content-range': 'bytes 10-37/99' });
       if (p.endsWith('/notes')) return send('text/plain', 'ping ann.lee@example.com\n');
+      // The same text in an encoding that is not ASCII-compatible (an upstream honouring Accept-Charset, or a UTF-16 file).
+      const wide = /\/notes-(utf-16le|utf-16be|utf-32)$/.exec(p);
+      if (wide) {
+        const text = 'ping ann.lee@example.com\n';
+        const le = Buffer.from(text, 'utf16le');
+        const bytes = wide[1] === 'utf-16le' ? le : wide[1] === 'utf-16be' ? Buffer.from(le).swap16() : Buffer.concat([...text].map((ch) => { const b = Buffer.alloc(4); b.writeUInt32BE(ch.codePointAt(0) ?? 0); return b; }));
+        res.writeHead(200, { 'content-type': `text/plain; charset=${wide[1]}`, 'content-length': bytes.length });
+        return res.end(bytes);
+      }
+      if (p.endsWith('/notes-bom')) {
+        const bytes = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('ping ann.lee@example.com\n', 'utf16le')]);
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': bytes.length });
+        return res.end(bytes);
+      }
+      if (p.endsWith('/jsonwide')) {
+        const bytes = Buffer.from('{"who":"ann.lee@example.com"}', 'utf16le');
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-16le', 'content-length': bytes.length });
+        return res.end(bytes);
+      }
       if (p.endsWith('/cards')) return send('application/json', '{"card":4242424242424242,"big":4111111111111111111,"byEmail":{"ann.lee@example.com":1,"bo@example.org":2},"n":42}');
       if (p.endsWith('/users')) {
         // Honours Range like a static file server would.
@@ -189,6 +208,23 @@ describe('masked responses fail closed', () => {
     assert.equal(notes.status, 200);
     assert.equal(notes.body, 'ping [redacted:email]\n');
     assert.equal((await curl('/svc/notes')).status, 502);
+  });
+
+  // Red team: detectors read text as UTF-8; UTF-16/32 text passed them and the client decoded the raw value.
+  test('text or JSON in a charset that is not UTF-8 (or ASCII) is refused, not masked as if it were UTF-8', async () => {
+    for (const cs of ['utf-16le', 'utf-16be', 'utf-32']) {
+      const r = await curl(`/notes/notes-${cs}`, ['-H', `Accept-Charset: ${cs}`]);
+      assert.equal(r.status, 502, `${cs}: ${r.status}`);
+      assert.equal((JSON.parse(r.body) as { error: string }).error, 'unmaskable response');
+      assert.equal(seen[seen.length - 1].headers['accept-charset'], undefined, 'Accept-Charset is not passed on when a mask applies');
+    }
+    const bom = await curl('/notes/notes-bom');
+    assert.equal(bom.status, 502, 'UTF-16 behind a BOM, without a charset');
+    const j = await curl('/svc/jsonwide');
+    assert.notEqual(j.status, 200);
+    assert.ok(!leaks(j.body.replace(/\0/g, '')));
+    const plain = await curl('/notes/notes', ['-H', 'Accept-Charset: utf-16le']);
+    assert.equal(plain.body, 'ping [redacted:email]\n');
   });
 
   test('JSON served without a content type is parsed and masked', async () => {

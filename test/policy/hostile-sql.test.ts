@@ -266,6 +266,20 @@ describe('masked columns leave only as plain output columns (recommended profile
     'SELECT md5(m) FROM (SELECT email FROM customers) s(m)',
     'SELECT x FROM customers c, LATERAL (SELECT c.email AS x) s',
     'SELECT (c).email FROM customers c',
+    // Attribute notation calls a function on the whole row when no column has that name.
+    'SELECT c.to_json FROM customers c',
+    'SELECT customers.row_to_json FROM customers',
+    'SELECT public.customers.to_jsonb FROM customers',
+    'SELECT c.quote_literal AS q FROM customers c',
+    'SELECT x.record_out FROM (SELECT * FROM customers) x',
+    'SELECT (SELECT c.concat) FROM customers c',
+    "SELECT id FROM customers c WHERE c.json_build_array::text LIKE '%ann@%'",
+    // Positions in ORDER BY / GROUP BY / DISTINCT ON use the value of the column they point at.
+    'SELECT id, email FROM customers ORDER BY 2',
+    'SELECT c.email, count(*) FROM customers c GROUP BY 1',
+    'SELECT DISTINCT ON (1) ssn, id FROM customers',
+    'SELECT email AS e, id FROM customers GROUP BY ROLLUP (1, 2)',
+    'SELECT * FROM customers ORDER BY 3',
     'SELECT email COLLATE "C" FROM customers',
     "SELECT pg_notify('ch', email) FROM customers",
     "SELECT set_config('application_name', email, false) FROM customers",
@@ -278,6 +292,12 @@ describe('masked columns leave only as plain output columns (recommended profile
     'EXPLAIN ANALYZE SELECT id FROM customers WHERE email = $1',
   ];
   for (const q of leaks) it(`denies ${q}`, () => denied(decide(recommended, q), 'masked-expression', q));
+
+  it('a position is read from each statement, not shared by statements of the same shape', () => {
+    assert.equal(decide(recommended, 'SELECT id, email FROM customers ORDER BY 1').action, 'allow');
+    denied(decide(recommended, 'SELECT id, email FROM customers ORDER BY 2'), 'masked-expression');
+    assert.equal(decide(recommended, 'SELECT id, email FROM customers GROUP BY 1, 2 ORDER BY 1').action, 'deny');
+  });
 
   it('also with denyMaskedExpressions alone (no profile)', () => {
     const e = engine('masking:\n  denyMaskedExpressions: true\n  columns: [{ column: customers.email, strategy: hash }]\n');
@@ -295,6 +315,8 @@ describe('masked columns leave only as plain output columns (recommended profile
       'DECLARE cur CURSOR WITH HOLD FOR SELECT * FROM customers',
       'FETCH 10 FROM cur',
       'SELECT lower(email) FROM newsletter', // no mask on that table
+      'SELECT id, email FROM customers ORDER BY 1',
+      'SELECT id, count(*) FROM customers GROUP BY 1',
     ]) {
       const d = decide(recommended, q);
       assert.equal(d.action, 'allow', `${q}: ${JSON.stringify(d)}`);

@@ -187,3 +187,26 @@ test('the built-in block-agent-shell-language denies complex commands and shells
   const human = { name: 'alice', groups: ['ops'] } as Operation['identity'];
   assert.equal(e.decide(sshOp('echo a; echo b', human)).action, 'allow');
 });
+
+// Red team: interpreters installed under versioned or variant names (this machine has
+// /usr/bin/perl5.36-x86_64-linux-gnu) were simple commands, so `functions`-allow rules and the
+// shell-language block did not see that they run code.
+test('interpreters with version, variant or target suffixes are complex', () => {
+  for (const line of [
+    "perl5.36-x86_64-linux-gnu -e 'unlink q(/tmp/x)'",
+    "/usr/bin/ksh93 -c 'rm -rf /tmp/x'",
+    "tclsh8.6 /tmp/script.tcl",
+    "vim.tiny -c '!rm -rf /tmp/x'",
+    "sh.distrib -c 'rm /tmp/x'",
+    "x86_64-linux-gnu-python3.11 -c 'import os'",
+    "zsh-5.9 -c 'rm /tmp/x'",
+    "yash -c 'rm /tmp/x'",
+    "gawk-5.2 'BEGIN{system(1)}'",
+  ]) {
+    const c = classifyCommand(line);
+    assert.equal(c.simple, false, `${line} must be complex`);
+  }
+  for (const line of ['do-release-upgrade --help', 'ls -la', 'sha256sum /etc/hosts', 'pg_dump --version', 'df -h']) {
+    assert.equal(classifyCommand(line).simple, true, `${line} stays simple`);
+  }
+});

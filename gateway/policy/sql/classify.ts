@@ -117,9 +117,13 @@ export function classifySql(query: string): ClassifiedStatement[] {
 // names from string arguments are walked by value, so their statements are never shared.
 const shapeCache = new Map<string, ClassifiedStatement>();
 
+/** Classifications whose facts depend on a literal: never shared by shape. */
+const literalDependent = new WeakSet<ClassifiedStatement>();
+
 function shapeCacheable(result: ClassifiedStatement[]): boolean {
   if (result.length !== 1) return false;
   const s = result[0];
+  if (literalDependent.has(s)) return false;
   if (s.sql.parseError || (s.kind !== 'read' && s.kind !== 'write')) return false;
   // set_config('role', ...) and set_config('search_path', ...) differ only in a literal.
   if (s.sql.settings || s.sql.renamed || s.sql.lockMode || s.sql.opaqueSource) return false;
@@ -334,6 +338,8 @@ interface Acc {
   /** Relations / schemas renamed or moved. */
   renamed: Set<string>;
   lockMode?: string;
+  /** Facts depend on a literal (`ORDER BY 2`), so statements of the same shape may differ. */
+  literalDependent?: boolean;
   /** SQL EXECUTE: rows come from a statement this one does not show. */
   opaque: boolean;
   executeName?: string;
@@ -421,6 +427,32 @@ function lowerName(parts: Json[] | undefined): string | undefined {
   const names = parts.map(sval);
   if (names.some((n) => n === undefined)) return undefined;
   return names.join('.').toLowerCase();
+}
+
+/**
+ * Attribute notation is function notation in PostgreSQL: when `c.f` names no column of `c`, the
+ * server calls `f(c)` on the whole row (`SELECT c.to_json FROM customers c`). These are the
+ * built-ins that accept a row as their only (or only required) argument, so `x.f` may be one of
+ * them (pg_proc: first argument record/anyelement/anycompatible/any/anynonarray, plus hstore).
+ * A user function over a table's row type called this way is an administrator's object (see the
+ * threat model).
+ */
+const ROW_ATTRIBUTE_FUNCTIONS = new Set([
+  'any_out', 'anycompatible_out', 'anycompatiblenonarray_out', 'anyelement_out', 'anynonarray_out', 'concat',
+  'hash_record', 'json_build_array', 'json_build_object', 'jsonb_build_array', 'jsonb_build_object', 'num_nonnulls',
+  'num_nulls', 'pg_collation_for', 'pg_column_compression', 'pg_column_size', 'pg_column_toast_chunk_id',
+  'pg_restore_attribute_stats', 'pg_restore_relation_stats', 'pg_typeof', 'quote_literal', 'quote_nullable',
+  'record_out', 'record_send', 'row_to_json', 'to_json', 'to_jsonb', 'hstore',
+]);
+
+/** `c.to_json` / `public.customers.to_json`: the function attribute notation calls, or undefined. */
+function attributeCall(n: Obj): { fn: string; row: string } | undefined {
+  if (!Array.isArray(n.fields) || n.fields.length < 2) return undefined;
+  const names = n.fields.map(sval);
+  if (names.some((x) => x === undefined)) return undefined;
+  const fn = (names[names.length - 1] as string).toLowerCase();
+  if (!ROW_ATTRIBUTE_FUNCTIONS.has(fn)) return undefined;
+  return { fn, row: (names[names.length - 2] as string).toLowerCase() };
 }
 
 function columnRefText(n: Obj): string | undefined {
@@ -563,6 +595,12 @@ class Walker {
         this.aliasColumns({ colnames: n.aliascolnames ?? null }, '*');
         return this.fields(n, ctx);
       case 'ColumnRef': {
+        const call = attributeCall(n);
+        if (call) {
+          // A function over the whole row, whatever clause it is in.
+          this.acc.functions.add(call.fn);
+          this.acc.exprCols.add(`${call.row}.*`);
+        }
         if (ctx.inExpr) {
           const c = columnRefText(n);
           if (c) this.acc.exprCols.add(c);
@@ -664,6 +702,7 @@ class Walker {
       // clause (WHERE, GROUP BY, HAVING, ORDER BY, DISTINCT ON, WINDOW, VALUES) uses values.
       handled.add('fromClause');
       this.visit(n.fromClause, ctx);
+      this.positionalRefs(n);
       if (isObj(n.intoClause)) handled.add('intoClause'), this.visit(n.intoClause, ctx);
     } else {
       // UPDATE ... SET col = expr writes, it does not return values: walk it plainly.
@@ -674,6 +713,31 @@ class Walker {
       this.fields(n.returningClause, ctx, new Set(['exprs']));
     }
     this.fields(n, exprCtx, handled);
+  }
+
+  /**
+   * `ORDER BY 2`, `GROUP BY 1`, `DISTINCT ON (1)` use the value of output column N exactly like
+   * `ORDER BY email` would (an ordering or grouping oracle): record the column they point at. After
+   * a `*` the position cannot be known, so the star stands for it.
+   */
+  positionalRefs(n: Obj): void {
+    const targets = Array.isArray(n.targetList) ? n.targetList : [];
+    const refer = (item: Json): void => {
+      let u = unwrap(item);
+      if (u && u[0] === 'SortBy') u = unwrap(u[1].node);
+      if (u && u[0] === 'GroupingSet' && Array.isArray(u[1].content)) return u[1].content.forEach(refer);
+      if (!u || u[0] !== 'A_Const' || !isObj(u[1].ival) || typeof u[1].ival.ival !== 'number') return;
+      const pos = u[1].ival.ival;
+      this.acc.literalDependent = true;
+      for (let i = 0; i < Math.min(pos, targets.length); i++) {
+        const t = unwrap(targets[i]);
+        const val = t && t[0] === 'ResTarget' ? unwrap(t[1].val) : undefined;
+        if (!val || val[0] !== 'ColumnRef') continue;
+        const text = columnRefText(val[1]);
+        if (text && (i === pos - 1 || text.endsWith('*'))) this.acc.exprCols.add(text);
+      }
+    };
+    for (const k of ['sortClause', 'groupClause', 'distinctClause'] as const) if (Array.isArray(n[k])) n[k].forEach(refer);
   }
 
   /** MERGE: an unconditional WHEN MATCHED DELETE (or UPDATE joined on nothing) is an unbounded write. */
@@ -754,7 +818,7 @@ class Walker {
       }
       const target = u[1];
       const val = unwrap(target.val);
-      if (val && val[0] === 'ColumnRef' && !ctx.inExpr && !ctx.setOpBranch) {
+      if (val && val[0] === 'ColumnRef' && !ctx.inExpr && !ctx.setOpBranch && !attributeCall(val[1])) {
         // A bare column keeps its table origin, so the proxy can mask it; remember aliases so an
         // outer `lower(alias)` is traced back to the source column.
         const source = columnRefText(val[1]);
@@ -917,7 +981,9 @@ function classifyStatement(stmt: Obj, text: string): ClassifiedStatement {
   if (acc.opaque) sql.opaqueSource = true;
   if (acc.executeName !== undefined) sql.executeName = acc.executeName;
   if (acc.embedded.length > 0) sql.embedded = acc.embedded;
-  return { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
+  const out: ClassifiedStatement = { text, kind, tables: [...acc.tables], functions: [...acc.functions], sql };
+  if (acc.literalDependent) literalDependent.add(out);
+  return out;
 }
 
 /**
