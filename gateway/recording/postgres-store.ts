@@ -315,7 +315,7 @@ export class PostgresStore implements Store {
   }
 
   /** Retention is not implemented for PostgreSQL yet (see README "Deploying"). */
-  prune(): never {
+  prune(_before?: Date, _opts?: VerifyOptions): never {
     throw new Error('airlock audit prune supports the SQLite store only for now; on PostgreSQL, keep the audit database (it is append-only) or archive it with pg_dump');
   }
 
