@@ -8,7 +8,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import YAML from 'yaml';
 
-type Node = { t: 'text'; s: string } | { t: 'out'; expr: string } | { t: 'if' | 'with'; expr: string; body: Node[]; else: Node[] } | { t: 'define'; name: string; body: Node[] };
+type Block = { t: 'if' | 'with'; expr: string; body: Node[]; else: Node[] };
+type Define = { t: 'define'; name: string; body: Node[] };
+type Node = { t: 'text'; s: string } | { t: 'out'; expr: string } | Block | Define;
 
 export class TemplateError extends Error {}
 
@@ -40,7 +42,7 @@ function tokenize(src: string, file: string): Node[] {
 /** Nests if/with/define ... end. */
 function parse(tokens: Node[], file: string): Node[] {
   const root: Node[] = [];
-  const stack: { node: Node & { body: Node[] }; inElse: boolean }[] = [];
+  const stack: { node: Block | Define; inElse: boolean }[] = [];
   const target = () => {
     const top = stack[stack.length - 1];
     if (!top) return root;
