@@ -368,7 +368,8 @@ export const configSchema = z
       })
       .strict(),
     /** The audit store: one SQLite file (default), or PostgreSQL (`postgres:`), which several gateways
-     * share. `sqlite` keeps its default either way (recordings and other files are placed next to it). */
+     * share. With `postgres`, `sqlite` only locates the local files placed next to it (the local
+     * approval channel, SSH recordings). */
     store: z
       .object({
         sqlite: z.string().default('.airlock/airlock.db'),
@@ -386,7 +387,6 @@ export const configSchema = z
           .optional(),
       })
       .strict()
-      .refine((v) => !(v.postgres && v.sqlite !== '.airlock/airlock.db'), { message: 'store: give either sqlite or postgres, not both' })
       .default({ sqlite: '.airlock/airlock.db' }),
     /** Audit durability, retention and tamper evidence (gateway/recording; README "Audit durability and verification"). */
     audit: z
