@@ -249,14 +249,96 @@ async function checkpoint(): Promise<Checkpoint | undefined> {
   lastCheckpointSeq = h.seq;
   entriesSinceCheckpoint = 0;
   if (ins.rowCount === 0) return undefined;
-  if (init.anchorFile) {
-    try {
-      appendFileSync(init.anchorFile, JSON.stringify(cp) + '\n', { mode: 0o600 });
-    } catch (e) {
-      post({ t: 'log', level: 'error', msg: 'audit store: appending a checkpoint to the anchor file failed', detail: { anchor: init.anchorFile, seq: cp.seq, err: errorText(e) } });
-    }
-  }
+  anchor(cp);
   return cp;
+}
+
+function anchor(cp: Checkpoint): void {
+  if (!init.anchorFile) return;
+  try {
+    appendFileSync(init.anchorFile, JSON.stringify(cp) + '\n', { mode: 0o600 });
+  } catch (e) {
+    post({ t: 'log', level: 'error', msg: 'audit store: appending a checkpoint to the anchor file failed', detail: { anchor: init.anchorFile, seq: cp.seq, err: errorText(e) } });
+  }
+}
+
+interface PruneCounts {
+  sessions: number;
+  operations: number;
+  audit: number;
+  entries: number;
+  base: number;
+}
+
+/**
+ * Retention, as SqliteStore.prune (read its comment): the caller verified the chain up to
+ * `verifiedSeq`/`verifiedHash` first. Deletes what ended before `cutoff`, re-records retained state
+ * that depended on pruned entries as snapshots, appends a `prune` entry and leaves a base checkpoint.
+ */
+async function prune(cutoff: number, verifiedSeq: number, verifiedHash: string, verifiedEntries: number): Promise<PruneCounts> {
+  const c = await writerClient();
+  await c.query('BEGIN');
+  try {
+    await c.query('SELECT pg_advisory_xact_lock($1)', [CHAIN_LOCK]);
+    if (verifiedEntries > 0) {
+      const r = await c.query<{ hash: string }>('SELECT hash FROM journal WHERE seq = $1', [verifiedSeq]);
+      if (r.rows[0]?.hash !== verifiedHash) throw new Error('the audit chain changed under prune (another prune?); run it again');
+    }
+    await c.query(`CREATE TEMP TABLE prune_sessions (entity text PRIMARY KEY, id text NOT NULL) ON COMMIT DROP;
+      CREATE TEMP TABLE prune_ops (session_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (session_id, seq)) ON COMMIT DROP;
+      CREATE TEMP TABLE prune_audit (entity text PRIMARY KEY, id bigint NOT NULL) ON COMMIT DROP;`);
+    await c.query(`INSERT INTO prune_sessions SELECT 's:' || id, id FROM sessions s
+      WHERE coalesce(ended_at, greatest(started_at, coalesce((SELECT max(at) FROM operations o WHERE o.session_id = s.id), started_at))) < $1`, [cutoff]);
+    await c.query(`INSERT INTO prune_ops SELECT session_id, seq FROM operations
+      WHERE session_id IN (SELECT id FROM prune_sessions) OR (at < $1 AND session_id NOT IN (SELECT id FROM sessions))`, [cutoff]);
+    await c.query(`INSERT INTO prune_audit SELECT 'a:' || id, id FROM audit WHERE at < $1`, [cutoff]);
+    const counts = (await c.query<{ s: number; o: number; a: number }>(`SELECT (SELECT count(*) FROM prune_sessions) AS s, (SELECT count(*) FROM prune_ops) AS o, (SELECT count(*) FROM prune_audit) AS a`)).rows[0];
+    const base = Number((await c.query<{ m: number | null }>(`SELECT max(seq) AS m FROM journal WHERE entity IN (SELECT entity FROM prune_sessions)
+      OR entity IN (SELECT entity FROM prune_audit)
+      OR (item IS NOT NULL AND EXISTS (SELECT 1 FROM prune_ops p WHERE p.session_id = substr(journal.entity, 3) AND p.seq = journal.item))`)).rows[0].m ?? 0);
+    const h = await head(c);
+    const first = Number((await c.query<{ m: number | null }>('SELECT min(seq) AS m FROM journal')).rows[0].m ?? h.seq + 1);
+    if (base < first) {
+      await c.query('COMMIT');
+      return { sessions: 0, operations: 0, audit: 0, entries: 0, base: first - 1 };
+    }
+    const now = Date.now();
+    const keptSessions = (await c.query(`SELECT s.* FROM sessions s WHERE 's:' || s.id NOT IN (SELECT entity FROM prune_sessions)
+      AND EXISTS (SELECT 1 FROM journal j WHERE j.entity = 's:' || s.id AND j.item IS NULL AND j.seq <= $1) ORDER BY s.ord`, [base])).rows as Record<string, never>[];
+    for (const r of keptSessions) {
+      await append(c, h, 'session.snapshot', `s:${r.id}`, null, now, {
+        id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
+        startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
+      });
+    }
+    const keptOps = (await c.query(`SELECT o.* FROM operations o WHERE NOT EXISTS (SELECT 1 FROM prune_ops p WHERE p.session_id = o.session_id AND p.seq = o.seq)
+      AND (SELECT max(j.seq) FROM journal j WHERE j.entity = 's:' || o.session_id AND j.item = o.seq) <= $1 ORDER BY o.session_id, o.seq`, [base])).rows as Record<string, never>[];
+    for (const r of keptOps) {
+      await append(c, h, 'operation', `s:${r.session_id}`, r.seq, r.at, {
+        sessionId: r.session_id, seq: r.seq, at: r.at, text: r.text, kind: r.kind, classification: r.classification, decision: r.decision,
+        rule: r.rule, reason: r.reason, rows: r.rows, bytes: r.bytes, maskedColumns: r.masked_columns, error: r.error, durationMs: r.duration_ms, approval: r.approval,
+      });
+    }
+    const keptAudit = (await c.query(`SELECT a.* FROM audit a WHERE a.id NOT IN (SELECT id FROM prune_audit)
+      AND EXISTS (SELECT 1 FROM journal j WHERE j.entity = 'a:' || a.id AND j.seq <= $1) ORDER BY a.id`, [base])).rows as Record<string, never>[];
+    for (const r of keptAudit) await append(c, h, 'audit', `a:${r.id}`, null, r.at, { id: r.id, at: r.at, kind: r.kind, subject: r.subject, actor: r.actor, detail: r.detail });
+    await append(c, h, 'prune', '', null, now, { before: cutoff, base, sessions: counts.s, operations: counts.o, audit: counts.a });
+    const baseHash = (await c.query<{ hash: string }>('SELECT hash FROM journal WHERE seq = $1', [base])).rows[0]?.hash;
+    if (!baseHash) throw new Error(`chain entry #${base} is missing`);
+    await c.query(`DELETE FROM operations WHERE EXISTS (SELECT 1 FROM prune_ops p WHERE p.session_id = operations.session_id AND p.seq = operations.seq)`);
+    await c.query(`DELETE FROM sessions WHERE id IN (SELECT id FROM prune_sessions)`);
+    await c.query(`DELETE FROM audit WHERE id IN (SELECT id FROM prune_audit)`);
+    const entries = (await c.query('DELETE FROM journal WHERE seq <= $1', [base])).rowCount ?? 0;
+    await c.query('DELETE FROM checkpoints WHERE seq <= $1', [base]);
+    const cp = makeCheckpoint(base, baseHash, new Date(now), signingKey, true);
+    await c.query(`INSERT INTO checkpoints (seq, base, at, hash, key_id, sig) VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, [cp.seq, cp.at, cp.hash, cp.keyId, cp.sig]);
+    await c.query('COMMIT');
+    anchor(cp);
+    return { sessions: counts.s, operations: counts.o, audit: counts.a, entries, base };
+  } catch (e) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw e;
+  }
 }
 
 async function checkpointSafely(): Promise<void> {
@@ -377,6 +459,13 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
       } finally {
         await c.query('COMMIT').catch(() => {});
       }
+    }
+    case 'prune': {
+      await writesSettled(init.readWaitMs);
+      const [cutoff, seq, hash, entries] = req.args as [number, number, string, number];
+      const r = await prune(cutoff, seq, hash, entries);
+      await checkpointSafely();
+      return r;
     }
     case 'checkpoint':
       await writesSettled(init.readWaitMs);

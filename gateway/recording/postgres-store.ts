@@ -15,8 +15,8 @@
 //
 // Tamper evidence: the same journal and canonical entries (chain.ts); appends of all gateways are
 // serialized by an advisory lock, so they form one chain. `verify()` copies the tables into an
-// in-memory SQLite database and runs the very same verifier (verify.ts). `prune()` is SQLite-only
-// for now (see README): retention on PostgreSQL is a documented gap.
+// in-memory SQLite database and runs the very same verifier (verify.ts); `prune()` follows the
+// SQLite store's retention semantics in one transaction under the same lock.
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { receiveMessageOnPort, MessageChannel, Worker } from 'node:worker_threads';
 import { log } from '../log.ts';
@@ -25,6 +25,7 @@ import {
   epochMs,
   intOrZero,
   operationData,
+  PruneRefusedError,
   safeJson,
   SqliteStore,
   StoreOpenError,
@@ -32,7 +33,9 @@ import {
   toAudit,
   toOperation,
   toSummary,
+  validDate,
   type AuditRow,
+  type PruneResult,
   type OperationRow,
   type SessionSummary,
   type StoreStats,
@@ -314,9 +317,16 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** Retention is not implemented for PostgreSQL yet (see README "Deploying"). */
-  prune(_before?: Date, _opts?: VerifyOptions): never {
-    throw new Error('airlock audit prune supports the SQLite store only for now; on PostgreSQL, keep the audit database (it is append-only) or archive it with pg_dump');
+  /**
+   * Retention, with SqliteStore.prune's semantics: refuses (PruneRefusedError) when the chain does not
+   * verify, then deletes what ended before `before` in one transaction under the chain lock, keeping
+   * snapshots of retained state and a base checkpoint (signed when the store has the key).
+   */
+  prune(before: Date, opts: VerifyOptions = {}): PruneResult {
+    if (!validDate(before)) throw new RangeError('prune needs a valid cutoff date');
+    const report = this.verify(opts);
+    if (!report.ok) throw new PruneRefusedError(report);
+    return this.call('prune', [before.getTime(), report.lastSeq, report.lastHash, report.entries], 10 * 60_000) as PruneResult;
   }
 
   /** Signs the chain head now (also done every checkpointEvery entries, checkpointInterval and on close). */

@@ -195,6 +195,39 @@ for (const backend of backends) {
       assert.match(got, new RegExp(`\\[airlock: ${text.length - MAX_TEXT_CHARS} more characters not recorded\\]$`));
     });
 
+    test('prune removes what ended before the cutoff only, the chain still verifies from a signed base, and a tampered chain is not pruned', async (t) => {
+      const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+      const { store, loc } = await fresh(t, { signingKey: privateKey });
+      const day = (d: number) => new Date(Date.UTC(2026, 10, d));
+      store.startSession(session('old', day(1)));
+      store.recordOperation(op('old', 1, { at: day(1) }));
+      store.endSession('old', day(2), 'done', { toClient: 0, fromClient: 0 });
+      store.startSession(session('spans', day(9)));
+      store.recordOperation(op('spans', 1, { at: day(9) }));
+      store.endSession('spans', day(11), 'done', { toClient: 0, fromClient: 0 });
+      store.startSession(session('new', day(20)));
+      store.recordOperation(op('new', 1, { at: day(20) }));
+      store.recordAudit({ at: day(3), kind: 'k', subject: 'old', detail: {} });
+      store.recordAudit({ at: day(21), kind: 'k', subject: 'new', detail: {} });
+      const pruned = store.prune(day(10), { publicKey });
+      assert.deepEqual({ sessions: pruned.sessions, operations: pruned.operations, audit: pruned.audit }, { sessions: 1, operations: 1, audit: 1 });
+      assert.deepEqual(store.listSessions().map((s) => s.id), ['new', 'spans']);
+      assert.equal(store.getSession('old'), undefined);
+      assert.equal(store.getSession('spans')?.operations.length, 1);
+      assert.deepEqual(store.listAudit().map((e) => e.subject), ['new']);
+      const report = store.verify({ publicKey });
+      assert.equal(report.ok, true, JSON.stringify(report.problems));
+      assert.ok(report.firstSeq > 1, 'the chain starts after the pruned entries');
+      assert.throws(() => store.prune(new Date('nope')), RangeError);
+      // Records written after a prune chain on from it.
+      store.recordOperation(op('new', 2));
+      assert.equal(await store.whenDrained(5000), true);
+      assert.equal(store.verify({ publicKey }).ok, true);
+      await tamper(loc, store, "UPDATE sessions SET identity = 'someone-else' WHERE id = 'new'");
+      assert.throws(() => store.prune(day(30), { publicKey }), /does not verify/);
+      assert.equal(store.getSession('new')?.operations.length, 2, 'nothing was pruned');
+    });
+
     test('the hash chain verifies, signed checkpoints are kept in the store and the anchor file, and a changed row is named', async (t) => {
       const dir = mkdtempSync(join(tmpdir(), 'airlock-anchor-'));
       t.after(() => rmSync(dir, { recursive: true, force: true }));
