@@ -304,6 +304,46 @@ describe('audit store (postgres): shared by several gateways', () => {
     assert.equal(a.stats().dropped + b.stats().dropped, 0);
   });
 
+  test('a prune on one gateway while another keeps recording leaves one chain that verifies', async (t) => {
+    const loc = await postgresBackend.location();
+    t.after(() => loc.dispose());
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const a = loc.open({ signingKey: privateKey });
+    const b = loc.open({ signingKey: privateKey });
+    t.after(() => {
+      a.close();
+      b.close();
+    });
+    const old = new Date(Date.UTC(2026, 0, 1));
+    for (let i = 0; i < 30; i++) {
+      a.startSession(session(`old-${i}`, old));
+      a.recordOperation(op(`old-${i}`, 1, { at: old }));
+      a.endSession(`old-${i}`, old, 'done', { toClient: 0, fromClient: 0 });
+    }
+    assert.equal(await a.whenDrained(10_000), true);
+    // B records continuously while A prunes.
+    let writing = true;
+    let n = 0;
+    const writer = (async () => {
+      b.startSession(session('live', new Date()));
+      while (writing) {
+        b.recordOperation(op('live', ++n, { at: new Date() }));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 50));
+    const pruned = a.prune(new Date(Date.UTC(2026, 5, 1)), { publicKey });
+    await new Promise((r) => setTimeout(r, 50));
+    writing = false;
+    await writer;
+    assert.equal(pruned.sessions, 30);
+    assert.equal(await b.whenDrained(10_000), true);
+    const report = b.verify({ publicKey });
+    assert.equal(report.ok, true, JSON.stringify(report.problems.slice(0, 3)));
+    assert.equal(b.getSession('live')?.operations.length, n, 'no write of B was lost to the prune');
+    assert.deepEqual(a.listSessions().map((s) => s.id), ['live']);
+  });
+
   test('a schema version table records the migrations; a database from a newer Airlock is refused by name', async (t) => {
     const loc = await postgresBackend.location();
     t.after(() => loc.dispose());
