@@ -10,8 +10,9 @@
 // failure was not transient (database down, disk full). Reads are synchronous too: the main thread
 // posts the query to the I/O thread and blocks (Atomics.wait, bounded by readTimeoutMs) until the
 // reply arrives, like better-sqlite3 blocks on the file. Reads serve the CLI and the approval
-// notices, never the proxies' hot path. Each read first lets already queued writes commit (up to
-// readWaitMs), so a reader sees what was recorded before it asked.
+// notices, never the proxies' hot path; while the database is failing they fail fast instead.
+// Each read first lets already queued writes commit (up to readWaitMs), so a reader sees what was
+// recorded before it asked.
 //
 // Tamper evidence: the same journal and canonical entries (chain.ts); appends of all gateways are
 // serialized by an advisory lock, so they form one chain. `verify()` copies the tables into an
@@ -66,7 +67,7 @@ export interface PostgresStoreOptions {
   anchorFile?: string;
   /** Connecting and migrating at open; default 15000 ms. */
   connectTimeoutMs?: number;
-  /** Longest a synchronous read blocks the caller; default 10000 ms. */
+  /** Longest a synchronous read blocks the caller; default 5000 ms (then reads fail fast for 5 s). */
   readTimeoutMs?: number;
   /** How long a read waits for queued writes to commit first; default 1000 ms. */
   readWaitMs?: number;
@@ -83,6 +84,7 @@ export class PostgresStore implements Store {
   private flushTimer: NodeJS.Timeout | undefined;
   private nextId = 1;
   private nextCall = 1;
+  private readsBlockedUntil = 0;
   private closed = false;
   private hardFailure = false;
   private readonly counters = { writes: 0, failures: 0, dropped: 0, lastError: undefined as string | undefined };
@@ -151,8 +153,14 @@ export class PostgresStore implements Store {
   }
 
   /** Blocks until the I/O thread answers `op` (or `timeoutMs` passes). */
-  private call(op: SyncOp, args: unknown[], timeoutMs = this.opts.readTimeoutMs ?? 10_000): unknown {
+  private call(op: SyncOp, args: unknown[], timeoutMs = this.opts.readTimeoutMs ?? 5000): unknown {
     if (this.closed) throw new Error('the audit store is closed');
+    // A read blocks the event loop (every session of this gateway): while the database is known to
+    // be failing, or a read just timed out, fail fast instead of stalling again.
+    if (op !== 'open' && op !== 'close') {
+      if (this.hardFailure && this.pending.size > 0) throw new Error(`the audit database is unavailable: ${this.counters.lastError ?? 'writes are failing'}`);
+      if (Date.now() < this.readsBlockedUntil) throw new Error('the audit database did not answer the last read; not waiting again yet');
+    }
     this.flush();
     const call = this.nextCall++;
     Atomics.store(this.signal, 0, 0);
@@ -160,7 +168,10 @@ export class PostgresStore implements Store {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the audit database did not answer ${op} within ${timeoutMs} ms`);
+      if (left <= 0) {
+        this.readsBlockedUntil = Date.now() + 5000;
+        throw new Error(`the audit database did not answer ${op} within ${timeoutMs} ms`);
+      }
       Atomics.wait(this.signal, 0, 0, left);
       Atomics.store(this.signal, 0, 0);
       for (let m = receiveMessageOnPort(this.replies.port1); m; m = receiveMessageOnPort(this.replies.port1)) {

@@ -406,6 +406,8 @@ describe('audit store (postgres): durability', () => {
     await waitFor(() => !store.health().ok, 'the failure to be noticed');
     assert.match(store.health().reason ?? '', /cannot be written/);
     assert.throws(() => store.assertWritable(), AuditUnavailableError);
+    // Reads block the event loop: while the database is known to be failing they fail at once.
+    assert.throws(() => store.getSession('s'), /audit database is unavailable/);
     await server.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS true`);
     assert.equal(await store.whenDrained(15_000), true);
     assert.equal(store.health().ok, true);
