@@ -75,7 +75,10 @@ export function auditCommand(): Command {
           if (!cp) throw new AuditCliError(`${anchorPath} line ${i + 1} is not an Airlock checkpoint`);
           return cp;
         }) : undefined;
-        const store = SqliteStore.open(dbPath, { readonly: true });
+        // store.postgres: verify the shared database (no --db); otherwise the SQLite file read-only.
+        const { postgresConnection } = await import('../recording/open.ts');
+        const pg = !o.db && loaded ? postgresConnection(loaded) : undefined;
+        const store = pg ? (await import('../recording/postgres-store.ts')).PostgresStore.open(pg) : SqliteStore.open(dbPath, { readonly: true });
         try {
           const report = store.verify({ publicKey, from: o.from ? parseWhen(o.from) : undefined, anchored });
           process.stdout.write(o.json ? JSON.stringify(report, null, 2) + '\n' : formatVerifyReport(report));

@@ -396,8 +396,25 @@ export const configSchema = z
         maxTtl: duration.default('1h'),
       })
       .strict(),
+    /** The audit store: one SQLite file (default), or PostgreSQL (`postgres:`), which several gateways
+     * share. With `postgres`, `sqlite` only locates the local files placed next to it (the local
+     * approval channel, SSH recordings). */
     store: z
-      .object({ sqlite: z.string().default('.airlock/airlock.db') })
+      .object({
+        sqlite: z.string().default('.airlock/airlock.db'),
+        postgres: z
+          .object({
+            host: z.string().min(1),
+            port: z.number().int().min(1).max(65535).default(5432),
+            database: z.string().min(1),
+            user: z.string().min(1),
+            password: secretRef.optional(),
+            /** true: TLS verified against the system CAs; or a CA bundle file (and whether to verify). */
+            tls: z.union([z.boolean(), z.object({ ca: z.string().min(1).optional(), rejectUnauthorized: z.boolean().default(true) }).strict()]).default(false),
+          })
+          .strict()
+          .optional(),
+      })
       .strict()
       .default({ sqlite: '.airlock/airlock.db' }),
     /** Audit durability, retention and tamper evidence (gateway/recording; README "Audit durability and verification"). */

@@ -1,6 +1,8 @@
 import type { KeyObject } from 'node:crypto';
 import { ConfigError, configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import { parsePrivateKey, SigningKeyError } from './chain.ts';
+import { readFileSync } from 'node:fs';
+import { PostgresStore, type PostgresConnectionOptions } from './postgres-store.ts';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';
 
 export interface OpenStoreOptions {
@@ -9,9 +11,40 @@ export interface OpenStoreOptions {
   signer?: boolean;
 }
 
-/** Opens the store the config names (SQLite path relative to the config file), with the audit policy. */
-export function openStore(loaded: LoadedConfig, opts: OpenStoreOptions = {}): SqliteStore {
+/** Either audit store; both implement Store plus verify/checkpoint/stats/whenDrained. */
+export type AuditStore = SqliteStore | PostgresStore;
+
+/** Opens the store the config names (SQLite path relative to the config file, or PostgreSQL), with the audit policy. */
+export function openStore(loaded: LoadedConfig, opts: OpenStoreOptions = {}): AuditStore {
+  const pg = postgresConnection(loaded);
+  if (pg) {
+    const { maxPageCount: _m, busyTimeoutMs: _b, readonly: _r, ...rest } = storeOptions(loaded, opts);
+    return PostgresStore.open(pg, rest);
+  }
   return SqliteStore.open(configPath(loaded, loaded.config.store.sqlite), storeOptions(loaded, opts));
+}
+
+/** store.postgres resolved (password secret, CA file), or undefined for the SQLite store. */
+export function postgresConnection(loaded: LoadedConfig): PostgresConnectionOptions | undefined {
+  const p = loaded.config.store.postgres;
+  if (!p) return undefined;
+  const tls = typeof p.tls === 'boolean' ? p.tls : { rejectUnauthorized: p.tls.rejectUnauthorized, ca: p.tls.ca ? readCa(configPath(loaded, p.tls.ca)) : undefined };
+  return {
+    host: p.host,
+    port: p.port,
+    database: p.database,
+    user: p.user,
+    password: p.password ? resolveSecret(p.password, loaded.baseDir, 'store.postgres.password').trim() : undefined,
+    tls,
+  };
+}
+
+function readCa(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`store.postgres.tls.ca: cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 export function storeOptions(loaded: LoadedConfig, opts: OpenStoreOptions = {}): SqliteStoreOptions {

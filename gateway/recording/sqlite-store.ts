@@ -193,7 +193,7 @@ const MIGRATIONS: string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
-interface SessionRow {
+export interface SessionRow {
   id: string;
   protocol: string;
   identity: string;
@@ -207,7 +207,7 @@ interface SessionRow {
   bytes_from_client: number;
 }
 
-interface SummaryRow extends SessionRow {
+export interface SummaryRow extends SessionRow {
   op_count: number;
   denied_count: number;
   review_count: number;
@@ -215,7 +215,7 @@ interface SummaryRow extends SessionRow {
   error_count: number;
 }
 
-interface OperationRow {
+export interface OperationRow {
   session_id: string;
   seq: number;
   at: number;
@@ -233,7 +233,7 @@ interface OperationRow {
   approval: string | null;
 }
 
-interface AuditRow {
+export interface AuditRow {
   id: number;
   at: number;
   kind: string;
@@ -848,10 +848,10 @@ export class SqliteStore implements Store {
   }
 }
 
-type OperationData = ReturnType<typeof operationData>;
+export type OperationData = ReturnType<typeof operationData>;
 
 /** The operations row for a record: free text redacted, capped, JSON columns as text. */
-function operationData(op: OperationRecord) {
+export function operationData(op: OperationRecord) {
   return {
     sessionId: str(op.sessionId),
     seq: Number.isSafeInteger(op.seq) ? op.seq : Number.isFinite(Number(op.seq)) ? Math.floor(Number(op.seq)) : 0,
@@ -980,18 +980,18 @@ function errorText(e: unknown): string {
   return String(e);
 }
 
-function validDate(d: unknown): d is Date {
+export function validDate(d: unknown): d is Date {
   return d instanceof Date && Number.isFinite(d.getTime());
 }
 
-function epochMs(d: Date): number {
+export function epochMs(d: Date): number {
   const t = d instanceof Date ? d.getTime() : new Date(d as unknown as string).getTime();
   // A bad timestamp must not lose the record; "now" is the best available estimate.
   return Number.isFinite(t) ? t : Date.now();
 }
 
 /** A required text column never fails NOT NULL on a caller's slip: the record is worth more. */
-function str(v: unknown): string {
+export function str(v: unknown): string {
   return v === undefined || v === null ? '' : wellFormed(String(v));
 }
 
@@ -999,7 +999,7 @@ function numOrNull(n: number | undefined): number | null {
   return typeof n === 'number' && Number.isFinite(n) ? n : null;
 }
 
-function intOrZero(n: number | undefined): number {
+export function intOrZero(n: number | undefined): number {
   return typeof n === 'number' && Number.isFinite(n) ? Math.max(0, Math.floor(n)) : 0;
 }
 
@@ -1012,7 +1012,7 @@ function capText(text: string): string {
 }
 
 /** JSON that cannot throw: BigInts become strings, cycles become "[circular]". */
-function safeJson(v: unknown): string {
+export function safeJson(v: unknown): string {
   const seen = new WeakSet<object>();
   return JSON.stringify(v, (_k, val: unknown) => {
     if (typeof val === 'bigint') return val.toString();
@@ -1033,7 +1033,7 @@ function parseJson<T>(text: string | null, fallback: T): T {
   }
 }
 
-function toSession(r: SessionRow): SessionRecord {
+export function toSession(r: SessionRow): SessionRecord {
   const s: SessionRecord = {
     id: r.id,
     protocol: r.protocol,
@@ -1050,7 +1050,7 @@ function toSession(r: SessionRow): SessionRecord {
   return s;
 }
 
-function toSummary(r: SummaryRow): SessionSummary {
+export function toSummary(r: SummaryRow): SessionSummary {
   return {
     ...toSession(r),
     operationCount: r.op_count,
@@ -1061,7 +1061,7 @@ function toSummary(r: SummaryRow): SessionSummary {
   };
 }
 
-function toOperation(r: OperationRow): OperationRecord {
+export function toOperation(r: OperationRow): OperationRecord {
   const op: OperationRecord = {
     sessionId: r.session_id,
     seq: r.seq,
@@ -1083,7 +1083,7 @@ function toOperation(r: OperationRow): OperationRecord {
   return op;
 }
 
-function toAudit(r: AuditRow): AuditEvent {
+export function toAudit(r: AuditRow): AuditEvent {
   const e: AuditEvent = { at: new Date(r.at), kind: r.kind, subject: r.subject, detail: parseJson<Record<string, unknown>>(r.detail, {}) };
   if (r.actor !== null) e.actor = r.actor;
   return e;
