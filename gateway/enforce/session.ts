@@ -14,6 +14,7 @@ import type { Identity, Operation, Protocol } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import type { Refusal } from './refusal.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import { HOLD_STARTED } from '../recording/reconcile.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -215,15 +216,26 @@ export class EnforcementSession {
       ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
       : o.binding;
     let heldId: string | undefined;
+    const started = (requestId: string) => {
+      if (heldId || !requestId) return;
+      this.holdingRequests.add((heldId = requestId));
+      // In the record before anything can crash: startup reconciliation (recording/reconcile.ts)
+      // reports a hold that never finished.
+      try {
+        this.deps.store.recordAudit({ at: new Date(), kind: HOLD_STARTED, subject: this.id, detail: { requestId, rule: d.rule, kind: o.operation.kind, text: o.operation.text ?? '' } });
+      } catch (err) {
+        this.deps.logger.error({ err, session: this.id }, 'recording a hold start failed');
+      }
+    };
     const onRequested = (p: HoldRequested) => {
-      if (!heldId && p.requestId) this.holdingRequests.add((heldId = p.requestId));
+      started(p.requestId);
       // A re-attached request is announced once, when it is known to be visible (onPosted), or
       // as a grant use.
       if (o.signal.aborted || p.reattached) return;
       o.notify({ stage: 'requested', message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached' : 'created'}, posting to ${p.channel}`, detail: `rule ${d.rule}: ${d.reason}` });
     };
     const onPosted = (p: HoldPosted) => {
-      if (!heldId && p.requestId) this.holdingRequests.add((heldId = p.requestId));
+      started(p.requestId);
       if (o.signal.aborted) return;
       o.notify({
         stage: 'posted',
