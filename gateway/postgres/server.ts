@@ -23,6 +23,7 @@ import { clientStartup, refuse, UPSTREAM_CLIENT_ENCODING, type ClientTls } from 
 import { connectUpstream, UpstreamError } from './upstream.ts';
 import { parseDuration } from '../config/load.ts';
 import { EventRateLimiter } from '../net/rate-limit.ts';
+import { fdLimit, watchFds } from '../net/fd-watch.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
 
 export interface PostgresGatewayOptions {
@@ -261,6 +262,14 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
     });
   });
   const addr = server.address() as { address: string; port: number };
+  const limit = fdLimit();
+  // Each session holds two descriptors (client and upstream).
+  if (limit !== undefined && listen.maxClientConnections * 2 + 64 > limit) logger.warn({ fdLimit: limit, maxClientConnections: listen.maxClientConnections }, `the process may open only ${limit} files, fewer than listen.postgres.maxClientConnections needs; raise ulimit -n`);
+  const stopFdWatch = watchFds(({ open, limit }) => {
+    metrics?.limitsHit.inc({ protocol: 'postgres', limit: 'fileDescriptors' });
+    logger.fatal({ code: 'EMFILE', open, fdLimit: limit, sessions: sessions.size, authenticating: pending.size }, `out of file descriptors (${open} of ${limit} open): new connections are being dropped; raise the process limit (ulimit -n) or lower listen.postgres.maxClientConnections`);
+  });
+  server.once('close', stopFdWatch);
   logger.info({ host: addr.address, port: addr.port, tls: !!tls, tlsRequired: tls?.required ?? false }, 'postgres gateway listening');
 
   return {

@@ -65,11 +65,18 @@ async function writeConfig(dir?: string): Promise<{ dir: string; file: string; p
   return { dir: d, file, port, adminPort };
 }
 
-async function spawnGateway(dir?: string): Promise<Running> {
+async function spawnGateway(dir?: string, fdLimit?: number): Promise<Running & { stdout: () => string }> {
   const c = await writeConfig(dir);
-  const child = spawn(process.execPath, ['bin/airlock.js', 'gateway', '--config', c.file], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LOG_LEVEL: 'info' } });
+  const args = ['bin/airlock.js', 'gateway', '--config', c.file];
+  const env: NodeJS.ProcessEnv = { ...process.env, AIRLOCK_LOG_LEVEL: 'info' };
+  delete env.NODE_TEST_CONTEXT;
+  const child = fdLimit
+    ? spawn('/bin/bash', ['-c', `ulimit -n ${fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+    : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let err = '';
+  let out = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 60_000;
   while (!/postgres gateway listening on/.test(err)) {
@@ -77,7 +84,7 @@ async function spawnGateway(dir?: string): Promise<Running> {
     if (Date.now() > deadline) throw new Error(`gateway did not start: ${err}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { child, ...c, stderr: () => err, exited };
+  return { child, ...c, stderr: () => err, stdout: () => out, exited };
 }
 
 async function client(g: Running): Promise<pg.Client> {
@@ -165,3 +172,4 @@ test('after SIGKILL the next start ends the sessions left open with reason "gate
   again.child.kill('SIGQUIT');
   assert.equal(await within(again.exited, 20_000, 'exit after SIGQUIT'), 0);
 });
+
