@@ -17,6 +17,10 @@ import type { Store } from './recording/store.ts';
 import { approverFromConfig } from './approvals/from-config.ts';
 import type { Approver } from './approvals/approver.ts';
 import { startMcpFromConfig } from './mcp/from-config.ts';
+import { parseDuration } from './config/load.ts';
+import { GatewayMetrics } from './observability/metrics.ts';
+import { startAdminServer } from './observability/admin-server.ts';
+import { canReconcile, reconcileCrashed } from './recording/reconcile.ts';
 
 export interface Listener {
   protocol: string;
@@ -29,6 +33,13 @@ export interface Listener {
 export interface RunningGateway {
   listeners: Listener[];
   store: Store;
+  metrics: GatewayMetrics;
+  /**
+   * Planned shutdown. 'drain' (SIGTERM): stop accepting, let running statements finish for up to
+   * shutdown.drainTimeout, tell held clients their request stays open, flush the audit store.
+   * 'fast' (SIGINT): the same without waiting for running statements. Then close().
+   */
+  shutdown(mode: 'drain' | 'fast'): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,6 +57,8 @@ export interface StartGatewayOptions {
   ssh?: { host?: string; port?: number };
   /** Override the MCP listener's host/port. */
   mcp?: { host?: string; port?: number };
+  /** Override listen.admin host/port (port 0 picks a free one). */
+  admin?: { host?: string; port?: number };
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -98,6 +111,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
+  // A store this gateway opened is its own: whatever a crash left open is closed in the record.
+  if (!opts.store && canReconcile(store)) {
+    const r = reconcileCrashed(store);
+    if (r.sessions.length) logger.warn({ sessions: r.sessions.length, holds: r.holds }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed); ${r.holds.length} held operation(s) recorded as not executed`);
+  }
+  const metrics = new GatewayMetrics(store);
+  let pgGateway: Awaited<ReturnType<typeof startPostgresGateway>> | undefined;
   let approver = opts.approver;
   if (!approver) {
     const a = await approverFromConfig(loaded, store);
@@ -120,19 +140,21 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
         bindingKey: approvalBindingKey(loaded),
         masking: masking.forConnection,
         logger,
+        metrics,
         host: opts.postgres?.host,
         port: opts.postgres?.port,
       });
+      pgGateway = gw;
       closers.unshift(() => gw.close());
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
     if (loaded.config.ssh) {
-      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, host: opts.ssh?.host, port: opts.ssh?.port });
+      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, host: opts.ssh?.host, port: opts.ssh?.port });
       closers.unshift(() => ssh.close());
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }
     if (loaded.config.http || opts.http) {
-      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), host: opts.http?.host, port: opts.http?.port });
+      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }
@@ -145,14 +167,45 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => m.close());
       listeners.push({ protocol: 'mcp', host: m.host, port: m.port, detail: m.url });
     }
+    const adminCfg = loaded.config.listen.admin;
+    if (adminCfg || opts.admin) {
+      const admin = await startAdminServer({
+        host: opts.admin?.host ?? adminCfg?.host ?? '127.0.0.1',
+        port: opts.admin?.port ?? adminCfg?.port ?? 9187,
+        metrics,
+        logger,
+        targets: {
+          store,
+          temporal: loaded.config.temporal && !opts.approver ? loaded.config.temporal.address : undefined,
+          upstreams: loaded.config.connections.map((c) => ({ name: c.name, host: c.host, port: c.port })),
+        },
+      });
+      closers.unshift(() => admin.close());
+      listeners.push({ protocol: 'admin', host: admin.host, port: admin.port, detail: '/healthz /readyz /metrics' });
+    }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;
   }
   if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres, ssh, http)');
+  const closeAll = async () => {
+    for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
+  };
   return {
     listeners,
     store,
+    metrics,
+    async shutdown(mode) {
+      const drainMs = mode === 'drain' ? parseDuration(loaded.config.shutdown.drainTimeout) : 0;
+      logger.info({ mode, drainMs }, 'gateway shutting down');
+      await pgGateway?.drain(drainMs);
+      const flush = (store as Partial<{ whenDrained(ms: number): Promise<boolean> }>).whenDrained;
+      if (flush) {
+        const ok = await flush.call(store, parseDuration(loaded.config.shutdown.auditFlushTimeout));
+        if (!ok) logger.error('audit store: records still pending at shutdown (see audit.onFailure)');
+      }
+      await closeAll();
+    },
     async close() {
       for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
     },

@@ -18,6 +18,43 @@ async function waitForSignal(): Promise<void> {
   });
 }
 
+/**
+ * SIGTERM drains (running statements finish, up to shutdown.drainTimeout), SIGINT shuts down
+ * fast (running statements are ended), SIGQUIT exits at once (the audit store is still closed,
+ * which writes what it holds). A second SIGTERM or SIGINT during a shutdown forces it.
+ */
+async function runUntilSignalled(gw: { shutdown(mode: 'drain' | 'fast'): Promise<void>; store: { close(): void } }): Promise<void> {
+  const say = (m: string) => process.stderr.write(`airlock: ${m}\n`);
+  const mode = await new Promise<'drain' | 'fast' | 'immediate'>((resolve) => {
+    process.once('SIGTERM', () => resolve('drain'));
+    process.once('SIGINT', () => resolve('fast'));
+    process.once('SIGQUIT', () => resolve('immediate'));
+  });
+  if (mode === 'immediate') {
+    say('SIGQUIT: exiting now');
+    try {
+      gw.store.close();
+    } finally {
+      process.exit(0);
+    }
+  }
+  const force = (sig: string) => {
+    say(`${sig} again: forcing shutdown`);
+    try {
+      gw.store.close();
+    } finally {
+      process.exit(1);
+    }
+  };
+  process.once('SIGTERM', () => force('SIGTERM'));
+  process.once('SIGINT', () => force('SIGINT'));
+  process.once('SIGQUIT', () => force('SIGQUIT'));
+  say(mode === 'drain' ? 'SIGTERM: draining (no new connections; running statements finish; SIGTERM again forces)' : 'SIGINT: shutting down (running statements are ended; SIGINT again forces)');
+  await gw.shutdown(mode);
+  say('shutdown complete');
+  process.exit(0);
+}
+
 /** Mints a token; groups and owner default to the identity's entry in the config. */
 async function mintFor(loaded: LoadedConfig, identity: string, groupList?: string, owner?: string, ttl?: string): Promise<string> {
   const { configuredIdentity, tokenSettings } = await import('../auth/settings.ts');
@@ -40,8 +77,7 @@ export function buildCli(): Command {
     const gw = await startGateway(loaded);
     installCrashGuard();
     for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
-    await waitForSignal();
-    await gw.close();
+    await runUntilSignalled(gw);
   });
 
   configOption(program.command('token').description('print a short-lived signed token for an identity'))

@@ -380,12 +380,22 @@ export const configSchema = z
             tls: tlsServer.optional(),
             /** Largest message a client may send after authentication (default 16 MiB); a larger declared length ends the session (08P01) before it is buffered. Startup packets are capped at 10,000 bytes. */
             maxMessageBytes: z.number().int().min(8192).max(1 << 30).optional(),
+            /** PgBouncer's max_client_conn: connections (authenticating or in session) beyond it are refused with 53300. */
+            maxClientConnections: z.number().int().min(1).default(1000),
+            /** PgBouncer's client_login_timeout: time a client has to finish startup and authentication. */
+            clientLoginTimeout: duration.default('60s'),
+            /** Responses a session may have outstanding; beyond it the client is not read until they drain (no Sync in flight: ended with 54000). */
+            maxPipelinedMessages: z.number().int().min(16).default(10_000),
           })
           .strict()
           .optional(),
+        /** Health, readiness and Prometheus metrics (/healthz, /readyz, /metrics); off unless given. */
+        admin: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(9187) }).strict().optional(),
       })
       .strict()
       .default({}),
+    /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
+    shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
     auth: z
       .object({
         issuer: z.string().default('airlock'),

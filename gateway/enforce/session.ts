@@ -13,6 +13,8 @@ import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation, Protocol } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import type { Refusal } from './refusal.ts';
+import type { GatewayMetrics } from '../observability/metrics.ts';
+import { HOLD_STARTED } from '../recording/reconcile.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -24,6 +26,8 @@ export interface EnforcementDeps {
   approver: Approver;
   store: Store;
   logger: Logger;
+  /** Prometheus metrics; every protocol is counted here, in one place. */
+  metrics?: GatewayMetrics;
 }
 
 export interface SessionInfo {
@@ -86,6 +90,9 @@ export class EnforcementSession {
   private ended = false;
   private readonly requestIds = new Set<string>();
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** Approval requests this session is waiting on now (a draining gateway names them to the client). */
+  private readonly holdingRequests = new Set<string>();
+  private started = false;
 
   constructor(
     private readonly deps: EnforcementDeps,
@@ -103,6 +110,14 @@ export class EnforcementSession {
     const { id, protocol, identity, connection, clientAddress } = this.info;
     this.deps.store.assertWritable();
     this.deps.store.startSession({ id, protocol, identity: identity.name, groups: identity.groups, connection, clientAddress, startedAt: new Date() });
+    this.started = true;
+    this.deps.metrics?.sessionsTotal.inc({ protocol });
+    this.deps.metrics?.sessionsActive.inc({ protocol });
+  }
+
+  /** Approval requests this session's held operations wait on now. */
+  heldRequests(): string[] {
+    return [...this.holdingRequests];
   }
 
   /** Calls `onExpired` when the session's token expires (never, without an expiry). */
@@ -149,6 +164,7 @@ export class EnforcementSession {
     if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
     try {
       const { decision, operation } = this.deps.policy.decideAll(ops);
+      this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
       return { decision, operation };
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
@@ -167,6 +183,23 @@ export class EnforcementSession {
    * refused unless the rule allows it (the transaction's locks would be held for the whole wait).
    */
   async hold(o: HoldOptions): Promise<HoldResult> {
+    const m = this.deps.metrics;
+    const protocol = this.info.protocol;
+    if (!m) return this.holdInner(o);
+    const t0 = Date.now();
+    m.holdsPending.inc({ protocol });
+    try {
+      const r = await this.holdInner(o);
+      const outcome = r.approved ? 'approved' : (r.approval?.outcome ?? r.refusal.kind);
+      m.approvalOutcomes.inc({ protocol, outcome });
+      m.holdSeconds.observe({ protocol, outcome }, (Date.now() - t0) / 1000);
+      return r;
+    } finally {
+      m.holdsPending.dec({ protocol });
+    }
+  }
+
+  private async holdInner(o: HoldOptions): Promise<HoldResult> {
     const d = o.decision;
     if (o.transactionSince && !d.review.holdInTransaction) {
       return {
@@ -182,13 +215,27 @@ export class EnforcementSession {
     const binding: OperationBinding = o.transactionSince
       ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
       : o.binding;
+    let heldId: string | undefined;
+    const started = (requestId: string) => {
+      if (heldId || !requestId) return;
+      this.holdingRequests.add((heldId = requestId));
+      // In the record before anything can crash: startup reconciliation (recording/reconcile.ts)
+      // reports a hold that never finished.
+      try {
+        this.deps.store.recordAudit({ at: new Date(), kind: HOLD_STARTED, subject: this.id, detail: { requestId, rule: d.rule, kind: o.operation.kind, text: o.operation.text ?? '' } });
+      } catch (err) {
+        this.deps.logger.error({ err, session: this.id }, 'recording a hold start failed');
+      }
+    };
     const onRequested = (p: HoldRequested) => {
+      started(p.requestId);
       // A re-attached request is announced once, when it is known to be visible (onPosted), or
       // as a grant use.
       if (o.signal.aborted || p.reattached) return;
       o.notify({ stage: 'requested', message: `approval required: request ${p.requestId} ${p.reattached ? 're-attached' : 'created'}, posting to ${p.channel}`, detail: `rule ${d.rule}: ${d.reason}` });
     };
     const onPosted = (p: HoldPosted) => {
+      started(p.requestId);
       if (o.signal.aborted) return;
       o.notify({
         stage: 'posted',
@@ -201,6 +248,8 @@ export class EnforcementSession {
       outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding }, onPosted, o.signal, onRequested);
     } catch (err) {
       outcome = { outcome: 'failed', requestId: '', reason: (err as Error).message };
+    } finally {
+      if (heldId) this.holdingRequests.delete(heldId);
     }
     if (outcome.requestId) this.requestIds.add(outcome.requestId);
     if (outcome.outcome === 'approved') {
@@ -261,6 +310,7 @@ export class EnforcementSession {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.expiryTimer);
+    if (this.started) this.deps.metrics?.sessionsActive.dec({ protocol: this.info.protocol });
     try {
       this.deps.store.endSession(this.id, new Date(), reason, bytes);
     } catch (err) {

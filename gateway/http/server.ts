@@ -22,6 +22,7 @@
 // {"error":"approval pending","requestId":...,"deadline":...}; the request stays open for
 // approvers, and once approved the same request sent again runs at once (the approval is a
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
+import type { GatewayMetrics } from '../observability/metrics.ts';
 import { createHmac, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -68,6 +69,8 @@ export interface HttpGatewayOptions {
   host?: string;
   port?: number;
   logger?: Logger;
+  /** Prometheus metrics, counted in the enforcement seam. */
+  metrics?: GatewayMetrics;
 }
 
 export interface HttpGateway {
@@ -159,6 +162,7 @@ export class HttpGatewayCore {
   readonly #loaded: LoadedConfig;
   readonly #cfg: HttpConfig;
   readonly #store: Store;
+  readonly #metrics: GatewayMetrics | undefined;
   readonly #approver: Approver;
   readonly #log: Logger;
   readonly #tokens: TokenSettings;
@@ -183,6 +187,7 @@ export class HttpGatewayCore {
     this.#loaded = o.loaded;
     this.#cfg = cfg;
     this.#store = o.store;
+    this.#metrics = o.metrics;
     this.#approver = o.approver;
     this.#log = (o.logger ?? rootLog).child({ component: 'http-gateway' });
     this.#tokens = tokenSettings(o.loaded);
@@ -255,7 +260,7 @@ export class HttpGatewayCore {
     let s = byKey.get(key);
     if (!s) {
       const enforce = new EnforcementSession(
-        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log },
+        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics },
         { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}` },
       );
       try {

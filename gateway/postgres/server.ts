@@ -21,6 +21,10 @@ import { maskingConfigured } from './scrub.ts';
 import { Session, type SqlClassifier } from './session.ts';
 import { clientStartup, refuse, UPSTREAM_CLIENT_ENCODING, type ClientTls } from './startup.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
+import { parseDuration } from '../config/load.ts';
+import { EventRateLimiter } from '../net/rate-limit.ts';
+import { fdLimit, watchFds } from '../net/fd-watch.ts';
+import type { GatewayMetrics } from '../observability/metrics.ts';
 
 export interface PostgresGatewayOptions {
   config: LoadedConfig;
@@ -42,8 +46,10 @@ export interface PostgresGatewayOptions {
   /** Override listen.postgres host/port (tests, the demo). Port 0 picks a free port. */
   host?: string;
   port?: number;
-  /** Time a client has to finish startup and authentication. Default 60s (PG's authentication_timeout). */
+  /** Time a client has to finish startup and authentication. Default listen.postgres.clientLoginTimeout (60s). */
   startupTimeoutMs?: number;
+  /** Prometheus metrics (gateway/observability/metrics.ts); none when absent. */
+  metrics?: GatewayMetrics;
   /** Time to connect and authenticate upstream. Default 10s. */
   upstreamTimeoutMs?: number;
 }
@@ -53,6 +59,12 @@ export interface PostgresGateway {
   port: number;
   /** Live sessions (for status pages and tests). */
   sessions(): ReadonlySet<Session>;
+  /**
+   * Graceful stop: no new connections; sessions end as soon as no statement is running (up to
+   * `timeoutMs`, 0: at once); a held client is told its approval request stays open and how to
+   * re-attach. Resolves when every session has ended.
+   */
+  drain(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -63,7 +75,8 @@ const FORWARDED_PARAMS = ['application_name', 'client_encoding', 'DateStyle', 'T
 export async function startPostgresGateway(opts: PostgresGatewayOptions): Promise<PostgresGateway> {
   const logger = opts.logger ?? defaultLogger.child({ component: 'postgres' });
   const loaded = opts.config;
-  const listen = loaded.config.listen.postgres ?? { host: '127.0.0.1', port: 6432 };
+  const listen: NonNullable<LoadedConfig['config']['listen']['postgres']> = loaded.config.listen.postgres ?? { host: '127.0.0.1', port: 6432, maxClientConnections: 1000, clientLoginTimeout: '60s', maxPipelinedMessages: 10_000 };
+  const metrics = opts.metrics;
   const tokens = tokenSettings(loaded);
   let tls: ClientTls | undefined;
   if (listen.tls) {
@@ -83,7 +96,21 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
   const cancels = new CancelRegistry();
   const sessions = new Set<Session>();
   const pending = new Set<Socket>();
-  const startupTimeoutMs = opts.startupTimeoutMs ?? 60_000;
+  const startupTimeoutMs = opts.startupTimeoutMs ?? parseDuration(listen.clientLoginTimeout);
+  const enforcements = new Map<Session, EnforcementSession>();
+  let draining = false;
+  // Refusals before a session exists are caused by whoever can open a socket: logged and audited
+  // at a bounded rate, the rest counted and reported with the next one that passes.
+  const refusalLimiter = new EventRateLimiter(20, 10_000);
+  const fdLimiter = new EventRateLimiter(1, 5_000);
+  const refused = (reason: string, log: Record<string, unknown>, subject: string, detail: Record<string, unknown>) => {
+    metrics?.refusedConnections.inc({ protocol: 'postgres', reason });
+    const v = refusalLimiter.take();
+    if (!v.pass) return;
+    const extra = v.suppressed ? { suppressedSinceLast: v.suppressed } : {};
+    logger.info({ ...log, ...extra }, 'postgres connection refused');
+    audit('postgres.refused', subject, { ...detail, ...extra });
+  };
 
   const audit = (kind: string, subject: string, detail: Record<string, unknown>) => {
     try {
@@ -99,17 +126,34 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
     raw.setKeepAlive(true, 30_000);
     // Errors are handled by whoever reads the socket; this keeps a late one from being unhandled.
     raw.on('error', (err) => logger.debug({ err, clientAddress }, 'client socket error'));
+    if (draining) {
+      refuse(raw, { severity: 'FATAL', code: '57P03', message: 'the Airlock gateway is shutting down; connect again (to another gateway) shortly' });
+      return;
+    }
+    if (pending.size + sessions.size >= listen.maxClientConnections) {
+      metrics?.limitsHit.inc({ protocol: 'postgres', limit: 'maxClientConnections' });
+      refused('maxClientConnections', { clientAddress, limit: listen.maxClientConnections }, clientAddress, { clientAddress, code: '53300', reason: 'too many client connections' });
+      refuse(raw, { severity: 'FATAL', code: '53300', message: `sorry, too many clients already: Airlock accepts at most ${listen.maxClientConnections} connections (listen.postgres.maxClientConnections)` });
+      return;
+    }
     pending.add(raw);
-    const timer = setTimeout(() => raw.destroy(), startupTimeoutMs);
+    const timer = setTimeout(() => {
+      metrics?.limitsHit.inc({ protocol: 'postgres', limit: 'clientLoginTimeout' });
+      refused('clientLoginTimeout', { clientAddress, timeoutMs: startupTimeoutMs }, clientAddress, { clientAddress, code: '08006', reason: 'startup not completed within clientLoginTimeout' });
+      raw.destroy();
+    }, startupTimeoutMs);
     try {
       const res = await clientStartup(raw, {
         tls,
         cancels,
         auth: { tokens, connections: loaded.config.connections },
-        onRefused: (e, params) => {
-          logger.info({ clientAddress, user: params?.user, database: params?.database, code: e.code, reason: e.message }, 'postgres connection refused');
-          audit('postgres.refused', params?.user ?? clientAddress, { clientAddress, user: params?.user, connection: params?.database, code: e.code, reason: e.message });
-        },
+        onRefused: (e, params) =>
+          refused(
+            e.code,
+            { clientAddress, user: params?.user, database: params?.database, code: e.code, reason: e.message },
+            params?.user ?? clientAddress,
+            { clientAddress, user: params?.user, connection: params?.database, code: e.code, reason: e.message },
+          ),
       });
       if (res.kind !== 'session') return;
       const socket = res.socket;
@@ -145,7 +189,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       }
       const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
       const enforcement = new EnforcementSession(
-        { policy: opts.policy, approver: opts.approver, store: opts.store, logger },
+        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt },
       );
       const session = new Session(
@@ -158,9 +202,14 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           upstreamLeftover: up.leftover,
           upstreamKey: { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret },
           clientPid: key.pid,
-          onClose: (s) => sessions.delete(s),
+          onClose: (s) => {
+            sessions.delete(s);
+            enforcements.delete(s);
+          },
           scrubOutput: maskingConfigured(loaded.config),
           maxMessageBytes: listen.maxMessageBytes,
+          maxPipelinedMessages: listen.maxPipelinedMessages,
+          onLimit: (limit) => metrics?.limitsHit.inc({ protocol: 'postgres', limit }),
         },
       );
       try {
@@ -176,6 +225,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       clearTimeout(timer);
       pending.delete(raw);
       sessions.add(session);
+      enforcements.set(session, enforcement);
       socket.write(Buffer.concat([authenticationOk(), ...up.startupFrames, backendKeyData(key.pid, key.secret), readyForQuery('I')]));
       logger.info({ session: session.id, identity: res.identity.name, connection: conn.name, clientAddress, tls: res.tls, upstreamTls: up.tls }, 'postgres session started');
       session.start();
@@ -191,7 +241,17 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       refuse(raw, { severity: 'FATAL', code: 'XX000', message: 'Airlock internal error during startup (see the gateway log)' });
     });
   });
-  server.on('error', (err) => logger.error({ err }, 'postgres listener error'));
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE') {
+      // Out of file descriptors: every new client fails until some close. Say so loudly (but
+      // not once per attempted connection).
+      metrics?.limitsHit.inc({ protocol: 'postgres', limit: 'fileDescriptors' });
+      const v = fdLimiter.take();
+      if (v.pass) logger.fatal({ err, code: err.code, failedSinceLast: v.suppressed, sessions: sessions.size, authenticating: pending.size }, `postgres listener cannot accept connections: out of file descriptors (${err.code}); raise the process limit (ulimit -n) or lower listen.postgres.maxClientConnections`);
+      return;
+    }
+    logger.error({ err }, 'postgres listener error');
+  });
   const host = opts.host ?? listen.host;
   const port = opts.port ?? listen.port;
   await new Promise<void>((resolve, reject) => {
@@ -202,12 +262,44 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
     });
   });
   const addr = server.address() as { address: string; port: number };
+  const limit = fdLimit();
+  // Each session holds two descriptors (client and upstream).
+  if (limit !== undefined && listen.maxClientConnections * 2 + 64 > limit) logger.warn({ fdLimit: limit, maxClientConnections: listen.maxClientConnections }, `the process may open only ${limit} files, fewer than listen.postgres.maxClientConnections needs; raise ulimit -n`);
+  const stopFdWatch = watchFds(({ open, limit }) => {
+    metrics?.limitsHit.inc({ protocol: 'postgres', limit: 'fileDescriptors' });
+    logger.fatal({ code: 'EMFILE', open, fdLimit: limit, sessions: sessions.size, authenticating: pending.size }, `out of file descriptors (${open} of ${limit} open): new connections are being dropped; raise the process limit (ulimit -n) or lower listen.postgres.maxClientConnections`);
+  });
+  server.once('close', stopFdWatch);
   logger.info({ host: addr.address, port: addr.port, tls: !!tls, tlsRequired: tls?.required ?? false }, 'postgres gateway listening');
 
   return {
     host: addr.address,
     port: addr.port,
     sessions: () => sessions,
+    async drain(timeoutMs: number) {
+      draining = true;
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const raw of pending) raw.destroy();
+      const deadline = Date.now() + timeoutMs;
+      const shutdownError = (held: string[]): PgError => ({
+        severity: 'FATAL',
+        code: '57P01',
+        message: held.length
+          ? `the Airlock gateway is shutting down; approval request ${held.join(', ')} stays open: reconnect and send the same statement to re-attach to it`
+          : 'the Airlock gateway is shutting down; reconnect to continue',
+      });
+      for (;;) {
+        for (const s of [...sessions]) {
+          const e = enforcements.get(s);
+          const held = e?.heldRequests() ?? [];
+          // A held statement has not started; anything else in flight is allowed to finish.
+          if (held.length > 0 || s.held || !s.busy || Date.now() >= deadline) s.end(held.length || s.held ? 'gateway draining: held statement left for re-attach' : 'gateway draining', shutdownError(held));
+        }
+        if (sessions.size === 0) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await closed;
+    },
     async close() {
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const s of [...sessions]) s.end('gateway shutting down', { severity: 'FATAL', code: '57P01', message: 'the Airlock gateway is shutting down' });

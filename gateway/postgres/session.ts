@@ -36,6 +36,7 @@ import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
 import { bindParameters } from './bind.ts';
 import { sendCancel, type CancelRegistry, type UpstreamKey } from './cancel.ts';
+import { Deque } from './expect-queue.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, isUtf8CString, readCString } from './frames.ts';
 import { copyOutSpecs } from './copy-spec.ts';
 import { cursorUses, mayUseCursor } from './cursor-spec.ts';
@@ -82,6 +83,10 @@ export interface SessionInit {
   scrubOutput?: boolean;
   /** Largest frontend message (listen.postgres.maxMessageBytes); default MAX_FRONTEND_MESSAGE. */
   maxMessageBytes?: number;
+  /** Responses outstanding before the client is no longer read (listen.postgres.maxPipelinedMessages). */
+  maxPipelinedMessages?: number;
+  /** Called when a per-session limit is hit (metrics). */
+  onLimit?: (limit: 'maxPipelinedMessages') => void;
 }
 
 /** SQL statements that create, replace or drop prepared statements or portals behind the protocol's back. */
@@ -99,6 +104,8 @@ const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
 const FRONTEND_TYPES = new Set([0x42, 0x43, 0x44, 0x45, 0x46, 0x48, 0x50, 0x51, 0x53, 0x58, 0x64, 0x63, 0x66]);
 /** Bytes read ahead from a parked client before its socket is paused. */
 const PARKED_READ_LIMIT = 1024 * 1024;
+/** Default listen.postgres.maxPipelinedMessages. */
+export const DEFAULT_MAX_PIPELINED = 10_000;
 
 const enum M {
   Bind = 0x42, Close = 0x43, Describe = 0x44, Execute = 0x45, FunctionCall = 0x46, Flush = 0x48,
@@ -163,7 +170,11 @@ export class Session {
   private readonly ur = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
   private readonly toUpstream = new WriteBatch();
   private readonly toClient = new WriteBatch();
-  private readonly q: Expect[] = [];
+  private readonly q = new Deque<Expect>();
+  /** The client is not read while this many responses are outstanding (maxPipelinedMessages). */
+  private pipelineCapped = false;
+  /** Most responses ever outstanding at once (tests and status pages). */
+  private pipelineHigh = 0;
   /**
    * Prepared statements and portals as the SERVER knows them: changed only when it confirms
    * (ParseComplete, BindComplete, CloseComplete). `pendingStmts`/`pendingPortals` hold what the
@@ -281,12 +292,22 @@ export class Session {
   }
 
   /** Byte counters (what was handed to each socket), for status pages and tests. */
-  stats(): { bytesToClient: number; bytesFromClient: number; resultBytes: number } {
-    return { bytesToClient: this.bytesToClient, bytesFromClient: this.bytesFromClient, resultBytes: this.resultBytes };
+  stats(): { bytesToClient: number; bytesFromClient: number; resultBytes: number; pipelineHigh: number } {
+    return { bytesToClient: this.bytesToClient, bytesFromClient: this.bytesFromClient, resultBytes: this.resultBytes, pipelineHigh: this.pipelineHigh };
   }
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** A statement (or any response) is outstanding upstream: a draining gateway lets it finish. */
+  get busy(): boolean {
+    return this.q.length > 0 || this.cr.pending > 0;
+  }
+
+  /** A statement is held for approval (it has not started upstream). */
+  get held(): boolean {
+    return this.holding;
   }
 
   // ---------------------------------------------------------------- client -> upstream
@@ -295,7 +316,20 @@ export class Session {
     if (this.pumpingClient || this.closed) return;
     this.pumpingClient = true;
     try {
-      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && this.cr.next()) this.onFrontend();
+      const cap = this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED;
+      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && this.q.length < cap && this.cr.next()) this.onFrontend();
+      if (this.q.length > this.pipelineHigh) this.pipelineHigh = this.q.length;
+      if (!this.closed && this.q.length >= cap && !this.pipelineCapped) {
+        this.pipelineCapped = true;
+        this.init.onLimit?.('maxPipelinedMessages');
+        // Stop reading until responses drain. Without a Sync or simple Query in flight the
+        // upstream need not answer at all, so waiting could last forever: end the session instead.
+        if (!this.q.some((e) => e.kind === 'sync' || e.kind === 'query' || e.kind === 'poison')) {
+          this.flushUpstream();
+          this.end(`more than ${cap} pipelined messages without Sync`, { severity: 'FATAL', code: '54000', message: `Airlock: more than ${cap} messages pipelined without a Sync; the session was closed (limit listen.postgres.maxPipelinedMessages)`, hint: 'send Sync more often' });
+          return;
+        }
+      }
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.flushUpstream();
@@ -313,7 +347,7 @@ export class Session {
     // While parked (held statement, encoding barrier) the socket keeps being read, up to a bound,
     // so a client that hangs up is noticed at once (and its approval request cancelled); the
     // frames themselves stay queued, unprocessed, behind the parked one.
-    const parked = this.holding || this.encodingBarrier === 'active' || this.waitingIdle;
+    const parked = this.holding || this.encodingBarrier === 'active' || this.waitingIdle || this.pipelineCapped;
     if (this.upstreamFull || (parked && this.cr.pending > PARKED_READ_LIMIT)) this.client.pause();
     else this.client.resume();
   }
@@ -483,7 +517,7 @@ export class Session {
     const r = this.cr;
     let executed = -1;
     for (let i = this.q.length - 1; i >= 0; i--) {
-      const k = this.q[i].kind;
+      const k = this.q.at(i)!.kind;
       if (k === 'query' || k === 'execute') {
         executed = i;
         break;
@@ -499,7 +533,7 @@ export class Session {
       }
     }
     if (ascii) return 'go';
-    if (this.q[executed].kind === 'execute' && !this.q.slice(executed).some((e) => e.kind === 'sync')) return 'refuse';
+    if (this.q.at(executed)!.kind === 'execute' && !this.q.someFrom(executed, (e) => e.kind === 'sync')) return 'refuse';
     r.rewind();
     this.waitingIdle = true;
     return 'wait';
@@ -688,7 +722,7 @@ export class Session {
           // What PostgreSQL answers for a cancelled statement, so drivers' cancel handling works.
           const requestId = h.approval?.requestId;
           this.deny(run, extended, { kind: 'cancelled', message: `canceling statement due to user request: Airlock cancelled the held statement${requestId ? ` and its approval request ${requestId}` : ''}` });
-          this.q[this.q.length - 1].error!.code = '57014';
+          this.q.last()!.error!.code = '57014';
         } else this.deny(run, extended, h.refusal);
         this.holding = false;
         this.flushUpstream();
@@ -716,6 +750,10 @@ export class Session {
     if (this.closed) return;
     this.armTimeLimit();
     this.releaseIdleWait();
+    if (this.pipelineCapped && this.q.length < (this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED)) {
+      this.pipelineCapped = false;
+      setImmediate(() => this.pumpClient());
+    }
     if (this.upstreamParked || this.clientFull) this.upstream.pause();
     else this.upstream.resume();
   }
@@ -741,7 +779,7 @@ export class Session {
 
   private onBackend(): void {
     const r = this.ur;
-    const head = this.q[0];
+    const head = this.q.first();
     switch (r.type) {
       case M.ParameterStatus: {
         const [name, off] = readCString(r.buf, r.start + 5, r.end);
@@ -1127,7 +1165,7 @@ export class Session {
 
   /** Upstream skips to Sync after an error in the extended protocol: drop those expectations. */
   private dropUntilSync(): void {
-    while (this.q.length && this.q[0].kind !== 'sync') {
+    while (this.q.length && this.q.first()!.kind !== 'sync') {
       const e = this.q.shift()!;
       this.unconfirmed(e);
       if (e.run && e.kind === 'execute') {
@@ -1281,7 +1319,7 @@ export class Session {
         this.finishRun(e.run);
       }
     }
-    this.q.length = 0;
+    this.q.clear();
     this.enforce.end(reason, { toClient: this.bytesToClient, fromClient: this.bytesFromClient });
     this.deps.logger.info({ session: this.id, identity: this.identity.name, connection: this.connection, reason }, 'postgres session ended');
     this.init.onClose?.(this);

@@ -504,6 +504,12 @@ export class SqliteStore implements Store {
     return rows.map(toSummary);
   }
 
+  /** Sessions with no end recorded (crash reconciliation at startup: reconcile.ts). */
+  openSessionIds(): string[] {
+    this.flush();
+    return (this.db.prepare(`SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY started_at`).all() as { id: string }[]).map((r) => r.id);
+  }
+
   getSession(id: string): { session: SessionSummary; operations: OperationRecord[] } | undefined {
     this.flush();
     // One read transaction, so the session and its operations are a consistent snapshot.

@@ -28,6 +28,7 @@ import { createServer, type Socket } from 'node:net';
 import { posix } from 'node:path';
 import { createRequire } from 'node:module';
 import ssh2, { type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
+import type { GatewayMetrics } from '../observability/metrics.ts';
 import type { Logger } from 'pino';
 import type { Approver, HoldOutcome } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
@@ -80,6 +81,8 @@ export interface SshGatewayOptions {
   recordingsDir?: string;
   /** Time to connect and log in upstream. Default 10 s. */
   upstreamTimeoutMs?: number;
+  /** Prometheus metrics, counted in the enforcement seam. */
+  metrics?: GatewayMetrics;
 }
 
 export interface SshGateway {
@@ -319,7 +322,7 @@ class SshConnection {
     this.target = target;
     this.upstream = up;
     this.enforce = new EnforcementSession(
-      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger },
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics },
       { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt },
     );
     try {
@@ -985,6 +988,7 @@ interface GatewayContext {
   logger: Logger;
   recordingsDir: string;
   upstreamTimeoutMs: number;
+  metrics?: GatewayMetrics;
   /** For the `hash` strategy of output masking (config/keys.ts maskHashKey). */
   hasher: Hasher;
   bindingKey: string;
@@ -1006,6 +1010,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     logger,
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
+    metrics: opts.metrics,
     opaqueMasks: opaqueOutputMasks(opts.config.config.policy.rules),
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
     // The same key as every other protocol's `hash` masking, so a value hashes identically everywhere.

@@ -1,0 +1,46 @@
+// Prometheus metrics for the gateway (prom-client), one registry per running gateway so tests and
+// several gateways in one process do not share counters. Protocol code reports through the
+// enforcement seam (sessions, operations, holds) and the listeners (refusals, limits); nothing
+// here knows about sockets.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Store } from '../recording/store.ts';
+
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly sessionsActive: Gauge<'protocol'>;
+  readonly sessionsTotal: Counter<'protocol'>;
+  readonly operations: Counter<'protocol' | 'decision'>;
+  readonly holdsPending: Gauge<'protocol'>;
+  readonly holdSeconds: Histogram<'protocol' | 'outcome'>;
+  readonly approvalOutcomes: Counter<'protocol' | 'outcome'>;
+  readonly refusedConnections: Counter<'protocol' | 'reason'>;
+  readonly limitsHit: Counter<'protocol' | 'limit'>;
+
+  constructor(store?: Pick<Store, 'health'>) {
+    const registers = [this.registry];
+    this.sessionsActive = new Gauge({ name: 'airlock_sessions_active', help: 'Client sessions open now', labelNames: ['protocol'], registers });
+    this.sessionsTotal = new Counter({ name: 'airlock_sessions_total', help: 'Client sessions started', labelNames: ['protocol'], registers });
+    this.operations = new Counter({ name: 'airlock_operations_total', help: 'Operations decided, by decision (allow, deny, review)', labelNames: ['protocol', 'decision'], registers });
+    this.holdsPending = new Gauge({ name: 'airlock_holds_pending', help: 'Operations held for approval now', labelNames: ['protocol'], registers });
+    this.holdSeconds = new Histogram({
+      name: 'airlock_hold_duration_seconds',
+      help: 'Time an operation was held for approval',
+      labelNames: ['protocol', 'outcome'],
+      buckets: [0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600],
+      registers,
+    });
+    this.approvalOutcomes = new Counter({ name: 'airlock_approval_outcomes_total', help: 'Holds by outcome (approved, rejected, expired, cancelled, failed, refused)', labelNames: ['protocol', 'outcome'], registers });
+    this.refusedConnections = new Counter({ name: 'airlock_refused_connections_total', help: 'Connections refused before a session started', labelNames: ['protocol', 'reason'], registers });
+    this.limitsHit = new Counter({ name: 'airlock_limits_hit_total', help: 'Resource limits reached', labelNames: ['protocol', 'limit'], registers });
+    if (store) {
+      new Gauge({ name: 'airlock_audit_queue_depth', help: 'Audit records accepted but not yet persisted', registers, collect() { this.set(store.health().pending); } });
+      new Gauge({ name: 'airlock_audit_lag_seconds', help: 'Age of the oldest audit record not yet persisted', registers, collect() { this.set(store.health().lagMs / 1000); } });
+      new Gauge({ name: 'airlock_audit_healthy', help: '1 when the audit store persists records within its bounds', registers, collect() { this.set(store.health().ok ? 1 : 0); } });
+      new Gauge({ name: 'airlock_audit_dropped', help: 'Audit records given up on since start', registers, collect() { this.set(store.health().dropped); } });
+    }
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
