@@ -16,6 +16,7 @@ import { openStore } from './recording/open.ts';
 import type { Store } from './recording/store.ts';
 import { approverFromConfig } from './approvals/from-config.ts';
 import type { Approver } from './approvals/approver.ts';
+import type { ConsoleStore } from './console/data.ts';
 
 export interface Listener {
   protocol: string;
@@ -43,6 +44,8 @@ export interface StartGatewayOptions {
   http?: { host?: string; port?: number };
   /** Override the SSH listener's host/port. */
   ssh?: { host?: string; port?: number };
+  /** Override console.listen (the auditor console starts when console.enabled). */
+  console?: { host?: string; port?: number };
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -146,6 +149,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }
+    if (loaded.config.console?.enabled) {
+      if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
+      const { openConsole } = await import('./console/open.ts');
+      const c = await openConsole(loaded, { store, host: opts.console?.host, port: opts.console?.port });
+      closers.unshift(() => c.close());
+      listeners.push({ protocol: 'console', host: c.host, port: c.port, detail: c.url });
+    }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;
@@ -158,4 +168,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
     },
   };
+}
+
+function isConsoleStore(s: Store): s is Store & ConsoleStore {
+  return typeof (s as unknown as Partial<ConsoleStore>).verify === 'function';
 }

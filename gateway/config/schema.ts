@@ -395,6 +395,16 @@ export const configSchema = z
       })
       .strict()
       .default({ onFailure: 'closed', maxPending: 10_000, maxPendingMs: '5s', checkpointEvery: 1000, checkpointInterval: '1m' }),
+    /** Read-only auditor console (gateway/console): `airlock console`, and `airlock gateway` when enabled. */
+    console: z
+      .object({
+        enabled: z.boolean().default(false),
+        listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(7480) }).strict().default({ host: '127.0.0.1', port: 7480 }),
+        /** An Airlock token must carry one of these groups to read the console. */
+        groups: z.array(z.string().min(1)).min(1).default(['auditors']),
+      })
+      .strict()
+      .optional(),
     identities: z
       .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),
