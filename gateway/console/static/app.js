@@ -196,7 +196,7 @@ async function sessionView(id) {
     const playCell = el('td', {});
     const row = el('tr', { class: 'operation', 'data-seq': op.seq },
       el('td', {}, String(op.seq)),
-      el('td', {}, when(op.at)),
+      el('td', { title: op.at }, op.at ? op.at.slice(11, 19) : '—'),
       el('td', {}, decisionTag(op.decision)),
       el('td', {}, op.rule || ''),
       el('td', {}, el('pre', { class: 'op-text' }, op.text), op.reason ? el('div', { class: 'muted' }, op.reason) : '', op.error ? el('div', { class: 'error' }, op.error) : ''),
