@@ -146,6 +146,52 @@ export function auditCommand(): Command {
     }),
   );
 
+  withConfig(cmd.command('receipt').description('print the signed receipt of a decided approval request (JSON), or check one: `receipt verify FILE`'))
+    .argument('<request-id|verify>', 'approval request id, or `verify`')
+    .argument('[file]', 'with verify: the receipt file (- for stdin)')
+    .option('--public-key <file>', 'with verify: Ed25519 public key (PEM) (default: from audit.signingKey)')
+    .option('--db <file>', 'the store file (default: store.sqlite of the config)')
+    .action((first: string, file: string | undefined, o: { config: string; publicKey?: string; db?: string }) =>
+      run(async () => {
+        const { auditSigningKey } = await import('../recording/open.ts');
+        const { parsePublicKey, SigningKeyError } = await import('../recording/chain.ts');
+        const { receiptBody, signReceipt, verifyReceipt, ReceiptError } = await import('../recording/receipt.ts');
+        if (first === 'verify') {
+          if (!file) throw new AuditCliError('give the receipt file: airlock audit receipt verify FILE [--public-key audit.pub]');
+          let key;
+          try {
+            key = o.publicKey ? parsePublicKey(readText(o.publicKey, 'public key')) : auditSigningKey(loadConfig(o.config));
+          } catch (e) {
+            if (e instanceof SigningKeyError) throw new AuditCliError(`${o.publicKey ?? 'audit.signingKey'}: ${e.message}`);
+            throw e;
+          }
+          if (!key) throw new AuditCliError('give --public-key FILE (airlock audit public-key prints it)');
+          const text = file === '-' ? readFileSync(0, 'utf8') : readText(file, 'receipt');
+          const r = verifyReceipt(text, key);
+          if (r.ok) process.stdout.write(`receipt for ${r.requestId} verified: signed by audit key ${r.keyId}\n`);
+          else {
+            process.stdout.write(`receipt${r.requestId ? ` for ${r.requestId}` : ''} NOT verified: ${r.reason}\n`);
+            process.exitCode = 1;
+          }
+          return;
+        }
+        const { configPath } = await import('../config/load.ts');
+        const { SqliteStore } = await import('../recording/sqlite-store.ts');
+        const loaded = loadConfig(o.config);
+        const key = auditSigningKey(loaded);
+        if (!key) throw new AuditCliError('no audit.signingKey in the config: receipts are signed with it');
+        const store = SqliteStore.open(o.db ?? configPath(loaded, loaded.config.store.sqlite), { readonly: true });
+        try {
+          process.stdout.write(JSON.stringify(signReceipt(receiptBody(store, first), key), null, 2) + '\n');
+        } catch (e) {
+          if (e instanceof ReceiptError) throw new AuditCliError(e.message);
+          throw e;
+        } finally {
+          store.close();
+        }
+      }),
+    );
+
   return cmd;
 }
 
