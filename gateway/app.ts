@@ -1,7 +1,7 @@
 // Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
 // the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
 import pg from 'pg';
-import { resolveSecret, type LoadedConfig } from './config/load.ts';
+import { configPath, resolveSecret, type LoadedConfig } from './config/load.ts';
 import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
@@ -148,6 +148,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), host: opts.http?.host, port: opts.http?.port });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
+    }
+    if (loaded.config.audit.sinks?.length) {
+      const { startAuditSinks } = await import('./recording/sinks.ts');
+      const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir);
+      closers.unshift(() => sinks.close());
     }
     if (loaded.config.console?.enabled) {
       if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');

@@ -146,6 +146,49 @@ export function auditCommand(): Command {
     }),
   );
 
+  withConfig(cmd.command('export').description('print the audit journal as JSON lines: Airlock records (jsonl) or OCSF events (ocsf)'))
+    .option('--format <format>', 'jsonl | ocsf', 'jsonl')
+    .option('--since <date>', 'records at or after this date (or duration ago, e.g. 7d)')
+    .option('--after-seq <n>', 'records after this journal position (resume an earlier export)')
+    .option('--db <file>', 'the store file (default: store.sqlite of the config)')
+    .action((o: { config: string; format: string; since?: string; afterSeq?: string; db?: string }) =>
+      run(async () => {
+        if (o.format !== 'jsonl' && o.format !== 'ocsf') throw new AuditCliError(`--format must be jsonl or ocsf, not ${JSON.stringify(o.format)}`);
+        const afterSeq = o.afterSeq === undefined ? 0 : Number(o.afterSeq);
+        if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new AuditCliError('--after-seq must be a non-negative integer');
+        const { configPath } = await import('../config/load.ts');
+        const { JournalReader, formatRecord } = await import('../recording/export.ts');
+        const loaded = tryConfig(o.config, !o.db);
+        const reader = new JournalReader(o.db ?? configPath(loaded as LoadedConfig, (loaded as LoadedConfig).config.store.sqlite));
+        try {
+          const since = o.since ? parseWhen(o.since).getTime() : 0;
+          for (let pos = afterSeq; ; ) {
+            const batch = reader.read(pos, 1000, since);
+            if (batch.length === 0) break;
+            const text = batch.map((r) => formatRecord(r, o.format as 'jsonl' | 'ocsf', reader)).join('\n') + '\n';
+            if (!process.stdout.write(text)) await new Promise((r) => process.stdout.once('drain', r));
+            pos = batch[batch.length - 1].seq;
+          }
+        } finally {
+          reader.close();
+        }
+      }),
+    );
+
+  withConfig(cmd.command('status').description('the audit journal head and each configured sink\'s position and lag'))
+    .option('--json', 'machine-readable output')
+    .action((o: { config: string; json?: boolean }) =>
+      run(async () => {
+        const { configPath } = await import('../config/load.ts');
+        const { offlineSinkStatus } = await import('../recording/sinks.ts');
+        const loaded = loadConfig(o.config);
+        const sinks = offlineSinkStatus(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks ?? []);
+        if (o.json) return void process.stdout.write(JSON.stringify({ sinks }, null, 2) + '\n');
+        if (sinks.length === 0) return void process.stdout.write('no audit.sinks configured\n');
+        for (const s of sinks) process.stdout.write(`${s.name} (${s.type}): delivered through #${s.position} of #${s.head}, lag ${s.lag} entries\n`);
+      }),
+    );
+
   withConfig(cmd.command('receipt').description('print the signed receipt of a decided approval request (JSON), or check one: `receipt verify FILE`'))
     .argument('<request-id|verify>', 'approval request id, or `verify`')
     .argument('[file]', 'with verify: the receipt file (- for stdin)')
