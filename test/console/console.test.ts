@@ -14,6 +14,7 @@ import { launchBrowser, type Browser } from '../support/browser.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { giveToUser } from '../support/sshd.ts';
 import { startSshHarness, type SshHarness } from '../ssh/harness.ts';
+import { ManualApprover } from '../support/manual-approver.ts';
 
 const EMAIL = 'jane.doe@example.com';
 const NAME = 'Jane Q. Secretname';
@@ -31,9 +32,12 @@ describe('console over PostgreSQL sessions', () => {
   let con: RunningConsole;
   let browser: Browser;
   let auditorToken: string;
+  let requestId: string;
+  const approver = new ManualApprover('#dba');
 
   before(async () => {
     h = await startGateway({
+      approver,
       setup: `CREATE TABLE customers (id int PRIMARY KEY, email text, name text);
               INSERT INTO customers VALUES (1, '${EMAIL}', '${NAME}');`,
       config: () => ({
@@ -43,7 +47,13 @@ describe('console over PostgreSQL sessions', () => {
           { name: 'audrey', groups: ['auditors'] },
         ],
         masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.customers.email', strategy: 'redact' }, { column: 'public.customers.name', strategy: 'redact' }] },
-        policy: { default: 'allow', rules: [{ name: 'no-drop', match: { statements: ['DropStmt'] }, action: 'deny', reason: 'dropping tables is not allowed here' }] },
+        policy: {
+          default: 'allow',
+          rules: [
+            { name: 'no-drop', match: { statements: ['DropStmt'] }, action: 'deny', reason: 'dropping tables is not allowed here' },
+            { name: 'writes-need-a-dba', match: { statements: ['UpdateStmt'] }, action: 'review', reason: 'writes need a DBA', review: { approvers: ['dba'], timeout: '10m' } },
+          ],
+        },
       }),
     });
     const read = await h.psql('SELECT id, email, name FROM customers;\n', { user: 'agent-1' });
@@ -53,6 +63,13 @@ describe('console over PostgreSQL sessions', () => {
     assert.match(refused.stderr, /not allowed/);
     const other = await h.psql(`SELECT '${MARKUP}' AS x;\n`, { user: 'alice' });
     assert.equal(other.code, 0, other.stderr);
+    // A held UPDATE, approved by bob in the approval channel (the worker audits the outcome).
+    const held = h.psql("UPDATE customers SET name = name WHERE id = 1;\n", { user: 'agent-1' });
+    const req = await approver.next();
+    requestId = req.id;
+    h.store.recordAudit({ at: new Date(), kind: 'approval.outcome', subject: req.id, actor: 'bob', detail: { outcome: 'approved', approvers: ['bob'] } });
+    req.resolve({ outcome: 'approved', requestId: req.id, approvers: ['bob'], viaGrant: false });
+    assert.match((await held).stdout, /UPDATE 1/);
     con = await startConsole(consoleOptions(h.loaded, h.store));
     auditorToken = await mintToken(tokenSettings(h.loaded), { name: 'audrey', groups: ['auditors'] });
     browser = await launchBrowser();
@@ -92,7 +109,7 @@ describe('console over PostgreSQL sessions', () => {
     });
     await login(page, con.url, auditorToken);
     await page.waitForSelector('#sessions');
-    assert.equal(await page.locator('.session-row').count(), 3);
+    assert.equal(await page.locator('.session-row').count(), 4);
     await page.waitForSelector('#chain-badge.ok');
 
     // Filter: only sessions with a denied operation.
@@ -102,7 +119,12 @@ describe('console over PostgreSQL sessions', () => {
     await page.selectOption('#filter-decision', '');
     await page.fill('#filter-identity', 'agent-1');
     await page.click('#apply-filters');
-    await page.waitForFunction(() => document.querySelectorAll('.session-row').length === 2);
+    await page.waitForFunction(() => document.querySelectorAll('.session-row').length === 3);
+    await page.fill('#filter-identity', '');
+    await page.fill('#filter-approval', requestId);
+    await page.click('#apply-filters');
+    await page.waitForFunction(() => document.querySelectorAll('.session-row').length === 1);
+    await page.fill('#filter-approval', '');
     await page.fill('#filter-identity', 'nobody');
     await page.click('#apply-filters');
     await page.waitForSelector('#no-sessions');
@@ -141,6 +163,17 @@ describe('console over PostgreSQL sessions', () => {
     assert.ok((await page.locator('#timeline .op-text').allTextContents()).some((t) => t.includes('<img src=x')));
     html = await page.content();
     assert.ok(!html.includes(EMAIL) && !html.includes(NAME));
+
+    // The approval request: listed with its history, linked to the held operation's timeline.
+    await page.click('nav a[data-view="approvals"]');
+    const card = page.locator(`#past .approval-request[data-request="${requestId}"]`);
+    await card.waitFor();
+    assert.match((await card.textContent()) ?? '', /approved[\s\S]*UPDATE customers[\s\S]*approval\.outcome[\s\S]*bob/);
+    await card.locator('a').first().click();
+    const update = page.locator('tr.operation', { hasText: 'UPDATE customers' });
+    await update.waitFor();
+    assert.equal(await update.locator('.decision').textContent(), 'review');
+    assert.match((await update.textContent()) ?? '', new RegExp(`${requestId} approved by bob`));
 
     // The chain status view runs the verifier.
     await page.click('nav a[data-view="verify"]');
