@@ -1,0 +1,73 @@
+// The console's server without a browser: recordings are served only from the recordings
+// directories (a forged path or a symlink out is refused), static files only from the asset list,
+// and `airlock gateway` starts the console when console.enabled.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { startGateway } from '../../gateway/app.ts';
+import { tokenSettings } from '../../gateway/auth/settings.ts';
+import { mintToken } from '../../gateway/auth/tokens.ts';
+import { loadConfig } from '../../gateway/config/load.ts';
+import { consoleOptions, startConsole } from '../../gateway/console/server.ts';
+import { AsciicastWriter } from '../../gateway/ssh/asciicast.ts';
+import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+
+function setup(t: { after(fn: () => void): void }, extra: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'airlock-console-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'signing.key'), 'k'.repeat(48));
+  const file = join(dir, 'airlock.yaml');
+  writeFileSync(file, stringify({ auth: { signingKey: { file: 'signing.key' } }, store: { sqlite: 'airlock.db' }, ...extra }));
+  return { dir, loaded: loadConfig(file) };
+}
+
+test('recordings are served only for operations that name a .cast file inside a recordings directory', async (t) => {
+  const { dir, loaded } = setup(t);
+  const store = SqliteStore.open(join(dir, 'airlock.db'));
+  t.after(() => store.close());
+  const good = join(dir, 'recordings', 'good.cast');
+  const w = new AsciicastWriter(good, { width: 80, height: 24 });
+  w.output(Buffer.from('hello\r\n'));
+  await w.close();
+  const outside = join(dir, 'secret.cast');
+  writeFileSync(outside, '{"version":2,"width":80,"height":24}\n[0.1,"o","top secret"]\n');
+  symlinkSync(outside, join(dir, 'recordings', 'link.cast'));
+  mkdirSync(join(dir, 'recordings-evil'));
+  writeFileSync(join(dir, 'recordings-evil', 'x.cast'), 'x');
+  const paths = [good, outside, join(dir, 'recordings', 'link.cast'), join(dir, 'recordings', '..', 'secret.cast'), join(dir, 'recordings-evil', 'x.cast'), '/etc/passwd'];
+  store.startSession({ id: 's1', protocol: 'ssh', identity: 'alice', groups: ['ops'], connection: 'box', clientAddress: '127.0.0.1:1', startedAt: new Date() });
+  paths.forEach((p, i) => store.recordOperation({ sessionId: 's1', seq: i + 1, at: new Date(), text: 'shell', kind: 'shell', classification: { recording: p }, decision: 'allow', maskedColumns: [] }));
+  store.flush();
+  const con = await startConsole(consoleOptions(loaded, store));
+  t.after(() => con.close());
+  const token = await mintToken(tokenSettings(loaded), { name: 'audrey', groups: ['auditors'] });
+  const get = (path: string) => fetch(con.url + path, { headers: { authorization: `Bearer ${token}` } });
+  const timeline = (await (await get('api/sessions/s1')).json()) as { recordings: number[]; operations: { classification: { recording: string } }[] };
+  assert.deepEqual(timeline.recordings, [1]);
+  assert.deepEqual(timeline.operations.map((o) => o.classification.recording), ['available', 'missing', 'missing', 'missing', 'missing', 'missing'], 'host paths are not shown');
+  const cast = await get('api/sessions/s1/recordings/1');
+  assert.equal(cast.status, 200);
+  assert.match(await cast.text(), /hello/);
+  for (let seq = 2; seq <= paths.length; seq++) assert.equal((await get(`api/sessions/s1/recordings/${seq}`)).status, 404, paths[seq - 1]);
+  assert.equal((await get('api/sessions/s1/recordings/..%2F..%2Fsecret.cast')).status, 404);
+  assert.equal((await fetch(con.url + '../airlock.yaml')).status, 404);
+  assert.equal((await fetch(con.url + 'signing.key')).status, 404);
+  assert.equal((await fetch(con.url + 'player/asciinema-player.min.js')).status, 200);
+});
+
+test('`airlock gateway` starts the console when console.enabled', async (t) => {
+  const { loaded } = setup(t, { console: { enabled: true, listen: { host: '127.0.0.1', port: 0 } } });
+  const gw = await startGateway(loaded);
+  t.after(() => gw.close());
+  const c = gw.listeners.find((l) => l.protocol === 'console');
+  assert.ok(c, JSON.stringify(gw.listeners));
+  const page = await fetch(`http://127.0.0.1:${c.port}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+  const token = await mintToken(tokenSettings(loaded), { name: 'audrey', groups: ['auditors'] });
+  const v = await fetch(`http://127.0.0.1:${c.port}/api/verify`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(((await v.json()) as { ok: boolean }).ok, true);
+});
