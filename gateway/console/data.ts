@@ -11,6 +11,8 @@ import { auditToJson, sessionDetailToJson, sessionToJson, type AuditJson, type S
 import type { SessionSummary } from '../recording/sqlite-store.ts';
 import type { AuditEvent, OperationRecord, SessionRecord } from '../recording/store.ts';
 import type { VerifyReport } from '../recording/verify.ts';
+import { redactForAudit } from '../recording/redact.ts';
+import Database from 'better-sqlite3';
 
 /** The store reads the console needs (SqliteStore implements them). */
 export interface ConsoleStore {
@@ -134,10 +136,39 @@ export interface ApprovalRequestJson {
   /** Sessions and operations held for it. */
   operations: { sessionId: string; seq: number; identity: string; connection: string; text: string; decision: string; rule: string | null; outcome: string; approvers: string[] }[];
   history: AuditJson[];
+  /** As posted in the local approval channel (text redacted like the store's), while pending. */
+  posted?: { identity: string; connection: string; protocol: string; text: string; rule: string; reason: string; deadline: string; approverGroups: string[]; decidedBy: string[] };
+}
+
+/** Requests the local approval channel (its tables in the store file) shows as pending; none when
+ * the file has no such table. Read-only; free text goes through the audit redaction. */
+export function localPending(dbPath: string): { requestId: string; postedAt: number; posted: NonNullable<ApprovalRequestJson['posted']> }[] {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(dbPath, { readonly: true, fileMustExist: true });
+    const has = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'local_approvals'").get();
+    if (!has) return [];
+    const rows = db.prepare("SELECT request_id, view, posted_at FROM local_approvals WHERE status = 'pending' ORDER BY posted_at DESC LIMIT 500").all() as { request_id: string; view: string; posted_at: number }[];
+    return rows.flatMap((r) => {
+      let v: Record<string, unknown>;
+      try {
+        v = JSON.parse(r.view) as Record<string, unknown>;
+      } catch {
+        return [];
+      }
+      const text = (k: string) => redactForAudit(typeof v[k] === 'string' ? (v[k] as string) : '');
+      const list = (k: string) => (Array.isArray(v[k]) ? (v[k] as unknown[]).filter((x): x is string => typeof x === 'string') : []);
+      return [{ requestId: r.request_id, postedAt: r.posted_at, posted: { identity: text('identity'), connection: text('connection'), protocol: text('protocol'), text: text('text'), rule: text('rule'), reason: text('reason'), deadline: text('deadline'), approverGroups: list('approverGroups'), decidedBy: list('decidedBy') } }];
+    });
+  } catch {
+    return [];
+  } finally {
+    db?.close();
+  }
 }
 
 /** Every approval request known to the store (audit events and held operations), newest first. */
-export function approvalRequests(store: ConsoleStore, status?: string): ApprovalRequestJson[] {
+export function approvalRequests(store: ConsoleStore, status?: string, localChannelDb?: string): ApprovalRequestJson[] {
   const byId = new Map<string, ApprovalRequestJson>();
   const get = (id: string): ApprovalRequestJson => {
     let r = byId.get(id);
@@ -166,6 +197,18 @@ export function approvalRequests(store: ConsoleStore, status?: string): Approval
       r.operations.push(opRef(d!.session, op));
       if (op.approval.outcome && op.approval.outcome !== 'pending' && r.status === 'pending') r.status = op.approval.outcome;
       const at = op.at.toISOString();
+      if (!r.firstAt || at < r.firstAt) r.firstAt = at;
+      if (!r.lastAt || at > r.lastAt) r.lastAt = at;
+    }
+  }
+  if (localChannelDb) {
+    for (const p of localPending(localChannelDb)) {
+      const known = byId.get(p.requestId);
+      // The store's outcome wins over a channel post not updated yet.
+      if (known && known.status !== 'pending') continue;
+      const r = get(p.requestId);
+      r.posted = p.posted;
+      const at = new Date(p.postedAt).toISOString();
       if (!r.firstAt || at < r.firstAt) r.firstAt = at;
       if (!r.lastAt || at > r.lastAt) r.lastAt = at;
     }

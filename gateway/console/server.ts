@@ -30,6 +30,8 @@ export interface ConsoleOptions {
   recordingRoots: string[];
   /** Checks checkpoint signatures in the verify status. */
   publicKey?: KeyObject;
+  /** SQLite file holding the local approval channel's posts (pending requests); normally the store's. */
+  localChannelDb?: string;
 }
 
 export interface RunningConsole {
@@ -74,6 +76,7 @@ export function consoleOptions(loaded: LoadedConfig, store: ConsoleStore): Conso
     groups: c.console?.groups ?? ['auditors'],
     recordingRoots: roots,
     publicKey: signer ? createPublicKey(signer) : undefined,
+    localChannelDb: configPath(loaded, c.store.sqlite),
   };
 }
 
@@ -127,7 +130,7 @@ async function handle(o: ConsoleOptions, req: IncomingMessage, res: ServerRespon
     if (!file) return sendJson(res, 404, { error: 'no recording for this operation' });
     return sendFile(res, file, 'application/x-asciicast; charset=utf-8', 'no-store');
   }
-  if (parts[0] === 'approvals' && parts.length === 1) return sendJson(res, 200, { requests: approvalRequests(o.store, q.get('status') ?? undefined) });
+  if (parts[0] === 'approvals' && parts.length === 1) return sendJson(res, 200, { requests: approvalRequests(o.store, q.get('status') ?? undefined, o.localChannelDb) });
   if (parts[0] === 'verify' && parts.length === 1) return sendJson(res, 200, verifyStatus(o.store, o.publicKey));
   return sendJson(res, 404, { error: 'not found' });
 }

@@ -14,6 +14,7 @@ import { loadConfig } from '../../gateway/config/load.ts';
 import { consoleOptions, startConsole } from '../../gateway/console/server.ts';
 import { AsciicastWriter } from '../../gateway/ssh/asciicast.ts';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { LocalChannel } from '../../bots/local/local-channel.ts';
 
 function setup(t: { after(fn: () => void): void }, extra: Record<string, unknown> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'airlock-console-'));
@@ -70,4 +71,32 @@ test('`airlock gateway` starts the console when console.enabled', async (t) => {
   const token = await mintToken(tokenSettings(loaded), { name: 'audrey', groups: ['auditors'] });
   const v = await fetch(`http://127.0.0.1:${c.port}/api/verify`, { headers: { authorization: `Bearer ${token}` } });
   assert.equal(((await v.json()) as { ok: boolean }).ok, true);
+});
+
+test('pending requests posted in the local approval channel are listed, redacted; a decided one moves to past', async (t) => {
+  const { dir, loaded } = setup(t);
+  const store = SqliteStore.open(join(dir, 'airlock.db'));
+  t.after(() => store.close());
+  const channel = LocalChannel.open(join(dir, 'airlock.db'));
+  t.after(() => channel.close());
+  const view = {
+    requestId: 'airlock-pend1', protocol: 'postgres', identity: 'agent-7', owner: 'alice', connection: 'shop',
+    text: "UPDATE customers SET note = 'x' WHERE email = 'jane.doe@example.com'", rule: 'writes-need-a-dba', reason: 'writes need a DBA',
+    deadline: new Date(Date.now() + 600_000).toISOString(), approverGroups: ['dba'], quorum: 1, status: 'pending' as const, decidedBy: [], escalated: false,
+  };
+  await channel.post(view);
+  const con = await startConsole(consoleOptions(loaded, store));
+  t.after(() => con.close());
+  const token = await mintToken(tokenSettings(loaded), { name: 'audrey', groups: ['auditors'] });
+  const list = async (status: string) =>
+    ((await (await fetch(`${con.url}api/approvals?status=${status}`, { headers: { authorization: `Bearer ${token}` } })).json()) as { requests: { requestId: string; status: string; posted?: { text: string; identity: string } }[] }).requests;
+  const pending = await list('pending');
+  assert.deepEqual(pending.map((r) => r.requestId), ['airlock-pend1']);
+  assert.equal(pending[0].posted?.identity, 'agent-7');
+  assert.match(pending[0].posted?.text ?? '', /UPDATE customers/);
+  assert.ok(!JSON.stringify(pending).includes('jane.doe@example.com'), 'channel text is redacted like the store');
+  store.recordAudit({ at: new Date(), kind: 'approval.outcome', subject: 'airlock-pend1', actor: 'bob', detail: { outcome: 'rejected', rejectedBy: 'bob' } });
+  store.flush();
+  assert.deepEqual(await list('pending'), []);
+  assert.deepEqual((await list('decided')).map((r) => [r.requestId, r.status]), [['airlock-pend1', 'rejected']]);
 });
