@@ -96,8 +96,11 @@ describe('console over PostgreSQL sessions', () => {
     await browser.page.goto(con.url);
     await browser.page.fill('#token', await h.token('agent-1'));
     await browser.page.click('#login-button');
-    await browser.page.waitForSelector('#login:not([hidden])');
-    assert.match((await browser.page.textContent('#login-error')) ?? '', /not in a console group/);
+    // The login form stays; the refusal says why, and the token is not kept.
+    await browser.page.waitForFunction(() => /not in a console group/.test(document.getElementById('login-error')?.textContent ?? ''));
+    assert.equal(await browser.page.isVisible('#login'), true);
+    assert.equal(await browser.page.isVisible('#nav'), false);
+    assert.equal(await browser.page.evaluate(() => sessionStorage.length), 0);
   });
 
   test('an auditor logs in, filters sessions, opens a timeline; masked values stay masked and markup stays text', async () => {
