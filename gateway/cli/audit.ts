@@ -159,7 +159,13 @@ export function auditCommand(): Command {
         const { configPath } = await import('../config/load.ts');
         const { JournalReader, formatRecord } = await import('../recording/export.ts');
         const loaded = tryConfig(o.config, !o.db);
-        const reader = new JournalReader(o.db ?? configPath(loaded as LoadedConfig, (loaded as LoadedConfig).config.store.sqlite));
+        const dbPath = o.db ?? configPath(loaded as LoadedConfig, (loaded as LoadedConfig).config.store.sqlite);
+        let reader: InstanceType<typeof JournalReader>;
+        try {
+          reader = new JournalReader(dbPath);
+        } catch (e) {
+          throw new AuditCliError(`cannot read the audit store ${dbPath}: ${e instanceof Error ? e.message : String(e)}`);
+        }
         try {
           const since = o.since ? parseWhen(o.since).getTime() : 0;
           for (let pos = afterSeq; ; ) {
