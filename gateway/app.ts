@@ -29,6 +29,8 @@ export interface Listener {
 export interface RunningGateway {
   listeners: Listener[];
   store: Store;
+  /** Each audit.sinks entry's position and lag (for metrics / readiness), when sinks are configured. */
+  auditSinkStatus?: () => import('./recording/sinks.ts').SinkStatus[];
   close(): Promise<void>;
 }
 
@@ -118,6 +120,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     closers.push(a.close);
   }
   const listeners: Listener[] = [];
+  let auditSinkStatus: RunningGateway['auditSinkStatus'];
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -153,6 +156,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const { startAuditSinks } = await import('./recording/sinks.ts');
       const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir);
       closers.unshift(() => sinks.close());
+      auditSinkStatus = () => sinks.status();
     }
     if (loaded.config.console?.enabled) {
       if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
@@ -169,6 +173,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   return {
     listeners,
     store,
+    ...(auditSinkStatus ? { auditSinkStatus } : {}),
     async close() {
       for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
     },

@@ -3,7 +3,7 @@
 // and `airlock gateway` starts the console when console.enabled.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -59,8 +59,8 @@ test('recordings are served only for operations that name a .cast file inside a 
   assert.equal((await fetch(con.url + 'player/asciinema-player.min.js')).status, 200);
 });
 
-test('`airlock gateway` starts the console when console.enabled', async (t) => {
-  const { loaded } = setup(t, { console: { enabled: true, listen: { host: '127.0.0.1', port: 0 } } });
+test('`airlock gateway` starts the console when console.enabled, and the audit sinks', async (t) => {
+  const { loaded, dir } = setup(t, { console: { enabled: true, listen: { host: '127.0.0.1', port: 0 } }, audit: { sinks: [{ type: 'file', name: 'siem', path: 'siem.jsonl' }] } });
   const gw = await startGateway(loaded);
   t.after(() => gw.close());
   const c = gw.listeners.find((l) => l.protocol === 'console');
@@ -71,6 +71,11 @@ test('`airlock gateway` starts the console when console.enabled', async (t) => {
   const token = await mintToken(tokenSettings(loaded), { name: 'audrey', groups: ['auditors'] });
   const v = await fetch(`http://127.0.0.1:${c.port}/api/verify`, { headers: { authorization: `Bearer ${token}` } });
   assert.equal(((await v.json()) as { ok: boolean }).ok, true);
+  // The sink follows the journal: a session recorded through the gateway's store reaches the file.
+  gw.store.startSession({ id: 'gw-1', protocol: 'postgres', identity: 'alice', groups: [], connection: 'app', clientAddress: '127.0.0.1:1', startedAt: new Date() });
+  for (let i = 0; i < 500 && gw.auditSinkStatus?.()[0]?.position !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(gw.auditSinkStatus?.().map((s) => [s.name, s.position, s.lag]), [['siem', 1, 0]]);
+  assert.match(readFileSync(join(dir, 'siem.jsonl'), 'utf8'), /"class_uid":3002/);
 });
 
 test('pending requests posted in the local approval channel are listed, redacted; a decided one moves to past', async (t) => {
