@@ -1,6 +1,6 @@
 // Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
 // the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
-import type { LoadedConfig } from './config/load.ts';
+import { configPath, type LoadedConfig } from './config/load.ts';
 import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
@@ -21,6 +21,7 @@ import { parseDuration } from './config/load.ts';
 import { GatewayMetrics } from './observability/metrics.ts';
 import { startAdminServer } from './observability/admin-server.ts';
 import { canReconcile, reconcileCrashed } from './recording/reconcile.ts';
+import type { ConsoleStore } from './console/data.ts';
 
 export interface Listener {
   protocol: string;
@@ -40,6 +41,8 @@ export interface RunningGateway {
    * 'fast' (SIGINT): the same without waiting for running statements. Then close().
    */
   shutdown(mode: 'drain' | 'fast'): Promise<void>;
+  /** Each audit.sinks entry's position and lag (for metrics / readiness), when sinks are configured. */
+  auditSinkStatus?: () => import('./recording/sinks.ts').SinkStatus[];
   close(): Promise<void>;
 }
 
@@ -59,6 +62,8 @@ export interface StartGatewayOptions {
   mcp?: { host?: string; port?: number };
   /** Override listen.admin host/port (port 0 picks a free one). */
   admin?: { host?: string; port?: number };
+  /** Override console.listen (the auditor console starts when console.enabled). */
+  console?: { host?: string; port?: number };
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -125,6 +130,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     closers.push(a.close);
   }
   const listeners: Listener[] = [];
+  let auditSinkStatus: RunningGateway['auditSinkStatus'];
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -183,6 +189,19 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => admin.close());
       listeners.push({ protocol: 'admin', host: admin.host, port: admin.port, detail: '/healthz /readyz /metrics' });
     }
+    if (loaded.config.audit.sinks?.length) {
+      const { startAuditSinks } = await import('./recording/sinks.ts');
+      const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir);
+      closers.unshift(() => sinks.close());
+      auditSinkStatus = () => sinks.status();
+    }
+    if (loaded.config.console?.enabled) {
+      if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
+      const { openConsole } = await import('./console/open.ts');
+      const c = await openConsole(loaded, { store, host: opts.console?.host, port: opts.console?.port });
+      closers.unshift(() => c.close());
+      listeners.push({ protocol: 'console', host: c.host, port: c.port, detail: c.url });
+    }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;
@@ -206,8 +225,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       }
       await closeAll();
     },
+    ...(auditSinkStatus ? { auditSinkStatus } : {}),
     async close() {
       for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
     },
   };
+}
+
+function isConsoleStore(s: Store): s is Store & ConsoleStore {
+  return typeof (s as unknown as Partial<ConsoleStore>).verify === 'function';
 }

@@ -17,12 +17,16 @@ export interface DevServerOptions {
   namespace?: string;
   /** How long to wait for the server to answer. Default 60 s (first start on a busy 2-core box). */
   readyTimeoutMs?: number;
+  /** Serve the Temporal Web UI (on this port, or a free one with `true`); headless when omitted. */
+  ui?: boolean | number;
 }
 
 export interface DevServer {
   /** host:port for Connection.connect / NativeConnection.connect. */
   address: string;
   namespace: string;
+  /** The Web UI's URL, when started with `ui`. */
+  uiUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -31,7 +35,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const namespace = opts.namespace ?? 'default';
   const port = opts.port ?? (await freePort());
   const address = `127.0.0.1:${port}`;
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--headless', '--log-level', 'error'];
+  const uiPort = opts.ui === undefined || opts.ui === false ? undefined : opts.ui === true ? await freePort() : opts.ui;
+  const ui = uiPort === undefined ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort), '--ui-disable-news-fetch'];
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), ...ui, '--log-level', 'error'];
   if (opts.dbFile) {
     const db = resolve(opts.dbFile);
     mkdirSync(dirname(db), { recursive: true });
@@ -77,7 +83,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     await stop();
     throw err;
   }
-  return { address, namespace, stop };
+  return { address, namespace, stop, ...(uiPort !== undefined ? { uiUrl: `http://127.0.0.1:${uiPort}/namespaces/${encodeURIComponent(namespace)}/workflows` } : {}) };
 }
 
 async function waitReady(

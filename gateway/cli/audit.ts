@@ -149,6 +149,101 @@ export function auditCommand(): Command {
     }),
   );
 
+  withConfig(cmd.command('export').description('print the audit journal as JSON lines: Airlock records (jsonl) or OCSF events (ocsf)'))
+    .option('--format <format>', 'jsonl | ocsf', 'jsonl')
+    .option('--since <date>', 'records at or after this date (or duration ago, e.g. 7d)')
+    .option('--after-seq <n>', 'records after this journal position (resume an earlier export)')
+    .option('--db <file>', 'the store file (default: store.sqlite of the config)')
+    .action((o: { config: string; format: string; since?: string; afterSeq?: string; db?: string }) =>
+      run(async () => {
+        if (o.format !== 'jsonl' && o.format !== 'ocsf') throw new AuditCliError(`--format must be jsonl or ocsf, not ${JSON.stringify(o.format)}`);
+        const afterSeq = o.afterSeq === undefined ? 0 : Number(o.afterSeq);
+        if (!Number.isInteger(afterSeq) || afterSeq < 0) throw new AuditCliError('--after-seq must be a non-negative integer');
+        const { configPath } = await import('../config/load.ts');
+        const { JournalReader, formatRecord } = await import('../recording/export.ts');
+        const loaded = tryConfig(o.config, !o.db);
+        const dbPath = o.db ?? configPath(loaded as LoadedConfig, (loaded as LoadedConfig).config.store.sqlite);
+        let reader: InstanceType<typeof JournalReader>;
+        try {
+          reader = new JournalReader(dbPath);
+        } catch (e) {
+          throw new AuditCliError(`cannot read the audit store ${dbPath}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+        try {
+          const since = o.since ? parseWhen(o.since).getTime() : 0;
+          for (let pos = afterSeq; ; ) {
+            const batch = reader.read(pos, 1000, since);
+            if (batch.length === 0) break;
+            const text = batch.map((r) => formatRecord(r, o.format as 'jsonl' | 'ocsf', reader)).join('\n') + '\n';
+            if (!process.stdout.write(text)) await new Promise((r) => process.stdout.once('drain', r));
+            pos = batch[batch.length - 1].seq;
+          }
+        } finally {
+          reader.close();
+        }
+      }),
+    );
+
+  withConfig(cmd.command('status').description('the audit journal head and each configured sink\'s position and lag'))
+    .option('--json', 'machine-readable output')
+    .action((o: { config: string; json?: boolean }) =>
+      run(async () => {
+        const { configPath } = await import('../config/load.ts');
+        const { offlineSinkStatus } = await import('../recording/sinks.ts');
+        const loaded = loadConfig(o.config);
+        const sinks = offlineSinkStatus(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks ?? []);
+        if (o.json) return void process.stdout.write(JSON.stringify({ sinks }, null, 2) + '\n');
+        if (sinks.length === 0) return void process.stdout.write('no audit.sinks configured\n');
+        for (const s of sinks) process.stdout.write(`${s.name} (${s.type}): delivered through #${s.position} of #${s.head}, lag ${s.lag} entries\n`);
+      }),
+    );
+
+  withConfig(cmd.command('receipt').description('print the signed receipt of a decided approval request (JSON), or check one: `receipt verify FILE`'))
+    .argument('<request-id|verify>', 'approval request id, or `verify`')
+    .argument('[file]', 'with verify: the receipt file (- for stdin)')
+    .option('--public-key <file>', 'with verify: Ed25519 public key (PEM) (default: from audit.signingKey)')
+    .option('--db <file>', 'the store file (default: store.sqlite of the config)')
+    .action((first: string, file: string | undefined, o: { config: string; publicKey?: string; db?: string }) =>
+      run(async () => {
+        const { auditSigningKey } = await import('../recording/open.ts');
+        const { parsePublicKey, SigningKeyError } = await import('../recording/chain.ts');
+        const { receiptBody, signReceipt, verifyReceipt, ReceiptError } = await import('../recording/receipt.ts');
+        if (first === 'verify') {
+          if (!file) throw new AuditCliError('give the receipt file: airlock audit receipt verify FILE [--public-key audit.pub]');
+          let key;
+          try {
+            key = o.publicKey ? parsePublicKey(readText(o.publicKey, 'public key')) : auditSigningKey(loadConfig(o.config));
+          } catch (e) {
+            if (e instanceof SigningKeyError) throw new AuditCliError(`${o.publicKey ?? 'audit.signingKey'}: ${e.message}`);
+            throw e;
+          }
+          if (!key) throw new AuditCliError('give --public-key FILE (airlock audit public-key prints it)');
+          const text = file === '-' ? readFileSync(0, 'utf8') : readText(file, 'receipt');
+          const r = verifyReceipt(text, key);
+          if (r.ok) process.stdout.write(`receipt for ${r.requestId} verified: signed by audit key ${r.keyId}\n`);
+          else {
+            process.stdout.write(`receipt${r.requestId ? ` for ${r.requestId}` : ''} NOT verified: ${r.reason}\n`);
+            process.exitCode = 1;
+          }
+          return;
+        }
+        const { configPath } = await import('../config/load.ts');
+        const { SqliteStore } = await import('../recording/sqlite-store.ts');
+        const loaded = loadConfig(o.config);
+        const key = auditSigningKey(loaded);
+        if (!key) throw new AuditCliError('no audit.signingKey in the config: receipts are signed with it');
+        const store = SqliteStore.open(o.db ?? configPath(loaded, loaded.config.store.sqlite), { readonly: true });
+        try {
+          process.stdout.write(JSON.stringify(signReceipt(receiptBody(store, first), key), null, 2) + '\n');
+        } catch (e) {
+          if (e instanceof ReceiptError) throw new AuditCliError(e.message);
+          throw e;
+        } finally {
+          store.close();
+        }
+      }),
+    );
+
   return cmd;
 }
 

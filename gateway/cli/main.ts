@@ -161,6 +161,18 @@ export function buildCli(): Command {
       }
     });
 
+  configOption(program.command('console').description('serve the read-only auditor console (sessions, timelines, recordings, approvals, chain status)'))
+    .option('--host <host>', 'listen address (default: console.listen.host or 127.0.0.1)')
+    .option('--port <port>', 'listen port (default: console.listen.port or 7480)')
+    .action(async (o: { config: string; host?: string; port?: string }) => {
+      const { openConsole } = await import('../console/open.ts');
+      const loaded = loadConfig(o.config);
+      const c = await openConsole(loaded, { host: o.host, port: o.port !== undefined ? Number(o.port) : undefined });
+      process.stderr.write(`airlock: auditor console at ${c.url} (log in with a token: airlock token -i NAME -g ${(loaded.config.console?.groups ?? ['auditors'])[0]})\n`);
+      await waitForSignal();
+      await c.close();
+    });
+
   configOption(program.command('worker').description('run the approval worker (Temporal workflows, chat bots)')).action(async (o: { config: string }) => {
     const { startApprovalService } = await import('../../workflows/service.ts');
     const svc = await startApprovalService(loadConfig(o.config));

@@ -448,9 +448,30 @@ export const configSchema = z
         anchor: z.object({ file: z.string().min(1) }).strict().optional(),
         /** HMAC key of parameter digests (recording/redact.ts parameterDigest); default: masking.hashKey. */
         digestKey: secretRef.optional(),
+        /** Stream the audit journal to SIEMs (recording/sinks.ts); positions survive restarts, a failing sink only lags. */
+        sinks: z
+          .array(
+            z.discriminatedUnion('type', [
+              z.object({ type: z.literal('stdout'), name: z.string().optional(), format: z.enum(['jsonl', 'ocsf']).optional() }).strict(),
+              z.object({ type: z.literal('file'), name: z.string().optional(), format: z.enum(['jsonl', 'ocsf']).optional(), path: z.string().min(1), maxBytes: z.number().int().positive().optional(), keep: z.number().int().min(1).max(100).optional() }).strict(),
+              z.object({ type: z.literal('webhook'), name: z.string().optional(), format: z.enum(['jsonl', 'ocsf']).optional(), url: z.string().url(), headers: z.record(z.string(), z.string()).optional(), timeoutMs: z.number().int().positive().optional() }).strict(),
+              z.object({ type: z.literal('syslog'), name: z.string().optional(), format: z.enum(['jsonl', 'ocsf']).optional(), host: z.string().optional(), port: z.number().int().min(1).max(65535).optional() }).strict(),
+            ]),
+          )
+          .optional(),
       })
       .strict()
       .default({ onFailure: 'closed', maxPending: 10_000, maxPendingMs: '5s', checkpointEvery: 1000, checkpointInterval: '1m' }),
+    /** Read-only auditor console (gateway/console): `airlock console`, and `airlock gateway` when enabled. */
+    console: z
+      .object({
+        enabled: z.boolean().default(false),
+        listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(7480) }).strict().default({ host: '127.0.0.1', port: 7480 }),
+        /** An Airlock token must carry one of these groups to read the console. */
+        groups: z.array(z.string().min(1)).min(1).default(['auditors']),
+      })
+      .strict()
+      .optional(),
     identities: z
       .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),

@@ -56,8 +56,11 @@ function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string
     store: { sqlite: 'airlock.db' },
     // The operator key: `airlock approvals approve` signs with it, the worker verifies.
     decisions: { keys: { cli: { privateKey: { file: 'operator.key' } } } },
+    // The auditor console (gateway/console); log in with a token of an `auditors` identity.
+    console: { enabled: true, listen: { host: '127.0.0.1', port: 0 }, groups: ['auditors'] },
     identities: [
       { name: 'agent-7', groups: ['agents'], owner: 'alice' },
+      { name: 'audrey', groups: ['auditors'] },
       { name: 'alice', groups: ['engineers', 'dba'] },
       { name: 'bob', groups: ['dba', 'oncall'] },
     ],
@@ -157,7 +160,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     // run would otherwise still be a grant, and the tour's held UPDATE would not be held.
     // (Sessions and the audit trail stay in airlock.db across runs.)
     for (const f of ['temporal.db', 'temporal.db-wal', 'temporal.db-shm']) rmSync(join(dir, f), { force: true });
-    const temporal = await startDevServer({ dbFile: join(dir, 'temporal.db') });
+    const temporal = await startDevServer({ dbFile: join(dir, 'temporal.db'), ui: true });
     stops.push(() => temporal.stop());
 
     const configFile = join(dir, 'airlock.yaml');
@@ -221,6 +224,14 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       if (detail) say(`\n-- what the audit log recorded for the held UPDATE's session\n$ airlock sessions show ${sessions[0].id}\n${formatSessionDetail(detail)}`);
     }
 
+    say(`
+-- for auditors
+Auditor console (read-only): ${consoleUrl(gw.listeners)}
+  log in with a token: node bin/airlock.js token -i audrey --ttl 2h --config ${configFile}
+Approval workflows in the Temporal Web UI: ${temporal.uiUrl ?? '(headless)'}
+  list queries: AirlockRequester="agent-7"  AirlockConnection="demo"  AirlockOutcome="rejected"
+                AirlockApprovers IN ("bob")  AirlockRejecter="bob"  AirlockRule="..."  (README "For auditors")`);
+
     if (opts.interactive) {
       const long = await mintToken(settings, { name: 'agent-7', groups: ['agents'], owner: 'alice' }, 2 * 3_600_000);
       say(`
@@ -243,4 +254,9 @@ Press Ctrl-C to stop.`);
     if (!process.env.AIRLOCK_LOG_LEVEL) log.level = 'error';
     await stopAll();
   }
+}
+
+/** The auditor console's URL among the gateway's listeners. */
+function consoleUrl(listeners: { protocol: string; detail?: string }[]): string {
+  return listeners.find((l) => l.protocol === 'console')?.detail ?? '(console not enabled)';
 }
