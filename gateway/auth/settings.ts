@@ -1,15 +1,42 @@
 import type { LoadedConfig } from '../config/load.ts';
-import { parseDuration, resolveSecret } from '../config/load.ts';
+import { ConfigError, parseDuration, resolveSecret } from '../config/load.ts';
 import type { Identity } from '../policy/operation.ts';
+import { buildKeyRing, KeyError, type KeyRing } from './keys.ts';
 import type { TokenSettings } from './tokens.ts';
 
-/** Token settings from config; the signing key is resolved from its env/file reference. */
+const rings = new WeakMap<LoadedConfig, KeyRing>();
+
+/** auth.keys as a key ring (parsed once per loaded config); ConfigError when a key is unusable. */
+export function keyRing(loaded: LoadedConfig): KeyRing {
+  let ring = rings.get(loaded);
+  if (ring) return ring;
+  const a = loaded.config.auth;
+  try {
+    ring = buildKeyRing(
+      a.keys.map((k) => ({
+        kid: k.id,
+        ...(k.alg ? { alg: k.alg } : {}),
+        ...(k.privateKey ? { privateKey: resolveSecret(k.privateKey, loaded.baseDir, `auth.keys[${k.id}].privateKey`) } : {}),
+        ...(k.publicKey ? { publicKey: resolveSecret(k.publicKey, loaded.baseDir, `auth.keys[${k.id}].publicKey`) } : {}),
+      })),
+      a.activeKey,
+    );
+  } catch (err) {
+    if (err instanceof KeyError) throw new ConfigError(`${loaded.file}: auth.keys: ${err.message}`);
+    throw err;
+  }
+  rings.set(loaded, ring);
+  return ring;
+}
+
+/** Token settings from config; secrets are resolved from their env/file references. */
 export function tokenSettings(loaded: LoadedConfig): TokenSettings {
   const a = loaded.config.auth;
   return {
     issuer: a.issuer,
     audience: a.audience,
-    key: resolveSecret(a.signingKey, loaded.baseDir, 'auth.signingKey'),
+    ...(a.signingKey && (a.keys.length === 0 || a.allowHs256) ? { key: resolveSecret(a.signingKey, loaded.baseDir, 'auth.signingKey') } : {}),
+    ...(a.keys.length > 0 ? { keys: keyRing(loaded) } : {}),
     defaultTtlMs: parseDuration(a.defaultTtl),
     maxTtlMs: parseDuration(a.maxTtl),
   };

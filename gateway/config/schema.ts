@@ -1,6 +1,7 @@
 // The airlock.yaml schema. Secrets are never inline: they are `{ env: NAME }` or `{ file: path }`
 // references, resolved at load time (see load.ts).
 import { z } from 'zod';
+import { authBlock } from './auth-schema.ts';
 
 const duration = z
   .string()
@@ -357,16 +358,7 @@ export const configSchema = z
       })
       .strict()
       .default({}),
-    auth: z
-      .object({
-        issuer: z.string().default('airlock'),
-        audience: z.string().default('airlock'),
-        /** HMAC secret (HS256) used to sign and verify tokens. */
-        signingKey: secretRef,
-        defaultTtl: duration.default('10m'),
-        maxTtl: duration.default('1h'),
-      })
-      .strict(),
+    auth: authBlock(secretRef, duration),
     store: z
       .object({ sqlite: z.string().default('.airlock/airlock.db') })
       .strict()
