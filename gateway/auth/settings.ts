@@ -1,5 +1,6 @@
 import type { LoadedConfig } from '../config/load.ts';
-import { ConfigError, parseDuration, resolveSecret } from '../config/load.ts';
+import { ConfigError, configPath, parseDuration, resolveSecret } from '../config/load.ts';
+import { AuthStateStore } from './revocation.ts';
 import type { Identity } from '../policy/operation.ts';
 import { buildKeyRing, KeyError, type KeyRing } from './keys.ts';
 import type { TokenSettings } from './tokens.ts';
@@ -39,6 +40,7 @@ export function tokenSettings(loaded: LoadedConfig): TokenSettings {
     ...(a.keys.length > 0 ? { keys: keyRing(loaded) } : {}),
     defaultTtlMs: parseDuration(a.defaultTtl),
     maxTtlMs: parseDuration(a.maxTtl),
+    ...(states.has(loaded) ? { revocations: states.get(loaded)! } : {}),
   };
 }
 
@@ -46,4 +48,30 @@ export function tokenSettings(loaded: LoadedConfig): TokenSettings {
 export function configuredIdentity(loaded: LoadedConfig, name: string): Identity {
   const c = loaded.config.identities.find((i) => i.name === name);
   return { name, groups: c?.groups ?? [], ...(c?.owner ? { owner: c.owner } : {}) };
+}
+
+const states = new WeakMap<LoadedConfig, AuthStateStore>();
+
+/**
+ * Opens auth.stateFile (revocations, exchanged subject tokens) for this loaded config and polls it
+ * every auth.revocationPoll; tokenSettings() of the same config then refuses revoked tokens. The
+ * gateway opens it at start (app.ts) and closes it on shutdown.
+ */
+export function openAuthState(loaded: LoadedConfig, path?: string): AuthStateStore {
+  const existing = states.get(loaded);
+  if (existing) return existing;
+  const state = AuthStateStore.open(path ?? configPath(loaded, loaded.config.auth.stateFile));
+  state.startPolling(parseDuration(loaded.config.auth.revocationPoll));
+  states.set(loaded, state);
+  return state;
+}
+
+/** The open auth state of a loaded config, if the gateway opened one. */
+export function authState(loaded: LoadedConfig): AuthStateStore | undefined {
+  return states.get(loaded);
+}
+
+export function closeAuthState(loaded: LoadedConfig): void {
+  states.get(loaded)?.close();
+  states.delete(loaded);
 }

@@ -7,6 +7,7 @@
 import { SignJWT, jwtVerify, decodeProtectedHeader, errors } from 'jose';
 import type { Identity } from '../policy/operation.ts';
 import type { KeyRing } from './keys.ts';
+import type { RevocationSource } from '../enforce/session.ts';
 
 export interface TokenSettings {
   issuer: string;
@@ -17,12 +18,14 @@ export interface TokenSettings {
   keys?: KeyRing;
   defaultTtlMs: number;
   maxTtlMs: number;
+  /** Revoked identities and token ids; a verified token of either is refused. */
+  revocations?: RevocationSource;
 }
 
 export class TokenError extends Error {
   constructor(
     message: string,
-    readonly reason: 'expired' | 'invalid' | 'audience' | 'issuer' | 'claims',
+    readonly reason: 'expired' | 'invalid' | 'audience' | 'issuer' | 'claims' | 'revoked',
   ) {
     super(message);
     this.name = 'TokenError';
@@ -100,6 +103,8 @@ export async function verifyToken(s: TokenSettings, token: string): Promise<Veri
       throw new TokenError('token has no valid groups claim', 'claims');
     }
     const owner = typeof payload.owner === 'string' ? payload.owner : undefined;
+    const revoked = s.revocations?.revoked(payload.sub as string, typeof payload.jti === 'string' ? payload.jti : undefined);
+    if (revoked) throw new TokenError(`token was revoked by ${revoked.by}: ${revoked.reason}`, 'revoked');
     return {
       name: payload.sub as string,
       groups,
