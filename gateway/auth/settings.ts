@@ -1,6 +1,7 @@
 import type { LoadedConfig } from '../config/load.ts';
 import { ConfigError, configPath, parseDuration, resolveSecret } from '../config/load.ts';
 import { AuthStateStore } from './revocation.ts';
+import type { RevocationSource } from '../enforce/session.ts';
 import type { Identity } from '../policy/operation.ts';
 import { buildKeyRing, KeyError, type KeyRing } from './keys.ts';
 import type { TokenSettings } from './tokens.ts';
@@ -40,7 +41,7 @@ export function tokenSettings(loaded: LoadedConfig): TokenSettings {
     ...(a.keys.length > 0 ? { keys: keyRing(loaded) } : {}),
     defaultTtlMs: parseDuration(a.defaultTtl),
     maxTtlMs: parseDuration(a.maxTtl),
-    ...(states.has(loaded) ? { revocations: states.get(loaded)! } : {}),
+    revocations: revocationSource(loaded),
   };
 }
 
@@ -51,6 +52,24 @@ export function configuredIdentity(loaded: LoadedConfig, name: string): Identity
 }
 
 const states = new WeakMap<LoadedConfig, AuthStateStore>();
+const watchers = new WeakMap<LoadedConfig, Set<() => void>>();
+
+/**
+ * Revocations of a loaded config as the verifiers and the enforcement seam see them: whatever state
+ * openAuthState() opened for it (nothing is revoked before that), change listeners included.
+ */
+export function revocationSource(loaded: LoadedConfig): RevocationSource {
+  let set = watchers.get(loaded);
+  if (!set) watchers.set(loaded, (set = new Set()));
+  const listeners = set;
+  return {
+    revoked: (identity, tokenId) => states.get(loaded)?.revoked(identity, tokenId),
+    onChange(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
+}
 
 /**
  * Opens auth.stateFile (revocations, exchanged subject tokens) for this loaded config and polls it
@@ -63,6 +82,9 @@ export function openAuthState(loaded: LoadedConfig, path?: string): AuthStateSto
   const state = AuthStateStore.open(path ?? configPath(loaded, loaded.config.auth.stateFile));
   state.startPolling(parseDuration(loaded.config.auth.revocationPoll));
   states.set(loaded, state);
+  state.onChange(() => {
+    for (const fn of watchers.get(loaded) ?? []) fn();
+  });
   return state;
 }
 
