@@ -145,18 +145,20 @@ export class TokenExchange {
   }
 
   #map(issuer: Issuer, p: JWTPayload): Identity {
-    if (issuer.cfg.kind === 'human') {
-      const name = p[issuer.cfg.usernameClaim];
-      if (typeof name !== 'string' || name === '') throw new OAuthError('invalid_grant', `subject_token has no ${issuer.cfg.usernameClaim} claim`);
-      if (issuer.cfg.usernameClaim === 'email' && p.email_verified === false) throw new OAuthError('invalid_grant', 'the email of this identity is not verified at the identity provider');
-      const g = p[issuer.cfg.groupsClaim];
-      const groups = Array.isArray(g) ? g.filter((x): x is string => typeof x === 'string') : [];
-      return { name, groups };
-    }
+    // Agent mappings first (e.g. an IdP client-credentials token whose sub is a client id), then,
+    // for a human issuer, the identity claim and the group claim.
     const agent = this.#agents.find((a) => a.issuer === issuer.cfg.name && a.subject === p.sub && claimsMatch(a.claims, p));
-    if (!agent) throw new OAuthError('invalid_grant', `subject ${JSON.stringify(p.sub)} of issuer ${issuer.cfg.name} is not mapped to an Airlock agent identity`);
-    const known = configuredIdentity(this.#loaded, agent.identity);
-    return { name: agent.identity, groups: agent.groups ?? known.groups, owner: agent.owner };
+    if (agent) {
+      const known = configuredIdentity(this.#loaded, agent.identity);
+      return { name: agent.identity, groups: agent.groups ?? known.groups, owner: agent.owner };
+    }
+    if (issuer.cfg.kind !== 'human') throw new OAuthError('invalid_grant', `subject ${JSON.stringify(p.sub)} of issuer ${issuer.cfg.name} is not mapped to an Airlock agent identity`);
+    const name = p[issuer.cfg.usernameClaim];
+    if (typeof name !== 'string' || name === '') throw new OAuthError('invalid_grant', `subject_token has no ${issuer.cfg.usernameClaim} claim (ask for the scope that releases it)`);
+    if (issuer.cfg.usernameClaim === 'email' && p.email_verified !== true) throw new OAuthError('invalid_grant', 'the email of this identity is not verified at the identity provider');
+    const g = p[issuer.cfg.groupsClaim];
+    const groups = Array.isArray(g) ? g.filter((x): x is string => typeof x === 'string') : [];
+    return { name, groups };
   }
 }
 
