@@ -76,8 +76,11 @@ export function revocationSource(loaded: LoadedConfig): RevocationSource {
  * every auth.revocationPoll; tokenSettings() of the same config then refuses revoked tokens. The
  * gateway opens it at start (app.ts) and closes it on shutdown.
  */
+const opens = new WeakMap<LoadedConfig, number>();
+
 export function openAuthState(loaded: LoadedConfig, path?: string): AuthStateStore {
   const existing = states.get(loaded);
+  opens.set(loaded, (opens.get(loaded) ?? 0) + 1);
   if (existing) return existing;
   const state = AuthStateStore.open(path ?? configPath(loaded, loaded.config.auth.stateFile));
   state.startPolling(parseDuration(loaded.config.auth.revocationPoll));
@@ -93,7 +96,11 @@ export function authState(loaded: LoadedConfig): AuthStateStore | undefined {
   return states.get(loaded);
 }
 
+/** Closes the state once every opener (e.g. two gateways of one config in a test) has closed it. */
 export function closeAuthState(loaded: LoadedConfig): void {
+  const n = (opens.get(loaded) ?? 1) - 1;
+  opens.set(loaded, n);
+  if (n > 0) return;
   states.get(loaded)?.close();
   states.delete(loaded);
 }
