@@ -238,6 +238,8 @@ export class EnforcementSession {
     if (outcome.requestId) this.requestIds.add(outcome.requestId);
     if (outcome.outcome === 'approved') {
       const approval: ApprovalRecord = { requestId: outcome.requestId, outcome: outcome.viaGrant ? 'approved (grant)' : 'approved', approvers: outcome.approvers };
+      // Revoked while it waited: an approval does not outlive the identity's access.
+      if (this.revocation) return { approved: false, approval, refusal: this.tokenRefusal() };
       if (outcome.viaGrant) {
         const g = outcome.grant;
         const uses = g ? `use ${g.use}${g.runs ? ` of ${g.runs}` : ''}, valid until ${g.until}` : 'a standing grant';

@@ -56,3 +56,27 @@ test('a revocation written by another process ends the session through onTokenEx
   gateway.close();
   store.close();
 });
+
+test('an operation held for approval does not run when its identity is revoked before the approval arrives', async () => {
+  const { ManualApprover } = await import('../support/manual-approver.ts');
+  const state = AuthStateStore.open(':memory:');
+  const store = SqliteStore.open(':memory:');
+  const approver = new ManualApprover();
+  const s = new EnforcementSession(
+    { policy: allowAll, approver, store, logger: log, revocations: state },
+    { id: 's-held', protocol: 'postgres', identity: { name: 'agent-1', groups: [] }, connection: 'prod', clientAddress: '127.0.0.1:1' },
+  );
+  s.start();
+  const op = { text: 'DELETE FROM t', kind: 'write' } as unknown as Operation;
+  const decision = { action: 'review' as const, rule: 'review-deletes', reason: 'deletes need a look', review: { approvers: ['dba'], timeoutMs: 60_000, holdInTransaction: false } } as unknown as Parameters<EnforcementSession['hold']>[0]['decision'];
+  const held = s.hold({ operation: op, decision, binding: { digest: 'd' } as unknown as Parameters<EnforcementSession['hold']>[0]['binding'], notify: () => undefined, signal: new AbortController().signal });
+  const pending = await approver.next();
+  state.revoke('identity', 'agent-1', 'INC-12', 'carol');
+  pending.resolve({ outcome: 'approved', requestId: pending.id, approvers: ['dave'] } as Parameters<typeof pending.resolve>[0]);
+  const r = await held;
+  assert.equal(r.approved, false);
+  assert.equal(!r.approved && r.refusal.kind, 'revoked');
+  s.end('done', { toClient: 0, fromClient: 0 });
+  state.close();
+  store.close();
+});
