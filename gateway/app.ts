@@ -11,6 +11,8 @@ import { startPostgresGateway } from './postgres/server.ts';
 import { connectSide } from './postgres/side-connection.ts';
 import { checkUpstreamRoles } from './postgres/upstream-role.ts';
 import { startHttpGateway } from './http/server.ts';
+import { AuthEndpoints } from './auth/endpoints.ts';
+import { closeAuthState, openAuthState } from './auth/settings.ts';
 import { startSshGateway } from './ssh/server.ts';
 import { openStore } from './recording/open.ts';
 import type { Store } from './recording/store.ts';
@@ -131,6 +133,9 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   }
   const listeners: Listener[] = [];
   let auditSinkStatus: RunningGateway['auditSinkStatus'];
+  // Revocations (and exchanged subject tokens) every listener consults; polled, shared by replicas.
+  const authState = openAuthState(loaded);
+  closers.push(async () => closeAuthState(loaded));
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -160,7 +165,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }
     if (loaded.config.http || opts.http) {
-      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port });
+      const auth = new AuthEndpoints(loaded, authState, logger);
+      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port, auth });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }

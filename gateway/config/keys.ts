@@ -1,9 +1,13 @@
 // Keys derived from the configuration, the same in every protocol, replica and restart.
 import { createHmac } from 'node:crypto';
-import { resolveSecret, type LoadedConfig } from './load.ts';
+import { ConfigError, resolveSecret, type LoadedConfig } from './load.ts';
 
+/** The root secret keys derive from: auth.signingKey, or masking.hashKey when tokens are signed only with auth.keys. */
 function signingKey(loaded: LoadedConfig): string {
-  return resolveSecret(loaded.config.auth.signingKey, loaded.baseDir, 'auth.signingKey');
+  const { auth, masking } = loaded.config;
+  if (auth.signingKey) return resolveSecret(auth.signingKey, loaded.baseDir, 'auth.signingKey');
+  if (masking.hashKey) return resolveSecret(masking.hashKey, loaded.baseDir, 'masking.hashKey');
+  throw new ConfigError(`${loaded.file}: set auth.signingKey or masking.hashKey (a shared secret derived keys come from)`);
 }
 
 /**

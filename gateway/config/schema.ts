@@ -1,6 +1,7 @@
 // The airlock.yaml schema. Secrets are never inline: they are `{ env: NAME }` or `{ file: path }`
 // references, resolved at load time (see load.ts).
 import { z } from 'zod';
+import { authBlock } from './auth-schema.ts';
 
 const duration = z
   .string()
@@ -396,16 +397,7 @@ export const configSchema = z
       .default({}),
     /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
     shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
-    auth: z
-      .object({
-        issuer: z.string().default('airlock'),
-        audience: z.string().default('airlock'),
-        /** HMAC secret (HS256) used to sign and verify tokens. */
-        signingKey: secretRef,
-        defaultTtl: duration.default('10m'),
-        maxTtl: duration.default('1h'),
-      })
-      .strict(),
+    auth: authBlock(secretRef, duration),
     /** The audit store: one SQLite file (default), or PostgreSQL (`postgres:`), which several gateways
      * share. With `postgres`, `sqlite` only locates the local files placed next to it (the local
      * approval channel, SSH recordings). */

@@ -20,7 +20,9 @@ export type RefusalKind =
   /** The token the session logged in with has expired. */
   | 'token-expired'
   /** The audit trail cannot record it: no record, no access. */
-  | 'audit-unavailable';
+  | 'audit-unavailable'
+  /** The identity or the token was revoked (`airlock revoke`). */
+  | 'revoked';
 
 export interface Refusal {
   kind: RefusalKind;
@@ -44,6 +46,7 @@ export const POSTGRES_SQLSTATE: Record<RefusalKind, string> = {
   cancelled: 'AL005',
   'token-expired': '57P01',
   'audit-unavailable': '53100',
+  revoked: '57P01',
 };
 
 /** HTTP status of each refusal kind; the JSON body's `error` field is the kind. */
@@ -56,6 +59,7 @@ export const HTTP_STATUS: Record<RefusalKind, number> = {
   cancelled: 409,
   'token-expired': 401,
   'audit-unavailable': 503,
+  revoked: 401,
 };
 
 /** SSH exit status of a refused exec (126: "cannot execute", the shell's own convention, plus detail). */
@@ -68,6 +72,7 @@ export const SSH_EXIT_STATUS: Record<RefusalKind, number> = {
   cancelled: 130,
   'token-expired': 126,
   'audit-unavailable': 122,
+  revoked: 126,
 };
 
 /**
@@ -84,4 +89,5 @@ export const MCP_RETRYABLE: Record<RefusalKind, boolean> = {
   cancelled: true,
   'token-expired': false,
   'audit-unavailable': true,
+  revoked: false,
 };

@@ -21,6 +21,12 @@ export interface PolicyDecider {
   decideAll(ops: Operation[]): { decision: Decision; operation: Operation };
 }
 
+/** Revoked identities and token ids as every replica sees them (gateway/auth/revocation.ts). */
+export interface RevocationSource {
+  revoked(identity: string, tokenId?: string): { reason: string; by: string } | undefined;
+  onChange(fn: () => void): () => void;
+}
+
 export interface EnforcementDeps {
   policy: PolicyDecider;
   approver: Approver;
@@ -28,6 +34,8 @@ export interface EnforcementDeps {
   logger: Logger;
   /** Prometheus metrics; every protocol is counted here, in one place. */
   metrics?: GatewayMetrics;
+  /** When set, a revocation of the session's identity or token ends it like token expiry does. */
+  revocations?: RevocationSource;
 }
 
 export interface SessionInfo {
@@ -37,6 +45,8 @@ export interface SessionInfo {
   connection: string;
   clientAddress: string;
   tokenExpiresAt?: Date;
+  /** jti of the token the session logged in with (revocable by id). */
+  tokenId?: string;
 }
 
 export type ReviewDecision = Extract<Decision, { action: 'review' }>;
@@ -93,6 +103,7 @@ export class EnforcementSession {
   /** Approval requests this session is waiting on now (a draining gateway names them to the client). */
   private readonly holdingRequests = new Set<string>();
   private started = false;
+  private unwatchRevocation: (() => void) | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
@@ -120,16 +131,34 @@ export class EnforcementSession {
     return [...this.holdingRequests];
   }
 
-  /** Calls `onExpired` when the session's token expires (never, without an expiry). */
+  /**
+   * Calls `onExpired` when the session's token expires (never, without an expiry), or as soon as a
+   * revocation of its identity or token id is seen (within auth.revocationPoll on every replica).
+   */
   onTokenExpiry(onExpired: () => void): void {
     clearTimeout(this.expiryTimer);
+    this.unwatchRevocation?.();
+    const rev = this.deps.revocations;
+    if (rev) {
+      this.unwatchRevocation = rev.onChange(() => {
+        if (this.revocation) onExpired();
+      });
+      if (this.revocation) queueMicrotask(onExpired);
+    }
     const at = this.info.tokenExpiresAt;
     if (!at) return;
     this.expiryTimer = setTimeout(onExpired, Math.min(Math.max(0, at.getTime() - Date.now()), 2 ** 31 - 1));
     this.expiryTimer.unref();
   }
 
+  /** The revocation that ends this session, if any. */
+  get revocation(): { reason: string; by: string } | undefined {
+    return this.deps.revocations?.revoked(this.info.identity.name, this.info.tokenId);
+  }
+
+  /** True once the token expired or was revoked: no new operation may start. */
   get tokenExpired(): boolean {
+    if (this.revocation) return true;
     const at = this.info.tokenExpiresAt;
     return at !== undefined && Date.now() >= at.getTime();
   }
@@ -151,6 +180,8 @@ export class EnforcementSession {
 
   /** The refusal for an operation started after the token expired. */
   tokenRefusal(): Refusal {
+    const r = this.revocation;
+    if (r) return { kind: 'revoked', message: `Airlock: access of ${this.info.identity.name} was revoked by ${r.by}: ${r.reason}`, hint: 'ask the identity\'s owner or an Airlock operator' };
     return { kind: 'token-expired', message: 'Airlock: the token this session logged in with has expired; reconnect with a fresh token (`airlock token`)' };
   }
 
@@ -159,6 +190,8 @@ export class EnforcementSession {
    * statements: the most restrictive wins). Any failure of the policy layer denies.
    */
   decide(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
+    const revoked = this.revocation;
+    if (revoked) return { decision: { action: 'deny', rule: 'revoked', reason: `access of ${this.info.identity.name} was revoked by ${revoked.by}: ${revoked.reason}` }, operation: ops[0] };
     const audit = this.auditRefusal();
     if (audit) return { decision: { action: 'deny', rule: 'audit-unavailable', reason: audit.message.replace(/^Airlock: /, '') }, operation: ops[0] };
     if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
@@ -254,6 +287,8 @@ export class EnforcementSession {
     if (outcome.requestId) this.requestIds.add(outcome.requestId);
     if (outcome.outcome === 'approved') {
       const approval: ApprovalRecord = { requestId: outcome.requestId, outcome: outcome.viaGrant ? 'approved (grant)' : 'approved', approvers: outcome.approvers };
+      // Revoked while it waited: an approval does not outlive the identity's access.
+      if (this.revocation) return { approved: false, approval, refusal: this.tokenRefusal() };
       if (outcome.viaGrant) {
         const g = outcome.grant;
         const uses = g ? `use ${g.use}${g.runs ? ` of ${g.runs}` : ''}, valid until ${g.until}` : 'a standing grant';
@@ -311,6 +346,7 @@ export class EnforcementSession {
     this.ended = true;
     clearTimeout(this.expiryTimer);
     if (this.started) this.deps.metrics?.sessionsActive.dec({ protocol: this.info.protocol });
+    this.unwatchRevocation?.();
     try {
       this.deps.store.endSession(this.id, new Date(), reason, bytes);
     } catch (err) {

@@ -37,7 +37,8 @@ import { bindOperation } from '../enforce/binding.ts';
 import { HTTP_STATUS, type Refusal } from '../enforce/refusal.ts';
 import { EnforcementSession, type HoldResult } from '../enforce/session.ts';
 import { tokenSettings } from '../auth/settings.ts';
-import { TokenError, verifyToken, type TokenSettings } from '../auth/tokens.ts';
+import { TokenError, verifyToken, type TokenSettings, type VerifiedToken } from '../auth/tokens.ts';
+import type { AuthEndpoints } from '../auth/endpoints.ts';
 import { configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { HttpConfig, RuleConfig } from '../config/schema.ts';
 import { log as rootLog, type Logger } from '../log.ts';
@@ -71,6 +72,8 @@ export interface HttpGatewayOptions {
   logger?: Logger;
   /** Prometheus metrics, counted in the enforcement seam. */
   metrics?: GatewayMetrics;
+  /** Airlock's own /.well-known/jwks.json and /oauth/token, answered before any connection route. */
+  auth?: AuthEndpoints;
 }
 
 export interface HttpGateway {
@@ -174,7 +177,7 @@ export class HttpGatewayCore {
   readonly #upstreams: Map<string, Upstream>;
   readonly #maxHoldMs: number;
   readonly #recordings: string;
-  readonly #tokenCache = new Map<string, Identity & { expiresAt: Date }>();
+  readonly #tokenCache = new Map<string, VerifiedToken>();
   readonly #sessions = new WeakMap<Socket, Map<string, SessionState>>();
   /** Open sessions, so close() can end them before the store goes away. */
   readonly #live = new Set<SessionState>();
@@ -232,6 +235,11 @@ export class HttpGatewayCore {
     const challenge = { 'www-authenticate': 'Bearer realm="airlock"' };
     if (!token) throw new HttpError(401, { error: 'unauthorized', reason: 'missing Authorization: Bearer <airlock token>' }, challenge);
     const cached = this.#tokenCache.get(token);
+    const revoked = cached && this.#tokens.revocations?.revoked(cached.name, cached.tokenId);
+    if (revoked) {
+      this.#tokenCache.delete(token);
+      throw new HttpError(401, { error: 'revoked', reason: `token was revoked by ${revoked.by}: ${revoked.reason}` }, challenge);
+    }
     if (cached && cached.expiresAt.getTime() > Date.now()) return cached;
     try {
       const id = await verifyToken(this.#tokens, token);
@@ -260,8 +268,8 @@ export class HttpGatewayCore {
     let s = byKey.get(key);
     if (!s) {
       const enforce = new EnforcementSession(
-        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics },
-        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}` },
+        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}) },
+        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
       );
       try {
         enforce.start();
@@ -737,7 +745,7 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   // Every request and upgrade contains its own failure: it is answered 500 and logged, and nothing
   // a client or upstream sends can end the process (and with it the other protocols' listeners).
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    core.handle(req, res).catch((err: unknown) => {
+    (opts.auth ? opts.auth.handle(req, res) : Promise.resolve(false)).then((done) => (done ? undefined : core.handle(req, res))).catch((err: unknown) => {
       log.error({ err }, 'HTTP request handler failed');
       sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
     });

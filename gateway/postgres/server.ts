@@ -189,8 +189,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       }
       const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
       const enforcement = new EnforcementSession(
-        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics },
-        { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt },
+        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(tokens.revocations ? { revocations: tokens.revocations } : {}) },
+        { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt, ...(res.tokenId ? { tokenId: res.tokenId } : {}) },
       );
       const session = new Session(
         { classify: opts.classify, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger, bindingKey: opts.bindingKey },

@@ -92,6 +92,8 @@ export interface AuthenticatedClient {
   tls: boolean;
   identity: Identity;
   tokenExpiresAt: Date;
+  /** jti of the login token (revocable by id). */
+  tokenId?: string;
   connection: PostgresConnectionConfig;
   /** Every startup parameter the client sent (user, database included). */
   params: Record<string, string>;
@@ -228,7 +230,7 @@ async function startup(raw: Socket, opts: StartupOptions, state: { socket: Socke
   const nul = msg.body.indexOf(0);
   const token = msg.body.toString('utf8', 0, nul < 0 ? msg.body.length : nul);
 
-  let verified: Identity & { expiresAt: Date };
+  let verified: Identity & { expiresAt: Date; tokenId?: string };
   try {
     verified = await verifyToken(opts.auth.tokens, token);
   } catch (err) {
@@ -246,6 +248,6 @@ async function startup(raw: Socket, opts: StartupOptions, state: { socket: Socke
     throw fatal('28000', `identity "${verified.name}" is not allowed to use connection "${connection.name}"`);
   }
   const identity: Identity = { name: verified.name, groups: verified.groups, ...(verified.owner ? { owner: verified.owner } : {}) };
-  return { kind: 'session', socket, leftover: reader.detach(), tls, identity, tokenExpiresAt: verified.expiresAt, connection, params };
+  return { kind: 'session', socket, leftover: reader.detach(), tls, identity, tokenExpiresAt: verified.expiresAt, ...(verified.tokenId ? { tokenId: verified.tokenId } : {}), connection, params };
 }
 

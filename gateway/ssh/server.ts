@@ -223,6 +223,7 @@ class SshConnection {
   private refused = false;
   /** Token logins live no longer than their token: no new operation after this. */
   private tokenExpiresAt: Date | undefined;
+  private tokenId: string | undefined;
   private relayingRemoteForwards = false;
 
   constructor(
@@ -289,6 +290,7 @@ class SshConnection {
       const v = await verifyToken(this.g.tokens, token.trim());
       id = { name: v.name, groups: v.groups, ...(v.owner ? { owner: v.owner } : {}) };
       this.tokenExpiresAt = v.expiresAt;
+      this.tokenId = v.tokenId;
     } catch (err) {
       return this.refuse(ctx, `authentication failed: ${(err as Error).message}`);
     }
@@ -322,8 +324,8 @@ class SshConnection {
     this.target = target;
     this.upstream = up;
     this.enforce = new EnforcementSession(
-      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics },
-      { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt },
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}) },
+      { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt, ...(this.tokenId ? { tokenId: this.tokenId } : {}) },
     );
     try {
       this.enforce.start();
@@ -337,8 +339,11 @@ class SshConnection {
     up.on('close', () => this.end('upstream connection closed'));
     this.logger.info({ session: this.id, identity: id.name, target: target.name, clientAddress: this.clientAddress, how }, 'ssh session started');
     // At expiry a connection with nothing open ends; open channels finish, and new ones are refused (authorize).
+    // A revocation ends the connection and its open channels at once.
     this.enforce.onTokenExpiry(() => {
-      if (this.open === 0) this.end('token expired');
+      const revoked = this.enforce?.revocation;
+      if (revoked) this.end(`revoked by ${revoked.by}: ${revoked.reason}`);
+      else if (this.open === 0) this.end('token expired');
     });
     ctx.accept();
   }
