@@ -13,6 +13,7 @@ import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation, Protocol } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import type { Refusal } from './refusal.ts';
+import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -54,6 +55,8 @@ export interface HoldOptions {
   signal: AbortSignal;
   /** Since when the client's transaction is open, when one is (locks would be held while waiting). */
   transactionSince?: Date;
+  /** The reason/ticket/trace stated with this operation (a leading SQL comment, a header); merged over the session's. */
+  context?: RequestContext;
 }
 
 export type HoldResult =
@@ -86,6 +89,9 @@ export class EnforcementSession {
   private ended = false;
   private readonly requestIds = new Set<string>();
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** What the session did so far (by kind, tables), shown to approvers of a later hold. */
+  private readonly activity = new ActivitySummary();
+  private sessionContext: RequestContext | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
@@ -96,6 +102,16 @@ export class EnforcementSession {
 
   get id(): string {
     return this.info.id;
+  }
+
+  /** The reason/ticket/trace stated for the whole session (application_name, SSH env). */
+  setContext(ctx: RequestContext | undefined): void {
+    this.sessionContext = ctx;
+  }
+
+  /** The one-line summary of what this session did so far. */
+  activityLine(): string {
+    return this.activity.line();
   }
 
   /** Records the session start. Throws when the audit trail cannot record it: no audit trail, no access. */
@@ -179,9 +195,11 @@ export class EnforcementSession {
         },
       };
     }
-    const binding: OperationBinding = o.transactionSince
-      ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
-      : o.binding;
+    // Why the agent asks, whose agent it is and what the session did before: shown, audited, never trusted.
+    const context = mergeContext(this.sessionContext, o.context);
+    const extra = contextDetails(context, this.info.identity.owner, this.activity.line());
+    if (o.transactionSince) extra.push(`held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`);
+    const binding: OperationBinding = { ...o.binding, details: [...(o.binding.details ?? []), ...extra] };
     const onRequested = (p: HoldRequested) => {
       // A re-attached request is announced once, when it is known to be visible (onPosted), or
       // as a grant use.
@@ -203,6 +221,7 @@ export class EnforcementSession {
       outcome = { outcome: 'failed', requestId: '', reason: (err as Error).message };
     }
     if (outcome.requestId) this.requestIds.add(outcome.requestId);
+    this.auditContext(outcome, d.rule, context, binding);
     if (outcome.outcome === 'approved') {
       const approval: ApprovalRecord = { requestId: outcome.requestId, outcome: outcome.viaGrant ? 'approved (grant)' : 'approved', approvers: outcome.approvers };
       if (outcome.viaGrant) {
@@ -220,8 +239,37 @@ export class EnforcementSession {
     };
   }
 
+  /** The audit's copy of what the approver was shown besides the operation: reason, owner, activity, preview. */
+  private auditContext(outcome: HoldOutcome, rule: string, context: RequestContext | undefined, binding: OperationBinding): void {
+    try {
+      this.deps.store.recordAudit({
+        at: new Date(),
+        kind: 'approval.context',
+        subject: outcome.requestId || this.id,
+        actor: this.info.identity.name,
+        detail: {
+          sessionId: this.id,
+          rule,
+          outcome: outcome.outcome,
+          ...(context ? { context } : {}),
+          ...(this.info.identity.owner ? { owner: this.info.identity.owner } : {}),
+          activity: this.activity.line(),
+          ...(binding.preview ? { preview: binding.preview } : {}),
+        },
+      });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording the approval context failed');
+    }
+  }
+
+  private noteActivity(r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
+    const tables = (r.classification as { tables?: unknown }).tables;
+    this.activity.note(r.kind, Array.isArray(tables) ? (tables as string[]) : undefined, r.decision);
+  }
+
   /** Records one operation (the seam numbers them). Store failures are logged, never thrown. */
   record(r: Omit<OperationRecord, 'sessionId' | 'seq'>): number {
+    this.noteActivity(r);
     const seq = ++this.seq;
     try {
       this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
@@ -238,6 +286,7 @@ export class EnforcementSession {
 
   /** Records an operation under a reserved sequence number. */
   recordAt(seq: number, r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
+    this.noteActivity(r);
     try {
       this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
     } catch (err) {
