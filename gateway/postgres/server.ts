@@ -2,6 +2,7 @@
 // upstream with the connection's own credentials and hands both sockets to a Session. Nothing a
 // client sends can crash the process: every failure is scoped to that one connection.
 import { randomUUID } from 'node:crypto';
+import { contextFromApplicationName } from '../enforce/context.ts';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
@@ -148,6 +149,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         { policy: opts.policy, approver: opts.approver, store: opts.store, logger },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt },
       );
+      // A reason or traceparent in application_name speaks for the whole session.
+      enforcement.setContext(contextFromApplicationName(res.params.application_name));
       const session = new Session(
         { classify: opts.classify, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger, bindingKey: opts.bindingKey },
         {
