@@ -27,6 +27,7 @@
 //   forwarded and did run; their responses are swallowed so the client sees PostgreSQL's error
 //   semantics, but their effects stay. Only rows were withheld, never a policy decision skipped.
 import type { Socket } from 'node:net';
+import type pg from 'pg';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { bindOperation, type BoundParameter } from '../enforce/binding.ts';
@@ -42,6 +43,8 @@ import { cursorUses, mayUseCursor } from './cursor-spec.ts';
 import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type Stmt } from './statement.ts';
 import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
+import { contextFromSql } from '../enforce/context.ts';
+import { previewStatement } from './preview.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
 import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
@@ -61,6 +64,8 @@ export interface SessionDeps {
   logger: Logger;
   /** Keys the digest an approval binds to (statement text + exact parameter bytes). */
   bindingKey: string;
+  /** A separate connection to this session's upstream, for previews of held writes (review.preview). */
+  previewConnect?: () => Promise<pg.Client>;
 }
 
 export interface SessionInit {
@@ -671,8 +676,16 @@ export class Session {
     };
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
-    void this.enforce
-      .hold({ operation: op, decision: d, binding, notify, signal: ac.signal, transactionSince: inTx ? (this.txSince ?? new Date()) : undefined })
+    // The effect approvers see (review.preview), computed on a separate connection before posting.
+    const mode = d.review.preview === 'hold-commit' ? 'dry-run' : d.review.preview;
+    const connect = this.deps.previewConnect;
+    const previewed = mode && connect
+      ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, plan: planOf(d) }).then((p) => {
+          binding.preview = p;
+        })
+      : Promise.resolve();
+    void previewed
+      .then(() => this.enforce.hold({ operation: op, decision: d, binding, notify, signal: ac.signal, transactionSince: inTx ? (this.txSince ?? new Date()) : undefined, context: contextFromSql(run.text) }))
       .then((h) => {
         this.holdAbort = null;
         this.heldRun = null;
