@@ -215,7 +215,7 @@ async function dryRun(c: pg.Client, deps: PreviewDeps, input: PreviewInput, w: P
 }
 
 /** `text RETURNING *` when that still parses as the same single write with a RETURNING list. */
-function appendReturning(text: string): string | undefined {
+export function appendReturning(text: string): string | undefined {
   const t = text.replace(/[\s;]+$/, '');
   const candidate = `${t} RETURNING *`;
   const p = parseOne(candidate);

@@ -32,7 +32,7 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { bindOperation, type BoundParameter } from '../enforce/binding.ts';
 import { POSTGRES_SQLSTATE, type Refusal } from '../enforce/refusal.ts';
-import type { EnforcementSession, HoldNotice } from '../enforce/session.ts';
+import type { EnforcementSession, HoldNotice, ReviewDecision } from '../enforce/session.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
 import { bindParameters } from './bind.ts';
@@ -45,9 +45,11 @@ import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { contextFromSql } from '../enforce/context.ts';
 import { previewStatement } from './preview.ts';
+import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
-import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
+import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, type PgError } from './messages.ts';
+import type { OperationBinding } from '../approvals/approver.ts';
 
 export interface OperationBase {
   protocol: 'postgres';
@@ -116,7 +118,7 @@ const enum M {
   ReadyForQuery = 0x5a, NoData = 0x6e, PortalSuspended = 0x73, ParameterDescription = 0x74, NegotiateProtocol = 0x76,
 }
 
-type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
+type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison' | 'internal';
 
 /** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
 interface RunProgress {
@@ -146,6 +148,8 @@ interface Expect {
   swallow?: boolean;
   /** A client's Describe of a portal whose Execute needs masking: its RowDescription sets up the masker. */
   captureFor?: Run;
+  /** Airlock's own statement on this connection (hold-commit): its responses go here, never to the client. */
+  sink?: InternalSink;
 }
 
 
@@ -676,6 +680,8 @@ export class Session {
     };
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
+    const returning = d.review.preview === 'hold-commit' && !extended && !inTx ? holdCommitStatement(run.text) : undefined;
+    if (returning !== undefined) return this.holdCommitted(run, op, binding, notify, ac, returning);
     // The effect approvers see (review.preview), computed on a separate connection before posting.
     const mode = d.review.preview === 'hold-commit' ? 'dry-run' : d.review.preview;
     const connect = this.deps.previewConnect;
@@ -707,6 +713,31 @@ export class Session {
         this.flushUpstream();
         this.pumpClient();
       });
+  }
+
+  /** review.preview hold-commit (hold-commit.ts): run now in Airlock's transaction, COMMIT on approval. */
+  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string): void {
+    const d = run.decision as ReviewDecision;
+    const host = { enforce: this.enforce, masking: this.deps.masking, query: (sql: string) => this.internalQuery(sql) };
+    void holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal }, returning, contextFromSql(run.text)).then((out) => {
+      this.holdAbort = null;
+      this.heldRun = null;
+      if (out.hold) run.approval = out.hold.approval;
+      if (out.hold?.approved) run.grant = out.hold.grant;
+      if (out.kind === 'committed') {
+        run.tag = out.tag;
+        run.rows = out.rows;
+      } else run.error = out.kind === 'failed' ? out.error.message : out.refusal.message;
+      this.finishRun(run);
+      if (this.closed) return;
+      if (out.kind === 'committed') this.toClient.addOwned(commandComplete(out.tag));
+      else if (out.kind === 'failed') this.toClient.addOwned(errorResponse(out.error));
+      else this.toClient.addOwned(errorResponse(run.cancelledByClient ? { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement' } : refusalError(out.refusal)));
+      this.toClient.addOwned(readyForQuery('I'));
+      this.holding = false;
+      this.flushClient();
+      this.pumpClient();
+    });
   }
 
   // ---------------------------------------------------------------- upstream -> client
@@ -755,6 +786,13 @@ export class Session {
   private onBackend(): void {
     const r = this.ur;
     const head = this.q[0];
+    if (head?.sink && r.type !== M.ParameterStatus) {
+      if (head.sink.frame(r.type, r.buf, r.start, r.end)) {
+        this.q.shift();
+        this.trackTx(r.buf[r.start + 5]);
+      }
+      return;
+    }
     switch (r.type) {
       case M.ParameterStatus: {
         const [name, off] = readCString(r.buf, r.start + 5, r.end);
@@ -1219,11 +1257,24 @@ export class Session {
     this.dropUntilSync();
   }
 
-  private onReady(): void {
-    const status = this.ur.buf[this.ur.start + 5];
+  private trackTx(status: number): void {
     if (status !== 0x49 /* I */ && this.txStatus === 0x49) this.txSince = new Date();
     if (status === 0x49) this.txSince = undefined;
     this.txStatus = status;
+  }
+
+  /** Runs Airlock's own simple Query on this connection (hold-commit.ts); its responses are consumed. */
+  private internalQuery(sql: string): Promise<InternalResult> {
+    if (this.closed) return Promise.resolve({ fields: [], rows: [], status: 0x49, error: { code: '08006', message: 'the session ended' } });
+    return new Promise((resolve) => {
+      this.q.push({ kind: 'internal', sink: new InternalSink(resolve) });
+      this.toUpstream.addOwned(simpleQuery(sql));
+      this.flushUpstream();
+    });
+  }
+
+  private onReady(): void {
+    this.trackTx(this.ur.buf[this.ur.start + 5]);
     // Pops up to and including the entry that ends in ReadyForQuery.
     while (this.q.length) {
       const e = this.q.shift()!;
@@ -1289,6 +1340,7 @@ export class Session {
     killer.unref();
     this.deps.cancels.unregister(this.init.clientPid);
     for (const e of this.q) {
+      e.sink?.fail(`session ended: ${reason}`);
       if (e.run && !e.run.recorded && e.kind !== 'parse' && e.kind !== 'describe-internal') {
         e.run.error ??= `session ended before the statement finished: ${reason}`;
         this.finishRun(e.run);
