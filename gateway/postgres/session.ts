@@ -687,7 +687,8 @@ export class Session {
     const connect = this.deps.previewConnect;
     const previewed = mode && connect
       ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, plan: planOf(d) }).then((p) => {
-          binding.preview = p;
+          // hold-commit covers one simple-protocol write outside a transaction; otherwise a dry run is shown.
+          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${extended ? 'extended protocol' : inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING'}); ${p.summary}` } : p;
         })
       : Promise.resolve();
     void previewed
