@@ -39,6 +39,8 @@ export interface PreviewInput {
   parameters: readonly BoundParameter[];
   /** Functions the statement calls (Operation.functions). */
   functions: readonly string[];
+  /** Tables (and views) the statement names (Operation.tables), schema-qualified. */
+  tables?: readonly string[];
   plan: MaskPlan;
 }
 
@@ -222,6 +224,70 @@ export function appendReturning(text: string): string | undefined {
   return p.one && p.write?.returning ? candidate : undefined;
 }
 
+/**
+ * Why even planning could run code Airlock has not reviewed, or undefined. The planner folds
+ * IMMUTABLE functions with constant arguments, and a user-defined function may be declared
+ * IMMUTABLE and still reach outside the transaction (dblink, untrusted languages). So: no
+ * preview at all when the statement calls a function that is not a pg_catalog built-in, or a
+ * relation it names has defaults, constraints, policies or view rules depending on one.
+ */
+async function userCode(c: pg.Client, functions: readonly string[], tables: readonly string[]): Promise<string | undefined> {
+  const names = functions.map((f) => f.toLowerCase());
+  const qualifiedElsewhere = names.filter((f) => f.includes('.') && !f.startsWith('pg_catalog.'));
+  if (qualifiedElsewhere.length > 0) return `it calls ${qualifiedElsewhere.join(', ')}`;
+  const bare = names.filter((f) => !f.includes('.'));
+  const r = await c.query<{ fn: string | null; rel: string | null }>(
+    `SELECT (SELECT string_agg(DISTINCT p.proname, ', ') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname <> 'pg_catalog' AND p.proname = ANY($1::text[])) AS fn,
+            (SELECT string_agg(DISTINCT rel.oid::regclass::text, ', ')
+               FROM unnest($2::text[]) t(name)
+               JOIN pg_class rel ON rel.oid = to_regclass(t.name)
+               JOIN pg_depend d ON d.refclassid = 'pg_proc'::regclass
+                 AND ((d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT oid FROM pg_attrdef WHERE adrelid = rel.oid))
+                   OR (d.classid = 'pg_constraint'::regclass AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = rel.oid))
+                   OR (d.classid = 'pg_policy'::regclass AND d.objid IN (SELECT oid FROM pg_policy WHERE polrelid = rel.oid))
+                   OR (d.classid = 'pg_rewrite'::regclass AND d.objid IN (SELECT oid FROM pg_rewrite WHERE ev_class = rel.oid)))
+               JOIN pg_proc p ON p.oid = d.refobjid JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname <> 'pg_catalog') AS rel`,
+    [bare, [...tables]],
+  );
+  const row = r.rows[0];
+  if (row?.fn) return `it calls ${row.fn}, which is not a PostgreSQL built-in`;
+  if (row?.rel) return `${row.rel} runs user-defined functions (defaults, constraints, policies or view rules)`;
+  return undefined;
+}
+
+/** Relations other than plain tables among those named (views, foreign tables): a dry run could reach past them. */
+async function nonTables(c: pg.Client, tables: readonly string[]): Promise<string | undefined> {
+  const r = await c.query<{ rel: string | null }>(
+    `SELECT string_agg(rel.oid::regclass::text || ' (relkind ' || rel.relkind::text || ')', ', ') AS rel
+       FROM unnest($1::text[]) t(name) JOIN pg_class rel ON rel.oid = to_regclass(t.name) WHERE rel.relkind NOT IN ('r', 'p')`,
+    [[...tables]],
+  );
+  return r.rows[0]?.rel ?? undefined;
+}
+
+/**
+ * Why running `input` before approval could leave effects a ROLLBACK does not undo (the checks of
+ * a dry run), or undefined when it cannot. hold-commit runs the statement on the agent's own
+ * connection before anyone approved, so it needs the same guarantee. Errors count as unsafe.
+ */
+export async function rollbackUnsafe(deps: PreviewDeps, input: Omit<PreviewInput, 'mode'>): Promise<string | undefined> {
+  const parsed = parseOne(input.text);
+  if (!parsed.one) return 'only a single statement can be run in a held transaction';
+  let c: pg.Client | undefined;
+  try {
+    c = await deps.connect();
+    c.on('error', () => {});
+    const tables = input.tables ?? [];
+    return (await userCode(c, input.functions, tables)) ?? (await nonTables(c, tables).then((o) => (o ? `it reads ${o}` : undefined))) ?? (await irreversible(c, parsed.write, input.functions));
+  } catch (err) {
+    return `its effects could not be checked: ${redactDetected((err as Error).message).slice(0, 200)}`;
+  } finally {
+    await c?.end().catch(() => {});
+  }
+}
+
 /** The preview of a held statement; never throws (a failure is shown as the summary). */
 export async function previewStatement(deps: PreviewDeps, input: PreviewInput): Promise<ApprovalPreview> {
   const parsed = parseOne(input.text);
@@ -230,8 +296,12 @@ export async function previewStatement(deps: PreviewDeps, input: PreviewInput): 
   try {
     c = await deps.connect();
     c.on('error', () => {});
+    const tables = input.tables ?? [];
+    const code = await userCode(c, input.functions, tables);
+    if (code) return { kind: input.mode, summary: `no preview: ${code}, which even planning could run` };
     if (input.mode === 'explain') return await explain(c, input.text, input.parameters, '');
-    const why = await irreversible(c, parsed.write, input.functions);
+    const other = await nonTables(c, tables);
+    const why = other ? `it reads ${other}` : await irreversible(c, parsed.write, input.functions);
     if (why) return await explain(c, input.text, input.parameters, `no dry run (${why}); `);
     return await dryRun(c, deps, input, parsed.write!);
   } catch (err) {

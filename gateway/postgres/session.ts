@@ -44,7 +44,7 @@ import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Port
 import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { contextFromSql } from '../enforce/context.ts';
-import { previewStatement } from './preview.ts';
+import { previewStatement, rollbackUnsafe } from './preview.ts';
 import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
@@ -680,15 +680,31 @@ export class Session {
     };
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
-    const returning = d.review.preview === 'hold-commit' && !extended && !inTx ? holdCommitStatement(run.text) : undefined;
-    if (returning !== undefined) return this.holdCommitted(run, op, binding, notify, ac, returning);
+    const connect = this.deps.previewConnect;
+    const returning = d.review.preview === 'hold-commit' && !extended && !inTx && connect ? holdCommitStatement(run.text) : undefined;
+    const previewInput = { text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) };
+    if (returning !== undefined && connect) {
+      // Running before approval must leave nothing a ROLLBACK cannot undo: else held the ordinary way.
+      void rollbackUnsafe({ connect, masking: this.deps.masking }, previewInput).then((unsafe) => {
+        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning);
+        this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, unsafe);
+      });
+      return;
+    }
+    this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, undefined);
+  }
+
+  /** The ordinary hold, with the rule's preview (hold-commit's fallback: a dry run, saying why). */
+  private previewAndHold(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, extended: boolean, inTx: boolean, params: BoundParameter[], forward: () => void, unsafe: string | undefined): void {
+    const d = run.decision;
+    if (d.action !== 'review') return;
     // The effect approvers see (review.preview), computed on a separate connection before posting.
     const mode = d.review.preview === 'hold-commit' ? 'dry-run' : d.review.preview;
     const connect = this.deps.previewConnect;
     const previewed = mode && connect
-      ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, plan: planOf(d) }).then((p) => {
+      ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) }).then((p) => {
           // hold-commit covers one simple-protocol write outside a transaction; otherwise a dry run is shown.
-          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${extended ? 'extended protocol' : inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING'}); ${p.summary}` } : p;
+          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${unsafe ?? (extended ? 'extended protocol' : inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING')}); ${p.summary}` } : p;
         })
       : Promise.resolve();
     void previewed

@@ -47,11 +47,11 @@ test('long cells and many rows are cut', () => {
 
 test('Slack: a preview section with the summary and the table; the reason in the details, mrkdwn escaped', () => {
   const { blocks } = renderApproval(view);
-  const preview = blocks.find((b) => (b as { block_id?: string }).block_id === 'airlock_preview') as { text: { text: string } } | undefined;
+  const preview = blocks.find((b) => (b as { block_id?: string }).block_id === "airlock_preview") as unknown as { text: { text: string } } | undefined;
   assert.ok(preview, JSON.stringify(blocks));
   assert.match(preview.text.text, /^\*Preview \(dry-run\): dry run: UPDATE 2, rolled back/);
   assert.ok(preview.text.text.includes('```id | owner | secret\n'));
-  const details = blocks.find((b) => (b as { block_id?: string }).block_id === 'airlock_details') as { text: { text: string } };
+  const details = blocks.find((b) => (b as { block_id?: string }).block_id === "airlock_details") as unknown as { text: { text: string } };
   assert.ok(details.text.text.includes("agent's reason"));
   assert.ok(!details.text.text.includes('<!here>'), 'no mention injection from the reason');
 });

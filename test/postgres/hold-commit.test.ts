@@ -16,7 +16,8 @@ before(async () => {
     setup: `
       CREATE TABLE hc (id int PRIMARY KEY, owner text, secret text);
       CREATE TABLE hc_log (id int, owner text, secret text);
-      CREATE TABLE quick (id int PRIMARY KEY, v text);`,
+      CREATE TABLE quick (id int PRIMARY KEY, v text);
+      CREATE SEQUENCE hc_seq;`,
     config: () => ({
       masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.hc.secret', strategy: 'redact' }, { column: 'public.hc_log.secret', strategy: 'redact' }] },
       policy: {
@@ -99,6 +100,20 @@ test('reject rolls back DELETE and INSERT ... SELECT; the session stays usable a
     await c.query('ROLLBACK');
   } finally {
     await c.end();
+  }
+});
+
+test('a statement whose effects a rollback cannot undo is not run before approval: held the ordinary way, with a dry-run preview that says why', async () => {
+  const { result, p, end } = await start("UPDATE hc SET owner = nextval('hc_seq')::text WHERE id = 1");
+  try {
+    const pv = p.req.binding!.preview!;
+    assert.match(pv.summary, /^hold-commit not available here \(it calls nextval, whose effects a rollback may not undo\); no dry run/);
+    assert.deepEqual(await rows('SELECT is_called FROM hc_seq'), [{ is_called: false }], 'nothing ran');
+    p.resolve({ outcome: 'approved', requestId: p.id, approvers: ['carol'], viaGrant: false });
+    assert.equal(((await result) as { rowCount: number }).rowCount, 1);
+    assert.deepEqual(await rows('SELECT owner FROM hc WHERE id = 1'), [{ owner: '1' }]);
+  } finally {
+    await end();
   }
 });
 

@@ -20,7 +20,9 @@ before(async () => {
       CREATE TABLE dr (id int PRIMARY KEY, owner text, secret text);
       CREATE TABLE dr_log (id int, owner text, secret text);
       CREATE TABLE seq_t (id serial PRIMARY KEY, v text);
-      CREATE SEQUENCE side_seq;`,
+      CREATE SEQUENCE side_seq;
+      CREATE TABLE side_log (v text);
+      CREATE FUNCTION sneaky(v text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN INSERT INTO side_log VALUES (v); RETURN v; END $$;`,
     config: () => ({
       masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.dr.secret', strategy: 'redact' }, { column: 'public.dr_log.secret', strategy: 'redact' }] },
       identities: [
@@ -128,6 +130,14 @@ test('dry-run falls back to explain for a function a rollback cannot undo, and f
   const s = (await held("INSERT INTO seq_t (v) VALUES ('a')")).req.binding!.preview!;
   assert.equal(s.kind, 'explain');
   assert.match(s.summary, /fills a column from a sequence/);
+});
+
+test('no preview at all when even planning could run a user-defined function (declared IMMUTABLE, it would be folded)', async () => {
+  for (const sql of ["UPDATE ex SET owner = sneaky('x') WHERE id = 1", "UPDATE dr SET owner = sneaky('x') WHERE id = 1"]) {
+    const p = (await held(sql)).req.binding!.preview!;
+    assert.match(p.summary, /^no preview: it calls sneaky, which is not a PostgreSQL built-in, which even planning could run$/);
+  }
+  assert.deepEqual((await h.pg.query('SELECT count(*)::int AS n FROM side_log')).rows, [{ n: 0 }]);
 });
 
 test('the reason from a SQL comment and from application_name, with the owner and the session so far, reach the request and the audit', async () => {
