@@ -152,7 +152,9 @@ function minutes(ms: number): string {
  */
 export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, returningText: string, context?: RequestContext): Promise<HoldCommitOutcome> {
   const d = o.run.decision;
-  const begun = await host.query('BEGIN');
+  // SET LOCAL ends with the transaction: the client's own settings come back after COMMIT/ROLLBACK.
+  const ms = d.limits.maxStatementMs ?? 60_000;
+  const begun = await host.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}; SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`);
   if (begun.error) return { kind: 'failed', error: begun.error };
   const since = new Date();
   const ran = await host.query(returningText);
