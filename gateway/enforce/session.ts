@@ -264,7 +264,9 @@ export class EnforcementSession {
 
   private noteActivity(r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
     const tables = (r.classification as { tables?: unknown }).tables;
-    this.activity.note(r.kind, Array.isArray(tables) ? (tables as string[]) : undefined, r.decision);
+    // A held operation that was not approved did not run: it counts as refused.
+    const refused = r.decision === 'deny' || (r.approval !== undefined && !r.approval.outcome.startsWith('approved'));
+    this.activity.note(r.kind, Array.isArray(tables) ? (tables as string[]) : undefined, refused ? 'deny' : r.decision);
   }
 
   /** Records one operation (the seam numbers them). Store failures are logged, never thrown. */
