@@ -38,6 +38,19 @@ export interface ApprovalView {
   grant?: GrantChoice;
   /** Runs released so far by this approval. */
   uses?: number;
+  /** What the held write would change (review.preview): planner estimate, dry run or the held real result. */
+  preview?: ApprovalPreview;
+}
+
+/** A held write's effect as shown to approvers; values in `sample` went through the masking layer. */
+export interface ApprovalPreview {
+  kind: 'explain' | 'dry-run' | 'hold-commit';
+  /** One line: `dry run: UPDATE 3 (rolled back)`, `planner estimate: 120 rows (Seq Scan on accounts)`, or why a fallback happened. */
+  summary: string;
+  /** Rows affected (exact for dry-run/hold-commit, the planner's estimate for explain). */
+  rows?: number;
+  /** Header row first, then at most a few sample rows (masked). */
+  sample?: string[][];
 }
 
 /** An approver's explicit choice to let the same exact operation run again without a new request. */

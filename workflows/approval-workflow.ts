@@ -157,6 +157,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     ...(input.channel ? { channel: input.channel } : {}),
     ...(op.parameters ? { parameters: [...op.parameters] } : {}),
     ...(op.details ? { details: [...op.details] } : {}),
+    ...(op.preview ? { preview: op.preview } : {}),
     waiting: 0,
     grantTtlMs: input.grantTtlMs ?? 0,
   };

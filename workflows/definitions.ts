@@ -2,7 +2,7 @@
 // Shared by workflow code (sandboxed, deterministic), the worker, the gateway and the CLIs, so it
 // imports nothing but Temporal's definition helpers and types.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { ApprovalView, DecisionArgs, EscalationNotice, GrantChoice, MessageRef } from '../bots/channel.ts';
+import type { ApprovalPreview, ApprovalView, DecisionArgs, EscalationNotice, GrantChoice, MessageRef } from '../bots/channel.ts';
 
 export const APPROVAL_WORKFLOW = 'approvalWorkflow';
 export const FOLLOW_UP_WORKFLOW = 'approvalFollowUpWorkflow';
@@ -23,6 +23,8 @@ export interface OperationSummary {
   details?: string[];
   /** Keyed digest of the exact operation: the request id derives from it, the audit keeps it. */
   digest?: string;
+  /** The held write's effect (review.preview), shown with the request. */
+  preview?: ApprovalPreview;
   kind: string;
   tables: string[];
   rule: string;

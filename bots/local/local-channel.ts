@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { ApprovalChannel, ApprovalView, EscalationNotice, MessageRef } from '../channel.ts';
+import { previewTable, previewTitle } from '../preview-text.ts';
 
 export interface LocalRequest {
   view: ApprovalView;
@@ -103,7 +104,8 @@ export class LocalChannel implements ApprovalChannel {
              posted_at = excluded.posted_at, updated_at = excluded.updated_at`,
         )
         .run(view.requestId, id, view.status, JSON.stringify(view), now, now);
-      this.note(view.requestId, id, 'posted', `${view.identity} wants to run on ${view.connection}: ${view.text}`);
+      const preview = view.preview ? `\n${previewTitle(view.preview)}${previewTable(view.preview) ? `\n${previewTable(view.preview)}` : ''}` : '';
+      this.note(view.requestId, id, 'posted', `${view.identity} wants to run on ${view.connection}: ${view.text}${preview}`);
       return id;
     })();
     return { requestId: view.requestId, postId: String(postId) };

@@ -2,6 +2,7 @@
 // post/update renders the same message for the same state (the workflow is the source of truth).
 import type { types as slackTypes } from '@slack/bolt';
 import { STATUS_TITLE, type ApprovalView } from '../channel.ts';
+import { previewTable, previewTitle } from '../preview-text.ts';
 
 export const APPROVE_ACTION = 'airlock_approve';
 /** Approve as a reusable grant: the button value is `grantValue(...)`. */
@@ -254,6 +255,12 @@ function contextBlocks(view: ApprovalView): Block[] {
     const lines = view.parameters.map((p, i) => `$${i + 1} = ${p}`).join('\n');
     const { shown, truncated } = fitCode(lines, CODE_MAX);
     out.push({ type: 'section', block_id: 'airlock_parameters', text: { type: 'mrkdwn', text: `*Parameters* (the approval covers exactly these values)\n\`\`\`${escapeCode(shown)}${truncated ? '\n…' : ''}\`\`\`` } });
+  }
+  if (view.preview) {
+    const table = previewTable(view.preview);
+    const { shown, truncated } = fitCode(table, CODE_MAX);
+    const text = `*${escapeMrkdwn(previewTitle(view.preview))}*${table ? `\n\`\`\`${escapeCode(shown)}${truncated ? '\n…' : ''}\`\`\`` : ''}`;
+    out.push({ type: 'section', block_id: 'airlock_preview', text: { type: 'mrkdwn', text: clip(text, SECTION_MAX) } });
   }
   const details = [...(view.details ?? [])];
   if (view.waiting !== undefined && view.waiting > 1) details.push(`${view.waiting} sessions are waiting on this request`);

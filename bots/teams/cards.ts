@@ -3,6 +3,7 @@
 // (`Action.Execute`, verbs approve/reject) with an `Action.Submit` fallback for clients that do
 // not know them; the statement is a Teams `CodeBlock` with a monospace TextBlock fallback.
 import { STATUS_TITLE, type ApprovalView } from '../channel.ts';
+import { previewTable, previewTitle } from '../preview-text.ts';
 
 export const ADAPTIVE_CARD = 'application/vnd.microsoft.card.adaptive';
 export const VERB_APPROVE = 'approve';
@@ -186,6 +187,11 @@ export function renderCard(view: ApprovalView, notice?: CardNotice): RenderedCar
   if (view.parameters && view.parameters.length > 0) {
     body.push({ type: 'TextBlock', text: 'Parameters (the approval covers exactly these values)', weight: 'Bolder', spacing: 'Medium' });
     body.push({ type: 'TextBlock', text: neutralizeMarkdown(clip(view.parameters.map((p, i) => `$${i + 1} = ${p}`).join('\n'), CARD_CODE_MAX)), fontType: 'Monospace', wrap: true });
+  }
+  if (view.preview) {
+    body.push({ type: 'TextBlock', id: 'preview', text: neutralizeMarkdown(previewTitle(view.preview)), weight: 'Bolder', wrap: true, spacing: 'Medium' });
+    const table = previewTable(view.preview);
+    if (table) body.push({ type: 'TextBlock', id: 'preview-sample', text: neutralizeMarkdown(clip(table, CARD_CODE_MAX)), fontType: 'Monospace', wrap: true });
   }
   const details = [...(view.details ?? [])];
   if (view.waiting !== undefined && view.waiting > 1) details.push(`${view.waiting} sessions are waiting on this request`);

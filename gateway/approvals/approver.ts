@@ -3,6 +3,7 @@
 // behind this interface, in workflows/ and bots/.
 import type { Operation } from '../policy/operation.ts';
 import type { ReviewSpec } from '../policy/decision.ts';
+import type { ApprovalPreview } from '../../bots/channel.ts';
 
 /**
  * Exactly what an approval covers. Two holds with equal (identity, owner, connection, protocol,
@@ -18,6 +19,8 @@ export interface OperationBinding {
   details?: string[];
   /** Keyed digest (hex) of the exact operation: text, raw parameter values, body bytes. */
   digest: string;
+  /** What the held write would change (review.preview); not part of the digest. */
+  preview?: ApprovalPreview;
 }
 
 export interface HoldRequest {

@@ -13,6 +13,7 @@ import { userInfo } from 'node:os';
 import { Command } from 'commander';
 import type { ApprovalView, GrantChoice } from '../../bots/channel.ts';
 import { LocalChannel, type LocalRequest } from '../../bots/local/local-channel.ts';
+import { previewTable, previewTitle } from '../../bots/preview-text.ts';
 import { signerFromConfig } from '../../workflows/decision-proof.ts';
 import { configPath, loadConfig, parseDuration, type LoadedConfig } from '../config/load.ts';
 
@@ -87,6 +88,7 @@ function formatShow(r: LocalRequest, thread: { at: Date; kind: string; text: str
     `statement`,
     ...clean(v.text).split('\n').map((l) => `  ${l}`),
     ...(v.parameters && v.parameters.length > 0 ? ['parameters (the approval covers exactly these)', ...v.parameters.map((p, i) => `  $${i + 1} = ${oneLine(p, 300)}`)] : []),
+    ...(v.preview ? [`preview     ${oneLine(previewTitle(v.preview), 300)}`, ...previewTable(v.preview).split('\n').filter(Boolean).map((l) => `  ${clean(l)}`)] : []),
     ...(v.details ?? []).map((d) => `detail      ${oneLine(d, 300)}`),
     ...(v.waiting !== undefined && v.waiting > 1 ? [`waiting     ${v.waiting} sessions`] : []),
     ...(v.grantTtlMs ? [`reuse       approve --for up to ${duration(v.grantTtlMs)} to make it reusable; default: once`] : []),

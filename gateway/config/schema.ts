@@ -127,6 +127,15 @@ const review = z
      * approval). Default false: such a statement is refused with an explanation.
      */
     holdInTransaction: z.boolean().optional(),
+    /**
+     * PostgreSQL: what approvers see of a held write's effect. explain: the planner's estimate
+     * (separate connection, nothing runs); dry-run: run and roll back on a separate connection
+     * (falls back to explain for effects a rollback cannot undo); hold-commit: run on the
+     * agent's connection and hold the COMMIT. Default none.
+     */
+    preview: z.enum(['none', 'explain', 'dry-run', 'hold-commit']).optional(),
+    /** hold-commit: longest the held transaction's locks may be kept (then rejected and rolled back). */
+    maxLockHold: duration.optional(),
   })
   .strict();
 

@@ -24,6 +24,7 @@ import { connectClient } from '../../workflows/client.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { signerFromConfig } from '../../workflows/decision-proof.ts';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
+import { previewTable, previewTitle } from '../../bots/preview-text.ts';
 
 export interface DemoOptions {
   dir: string;
@@ -99,7 +100,8 @@ function demoConfig(pgPort: number, gatewayPort: number, temporalAddress: string
           match: { groups: ['agents'], kinds: ['write'] },
           action: 'review',
           reason: 'writes by agents are reviewed by a DBA',
-          review: { approvers: ['dba'], quorum: 1, timeout: '10m', escalation: [{ after: '5m', mention: ['oncall'] }], grantTtl: '10m' },
+          // Approvers see what the write would change: a dry run, rolled back, its sample masked.
+          review: { approvers: ['dba'], quorum: 1, timeout: '10m', escalation: [{ after: '5m', mention: ['oncall'] }], grantTtl: '10m', preview: 'dry-run' },
         },
       ],
     },
@@ -194,8 +196,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       say((r.stderr + r.stdout).trimEnd());
     }
 
-    say('\n-- a write by the agent is held for a DBA; alice owns the agent, so bob approves');
-    const held = psqlLive(conninfo, "UPDATE customers SET city = 'Oslo' WHERE id = 1");
+    say('\n-- a write by the agent is held for a DBA, with its reason and a dry-run preview; alice owns the agent, so bob approves');
+    const held = psqlLive(conninfo, `/* airlock: reason="customer 1 moved to Oslo" ticket=SUP-311 */ UPDATE customers SET city = 'Oslo' WHERE id = 1`);
     const local = LocalChannel.open(join(dir, 'airlock.db'));
     stops.push(async () => local.close());
     // Wait until the agent has been told it is waiting, as a person would see it happen.
@@ -205,6 +207,10 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     const pending = local.list().find((r) => r.view.requestId === requestId && r.view.status === 'pending');
     if (!pending) throw new Error(`the held UPDATE never reached the local approval channel${held.stderr() ? `: ${held.stderr()}` : ''}`);
     say(`${held.stderr().trimEnd()}\n(psql is waiting)\n\n$ airlock approvals list\n${pending.view.requestId}  pending  ${pending.view.identity}@${pending.view.connection}: ${pending.view.text}`);
+    // What the approver sees besides the statement: the effect (masked) and why the agent asks.
+    const pv = pending.view.preview;
+    if (pv) say(`${previewTitle(pv)}${previewTable(pv) ? `\n${previewTable(pv)}` : ''}`);
+    for (const d of pending.view.details ?? []) if (/^(agent's reason|ticket|agent's owner|before this)/.test(d)) say(d);
     const client = await connectClient(loaded);
     stops.push(() => client.connection.close());
     const bob = configuredIdentity(loaded, 'bob');

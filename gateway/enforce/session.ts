@@ -15,6 +15,7 @@ import type { OperationRecord, Store } from '../recording/store.ts';
 import type { Refusal } from './refusal.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
 import { HOLD_STARTED } from '../recording/reconcile.ts';
+import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -68,6 +69,8 @@ export interface HoldOptions {
   signal: AbortSignal;
   /** Since when the client's transaction is open, when one is (locks would be held while waiting). */
   transactionSince?: Date;
+  /** The reason/ticket/trace stated with this operation (a leading SQL comment, a header); merged over the session's. */
+  context?: RequestContext;
 }
 
 export type HoldResult =
@@ -104,6 +107,9 @@ export class EnforcementSession {
   private readonly holdingRequests = new Set<string>();
   private started = false;
   private unwatchRevocation: (() => void) | undefined;
+  /** What the session did so far (by kind, tables), shown to approvers of a later hold. */
+  private readonly activity = new ActivitySummary();
+  private sessionContext: RequestContext | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
@@ -114,6 +120,16 @@ export class EnforcementSession {
 
   get id(): string {
     return this.info.id;
+  }
+
+  /** The reason/ticket/trace stated for the whole session (application_name, SSH env). */
+  setContext(ctx: RequestContext | undefined): void {
+    this.sessionContext = ctx;
+  }
+
+  /** The one-line summary of what this session did so far. */
+  activityLine(): string {
+    return this.activity.line();
   }
 
   /** Records the session start. Throws when the audit trail cannot record it: no audit trail, no access. */
@@ -245,9 +261,11 @@ export class EnforcementSession {
         },
       };
     }
-    const binding: OperationBinding = o.transactionSince
-      ? { ...o.binding, details: [...(o.binding.details ?? []), `held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`] }
-      : o.binding;
+    // Why the agent asks, whose agent it is and what the session did before: shown, audited, never trusted.
+    const context = mergeContext(this.sessionContext, o.context);
+    const extra = contextDetails(context, this.info.identity.owner, this.activity.line());
+    if (o.transactionSince) extra.push(`held inside a transaction open since ${o.transactionSince.toISOString()}: its locks are held while you decide`);
+    const binding: OperationBinding = { ...o.binding, details: [...(o.binding.details ?? []), ...extra] };
     let heldId: string | undefined;
     const started = (requestId: string) => {
       if (heldId || !requestId) return;
@@ -285,6 +303,7 @@ export class EnforcementSession {
       if (heldId) this.holdingRequests.delete(heldId);
     }
     if (outcome.requestId) this.requestIds.add(outcome.requestId);
+    this.auditContext(outcome, d.rule, context, binding);
     if (outcome.outcome === 'approved') {
       const approval: ApprovalRecord = { requestId: outcome.requestId, outcome: outcome.viaGrant ? 'approved (grant)' : 'approved', approvers: outcome.approvers };
       // Revoked while it waited: an approval does not outlive the identity's access.
@@ -304,8 +323,39 @@ export class EnforcementSession {
     };
   }
 
+  /** The audit's copy of what the approver was shown besides the operation: reason, owner, activity, preview. */
+  private auditContext(outcome: HoldOutcome, rule: string, context: RequestContext | undefined, binding: OperationBinding): void {
+    try {
+      this.deps.store.recordAudit({
+        at: new Date(),
+        kind: 'approval.context',
+        subject: outcome.requestId || this.id,
+        actor: this.info.identity.name,
+        detail: {
+          sessionId: this.id,
+          rule,
+          outcome: outcome.outcome,
+          ...(context ? { context } : {}),
+          ...(this.info.identity.owner ? { owner: this.info.identity.owner } : {}),
+          activity: this.activity.line(),
+          ...(binding.preview ? { preview: binding.preview } : {}),
+        },
+      });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording the approval context failed');
+    }
+  }
+
+  private noteActivity(r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
+    const tables = (r.classification as { tables?: unknown }).tables;
+    // A held operation that was not approved did not run: it counts as refused.
+    const refused = r.decision === 'deny' || (r.approval !== undefined && !r.approval.outcome.startsWith('approved'));
+    this.activity.note(r.kind, Array.isArray(tables) ? (tables as string[]) : undefined, refused ? 'deny' : r.decision);
+  }
+
   /** Records one operation (the seam numbers them). Store failures are logged, never thrown. */
   record(r: Omit<OperationRecord, 'sessionId' | 'seq'>): number {
+    this.noteActivity(r);
     const seq = ++this.seq;
     try {
       this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
@@ -322,6 +372,7 @@ export class EnforcementSession {
 
   /** Records an operation under a reserved sequence number. */
   recordAt(seq: number, r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
+    this.noteActivity(r);
     try {
       this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
     } catch (err) {

@@ -24,6 +24,7 @@
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
 import type { GatewayMetrics } from '../observability/metrics.ts';
 import { createHmac, randomUUID } from 'node:crypto';
+import { contextFromHeaders, type RequestContext } from '../enforce/context.ts';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -108,6 +109,8 @@ interface Prepared {
   method: string;
   /** What an approval of this request binds to (see binding.ts). */
   binding: RequestBinding;
+  /** The agent's X-Airlock-Reason / X-Airlock-Ticket / traceparent, shown to approvers. */
+  context?: RequestContext;
 }
 
 class HttpError extends Error {
@@ -370,7 +373,11 @@ export class HttpGatewayCore {
       ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
       ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
     });
-    return { identity, up, session, body, op, encodedRest, query, method, binding };
+    const context = contextFromHeaders((h) => {
+      const v = req.headers[h];
+      return Array.isArray(v) ? v.join(', ') : v;
+    });
+    return { identity, up, session, body, op, encodedRest, query, method, binding, ...(context ? { context } : {}) };
   }
 
   #readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -462,6 +469,7 @@ export class HttpGatewayCore {
       decision: d,
       binding,
       signal: ac.signal,
+      ...(ctx.context ? { context: ctx.context } : {}),
       notify: (n) => {
         if (n.stage === 'posted') {
           const m = /request (\S+) (?:re-attached in|posted to) (.+), waiting up to/.exec(n.message);

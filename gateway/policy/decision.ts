@@ -62,6 +62,10 @@ export interface ReviewSpec {
   grantTtlMs: number;
   /** Whether a statement inside an open transaction may be held (its locks stay held while people decide). */
   holdInTransaction?: boolean;
+  /** What approvers see of a held write's effect (PostgreSQL); absent: none. */
+  preview?: 'explain' | 'dry-run' | 'hold-commit';
+  /** hold-commit: longest the held transaction's locks may be kept. */
+  maxLockHoldMs?: number;
   /**
    * Set when several review rules matched: one entry per rule, its approver groups. The approval
    * must include, for every entry, at least one approver in one of its groups (`approvers` is

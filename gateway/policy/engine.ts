@@ -101,6 +101,8 @@ function compileReview(rule: RuleConfig, where: string): ReviewSpec | undefined 
     ...(r.channel ? { channel: r.channel } : {}),
     grantTtlMs: durationMs(r.grantTtl, `${where} review.grantTtl`),
     ...(r.holdInTransaction ? { holdInTransaction: true } : {}),
+    ...(r.preview && r.preview !== 'none' ? { preview: r.preview } : {}),
+    ...(r.maxLockHold ? { maxLockHoldMs: durationMs(r.maxLockHold, `${where} review.maxLockHold`) } : {}),
   };
 }
 
@@ -175,6 +177,9 @@ function combineSpecs(names: string[], specs: ReviewSpec[]): ReviewSpec {
     ...(channel !== undefined ? { channel } : {}),
     grantTtlMs: Math.min(...specs.map((s) => s.grantTtlMs)),
     requireEach: specs.flatMap((s) => s.requireEach ?? [[...s.approvers]]),
+    // Several rules: the first preview asked for; the shortest lock hold.
+    ...(specs.find((s) => s.preview) ? { preview: specs.find((s) => s.preview)!.preview } : {}),
+    ...(specs.some((s) => s.maxLockHoldMs !== undefined) ? { maxLockHoldMs: Math.min(...specs.flatMap((s) => (s.maxLockHoldMs !== undefined ? [s.maxLockHoldMs] : []))) } : {}),
     rules: [...new Set(specs.flatMap((s, i) => s.rules ?? [names[i]]))],
   };
 }

@@ -2,6 +2,7 @@
 // upstream with the connection's own credentials and hands both sockets to a Session. Nothing a
 // client sends can crash the process: every failure is scoped to that one connection.
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
@@ -10,6 +11,7 @@ import type { Approver } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { configPath, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
+import { contextFromApplicationName } from '../enforce/context.ts';
 import { EnforcementSession, type PolicyDecider } from '../enforce/session.ts';
 import { log as defaultLogger } from '../log.ts';
 import { initSqlParser } from '../policy/sql/classify.ts';
@@ -71,6 +73,22 @@ export interface PostgresGateway {
 /** Client startup parameters passed upstream. Not user/database (from config), not `options`,
  * `search_path` or `role`-like settings, which could change what a statement means to the policy. */
 const FORWARDED_PARAMS = ['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits', 'lc_monetary', 'lc_numeric', 'lc_time', 'bytea_output'];
+
+/** A separate connection to the session's upstream, same credentials, for previews of held writes (preview.ts). */
+async function previewConnection(conn: PostgresConnectionConfig, password: string | undefined, identity: string): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: conn.host,
+    port: conn.port,
+    database: conn.database,
+    user: conn.user,
+    password,
+    ssl: conn.tls === 'require' ? { rejectUnauthorized: false } : undefined,
+    application_name: `airlock-preview (airlock:${identity})`.slice(0, 63),
+    connectionTimeoutMillis: 10_000,
+  });
+  await c.connect();
+  return c;
+}
 
 export async function startPostgresGateway(opts: PostgresGatewayOptions): Promise<PostgresGateway> {
   const logger = opts.logger ?? defaultLogger.child({ component: 'postgres' });
@@ -192,8 +210,17 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(tokens.revocations ? { revocations: tokens.revocations } : {}) },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt, ...(res.tokenId ? { tokenId: res.tokenId } : {}) },
       );
+      // A reason or traceparent in application_name speaks for the whole session.
+      enforcement.setContext(contextFromApplicationName(res.params.application_name));
       const session = new Session(
-        { classify: opts.classify, masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null), cancels, logger, bindingKey: opts.bindingKey },
+        {
+          classify: opts.classify,
+          masking: typeof opts.masking === 'function' ? opts.masking(conn) : (opts.masking ?? null),
+          cancels,
+          logger,
+          bindingKey: opts.bindingKey,
+          previewConnect: () => previewConnection(conn, password, res.identity.name),
+        },
         {
           enforcement,
           client: socket,

@@ -27,11 +27,12 @@
 //   forwarded and did run; their responses are swallowed so the client sees PostgreSQL's error
 //   semantics, but their effects stay. Only rows were withheld, never a policy decision skipped.
 import type { Socket } from 'node:net';
+import type pg from 'pg';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { bindOperation, type BoundParameter } from '../enforce/binding.ts';
 import { POSTGRES_SQLSTATE, type Refusal } from '../enforce/refusal.ts';
-import type { EnforcementSession, HoldNotice } from '../enforce/session.ts';
+import type { EnforcementSession, HoldNotice, ReviewDecision } from '../enforce/session.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { ConnectionContext, Identity, Operation } from '../policy/operation.ts';
 import { bindParameters } from './bind.ts';
@@ -43,9 +44,13 @@ import { cursorUses, mayUseCursor } from './cursor-spec.ts';
 import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type Stmt } from './statement.ts';
 import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
+import { contextFromSql } from '../enforce/context.ts';
+import { previewStatement, rollbackUnsafe } from './preview.ts';
+import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
-import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, simpleQuery, type PgError } from './messages.ts';
+import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, type PgError } from './messages.ts';
+import type { OperationBinding } from '../approvals/approver.ts';
 
 export interface OperationBase {
   protocol: 'postgres';
@@ -62,6 +67,8 @@ export interface SessionDeps {
   logger: Logger;
   /** Keys the digest an approval binds to (statement text + exact parameter bytes). */
   bindingKey: string;
+  /** A separate connection to this session's upstream, for previews of held writes (review.preview). */
+  previewConnect?: () => Promise<pg.Client>;
 }
 
 export interface SessionInit {
@@ -118,7 +125,7 @@ const enum M {
   ReadyForQuery = 0x5a, NoData = 0x6e, PortalSuspended = 0x73, ParameterDescription = 0x74, NegotiateProtocol = 0x76,
 }
 
-type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison';
+type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison' | 'internal';
 
 /** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
 interface RunProgress {
@@ -148,6 +155,8 @@ interface Expect {
   swallow?: boolean;
   /** A client's Describe of a portal whose Execute needs masking: its RowDescription sets up the masker. */
   captureFor?: Run;
+  /** Airlock's own statement on this connection (hold-commit): its responses go here, never to the client. */
+  sink?: InternalSink;
 }
 
 
@@ -705,8 +714,35 @@ export class Session {
     };
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
-    void this.enforce
-      .hold({ operation: op, decision: d, binding, notify, signal: ac.signal, transactionSince: inTx ? (this.txSince ?? new Date()) : undefined })
+    const connect = this.deps.previewConnect;
+    const returning = d.review.preview === 'hold-commit' && !extended && !inTx && connect ? holdCommitStatement(run.text) : undefined;
+    const previewInput = { text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) };
+    if (returning !== undefined && connect) {
+      // Running before approval must leave nothing a ROLLBACK cannot undo: else held the ordinary way.
+      void rollbackUnsafe({ connect, masking: this.deps.masking }, previewInput).then((unsafe) => {
+        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning);
+        this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, unsafe);
+      });
+      return;
+    }
+    this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, undefined);
+  }
+
+  /** The ordinary hold, with the rule's preview (hold-commit's fallback: a dry run, saying why). */
+  private previewAndHold(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, extended: boolean, inTx: boolean, params: BoundParameter[], forward: () => void, unsafe: string | undefined): void {
+    const d = run.decision;
+    if (d.action !== 'review') return;
+    // The effect approvers see (review.preview), computed on a separate connection before posting.
+    const mode = d.review.preview === 'hold-commit' ? 'dry-run' : d.review.preview;
+    const connect = this.deps.previewConnect;
+    const previewed = mode && connect
+      ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) }).then((p) => {
+          // hold-commit covers one simple-protocol write outside a transaction; otherwise a dry run is shown.
+          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${unsafe ?? (extended ? 'extended protocol' : inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING')}); ${p.summary}` } : p;
+        })
+      : Promise.resolve();
+    void previewed
+      .then(() => this.enforce.hold({ operation: op, decision: d, binding, notify, signal: ac.signal, transactionSince: inTx ? (this.txSince ?? new Date()) : undefined, context: contextFromSql(run.text) }))
       .then((h) => {
         this.holdAbort = null;
         this.heldRun = null;
@@ -728,6 +764,31 @@ export class Session {
         this.flushUpstream();
         this.pumpClient();
       });
+  }
+
+  /** review.preview hold-commit (hold-commit.ts): run now in Airlock's transaction, COMMIT on approval. */
+  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string): void {
+    const d = run.decision as ReviewDecision;
+    const host = { enforce: this.enforce, masking: this.deps.masking, query: (sql: string) => this.internalQuery(sql) };
+    void holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal }, returning, contextFromSql(run.text)).then((out) => {
+      this.holdAbort = null;
+      this.heldRun = null;
+      if (out.hold) run.approval = out.hold.approval;
+      if (out.hold?.approved) run.grant = out.hold.grant;
+      if (out.kind === 'committed') {
+        run.tag = out.tag;
+        run.rows = out.rows;
+      } else run.error = out.kind === 'failed' ? out.error.message : out.refusal.message;
+      this.finishRun(run);
+      if (this.closed) return;
+      if (out.kind === 'committed') this.toClient.addOwned(commandComplete(out.tag));
+      else if (out.kind === 'failed') this.toClient.addOwned(errorResponse(out.error));
+      else this.toClient.addOwned(errorResponse(run.cancelledByClient ? { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement' } : refusalError(out.refusal)));
+      this.toClient.addOwned(readyForQuery('I'));
+      this.holding = false;
+      this.flushClient();
+      this.pumpClient();
+    });
   }
 
   // ---------------------------------------------------------------- upstream -> client
@@ -780,6 +841,13 @@ export class Session {
   private onBackend(): void {
     const r = this.ur;
     const head = this.q.first();
+    if (head?.sink && r.type !== M.ParameterStatus) {
+      if (head.sink.frame(r.type, r.buf, r.start, r.end)) {
+        this.q.shift();
+        this.trackTx(r.buf[r.start + 5]);
+      }
+      return;
+    }
     switch (r.type) {
       case M.ParameterStatus: {
         const [name, off] = readCString(r.buf, r.start + 5, r.end);
@@ -1244,11 +1312,24 @@ export class Session {
     this.dropUntilSync();
   }
 
-  private onReady(): void {
-    const status = this.ur.buf[this.ur.start + 5];
+  private trackTx(status: number): void {
     if (status !== 0x49 /* I */ && this.txStatus === 0x49) this.txSince = new Date();
     if (status === 0x49) this.txSince = undefined;
     this.txStatus = status;
+  }
+
+  /** Runs Airlock's own simple Query on this connection (hold-commit.ts); its responses are consumed. */
+  private internalQuery(sql: string): Promise<InternalResult> {
+    if (this.closed) return Promise.resolve({ fields: [], rows: [], status: 0x49, error: { code: '08006', message: 'the session ended' } });
+    return new Promise((resolve) => {
+      this.q.push({ kind: 'internal', sink: new InternalSink(resolve) });
+      this.toUpstream.addOwned(simpleQuery(sql));
+      this.flushUpstream();
+    });
+  }
+
+  private onReady(): void {
+    this.trackTx(this.ur.buf[this.ur.start + 5]);
     // Pops up to and including the entry that ends in ReadyForQuery.
     while (this.q.length) {
       const e = this.q.shift()!;
@@ -1314,6 +1395,7 @@ export class Session {
     killer.unref();
     this.deps.cancels.unregister(this.init.clientPid);
     for (const e of this.q) {
+      e.sink?.fail(`session ended: ${reason}`);
       if (e.run && !e.run.recorded && e.kind !== 'parse' && e.kind !== 'describe-internal') {
         e.run.error ??= `session ended before the statement finished: ${reason}`;
         this.finishRun(e.run);

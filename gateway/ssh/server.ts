@@ -24,6 +24,7 @@
 // Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
 // recordings directory; the file's path is in the operation's classification (`recording`).
 import { randomUUID } from 'node:crypto';
+import { CONTEXT_ENV_NAMES, contextFromEnv } from '../enforce/context.ts';
 import { createServer, type Socket } from 'node:net';
 import { posix } from 'node:path';
 import { createRequire } from 'node:module';
@@ -462,11 +463,20 @@ class SshConnection {
     const env: Record<string, string> = {};
     let pty: PseudoTtyInfo | undefined;
     const refusedEnv: string[] = [];
+    const contextEnv = new Map<string, string>();
     let running: Running | undefined;
     // Only variables the target lists in allowEnv reach the host: others (BASH_ENV, LD_PRELOAD,
     // PROMPT_COMMAND ...) would run code the audited command line does not show. The refusal is
     // recorded with the channel's operation (OpenSSH sends env without asking for a reply).
     s.on('env', (accept, reject, info) => {
+      // AIRLOCK_REASON / AIRLOCK_TICKET / TRACEPARENT tell approvers why: accepted for Airlock
+      // (shown, never trusted), reaching the host only when the target allows them too.
+      if (CONTEXT_ENV_NAMES.has(info.key)) {
+        contextEnv.set(info.key, info.val);
+        this.enforce.setContext(contextFromEnv(contextEnv));
+        if (envAllowed(this.target, info.key)) env[info.key] = info.val;
+        return accept?.();
+      }
       if (!envAllowed(this.target, info.key)) {
         if (!refusedEnv.includes(info.key)) refusedEnv.push(info.key);
         return reject?.();

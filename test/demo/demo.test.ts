@@ -32,6 +32,9 @@ test('the offline demo masks, blocks, limits and holds, and records it all', asy
   assert.match(out, /NOTICE: {2}approval required: request airlock-[0-9a-f]+ posted to the local channel/);
   assert.match(out, /UPDATE 1/);
   assert.match(out, /REVIEW +write +rule agent-writes-need-a-dba[\s\S]*approved by bob[\s\S]*result +UPDATE 1/);
+  // The held UPDATE shows its effect (a dry run, rolled back, sample masked) and the agent's reason.
+  assert.match(out, /Preview \(dry-run\): dry run: UPDATE 1, rolled back; sample of rows as written \(after\)\n.*city[\s\S]*Oslo/);
+  assert.match(out, /agent's reason: "customer 1 moved to Oslo" \(sql comment\)\nticket: SUP-311\nagent's owner: alice\nbefore this: /);
 });
 
 test('the demo runs again in the same directory: the held UPDATE is held again, not waved through by the last run', async () => {

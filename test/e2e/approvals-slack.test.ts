@@ -24,7 +24,9 @@ before(
               CREATE TABLE t_expiry (id int PRIMARY KEY, v int NOT NULL);
               CREATE TABLE t_quorum (id int PRIMARY KEY, v int NOT NULL);
               CREATE TABLE t_outage (id int PRIMARY KEY, v int NOT NULL);
-              INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1); INSERT INTO t_outage VALUES (1, 1);`,
+              INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1); INSERT INTO t_outage VALUES (1, 1);
+              CREATE TABLE t_preview (id int PRIMARY KEY, v int NOT NULL);
+              INSERT INTO t_preview SELECT g, g FROM generate_series(1, 5) g;`,
       identities: [
         { name: 'erin', groups: ['engineers'] },
         { name: 'bob', groups: ['dba'] },
@@ -55,6 +57,13 @@ before(
           action: 'review',
           reason: 'outage drill',
           review: { approvers: ['dba'], timeout: '6s' },
+        },
+        {
+          name: 'review-preview',
+          match: { tables: ['public.t_preview'], statements: ['UpdateStmt'] },
+          action: 'review',
+          reason: 'preview drill',
+          review: { approvers: ['dba'], timeout: '2m', preview: 'dry-run' },
         },
         {
           name: 'review-writes',
@@ -177,6 +186,22 @@ SELECT 'after:' || balance FROM accounts WHERE id = 1;
   assert.match(log, /UPDATE accounts SET balance = balance \+ 1 WHERE id = 1/);
   assert.match(log, /SELECT 'after:' \|\| balance/);
   assert.equal(await workflowStatus(requestId), 'COMPLETED');
+});
+
+test("the Slack request shows the held UPDATE's dry-run preview and the agent's reason; approving runs it once", { timeout: TEST_TIMEOUT }, async () => {
+  const { p, msg, requestId } = await holdVia('agent-1', `/* airlock: reason="rebalance for INC-77" ticket=INC-77 */ UPDATE t_preview SET v = v * 10 WHERE id <= 2;\n`, 'UPDATE t_preview SET v');
+  const preview = msg.blocks.find((b) => b.block_id === 'airlock_preview') as { text?: { text?: string } } | undefined;
+  assert.match(preview?.text?.text ?? '', /Preview \(dry-run\): dry run: UPDATE 2, rolled back/);
+  assert.match(preview?.text?.text ?? '', /id \| v\n-+-\+-+\n1 +\| 10\n2 +\| 20/);
+  const details = JSON.stringify(msg.blocks.find((b) => b.block_id === 'airlock_details'));
+  assert.ok(details.includes("agent's reason: \\\"rebalance for INC-77\\\" (sql comment)") || details.includes('rebalance for INC-77'), details);
+  assert.ok(details.includes("agent's owner: carol"), details);
+  assert.deepEqual((await stack.pg.query('SELECT v FROM t_preview WHERE id <= 2 ORDER BY id')).rows, [{ v: 1 }, { v: 2 }], 'the dry run was rolled back');
+  await approve('UBOB0001', msg);
+  const r = await finished(p, 'approved preview update');
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual((await stack.pg.query('SELECT v FROM t_preview WHERE id <= 2 ORDER BY id')).rows, [{ v: 10 }, { v: 20 }]);
+  assert.ok(requestId);
 });
 
 test('Reject asks for a reason; psql gets AL001 naming who rejected and why, and the session stays usable', { timeout: TEST_TIMEOUT }, async () => {

@@ -349,6 +349,21 @@ describe('HTTP gateway', () => {
     assert.equal(JSON.parse(r.body).body, '{"amount": 100, "to": "acme"}', 'the buffered body was forwarded intact');
   });
 
+  test("the agent's X-Airlock-Reason and traceparent headers reach the approval request (PII redacted) and the audit", async () => {
+    const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const running = curl('/billing/v1/payments', ['-H', 'content-type: application/json', '-H', 'X-Airlock-Reason: refund for dave@example.com', '-H', 'X-Airlock-Ticket: INC-9', '-H', `traceparent: ${tp}`, '--data', '{"amount": 7, "to": "reasons"}']);
+    const view = await eventually(() => h.local.list().find((r) => r.view.text.includes('"to":"reasons"'))?.view, 10_000, 'approval request');
+    assert.ok(view.details?.includes(`agent's reason: "refund for [redacted:email]" (http header)`), JSON.stringify(view.details));
+    assert.ok(view.details?.includes('ticket: INC-9'));
+    assert.ok(view.details?.includes(`trace: ${tp}`));
+    const d = await submitDecision(h.temporal.client, h.store, h.sign({ requestId: view.requestId, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'no', via: 'test' }));
+    assert.equal(d.ok, true);
+    assert.equal((await running).status, 403);
+    const ctx = await eventually(() => h.store.listAudit(view.requestId).find((e) => e.kind === 'approval.context'), 5000, 'context audited');
+    assert.equal((ctx.detail as { context: { traceparent: string } }).context.traceparent, tp);
+    assert.ok(!JSON.stringify(h.store.listAudit()).includes('dave@example.com'));
+  });
+
   test('a hold longer than maxHold answers 503 + Retry-After; after approval the retry runs via the grant', async () => {
     const args = ['-H', 'content-type: application/json', '--data', '{"amount": 200, "to": "globex"}'];
     const t0 = Date.now();

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { TemporalApprover, approvalRequestId } from '../../gateway/approvals/temporal-approver.ts';
 import type { Operation } from '../../gateway/policy/operation.ts';
 import { submitDecision } from '../../workflows/decide.ts';
+import { renderApproval } from '../../bots/slack/blocks.ts';
+import { renderCard } from '../../bots/teams/cards.ts';
 import { giveToUser } from '../support/sshd.ts';
 import { eventually, startHarness, type Harness } from '../workflows/harness.ts';
 import { startSshHarness, type SshHarness } from './harness.ts';
@@ -71,4 +73,30 @@ test('a held command rejected in the approval channel does not run and says who 
   assert.equal(r.code, SSH_EXIT_STATUS.rejected);
   assert.match(r.stderr, /rejected by bob: no deploys on Friday/);
   assert.equal(existsSync(marker), false);
+});
+
+test("the agent's reason from an AIRLOCK_REASON env request reaches the request (local, Slack and Teams renderings) and the audit; it never reaches the host", async () => {
+  const marker = join(work, 'deployed-reason');
+  const cmd = `echo deploy v3 > ${marker}; echo "reason:[$AIRLOCK_REASON]"`;
+  const p = h.ssh('box', cmd, {
+    auth: { token: await h.token('agent-1') },
+    extra: ['-o', 'SetEnv=AIRLOCK_REASON="hotfix for carol@example.com" AIRLOCK_TICKET=INC-42'],
+    timeoutMs: 60_000,
+  });
+  const id = await postedRequestId(cmd);
+  const view = wf.local.list().find((r) => r.view.requestId === id)!.view;
+  const reasonLine = `agent's reason: "hotfix for [redacted:email]" (ssh env)`;
+  assert.ok(view.details?.includes(reasonLine), JSON.stringify(view.details));
+  assert.ok(view.details?.includes('ticket: INC-42'));
+  assert.ok(view.details?.includes("agent's owner: alice"));
+  assert.ok(JSON.stringify(renderApproval(view).blocks).includes('hotfix for \\[redacted:email\\]') || JSON.stringify(renderApproval(view).blocks).includes('hotfix for [redacted:email]'));
+  assert.ok(JSON.stringify(renderCard(view).card).includes('hotfix for'), 'Teams card carries the reason');
+  const d = await submitDecision(wf.temporal.client, wf.store, wf.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'approve', via: 'test' }));
+  assert.ok(d.ok, d.ok ? '' : d.error);
+  const r = await p;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.toString(), 'reason:[]\n', 'AIRLOCK_REASON is for Airlock, not the host (the target does not allow it)');
+  const requested = wf.store.listAudit(id).find((e) => e.kind === 'approval.requested');
+  assert.ok(JSON.stringify(requested?.detail).includes(reasonLine.replace(/"/g, '\\"')), JSON.stringify(requested?.detail));
+  assert.ok(!JSON.stringify(wf.store.listAudit()).includes('carol@example.com'));
 });

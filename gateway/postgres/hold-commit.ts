@@ -1,0 +1,211 @@
+// review.preview: hold-commit. The held write runs on the agent's OWN connection inside a
+// transaction Airlock opened (BEGIN first: the client was idle), and Airlock holds the COMMIT
+// while approvers look at the real result: rows affected, a masked sample of the rows written
+// (RETURNING * on Airlock's copy of the statement) and how long locks have been held. Approve:
+// COMMIT, and the client sees the commit's outcome; reject, expiry, cancel or maxLockHold:
+// ROLLBACK, and the client sees the refusal. The client never sees the transaction: it gets the
+// statement's CommandComplete (or error) and a ReadyForQuery 'I', as for an autocommit statement.
+//
+// Scope (the session checks it before calling): simple-query protocol, one INSERT/UPDATE/DELETE
+// without its own RETURNING, client idle and nothing else in flight. Everything else is held the
+// ordinary way with a dry-run preview.
+import type { ApprovalPreview } from '../../bots/channel.ts';
+import type { OperationBinding } from '../approvals/approver.ts';
+import type { EnforcementSession, HoldNotice, HoldResult, ReviewDecision } from '../enforce/session.ts';
+import type { Refusal } from '../enforce/refusal.ts';
+import type { RequestContext } from '../enforce/context.ts';
+import { redactDetected } from '../masking/redact-text.ts';
+import type { Operation } from '../policy/operation.ts';
+import { readCString } from './frames.ts';
+import { parseErrorFields, type PgError } from './messages.ts';
+import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
+import { appendReturning } from './preview.ts';
+import type { FieldInfo, MaskerFactory } from './row-masker.ts';
+
+const SAMPLE_ROWS = 5;
+
+/** What an internal statement on the session's upstream produced (consumed, never relayed). */
+export interface InternalResult {
+  tag?: string;
+  fields: FieldInfo[];
+  /** Copies of the first DataRow frames. */
+  rows: Buffer[];
+  error?: PgError;
+  /** Transaction status of its ReadyForQuery. */
+  status: number;
+}
+
+/** Collects the responses to one internal simple Query up to its ReadyForQuery. */
+export class InternalSink {
+  private readonly r: InternalResult = { fields: [], rows: [], status: 0x49 };
+  constructor(private readonly done: (r: InternalResult) => void) {}
+
+  /** The connection ended before the answer: the statement's fate is the upstream's (a closed connection rolls back). */
+  fail(why: string): void {
+    this.r.error ??= { code: '08006', message: why };
+    this.done(this.r);
+  }
+
+  /** One upstream frame ([start, end) whole message); true when this was its ReadyForQuery. */
+  frame(type: number, buf: Buffer, start: number, end: number): boolean {
+    switch (type) {
+      case 0x54: // RowDescription
+        this.r.fields = parseRowDescription(buf, start, end);
+        return false;
+      case 0x44: // DataRow
+        if (this.r.rows.length < SAMPLE_ROWS) this.r.rows.push(Buffer.from(buf.subarray(start, end)));
+        return false;
+      case 0x43: // CommandComplete
+        this.r.tag = readCString(buf, start + 5, end)[0];
+        return false;
+      case 0x45: {
+        const f = parseErrorFields(buf, start, end);
+        // Approvers, the audit and the client read it: PII detectors applied, like scrubbed errors.
+        this.r.error ??= { code: f.C ?? 'XX000', message: redactDetected(f.M ?? 'error') };
+        return false;
+      }
+      case 0x5a:
+        this.r.status = buf[start + 5];
+        this.done(this.r);
+        return true;
+      default:
+        return false; // notices and the like of Airlock's own statements are not the client's
+    }
+  }
+}
+
+/** What the session offers the hold-commit flow. */
+export interface HoldCommitHost {
+  enforce: EnforcementSession;
+  masking: MaskerFactory | null;
+  /** Runs one internal simple Query on the session's upstream. */
+  query(sql: string): Promise<InternalResult>;
+}
+
+export interface HoldCommitInput {
+  run: { text: string; decision: ReviewDecision };
+  operation: Operation;
+  binding: OperationBinding;
+  notify: (n: HoldNotice) => void;
+  signal: AbortSignal;
+}
+
+export type HoldCommitOutcome =
+  | { kind: 'committed'; tag: string; rows: number; hold: HoldResult }
+  | { kind: 'failed'; error: PgError; hold?: HoldResult }
+  | { kind: 'refused'; refusal: Refusal; hold: HoldResult; tag: string };
+
+/** Whether hold-commit can take `text` (one INSERT/UPDATE/DELETE without RETURNING). */
+export function holdCommitStatement(text: string): string | undefined {
+  return appendReturning(text);
+}
+
+/** CommandComplete with `tag`: what the client gets for the committed statement. */
+export function commandComplete(tag: string): Buffer {
+  const body = Buffer.from(`${tag}\0`, 'utf8');
+  const b = Buffer.allocUnsafe(5 + body.length);
+  b[0] = 0x43;
+  b.writeInt32BE(4 + body.length, 1);
+  body.copy(b, 5);
+  return b;
+}
+
+function rowsOf(tag: string | undefined): number {
+  const m = /(\d+)$/.exec(tag ?? '');
+  return m ? Number(m[1]) : 0;
+}
+
+function readRow(b: Buffer): Array<string | null> {
+  const n = b.readInt16BE(5);
+  const out: Array<string | null> = [];
+  let o = 7;
+  for (let i = 0; i < n; i++) {
+    const len = b.readInt32BE(o);
+    o += 4;
+    if (len < 0) out.push(null);
+    else {
+      out.push(b.toString('utf8', o, o + len));
+      o += len;
+    }
+  }
+  return out;
+}
+
+async function sample(masking: MaskerFactory | null, d: ReviewDecision, r: InternalResult): Promise<string[][] | undefined> {
+  if (r.fields.length === 0) return undefined;
+  let rows = r.rows;
+  if (planNeedsMasking(d.mask)) {
+    if (!masking) return undefined;
+    const m = await masking.forResult(r.fields, d.mask);
+    if (m) rows = rows.map((f) => m.maskDataRow(f));
+  }
+  return [r.fields.map((f) => f.name), ...rows.map((f) => readRow(f).map((v) => (v === null ? 'NULL' : redactDetected(v))))];
+}
+
+function minutes(ms: number): string {
+  return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
+}
+
+/**
+ * Runs the statement in a transaction on the session's connection, holds for approval with the
+ * real result as preview, and commits or rolls back. Never throws.
+ */
+export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, returningText: string, context?: RequestContext): Promise<HoldCommitOutcome> {
+  const d = o.run.decision;
+  // SET LOCAL ends with the transaction: the client's own settings come back after COMMIT/ROLLBACK.
+  const ms = d.limits.maxStatementMs ?? 60_000;
+  const begun = await host.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}; SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`);
+  if (begun.error) return { kind: 'failed', error: begun.error };
+  const since = new Date();
+  const ran = await host.query(returningText);
+  if (ran.error) {
+    await host.query('ROLLBACK');
+    return { kind: 'failed', error: ran.error };
+  }
+  const rows = rowsOf(ran.tag);
+  const tag = ran.tag ?? '';
+  let shown: string[][] | undefined;
+  try {
+    shown = await sample(host.masking, d, ran);
+  } catch {
+    shown = undefined; // fail closed: no sample rather than an unmasked one
+  }
+  const maxLock = d.review.maxLockHoldMs;
+  const preview: ApprovalPreview = {
+    kind: 'hold-commit',
+    summary: `ran in a transaction Airlock holds open: ${tag}; its locks are held since ${since.toISOString()}${maxLock ? ` (at most ${minutes(maxLock)}, then rolled back)` : ''}; approve commits it, reject or expiry rolls it back${shown ? '; sample of rows as written' : ''}`,
+    rows,
+    ...(shown ? { sample: shown } : {}),
+  };
+  const binding: OperationBinding = { ...o.binding, preview, details: [...(o.binding.details ?? []), `locks held: the statement ran in a transaction open since ${since.toISOString()}; nothing is committed until you approve`] };
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(o.signal.reason);
+  o.signal.addEventListener('abort', onAbort, { once: true });
+  let lockExpired = false;
+  const timer = maxLock
+    ? setTimeout(() => {
+        lockExpired = true;
+        ac.abort(new Error(`locks held for the longest the rule allows (maxLockHold ${minutes(maxLock)})`));
+      }, maxLock)
+    : undefined;
+  let h: HoldResult;
+  try {
+    h = await host.enforce.hold({ operation: o.operation, decision: d, binding, notify: o.notify, signal: ac.signal, ...(context ? { context } : {}) });
+  } finally {
+    clearTimeout(timer);
+    o.signal.removeEventListener('abort', onAbort);
+  }
+  if (h.approved && !o.signal.aborted) {
+    const c = await host.query('COMMIT');
+    // The client sees the commit's outcome: a failed COMMIT (deferred constraint, serialization) is its error.
+    if (c.error) return { kind: 'failed', error: c.error, hold: h };
+    if (c.tag !== 'COMMIT') return { kind: 'failed', error: { code: '40000', message: `the transaction was not committed (${c.tag ?? 'no tag'})` }, hold: h };
+    return { kind: 'committed', tag, rows, hold: h };
+  }
+  await host.query('ROLLBACK');
+  if (h.approved) return { kind: 'failed', error: { code: '57014', message: 'Airlock rolled back the held statement: the client cancelled it' }, hold: h };
+  const refusal: Refusal = lockExpired
+    ? { kind: 'rejected', rule: d.rule, requestId: h.approval?.requestId, message: `Airlock: rolled back: the held transaction kept its locks for the longest rule ${d.rule} allows (maxLockHold ${minutes(maxLock ?? 0)}) without a decision`, hint: 'ask again when an approver is available' }
+    : { ...h.refusal, message: `${h.refusal.message} (the statement was rolled back)` };
+  return { kind: 'refused', refusal, hold: h, tag };
+}
