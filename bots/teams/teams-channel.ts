@@ -14,7 +14,7 @@ import { configPath, type LoadedConfig } from '../../gateway/config/load.ts';
 import { log as rootLog, type Logger } from '../../gateway/log.ts';
 import { BotTokenClient, resolveEndpoints, resolveTeamsCredential, type BotFrameworkEndpoints, type CertificateCredential } from './auth.ts';
 import { cardAttachment, chunkText, escapeHtml, renderCard, safeCut, summaryText } from './cards.ts';
-import { BotConnector, type OutgoingActivity } from './connector.ts';
+import { BotConnector, } from './connector.ts';
 import { ChatPermanentError, classifyTeamsError } from './errors.ts';
 import { ConversationReferenceStore, channelOf, type InstalledChannel } from './references.ts';
 

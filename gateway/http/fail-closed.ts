@@ -74,7 +74,7 @@ export function methodOverrideParam(query: string, body: CanonicalBody): boolean
   if (body.kind === 'form') return new URLSearchParams(body.text).has('_method');
   if (body.kind === 'json' || body.kind === 'yaml') {
     const v = body.value;
-    return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, '_method');
+    return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.hasOwn(v, '_method');
   }
   return false;
 }

@@ -166,7 +166,7 @@ export class JsonMasker {
     const obj = v as Record<string, unknown>;
     if (seg === '*') {
       for (const k of Object.keys(obj)) this.#applyField(obj, k, segs, at + 1, f, where ? `${where}.${k}` : k, masked);
-    } else if (Object.prototype.hasOwnProperty.call(obj, seg)) {
+    } else if (Object.hasOwn(obj, seg)) {
       this.#applyField(obj, seg, segs, at + 1, f, where ? `${where}.${seg}` : seg, masked);
     }
   }
@@ -234,9 +234,9 @@ export class JsonMasker {
       const out: Record<string, unknown> = {};
       for (const k of Object.keys(o)) {
         let nk = renamed.get(k) ?? k;
-        if (Object.prototype.hasOwnProperty.call(out, nk)) {
+        if (Object.hasOwn(out, nk)) {
           let n = 2;
-          while (Object.prototype.hasOwnProperty.call(out, `${nk}#${n}`)) n++;
+          while (Object.hasOwn(out, `${nk}#${n}`)) n++;
           nk = `${nk}#${n}`;
         }
         out[nk] = o[k];

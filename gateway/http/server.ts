@@ -23,7 +23,7 @@
 // approvers, and once approved the same request sent again runs at once (the approval is a
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
 import type { GatewayMetrics } from '../observability/metrics.ts';
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { contextFromHeaders, type RequestContext } from '../enforce/context.ts';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -40,7 +40,7 @@ import { EnforcementSession, type HoldResult } from '../enforce/session.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { TokenError, verifyToken, type TokenSettings, type VerifiedToken } from '../auth/tokens.ts';
 import type { AuthEndpoints } from '../auth/endpoints.ts';
-import { configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
+import { configPath, parseDuration, type LoadedConfig } from '../config/load.ts';
 import type { HttpConfig, RuleConfig } from '../config/schema.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Hasher } from '../masking/strategies.ts';
@@ -771,7 +771,7 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
       socket.destroy();
     });
   });
-  server.on('clientError', (err, socket) => {
+  server.on('clientError', (_err, socket) => {
     if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
   const sockets = new Set<Socket>();

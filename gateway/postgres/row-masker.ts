@@ -451,12 +451,12 @@ function copyDialect(o: CopyOptions): CopyDialect {
   const d = oneByte('delimiter', delimiter);
   if (d === 0x0a || d === 0x0d || d === 0x5c) throw new Error(`masking: unsupported COPY delimiter ${JSON.stringify(delimiter)}`);
   const quote = oneByte('quote', o.quote ?? '"');
-  const escape = oneByte('escape', o.escape ?? o.quote ?? '"');
+  const escapeByte = oneByte('escape', o.escape ?? o.quote ?? '"');
   return {
     csv,
     delimiter,
     nullString: Buffer.from(o.nullString ?? (csv ? '' : '\\N'), 'latin1'),
-    csvDialect: { delimiter: d, quote, escape },
+    csvDialect: { delimiter: d, quote, escape: escapeByte },
     header: o.header ?? false,
   };
 }

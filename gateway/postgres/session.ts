@@ -48,7 +48,7 @@ import { contextFromSql } from '../enforce/context.ts';
 import { previewStatement, rollbackUnsafe } from './preview.ts';
 import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
-import type { FieldInfo, MaskerFactory, RowMasker } from './row-masker.ts';
+import type { FieldInfo, MaskerFactory, } from './row-masker.ts';
 import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, type PgError } from './messages.ts';
 import type { OperationBinding } from '../approvals/approver.ts';
 

@@ -174,7 +174,6 @@ export async function connectUpstream(o: UpstreamOptions): Promise<UpstreamConne
         clearTimeout(deadline);
         return { socket, leftover: reader.detach(), pid, secret, startupFrames, tls };
       } else if (t === 'v') {
-        continue; // NegotiateProtocolVersion: we asked for 3.0 without options, nothing to adjust
       } else throw new UpstreamError(`${where} sent an unexpected message ${JSON.stringify(t)} during startup`, '08006');
     }
   } catch (err) {

@@ -98,7 +98,7 @@ export class PostgresStore implements Store {
   readonly path: string;
 
   private constructor(
-    private readonly conn: PostgresConnectionOptions,
+    conn: PostgresConnectionOptions,
     private readonly opts: PostgresStoreOptions,
   ) {
     this.policy = opts.onFailure ?? 'closed';

@@ -104,8 +104,6 @@ export interface Store {
   recordAudit(e: AuditEvent): void;
   listSessions(f?: SessionFilter): SessionRecord[];
   getSession(id: string): { session: SessionRecord; operations: OperationRecord[] } | undefined;
-  /** Session ids starting with `prefix`, newest first: the CLI accepts the short ids it prints. */
-  findSessionIds(prefix: string, limit?: number): string[];
   listAudit(subject?: string): AuditEvent[];
   /** Session ids starting with `prefix`, newest first, at most `limit` (short ids from `sessions list`). */
   findSessionIds(prefix: string, limit?: number): string[];

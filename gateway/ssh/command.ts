@@ -107,7 +107,6 @@ function collect(line: string, depth: number, out: CommandFacts): void {
       }
       current.push(e);
     } else if ('comment' in e) {
-      continue;
     } else if ('op' in e) {
       if (e.op === 'glob') {
         current.push((e as { pattern: string }).pattern);

@@ -31,10 +31,10 @@ import { createRequire } from 'node:module';
 import ssh2, { type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
 import type { GatewayMetrics } from '../observability/metrics.ts';
 import type { Logger } from 'pino';
-import type { Approver, HoldOutcome } from '../approvals/approver.ts';
+import type { Approver } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
 import { verifyToken } from '../auth/tokens.ts';
-import { resolveSecret, type LoadedConfig } from '../config/load.ts';
+import { type LoadedConfig } from '../config/load.ts';
 import type { SshTargetConfig } from '../config/schema.ts';
 import { log as defaultLogger } from '../log.ts';
 import type { Decision, DetectorMask } from '../policy/decision.ts';
@@ -142,21 +142,6 @@ function parseUser(username: string): { identity?: string; target: string } {
   const plus = username.indexOf('+');
   if (plus < 0) return { target: username };
   return { identity: username.slice(0, plus), target: username.slice(plus + 1) };
-}
-
-function outcomeMessage(o: HoldOutcome, rule: string): string {
-  switch (o.outcome) {
-    case 'approved':
-      return `approved by ${o.approvers.join(', ') || 'a standing grant'}${o.viaGrant ? ' (grant)' : ''}`;
-    case 'rejected':
-      return `rejected by ${o.by}: ${o.reason}`;
-    case 'expired':
-      return `approval request ${o.requestId} expired (rule ${rule}): ${o.reason}`;
-    case 'cancelled':
-      return `approval request ${o.requestId} was cancelled: ${o.reason}`;
-    case 'failed':
-      return `approval could not be obtained, so the operation is refused: ${o.reason}`;
-  }
 }
 
 /** Waits until everything written to a channel has been handed to ssh2 (window permitting). */

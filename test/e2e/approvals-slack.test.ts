@@ -9,7 +9,7 @@ import type { RunningGateway } from '../../gateway/app.ts';
 import { decideUpdate, type ApprovalResult } from '../../workflows/definitions.ts';
 import { blockActionPayload, postInteraction, postSlashCommand, viewSubmissionPayload, type FakeMessage, type SignOptions } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';
-import { WAIT, finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
+import { finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
 
 let stack: ApprovalsStack;
 

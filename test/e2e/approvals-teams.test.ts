@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TEAMS_MESSAGES_PATH } from '../../bots/teams/teams-app.ts';
 import type { ApprovalResult } from '../../workflows/definitions.ts';
-import { WAIT, finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
+import { finished, startApprovalsStack, waitFor, type ApprovalsStack, type LivePsql } from '../support/approvals-stack.ts';
 import { FakeBotConnector, cardOf, cardText, type FakeTeamsMessage, type FakeTeamsUser } from '../support/fake-bot-connector.ts';
 import { blockActionPayload, postInteraction, type FakeMessage } from '../support/fake-slack.ts';
 import { freePort } from '../support/net.ts';

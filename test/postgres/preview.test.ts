@@ -166,5 +166,6 @@ test('the reason from a SQL comment and from application_name, with the owner an
   const q = await held('DELETE FROM ex WHERE id = 2', undefined, { application_name: 'airlock: reason="nightly fix"' });
   assert.ok(q.req.binding!.details!.includes(`agent's reason: "nightly fix" (application_name)`), q.req.binding!.details!.join('\n'));
   const audit = h.store.listAudit(q.id).find((e) => e.kind === 'approval.context');
-  assert.equal((audit?.detail as { context: { reason: string } }).context.reason, 'nightly fix');
+  assert.ok(audit, 'the approval context is audited');
+  assert.equal((audit.detail as { context: { reason: string } }).context.reason, 'nightly fix');
 });

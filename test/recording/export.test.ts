@@ -60,6 +60,7 @@ test('`audit export` prints the journal as jsonl and as OCSF events, filters by 
   assert.ok(!jsonl.stdout.includes(EMAIL), 'the export holds what the store holds: redacted text');
 
   const ocsf = await airlock(['audit', 'export', '--format', 'ocsf', '-c', cfg]);
+  // biome-ignore lint/suspicious/noExplicitAny: OCSF events are deep, loosely typed JSON read field by field below
   const ev = ocsf.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
   assert.deepEqual(ev.map((e) => e.class_uid), [3002, 6005, 6005, 6003, 3002, 3002, 6003, 6003, 6003, 3002]);
   assert.deepEqual([ev[0].activity_id, ev[4].activity_id], [1, 2], 'logon, logoff');

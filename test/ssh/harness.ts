@@ -45,7 +45,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
   const dir = mkdtempSync(join(tmpdir(), 'airlock-sshgw-'));
   try {
     writeFileSync(join(dir, 'signing.key'), randomBytes(48).toString('base64'));
-    const host = generateKey(dir, 'gateway_host_key');
+    generateKey(dir, 'gateway_host_key');
     const alice = generateKey(dir, 'alice_key');
     const wrong = generateKey(dir, 'not_the_host_key');
     writeFileSync(join(dir, 'upstream.key'), sshd.clientKey);

@@ -1,7 +1,7 @@
 // Airlock audit console (read-only). Plain browser JavaScript, no build step.
 // Every value from the server is put into the page with textContent (never innerHTML): statement
 // text, identities and reasons come from clients and may contain markup.
-'use strict';
+
 
 const TOKEN_KEY = 'airlock.console.token';
 const $ = (id) => document.getElementById(id);

@@ -52,7 +52,7 @@ function buttons(msg: FakeMessage): Array<Record<string, unknown>> {
   return actions?.elements ?? [];
 }
 
-function unescape(s: string): string {
+function unescapeHtml(s: string): string {
   return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
@@ -132,7 +132,7 @@ describe('SlackChannel against a fake Slack Web API', () => {
       .map((r) => {
         const m = /```([\s\S]*)```$/.exec(r.text);
         assert.ok(m, r.text.slice(0, 80));
-        return unescape(m[1]);
+        return unescapeHtml(m[1]);
       })
       .join('');
     assert.equal(rebuilt, text, 'the thread carries the statement exactly');
