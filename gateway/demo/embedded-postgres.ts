@@ -55,6 +55,9 @@ export async function startPostgres(opts: { authMethod?: 'scram-sha-256' | 'md5'
   await server.start();
   const client = async (database = 'postgres') => {
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database });
+    // The server ending an idle connection (shutdown, DROP DATABASE ... FORCE) is an 'error' event;
+    // unheard it would end the process. Queries in flight still reject with the error.
+    c.on('error', () => undefined);
     await c.connect();
     return c;
   };

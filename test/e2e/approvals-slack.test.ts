@@ -120,8 +120,18 @@ async function holdVia(identity: string, sql: string, fragment: string, gw?: Run
   return { p, msg, requestId };
 }
 
+/** The value a button of the posted message carries (the grant button's names its duration too). */
+function buttonValue(msg: FakeMessage, action: string): string {
+  for (const b of msg.blocks) {
+    const elements = (b as { elements?: Array<{ action_id?: string; value?: string }> }).elements ?? [];
+    const e = elements.find((x) => x.action_id === action);
+    if (e?.value) return e.value;
+  }
+  return requestIdOf(msg);
+}
+
 async function click(userId: string, msg: FakeMessage, action: 'airlock_approve' | 'airlock_approve_grant' | 'airlock_reject', sign: SignOptions = {}): Promise<{ status: number; body: string; triggerId: string }> {
-  const { payload, triggerId } = blockActionPayload({ userId, channelId: msg.channel, messageTs: msg.ts, actionId: action, value: requestIdOf(msg) });
+  const { payload, triggerId } = blockActionPayload({ userId, channelId: msg.channel, messageTs: msg.ts, actionId: action, value: buttonValue(msg, action) });
   const res = await postInteraction(stack.slackEventsUrl, stack.signingSecret, payload, sign);
   return { ...res, triggerId };
 }
