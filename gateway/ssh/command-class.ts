@@ -56,7 +56,7 @@ export const CODE_RUNNERS = new Set([
   'watch', 'strace', 'ltrace', 'nsenter', 'unshare', 'capsh', 'setpriv', 'taskset', 'chrt', 'prlimit', 'cgexec',
   'systemd-run', 'script', 'unbuffer', 'dtach', 'screen', 'tmux', 'at', 'batch', 'crontab', 'firejail', 'bwrap',
   'proot', 'fakeroot', 'faketime', 'numactl', 'cpulimit', 'daemonize', 'start-stop-daemon', 'run-parts', 'logsave',
-  'sshpass', 'rlwrap', 'ssh-agent', 'dbus-launch', 'dbus-run-session', 'xvfb-run', 'setarch', 'linux32', 'linux64',
+  'sshpass', 'rlwrap', 'ssh-agent', 'ssh-copy-id', 'dbus-launch', 'dbus-run-session', 'xvfb-run', 'setarch', 'linux32', 'linux64',
   'valgrind', 'perf', 'catchsegv', 'nocache', 'eatmydata', 'torsocks', 'proxychains', 'proxychains4', 'chpst',
   'setuidgid', 'softlimit', 'envdir', 'envuidgid', 'tini', 'dumb-init', 'gosu', 'su-exec', 'lxc-attach', 'machinectl',
   'systemd-nspawn', 'ip', 'flatpak', 'snap', 'sudoedit', 'visudo', 'vipw', 'vigr', 'editor', 'sensible-editor',
@@ -77,6 +77,8 @@ const WHOLE_NAME_ONLY = new Set([
   'if', 'then', 'else', 'elif', 'fi', 'for', 'while', 'until', 'do', 'done', 'case', 'esac', 'not', 'and', 'or', 'begin',
   'end', 'switch', 'select', 'function', 'time', 'set', 'let', 'type', 'hash', 'local', 'export', 'at', 'bind', 'history',
   'view', 'more', 'mail', 'watch', 'script', 'batch', 'ed', 'ex', 'ip', 'sg', 'su', 'R', 'es', 'rc', 'nu', 'emit', 'repeat',
+  // The OpenSSH tools (ssh-keyscan, ssh-keygen, ssh-add) run nothing; the ones that do are listed by name.
+  'ssh',
 ]);
 
 /**
