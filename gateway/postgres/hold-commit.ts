@@ -19,7 +19,7 @@ import type { Operation } from '../policy/operation.ts';
 import { readCString } from './frames.ts';
 import { parseErrorFields, type PgError } from './messages.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
-import { appendReturning } from './preview.ts';
+import { appendReturning, readDataRow } from './preview.ts';
 import type { FieldInfo, MaskerFactory } from './row-masker.ts';
 
 const SAMPLE_ROWS = 5;
@@ -115,22 +115,6 @@ function rowsOf(tag: string | undefined): number {
   return m ? Number(m[1]) : 0;
 }
 
-function readRow(b: Buffer): Array<string | null> {
-  const n = b.readInt16BE(5);
-  const out: Array<string | null> = [];
-  let o = 7;
-  for (let i = 0; i < n; i++) {
-    const len = b.readInt32BE(o);
-    o += 4;
-    if (len < 0) out.push(null);
-    else {
-      out.push(b.toString('utf8', o, o + len));
-      o += len;
-    }
-  }
-  return out;
-}
-
 async function sample(masking: MaskerFactory | null, d: ReviewDecision, r: InternalResult): Promise<string[][] | undefined> {
   if (r.fields.length === 0) return undefined;
   let rows = r.rows;
@@ -139,7 +123,7 @@ async function sample(masking: MaskerFactory | null, d: ReviewDecision, r: Inter
     const m = await masking.forResult(r.fields, d.mask);
     if (m) rows = rows.map((f) => m.maskDataRow(f));
   }
-  return [r.fields.map((f) => f.name), ...rows.map((f) => readRow(f).map((v) => (v === null ? 'NULL' : redactDetected(v))))];
+  return [r.fields.map((f) => f.name), ...rows.map((f) => readDataRow(f).map((v) => (v === null ? 'NULL' : redactDetected(v))))];
 }
 
 function minutes(ms: number): string {

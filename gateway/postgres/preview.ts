@@ -160,7 +160,8 @@ function dataRow(cells: Array<string | null>): Buffer {
   return b;
 }
 
-function readDataRow(b: Buffer): Array<string | null> {
+/** The text values of a DataRow frame (NULL as null). */
+export function readDataRow(b: Buffer): Array<string | null> {
   const n = b.readInt16BE(5);
   const out: Array<string | null> = [];
   let o = 7;
