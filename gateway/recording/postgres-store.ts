@@ -43,7 +43,7 @@ import {
   type SummaryRow,
 } from './sqlite-store.ts';
 import type { Checkpoint } from './chain.ts';
-import { AuditUnavailableError, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
+import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
 
@@ -356,15 +356,9 @@ export class PostgresStore implements Store {
 
   health(): AuditHealth {
     const pending = this.pending.size;
-    const oldest = pending > 0 ? (this.pending.values().next().value as number) : 0;
-    const lagMs = pending > 0 ? Math.max(0, Date.now() - oldest) : 0;
-    const base = { policy: this.policy, pending, lagMs, dropped: this.counters.dropped, lastError: this.counters.lastError };
-    let reason: string | undefined;
-    if (this.closed) reason = 'the audit store is closed';
-    else if (pending >= this.maxPending) reason = `${pending} audit records wait to be written (bound ${this.maxPending})`;
-    else if (pending > 0 && this.hardFailure) reason = `audit records cannot be written: ${this.counters.lastError ?? 'write failed'}`;
-    else if (pending > 0 && lagMs >= this.maxPendingMs) reason = `audit records have waited ${lagMs} ms to be written (bound ${this.maxPendingMs} ms)${this.counters.lastError ? `: ${this.counters.lastError}` : ''}`;
-    return reason ? { ok: false, reason, ...base } : { ok: true, ...base };
+    const oldestQueuedAt = pending > 0 ? (this.pending.values().next().value as number) : 0;
+    const { policy, closed, hardFailure, maxPending, maxPendingMs } = this;
+    return auditHealth({ policy, pending, oldestQueuedAt, dropped: this.counters.dropped, lastError: this.counters.lastError, closed, hardFailure, maxPending, maxPendingMs });
   }
 
   writable(): boolean {
@@ -372,9 +366,7 @@ export class PostgresStore implements Store {
   }
 
   assertWritable(): void {
-    if (this.policy === 'open') return;
-    const h = this.health();
-    if (!h.ok) throw new AuditUnavailableError(h);
+    assertAuditWritable(this.policy, () => this.health());
   }
 
   /** Resolves true once every accepted record is committed, false after `timeoutMs` (shutdown). */

@@ -25,7 +25,7 @@ import { log } from '../log.ts';
 import type { DecisionAction } from '../policy/decision.ts';
 import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
 import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
-import { AuditUnavailableError, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
+import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
 
 /** A session plus counts of what happened in it, for listings. */
@@ -680,15 +680,9 @@ export class SqliteStore implements Store {
 
   health(): AuditHealth {
     const pending = this.pending.length;
-    const lagMs = pending > 0 ? Math.max(0, Date.now() - this.pending[0].queuedAt) : 0;
-    const base = { policy: this.policy, pending, lagMs, dropped: this.counters.dropped, lastError: this.counters.lastError };
-    let reason: string | undefined;
-    if (this.closed) reason = 'the audit store is closed';
-    else if (this.readonly) reason = 'the audit store is open read-only';
-    else if (pending >= this.maxPending) reason = `${pending} audit records wait to be written (bound ${this.maxPending})`;
-    else if (pending > 0 && this.hardFailure) reason = `audit records cannot be written: ${this.counters.lastError ?? 'write failed'}`;
-    else if (pending > 0 && lagMs >= this.maxPendingMs) reason = `audit records have waited ${lagMs} ms to be written (bound ${this.maxPendingMs} ms): ${this.counters.lastError ?? ''}`;
-    return reason ? { ok: false, reason, ...base } : { ok: true, ...base };
+    const oldestQueuedAt = pending > 0 ? this.pending[0].queuedAt : 0;
+    const { policy, closed, readonly, hardFailure, maxPending, maxPendingMs } = this;
+    return auditHealth({ policy, pending, oldestQueuedAt, dropped: this.counters.dropped, lastError: this.counters.lastError, closed, readonly, hardFailure, maxPending, maxPendingMs });
   }
 
   writable(): boolean {
@@ -696,9 +690,7 @@ export class SqliteStore implements Store {
   }
 
   assertWritable(): void {
-    if (this.policy === 'open') return;
-    const h = this.health();
-    if (!h.ok) throw new AuditUnavailableError(h);
+    assertAuditWritable(this.policy, () => this.health());
   }
 
   /** Resolves true once every accepted record is written, false after `timeoutMs` (shutdown). */

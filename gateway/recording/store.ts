@@ -79,6 +79,42 @@ export interface AuditHealth {
   lastError?: string;
 }
 
+/** What a store knows about its write queue; `auditHealth` turns it into the one health verdict. */
+export interface AuditQueueState {
+  policy: AuditFailurePolicy;
+  pending: number;
+  /** When the oldest record still waiting was accepted (ms epoch); ignored when nothing waits. */
+  oldestQueuedAt: number;
+  dropped: number;
+  lastError?: string;
+  closed: boolean;
+  readonly?: boolean;
+  /** A write failed in a way a retry cannot fix by waiting (disk full, I/O error, database down). */
+  hardFailure: boolean;
+  maxPending: number;
+  maxPendingMs: number;
+}
+
+/** The audit trail's health from a store's queue state: the same bounds for every backend. */
+export function auditHealth(q: AuditQueueState): AuditHealth {
+  const lagMs = q.pending > 0 ? Math.max(0, Date.now() - q.oldestQueuedAt) : 0;
+  const base = { policy: q.policy, pending: q.pending, lagMs, dropped: q.dropped, lastError: q.lastError };
+  let reason: string | undefined;
+  if (q.closed) reason = 'the audit store is closed';
+  else if (q.readonly) reason = 'the audit store is open read-only';
+  else if (q.pending >= q.maxPending) reason = `${q.pending} audit records wait to be written (bound ${q.maxPending})`;
+  else if (q.pending > 0 && q.hardFailure) reason = `audit records cannot be written: ${q.lastError ?? 'write failed'}`;
+  else if (q.pending > 0 && lagMs >= q.maxPendingMs) reason = `audit records have waited ${lagMs} ms to be written (bound ${q.maxPendingMs} ms)${q.lastError ? `: ${q.lastError}` : ''}`;
+  return reason ? { ok: false, reason, ...base } : { ok: true, ...base };
+}
+
+/** Throws AuditUnavailableError when the policy is fail-closed and the trail is unhealthy. */
+export function assertAuditWritable(policy: AuditFailurePolicy, health: () => AuditHealth): void {
+  if (policy === 'open') return;
+  const h = health();
+  if (!h.ok) throw new AuditUnavailableError(h);
+}
+
 /**
  * Thrown by `Store.assertWritable()` when the policy is fail-closed and the audit trail is unhealthy:
  * the seam refuses the new session or operation and maps this to the protocol (SQLSTATE 53100 for
