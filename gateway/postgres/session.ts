@@ -1372,7 +1372,8 @@ export class Session {
     this.enforce.record(rec);
     // Every approved run is reported to its request: approvals release one run unless the
     // approver chose a reusable grant, and each grant use belongs in the request's history.
-    this.enforce.reportResult(run.approval, { summary: heldResultSummary(run, rec), tag: run.tag, rows: run.rows, error: run.error, grant: run.grant });
+    // (Only held runs carry an approval: the summary is not built for every statement.)
+    if (run.approval) this.enforce.reportResult(run.approval, { summary: heldResultSummary(run, rec), tag: run.tag, rows: run.rows, error: run.error, grant: run.grant });
   }
 
   /** Ends the session (idempotent). `clientError` is sent to the client first when given. */
