@@ -46,6 +46,7 @@ import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { contextFromSql } from '../enforce/context.ts';
 import { previewStatement, rollbackUnsafe } from './preview.ts';
+import { parameterDigest } from '../recording/redact.ts';
 import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, } from './row-masker.ts';
@@ -69,6 +70,8 @@ export interface SessionDeps {
   bindingKey: string;
   /** A separate connection to this session's upstream, for previews of held writes (review.preview). */
   previewConnect?: () => Promise<pg.Client>;
+  /** Keys the audit's digest of a held statement's exact parameter values (receipts carry it). */
+  parameterDigestKey?: string;
 }
 
 export interface SessionInit {
@@ -1369,6 +1372,9 @@ export class Session {
     if (run.recorded) return;
     run.recorded = true;
     const rec = operationRecord(run);
+    // Held statements: the exact values never reach the store, their keyed digest does (receipts).
+    const key = this.deps.parameterDigestKey;
+    if (run.parameters && key && rec.classification) rec.classification.parameterDigest = parameterDigest(key, run.parameters.map((p) => p.value));
     this.enforce.record(rec);
     // Every approved run is reported to its request: approvals release one run unless the
     // approver chose a reusable grant, and each grant use belongs in the request's history.
