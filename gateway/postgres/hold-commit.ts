@@ -6,9 +6,13 @@
 // ROLLBACK, and the client sees the refusal. The client never sees the transaction: it gets the
 // statement's CommandComplete (or error) and a ReadyForQuery 'I', as for an autocommit statement.
 //
-// Scope (the session checks it before calling): simple-query protocol, one INSERT/UPDATE/DELETE
-// without its own RETURNING, client idle and nothing else in flight. Everything else is held the
-// ordinary way with a dry-run preview.
+// Scope (the session checks it before calling): one INSERT/UPDATE/DELETE without its own
+// RETURNING, client idle (no transaction block, nothing executed before it in the pipeline).
+// Simple protocol: Airlock's statements go as simple Queries. Extended protocol (parameters):
+// the statement runs with exactly the client's parameter bytes, formats and declared types, as
+// Airlock's own named statement, so the client's unnamed statement and portals are untouched;
+// the client then gets BindComplete, NoData / CommandComplete for its portal (session.ts).
+// Everything else is held the ordinary way with a dry-run preview.
 import type { ApprovalPreview } from '../../bots/channel.ts';
 import type { OperationBinding } from '../approvals/approver.ts';
 import type { EnforcementSession, HoldNotice, HoldResult, ReviewDecision } from '../enforce/session.ts';
@@ -17,7 +21,7 @@ import type { RequestContext } from '../enforce/context.ts';
 import { redactDetected } from '../masking/redact-text.ts';
 import type { Operation } from '../policy/operation.ts';
 import { readCString } from './frames.ts';
-import { parseErrorFields, type PgError } from './messages.ts';
+import { bindMessage, closeMessage, describePortal, executeMessage, parseErrorFields, parseTyped, SYNC, type PgError } from './messages.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import { appendReturning, readDataRow } from './preview.ts';
 import type { FieldInfo, MaskerFactory } from './row-masker.ts';
@@ -78,8 +82,35 @@ export class InternalSink {
 export interface HoldCommitHost {
   enforce: EnforcementSession;
   masking: MaskerFactory | null;
-  /** Runs one internal simple Query on the session's upstream. */
-  query(sql: string): Promise<InternalResult>;
+  /** Runs Airlock's own statements (no parameters), in order, on the session's upstream; answers consumed. */
+  query(sqls: readonly string[]): Promise<InternalResult>;
+  /** Runs the held statement (RETURNING * appended) with the client's parameters; answers consumed. */
+  execute(): Promise<InternalResult>;
+}
+
+/** One of Airlock's own statements in an extended-protocol batch. */
+export interface BatchStatement {
+  text: string;
+  types?: readonly number[];
+  params?: ReadonlyArray<{ value: Buffer | null; binary: boolean }>;
+  /** Describe the portal: its RowDescription gives the sample's columns. */
+  rows?: boolean;
+}
+
+/**
+ * Airlock's statements as one extended-protocol batch ending in Sync, all under one statement
+ * and portal `name` of Airlock's. Leftovers of a failed earlier batch (an error skips the Closes)
+ * are closed first; closing a name that does not exist is not an error.
+ */
+export function internalBatch(name: string, stmts: readonly BatchStatement[]): Buffer {
+  const parts: Buffer[] = [closeMessage('P', name), closeMessage('S', name)];
+  for (const st of stmts) {
+    parts.push(parseTyped(name, st.text, st.types ?? []), bindMessage(name, name, st.params ?? []));
+    if (st.rows) parts.push(describePortal(name));
+    parts.push(executeMessage(name), closeMessage('P', name), closeMessage('S', name));
+  }
+  parts.push(SYNC);
+  return Buffer.concat(parts);
 }
 
 export interface HoldCommitInput {
@@ -134,16 +165,19 @@ function minutes(ms: number): string {
  * Runs the statement in a transaction on the session's connection, holds for approval with the
  * real result as preview, and commits or rolls back. Never throws.
  */
-export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, returningText: string, context?: RequestContext): Promise<HoldCommitOutcome> {
+export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, context?: RequestContext): Promise<HoldCommitOutcome> {
   const d = o.run.decision;
   // SET LOCAL ends with the transaction: the client's own settings come back after COMMIT/ROLLBACK.
   const ms = d.limits.maxStatementMs ?? 60_000;
-  const begun = await host.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}; SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`);
-  if (begun.error) return { kind: 'failed', error: begun.error };
+  const begun = await host.query(['BEGIN', `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}`, `SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`]);
+  if (begun.error) {
+    if (begun.status !== 0x49) await host.query(['ROLLBACK']);
+    return { kind: 'failed', error: begun.error };
+  }
   const since = new Date();
-  const ran = await host.query(returningText);
+  const ran = await host.execute();
   if (ran.error) {
-    await host.query('ROLLBACK');
+    await host.query(['ROLLBACK']);
     return { kind: 'failed', error: ran.error };
   }
   const rows = rowsOf(ran.tag);
@@ -180,13 +214,13 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, retur
     o.signal.removeEventListener('abort', onAbort);
   }
   if (h.approved && !o.signal.aborted) {
-    const c = await host.query('COMMIT');
+    const c = await host.query(['COMMIT']);
     // The client sees the commit's outcome: a failed COMMIT (deferred constraint, serialization) is its error.
     if (c.error) return { kind: 'failed', error: c.error, hold: h };
     if (c.tag !== 'COMMIT') return { kind: 'failed', error: { code: '40000', message: `the transaction was not committed (${c.tag ?? 'no tag'})` }, hold: h };
     return { kind: 'committed', tag, rows, hold: h };
   }
-  await host.query('ROLLBACK');
+  await host.query(['ROLLBACK']);
   if (h.approved) return { kind: 'failed', error: { code: '57014', message: 'Airlock rolled back the held statement: the client cancelled it' }, hold: h };
   const refusal: Refusal = lockExpired
     ? { kind: 'rejected', rule: d.rule, requestId: h.approval?.requestId, message: `Airlock: rolled back: the held transaction kept its locks for the longest rule ${d.rule} allows (maxLockHold ${minutes(maxLock ?? 0)}) without a decision`, hint: 'ask again when an approver is available' }
