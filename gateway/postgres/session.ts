@@ -758,12 +758,15 @@ export class Session {
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
     const connect = this.deps.previewConnect;
-    const returning = d.review.preview === 'hold-commit' && !inTx && connect && (!extended || bound) ? holdCommitStatement(run.text) : undefined;
+    // Hold-commit inside the client's own transaction (a savepoint) only where the rule lets a
+    // hold keep a transaction's locks, for one simple Query with nothing else in flight.
+    const inClientTx = inTx && !extended && d.review.holdInTransaction === true && this.txStatus === 0x54 /* T */ && this.q.length === 0;
+    const returning = d.review.preview === 'hold-commit' && connect && (inTx ? inClientTx : !extended || bound) ? holdCommitStatement(run.text) : undefined;
     const previewInput = { text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) };
     if (returning !== undefined && connect) {
       // Running before approval must leave nothing a ROLLBACK cannot undo: else held the ordinary way.
       void rollbackUnsafe({ connect, masking: this.deps.masking }, previewInput).then((unsafe) => {
-        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning, bound);
+        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning, bound, inClientTx ? (this.txSince ?? new Date()) : undefined);
         this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, unsafe);
       });
       return;
@@ -810,7 +813,7 @@ export class Session {
   }
 
   /** review.preview hold-commit (hold-commit.ts): run now in Airlock's transaction, COMMIT on approval. */
-  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string, bound: BoundHold | undefined): void {
+  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string, bound: BoundHold | undefined, inTransactionSince: Date | undefined): void {
     const d = run.decision as ReviewDecision;
     const name = this.internalName;
     const host = bound
@@ -834,7 +837,7 @@ export class Session {
         const synced = await this.internal(SYNC, 'sync');
         if (synced.error || this.stmts.get(bound.stmtName) !== bound.stmt) return 'skipped';
       }
-      return holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal }, contextFromSql(run.text));
+      return holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal, ...(inTransactionSince ? { inTransactionSince } : {}) }, contextFromSql(run.text));
     };
     void flow().then((out) => {
         this.holdAbort = null;
@@ -869,7 +872,8 @@ export class Session {
             }
           } else {
             this.toClient.addOwned(error ? errorResponse(error) : commandComplete((out as { tag: string }).tag));
-            this.toClient.addOwned(readyForQuery('I'));
+            // Idle after Airlock's own transaction; inside the client's: still open, or failed.
+            this.toClient.addOwned(readyForQuery(this.txStatus === 0x54 ? 'T' : this.txStatus === 0x45 ? 'E' : 'I'));
           }
         }
         if (this.closed) return;

@@ -18,6 +18,7 @@ before(async () => {
       CREATE TABLE hc (id int PRIMARY KEY, owner text, secret text);
       CREATE TABLE hc_log (id int, owner text, secret text);
       CREATE TABLE quick (id int PRIMARY KEY, v text);
+      CREATE TABLE intx (id int PRIMARY KEY, v text);
       CREATE SEQUENCE hc_seq;`,
     config: () => ({
       masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.hc.secret', strategy: 'redact' }, { column: 'public.hc_log.secret', strategy: 'redact' }] },
@@ -25,6 +26,7 @@ before(async () => {
         default: 'allow',
         rules: [
           { name: 'hold-hc', match: { tables: ['public.hc', 'public.hc_log'], kinds: ['write'] }, action: 'review', reason: 'writes to hc', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit' } },
+          { name: 'hold-intx', match: { tables: ['public.intx'], kinds: ['write'] }, action: 'review', reason: 'writes to intx', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } },
           { name: 'hold-quick', match: { tables: ['public.quick'], kinds: ['write'] }, action: 'review', reason: 'writes to quick', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', maxLockHold: '1s' } },
         ],
       },
@@ -35,7 +37,8 @@ before(async () => {
 beforeEach(async () => {
   await h.pg.query(`TRUNCATE hc, hc_log, quick;
     INSERT INTO hc SELECT g, 'o' || g, '${SECRET}' || g FROM generate_series(1, 10) g;
-    INSERT INTO quick VALUES (1, 'a');`);
+    INSERT INTO quick VALUES (1, 'a');
+    TRUNCATE intx; INSERT INTO intx SELECT g, 'v' || g FROM generate_series(1, 5) g;`);
 });
 
 after(async () => {
@@ -278,5 +281,53 @@ test('parameterized, a failed Parse ahead of the held Bind: nothing runs, the cl
     assert.equal((await w.roundtrip([serialize.query('SELECT 1')])).some((m) => m.name === 'dataRow'), true);
   } finally {
     w.end();
+  }
+});
+
+// ---------------------------------------------------------------- inside the client's transaction
+
+test('inside a transaction (review.holdInTransaction): runs under a savepoint; approve keeps it in the client transaction, whose COMMIT is the client\'s', async () => {
+  const d = await h.client();
+  try {
+    await d.query('BEGIN');
+    await d.query("SET LOCAL statement_timeout = '123s'");
+    const running = d.query("UPDATE intx SET v = 'held' WHERE id <= 2").catch((e: Error) => e);
+    const p = await approver.next();
+    const pv = p.req.binding!.preview!;
+    assert.equal(pv.kind, 'hold-commit', pv.summary);
+    assert.equal(pv.rows, 2);
+    assert.match(pv.summary, /inside the client's transaction/);
+    assert.ok(p.req.binding!.details!.some((x) => /held inside a transaction open since/.test(x)), String(p.req.binding!.details));
+    p.resolve({ outcome: 'approved', requestId: p.id, approvers: ['carol'], viaGrant: false });
+    const r = (await running) as { rowCount: number };
+    assert.equal(r.rowCount, 2);
+    // Still the client's open transaction: its own settings unchanged, nothing visible outside yet.
+    assert.equal((await d.query('SHOW statement_timeout')).rows[0].statement_timeout, '123s');
+    assert.deepEqual(await rows("SELECT count(*)::int AS n FROM intx WHERE v = 'held'"), [{ n: 0 }]);
+    await d.query('COMMIT');
+    assert.deepEqual(await rows("SELECT count(*)::int AS n FROM intx WHERE v = 'held'"), [{ n: 2 }]);
+  } finally {
+    await d.end();
+  }
+});
+
+test('inside a transaction: reject rolls back to the savepoint and fails the client transaction, as an error would', async () => {
+  const d = await h.client();
+  try {
+    await d.query('BEGIN');
+    await d.query('SELECT count(*) FROM intx');
+    const running = d.query('DELETE FROM intx WHERE id > 3').catch((e: Error) => e);
+    const p = await approver.next();
+    assert.equal(p.req.binding!.preview!.kind, 'hold-commit', p.req.binding!.preview!.summary);
+    assert.equal(p.req.binding!.preview!.rows, 2);
+    p.resolve({ outcome: 'rejected', requestId: p.id, by: 'carol', reason: 'no' });
+    const e = (await running) as Error & { code?: string };
+    assert.equal(e.code, 'AL001');
+    await assert.rejects(d.query('SELECT 1'), (x: Error & { code?: string }) => x.code === '25P02');
+    await d.query('ROLLBACK');
+    assert.deepEqual(await rows('SELECT count(*)::int AS n FROM intx'), [{ n: 5 }]);
+    assert.equal((await d.query('SELECT 1 AS one')).rows[0].one, 1);
+  } finally {
+    await d.end();
   }
 });
