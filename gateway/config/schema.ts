@@ -525,6 +525,8 @@ export const configSchema = z
         keys: z.object({ slack: decisionKey.optional(), teams: decisionKey.optional(), cli: decisionKey.optional() }).strict().default({}),
         /** Signed decisions older than this are refused (replay window). */
         maxAge: duration.default('5m'),
+        /** How long the CLI and chat apps wait for the worker to apply a decision; after it the decision never counts. */
+        deadline: duration.optional(),
       })
       .strict()
       .optional(),
