@@ -133,6 +133,11 @@ export class EnforcementSession {
     this.sessionContext = ctx;
   }
 
+  /** True when operations get trace spans (observability.tracing on): proxies parse trace context only then. */
+  get traced(): boolean {
+    return this.traces !== undefined;
+  }
+
   /** The one-line summary of what this session did so far. */
   activityLine(): string {
     return this.activity.line();

@@ -11,7 +11,7 @@ import { SpanKind, SpanStatusCode, type Attributes, type Span, type Tracer } fro
 import type { Decision } from '../policy/decision.ts';
 import type { Operation } from '../policy/operation.ts';
 import { parentFromTraceparent, traceparentOf, under } from '../observability/tracing.ts';
-import { contextFromSql, mergeContext, type RequestContext } from './context.ts';
+import { mergeContext, type RequestContext } from './context.ts';
 
 /** Review spans waiting for their hold; beyond this the oldest is ended (a Parse never bound). */
 const MAX_OPEN_REVIEWS = 32;
@@ -60,7 +60,7 @@ export class SessionTraces {
    * Review decisions stay open until their hold ends; the others end now.
    */
   decided(op: Operation, d: Decision, session: RequestContext | undefined, own: RequestContext | undefined): void {
-    const ctx = mergeContext(session, own ?? (op.protocol === 'postgres' ? contextFromSql(op.text) : undefined));
+    const ctx = mergeContext(session, own);
     const span = this.tracer.startSpan(`airlock ${op.protocol} ${op.kind}`, { kind: SpanKind.SERVER, attributes: operationAttributes(this.sessionId, op, d, ctx) }, parentFromTraceparent(ctx?.traceparent));
     if (d.action === 'deny') span.setStatus({ code: SpanStatusCode.ERROR, message: `denied by rule ${d.rule}` });
     if (d.action !== 'review') return span.end();
