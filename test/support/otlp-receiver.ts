@@ -67,6 +67,8 @@ export interface OtlpReceiver {
   readonly bodies: string[];
   /** Requests that were not an OTLP/HTTP JSON export. */
   readonly errors: string[];
+  /** Request headers of every export received. */
+  readonly headers: Record<string, string | string[] | undefined>[];
   /** Polls until a span matches, or fails naming `what`. */
   waitForSpan(pred: (s: ReceivedSpan) => boolean, what: string, timeoutMs?: number): Promise<ReceivedSpan>;
   stop(): Promise<void>;
@@ -76,6 +78,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   const bodies: string[] = [];
   const errors: string[] = [];
+  const headers: Record<string, string | string[] | undefined>[] = [];
   const server: LocalServer = await startLocalServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -91,6 +94,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       return;
     }
     bodies.push(body);
+    headers.push({ ...req.headers });
     const parsed = JSON.parse(body) as OtlpRequest;
     for (const rs of parsed.resourceSpans ?? []) {
       const resource = attrs(rs.resource?.attributes);
@@ -107,6 +111,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     spans,
     bodies,
     errors,
+    headers,
     async waitForSpan(pred, what, timeoutMs = 30_000) {
       const until = Date.now() + timeoutMs;
       for (;;) {
