@@ -3,14 +3,16 @@
 // tracing is on (EnforcementDeps.tracer); the seam allocates nothing for traces otherwise.
 //
 // What a span may carry: who (Airlock's own identity name), where (connection, protocol), what
-// kind, the decision and its rule, the tables, the SQL fingerprint (constants stripped by
-// libpg-query) and the approval request id and outcome. Never the statement text, a command
-// line, a path or query string, a parameter, a reason typed by someone, or any row value:
+// kind, the decision and its rule, the tables (detectors applied, as in the audit store), the SQL
+// fingerprint (constants stripped by libpg-query) and the approval request id and outcome. Never
+// the statement text, a command line, a path or query string, a parameter, a reason or ticket
+// typed by someone, or any row value:
 // collectors are read by more people than the data, and none of this is masked there.
 import { SpanKind, SpanStatusCode, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
 import type { Decision } from '../policy/decision.ts';
 import type { Operation } from '../policy/operation.ts';
 import { parentFromTraceparent, traceparentOf, under } from '../observability/tracing.ts';
+import { redactForAudit } from '../recording/redact.ts';
 import { mergeContext, type RequestContext } from './context.ts';
 
 /** Review spans waiting for their hold; beyond this the oldest is ended (a Parse never bound). */
@@ -32,7 +34,8 @@ function operationAttributes(sessionId: string, op: Operation, d: Decision, ctx:
     'airlock.decision': d.action,
   };
   if (d.rule) a['airlock.rule'] = d.rule;
-  if (op.tables.length > 0) a['airlock.tables'] = op.tables.slice(0, 20);
+  // Quoted identifiers are client text too: the audit's redaction applies, as in the store.
+  if (op.tables.length > 0) a['airlock.tables'] = op.tables.slice(0, 20).map(redactForAudit);
   if (op.sql) {
     a['db.system.name'] = 'postgresql';
     if (op.sql.fingerprint) a['airlock.sql.fingerprint'] = op.sql.fingerprint;
@@ -41,7 +44,6 @@ function operationAttributes(sessionId: string, op: Operation, d: Decision, ctx:
   if (op.http) a['http.request.method'] = op.http.method;
   if (d.action !== 'deny' && d.mask.columns.length > 0) a['airlock.masked_columns'] = d.mask.columns.length;
   if (ctx?.traceparent && ctx.source) a['airlock.trace.source'] = ctx.source;
-  if (ctx?.ticket) a['airlock.ticket'] = ctx.ticket;
   return a;
 }
 

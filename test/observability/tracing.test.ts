@@ -14,6 +14,7 @@ import { trace } from '@opentelemetry/api';
 import { finished, spawnPsql, startApprovalsStack, waitFor, type ApprovalsStack } from '../support/approvals-stack.ts';
 import { startLocalServer, type LocalServer } from '../support/local-server.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
+import { blockActionPayload, postInteraction } from '../support/fake-slack.ts';
 
 let stack: ApprovalsStack;
 let otlp: OtlpReceiver;
@@ -41,6 +42,7 @@ before(
       setup: `CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL);
               INSERT INTO customers VALUES (1, '${LITERAL}', '${SECRET_EMAIL}');
               CREATE TABLE t_held (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t_held VALUES (1, 1);
+              CREATE TABLE t_approved (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t_approved VALUES (1, 1);
               CREATE TABLE t_malformed (id int);`,
       identities: [
         { name: 'agent-1', groups: ['agents'], owner: 'carol' },
@@ -54,7 +56,15 @@ before(
           reason: 'tracing drill',
           review: { approvers: ['dba'], timeout: '4s' },
         },
+        {
+          name: 'review-approved',
+          match: { tables: ['public.t_approved'], statements: ['UpdateStmt'] },
+          action: 'review',
+          reason: 'tracing drill',
+          review: { approvers: ['dba'], timeout: '2m' },
+        },
       ],
+      slackUsers: { UBOB0001: 'bob' },
       extendConfig: () => ({
         listen: { postgres: { host: '127.0.0.1', port: 0 } },
         masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'customers.email', strategy: 'redact' }] },
@@ -62,6 +72,7 @@ before(
         observability: { tracing: { enabled: true, endpoint: otlp.url, serviceName: 'airlock-test', sampleRatio: 1 } },
       }),
     });
+    stack.slack.addUser('UBOB0001', { name: 'bob' });
   },
   { timeout: 300_000 },
 );
@@ -95,8 +106,10 @@ function assertNoLeak(): void {
 test('psql: application_name traceparent parents the statement span, with decision attributes and no literal or masked value', { timeout: TEST_TIMEOUT }, async () => {
   const tp = traceparent();
   const conninfo = `${await stack.conninfo('agent-1')} application_name=${tp.header}`;
-  const r = await finished(spawnPsql(conninfo, `SELECT email FROM customers WHERE name = '${LITERAL}';\n`), 'masked select');
+  // A quoted identifier is client text too: it reaches the span only with the detectors applied.
+  const r = await finished(spawnPsql(conninfo, `SELECT email FROM customers WHERE name = '${LITERAL}';\nSELECT 1 FROM "${SECRET_EMAIL}";\n`), 'masked select');
   assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /does not exist/);
   assert.ok(!r.stdout.includes(SECRET_EMAIL), 'the column is masked for the client too');
   await flush();
   const s = await otlp.waitForSpan(operationSpan(tp.traceId, 'public.customers'), 'the SELECT on customers in the application_name trace');
@@ -108,6 +121,8 @@ test('psql: application_name traceparent parents the statement span, with decisi
   assert.match(String(s.attributes['airlock.decision']), /^(allow|mask)$/);
   assert.equal(s.attributes['airlock.trace.source'], 'application_name');
   assert.equal(s.resource['service.name'], 'airlock-test');
+  const quoted = await otlp.waitForSpan((x) => x.traceId === tp.traceId && x.spanId !== s.spanId && String(x.attributes['airlock.tables']).includes('[redacted:email]'), 'the span of the quoted-identifier SELECT, redacted');
+  assert.equal(quoted.parentSpanId, tp.spanId);
   assertNoLeak();
 });
 
@@ -192,4 +207,25 @@ test('a held statement: hold span (request id, outcome, wait) under the statemen
 test('tracing off: no tracer provider, nothing to flush', () => {
   assert.equal(startTracing(undefined), undefined);
   assert.equal(startTracing({ enabled: false, endpoint: otlp.url, serviceName: 'x', sampleRatio: 1 }), undefined);
+});
+
+test('an approved hold: the claim Update is a child of the hold span, outcome approved', { timeout: TEST_TIMEOUT }, async () => {
+  const tp = traceparent();
+  const p = await stack.psql('agent-1', `/* airlock: traceparent=${tp.header} */ UPDATE t_approved SET v = 2 WHERE id = 1;\n`);
+  const msg = await waitFor(() => stack.slack.messagesIn(stack.channelId).find((m) => !m.thread_ts && JSON.stringify(m.blocks).includes('t_approved')), 'the request in Slack');
+  const requestId = /airlock-[0-9a-f]{16}/.exec(JSON.stringify(msg.blocks))?.[0];
+  assert.ok(requestId);
+  const { payload } = blockActionPayload({ userId: 'UBOB0001', channelId: msg.channel, messageTs: msg.ts, actionId: 'airlock_approve', value: requestId });
+  const click = await postInteraction(stack.slackEventsUrl, stack.signingSecret, payload);
+  assert.equal(click.status, 200, click.body);
+  const r = await finished(p, 'approved update');
+  assert.match(r.stdout + r.stderr, /UPDATE 1/);
+  await flush();
+  const hold = await otlp.waitForSpan((s) => s.traceId === tp.traceId && s.name === 'airlock hold', 'the hold span');
+  assert.equal(hold.attributes['airlock.approval.request_id'], requestId);
+  assert.equal(hold.attributes['airlock.approval.outcome'], 'approved');
+  const claim = await otlp.waitForSpan((s) => s.traceId === tp.traceId && s.name === 'temporal update claim' && s.attributes['airlock.claim.result'] === 'released', 'the claim Update span');
+  assert.equal(claim.parentSpanId, hold.spanId);
+  assert.equal(claim.attributes['temporal.workflow_id'], requestId);
+  assertNoLeak();
 });
