@@ -219,8 +219,10 @@ export class EnforcementSession {
    */
   decide(ops: Operation[], context?: RequestContext): { decision: Decision; operation: Operation | undefined } {
     const r = this.decideInner(ops);
-    const op = r.operation ?? ops[0];
-    if (this.traces && op) this.traces.decided(op, r.decision, this.sessionContext, context);
+    if (this.traces) {
+      const op = r.operation ?? ops[0];
+      if (op) this.traces.decided(op, r.decision, this.sessionContext, context);
+    }
     return r;
   }
 
