@@ -138,6 +138,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       sampleRatio: tracingCfg.sampleRatio,
       ...(tracingCfg.headers ? { headers: Object.fromEntries(Object.entries(tracingCfg.headers).map(([k, ref]) => [k, resolveSecret(ref, loaded.baseDir, `observability.tracing.headers.${k}`)])) } : {}),
     },
+    { logger },
   );
   const tracer = tracing?.tracer;
   let pgGateway: Awaited<ReturnType<typeof startPostgresGateway>> | undefined;

@@ -8,8 +8,10 @@
 import { ROOT_CONTEXT, trace, TraceFlags, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace-node';
+import { BatchSpanProcessor, NodeTracerProvider, ParentBasedSampler, TraceIdRatioBasedSampler, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-node';
+import type { Logger } from 'pino';
 import { validTraceparent } from '../enforce/context.ts';
+import { EventRateLimiter } from '../net/rate-limit.ts';
 
 export interface TracingConfig {
   enabled: boolean;
@@ -30,10 +32,44 @@ export interface GatewayTracing {
   shutdown(): Promise<void>;
 }
 
+/**
+ * The OTLP exporter, saying in the gateway's log (at most a line a minute, with a count of the
+ * rest) when the collector refuses or cannot be reached: OpenTelemetry's own diagnostics are
+ * silent unless a global logger is installed.
+ */
+class LoggedExporter implements SpanExporter {
+  private readonly limiter = new EventRateLimiter(1, 60_000);
+
+  constructor(
+    private readonly inner: SpanExporter,
+    private readonly logger: Logger | undefined,
+    private readonly endpoint: string,
+  ) {}
+
+  export(spans: ReadableSpan[], done: Parameters<SpanExporter['export']>[1]): void {
+    this.inner.export(spans, (result) => {
+      if (result.code !== 0 && this.logger) {
+        const v = this.limiter.take();
+        if (v.pass) this.logger.warn({ endpoint: this.endpoint, spans: spans.length, err: result.error?.message, suppressed: v.suppressed }, 'trace export failed; spans dropped');
+      }
+      done(result);
+    });
+  }
+
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
+  }
+}
+
 /** The tracer provider for `cfg`, or undefined when tracing is off. */
-export function startTracing(cfg: TracingConfig | undefined, version?: string): GatewayTracing | undefined {
+export function startTracing(cfg: TracingConfig | undefined, opts: { logger?: Logger; version?: string } = {}): GatewayTracing | undefined {
   if (!cfg?.enabled) return undefined;
-  const exporter = new OTLPTraceExporter({ url: cfg.endpoint, ...(cfg.headers ? { headers: cfg.headers } : {}), timeoutMillis: 10_000 });
+  const { version } = opts;
+  const exporter = new LoggedExporter(new OTLPTraceExporter({ url: cfg.endpoint, ...(cfg.headers ? { headers: cfg.headers } : {}), timeoutMillis: 10_000 }), opts.logger, cfg.endpoint);
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': cfg.serviceName, ...(version ? { 'service.version': version } : {}) }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(cfg.sampleRatio) }),

@@ -12,6 +12,8 @@ import { pino } from 'pino';
 import { startGateway } from '../../gateway/app.ts';
 import { FailClosedApprover } from '../../gateway/approvals/approver.ts';
 import { ConfigError, loadConfig, parseConfig } from '../../gateway/config/load.ts';
+import { startTracing } from '../../gateway/observability/tracing.ts';
+import { startLocalServer } from '../support/local-server.ts';
 import { startOtlpReceiver } from '../support/otlp-receiver.ts';
 
 const base = 'auth: { signingKey: { env: X } }\n';
@@ -53,4 +55,27 @@ test('the gateway exports to the configured endpoint with the resolved headers, 
   assert.ok(s, `spans received: ${otlp.spans.map((x) => x.name).join(', ') || 'none'}`);
   assert.equal(s.resource['service.name'], 'airlock-eu-1');
   assert.equal(otlp.headers[0]['x-api-key'], 'k-123');
+});
+
+test('a collector that refuses exports is named in the gateway log, at most once a minute', { timeout: 60_000 }, async (t) => {
+  const refusing = await startLocalServer(async (req, res) => {
+    for await (const _ of req) {
+      // drain the body
+    }
+    res.writeHead(400, { 'content-type': 'application/json' }).end('{"message":"bad"}');
+  });
+  t.after(() => refusing.stop());
+  const lines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+  const tracing = startTracing({ enabled: true, endpoint: `http://127.0.0.1:${refusing.port}/v1/traces`, serviceName: 'x', sampleRatio: 1 }, { logger });
+  assert.ok(tracing);
+  t.after(() => tracing.shutdown().catch(() => undefined));
+  for (let i = 0; i < 3; i++) {
+    tracing.tracer.startSpan(`probe-${i}`).end();
+    // forceFlush reports the failed export too; the log line is what an operator sees.
+    await assert.rejects(tracing.forceFlush(), /Bad Request/);
+  }
+  const failures = lines.filter((l) => l.includes('trace export failed'));
+  assert.equal(failures.length, 1, `one line per minute: ${lines.join('')}`);
+  assert.match(failures[0], new RegExp(`127\\.0\\.0\\.1:${refusing.port}`));
 });
