@@ -43,6 +43,7 @@ export function startApproval(client: Client, taskQueue: string, input: Approval
  * Starts the request, or joins its open run, and counts the hold as waiting, atomically (signal
  * with start): concurrent holds on several gateways end up in one run. Needs no worker.
  */
-export function joinApproval(client: Client, taskQueue: string, input: ApprovalInput, join: JoinArgs): Promise<WorkflowHandleWithSignaledRunId<typeof approvalWorkflow>> {
-  return client.workflow.signalWithStart<typeof approvalWorkflow, [JoinArgs]>(APPROVAL_WORKFLOW, { ...options(taskQueue, input), signal: joinSignal, signalArgs: [join] });
+export function joinApproval(client: Client, taskQueue: string, input: ApprovalInput, join: JoinArgs, memo?: Record<string, string>): Promise<WorkflowHandleWithSignaledRunId<typeof approvalWorkflow>> {
+  // The memo (e.g. the W3C `traceparent` of the hold) is kept by the run that this call starts.
+  return client.workflow.signalWithStart<typeof approvalWorkflow, [JoinArgs]>(APPROVAL_WORKFLOW, { ...options(taskQueue, input), signal: joinSignal, signalArgs: [join], ...(memo ? { memo } : {}) });
 }

@@ -473,6 +473,25 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** OpenTelemetry traces (gateway/observability/tracing.ts; README "Traces"). Off unless enabled. */
+    observability: z
+      .object({
+        tracing: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces (JSON encoding). */
+            endpoint: z.string().url().default('http://127.0.0.1:4318/v1/traces'),
+            serviceName: z.string().min(1).default('airlock-gateway'),
+            /** Share of root traces sampled (a client's traceparent's sampled flag decides for its traces). */
+            sampleRatio: z.number().min(0).max(1).default(1),
+            /** Extra request headers (an API key): secret references, resolved at startup. */
+            headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), secretRef).optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .optional(),
     identities: z
       .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),

@@ -7,6 +7,7 @@
 //
 // A new protocol gets these guarantees by creating an EnforcementSession per client session (see
 // gateway/enforce/README.md); nothing here knows about bytes, sockets or chat.
+import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Approver, GrantUse, HoldOutcome, HoldPosted, HoldRequested, OperationBinding } from '../approvals/approver.ts';
 import type { Decision } from '../policy/decision.ts';
@@ -16,6 +17,7 @@ import type { Refusal } from './refusal.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
 import { HOLD_STARTED } from '../recording/reconcile.ts';
 import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
+import { SessionTraces, type HoldTrace } from './trace.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -37,6 +39,8 @@ export interface EnforcementDeps {
   metrics?: GatewayMetrics;
   /** When set, a revocation of the session's identity or token ends it like token expiry does. */
   revocations?: RevocationSource;
+  /** OpenTelemetry tracer (observability.tracing); absent = tracing off, nothing allocated for it. */
+  tracer?: Tracer;
 }
 
 export interface SessionInfo {
@@ -110,12 +114,14 @@ export class EnforcementSession {
   /** What the session did so far (by kind, tables), shown to approvers of a later hold. */
   private readonly activity = new ActivitySummary();
   private sessionContext: RequestContext | undefined;
+  private readonly traces: SessionTraces | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
     info: SessionInfo,
   ) {
     this.info = info;
+    this.traces = deps.tracer ? new SessionTraces(deps.tracer, info.id) : undefined;
   }
 
   get id(): string {
@@ -125,6 +131,11 @@ export class EnforcementSession {
   /** The reason/ticket/trace stated for the whole session (application_name, SSH env). */
   setContext(ctx: RequestContext | undefined): void {
     this.sessionContext = ctx;
+  }
+
+  /** True when operations get trace spans (observability.tracing on): proxies parse trace context only then. */
+  get traced(): boolean {
+    return this.traces !== undefined;
   }
 
   /** The one-line summary of what this session did so far. */
@@ -203,9 +214,19 @@ export class EnforcementSession {
 
   /**
    * The decision on the operations of one client request (a query string may hold several
-   * statements: the most restrictive wins). Any failure of the policy layer denies.
+   * statements: the most restrictive wins). Any failure of the policy layer denies. `context`: what
+   * the client stated with this operation (an HTTP request's headers), for its trace span only.
    */
-  decide(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
+  decide(ops: Operation[], context?: RequestContext): { decision: Decision; operation: Operation | undefined } {
+    const r = this.decideInner(ops);
+    if (this.traces) {
+      const op = r.operation ?? ops[0];
+      if (op) this.traces.decided(op, r.decision, this.sessionContext, context);
+    }
+    return r;
+  }
+
+  private decideInner(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
     const revoked = this.revocation;
     if (revoked) return { decision: { action: 'deny', rule: 'revoked', reason: `access of ${this.info.identity.name} was revoked by ${revoked.by}: ${revoked.reason}` }, operation: ops[0] };
     const audit = this.auditRefusal();
@@ -232,23 +253,26 @@ export class EnforcementSession {
    * refused unless the rule allows it (the transaction's locks would be held for the whole wait).
    */
   async hold(o: HoldOptions): Promise<HoldResult> {
+    const span = this.traces?.holdStarted(o.decision.rule, mergeContext(this.sessionContext, o.context));
     const m = this.deps.metrics;
     const protocol = this.info.protocol;
-    if (!m) return this.holdInner(o);
+    if (!m && !span) return this.holdInner(o, undefined);
     const t0 = Date.now();
-    m.holdsPending.inc({ protocol });
+    m?.holdsPending.inc({ protocol });
+    let r: HoldResult | undefined;
     try {
-      const r = await this.holdInner(o);
+      r = await this.holdInner(o, span);
       const outcome = r.approved ? 'approved' : (r.approval?.outcome ?? r.refusal.kind);
-      m.approvalOutcomes.inc({ protocol, outcome });
-      m.holdSeconds.observe({ protocol, outcome }, (Date.now() - t0) / 1000);
+      m?.approvalOutcomes.inc({ protocol, outcome });
+      m?.holdSeconds.observe({ protocol, outcome }, (Date.now() - t0) / 1000);
       return r;
     } finally {
-      m.holdsPending.dec({ protocol });
+      m?.holdsPending.dec({ protocol });
+      span?.end(r ? (r.approved ? 'approved' : (r.approval?.outcome ?? r.refusal.kind)) : 'failed', r?.approval?.requestId, r?.approved ? r.approval.outcome === 'approved (grant)' : undefined);
     }
   }
 
-  private async holdInner(o: HoldOptions): Promise<HoldResult> {
+  private async holdInner(o: HoldOptions, span: HoldTrace | undefined): Promise<HoldResult> {
     const d = o.decision;
     if (o.transactionSince && !d.review.holdInTransaction) {
       return {
@@ -296,7 +320,9 @@ export class EnforcementSession {
     };
     let outcome: HoldOutcome;
     try {
-      outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding }, onPosted, o.signal, onRequested);
+      // The workflow carries the hold span's traceparent (tracing on), else the client's own.
+      const traceparent = span?.traceparent ?? context?.traceparent;
+      outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding, ...(traceparent ? { traceparent } : {}) }, onPosted, o.signal, onRequested);
     } catch (err) {
       outcome = { outcome: 'failed', requestId: '', reason: (err as Error).message };
     } finally {
@@ -396,6 +422,7 @@ export class EnforcementSession {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.expiryTimer);
+    this.traces?.end();
     if (this.started) this.deps.metrics?.sessionsActive.dec({ protocol: this.info.protocol });
     this.unwatchRevocation?.();
     try {

@@ -23,6 +23,7 @@
 // approvers, and once approved the same request sent again runs at once (the approval is a
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import { contextFromHeaders, type RequestContext } from '../enforce/context.ts';
 import { readFileSync } from 'node:fs';
@@ -73,6 +74,8 @@ export interface HttpGatewayOptions {
   logger?: Logger;
   /** Prometheus metrics, counted in the enforcement seam. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
   /** Airlock's own /.well-known/jwks.json and /oauth/token, answered before any connection route. */
   auth?: AuthEndpoints;
 }
@@ -169,6 +172,7 @@ export class HttpGatewayCore {
   readonly #cfg: HttpConfig;
   readonly #store: Store;
   readonly #metrics: GatewayMetrics | undefined;
+  readonly #tracer: Tracer | undefined;
   readonly #approver: Approver;
   readonly #log: Logger;
   readonly #tokens: TokenSettings;
@@ -194,6 +198,7 @@ export class HttpGatewayCore {
     this.#cfg = cfg;
     this.#store = o.store;
     this.#metrics = o.metrics;
+    this.#tracer = o.tracer;
     this.#approver = o.approver;
     this.#log = (o.logger ?? rootLog).child({ component: 'http-gateway' });
     this.#tokens = tokenSettings(o.loaded);
@@ -271,7 +276,7 @@ export class HttpGatewayCore {
     let s = byKey.get(key);
     if (!s) {
       const enforce = new EnforcementSession(
-        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}) },
+        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tracer ? { tracer: this.#tracer } : {}), ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}) },
         { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
       );
       try {
@@ -564,7 +569,7 @@ export class HttpGatewayCore {
     };
     try {
       ctx = await this.#prepare(req, true);
-      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
+      const d = (decision = ctx.session.enforce.decide([ctx.op], ctx.context).decision);
       if (d.action === 'deny') throw this.#denied(ctx, d);
       const extraHeaders: Record<string, string> = {};
       if (d.action === 'review') {
@@ -679,7 +684,7 @@ export class HttpGatewayCore {
         });
       }
       ctx = await this.#prepare(req, false);
-      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
+      const d = (decision = ctx.session.enforce.decide([ctx.op], ctx.context).decision);
       if (d.action === 'deny') throw this.#denied(ctx, d);
       // Refused before any hold: approvers are not asked for what could not be relayed.
       const masker = this.#masker(ctx.op, d);

@@ -28,6 +28,7 @@ import { parseDuration } from '../config/load.ts';
 import { EventRateLimiter } from '../net/rate-limit.ts';
 import { fdLimit, watchFds } from '../net/fd-watch.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 
 export interface PostgresGatewayOptions {
   config: LoadedConfig;
@@ -53,6 +54,8 @@ export interface PostgresGatewayOptions {
   startupTimeoutMs?: number;
   /** Prometheus metrics (gateway/observability/metrics.ts); none when absent. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
   /** Time to connect and authenticate upstream. Default 10s. */
   upstreamTimeoutMs?: number;
 }
@@ -210,7 +213,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       }
       const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
       const enforcement = new EnforcementSession(
-        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(tokens.revocations ? { revocations: tokens.revocations } : {}) },
+        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(opts.tracer ? { tracer: opts.tracer } : {}), ...(tokens.revocations ? { revocations: tokens.revocations } : {}) },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt, ...(res.tokenId ? { tokenId: res.tokenId } : {}) },
       );
       // A reason or traceparent in application_name speaks for the whole session.

@@ -505,7 +505,8 @@ export class Session {
       this.deps.logger.error({ err, session: this.id }, 'classification failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `classification failed: ${(err as Error).message}` }, op: undefined };
     }
-    let { decision, operation } = this.enforce.decide(ops);
+    // A leading `/* airlock: traceparent=... */` parents the statement's span (read only when tracing).
+    let { decision, operation } = this.enforce.decide(ops, this.enforce.traced ? contextFromSql(text) : undefined);
     // SQL EXECUTE can run a statement this session prepared through the protocol, whose own
     // decision (review at Bind, or deny) the EXECUTE's classification knows nothing about.
     for (const o of ops) {

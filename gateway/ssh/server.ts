@@ -30,6 +30,7 @@ import { posix } from 'node:path';
 import { createRequire } from 'node:module';
 import ssh2, { type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Approver } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
@@ -84,6 +85,8 @@ export interface SshGatewayOptions {
   upstreamTimeoutMs?: number;
   /** Prometheus metrics, counted in the enforcement seam. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
 }
 
 export interface SshGateway {
@@ -310,7 +313,7 @@ class SshConnection {
     this.target = target;
     this.upstream = up;
     this.enforce = new EnforcementSession(
-      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}) },
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tracer ? { tracer: this.g.tracer } : {}), ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}) },
       { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt, ...(this.tokenId ? { tokenId: this.tokenId } : {}) },
     );
     try {
@@ -989,6 +992,7 @@ interface GatewayContext {
   recordingsDir: string;
   upstreamTimeoutMs: number;
   metrics?: GatewayMetrics;
+  tracer?: Tracer;
   /** For the `hash` strategy of output masking (config/keys.ts maskHashKey). */
   hasher: Hasher;
   bindingKey: string;
@@ -1011,6 +1015,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
     metrics: opts.metrics,
+    ...(opts.tracer ? { tracer: opts.tracer } : {}),
     opaqueMasks: opaqueOutputMasks(opts.config.config.policy.rules),
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
     // The same key as every other protocol's `hash` masking, so a value hashes identically everywhere.
