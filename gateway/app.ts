@@ -5,6 +5,7 @@ import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
 import { PolicyEngine, sqlOperations } from './policy/engine.ts';
+import { ElevationRegistry, rolePolicies } from './elevation/registry.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
@@ -115,6 +116,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   await initSqlParser();
   for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
   const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
+  // Roles for just-in-time elevation: a role that does not fit the policy stops the start (fail closed).
+  const roles = rolePolicies(loaded.config);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
@@ -136,6 +139,12 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   // Revocations (and exchanged subject tokens) every listener consults; polled, shared by replicas.
   const authState = openAuthState(loaded);
   closers.push(async () => closeAuthState(loaded));
+  // Elevation windows every replica sees (the audit store), polled like revocations.
+  const elevations = roles.size > 0 ? new ElevationRegistry(store, roles, logger) : undefined;
+  if (elevations) {
+    elevations.startPolling(parseDuration(loaded.config.auth.revocationPoll));
+    closers.push(async () => elevations.close());
+  }
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -145,6 +154,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const gw = await startPostgresGateway({
         config: loaded,
         policy,
+        ...(elevations ? { elevations } : {}),
         classify: sqlOperations,
         store,
         approver,
