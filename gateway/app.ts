@@ -170,7 +170,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
     if (loaded.config.ssh) {
-      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, host: opts.ssh?.host, port: opts.ssh?.port });
+      const ssh = await startSshGateway({ config: loaded, policy, ...(elevations ? { elevations } : {}), store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, host: opts.ssh?.host, port: opts.ssh?.port });
       closers.unshift(() => ssh.close());
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }

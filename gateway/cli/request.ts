@@ -146,6 +146,14 @@ async function request(o: RequestOptions): Promise<void> {
         process.stdout.write(`${e.breakGlass ? 'BREAK-GLASS ' : ''}elevation ${e.id}: ${e.identity} has role ${e.role} on ${e.connection} until ${e.until.toISOString()}${e.breakGlass ? ` (approver groups notified; a post-incident review is required: airlock approvals review ${e.id} --as NAME --notes "...")` : ` (approved by ${e.approvers.join(', ')})`}\n`);
         return;
       }
+      if (v?.status === 'approved') {
+        // Approved, but the worker may have refused to open the window (its own config decides): say why.
+        const d = await handle.describe().catch(() => undefined);
+        if (d && d.status.name !== 'RUNNING' && !store.getElevation(requestId)) {
+          const r = (await handle.result().catch(() => undefined)) as { closedBecause?: string } | undefined;
+          return refuse(`${requestId}: ${r?.closedBecause ?? `the request closed (${d.status.name.toLowerCase()}) without opening a window`}`);
+        }
+      }
       if (Date.now() > until) return refuse(`${requestId}: no decision (or no window opened) in time; see \`airlock request list\``);
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -180,48 +188,62 @@ export async function review(id: string, o: { config: string; as: string; notes:
   }
 }
 
+async function revoke(id: string | undefined, o: { config: string; reason?: string; by?: string }): Promise<void> {
+  if (!id) return refuse('give the elevation id: airlock request revoke ID --reason TEXT');
+  if (!o.reason?.trim()) return refuse('a revocation needs --reason (recorded)');
+  const loaded = loadConfig(o.config);
+  const by = o.by ?? process.env.USER ?? 'operator';
+  const { openStore } = await import('../recording/open.ts');
+  const store = openStore(loaded);
+  try {
+    const e = store.getElevation(id);
+    if (!e) return refuse(`no elevation ${id}; see \`airlock request list --all\``);
+    if (!store.revokeElevation(id, new Date(), by, o.reason)) return refuse(`elevation ${id} has already ended`);
+    store.recordAudit({ at: new Date(), kind: 'elevation.revoked', subject: id, actor: by, detail: { identity: e.identity, role: e.role, connection: e.connection, breakGlass: e.breakGlass, reason: o.reason } });
+    process.stdout.write(`elevation ${id} revoked: ${e.identity} is back to the normal rules on ${e.connection} from the next operation\n`);
+  } finally {
+    store.close();
+  }
+}
+
+async function list(o: { config: string; identity?: string; all?: boolean }): Promise<void> {
+  const loaded = loadConfig(o.config);
+  const { openStore } = await import('../recording/open.ts');
+  const store = openStore(loaded);
+  try {
+    const found = store.listElevations({ ...(o.identity ? { identity: o.identity } : {}), ...(o.all ? {} : { activeAt: new Date() }) });
+    process.stdout.write(found.length === 0 ? 'no elevation windows\n' : `${found.map((e) => elevationLine(e)).join('\n')}\n`);
+  } finally {
+    store.close();
+  }
+}
+
+/**
+ * `airlock request --connection C --role R --for D --reason TEXT [--break-glass]`, and
+ * `airlock request revoke ID --reason TEXT` / `airlock request list [--all]`. One command with an
+ * optional action word (not subcommands): its options, such as --reason, mean the same in each.
+ */
 export function requestCommand(): Command {
-  const cmd = withConfig(new Command('request').description('ask for time-boxed elevated access to a role on a connection (just-in-time), or break glass'))
+  return withConfig(
+    new Command('request')
+      .description('ask for time-boxed elevated access to a role on a connection (just-in-time), or break glass; `request revoke ID`, `request list`')
+      .argument('[action]', 'revoke | list (omit to make a request)')
+      .argument('[id]', 'revoke: the elevation (request) id'),
+  )
     .option('--connection <name>', 'the connection (dbname, target, service)')
     .option('--role <role>', 'a role from roles: in the config')
     .option('--for <duration>', 'how long (e.g. 30m); capped by the role (and breakGlass) maxDuration')
-    .option('--reason <text>', 'why (an incident, a ticket): shown to the approvers, recorded')
+    .option('--reason <text>', 'why (an incident, a ticket): shown to the approvers and recorded; revoke: why it ends')
     .option('--break-glass', 'emergency: self-approve at once (breakGlass: in the config); approvers are notified and must review it')
     .option('--token <token>', 'your Airlock token (default: AIRLOCK_TOKEN, else the `airlock login` credential)')
     .option('--no-wait', 'return once the request is posted')
-    .action((o: RequestOptions) => request(o));
-
-  withConfig(cmd.command('revoke').description('end an elevation window now (every gateway: from its next operation)').argument('<id>', 'elevation (request) id'))
-    .requiredOption('--reason <text>', 'why (recorded)')
-    .option('--by <name>', 'who revokes', process.env.USER ?? 'operator')
-    .action(async (id: string, o: { config: string; reason: string; by: string }) => {
-      const loaded = loadConfig(o.config);
-      const { openStore } = await import('../recording/open.ts');
-      const store = openStore(loaded);
-      try {
-        const e = store.getElevation(id);
-        if (!e) return refuse(`no elevation ${id}; see \`airlock request list --all\``);
-        if (!store.revokeElevation(id, new Date(), o.by, o.reason)) return refuse(`elevation ${id} has already ended`);
-        store.recordAudit({ at: new Date(), kind: 'elevation.revoked', subject: id, actor: o.by, detail: { identity: e.identity, role: e.role, connection: e.connection, breakGlass: e.breakGlass, reason: o.reason } });
-        process.stdout.write(`elevation ${id} revoked: ${e.identity} is back to the normal rules on ${e.connection} from the next operation\n`);
-      } finally {
-        store.close();
-      }
+    .option('--by <name>', 'revoke: who revokes (default $USER)')
+    .option('--identity <name>', 'list: only this identity')
+    .option('-a, --all', 'list: include ended and revoked windows')
+    .action(async (action: string | undefined, id: string | undefined, o: RequestOptions & { by?: string; identity?: string; all?: boolean }) => {
+      if (action === undefined) return request(o);
+      if (action === 'revoke') return revoke(id, o);
+      if (action === 'list') return list(o);
+      return refuse(`unknown action ${JSON.stringify(action)}: use revoke or list (or no action to make a request)`);
     });
-
-  withConfig(cmd.command('list').description('elevation windows (open ones unless --all)'))
-    .option('--identity <name>')
-    .option('-a, --all', 'include ended and revoked windows')
-    .action(async (o: { config: string; identity?: string; all?: boolean }) => {
-      const loaded = loadConfig(o.config);
-      const { openStore } = await import('../recording/open.ts');
-      const store = openStore(loaded);
-      try {
-        const list = store.listElevations({ ...(o.identity ? { identity: o.identity } : {}), ...(o.all ? {} : { activeAt: new Date() }) });
-        process.stdout.write(list.length === 0 ? 'no elevation windows\n' : `${list.map((e) => elevationLine(e)).join('\n')}\n`);
-      } finally {
-        store.close();
-      }
-    });
-  return cmd;
 }
