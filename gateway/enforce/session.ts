@@ -56,6 +56,10 @@ export interface SessionInfo {
 export type ReviewDecision = Extract<Decision, { action: 'review' }>;
 export type ApprovalRecord = NonNullable<OperationRecord['approval']>;
 
+/** Statements whose effect runs later in the session (EXECUTE, FETCH): see `decide` under an elevation. */
+const DEFERRED = new Set(['PrepareStmt', 'DeclareCursorStmt']);
+const RANK: Record<Decision['action'], number> = { allow: 0, mask: 1, review: 2, deny: 3 };
+
 /** A line for the held client: the proxy sends it as a NoticeResponse, stderr line or header. */
 export interface HoldNotice {
   stage: 'requested' | 'posted' | 'grant';
@@ -219,7 +223,15 @@ export class EnforcementSession {
       const elevated = this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection);
       if (elevated) {
         const r = elevated.policy.decideAll(ops);
-        const decision: Decision = { ...r.decision, elevation: elevated.tag };
+        let decision: Decision = { ...r.decision, elevation: elevated.tag };
+        // SQL PREPARE / DECLARE CURSOR run later (EXECUTE, FETCH are decided as reads), possibly after
+        // the window: they run under it only when the normal rules would let them run too.
+        if (decision.action !== 'deny' && ops.some((o) => DEFERRED.has(o.sql?.statementTypes[0] ?? ''))) {
+          const normal = this.deps.policy.decideAll(ops).decision;
+          if (RANK[normal.action] > RANK[decision.action]) {
+            decision = { action: 'deny', rule: 'elevation-deferred', reason: `this statement would keep the elevated rights of role ${elevated.tag.role} beyond its window (it runs later, through EXECUTE or FETCH); send the statement itself`, elevation: elevated.tag };
+          }
+        }
         this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
         this.auditElevationUse(decision, r.operation);
         return { decision, operation: r.operation };

@@ -75,7 +75,7 @@ export const PG_MIGRATIONS: string[] = [
   `,
   // Just-in-time elevation windows (gateway/elevation/), as in the SQLite store's migration 3.
   `
-  CREATE TABLE elevations (
+  CREATE TABLE IF NOT EXISTS elevations (
     id            text PRIMARY KEY,
     identity      text NOT NULL,
     owner         text,
@@ -90,8 +90,8 @@ export const PG_MIGRATIONS: string[] = [
     revoked_by    text,
     revoke_reason text
   );
-  CREATE INDEX elevations_identity ON elevations (identity, until);
-  CREATE INDEX elevations_until ON elevations (until);
+  CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
+  CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
   `,
 ];
 

@@ -193,7 +193,7 @@ const MIGRATIONS: string[] = [
   // Just-in-time elevation windows (gateway/elevation/); not part of the chain: their start, use,
   // end and revocation are audit events, which are.
   `
-  CREATE TABLE elevations (
+  CREATE TABLE IF NOT EXISTS elevations (
     id            TEXT PRIMARY KEY,
     identity      TEXT NOT NULL,
     owner         TEXT,
@@ -208,8 +208,8 @@ const MIGRATIONS: string[] = [
     revoked_by    TEXT,
     revoke_reason TEXT
   );
-  CREATE INDEX elevations_identity ON elevations (identity, until);
-  CREATE INDEX elevations_until ON elevations (until);
+  CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
+  CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
   `,
 ];
 

@@ -199,6 +199,10 @@ test('revocation ends the window on the next operation; whoami shows the window 
   const s = await session('erin');
   try {
     await waitFor(async () => (await s.run('INSERT INTO t_jit VALUES (10) ON CONFLICT DO NOTHING')).ok, 'the write allowed during the window', 5_000);
+    // A write prepared in SQL would run at EXECUTE (decided as a read), after the window: refused now.
+    const prepared = await s.run('PREPARE later AS INSERT INTO t_jit VALUES (12)');
+    assert.equal(prepared.ok, false);
+    assert.match((prepared as { message: string }).message, /rule elevation-deferred/);
     const revoke = await (await airlock(undefined, 'request', 'revoke', requestId, '--reason', 'incident closed', '--by', 'bob')).done;
     assert.equal(revoke.code, 0, revoke.stderr);
     // No wait for a poll: each use re-reads its window.
