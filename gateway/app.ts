@@ -176,7 +176,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     }
     if (loaded.config.http || opts.http) {
       const auth = new AuthEndpoints(loaded, authState, logger);
-      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port, auth });
+      const hg = await startHttpGateway({ loaded, store, approver, ...(elevations ? { elevations } : {}), logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port, auth });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }

@@ -9,9 +9,9 @@
 // connection) elevates nothing; each use re-reads the window from the store, so a revocation by any
 // replica counts from the next operation; any store error means the normal rules.
 import type { Logger } from 'pino';
-import type { AirlockConfig } from '../config/schema.ts';
+import type { AirlockConfig, RuleConfig } from '../config/schema.ts';
 import type { Decision, ElevationTag } from '../policy/decision.ts';
-import { PolicyEngine } from '../policy/engine.ts';
+import { PolicyConfigError, PolicyEngine } from '../policy/engine.ts';
 import type { Operation } from '../policy/operation.ts';
 import type { ElevationRecord, Store } from '../recording/store.ts';
 
@@ -37,14 +37,27 @@ export interface RolePolicy {
   connections: ReadonlySet<string>;
 }
 
-/** One policy engine per configured role. Throws PolicyConfigError for a role that does not fit the policy. */
-export function rolePolicies(config: AirlockConfig): Map<string, RolePolicy> {
+/**
+ * One policy engine per configured role. Throws PolicyConfigError for a role that does not fit the
+ * policy. `http`: the HTTP listener's engine (its Kubernetes rules first, no connection list).
+ */
+export function rolePolicies(config: AirlockConfig, http?: { rules: RuleConfig[] }): Map<string, RolePolicy> {
   const out = new Map<string, RolePolicy>();
   for (const [role, r] of Object.entries(config.roles ?? {})) {
-    const policy = new PolicyEngine(config.policy, config.masking, config.connections, { role, lift: r.lift, rules: r.rules });
+    // HTTP field masks are compiled from the listener's own rules only: a role may not add any (it would not mask).
+    const fields = r.rules.find((x) => (x.mask?.fields.length ?? 0) > 0);
+    if (fields) throw new PolicyConfigError(`roles.${role}.rules: ${fields.name} has mask.fields, which roles cannot add (HTTP field masks come from policy.rules only)`);
+    const policy = http
+      ? new PolicyEngine({ ...config.policy, rules: [...http.rules, ...config.policy.rules] }, config.masking, [], { role, lift: r.lift, rules: r.rules })
+      : new PolicyEngine(config.policy, config.masking, config.connections, { role, lift: r.lift, rules: r.rules });
     out.set(role, { policy, connections: new Set(r.connections) });
   }
   return out;
+}
+
+/** The HTTP response header during a window. */
+export function elevationHeader(t: ElevationTag): string {
+  return `${t.id}; role=${t.role}; until=${t.until}${t.breakGlass ? '; break-glass' : ''}`;
 }
 
 /** The line a client sees on every operation (and session start) during a window. */
@@ -101,12 +114,21 @@ export class ElevationRegistry implements ElevationSource {
   }
 
   forOperation(identity: string, connection: string): ActiveElevation | undefined {
+    return this.lookup(identity, connection, this.roles);
+  }
+
+  /** The same windows decided by other role policies (the HTTP listener's engine). */
+  withPolicies(roles: ReadonlyMap<string, RolePolicy>): ElevationSource {
+    return { forOperation: (identity, connection) => this.lookup(identity, connection, roles) };
+  }
+
+  private lookup(identity: string, connection: string, roles: ReadonlyMap<string, RolePolicy>): ActiveElevation | undefined {
     const list = this.#byIdentity.get(identity);
     if (!list) return undefined;
     const now = Date.now();
     for (const e of list) {
       if (e.connection !== connection || now < e.startsAt.getTime() || now >= e.until.getTime() || e.revokedAt) continue;
-      const role = this.roles.get(e.role);
+      const role = roles.get(e.role);
       if (!role || !role.connections.has(connection)) continue;
       let fresh: ElevationRecord | undefined;
       try {
