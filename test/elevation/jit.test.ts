@@ -137,6 +137,8 @@ test('request -> approve: a write denied before runs during the window with a NO
       return r.ok ? r : undefined;
     }, 'the write allowed during the window', 5_000);
     assert.equal(during.ok, true);
+    // A named statement prepared (Parse) during the window; node-postgres reuses it without a new Parse.
+    await s.client.query({ name: 'ins', text: 'INSERT INTO t_jit VALUES ($1) ON CONFLICT DO NOTHING', values: [30] });
     assert.ok(s.notices.some((n) => n.includes(`elevated access as role writer on app until ${e.until.toISOString()} (elevation ${requestId})`)), `NOTICE: ${s.notices.join(' | ')}`);
     // A session that starts during the window hears so at once.
     const fresh = await session('erin');
@@ -148,6 +150,9 @@ test('request -> approve: a write denied before runs during the window with a NO
     const afterIt = await s.run('INSERT INTO t_jit VALUES (2)');
     assert.equal(afterIt.ok, false);
     assert.match((afterIt as { message: string }).message, /rule no-writes/);
+    // Its Bind/Execute after the window is not run on the decision made under it.
+    await assert.rejects(s.client.query({ name: 'ins', text: 'INSERT INTO t_jit VALUES ($1) ON CONFLICT DO NOTHING', values: [31] }), /rule elevation-ended/);
+    assert.equal((await stack.pg.query("SELECT count(*)::int AS n FROM t_jit WHERE id = 31")).rows[0].n, 0);
 
     // The audit names the elevation: every operation under it, each use, its start and its end.
     const ops = stack.store.listSessions({ identity: 'erin' }).flatMap((x) => stack.store.getSession(x.id)?.operations ?? []);
