@@ -5,6 +5,7 @@ import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
 import { PolicyEngine, sqlOperations } from './policy/engine.ts';
+import { ElevationRegistry, rolePolicies } from './elevation/registry.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
@@ -120,6 +121,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   await initSqlParser();
   for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
   const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
+  // Roles for just-in-time elevation: a role that does not fit the policy stops the start (fail closed).
+  const roles = rolePolicies(loaded.config);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
@@ -153,6 +156,12 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   // Revocations (and exchanged subject tokens) every listener consults; polled, shared by replicas.
   const authState = openAuthState(loaded);
   closers.push(async () => closeAuthState(loaded));
+  // Elevation windows every replica sees (the audit store), polled like revocations.
+  const elevations = roles.size > 0 ? new ElevationRegistry(store, roles, logger) : undefined;
+  if (elevations) {
+    elevations.startPolling(parseDuration(loaded.config.auth.revocationPoll));
+    closers.push(async () => elevations.close());
+  }
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -162,6 +171,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const gw = await startPostgresGateway({
         config: loaded,
         policy,
+        ...(elevations ? { elevations } : {}),
         classify: sqlOperations,
         store,
         approver,
@@ -178,13 +188,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
     if (loaded.config.ssh) {
-      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, ...(tracer ? { tracer } : {}), host: opts.ssh?.host, port: opts.ssh?.port });
+      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, ...(tracer ? { tracer } : {}), ...(elevations ? { elevations } : {}), host: opts.ssh?.host, port: opts.ssh?.port });
       closers.unshift(() => ssh.close());
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }
     if (loaded.config.http || opts.http) {
       const auth = new AuthEndpoints(loaded, authState, logger);
-      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, ...(tracer ? { tracer } : {}), host: opts.http?.host, port: opts.http?.port, auth });
+      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, ...(tracer ? { tracer } : {}), ...(elevations ? { elevations } : {}), host: opts.http?.host, port: opts.http?.port, auth });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }

@@ -18,6 +18,7 @@ import type { GatewayMetrics } from '../observability/metrics.ts';
 import { HOLD_STARTED } from '../recording/reconcile.ts';
 import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
 import { SessionTraces, type HoldTrace } from './trace.ts';
+import { elevationNotice, type ElevationSource } from '../elevation/registry.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -41,6 +42,8 @@ export interface EnforcementDeps {
   revocations?: RevocationSource;
   /** OpenTelemetry tracer (observability.tracing); absent = tracing off, nothing allocated for it. */
   tracer?: Tracer;
+  /** Just-in-time elevation windows (gateway/elevation/): during one, the role's policy decides. */
+  elevations?: ElevationSource;
 }
 
 export interface SessionInfo {
@@ -56,6 +59,10 @@ export interface SessionInfo {
 
 export type ReviewDecision = Extract<Decision, { action: 'review' }>;
 export type ApprovalRecord = NonNullable<OperationRecord['approval']>;
+
+/** Statements whose effect runs later in the session (EXECUTE, FETCH): see `decide` under an elevation. */
+const DEFERRED = new Set(['PrepareStmt', 'DeclareCursorStmt']);
+const RANK: Record<Decision['action'], number> = { allow: 0, mask: 1, review: 2, deny: 3 };
 
 /** A line for the held client: the proxy sends it as a NoticeResponse, stderr line or header. */
 export interface HoldNotice {
@@ -233,12 +240,67 @@ export class EnforcementSession {
     if (audit) return { decision: { action: 'deny', rule: 'audit-unavailable', reason: audit.message.replace(/^Airlock: /, '') }, operation: ops[0] };
     if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
     try {
+      // Re-evaluated per operation: a window that ended or was revoked no longer applies to the next one.
+      const elevated = this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection);
+      if (elevated) {
+        const r = elevated.policy.decideAll(ops);
+        let decision: Decision = { ...r.decision, elevation: elevated.tag };
+        // SQL PREPARE / DECLARE CURSOR run later (EXECUTE, FETCH are decided as reads), possibly after
+        // the window: they run under it only when the normal rules would let them run too.
+        if (decision.action !== 'deny' && ops.some((o) => DEFERRED.has(o.sql?.statementTypes[0] ?? ''))) {
+          const normal = this.deps.policy.decideAll(ops).decision;
+          if (RANK[normal.action] > RANK[decision.action]) {
+            decision = { action: 'deny', rule: 'elevation-deferred', reason: `this statement would keep the elevated rights of role ${elevated.tag.role} beyond its window (it runs later, through EXECUTE or FETCH); send the statement itself`, elevation: elevated.tag };
+          }
+        }
+        this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
+        this.auditElevationUse(decision, r.operation);
+        return { decision, operation: r.operation };
+      }
       const { decision, operation } = this.deps.policy.decideAll(ops);
       this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
       return { decision, operation };
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, operation: ops[0] };
+    }
+  }
+
+  /** The notice for a client while an elevation window of its identity on this connection is open (session start). */
+  elevationNotice(): string | undefined {
+    const e = this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection);
+    return e ? elevationNotice(e.record) : undefined;
+  }
+
+  /** Whether elevation `id` still applies to this session's next operation. */
+  elevationOpen(id: string): boolean {
+    return this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection)?.tag.id === id;
+  }
+
+  /** Nothing done under an elevation is silent: each use is an audit event of the elevation. */
+  private auditElevationUse(d: Decision, op: Operation | undefined): void {
+    if (!d.elevation) return;
+    try {
+      const text = op?.text ?? '';
+      this.deps.store.recordAudit({
+        at: new Date(),
+        kind: 'elevation.used',
+        subject: d.elevation.id,
+        actor: this.info.identity.name,
+        detail: {
+          sessionId: this.id,
+          protocol: this.info.protocol,
+          connection: this.info.connection,
+          role: d.elevation.role,
+          breakGlass: d.elevation.breakGlass,
+          decision: d.action,
+          ...('rule' in d && d.rule ? { rule: d.rule } : {}),
+          kind: op?.kind,
+          text: text.length > 500 ? `${text.slice(0, 500)}...` : text,
+        },
+      });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording an elevation use failed');
     }
   }
 

@@ -23,6 +23,7 @@
 //
 // Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
 // recordings directory; the file's path is in the operation's classification (`recording`).
+import { elevationTagNotice, type ElevationSource } from '../elevation/registry.ts';
 import { randomUUID } from 'node:crypto';
 import { CONTEXT_ENV_NAMES, contextFromEnv } from '../enforce/context.ts';
 import { createServer, type Socket } from 'node:net';
@@ -71,6 +72,8 @@ export interface SshGatewayOptions {
   config: LoadedConfig;
   /** A PolicyEngine. */
   policy: PolicyDecider;
+  /** Just-in-time elevation windows (gateway/elevation/); none when absent. */
+  elevations?: ElevationSource;
   store: Store;
   approver: Approver;
   /** Keys the digest approvals bind to (app.ts approvalBindingKey). */
@@ -313,7 +316,7 @@ class SshConnection {
     this.target = target;
     this.upstream = up;
     this.enforce = new EnforcementSession(
-      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tracer ? { tracer: this.g.tracer } : {}), ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}) },
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tracer ? { tracer: this.g.tracer } : {}), ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}), ...(this.g.elevations ? { elevations: this.g.elevations } : {}) },
       { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt, ...(this.tokenId ? { tokenId: this.tokenId } : {}) },
     );
     try {
@@ -413,6 +416,8 @@ class SshConnection {
       return { refused: refusal.message, refusal, decision: { action: 'deny', rule: 'token-expired', reason: refusal.message } };
     }
     const d = decision;
+    // During an elevation window every operation says so on stderr (the window is never silent).
+    if (d.elevation) say(elevationTagNotice(d.elevation, this.target.name).replace(/^Airlock: /, 'airlock: '));
     if (d.action === 'deny') {
       say(`airlock: denied by policy rule ${d.rule}: ${d.reason}`);
       return { refused: d.reason, refusal: this.enforce.denial(d), decision: d };
@@ -986,6 +991,7 @@ interface GatewayContext {
   settings: SshSettings;
   tokens: ReturnType<typeof tokenSettings>;
   policy: PolicyDecider;
+  elevations?: ElevationSource;
   store: Store;
   approver: Approver;
   logger: Logger;
@@ -1009,6 +1015,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     settings,
     tokens: tokenSettings(opts.config),
     policy: opts.policy,
+    ...(opts.elevations ? { elevations: opts.elevations } : {}),
     store: opts.store,
     approver: opts.approver,
     logger,
