@@ -73,6 +73,22 @@ export const PG_MIGRATIONS: string[] = [
     PRIMARY KEY (seq, base)
   );
   `,
+  // The identity registry (identity-registry.ts), as in the SQLite store's migration 3.
+  `
+  CREATE TABLE idp_identities (
+    issuer         text NOT NULL,
+    subject        text NOT NULL,
+    identity       text NOT NULL,
+    email          text NOT NULL,
+    email_verified smallint NOT NULL,
+    groups         text NOT NULL,
+    verified_at    bigint NOT NULL,
+    via            text NOT NULL,
+    PRIMARY KEY (issuer, subject)
+  );
+  CREATE INDEX idp_identities_email ON idp_identities (email);
+  CREATE INDEX idp_identities_identity ON idp_identities (identity);
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -43,6 +43,7 @@ import {
   type SummaryRow,
 } from './sqlite-store.ts';
 import type { Checkpoint } from './chain.ts';
+import { idpIdentityData, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
@@ -292,6 +293,16 @@ export class PostgresStore implements Store {
 
   listAudit(subject?: string): AuditEvent[] {
     return (this.call('listAudit', [subject ?? null]) as AuditRow[]).map(toAudit);
+  }
+
+  /** Synchronous (a sign-in is rare, and the approver lookup right after must see it). */
+  recordIdpIdentity(e: IdpIdentity): void {
+    this.call('putIdpIdentity', [idpIdentityData(e)]);
+  }
+
+  findIdpIdentities(q: { email: string } | { identity: string }): IdpIdentity[] {
+    const args = 'email' in q ? ['email', q.email.trim().toLowerCase()] : ['identity', q.identity];
+    return (this.call('findIdpIdentities', args) as IdpIdentityRow[]).map(toIdpIdentity);
   }
 
   findSessionIds(prefix: string, limit = 10): string[] {
