@@ -121,7 +121,9 @@ export class TokenExchange {
     // Never outlive the subject token.
     const ttlMs = Math.min(this.#ttlMs, (payload.exp as number) * 1000 - Date.now());
     if (ttlMs < 1000) throw new OAuthError('invalid_grant', 'subject_token expires too soon');
-    if (issuer.cfg.kind === 'human' && this.#registry) this.#register(issuer, payload, identity);
+    // People only: a subject mapped to an agent (e.g. an IdP client-credentials token) never becomes an approver.
+    const agent = this.#agents.some((a) => a.issuer === issuer.cfg.name && a.subject === payload.sub && claimsMatch(a.claims, payload));
+    if (issuer.cfg.kind === 'human' && !agent && this.#registry) this.#register(issuer, payload, identity);
     const token = await mintToken(this.#tokens, identity, ttlMs, { via: { iss: issuer.cfg.issuer, sub: payload.sub as string }, amr: issuer.cfg.kind === 'human' ? 'oidc' : 'token-exchange' });
     return { access_token: token, issued_token_type: TOKEN_TYPE_ACCESS_TOKEN, token_type: 'Bearer', expires_in: Math.floor(ttlMs / 1000) };
   }
