@@ -95,13 +95,15 @@ export async function resolveSlackIdentity(client: WebClient, config: AirlockCon
  * not consulted: an admin's slack.users entry cannot make someone an approver.
  */
 async function resolveSlackIdpIdentity(client: WebClient, config: AirlockConfig, userId: string, registry: IdentityRegistry | undefined): Promise<IdentityLookup> {
-  let user: { deleted?: boolean; is_bot?: boolean; is_email_confirmed?: boolean; profile?: { email?: string } } | undefined;
+  let user: { deleted?: boolean; is_bot?: boolean; is_email_confirmed?: boolean; is_restricted?: boolean; is_ultra_restricted?: boolean; is_stranger?: boolean; profile?: { email?: string } } | undefined;
   try {
     user = (await client.users.info({ user: userId })).user;
   } catch (err) {
     return { ok: false, error: `could not look up your Slack profile to match it with the identity provider (${classifySlackError(err, 'users.info').message})` };
   }
   if (!user || user.deleted || user.is_bot) return { ok: false, error: `${NOT_MAPPED} (deactivated or bot accounts cannot decide)` };
+  // Guests and people of other workspaces (Slack Connect) are vouched for by nobody here, as Teams guests.
+  if (user.is_restricted || user.is_ultra_restricted || user.is_stranger) return { ok: false, error: `${NOT_MAPPED}: guest and external accounts cannot approve` };
   const email = user.profile?.email?.trim();
   if (!email) return { ok: false, error: `${NOT_MAPPED}: your Slack profile shows no email (the app needs users:read.email) to match with the identity provider` };
   if (user.is_email_confirmed !== true) return { ok: false, error: `${NOT_MAPPED}: Slack has not confirmed the email ${email} of your account; confirm it in Slack first` };

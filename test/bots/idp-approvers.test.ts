@@ -113,6 +113,8 @@ before(async () => {
   slack.addUser('U0NOBODY', { email: 'nobody@example.com' });
   // Claims alice's address, but Slack never confirmed it.
   slack.addUser('U0EVE', { email: 'alice@example.com', emailConfirmed: false });
+  // A guest account with alice's (confirmed) address.
+  slack.addUser('U0GUEST', { email: 'alice@example.com', guest: true });
   process.env.AIRLOCK_TEST_IDP_SLACK_TOKEN = slack.token;
   process.env.AIRLOCK_TEST_IDP_SLACK_SECRET = SECRET;
   fakeTeams = await FakeBotConnector.start({ appId: TEAMS_APP_ID, appPassword: TEAMS_PASSWORD });
@@ -201,16 +203,17 @@ describe('Slack: clicks through the real worker, approvers from the IdP', () => 
     assert.equal(accepted?.actor, 'alice');
   });
 
-  test('an unknown email, an email Slack has not confirmed, and an email the IdP has not verified are refused, told why, and audited', async () => {
+  test('an unknown email, an email Slack has not confirmed, an email the IdP has not verified, and a guest account are refused, told why, and audited', async () => {
     const r = await request();
     assert.match(await click('U0NOBODY', r), /not mapped to an Airlock identity: no sign-in at the identity provider is known for nobody@example\.com/);
     assert.match(await click('U0EVE', r), /Slack has not confirmed the email alice@example\.com/);
     assert.match(await click('U0MALLORY', r), /identity provider has not verified the email of mallory@example\.com/);
+    assert.match(await click('U0GUEST', r), /guest and external accounts cannot approve/);
     const byUs = await eventually(() => {
       const rs = refusals(r.requestId).filter((e) => e.detail.stage === 'approver-identity');
-      return rs.length === 3 && rs;
-    }, 10_000, 'three identity refusals in the audit store');
-    assert.deepEqual(byUs.map((e) => e.actor).sort(), ['unverified:slack:U0EVE', 'unverified:slack:U0MALLORY', 'unverified:slack:U0NOBODY']);
+      return rs.length === 4 && rs;
+    }, 10_000, 'four identity refusals in the audit store');
+    assert.deepEqual(byUs.map((e) => e.actor).sort(), ['unverified:slack:U0EVE', 'unverified:slack:U0GUEST', 'unverified:slack:U0MALLORY', 'unverified:slack:U0NOBODY']);
     assert.match(String(byUs.find((e) => e.actor === 'unverified:slack:U0EVE')?.detail.error), /not confirmed/);
     assert.equal(await status(r.requestId), 'pending');
   });
