@@ -136,6 +136,7 @@ export class ConsoleOidc {
     const redirect = new URL(settings.redirectUrl);
     this.#secure = redirect.protocol === 'https:';
     this.#callbackPath = redirect.pathname;
+    if (!this.#secure && !isLoopback(redirect)) log.warn({ redirectUrl: settings.redirectUrl }, 'console.auth.oidc.redirectUrl is plain http: the session cookie cannot be marked Secure; serve the console behind TLS');
     const issuer = new URL(settings.issuer);
     if (issuer.protocol !== 'https:' && !(issuer.protocol === 'http:' && isLoopback(issuer))) throw new Error(`console.auth.oidc.issuer must be https (got ${settings.issuer})`);
   }

@@ -5,6 +5,8 @@
 // oidc). Each entry says when the IdP vouched (`verifiedAt`, the ID token's iat): past the
 // configured max age it no longer counts, and the person has to sign in again. Group changes at the
 // IdP therefore take effect at the next sign-in or, at the latest, when the entry goes stale.
+// Every registration is also an `identity.registered` audit event, so it is in the hash chain.
+import type { AuditEvent } from './store.ts';
 
 export interface IdpIdentity {
   /** `iss` and `sub` of the ID token: the entry's key. */
@@ -73,5 +75,16 @@ export function idpIdentityData(e: IdpIdentity): { issuer: string; subject: stri
     groups: JSON.stringify((e.groups ?? []).filter((g) => typeof g === 'string')),
     verifiedAt: at,
     via: String(e.via ?? ''),
+  };
+}
+
+/** The chained audit record of a registration (who may now approve with which groups, and why). */
+export function registrationEvent(e: IdpIdentity): AuditEvent {
+  return {
+    at: new Date(),
+    kind: 'identity.registered',
+    subject: String(e.identity),
+    actor: String(e.identity),
+    detail: { issuer: e.issuer, subject: e.subject, email: e.email, emailVerified: e.emailVerified, groups: e.groups, verifiedAt: e.verifiedAt.toISOString(), via: e.via },
   };
 }

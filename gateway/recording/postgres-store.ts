@@ -43,7 +43,7 @@ import {
   type SummaryRow,
 } from './sqlite-store.ts';
 import type { Checkpoint } from './chain.ts';
-import { idpIdentityData, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
+import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
@@ -298,6 +298,7 @@ export class PostgresStore implements Store {
   /** Synchronous (a sign-in is rare, and the approver lookup right after must see it). */
   recordIdpIdentity(e: IdpIdentity): void {
     this.call('putIdpIdentity', [idpIdentityData(e)]);
+    this.recordAudit(registrationEvent(e));
   }
 
   findIdpIdentities(q: { email: string } | { identity: string }): IdpIdentity[] {

@@ -27,7 +27,7 @@ import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, ty
 import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
-import { idpIdentityData, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
+import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 
 /** A session plus counts of what happened in it, for listings. */
 export interface SessionSummary extends SessionRecord {
@@ -562,6 +562,7 @@ export class SqliteStore implements Store {
   recordIdpIdentity(e: IdpIdentity): void {
     if (this.readonly) throw new Error(`the audit store ${this.path} is open read-only: cannot register identities`);
     this.upsertIdpIdentity.run(idpIdentityData(e));
+    this.recordAudit(registrationEvent(e));
   }
 
   findIdpIdentities(q: { email: string } | { identity: string }): IdpIdentity[] {

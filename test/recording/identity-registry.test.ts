@@ -48,10 +48,14 @@ for (const backend of backends) {
       assert.deepEqual(store.findIdpIdentities({ email: 'alice@example.com' }).map((e) => [e.issuer, e.emailVerified]), [['https://other.example', false], ['https://idp.example', true]]);
     });
 
-    test('registering people leaves the audit chain verifying', async (t) => {
+    test('each registration is a chained audit event; the chain keeps verifying', async (t) => {
       const store = await fresh(t);
       store.recordAudit({ at: new Date(), kind: 'approval.posted', subject: 'r-1', detail: {} });
       store.recordIdpIdentity(entry());
+      const [ev] = store.listAudit('alice@example.com');
+      assert.equal(ev.kind, 'identity.registered');
+      assert.deepEqual(ev.detail.groups, ['dba']);
+      assert.equal(ev.detail.issuer, 'https://idp.example');
       assert.equal(store.verify().ok, true);
     });
   });
