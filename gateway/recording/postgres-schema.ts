@@ -75,7 +75,7 @@ export const PG_MIGRATIONS: string[] = [
   `,
   // The identity registry (identity-registry.ts), as in the SQLite store's migration 3.
   `
-  CREATE TABLE idp_identities (
+  CREATE TABLE IF NOT EXISTS idp_identities (
     issuer         text NOT NULL,
     subject        text NOT NULL,
     identity       text NOT NULL,
@@ -86,8 +86,8 @@ export const PG_MIGRATIONS: string[] = [
     via            text NOT NULL,
     PRIMARY KEY (issuer, subject)
   );
-  CREATE INDEX idp_identities_email ON idp_identities (email);
-  CREATE INDEX idp_identities_identity ON idp_identities (identity);
+  CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
+  CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
   `,
 ];
 

@@ -192,8 +192,9 @@ const MIGRATIONS: string[] = [
   `,
   // The identity registry (identity-registry.ts): who the IdP last vouched for, by (issuer, sub).
   // Not part of the chain: each registration is also an `identity.registered` audit event.
+  // IF NOT EXISTS: a file re-migrated from an older version number (e.g. restored) may already have it.
   `
-  CREATE TABLE idp_identities (
+  CREATE TABLE IF NOT EXISTS idp_identities (
     issuer         TEXT NOT NULL,
     subject        TEXT NOT NULL,
     identity       TEXT NOT NULL,
@@ -204,8 +205,8 @@ const MIGRATIONS: string[] = [
     via            TEXT NOT NULL,
     PRIMARY KEY (issuer, subject)
   ) WITHOUT ROWID;
-  CREATE INDEX idp_identities_email ON idp_identities (email);
-  CREATE INDEX idp_identities_identity ON idp_identities (identity);
+  CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
+  CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
   `,
 ];
 
