@@ -193,7 +193,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }
     if (loaded.config.http || opts.http) {
-      const auth = new AuthEndpoints(loaded, authState, logger);
+      const auth = new AuthEndpoints(loaded, authState, logger, store);
       const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, ...(tracer ? { tracer } : {}), ...(elevations ? { elevations } : {}), host: opts.http?.host, port: opts.http?.port, auth });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });

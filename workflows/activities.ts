@@ -114,7 +114,7 @@ export function createActivities(deps: ActivityDeps) {
       const proof = checkProof(v.keys, requestId, d, { now: Date.now(), maxAgeMs: v.maxAgeMs, notBefore });
       if (!proof.ok) return proof;
       const p = proof.proof;
-      const who = resolveApprover(v.config, p.source, d.approver, p.channelUser);
+      const who = resolveApprover(v.config, p.source, d.approver, p.channelUser, deps.store);
       if (!who.ok) return who;
       return { ok: true, approver: who.identity, groups: who.groups, source: p.source, channelUser: p.channelUser, via: `${p.source}:${p.channelUser}`, nonce: p.nonce };
     },

@@ -55,6 +55,8 @@ export async function startApprovalService(
         loaded,
         ...resolveSlackSecrets(loaded),
         signer: signerFromConfig(loaded, 'slack'),
+        registry: store,
+        audit: (e) => store.recordAudit(e),
         decide: (d) => submitDecision(c, store, d),
         pending: () => listPending(c, s.taskQueue),
       });
@@ -69,6 +71,8 @@ export async function startApprovalService(
       const app = await startTeamsApp({
         loaded,
         signer: signerFromConfig(loaded, 'teams'),
+        registry: store,
+        audit: (e) => store.recordAudit(e),
         decide: (d) => submitDecision(c, store, d),
         lookup: (id) => c.workflow.getHandle(id).query(stateQuery).catch(() => undefined),
       });

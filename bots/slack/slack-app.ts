@@ -26,6 +26,9 @@ import { log as rootLog, type Logger } from '../../gateway/log.ts';
 import { APPROVE_ACTION, APPROVE_GRANT_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION, REJECT_MODAL, humanDuration, parseGrantValue, pendingList, rejectModal } from './blocks.ts';
 import { classifySlackError } from './errors.ts';
 import { slackLogger } from './logger.ts';
+import type { IdentityRegistry } from '../../gateway/recording/identity-registry.ts';
+import type { AuditEvent } from '../../gateway/recording/store.ts';
+import { approversFromIdp, auditRefusal, idpApproverByEmail } from '../../workflows/idp-approvers.ts';
 
 
 export interface SlackAppOptions {
@@ -37,6 +40,10 @@ export interface SlackAppOptions {
   signer: DecisionSigner | undefined;
   /** Pending requests for `/airlock pending` (a Temporal visibility query in production). */
   pending?: () => Promise<ApprovalView[]>;
+  /** approvers.source oidc: where approvers are looked up (the audit store's identity registry). */
+  registry?: IdentityRegistry;
+  /** Records clicks refused before a decision could be formed (who, why) in the audit store. */
+  audit?: (e: AuditEvent) => void;
   /** Overrides `slack.apiUrl` (tests point it at a fake Slack). */
   apiUrl?: string;
   logger?: Logger;
@@ -58,7 +65,8 @@ export type IdentityLookup = { ok: true; identity: string; groups: string[]; via
  * Maps a Slack user to an Airlock identity: the explicit `slack.users` map first, else the email on
  * the user's Slack profile (users.info, needs `users:read.email`) matched against `identities[].email`.
  */
-export async function resolveSlackIdentity(client: WebClient, config: AirlockConfig, userId: string): Promise<IdentityLookup> {
+export async function resolveSlackIdentity(client: WebClient, config: AirlockConfig, userId: string, registry?: IdentityRegistry): Promise<IdentityLookup> {
+  if (approversFromIdp(config)) return resolveSlackIdpIdentity(client, config, userId, registry);
   const groupsOf = (name: string): string[] => config.identities.find((i) => i.name === name)?.groups ?? [];
   const mapped = config.slack?.users[userId];
   if (mapped) return { ok: true, identity: mapped, groups: groupsOf(mapped), via: 'map' };
@@ -79,6 +87,29 @@ export async function resolveSlackIdentity(client: WebClient, config: AirlockCon
     };
   }
   return { ok: true, identity: match.name, groups: match.groups, via: 'email' };
+}
+
+/**
+ * approvers.source oidc: the Slack account's email, confirmed by Slack (`is_email_confirmed`), must
+ * be the verified email of a recent IdP sign-in; the groups are that sign-in's. The YAML maps are
+ * not consulted: an admin's slack.users entry cannot make someone an approver.
+ */
+async function resolveSlackIdpIdentity(client: WebClient, config: AirlockConfig, userId: string, registry: IdentityRegistry | undefined): Promise<IdentityLookup> {
+  let user: { deleted?: boolean; is_bot?: boolean; is_email_confirmed?: boolean; is_restricted?: boolean; is_ultra_restricted?: boolean; is_stranger?: boolean; profile?: { email?: string } } | undefined;
+  try {
+    user = (await client.users.info({ user: userId })).user;
+  } catch (err) {
+    return { ok: false, error: `could not look up your Slack profile to match it with the identity provider (${classifySlackError(err, 'users.info').message})` };
+  }
+  if (!user || user.deleted || user.is_bot) return { ok: false, error: `${NOT_MAPPED} (deactivated or bot accounts cannot decide)` };
+  // Guests and people of other workspaces (Slack Connect) are vouched for by nobody here, as Teams guests.
+  if (user.is_restricted || user.is_ultra_restricted || user.is_stranger) return { ok: false, error: `${NOT_MAPPED}: guest and external accounts cannot approve` };
+  const email = user.profile?.email?.trim();
+  if (!email) return { ok: false, error: `${NOT_MAPPED}: your Slack profile shows no email (the app needs users:read.email) to match with the identity provider` };
+  if (user.is_email_confirmed !== true) return { ok: false, error: `${NOT_MAPPED}: Slack has not confirmed the email ${email} of your account; confirm it in Slack first` };
+  const who = idpApproverByEmail(config, registry, email);
+  if (!who.ok) return { ok: false, error: `${NOT_MAPPED}: ${who.error}` };
+  return { ok: true, identity: who.identity, groups: who.groups, via: 'email' };
 }
 
 interface ModalMeta {
@@ -167,9 +198,10 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
     reason?: string,
     grant?: GrantChoice,
   ): Promise<void> => {
-    const who = await resolveSlackIdentity(client, opts.loaded.config, userId);
+    const who = await resolveSlackIdentity(client, opts.loaded.config, userId, opts.registry);
     if (!who.ok) {
       log.info({ slackUser: userId, requestId, decision }, 'decision from an unmapped Slack user refused');
+      auditRefusal(opts.audit, requestId, `slack:${userId}`, decision, who.error);
       // Still sent (signed, with no approver) so the workflow audits the attempt; it is refused there.
       await opts.decide(signer.sign({ requestId, approver: '', approverGroups: [], decision, reason, via: `slack:${userId}` }, userId)).catch(() => undefined);
       await tell(client, channel, userId, `:no_entry: ${who.error}`);
@@ -220,7 +252,7 @@ export async function startSlackApp(opts: SlackAppOptions): Promise<RunningSlack
       await ack({ response_type: 'ephemeral', text: 'Usage: `/airlock pending` lists the approval requests waiting for a decision.' });
       return;
     }
-    const who = await resolveSlackIdentity(client, opts.loaded.config, command.user_id);
+    const who = await resolveSlackIdentity(client, opts.loaded.config, command.user_id, opts.registry);
     if (!who.ok) {
       await ack({ response_type: 'ephemeral', text: `:no_entry: ${who.error}` });
       return;

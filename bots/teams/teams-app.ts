@@ -40,6 +40,9 @@ import { log as rootLog, type Logger } from '../../gateway/log.ts';
 import { AirlockCredentialsFactory, BotTokenClient, StrictAuthentication, resolveEndpoints, resolveTeamsCredential, type BotFrameworkEndpoints, type CertificateCredential } from './auth.ts';
 import { ADAPTIVE_CARD, GRANT_INPUT, REASON_INPUT, duration, VERB_APPROVE, VERB_REJECT, cardAttachment, renderCard, summaryText, type AdaptiveCard, type CardNotice } from './cards.ts';
 import { ConversationReferenceStore } from './references.ts';
+import type { IdentityRegistry } from '../../gateway/recording/identity-registry.ts';
+import type { AuditEvent } from '../../gateway/recording/store.ts';
+import { approversFromIdp, auditRefusal, idpApproverByEmail } from '../../workflows/idp-approvers.ts';
 
 
 export interface TeamsAppOptions {
@@ -53,6 +56,10 @@ export interface TeamsAppOptions {
   certificate?: CertificateCredential;
   /** Current state of a request, to show a refused clicker the full card (e.g. a workflow query). */
   lookup?: (requestId: string) => Promise<ApprovalView | undefined>;
+  /** approvers.source oidc: where approvers are looked up (the audit store's identity registry). */
+  registry?: IdentityRegistry;
+  /** Records clicks refused before a decision could be formed (who, why) in the audit store. */
+  audit?: (e: AuditEvent) => void;
   /** Overrides `teams.botFramework` endpoints (tests point them at a fake Bot Connector). */
   endpoints?: Partial<BotFrameworkEndpoints>;
   logger?: Logger;
@@ -83,7 +90,8 @@ export interface Clicker {
  * UPN), else the member's email or UPN (TeamsInfo.getMember) matched against `identities[].email`
  * (members of the bot's own tenant only, never guests).
  */
-export async function resolveTeamsIdentity(context: TurnContext, config: AirlockConfig, from: Clicker): Promise<IdentityLookup> {
+export async function resolveTeamsIdentity(context: TurnContext, config: AirlockConfig, from: Clicker, registry?: IdentityRegistry): Promise<IdentityLookup> {
+  if (approversFromIdp(config)) return resolveTeamsIdpIdentity(context, config, from, registry);
   const groupsOf = (name: string): string[] => config.identities.find((i) => i.name === name)?.groups ?? [];
   const users = config.teams?.users ?? {};
   const mapped = (key: string | undefined): string | undefined => {
@@ -117,6 +125,34 @@ export async function resolveTeamsIdentity(context: TurnContext, config: Airlock
     return { ok: false, error: `${NOT_MAPPED}: ask an admin to add ${who} to teams.users, or to set the email of your Airlock identity` };
   }
   return { ok: true, identity: match.name, groups: match.groups, via: 'email' };
+}
+
+/**
+ * approvers.source oidc: the member's email (or UPN), as the bot's own tenant's directory reports it
+ * (TeamsInfo.getMember; guests never), must be the verified email of a recent IdP sign-in; the
+ * groups are that sign-in's. The YAML maps are not consulted.
+ */
+async function resolveTeamsIdpIdentity(context: TurnContext, config: AirlockConfig, from: Clicker, registry: IdentityRegistry | undefined): Promise<IdentityLookup> {
+  let member: { email?: string; userPrincipalName?: string; userRole?: string; tenantId?: string };
+  try {
+    member = await TeamsInfo.getMember(context, from.id);
+  } catch (err) {
+    return { ok: false, error: `could not look up your Teams profile to match it with the identity provider (${err instanceof Error ? err.message : String(err)})` };
+  }
+  if (member.userRole === 'guest') return { ok: false, error: `${NOT_MAPPED}: guest accounts cannot approve` };
+  const tenant = config.teams?.tenantId;
+  if (!tenant || !member.tenantId || member.tenantId.toLowerCase() !== tenant.toLowerCase()) {
+    return { ok: false, error: `${NOT_MAPPED}: only members of the organisation's own tenant (teams.tenantId) can approve` };
+  }
+  const candidates = [...new Set([member.email, member.userPrincipalName].map((s) => s?.trim().toLowerCase()).filter((s): s is string => !!s))];
+  if (candidates.length === 0) return { ok: false, error: `${NOT_MAPPED}: your Teams account shows no email or UPN to match with the identity provider` };
+  let first: string | undefined;
+  for (const c of candidates) {
+    const who = idpApproverByEmail(config, registry, c);
+    if (who.ok) return { ok: true, identity: who.identity, groups: who.groups, via: 'email' };
+    first ??= who.error;
+  }
+  return { ok: false, error: `${NOT_MAPPED}: ${first}` };
 }
 
 interface ClickOutcome {
@@ -229,9 +265,10 @@ class AirlockBot extends TeamsActivityHandler {
     }
     const signer = this.opts.signer;
     const channelUser = from.aadObjectId ?? from.id;
-    const who = await resolveTeamsIdentity(context, this.opts.loaded.config, from);
+    const who = await resolveTeamsIdentity(context, this.opts.loaded.config, from, this.opts.registry);
     if (!who.ok) {
       this.log.info({ teamsUser: channelUser, requestId, decision }, 'decision from an unmapped Teams user refused');
+      auditRefusal(this.opts.audit, requestId, `teams:${channelUser}`, decision, who.error);
       // Still sent (signed, with no approver) so the workflow audits the attempt; it is refused there.
       if (signer) await this.opts.decide(signer.sign({ requestId, approver: '', approverGroups: [], decision, via: `teams:${channelUser}` }, channelUser)).catch(() => undefined);
       return refuse(who.error);

@@ -8,6 +8,7 @@ import { log as rootLog, type Logger } from '../log.ts';
 import { OAuthError, TokenExchange } from './exchange.ts';
 import { publicJwks } from './keys.ts';
 import type { AuthStateStore } from './revocation.ts';
+import type { IdentityRegistry } from '../recording/identity-registry.ts';
 import { keyRing } from './settings.ts';
 
 export const JWKS_PATH = '/.well-known/jwks.json';
@@ -38,9 +39,10 @@ export class AuthEndpoints {
   readonly #exchange: TokenExchange;
   readonly #log: Logger;
 
-  constructor(loaded: LoadedConfig, state: AuthStateStore, logger: Logger = rootLog) {
+  /** `registry`: the audit store, where human sign-ins are remembered for approvers.source oidc. */
+  constructor(loaded: LoadedConfig, state: AuthStateStore, logger: Logger = rootLog, registry?: IdentityRegistry) {
     this.#loaded = loaded;
-    this.#exchange = new TokenExchange(loaded, state);
+    this.#exchange = new TokenExchange(loaded, state, registry);
     this.#log = logger.child({ component: 'auth-endpoints' });
   }
 

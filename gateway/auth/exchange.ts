@@ -10,6 +10,7 @@ import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, errors, decodeJwt, ty
 import { configPath, parseDuration, type LoadedConfig } from '../config/load.ts';
 import type { Identity } from '../policy/operation.ts';
 import type { AuthStateStore } from './revocation.ts';
+import type { IdentityRegistry } from '../recording/identity-registry.ts';
 import { configuredIdentity, tokenSettings } from './settings.ts';
 import { mintToken, type TokenSettings } from './tokens.ts';
 
@@ -58,10 +59,13 @@ export class TokenExchange {
   readonly #tokens: TokenSettings;
   readonly #state: AuthStateStore;
   readonly #loaded: LoadedConfig;
+  readonly #registry: IdentityRegistry | undefined;
 
-  constructor(loaded: LoadedConfig, state: AuthStateStore) {
+  /** `registry`: where human sign-ins are remembered (approvers.source: oidc reads them). */
+  constructor(loaded: LoadedConfig, state: AuthStateStore, registry?: IdentityRegistry) {
     const ex = loaded.config.auth.exchange;
     this.#loaded = loaded;
+    this.#registry = registry;
     this.#state = state;
     this.#tokens = tokenSettings(loaded);
     this.#agents = ex?.agents ?? [];
@@ -117,8 +121,28 @@ export class TokenExchange {
     // Never outlive the subject token.
     const ttlMs = Math.min(this.#ttlMs, (payload.exp as number) * 1000 - Date.now());
     if (ttlMs < 1000) throw new OAuthError('invalid_grant', 'subject_token expires too soon');
+    // People only: a subject mapped to an agent (e.g. an IdP client-credentials token) never becomes an approver.
+    const agent = this.#agents.some((a) => a.issuer === issuer.cfg.name && a.subject === payload.sub && claimsMatch(a.claims, payload));
+    if (issuer.cfg.kind === 'human' && !agent && this.#registry) this.#register(issuer, payload, identity);
     const token = await mintToken(this.#tokens, identity, ttlMs, { via: { iss: issuer.cfg.issuer, sub: payload.sub as string }, amr: issuer.cfg.kind === 'human' ? 'oidc' : 'token-exchange' });
     return { access_token: token, issued_token_type: TOKEN_TYPE_ACCESS_TOKEN, token_type: 'Bearer', expires_in: Math.floor(ttlMs / 1000) };
+  }
+
+  /**
+   * Remembers who the IdP vouched for (identity-registry.ts), so a chat click can be matched to this
+   * person by verified email. T is the ID token's iat (when the IdP asserted the claims). A failing
+   * registry refuses the sign-in: an approver who signed in must find themselves registered.
+   */
+  #register(issuer: Issuer, p: JWTPayload, identity: Identity): void {
+    const email = typeof p.email === 'string' ? p.email : '';
+    if (!email || !this.#registry) return;
+    const iat = typeof p.iat === 'number' ? p.iat * 1000 : Date.now();
+    const entry = { issuer: issuer.cfg.issuer, subject: String(p.sub), identity: identity.name, email, emailVerified: p.email_verified === true, groups: identity.groups, verifiedAt: new Date(Math.min(iat, Date.now())), via: 'login' };
+    try {
+      this.#registry.recordIdpIdentity(entry);
+    } catch (err) {
+      throw new OAuthError('server_error', `the sign-in could not be recorded in the identity registry (${err instanceof Error ? err.message : String(err)})`, 503);
+    }
   }
 
   async #verify(issuer: Issuer, token: string): Promise<JWTPayload> {

@@ -2,6 +2,7 @@
 // references, resolved at load time (see load.ts).
 import { z } from 'zod';
 import { authBlock } from './auth-schema.ts';
+import { approversBlock, consoleOidcBlock } from './idp-schema.ts';
 
 const duration = z
   .string()
@@ -436,6 +437,8 @@ export const configSchema = z
     /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
     shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
     auth: authBlock(secretRef, duration),
+    /** Where chat approvers' identities and groups come from (idp-schema.ts). */
+    approvers: approversBlock(duration).default({ source: 'config', maxAge: '12h' }),
     /** The audit store: one SQLite file (default), or PostgreSQL (`postgres:`), which several gateways
      * share. With `postgres`, `sqlite` only locates the local files placed next to it (the local
      * approval channel, SSH recordings). */
@@ -499,6 +502,8 @@ export const configSchema = z
         listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(7480) }).strict().default({ host: '127.0.0.1', port: 7480 }),
         /** An Airlock token must carry one of these groups to read the console. */
         groups: z.array(z.string().min(1)).min(1).default(['auditors']),
+        /** Auditors sign in at the IdP (authorization code + PKCE); the token login stays for the offline demo. */
+        auth: z.object({ oidc: consoleOidcBlock(secretRef, duration).optional() }).strict().optional(),
       })
       .strict()
       .optional(),

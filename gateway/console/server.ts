@@ -4,7 +4,8 @@
 //
 // Access: an Airlock token (`airlock token -i NAME -g auditors`), verified like any other token
 // (auth/tokens.ts), whose groups must include one of `console.groups`. The browser keeps it in
-// sessionStorage and sends it as a Bearer header, so no cookie can be ridden cross-site.
+// sessionStorage and sends it as a Bearer header. With console.auth.oidc, auditors may instead sign
+// in at the IdP (oidc-login.ts): a sealed SameSite=Strict session cookie, never sent cross-site.
 // Nothing unmasked is served: the store holds redacted text only, terminal recordings hold what
 // the client saw (masked), and the page renders every value with textContent.
 import { createReadStream, readFileSync, statSync } from 'node:fs';
@@ -16,9 +17,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tokenSettings } from '../auth/settings.ts';
 import { TokenError, verifyToken, type TokenSettings } from '../auth/tokens.ts';
-import { configPath, type LoadedConfig } from '../config/load.ts';
+import { configPath, parseDuration, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import { log } from '../log.ts';
 import { auditSigningKey } from '../recording/open.ts';
+import type { IdentityRegistry } from '../recording/identity-registry.ts';
+import { ConsoleOidc } from './oidc-login.ts';
 import { approvalRequests, listSessions, recordingFor, sessionTimeline, verifyStatus, type ConsoleStore, type SessionQuery } from './data.ts';
 
 export interface ConsoleOptions {
@@ -32,6 +35,8 @@ export interface ConsoleOptions {
   publicKey?: KeyObject;
   /** SQLite file holding the local approval channel's posts (pending requests); normally the store's. */
   localChannelDb?: string;
+  /** console.auth.oidc: auditors sign in at the IdP (session cookie) besides the token login. */
+  oidc?: ConsoleOidc;
 }
 
 export interface RunningConsole {
@@ -77,7 +82,34 @@ export function consoleOptions(loaded: LoadedConfig, store: ConsoleStore): Conso
     recordingRoots: roots,
     publicKey: signer ? createPublicKey(signer) : undefined,
     localChannelDb: configPath(loaded, c.store.sqlite),
+    oidc: consoleOidcFromConfig(loaded, isRegistry(store) ? store : undefined),
   };
+}
+
+function isRegistry(s: unknown): s is IdentityRegistry {
+  return typeof (s as Partial<IdentityRegistry>).recordIdpIdentity === 'function';
+}
+
+/** console.auth.oidc as settings; the registry (a writable audit store) remembers the sign-ins. */
+export function consoleOidcFromConfig(loaded: LoadedConfig, registry?: IdentityRegistry): ConsoleOidc | undefined {
+  const o = loaded.config.console?.auth?.oidc;
+  if (!o) return undefined;
+  const human = loaded.config.auth.exchange?.issuers.find((i) => i.kind === 'human' && i.issuer.replace(/\/+$/, '') === o.issuer.replace(/\/+$/, ''));
+  return new ConsoleOidc(
+    {
+      issuer: o.issuer,
+      clientId: o.clientId,
+      ...(o.clientSecret ? { clientSecret: resolveSecret(o.clientSecret, loaded.baseDir, 'console.auth.oidc.clientSecret') } : {}),
+      redirectUrl: o.redirectUrl,
+      group: o.group,
+      groupsClaim: o.groupsClaim,
+      scopes: o.scopes,
+      cookieKey: resolveSecret(o.cookieKey, loaded.baseDir, 'console.auth.oidc.cookieKey'),
+      sessionTtlMs: parseDuration(o.sessionTtl),
+      identityClaim: human?.usernameClaim ?? 'email',
+    },
+    registry,
+  );
 }
 
 export function consoleHandler(o: ConsoleOptions): (req: IncomingMessage, res: ServerResponse) => void {
@@ -93,6 +125,7 @@ export function consoleHandler(o: ConsoleOptions): (req: IncomingMessage, res: S
 async function handle(o: ConsoleOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
   const url = new URL(req.url ?? '/', 'http://console.invalid');
+  if (o.oidc && (await o.oidc.handle(req, res, url))) return;
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('allow', 'GET, HEAD');
     return sendJson(res, 405, { error: 'the console is read-only' });
@@ -102,7 +135,7 @@ async function handle(o: ConsoleOptions, req: IncomingMessage, res: ServerRespon
   if (!url.pathname.startsWith('/api/')) return sendJson(res, 404, { error: 'not found' });
 
   const who = await authenticate(o, req);
-  if ('error' in who) return sendJson(res, who.status, { error: who.error });
+  if ('error' in who) return sendJson(res, who.status, { error: who.error, ...(o.oidc ? { login: '/login' } : {}) });
   res.setHeader('cache-control', 'no-store');
 
   const parts = url.pathname.split('/').slice(2).map((p) => decodeURIComponent(p));
@@ -139,6 +172,12 @@ type Who = { name: string; groups: string[]; expiresAt: Date } | { status: numbe
 
 async function authenticate(o: ConsoleOptions, req: IncomingMessage): Promise<Who> {
   const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (!m && o.oidc) {
+    // The IdP sign-in's session cookie (SameSite=Strict, sealed; see oidc-login.ts).
+    const s = o.oidc.session(req);
+    if (s?.ok) return { name: s.session.name, groups: s.session.groups, expiresAt: new Date(s.session.exp) };
+    return { status: 401, error: s ? s.error : 'log in with your identity provider, or with an Airlock token' };
+  }
   if (!m) return { status: 401, error: 'log in with an Airlock token (airlock token -i NAME -g auditors)' };
   try {
     const id = await verifyToken(o.tokens, m[1]);

@@ -93,6 +93,22 @@ export const PG_MIGRATIONS: string[] = [
   CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
   CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
   `,
+  // The identity registry (identity-registry.ts), as in the SQLite store's migration 3.
+  `
+  CREATE TABLE IF NOT EXISTS idp_identities (
+    issuer         text NOT NULL,
+    subject        text NOT NULL,
+    identity       text NOT NULL,
+    email          text NOT NULL,
+    email_verified smallint NOT NULL,
+    groups         text NOT NULL,
+    verified_at    bigint NOT NULL,
+    via            text NOT NULL,
+    PRIMARY KEY (issuer, subject)
+  );
+  CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
+  CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

@@ -495,6 +495,28 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
       );
       return r.rows;
     }
+    case 'putIdpIdentity': {
+      const e = req.args[0] as Record<string, string | number>;
+      await (await readerClient()).query(
+        `INSERT INTO idp_identities (issuer, subject, identity, email, email_verified, groups, verified_at, via)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (issuer, subject) DO UPDATE SET identity = excluded.identity, email = excluded.email,
+           email_verified = excluded.email_verified, groups = excluded.groups, verified_at = excluded.verified_at, via = excluded.via
+         WHERE excluded.verified_at >= idp_identities.verified_at`,
+        [e.issuer, e.subject, e.identity, e.email, e.emailVerified, e.groups, e.verifiedAt, e.via],
+      );
+      return null;
+    }
+    case 'findIdpIdentities': {
+      const [by, value] = req.args as ['email' | 'identity', string];
+      const r = await (await readerClient()).query(
+        by === 'email'
+          ? "SELECT * FROM idp_identities WHERE email = $1 AND email <> '' ORDER BY verified_at DESC"
+          : 'SELECT * FROM idp_identities WHERE identity = $1 ORDER BY verified_at DESC',
+        [value],
+      );
+      return r.rows;
+    }
     case 'checkpoint':
       await writesSettled(init.readWaitMs);
       return (await checkpoint()) ?? null;

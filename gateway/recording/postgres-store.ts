@@ -45,6 +45,7 @@ import {
 import type { Checkpoint } from './chain.ts';
 import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
+import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
 
@@ -310,6 +311,17 @@ export class PostgresStore implements Store {
 
   listElevations(f: { identity?: string; activeAt?: Date; limit?: number } = {}): ElevationRecord[] {
     return (this.call('listElevations', [f.identity ?? null, f.activeAt ? f.activeAt.getTime() : null, f.limit ?? 1000]) as ElevationRow[]).map(toElevation);
+  }
+
+  /** Synchronous (a sign-in is rare, and the approver lookup right after must see it). */
+  recordIdpIdentity(e: IdpIdentity): void {
+    this.call('putIdpIdentity', [idpIdentityData(e)]);
+    this.recordAudit(registrationEvent(e));
+  }
+
+  findIdpIdentities(q: { email: string } | { identity: string }): IdpIdentity[] {
+    const args = 'email' in q ? ['email', q.email.trim().toLowerCase()] : ['identity', q.identity];
+    return (this.call('findIdpIdentities', args) as IdpIdentityRow[]).map(toIdpIdentity);
   }
 
   findSessionIds(prefix: string, limit = 10): string[] {

@@ -28,6 +28,7 @@ import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
 import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
+import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 
 /** A session plus counts of what happened in it, for listings. */
 export interface SessionSummary extends SessionRecord {
@@ -211,6 +212,24 @@ const MIGRATIONS: string[] = [
   CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
   CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
   `,
+  // The identity registry (identity-registry.ts): who the IdP last vouched for, by (issuer, sub).
+  // Not part of the chain: each registration is also an `identity.registered` audit event.
+  // IF NOT EXISTS: a file re-migrated from an older version number (e.g. restored) may already have it.
+  `
+  CREATE TABLE IF NOT EXISTS idp_identities (
+    issuer         TEXT NOT NULL,
+    subject        TEXT NOT NULL,
+    identity       TEXT NOT NULL,
+    email          TEXT NOT NULL,          -- lower-cased, '' when none
+    email_verified INTEGER NOT NULL,
+    groups         TEXT NOT NULL,          -- JSON array
+    verified_at    INTEGER NOT NULL,       -- ms since epoch
+    via            TEXT NOT NULL,
+    PRIMARY KEY (issuer, subject)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
+  CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -321,6 +340,9 @@ export class SqliteStore implements Store {
   private readonly selectAuditAll: Database.Statement;
   private readonly selectAuditBySubject: Database.Statement;
   private readonly selectIdsByPrefix: Database.Statement;
+  private readonly upsertIdpIdentity: Database.Statement;
+  private readonly selectIdpByEmail: Database.Statement;
+  private readonly selectIdpByIdentity: Database.Statement;
   private readonly selectHead: Database.Statement | undefined;
   private readonly selectBase: Database.Statement | undefined;
   private readonly insertEntry: Database.Statement | undefined;
@@ -368,6 +390,14 @@ export class SqliteStore implements Store {
     this.selectOperations = db.prepare(`SELECT * FROM operations WHERE session_id = ? ORDER BY seq`);
     this.selectAuditAll = db.prepare(`SELECT * FROM audit ORDER BY at, id`);
     this.selectAuditBySubject = db.prepare(`SELECT * FROM audit WHERE subject = ? ORDER BY at, id`);
+    this.upsertIdpIdentity = db.prepare(`INSERT INTO idp_identities
+      (issuer, subject, identity, email, email_verified, groups, verified_at, via)
+      VALUES (@issuer, @subject, @identity, @email, @emailVerified, @groups, @verifiedAt, @via)
+      ON CONFLICT (issuer, subject) DO UPDATE SET identity = excluded.identity, email = excluded.email,
+        email_verified = excluded.email_verified, groups = excluded.groups, verified_at = excluded.verified_at, via = excluded.via
+      WHERE excluded.verified_at >= idp_identities.verified_at`);
+    this.selectIdpByEmail = db.prepare(`SELECT * FROM idp_identities WHERE email = ? AND email <> '' ORDER BY verified_at DESC`);
+    this.selectIdpByIdentity = db.prepare(`SELECT * FROM idp_identities WHERE identity = ? ORDER BY verified_at DESC`);
     this.selectIdsByPrefix = db.prepare(`SELECT id FROM sessions
       WHERE substr(id, 1, length(@prefix)) = @prefix ORDER BY started_at DESC LIMIT @limit`);
     if (!this.readonly) {
@@ -551,6 +581,18 @@ export class SqliteStore implements Store {
   }
 
   /** Session ids starting with `prefix`, newest first (at most `limit`): lets the CLI accept short ids. */
+  /** Written at once (sign-ins are rare and the approver lookup right after must see it). */
+  recordIdpIdentity(e: IdpIdentity): void {
+    if (this.readonly) throw new Error(`the audit store ${this.path} is open read-only: cannot register identities`);
+    this.upsertIdpIdentity.run(idpIdentityData(e));
+    this.recordAudit(registrationEvent(e));
+  }
+
+  findIdpIdentities(q: { email: string } | { identity: string }): IdpIdentity[] {
+    const rows = 'email' in q ? this.selectIdpByEmail.all(q.email.trim().toLowerCase()) : this.selectIdpByIdentity.all(q.identity);
+    return (rows as IdpIdentityRow[]).map(toIdpIdentity);
+  }
+
   findSessionIds(prefix: string, limit = 10): string[] {
     this.flush();
     if (prefix === '') return [];

@@ -2,6 +2,7 @@
 // back it at scale; SQLite (better-sqlite3) is the embedded default. Values that were masked are
 // never written unmasked: recorders only ever see operation text and counts, never result rows.
 import type { DecisionAction } from '../policy/decision.ts';
+import type { IdentityRegistry } from './identity-registry.ts';
 
 export interface SessionStart {
   id: string;
@@ -155,7 +156,8 @@ export class AuditUnavailableError extends Error {
   }
 }
 
-export interface Store {
+/** Also the identity registry (identity-registry.ts): who the IdP last vouched for. */
+export interface Store extends IdentityRegistry {
   startSession(s: SessionStart): void;
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void;
   recordOperation(op: OperationRecord): void;

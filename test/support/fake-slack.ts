@@ -63,6 +63,9 @@ interface User {
   id: string;
   name: string;
   email?: string;
+  emailConfirmed: boolean;
+  /** A single-channel guest (users.info is_ultra_restricted). */
+  guest: boolean;
 }
 
 interface PendingFault {
@@ -112,8 +115,9 @@ export class FakeSlack {
     return id;
   }
 
-  addUser(id: string, opts: { name?: string; email?: string } = {}): void {
-    this.users.set(id, { id, name: opts.name ?? id.toLowerCase(), email: opts.email });
+  /** `emailConfirmed` (users.info `is_email_confirmed`) defaults to true, as for a confirmed account. */
+  addUser(id: string, opts: { name?: string; email?: string; emailConfirmed?: boolean; guest?: boolean } = {}): void {
+    this.users.set(id, { id, name: opts.name ?? id.toLowerCase(), email: opts.email, emailConfirmed: opts.emailConfirmed ?? true, guest: opts.guest ?? false });
   }
 
   /** The next `count` calls (to `method`, or any method) fail the given way. */
@@ -275,7 +279,7 @@ export class FakeSlack {
       case 'users.info': {
         const u = this.users.get(str(p.user));
         if (!u) return { ok: false, error: 'user_not_found' };
-        return { ok: true, user: { id: u.id, name: u.name, deleted: false, is_bot: false, profile: { real_name: u.name, display_name: u.name, ...(u.email ? { email: u.email } : {}) } } };
+        return { ok: true, user: { id: u.id, name: u.name, deleted: false, is_bot: false, is_email_confirmed: u.emailConfirmed, is_restricted: u.guest, is_ultra_restricted: u.guest, profile: { real_name: u.name, display_name: u.name, ...(u.email ? { email: u.email } : {}) } } };
       }
       case 'views.open': {
         const trigger = str(p.trigger_id);

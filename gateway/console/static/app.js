@@ -24,12 +24,17 @@ function el(tag, attrs, ...children) {
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-class AuthError extends Error {}
+class AuthError extends Error {
+  constructor(message, login) { super(message); this.login = login; }
+}
+
+/** The Bearer header for a pasted token; without one, the IdP sign-in's cookie (same origin) is used. */
+function authHeaders() { return token() ? { authorization: 'Bearer ' + token() } : {}; }
 
 async function api(path) {
-  const res = await fetch('/api/' + path, { headers: { authorization: 'Bearer ' + token() } });
+  const res = await fetch('/api/' + path, { headers: authHeaders(), credentials: 'same-origin' });
   const body = await res.json().catch(() => ({ error: 'bad response' }));
-  if (res.status === 401 || res.status === 403) throw new AuthError(body.error || 'not allowed');
+  if (res.status === 401 || res.status === 403) throw new AuthError(body.error || 'not allowed', body.login);
   if (!res.ok) throw new Error(body.error || 'HTTP ' + res.status);
   return body;
 }
@@ -38,11 +43,15 @@ function when(iso) { return iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') 
 function short(id) { return id ? id.slice(0, 8) : ''; }
 function decisionTag(d) { return el('span', { class: 'decision ' + d, 'data-decision': d }, d); }
 
-function showLogin(message) {
+function showLogin(message, oidcLogin) {
   $('nav').hidden = true;
   $('view').replaceChildren();
   $('login').hidden = false;
   $('login-error').textContent = message || '';
+  if (oidcLogin) {
+    $('oidc-login').hidden = false;
+    $('oidc-login-link').setAttribute('href', oidcLogin);
+  }
 }
 
 async function login(ev) {
@@ -54,9 +63,11 @@ async function login(ev) {
   await route();
 }
 
-function logout() {
+async function logout() {
+  const hadToken = !!token();
   sessionStorage.removeItem(TOKEN_KEY);
-  showLogin('Logged out.');
+  if (!hadToken) await fetch('/logout', { method: 'POST', credentials: 'same-origin' }).catch(() => undefined);
+  showLogin('Logged out.', $('oidc-login-link').getAttribute('href'));
 }
 
 async function refreshChainBadge() {
@@ -78,7 +89,6 @@ function parseHash() {
 }
 
 async function route() {
-  if (!token()) return showLogin();
   const { parts, params } = parseHash();
   const view = parts[0] || 'sessions';
   try {
@@ -98,8 +108,10 @@ async function route() {
     await refreshChainBadge();
   } catch (e) {
     if (e instanceof AuthError) {
+      const hadToken = !!token();
       sessionStorage.removeItem(TOKEN_KEY);
-      return showLogin(e.message);
+      // Not signed in at all is not an error worth showing; a refused token or session is.
+      return showLogin(hadToken || !/^log in/.test(e.message) ? e.message : '', e.login);
     }
     $('view').replaceChildren(el('p', { class: 'error' }, String(e.message || e)));
   }
@@ -233,7 +245,7 @@ function play(sessionId, seq, holder) {
   target.dataset.loaded = '1';
   // The player fetches the cast itself, with the same Bearer token as every API call.
   window.AsciinemaPlayer.create(
-    { url: '/api/sessions/' + encodeURIComponent(sessionId) + '/recordings/' + seq, fetchOpts: { headers: { authorization: 'Bearer ' + token() } } },
+    { url: '/api/sessions/' + encodeURIComponent(sessionId) + '/recordings/' + seq, fetchOpts: { headers: authHeaders(), credentials: 'same-origin' } },
     target,
     { autoPlay: true, fit: 'width', idleTimeLimit: 1, terminalFontSize: '13px' },
   );
