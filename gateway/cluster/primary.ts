@@ -61,6 +61,7 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
   const up = new Gauge({ name: 'airlock_cluster_workers', help: 'Gateway worker processes serving now', registers: [own] });
   const restarts = new Counter({ name: 'airlock_cluster_worker_restarts_total', help: 'Gateway workers replaced after they died', registers: [own] });
   const workerInfo = new Gauge({ name: 'airlock_cluster_worker', help: 'Gateway worker processes by slot and process id (1 per live worker)', labelNames: ['worker', 'pid'], registers: [own] });
+  const cancelsRouted = new Counter({ name: 'airlock_cluster_cancels_routed_total', help: 'CancelRequests forwarded to the worker that owns their key', registers: [own] });
   const aggregator = new AggregatorRegistry();
 
   cluster.setupPrimary({ serialization: 'advanced' });
@@ -95,7 +96,10 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
     } else if (msg.t === 'airlock:cancel') {
       // Routed by the index in the key only; the owning worker checks the secret.
       const owner = slots.get(cancelKeyWorker(msg.pid));
-      if (owner && owner.worker !== slot.worker) safeSend(owner.worker, { t: 'airlock:cancel', pid: msg.pid, secret: msg.secret });
+      if (owner && owner.worker !== slot.worker) {
+        cancelsRouted.inc();
+        safeSend(owner.worker, { t: 'airlock:cancel', pid: msg.pid, secret: msg.secret });
+      }
     } else if (msg.t === 'airlock:ready') {
       slot.ready = true;
       if (slot.index === 1) served = msg.listeners; // worker 1 runs every listener (MCP only there)

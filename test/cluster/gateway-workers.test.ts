@@ -200,19 +200,24 @@ test('clients spread over both workers (two processes) all get masked results; m
 
 test('a CancelRequest cancels the right query whichever worker its connection lands on; a wrong secret cancels nothing', async () => {
   const routes = new Set<string>();
+  const routed = async () => Number(/airlock_cluster_cancels_routed_total (\d+)/.exec(await metrics())?.[1]);
+  const routedBefore = await routed();
   for (let i = 0; i < 6; i++) {
     const by = await onBothWorkers();
     const target = by.get(1 + (i % 2))!;
     const bystander = by.get(2 - (i % 2))!;
+    let settled = false;
     const cancelled = target.query('select pg_sleep(30)').then(
       () => undefined,
       (e: Error & { code?: string }) => e.code,
-    );
+    ).finally(() => (settled = true));
     const other = bystander.query('select pg_sleep(1.5) , 7 as seven');
     await new Promise((r) => setTimeout(r, 300));
     const { processID, secretKey } = target as unknown as { processID: number; secretKey: number };
     // The wrong secret first: whichever worker receives it, the query keeps running.
     await sendCancel(processID, secretKey ^ 1);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(settled, false, 'a wrong secret cancelled nothing');
     if (i >= 2 && i % 2 === 0) await knock();
     await sendCancel(processID, secretKey);
     assert.equal(await within(cancelled, 10_000, 'the cancelled query'), '57014', 'the target query was cancelled');
@@ -221,6 +226,9 @@ test('a CancelRequest cancels the right query whichever worker its connection la
     for (const c of by.values()) await c.end();
   }
   assert.deepEqual([...routes].sort(), ['1', '2']);
+  // Twelve CancelRequests: some landed on the owning worker, some were routed through the primary.
+  const n = (await routed()) - routedBefore;
+  assert.ok(n > 0 && n < 12, `${n} of 12 cancel requests were routed to another worker`);
 });
 
 test('revoking an identity ends its sessions on both workers', async () => {
