@@ -95,6 +95,8 @@ export function buildCli(): Command {
       const { startPrimary } = await import('../cluster/primary.ts');
       const { log } = await import('../log.ts');
       const primary = await startPrimary(loaded, workers, log);
+      const { installCrashGuard } = await import('../app.ts');
+      installCrashGuard();
       for (const l of primary.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
       process.stderr.write(`airlock: ${workers} gateway workers: ${primary.workers().map((w) => `worker ${w.index} pid ${w.pid}`).join(', ')}\n`);
       await runUntilSignalled(primary);

@@ -35,6 +35,8 @@ export class WorkerStore implements Store {
   #unacked = 0;
   #primary: AuditHealth | undefined;
   #lost = false;
+  /** Records that could not be sent (the channel was gone). */
+  #dropped = 0;
   #closed = false;
   #reader: StoreReader | undefined;
   readonly #drainWaiters = new Set<() => void>();
@@ -79,7 +81,8 @@ export class WorkerStore implements Store {
     this.#batch = [];
     if (this.#lost || !this.channel.connected()) {
       this.#lost = true;
-      return; // nothing can carry them: health() already refuses new work
+      this.#dropped += calls.length; // nothing can carry them: health() already refuses new work
+      return;
     }
     const n = this.#next++;
     this.#inflight.set(n, { count: calls.length, queuedAt: this.#batchQueuedAt });
@@ -88,6 +91,7 @@ export class WorkerStore implements Store {
       this.channel.send({ t: 'airlock:audit', n, calls });
     } catch {
       this.#lost = true;
+      this.#dropped += calls.length;
     }
   }
 
@@ -128,7 +132,7 @@ export class WorkerStore implements Store {
       maxPendingMs,
     });
     const p = this.#primary;
-    const merged = { ...local, pending: local.pending + (p?.pending ?? 0), lagMs: Math.max(local.lagMs, p?.lagMs ?? 0), dropped: p?.dropped ?? 0, ...(p?.lastError ? { lastError: p.lastError } : {}) };
+    const merged = { ...local, pending: local.pending + (p?.pending ?? 0), lagMs: Math.max(local.lagMs, p?.lagMs ?? 0), dropped: (p?.dropped ?? 0) + this.#dropped, ...(p?.lastError ? { lastError: p.lastError } : {}) };
     if (this.#lost || !this.channel.connected()) return { ...merged, ok: false, reason: 'the gateway primary process (the audit writer) is unreachable' };
     if (!local.ok) return { ...merged, ok: false, reason: local.reason?.replace('to be written', 'to be acknowledged by the gateway primary') };
     if (p && !p.ok) return { ...merged, ok: false, reason: p.reason };
@@ -143,11 +147,11 @@ export class WorkerStore implements Store {
     assertAuditWritable(this.opts.policy, () => this.health());
   }
 
-  /** Resolves true once the primary acknowledged every record, false after `timeoutMs` or when it is gone. */
+  /** Resolves true once the primary acknowledged every record, false after `timeoutMs` or when one may be lost. */
   async whenDrained(timeoutMs: number): Promise<boolean> {
     this.flush();
+    if (this.#lost) return this.#inflight.size === 0 && this.#dropped === 0;
     if (this.#inflight.size === 0) return true;
-    if (this.#lost) return false;
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(t);
@@ -157,7 +161,7 @@ export class WorkerStore implements Store {
       const t = setTimeout(done, timeoutMs);
       this.#drainWaiters.add(done);
     });
-    return this.#inflight.size === 0;
+    return this.#inflight.size === 0 && this.#dropped === 0;
   }
 
   #read(): StoreReader {
