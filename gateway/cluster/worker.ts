@@ -72,7 +72,13 @@ export async function runWorker(loaded: LoadedConfig, index: number, logger: Log
     void (gw?.close() ?? Promise.resolve()).finally(() => process.exit(1));
   });
 
-  gw = await startGateway(loaded, { store, cancels, logger: log, without: ['admin', 'auditSinks', 'console', ...(index === 1 ? [] : (['mcp'] as const))] });
+  try {
+    gw = await startGateway(loaded, { store, cancels, logger: log, without: ['admin', 'auditSinks', 'console', ...(index === 1 ? [] : (['mcp'] as const))] });
+  } catch (err) {
+    // The IPC channel would keep this process alive: exit, so the primary reports the failure.
+    process.stderr.write(`airlock: gateway worker ${index}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
   installCrashGuard(log);
   // prom-client answers the primary's aggregation requests with this registry.
   AggregatorRegistry.setRegistries([gw.metrics.registry]);
