@@ -8,6 +8,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Listener } from '../app.ts';
+import { AuthStateStore } from '../auth/revocation.ts';
 import { configPath, parseDuration, type LoadedConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import { startAdminServer, type Check } from '../observability/admin-server.ts';
@@ -56,6 +57,8 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
     if (r.sessions.length) log.warn({ sessions: r.sessions.length, holds: r.holds }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed)`);
   }
   if (store instanceof SqliteStore) store.flush(); // workers open it read-only: it must exist
+  // Created (schema, WAL mode) once here, so N workers starting together only read and poll it.
+  AuthStateStore.open(configPath(loaded, loaded.config.auth.stateFile)).close();
 
   const own = new Registry();
   const up = new Gauge({ name: 'airlock_cluster_workers', help: 'Gateway worker processes serving now', registers: [own] });
