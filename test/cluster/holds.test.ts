@@ -2,12 +2,14 @@
 // Temporal dev server, the real approval worker and the local approval channel. A statement held
 // by one worker is re-attached from a connection the OTHER worker serves (approval requests have
 // deterministic ids, so nothing is shared in memory), and the approval releases it there, once.
+// A CancelRequest for a held statement cancels it (and its request) whichever worker it reaches.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { configuredIdentity, tokenSettings } from '../../gateway/auth/settings.ts';
@@ -26,6 +28,7 @@ let upstream: RunningPostgres;
 let gatewayFile: string;
 let approvalsFile: string;
 let port: number;
+let adminPort: number;
 let child: ChildProcess;
 let log = '';
 const clients: pg.Client[] = [];
@@ -37,12 +40,13 @@ before(async () => {
   writeFileSync(join(h.dir, 'signing.key'), randomBytes(48).toString('base64'));
   writeFileSync(join(h.dir, 'upstream.pass'), upstream.password);
   port = await freePort();
+  adminPort = await freePort();
   const temporal = `temporal: { address: "${h.temporal.address}", namespace: default, taskQueue: ${h.taskQueue} }`;
   // The gateway's own store; the approval worker and `airlock approvals` use the harness's.
   gatewayFile = join(h.dir, 'gateway.yaml');
   writeFileSync(
     gatewayFile,
-    `listen: { postgres: { host: 127.0.0.1, port: ${port} } }
+    `listen: { postgres: { host: 127.0.0.1, port: ${port} }, admin: { host: 127.0.0.1, port: ${adminPort} } }
 auth: { signingKey: { file: signing.key } }
 store: { sqlite: gateway.db }
 ${temporal}
@@ -52,6 +56,7 @@ connections:
 policy:
   default: allow
   rules:
+    - { name: review-cancel, match: { tables: [public.accounts], statements: [DeleteStmt] }, action: review, reason: deletes need a DBA, review: { approvers: [dba], timeout: 2m } }
     - { name: review-writes, match: { tables: [public.accounts], statements: [UpdateStmt] }, action: review, reason: writes need a DBA, review: { approvers: [dba], timeout: 2m } }
 `,
   );
@@ -113,4 +118,42 @@ test('a statement held by one worker is re-attached from the other worker and re
   const r = await retry;
   assert.equal(r.rowCount, 1);
   assert.equal((await upstream.query('select balance from accounts where id = 1')).rows[0].balance, 105, 'ran exactly once');
+});
+
+function raw(send?: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port }, () => (send ? s.end(send) : s.end()));
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+  });
+}
+
+function cancelRequest(c: pg.Client): Buffer {
+  const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+  const b = Buffer.alloc(16);
+  b.writeInt32BE(16, 0);
+  b.writeInt32BE(80877102, 4);
+  b.writeInt32BE(processID, 8);
+  b.writeInt32BE(secretKey, 12);
+  return b;
+}
+
+test('a CancelRequest cancels a held statement whichever worker receives it', { timeout: 240_000 }, async () => {
+  const routed = async () => Number(/airlock_cluster_cancels_routed_total (\d+)/.exec(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text())?.[1]);
+  const before = await routed();
+  for (let i = 0; i < 2; i++) {
+    const a = await client('agent-x');
+    const held = a.c.query(`DELETE FROM accounts WHERE id = ${100 + i}`).then(
+      () => undefined,
+      (e: Error & { code?: string }) => e,
+    );
+    await eventually(() => a.notices.find((n) => /approval required: request \S+ posted to/.test(n)), 60_000, 'the request posted');
+    if (i === 1) await raw(); // shifts which worker the cancel connection reaches
+    await raw(cancelRequest(a.c));
+    const e = await held;
+    assert.equal(e?.code, '57014');
+    assert.match(e?.message ?? '', /Airlock cancelled the held statement/);
+  }
+  const n = (await routed()) - before;
+  assert.equal(n, 1, `one of the two cancel requests was routed to the owning worker (${n})`);
 });
