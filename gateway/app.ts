@@ -26,6 +26,7 @@ import { startAdminServer } from './observability/admin-server.ts';
 import { startTracing, type GatewayTracing } from './observability/tracing.ts';
 import { canReconcile, reconcileCrashed } from './recording/reconcile.ts';
 import type { ConsoleStore } from './console/data.ts';
+import type { CancelRegistry } from './postgres/cancel.ts';
 
 export interface Listener {
   protocol: string;
@@ -72,6 +73,10 @@ export interface StartGatewayOptions {
   console?: { host?: string; port?: number };
   /** How often audit sinks poll the journal (and the base of their retry backoff); default 1 s. */
   sinkPollMs?: number;
+  /** Cancel keys for the PostgreSQL listener (a gateway worker's routes other workers' keys). */
+  cancels?: CancelRegistry;
+  /** Parts a gateway worker leaves to the cluster primary (gateway/cluster), or to one worker (mcp). */
+  without?: ReadonlyArray<'admin' | 'auditSinks' | 'console' | 'mcp'>;
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -182,6 +187,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
         ...(tracer ? { tracer } : {}),
         host: opts.postgres?.host,
         port: opts.postgres?.port,
+        ...(opts.cancels ? { cancels: opts.cancels } : {}),
       });
       pgGateway = gw;
       closers.unshift(() => gw.close());
@@ -198,7 +204,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }
-    if (loaded.config.mcp) {
+    const without = new Set(opts.without ?? []);
+    if (loaded.config.mcp && !without.has('mcp')) {
       const pgListener = listeners.find((l) => l.protocol === 'postgres');
       const httpListener = listeners.find((l) => l.protocol === 'http');
       const sshListener = listeners.find((l) => l.protocol === 'ssh');
@@ -208,7 +215,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'mcp', host: m.host, port: m.port, detail: m.url });
     }
     const adminCfg = loaded.config.listen.admin;
-    if (adminCfg || opts.admin) {
+    if ((adminCfg || opts.admin) && !without.has('admin')) {
       const admin = await startAdminServer({
         host: opts.admin?.host ?? adminCfg?.host ?? '127.0.0.1',
         port: opts.admin?.port ?? adminCfg?.port ?? 9187,
@@ -223,14 +230,14 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       closers.unshift(() => admin.close());
       listeners.push({ protocol: 'admin', host: admin.host, port: admin.port, detail: '/healthz /readyz /metrics' });
     }
-    if (loaded.config.audit.sinks?.length) {
+    if (loaded.config.audit.sinks?.length && !without.has('auditSinks')) {
       const { startAuditSinks } = await import('./recording/sinks.ts');
       const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir, opts.sinkPollMs);
       closers.unshift(() => sinks.close());
       auditSinkStatus = () => sinks.status();
       metrics.watchSinks(auditSinkStatus);
     }
-    if (loaded.config.console?.enabled) {
+    if (loaded.config.console?.enabled && !without.has('console')) {
       if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
       const { openConsole } = await import('./console/open.ts');
       const c = await openConsole(loaded, { store, host: opts.console?.host, port: opts.console?.port });

@@ -8,7 +8,7 @@ tier="${1:?usage: scripts/test-tier.sh unit|postgres|ssh|http|approvals|mcp|audi
 servers='backends\.ts|runDemo|gateway/demo/demo\.ts|support/(postgres|gateway|temporal|sshd|approvals-stack|fake-kube-apiserver|browser|mcp-upstream)\.ts|workflows/harness\.ts|ssh/harness\.ts|kubernetes/support\.ts|recording/backends\.ts|bin/airlock\.js'
 case "$tier" in
   unit) mapfile -t files < <(grep -LE "$servers" $(find test -name '*.test.ts' | sort)) ;;
-  postgres) mapfile -t files < <(find test/postgres test/e2e/postgres-acceptance.test.ts test/enforce -name '*.test.ts' | sort) ;;
+  postgres) mapfile -t files < <(find test/postgres test/cluster test/e2e/postgres-acceptance.test.ts test/enforce -name '*.test.ts' | sort) ;;
   ssh) mapfile -t files < <(find test/ssh -name '*.test.ts' | sort) ;;
   http) mapfile -t files < <(find test/http test/kubernetes -name '*.test.ts' | sort) ;;
   approvals) mapfile -t files < <(find test/approvals test/workflows test/bots test/e2e -name '*.test.ts' | sort) ;;

@@ -73,9 +73,37 @@ export function buildCli(): Command {
     .exitOverride()
     .showHelpAfterError();
 
-  configOption(program.command('gateway').description('start the gateway listeners')).action(async (o: { config: string }) => {
-    const { installCrashGuard, startGateway } = await import('../app.ts');
+  configOption(
+    program.command('gateway').description('start the gateway listeners').option('--workers <n>', 'gateway worker processes: auto (one per CPU) or a number; 1 serves from this process (default: gateway.workers)'),
+  ).action(async (o: { config: string; workers?: string }) => {
     const loaded = loadConfig(o.config);
+    const cluster = (await import('node:cluster')).default;
+    const { WORKER_INDEX_ENV, workerCount, MAX_WORKERS } = await import('../cluster/protocol.ts');
+    const index = Number(process.env[WORKER_INDEX_ENV]);
+    if (cluster.isWorker && Number.isInteger(index) && index >= 1) {
+      const { runWorker } = await import('../cluster/worker.ts');
+      const { log } = await import('../log.ts');
+      await runWorker(loaded, index, log);
+      return;
+    }
+    let setting: 'auto' | number = loaded.config.gateway.workers;
+    if (o.workers !== undefined) {
+      if (o.workers !== 'auto' && !(/^\d+$/.test(o.workers) && Number(o.workers) >= 1 && Number(o.workers) <= MAX_WORKERS)) throw new CliError(`--workers: give auto or a number from 1 to ${MAX_WORKERS}, not ${o.workers}`);
+      setting = o.workers === 'auto' ? 'auto' : Number(o.workers);
+    }
+    const workers = workerCount(setting);
+    if (workers > 1) {
+      const { startPrimary } = await import('../cluster/primary.ts');
+      const { log } = await import('../log.ts');
+      const primary = await startPrimary(loaded, workers, log);
+      const { installCrashGuard } = await import('../app.ts');
+      installCrashGuard();
+      for (const l of primary.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
+      process.stderr.write(`airlock: ${workers} gateway workers: ${primary.workers().map((w) => `worker ${w.index} pid ${w.pid}`).join(', ')}\n`);
+      await runUntilSignalled(primary);
+      return;
+    }
+    const { installCrashGuard, startGateway } = await import('../app.ts');
     const gw = await startGateway(loaded);
     installCrashGuard();
     for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);

@@ -434,6 +434,10 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Gateway processes (README "Operating Airlock" → workers): `auto` forks one worker per CPU
+     * (os.availableParallelism()) sharing the listeners, with the primary as the one audit writer;
+     * 1 runs everything in one process. `airlock gateway --workers N` overrides it. */
+    gateway: z.object({ workers: z.union([z.literal('auto'), z.number().int().min(1).max(255)]).default('auto') }).strict().default({ workers: 'auto' }),
     /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
     shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
     auth: authBlock(secretRef, duration),

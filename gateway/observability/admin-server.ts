@@ -19,6 +19,8 @@ export interface ReadinessTargets {
   temporal?: string;
   /** Upstream connections by name, checked with a TCP connect. */
   upstreams: { name: string; host: string; port: number }[];
+  /** More checks (e.g. the gateway workers of a cluster primary); each must be ok to be ready. */
+  extra?: () => Record<string, Check>;
 }
 
 export interface AdminServer {
@@ -56,11 +58,15 @@ export async function readiness(t: ReadinessTargets): Promise<{ ready: boolean; 
   ]);
   const connections: Record<string, Check> = {};
   t.upstreams.forEach((u, i) => (connections[u.name] = ups[i]));
-  const ready = audit.ok && (temporal?.ok ?? true) && ups.every((c) => c.ok);
-  return { ready, checks: { audit, ...(temporal ? { temporal } : {}), connections } };
+  const extra = t.extra?.() ?? {};
+  const ready = audit.ok && (temporal?.ok ?? true) && ups.every((c) => c.ok) && Object.values(extra).every((c) => c.ok);
+  return { ready, checks: { audit, ...(temporal ? { temporal } : {}), connections, ...extra } };
 }
 
-export async function startAdminServer(o: { host: string; port: number; metrics: GatewayMetrics; targets: ReadinessTargets; logger: Logger }): Promise<AdminServer> {
+/** What /metrics serves: a gateway's registry, or a cluster primary's aggregate of its workers'. */
+export type MetricsSource = Pick<GatewayMetrics, 'text'> & { registry: { contentType: string } };
+
+export async function startAdminServer(o: { host: string; port: number; metrics: MetricsSource; targets: ReadinessTargets; logger: Logger }): Promise<AdminServer> {
   const server: Server = createHttpServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const json = (status: number, body: unknown) => {

@@ -34,10 +34,12 @@ export class GatewayMetrics {
     this.refusedConnections = new Counter({ name: 'airlock_refused_connections_total', help: 'Connections refused before a session started', labelNames: ['protocol', 'reason'], registers });
     this.limitsHit = new Counter({ name: 'airlock_limits_hit_total', help: 'Resource limits reached', labelNames: ['protocol', 'limit'], registers });
     if (store) {
-      new Gauge({ name: 'airlock_audit_queue_depth', help: 'Audit records accepted but not yet persisted', registers, collect() { this.set(store.health().pending); } });
-      new Gauge({ name: 'airlock_audit_lag_seconds', help: 'Age of the oldest audit record not yet persisted', registers, collect() { this.set(store.health().lagMs / 1000); } });
-      new Gauge({ name: 'airlock_audit_healthy', help: '1 when the audit store persists records within its bounds', registers, collect() { this.set(store.health().ok ? 1 : 0); } });
-      new Gauge({ name: 'airlock_audit_dropped', help: 'Audit records given up on since start', registers, collect() { this.set(store.health().dropped); } });
+      // Gateway workers (gateway/cluster) each see the one audit writer's state: aggregated, the
+      // worst view counts, not the sum.
+      new Gauge({ name: 'airlock_audit_queue_depth', aggregator: 'max', help: 'Audit records accepted but not yet persisted', registers, collect() { this.set(store.health().pending); } });
+      new Gauge({ name: 'airlock_audit_lag_seconds', aggregator: 'max', help: 'Age of the oldest audit record not yet persisted', registers, collect() { this.set(store.health().lagMs / 1000); } });
+      new Gauge({ name: 'airlock_audit_healthy', aggregator: 'min', help: '1 when the audit store persists records within its bounds', registers, collect() { this.set(store.health().ok ? 1 : 0); } });
+      new Gauge({ name: 'airlock_audit_dropped', aggregator: 'max', help: 'Audit records given up on since start', registers, collect() { this.set(store.health().dropped); } });
     }
   }
 

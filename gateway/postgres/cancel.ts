@@ -20,13 +20,32 @@ interface Entry {
   intercept?: () => boolean;
 }
 
+/**
+ * With several gateway workers (gateway/cluster), a CancelRequest arrives on a new connection that
+ * any worker may accept. The worker index is then the low 8 bits of every key's pid, and a request
+ * for another worker's key is forwarded to it (through the primary) unchecked: only the owning
+ * worker holds the secret and checks it.
+ */
+export interface CancelRouting {
+  /** This worker's index, 1..255. */
+  worker: number;
+  forward(pid: number, secret: Buffer): void;
+}
+
+/** The worker a client-facing cancel key belongs to (0: none, a single-process gateway's key). */
+export function cancelKeyWorker(pid: number): number {
+  return pid & 0xff;
+}
+
 export class CancelRegistry {
   private readonly byPid = new Map<number, Entry>();
+
+  constructor(private readonly routing?: CancelRouting) {}
 
   /** Registers a session and returns the key to hand to its client. */
   register(upstream: UpstreamKey): { pid: number; secret: Buffer } {
     let pid: number;
-    do pid = randomInt(1, 0x7fffffff);
+    do pid = this.routing ? (randomInt(1, 1 << 23) << 8) | this.routing.worker : randomInt(1, 0x7fffffff);
     while (this.byPid.has(pid));
     const secret = randomBytes(4);
     this.byPid.set(pid, { secret, upstream });
@@ -51,6 +70,10 @@ export class CancelRegistry {
    * matches no session or the session handled it (a held statement was cancelled).
    */
   lookup(pid: number, secret: Buffer): UpstreamKey | undefined {
+    if (this.routing && cancelKeyWorker(pid) !== this.routing.worker) {
+      this.routing.forward(pid, Buffer.from(secret));
+      return undefined;
+    }
     const e = this.byPid.get(pid);
     if (!e || e.secret.length !== secret.length || !timingSafeEqual(e.secret, secret)) return undefined;
     if (e.intercept?.()) return undefined;

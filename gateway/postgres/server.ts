@@ -61,6 +61,8 @@ export interface PostgresGatewayOptions {
   tracer?: Tracer;
   /** Time to connect and authenticate upstream. Default 10s. */
   upstreamTimeoutMs?: number;
+  /** Cancel keys (a gateway worker's registry routes other workers' keys: gateway/cluster). */
+  cancels?: CancelRegistry;
 }
 
 export interface PostgresGateway {
@@ -120,7 +122,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
   }
   // The classifier and the COPY analysis need the WASM parser; without it every statement would be denied.
   await initSqlParser();
-  const cancels = new CancelRegistry();
+  const cancels = opts.cancels ?? new CancelRegistry();
   const sessions = new Set<Session>();
   const pending = new Set<Socket>();
   const startupTimeoutMs = opts.startupTimeoutMs ?? parseDuration(listen.clientLoginTimeout);

@@ -26,10 +26,19 @@ export function canReconcile(store: Store): store is ReconcilableStore {
 }
 
 export function reconcileCrashed(store: ReconcilableStore, at = new Date()): ReconcileResult {
+  return reconcileSessions(store, store.openSessionIds(), CRASH_REASON, at);
+}
+
+/**
+ * Closes the given sessions in the record the same way (held operations recorded as not executed,
+ * the session ended with `reason`); those already ended are skipped. The cluster primary calls it
+ * for the sessions of a worker that died (reason `worker crashed`).
+ */
+export function reconcileSessions(store: Store, ids: Iterable<string>, reason: string, at = new Date()): ReconcileResult {
   const result: ReconcileResult = { sessions: [], holds: [] };
-  for (const id of store.openSessionIds()) {
+  for (const id of ids) {
     const detail = store.getSession(id);
-    if (!detail) continue;
+    if (!detail || detail.session.endedAt) continue;
     const settled = new Set(detail.operations.map((o) => o.approval?.requestId).filter((r): r is string => !!r));
     let seq = detail.operations.reduce((m, o) => Math.max(m, o.seq), 0);
     const started = store.listAudit(id).filter((e: AuditEvent) => e.kind === HOLD_STARTED);
@@ -47,14 +56,14 @@ export function reconcileCrashed(store: ReconcilableStore, at = new Date()): Rec
         decision: 'review',
         rule: typeof e.detail.rule === 'string' ? e.detail.rule : undefined,
         maskedColumns: [],
-        error: 'not executed: the gateway crashed while the operation was held for approval',
-        approval: { requestId, outcome: 'abandoned', approvers: [], reason: CRASH_REASON },
+        error: `not executed: ${reason === CRASH_REASON ? 'the gateway crashed' : `the session ended (${reason})`} while the operation was held for approval`,
+        approval: { requestId, outcome: 'abandoned', approvers: [], reason },
       };
       store.recordOperation(op);
-      store.recordAudit({ at, kind: 'hold.abandoned', subject: requestId, detail: { sessionId: id, reason: CRASH_REASON } });
+      store.recordAudit({ at, kind: 'hold.abandoned', subject: requestId, detail: { sessionId: id, reason } });
       result.holds.push({ sessionId: id, requestId });
     }
-    store.endSession(id, at, CRASH_REASON, { toClient: 0, fromClient: 0 });
+    store.endSession(id, at, reason, { toClient: 0, fromClient: 0 });
     result.sessions.push(id);
   }
   return result;

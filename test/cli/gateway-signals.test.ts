@@ -67,7 +67,7 @@ async function writeConfig(dir?: string): Promise<{ dir: string; file: string; p
 
 async function spawnGateway(dir?: string, fdLimit?: number): Promise<Running & { stdout: () => string }> {
   const c = await writeConfig(dir);
-  const args = ['bin/airlock.js', 'gateway', '--config', c.file];
+  const args = ['bin/airlock.js', 'gateway', '--config', c.file, '--workers', '1'];
   const env: NodeJS.ProcessEnv = { ...process.env, AIRLOCK_LOG_LEVEL: 'info' };
   delete env.NODE_TEST_CONTEXT;
   const child = fdLimit

@@ -262,7 +262,7 @@ export async function startApprovalsStack(opts: ApprovalsStackOptions): Promise<
       },
       async spawnGateway() {
         const bin = join(import.meta.dirname, '..', '..', 'bin', 'airlock.js');
-        const child = spawn(process.execPath, [bin, 'gateway', '--config', configFile], {
+        const child = spawn(process.execPath, [bin, 'gateway', '--config', configFile, '--workers', '1'], {
           env: { ...process.env, AIRLOCK_LOG_LEVEL: 'silent' },
           stdio: ['ignore', 'ignore', 'pipe'],
         });
