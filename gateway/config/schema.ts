@@ -406,6 +406,19 @@ export const configSchema = z
       .default({}),
     /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
     shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
+    /** This gateway process among several sharing one audit store and one Temporal (README "Operating Airlock"). */
+    gateway: z
+      .object({
+        /** Stamped on every session it records; default host-pid-random (one per process). Set it to a
+         * stable name (pod name) so a restarted instance reconciles what it left open at once. */
+        instanceId: z.string().trim().min(1).max(200).optional(),
+        /** A peer not seen for this long is dead: its open sessions are ended at the next gateway start. Renewed every third. */
+        instanceLease: duration.default('30s'),
+        /** A held operation's approval request learns its gateway is gone within this long (renewed every third): then it ends `abandoned`. */
+        waiterLease: duration.default('30s'),
+      })
+      .strict()
+      .default({ instanceLease: '30s', waiterLease: '30s' }),
     auth: authBlock(secretRef, duration),
     /** The audit store: one SQLite file (default), or PostgreSQL (`postgres:`), which several gateways
      * share. With `postgres`, `sqlite` only locates the local files placed next to it (the local
