@@ -68,7 +68,8 @@ export interface ChannelRef {
   ref: MessageRef;
 }
 
-export type ApprovalOutcome = 'approved' | 'rejected' | 'expired' | 'cancelled' | 'failed';
+/** `abandoned`: every waiting hold's lease lapsed (its gateway crashed or lost Temporal); nothing waits for the decision. */
+export type ApprovalOutcome = 'approved' | 'rejected' | 'expired' | 'cancelled' | 'failed' | 'abandoned';
 
 export interface ApprovalResult {
   requestId: string;
@@ -105,6 +106,16 @@ export interface JoinArgs {
   /** Unique per hold (session id + random): the same session holding the same operation twice is two holds. */
   holdId: string;
   sessionId?: string;
+  /**
+   * The hold's lease: its gateway renews it (signal `renew`) well within this; a hold whose lease
+   * lapses counts as gone (its gateway crashed without a `leave`). Absent: no lease (older gateways).
+   */
+  leaseMs?: number;
+}
+
+/** A gateway renewing the leases of holds it still has waiting (signal `renew`). */
+export interface RenewArgs {
+  holdIds: string[];
 }
 
 /** A waiting session leaving (signal `leave`): the request is cancelled only when the last one leaves. */
@@ -216,5 +227,6 @@ export const cancelSignal = defineSignal<[CancelArgs]>('cancel');
 export const joinSignal = defineSignal<[JoinArgs]>('join');
 export const leaveSignal = defineSignal<[LeaveArgs]>('leave');
 export const resultSignal = defineSignal<[ResultReport]>('result');
+export const renewSignal = defineSignal<[RenewArgs]>('renew');
 /** Takes one release of an approval, atomically (two gateways cannot both take the last use). */
 export const claimUpdate = defineUpdate<ClaimResult, [ClaimArgs]>('claim');

@@ -1,6 +1,6 @@
 // The gateway's approver from the config: Temporal when `temporal:` is set, otherwise every
 // review fails closed with a reason saying what to configure.
-import type { LoadedConfig } from '../config/load.ts';
+import { parseDuration, type LoadedConfig } from '../config/load.ts';
 import type { Store } from '../recording/store.ts';
 import { approvalChannelsDescription, connectClient, temporalSettings } from '../../workflows/client.ts';
 import { FailClosedApprover, type Approver } from './approver.ts';
@@ -15,6 +15,7 @@ export async function approverFromConfig(loaded: LoadedConfig, store: Store): Pr
     taskQueue: temporalSettings(loaded).taskQueue,
     store,
     channelsDescription: approvalChannelsDescription(loaded),
+    waiterLeaseMs: parseDuration(loaded.config.gateway.waiterLease),
   });
   return {
     approver,
