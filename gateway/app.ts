@@ -124,6 +124,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     if (r.sessions.length) logger.warn({ sessions: r.sessions.length, holds: r.holds, instances: r.instances }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed); ${r.holds.length} held operation(s) recorded as not executed`);
     // From here on peers sharing the store see this instance alive (gateway.instanceLease).
     store.startInstanceLease();
+    logger.info({ instance: (store as { instance?: { id: string } }).instance?.id }, 'gateway instance registered in the audit store');
   }
   const metrics = new GatewayMetrics(store);
   let pgGateway: Awaited<ReturnType<typeof startPostgresGateway>> | undefined;
