@@ -17,7 +17,8 @@ export interface ApprovalView {
   deadline: string;
   approverGroups: string[];
   quorum: number;
-  status: 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled';
+  /** `abandoned`: every gateway holding the operation went away without a word (crash); nothing would run. */
+  status: 'pending' | 'approved' | 'rejected' | 'expired' | 'cancelled' | 'abandoned';
   /** Distinct approvers so far (and the rejecter, when rejected). */
   decidedBy: string[];
   /** ISO timestamp of the final decision. */
@@ -120,6 +121,7 @@ export const STATUS_TITLE: Record<ApprovalView['status'], string> = {
   rejected: 'Rejected',
   expired: 'Expired',
   cancelled: 'Cancelled',
+  abandoned: 'Abandoned',
 };
 
 /** Where a request was posted (channel + message id), kept by the workflow for later updates. */

@@ -134,7 +134,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   // A store this gateway opened is its own: whatever a crash left open is closed in the record.
   if (!opts.store && canReconcile(store)) {
     const r = reconcileCrashed(store);
-    if (r.sessions.length) logger.warn({ sessions: r.sessions.length, holds: r.holds }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed); ${r.holds.length} held operation(s) recorded as not executed`);
+    if (r.sessions.length) logger.warn({ sessions: r.sessions.length, holds: r.holds, instances: r.instances }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed); ${r.holds.length} held operation(s) recorded as not executed`);
+    // From here on peers sharing the store see this instance alive (gateway.instanceLease).
+    store.startInstanceLease();
+    logger.info({ instance: (store as { instance?: { id: string } }).instance?.id }, 'gateway instance registered in the audit store');
   }
   const metrics = new GatewayMetrics(store);
   const tracingCfg = loaded.config.observability?.tracing;

@@ -19,6 +19,10 @@
 //    reported (signal `result`, kept in this run's history and result), at most `resultWaitMs`.
 //    A later hold that this approval cannot release supersedes the spent run: it closes, and the
 //    gateway starts a fresh run under the same workflow id, which asks people again.
+// 5. Waiter leases: a hold joins with a lease its gateway renews (signal `renew`); a hold whose
+//    lease lapsed is gone (its gateway crashed: no `leave` was ever sent). When the last one goes,
+//    a pending request ends `abandoned` at once, so approvers never approve a statement nothing
+//    holds. Runs started before leases existed (no `patched` marker) keep the old behaviour.
 // The chat follow-ups (message update, audit of the outcome, thread replies) run in abandoned
 // child workflows, so a slow or failing chat never delays a held client.
 import {
@@ -28,6 +32,7 @@ import {
   ParentClosePolicy,
   condition,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   startChild,
@@ -44,6 +49,7 @@ import {
   joinSignal,
   leaveSignal,
   progressQuery,
+  renewSignal,
   resultSignal,
   reviewProofId,
   reviewUpdate,
@@ -114,6 +120,11 @@ const MAX_REPORT_CHARS = 4000;
 const PARKED_CLAIM_WINDOW_MS = 10 * 60_000;
 /** `closedBecause` of a request cancelled because every waiting hold left (a hold that joined just then starts afresh). */
 const CLOSED_BY_WAITERS = 'every waiting hold left';
+/** Workflow versioning: runs with this marker honour waiter leases (older histories replay without). */
+export const WAITER_LEASES_PATCH = 'airlock-waiter-leases';
+/** Bounds on a lease a gateway asks for. */
+const MIN_LEASE_MS = 500;
+const MAX_LEASE_MS = 60 * 60_000;
 
 /**
  * The grant an approval carries: only when EVERY approver chose one (the smallest time and run count
@@ -143,6 +154,7 @@ function cut(s: unknown, max = MAX_REPORT_CHARS): string | undefined {
 export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalResult> {
   const startedAt = Date.now();
   const deadline = startedAt + input.timeoutMs;
+  const waiterLeases = patched(WAITER_LEASES_PATCH);
   const resultWaitMs = input.resultWaitMs ?? DEFAULT_RESULT_WAIT_MS;
   const op = input.operation;
   const view: ApprovalView = {
@@ -174,10 +186,14 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   let rejected: { by: string; reason: string } | undefined;
   let cancelled: CancelArgs | undefined;
   const snapshot = (): ApprovalView => ({ ...view, decidedBy: [...view.decidedBy], approverGroups: [...view.approverGroups] });
-  const decided = () => view.status !== 'pending' || cancelled !== undefined;
+  const decided = () => view.status !== 'pending' || cancelled !== undefined || abandoned !== undefined;
 
   // Lifecycle state: who waits, what the approval released, what those operations did.
-  const waiters = new Map<string, { sessionId?: string }>();
+  const waiters = new Map<string, { sessionId?: string; leaseMs?: number; leaseUntil?: number }>();
+  /** Set when the last waiting hold's lease lapsed while the request was pending. */
+  let abandoned: string | undefined;
+  /** Bumped when a leased hold joins: the pending loop re-plans its wake-up for the new lease. */
+  let leaseEpoch = 0;
   let everJoined = 0;
   let parked = 0; // holds whose client was told to send the operation again
   let cancelledByWaiters = false;
@@ -209,6 +225,31 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   const refreshMessages = () => {
     const v = snapshot();
     for (const r of refs) void untilDeadline(deadline).updateMessage(r, v).catch(() => undefined);
+  };
+
+  /** When the earliest waiter lease lapses (Infinity: none). */
+  const nextLeaseEnd = (): number => {
+    let t = Infinity;
+    for (const w of waiters.values()) if (w.leaseUntil !== undefined && w.leaseUntil < t) t = w.leaseUntil;
+    return t;
+  };
+  /** Holds whose lease lapsed are gone; when they were the last ones, a pending request is abandoned. */
+  const sweepLeases = () => {
+    const now = Date.now();
+    let gone = 0;
+    for (const [id, w] of waiters) {
+      if (w.leaseUntil !== undefined && w.leaseUntil <= now) {
+        waiters.delete(id);
+        gone++;
+      }
+    }
+    if (gone === 0) return;
+    view.waiting = waiters.size;
+    version++;
+    if (view.status !== 'pending' || cancelled || abandoned) return;
+    if (waiters.size === 0 && parked === 0) {
+      abandoned = `the gateway holding the operation stopped renewing its lease (crashed or lost contact); nothing is waiting for a decision, so nothing would run`;
+    } else refreshMessages();
   };
 
   /** What a claim by `holdId` gets now; with `take`, the claim happens (release recorded, or run superseded). */
@@ -303,11 +344,25 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       cancelled = undefined;
       cancelledByWaiters = false;
     }
-    waiters.set(j.holdId, typeof j.sessionId === 'string' ? { sessionId: j.sessionId } : {});
+    if (abandoned && view.status === 'pending' && !closing) abandoned = undefined;
+    const leaseMs = waiterLeases && typeof j.leaseMs === 'number' && Number.isFinite(j.leaseMs) ? Math.min(MAX_LEASE_MS, Math.max(MIN_LEASE_MS, j.leaseMs)) : undefined;
+    waiters.set(j.holdId, {
+      ...(typeof j.sessionId === 'string' ? { sessionId: j.sessionId } : {}),
+      ...(leaseMs !== undefined ? { leaseMs, leaseUntil: Date.now() + leaseMs } : {}),
+    });
+    if (leaseMs !== undefined) leaseEpoch++;
     everJoined++;
     view.waiting = waiters.size;
     version++;
     if (view.status === 'pending' && everJoined > 1) refreshMessages();
+  });
+  setHandler(renewSignal, (r) => {
+    if (!waiterLeases || !r || !Array.isArray(r.holdIds)) return;
+    const now = Date.now();
+    for (const id of r.holdIds) {
+      const w = typeof id === 'string' ? waiters.get(id) : undefined;
+      if (w?.leaseMs !== undefined) w.leaseUntil = now + w.leaseMs;
+    }
   });
   setHandler(leaveSignal, (l) => {
     if (!l || !waiters.delete(l.holdId)) return;
@@ -558,9 +613,11 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
         releasable ? (grant ? grantUntil : decidedAtMs + (atDecision.some((h) => waiters.has(h)) ? CLAIM_WINDOW_MS : PARKED_CLAIM_WINDOW_MS)) : Infinity,
         reportsDue ? lastReleaseAt + resultWaitMs : Infinity,
         reportsDue && supersedeAt > now ? supersedeAt : Infinity,
+        // A waiting hold whose gateway is gone will never claim: do not keep the approval for it.
+        releasable && !grant ? nextLeaseEnd() : Infinity,
       );
       const seen = version;
-      await condition(() => version !== seen, Math.max(1, wakeAt - now));
+      if (!(await condition(() => version !== seen, Math.max(1, wakeAt - now)))) sweepLeases();
     }
   };
 
@@ -694,8 +751,12 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       const step = steps[next];
       const stepAt = step ? base + step.afterMs : Infinity;
       if (step && stepAt >= deadline) next = steps.length; // would fire at or after expiry: pointless
-      const wakeAt = Math.min(step && stepAt < deadline ? stepAt : Infinity, deadline);
-      if (await condition(decided, Math.max(1, wakeAt - now))) break;
+      const wakeAt = Math.min(step && stepAt < deadline ? stepAt : Infinity, deadline, nextLeaseEnd());
+      // Runs without leases (older histories) never bump leaseEpoch: the same commands as before.
+      const epoch = leaseEpoch;
+      if ((await condition(() => decided() || leaseEpoch !== epoch, Math.max(1, wakeAt - now))) && decided()) break;
+      sweepLeases();
+      if (abandoned) break;
       if (step && stepAt < deadline && Date.now() >= stepAt) {
         next++;
         view.escalated = true;
@@ -705,6 +766,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
       }
     }
 
+    if (abandoned && !cancelled && view.status === 'pending') return await finish('abandoned', abandoned);
     if (cancelled && view.status === 'pending') {
       if (!cancelledByWaiters) return await finish('cancelled', cancelled.reason);
       announce('cancelled', cancelled.reason);

@@ -27,6 +27,9 @@ async function whyNotFound(client: Client, requestId: string): Promise<string> {
     if (d.status.name === 'RUNNING') return `request ${requestId} is not accepting decisions right now; try again`;
     if (d.status.name === 'COMPLETED') {
       const r = (await handle.result()) as ApprovalResult;
+      if (r.outcome === 'abandoned') {
+        return `request ${requestId} was abandoned: ${r.reason ?? 'no gateway holds the operation any more'}. Approving it would run nothing; if the operation is still needed, the client sends it again, which asks afresh`;
+      }
       const who = r.outcome === 'approved' ? ` by ${r.approvers.join(', ')}` : r.rejectedBy ? ` by ${r.rejectedBy}` : '';
       return `request ${requestId} is no longer pending (${r.outcome}${who})`;
     }

@@ -92,7 +92,8 @@ export interface ChannelRef {
   ref: MessageRef;
 }
 
-export type ApprovalOutcome = 'approved' | 'rejected' | 'expired' | 'cancelled' | 'failed';
+/** `abandoned`: every waiting hold's lease lapsed (its gateway crashed or lost Temporal); nothing waits for the decision. */
+export type ApprovalOutcome = 'approved' | 'rejected' | 'expired' | 'cancelled' | 'failed' | 'abandoned';
 
 export interface ApprovalResult {
   requestId: string;
@@ -129,6 +130,16 @@ export interface JoinArgs {
   /** Unique per hold (session id + random): the same session holding the same operation twice is two holds. */
   holdId: string;
   sessionId?: string;
+  /**
+   * The hold's lease: its gateway renews it (signal `renew`) well within this; a hold whose lease
+   * lapses counts as gone (its gateway crashed without a `leave`). Absent: no lease (older gateways).
+   */
+  leaseMs?: number;
+}
+
+/** A gateway renewing the leases of holds it still has waiting (signal `renew`). */
+export interface RenewArgs {
+  holdIds: string[];
 }
 
 /** A waiting session leaving (signal `leave`): the request is cancelled only when the last one leaves. */
@@ -240,6 +251,7 @@ export const cancelSignal = defineSignal<[CancelArgs]>('cancel');
 export const joinSignal = defineSignal<[JoinArgs]>('join');
 export const leaveSignal = defineSignal<[LeaveArgs]>('leave');
 export const resultSignal = defineSignal<[ResultReport]>('result');
+export const renewSignal = defineSignal<[RenewArgs]>('renew');
 /** Takes one release of an approval, atomically (two gateways cannot both take the last use). */
 export const claimUpdate = defineUpdate<ClaimResult, [ClaimArgs]>('claim');
 /** Records the post-incident review of a break-glass elevation: a signed decision (`approve`, notes as reason) over `<requestId>:review`. */

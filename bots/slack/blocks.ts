@@ -99,6 +99,7 @@ const statusEmoji: Record<ApprovalView['status'], string> = {
   rejected: ':x:',
   expired: ':hourglass:',
   cancelled: ':no_entry_sign:',
+  abandoned: ':ghost:',
 };
 
 /** Milliseconds as people say them: 90s, 10 minutes, 2 hours. */
@@ -155,6 +156,8 @@ export function statusLine(view: ApprovalView): string {
       return `${statusEmoji.expired} *Expired*: no decision by the deadline${view.escalated ? ' (after escalation)' : ''}; the operation was rejected${when}${why}`;
     case 'cancelled':
       return `${statusEmoji.cancelled} *Cancelled*${when}${why || '\n>the client went away before a decision'}`;
+    case 'abandoned':
+      return `${statusEmoji.abandoned} *Abandoned*: the gateway holding the operation is gone; nothing is waiting, nothing would run${when}${why}`;
   }
 }
 

@@ -87,6 +87,8 @@ export function statusText(view: ApprovalView): string {
       return `**Expired**: no decision by the deadline${view.escalated ? ' (after escalation)' : ''}; the operation was rejected${when}${why}`;
     case 'cancelled':
       return `**Cancelled**${when}${why || '\n\nThe client went away before a decision.'}`;
+    case 'abandoned':
+      return `**Abandoned**: the gateway holding the operation is gone; nothing is waiting, nothing would run${when}${why}`;
   }
 }
 
@@ -96,6 +98,7 @@ const statusColor: Record<ApprovalView['status'], string> = {
   rejected: 'Attention',
   expired: 'Warning',
   cancelled: 'Warning',
+  abandoned: 'Warning',
 };
 
 /** Plain one-line summary: notifications and the activity's `summary`. */

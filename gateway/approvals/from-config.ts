@@ -1,7 +1,7 @@
 // The gateway's approver from the config: Temporal when `temporal:` is set, otherwise every
 // review fails closed with a reason saying what to configure.
 import type { Tracer } from '@opentelemetry/api';
-import type { LoadedConfig } from '../config/load.ts';
+import { parseDuration, type LoadedConfig } from '../config/load.ts';
 import type { Store } from '../recording/store.ts';
 import { approvalChannelsDescription, connectClient, temporalSettings } from '../../workflows/client.ts';
 import { FailClosedApprover, type Approver } from './approver.ts';
@@ -17,6 +17,7 @@ export async function approverFromConfig(loaded: LoadedConfig, store: Store, opt
     store,
     channelsDescription: approvalChannelsDescription(loaded),
     ...(opts.tracer ? { tracer: opts.tracer } : {}),
+    waiterLeaseMs: parseDuration(loaded.config.gateway.waiterLease),
   });
   return {
     approver,

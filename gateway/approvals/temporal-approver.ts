@@ -15,6 +15,10 @@
 // open run cannot release this hold (its one run is used, its grant ended) the run is superseded
 // and a fresh run under the same workflow id asks people again.
 //
+// Each hold's waiting is leased (waiterLeaseMs): the gateway renews it every third of the lease
+// while the hold waits, so a gateway that dies without a `leave` (SIGKILL, OOM, lost host) lets the
+// workflow see within the lease that nobody waits any more; the request then ends `abandoned`.
+//
 // Every Temporal call is bounded (startTimeoutMs), so an unreachable Temporal turns into a prompt
 // `failed` outcome (fail closed); a request no worker posts within `postTimeoutMs` fails closed too.
 import { createHash, randomUUID } from 'node:crypto';
@@ -30,6 +34,7 @@ import {
   claimUpdate,
   leaveSignal,
   progressQuery,
+  renewSignal,
   resultSignal,
   type ApprovalInput,
   type ApprovalResult,
@@ -55,6 +60,8 @@ export interface TemporalApproverOptions {
   postTimeoutMs?: number;
   /** OpenTelemetry tracer: the Temporal calls a hold makes become children of the hold's span. */
   tracer?: Tracer;
+  /** Lease of each waiting hold in the workflow (gateway.waiterLease), renewed every third. Default 30 s; 0: no lease. */
+  waiterLeaseMs?: number;
 }
 
 /** Session logs larger than this are cut (Temporal payloads are limited to a few MB). */
@@ -95,6 +102,7 @@ export class TemporalApprover implements Approver {
   private readonly channelsDescription: string;
   private readonly startTimeoutMs: number;
   private readonly postTimeoutMs: number;
+  private readonly waiterLeaseMs: number;
   private readonly refs = new Map<string, ChannelRef[]>();
   /** requestId (and requestId/sessionId) -> the run that released it, for result reports. */
   private readonly releasedRuns = new Map<string, string>();
@@ -108,6 +116,7 @@ export class TemporalApprover implements Approver {
     this.channelsDescription = opts.channelsDescription;
     this.startTimeoutMs = opts.startTimeoutMs ?? 5000;
     this.postTimeoutMs = opts.postTimeoutMs ?? 30_000;
+    this.waiterLeaseMs = Math.max(0, opts.waiterLeaseMs ?? 30_000);
   }
 
   private audit(kind: string, subject: string, detail: Record<string, unknown>, actor?: string): void {
@@ -237,7 +246,7 @@ export class TemporalApprover implements Approver {
         // The request's run keeps the trace it belongs to (memo `traceparent`), for whoever reads its history.
         const memo = req.traceparent ? { traceparent: req.traceparent } : undefined;
         const joined = await this.traced(parent, 'temporal signalWithStart approval', spanAttrs, async (span) => {
-          const j = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}) }, memo));
+          const j = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}), ...(this.waiterLeaseMs > 0 ? { leaseMs: this.waiterLeaseMs } : {}) }, memo));
           span?.setAttribute('temporal.run_id', j.signaledRunId);
           return j;
         });
@@ -379,6 +388,8 @@ export class TemporalApprover implements Approver {
           }
           // Every other waiter left just as this hold joined: this hold did not leave, so ask afresh.
           if (r.outcome === 'cancelled' && r.closedBecause === 'every waiting hold left') return void finish('new-request');
+          // This hold still waits, but the run lost sight of it (renewals failed past the lease): ask afresh.
+          if (r.outcome === 'abandoned') return void finish('new-request');
           if (r.refs.length > 0) h.tellPosted(new Date(h.heldAt + req.review.timeoutMs), h.reattached);
           finish(this.toOutcome(r));
         },
@@ -413,6 +424,18 @@ export class TemporalApprover implements Approver {
           wait = Math.min(Date.now() - started < 30_000 ? 250 : 500, wait * 2);
         }
       })();
+
+      // Keep this hold's lease in the run fresh while it waits (a failed renewal is retried at the next beat).
+      if (this.waiterLeaseMs > 0) {
+        const renew = setInterval(() => {
+          if (done) return;
+          void this.bounded(() => handle.signal(renewSignal, { holdIds: [holdId] })).catch((err: unknown) => {
+            log.warn({ err: messageOf(err), requestId }, 'could not renew the hold\'s lease in the approval request');
+          });
+        }, Math.max(100, Math.floor(this.waiterLeaseMs / 3)));
+        renew.unref();
+        timers.push(renew);
+      }
 
       // Nobody can see the request (no worker polling the task queue, every chat failing): fail
       // closed after postTimeoutMs rather than at the deadline.
@@ -450,6 +473,8 @@ export class TemporalApprover implements Approver {
         return { outcome: 'expired', requestId: r.requestId, reason: r.reason ?? 'no decision before the deadline' };
       case 'cancelled':
         return { outcome: 'cancelled', requestId: r.requestId, reason: r.reason ?? 'cancelled' };
+      case 'abandoned':
+        return { outcome: 'cancelled', requestId: r.requestId, reason: `abandoned: ${r.reason ?? 'no gateway holds the operation any more'}` };
       default:
         return { outcome: 'failed', requestId: r.requestId, reason: r.reason ?? 'the approval request failed' };
     }

@@ -54,7 +54,9 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
   const closers: (() => Promise<void>)[] = [async () => store.close()];
   if (canReconcile(store)) {
     const r = reconcileCrashed(store);
-    if (r.sessions.length) log.warn({ sessions: r.sessions.length, holds: r.holds }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed)`);
+    if (r.sessions.length) log.warn({ sessions: r.sessions.length, holds: r.holds, instances: r.instances }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed)`);
+    // The primary records every worker's sessions under its own instance id; peers see it alive.
+    store.startInstanceLease();
   }
   if (store instanceof SqliteStore) store.flush(); // workers open it read-only: it must exist
   // Created (schema, WAL mode) once here, so N workers starting together only read and poll it.

@@ -434,12 +434,25 @@ export const configSchema = z
       })
       .strict()
       .default({}),
-    /** Gateway processes (README "Operating Airlock" → workers): `auto` forks one worker per CPU
-     * (os.availableParallelism()) sharing the listeners, with the primary as the one audit writer;
-     * 1 runs everything in one process. `airlock gateway --workers N` overrides it. */
-    gateway: z.object({ workers: z.union([z.literal('auto'), z.number().int().min(1).max(255)]).default('auto') }).strict().default({ workers: 'auto' }),
     /** Signals: SIGTERM drains for up to drainTimeout (running statements finish), SIGINT does not wait for them. */
     shutdown: z.object({ drainTimeout: duration.default('30s'), auditFlushTimeout: duration.default('5s') }).strict().default({ drainTimeout: '30s', auditFlushTimeout: '5s' }),
+    /** This gateway process among several sharing one audit store and one Temporal (README "Operating Airlock"). */
+    gateway: z
+      .object({
+        /** Stamped on every session it records; default host-pid-random (one per process). Set it to a
+         * stable name (pod name) so a restarted instance reconciles what it left open at once. */
+        instanceId: z.string().trim().min(1).max(200).optional(),
+        /** A peer not seen for this long is dead: its open sessions are ended at the next gateway start. Renewed every third. */
+        instanceLease: duration.default('30s'),
+        /** A held operation's approval request learns its gateway is gone within this long (renewed every third): then it ends `abandoned`. */
+        waiterLease: duration.default('30s'),
+        /** Gateway processes (README "Operating Airlock" → workers): `auto` forks one worker per CPU
+         * (os.availableParallelism()) sharing the listeners, with the primary as the one audit writer;
+         * 1 runs everything in one process. `airlock gateway --workers N` overrides it. */
+        workers: z.union([z.literal('auto'), z.number().int().min(1).max(255)]).default('auto'),
+      })
+      .strict()
+      .default({ instanceLease: '30s', waiterLease: '30s', workers: 'auto' }),
     auth: authBlock(secretRef, duration),
     /** Where chat approvers' identities and groups come from (idp-schema.ts). */
     approvers: approversBlock(duration).default({ source: 'config', maxAge: '12h' }),

@@ -334,7 +334,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           const e = enforcements.get(s);
           const held = e?.heldRequests() ?? [];
           // A held statement has not started; anything else in flight is allowed to finish.
-          if (held.length > 0 || s.held || !s.busy || Date.now() >= deadline) s.end(held.length || s.held ? 'gateway draining: held statement left for re-attach' : 'gateway draining', shutdownError(held));
+          // The held client is told its request stays open: the hold parks (it does not cancel the request).
+          if (held.length > 0 || s.held || !s.busy || Date.now() >= deadline) s.end(held.length || s.held ? 'gateway draining: held statement left for re-attach' : 'gateway draining', shutdownError(held), { park: held.length > 0 || s.held });
         }
         if (sessions.size === 0) break;
         await new Promise((r) => setTimeout(r, 25));

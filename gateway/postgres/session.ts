@@ -52,7 +52,7 @@ import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, } from './row-masker.ts';
 import { elevationTagNotice } from '../elevation/registry.ts';
 import { BIND_COMPLETE, errorResponse, NO_DATA, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, SYNC, type PgError } from './messages.ts';
-import type { OperationBinding } from '../approvals/approver.ts';
+import { HOLD_PARKED, type OperationBinding } from '../approvals/approver.ts';
 
 export interface OperationBase {
   protocol: 'postgres';
@@ -1507,12 +1507,13 @@ export class Session {
     if (run.approval) this.enforce.reportResult(run.approval, { summary: heldResultSummary(run, rec), tag: run.tag, rows: run.rows, error: run.error, grant: run.grant });
   }
 
-  /** Ends the session (idempotent). `clientError` is sent to the client first when given. */
-  end(reason: string, clientError?: PgError): void {
+  /** Ends the session (idempotent). `clientError` is sent to the client first when given. With
+   * `park` (a drain), a held statement's request stays open for the client's re-attach (HOLD_PARKED). */
+  end(reason: string, clientError?: PgError, opts: { park?: boolean } = {}): void {
     if (this.closed) return;
     this.flushClient();
     this.closed = true;
-    this.holdAbort?.abort(new Error(reason));
+    this.holdAbort?.abort(opts.park ? HOLD_PARKED : new Error(reason));
     this.holdAbort = null;
     const { client, upstream } = this;
     if (client.writable) {

@@ -4,6 +4,7 @@ import { parsePrivateKey, SigningKeyError } from './chain.ts';
 import { readFileSync } from 'node:fs';
 import { PostgresStore, type PostgresConnectionOptions } from './postgres-store.ts';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';
+import { instanceIdentity } from './instances.ts';
 
 export interface OpenStoreOptions {
   /** Load audit.signingKey (default true). Readers (`sessions list`, `audit verify`) pass false so
@@ -57,6 +58,8 @@ export function storeOptions(loaded: LoadedConfig, opts: OpenStoreOptions = {}):
     checkpointIntervalMs: parseDuration(a.checkpointInterval),
     anchorFile: a.anchor ? configPath(loaded, a.anchor.file) : undefined,
     signingKey: opts.signer === false ? undefined : auditSigningKey(loaded),
+    instance: instanceIdentity(loaded.config.gateway.instanceId),
+    instanceLeaseMs: parseDuration(loaded.config.gateway.instanceLease),
   };
 }
 

@@ -109,12 +109,26 @@ export const PG_MIGRATIONS: string[] = [
   CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
   CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
   `,
+  // Which gateway instance owns each session, and the instances' leases (instances.ts): crash
+  // reconciliation ends only sessions of instances that are certainly gone. Additive.
+  `
+  ALTER TABLE sessions ADD COLUMN instance text;
+  CREATE INDEX sessions_open_instance ON sessions (instance) WHERE ended_at IS NULL;
+  CREATE TABLE gateway_instances (
+    id         text PRIMARY KEY,
+    boot       text NOT NULL,
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    started_at bigint NOT NULL,
+    last_seen  bigint NOT NULL              -- ms since epoch, the database's clock
+  );
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
 export const SUMMARY_SELECT_PG = `SELECT s.id, s.protocol, s.identity, s.groups, s.connection, s.client_address, s.started_at,
-  s.ended_at, s.end_reason, s.bytes_to_client, s.bytes_from_client,
+  s.ended_at, s.end_reason, s.bytes_to_client, s.bytes_from_client, s.instance,
   (SELECT count(*) FROM operations o WHERE o.session_id = s.id) AS op_count,
   (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.decision = 'deny') AS denied_count,
   (SELECT count(*) FROM operations o WHERE o.session_id = s.id AND o.decision = 'review') AS review_count,

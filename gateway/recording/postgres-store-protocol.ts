@@ -1,5 +1,6 @@
 // Messages between the PostgreSQL audit store (main thread) and its I/O thread.
 import type { ClientConfig } from 'pg';
+import type { InstanceIdentity } from './instances.ts';
 
 export interface WorkerInit {
   connection: Pick<ClientConfig, 'host' | 'port' | 'database' | 'user' | 'password' | 'ssl'>;
@@ -25,7 +26,7 @@ export interface WriteItem {
   data: Record<string, unknown>;
 }
 
-export type SyncOp = 'open' | 'schemaVersion' | 'listSessions' | 'getSession' | 'listAudit' | 'findSessionIds' | 'dump' | 'prune' | 'checkpoint' | 'close' | 'putElevation' | 'revokeElevation' | 'getElevation' | 'listElevations' | 'putIdpIdentity' | 'findIdpIdentities';
+export type SyncOp = 'open' | 'schemaVersion' | 'listSessions' | 'getSession' | 'listAudit' | 'findSessionIds' | 'dump' | 'prune' | 'checkpoint' | 'close' | 'putElevation' | 'revokeElevation' | 'getElevation' | 'listElevations' | 'putIdpIdentity' | 'findIdpIdentities' | 'claimOrphans' | 'instances';
 
 export interface SyncRequest {
   call: number;
@@ -35,7 +36,12 @@ export interface SyncRequest {
 
 export type SyncReply = { call: number; ok: true; value: unknown } | { call: number; ok: false; error: string; code?: string };
 
-export type ToWorker = { t: 'write'; items: WriteItem[] } | { t: 'drop'; ids: number[] } | { t: 'sync'; req: SyncRequest };
+export type ToWorker =
+  | { t: 'write'; items: WriteItem[] }
+  | { t: 'drop'; ids: number[] }
+  | { t: 'sync'; req: SyncRequest }
+  /** Renew this gateway instance's lease (instances.ts); `release` marks it gone (planned stop). */
+  | { t: 'lease'; self: InstanceIdentity; release?: boolean };
 
 export type ToMain =
   | { t: 'settled'; ids: number[]; dropped: number[] }

@@ -13,6 +13,7 @@ import pg from 'pg';
 import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
 import { PG_MIGRATIONS, PG_SCHEMA_VERSION, SUMMARY_SELECT_PG } from './postgres-schema.ts';
 import type { WorkerInit, WriteItem, ToWorker, ToMain, SyncRequest, SyncReply } from './postgres-store-protocol.ts';
+import { peerIsDead, type InstanceIdentity, type InstanceRow, type OrphanClaim } from './instances.ts';
 
 const init = workerData as WorkerInit;
 const BATCH_MAX = 500;
@@ -33,6 +34,8 @@ const types = {
 
 let writer: pg.Client | undefined;
 let reader: pg.Client | undefined;
+/** Instance leases and claims (instances.ts): never inside a write batch or a read snapshot. */
+let leaser: pg.Client | undefined;
 const queue: WriteItem[] = [];
 let pumping = false;
 let backoffMs = 50;
@@ -52,6 +55,7 @@ async function connect(): Promise<pg.Client> {
   c.on('error', () => {
     if (writer === c) writer = undefined;
     if (reader === c) reader = undefined;
+    if (leaser === c) leaser = undefined;
   });
   await c.connect();
   return c;
@@ -65,6 +69,59 @@ async function writerClient(): Promise<pg.Client> {
 async function readerClient(): Promise<pg.Client> {
   if (!reader) reader = await connect();
   return reader;
+}
+
+async function leaserClient(): Promise<pg.Client> {
+  if (!leaser) leaser = await connect();
+  return leaser;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway instances (instances.ts): leases on the database's clock, so hosts' clocks do not matter.
+
+const DB_NOW_MS = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
+/** Claims of dead instances by every gateway on this database serialize on this advisory lock. */
+const INSTANCE_LOCK = 0x4149524e;
+
+async function upsertInstance(c: pg.Client, self: InstanceIdentity, lastSeen = DB_NOW_MS): Promise<void> {
+  await c.query(
+    `INSERT INTO gateway_instances (id, boot, host, pid, started_at, last_seen) VALUES ($1, $2, $3, $4, $5, ${lastSeen})
+     ON CONFLICT (id) DO UPDATE SET boot = excluded.boot, host = excluded.host, pid = excluded.pid, started_at = excluded.started_at, last_seen = excluded.last_seen`,
+    [self.id, self.boot, self.host, self.pid, self.startedAt],
+  );
+}
+
+async function renewLease(self: InstanceIdentity, release: boolean): Promise<void> {
+  try {
+    const c = await leaserClient();
+    if (release) await c.query('UPDATE gateway_instances SET last_seen = 0 WHERE id = $1 AND boot = $2', [self.id, self.boot]);
+    else await upsertInstance(c, self);
+  } catch (e) {
+    post({ t: 'log', level: 'warn', msg: "audit store: could not renew this gateway instance's lease", detail: { err: errorText(e) } });
+  }
+}
+
+/** Registers `self` and claims the dead instances (rows removed) and their open sessions, under one lock. */
+async function claimOrphans(self: InstanceIdentity, leaseMs: number): Promise<OrphanClaim> {
+  const c = await leaserClient();
+  await c.query('BEGIN');
+  try {
+    await c.query('SELECT pg_advisory_xact_lock($1)', [INSTANCE_LOCK]);
+    const now = Number((await c.query<{ now: number }>(`SELECT ${DB_NOW_MS} AS now`)).rows[0].now);
+    const rows = (await c.query<InstanceRow>('SELECT * FROM gateway_instances')).rows;
+    const dead = rows.filter((r) => peerIsDead(r, self, leaseMs, now)).map((r) => r.id);
+    if (dead.length) await c.query('DELETE FROM gateway_instances WHERE id = ANY($1::text[])', [dead]);
+    await upsertInstance(c, self);
+    // Sessions without an owner (recorded before instance ids) are never claimed here: on a shared
+    // database they may belong to a live gateway of the previous version.
+    const owners = [...new Set([self.id, ...dead])];
+    const s = await c.query<{ id: string }>('SELECT id FROM sessions WHERE ended_at IS NULL AND instance = ANY($1::text[]) ORDER BY started_at, ord', [owners]);
+    await c.query('COMMIT');
+    return { deadInstances: dead, sessions: s.rows.map((r) => r.id) };
+  } catch (e) {
+    await c.query('ROLLBACK').catch(() => {});
+    throw e;
+  }
 }
 
 function errorText(e: unknown): string {
@@ -116,9 +173,9 @@ async function apply(c: pg.Client, h: Head, w: WriteItem): Promise<void> {
   switch (w.kind) {
     case 'start':
       await c.query(
-        `INSERT INTO sessions (id, protocol, identity, groups, connection, client_address, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-        [d.id, d.protocol, d.identity, d.groups, d.connection, d.clientAddress, d.startedAt],
+        `INSERT INTO sessions (id, protocol, identity, groups, connection, client_address, started_at, instance)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
+        [d.id, d.protocol, d.identity, d.groups, d.connection, d.clientAddress, d.startedAt, d.instance ?? null],
       );
       await append(c, h, 'session.start', `s:${d.id}`, null, d.startedAt, w.data);
       return;
@@ -309,6 +366,7 @@ async function prune(cutoff: number, verifiedSeq: number, verifiedHash: string, 
       await append(c, h, 'session.snapshot', `s:${r.id}`, null, now, {
         id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
         startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
+        ...(r.instance ? { instance: r.instance } : {}),
       });
     }
     const keptOps = (await c.query(`SELECT o.* FROM operations o WHERE NOT EXISTS (SELECT 1 FROM prune_ops p WHERE p.session_id = o.session_id AND p.seq = o.seq)
@@ -450,7 +508,7 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
       try {
         const q = async (sql: string) => (await c.query(sql)).rows;
         return {
-          sessions: await q('SELECT id, protocol, identity, groups, connection, client_address, started_at, ended_at, end_reason, bytes_to_client, bytes_from_client FROM sessions ORDER BY ord'),
+          sessions: await q('SELECT id, protocol, identity, groups, connection, client_address, started_at, ended_at, end_reason, bytes_to_client, bytes_from_client, instance FROM sessions ORDER BY ord'),
           operations: await q('SELECT * FROM operations'),
           audit: await q('SELECT * FROM audit ORDER BY id'),
           journal: await q('SELECT seq, at, kind, entity, item, entry, hash FROM journal ORDER BY seq'),
@@ -520,6 +578,13 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
     case 'checkpoint':
       await writesSettled(init.readWaitMs);
       return (await checkpoint()) ?? null;
+    case 'claimOrphans': {
+      await writesSettled(init.readWaitMs);
+      const [self, leaseMs] = req.args as [InstanceIdentity, number];
+      return await claimOrphans(self, leaseMs);
+    }
+    case 'instances':
+      return (await (await leaserClient()).query('SELECT * FROM gateway_instances ORDER BY id')).rows;
     case 'close': {
       closing = true;
       if (checkpointTimer) clearInterval(checkpointTimer);
@@ -532,8 +597,11 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
       const lost = queue.length;
       queue.length = 0;
       if (lost === 0) await checkpointSafely();
+      const release = req.args[1] as InstanceIdentity | undefined;
+      if (release) await renewLease(release, true);
       await writer?.end().catch(() => {});
       await reader?.end().catch(() => {});
+      await leaser?.end().catch(() => {});
       return lost;
     }
   }
@@ -549,6 +617,8 @@ parentPort?.on('message', (m: ToWorker) => {
     const from = pumping ? Math.min(queue.length, BATCH_MAX) : 0;
     const drop = new Set(m.ids);
     for (let i = queue.length - 1; i >= from; i--) if (drop.has(queue[i].id)) queue.splice(i, 1);
+  } else if (m.t === 'lease') {
+    if (!closing) void renewLease(m.self, m.release === true);
   } else if (m.t === 'sync') {
     const reply = (r: SyncReply) => {
       replyPort.postMessage(r);

@@ -48,6 +48,7 @@ import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord
 import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
+import { DEFAULT_INSTANCE_LEASE_MS, instanceIdentity, type InstanceIdentity, type InstanceRow, type OrphanClaim } from './instances.ts';
 
 export interface PostgresConnectionOptions {
   host: string;
@@ -75,6 +76,10 @@ export interface PostgresStoreOptions {
   readWaitMs?: number;
   /** How long close() waits for queued records; default 5000 ms. */
   closeTimeoutMs?: number;
+  /** The gateway instance this process is (stamped on every session it starts); default: the process' own (instances.ts). */
+  instance?: InstanceIdentity;
+  /** A peer instance not seen for this long is dead (gateway.instanceLease). Default 30 s. */
+  instanceLeaseMs?: number;
 }
 
 const FLUSH_INTERVAL_MS = 10;
@@ -98,6 +103,10 @@ export class PostgresStore implements Store {
   private readonly worker: Worker;
   /** Where the store lives, for logs and errors (never the password). */
   readonly path: string;
+  /** The gateway instance sessions are stamped with. */
+  readonly instance: InstanceIdentity;
+  private readonly instanceLeaseMs: number;
+  private leaseTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     conn: PostgresConnectionOptions,
@@ -107,6 +116,8 @@ export class PostgresStore implements Store {
     this.maxPending = Math.max(1, opts.maxPending ?? 10_000);
     this.maxPendingMs = Math.max(0, opts.maxPendingMs ?? 5000);
     this.path = `postgres://${conn.user}@${conn.host}:${conn.port ?? 5432}/${conn.database}`;
+    this.instance = opts.instance ?? instanceIdentity();
+    this.instanceLeaseMs = Math.max(1, opts.instanceLeaseMs ?? DEFAULT_INSTANCE_LEASE_MS);
     const sab = new SharedArrayBuffer(4);
     this.signal = new Int32Array(sab);
     this.replies = new MessageChannel();
@@ -252,6 +263,7 @@ export class PostgresStore implements Store {
       connection: str(s.connection),
       clientAddress: str(s.clientAddress),
       startedAt: epochMs(s.startedAt),
+      instance: this.instance.id,
     };
     this.write('start', `start session ${s.id}`, data);
   }
@@ -327,6 +339,30 @@ export class PostgresStore implements Store {
   findSessionIds(prefix: string, limit = 10): string[] {
     if (prefix === '') return [];
     return this.call('findSessionIds', [prefix, limit]) as string[];
+  }
+
+  /**
+   * Registers this instance (its lease row) and claims, under one lock shared by every gateway on the
+   * database, the instances that are certainly gone (instances.ts): their rows are removed and their
+   * sessions still open are returned for reconcile.ts to end. Sessions without an owner (recorded
+   * before instance ids) are left alone: they may be a live older gateway's. Call at startup.
+   */
+  claimOrphanedSessions(): OrphanClaim {
+    return this.call('claimOrphans', [this.instance, this.instanceLeaseMs], Math.max(this.opts.readTimeoutMs ?? 5000, 15_000)) as OrphanClaim;
+  }
+
+  /** Keeps this instance's lease fresh (every lease/3, on the database's clock) until close; close marks it gone. */
+  startInstanceLease(): void {
+    if (this.leaseTimer || this.closed) return;
+    const beat = () => this.worker.postMessage({ t: 'lease', self: this.instance } satisfies ToWorker);
+    beat();
+    this.leaseTimer = setInterval(beat, Math.max(10, Math.floor(this.instanceLeaseMs / 3)));
+    this.leaseTimer.unref();
+  }
+
+  /** Gateway instances registered on this database (lease rows). */
+  instances(): InstanceRow[] {
+    return this.call('instances', []) as InstanceRow[];
   }
 
   schemaVersion(): number {
@@ -415,8 +451,11 @@ export class PostgresStore implements Store {
     if (this.closed) return;
     const wait = this.opts.closeTimeoutMs ?? 5000;
     let lost = this.pending.size;
+    const leased = this.leaseTimer !== undefined;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = undefined;
     try {
-      lost = this.call('close', [wait], wait + 5000) as number;
+      lost = this.call('close', [wait, leased ? this.instance : undefined], wait + 5000) as number;
     } catch (e) {
       log.error({ store: this.path, err: e instanceof Error ? e.message : String(e) }, 'audit store: close failed');
     }

@@ -5,8 +5,11 @@
 // flight (an `hold.started` audit event without an operation carrying its request id) is
 // recorded as an operation that did not run, plus a `hold.abandoned` audit event.
 //
-// Only for a store this gateway owns alone: with a store shared by several live gateways
-// (PostgreSQL store), their sessions would be closed too; such stores need an owner column.
+// Only sessions of gateway instances that are certainly gone are touched (instances.ts): this
+// instance's own id (an earlier incarnation), peers whose lease lapsed, peers on this host whose
+// process is gone. Live peers sharing the store (PostgreSQL) keep their sessions. The store claims
+// the dead instances atomically, so two gateways starting at once never both close the same session.
+import type { OrphanClaim } from './instances.ts';
 import type { AuditEvent, OperationRecord, Store } from './store.ts';
 
 export const CRASH_REASON = 'gateway crashed';
@@ -17,16 +20,24 @@ export const HOLD_STARTED = 'hold.started';
 export interface ReconcileResult {
   sessions: string[];
   holds: { sessionId: string; requestId: string }[];
+  /** Gateway instances found dead (their lease rows are gone now). */
+  instances: string[];
 }
 
-export type ReconcilableStore = Store & { openSessionIds(): string[] };
+export type ReconcilableStore = Store & {
+  /** Registers this instance and claims the dead ones with their open sessions (one transaction). */
+  claimOrphanedSessions(): OrphanClaim;
+  /** Keeps this instance's lease fresh until the store closes. */
+  startInstanceLease(): void;
+};
 
 export function canReconcile(store: Store): store is ReconcilableStore {
-  return typeof (store as Partial<ReconcilableStore>).openSessionIds === 'function';
+  return typeof (store as Partial<ReconcilableStore>).claimOrphanedSessions === 'function';
 }
 
 export function reconcileCrashed(store: ReconcilableStore, at = new Date()): ReconcileResult {
-  return reconcileSessions(store, store.openSessionIds(), CRASH_REASON, at);
+  const claim = store.claimOrphanedSessions();
+  return { ...reconcileSessions(store, claim.sessions, CRASH_REASON, at), instances: claim.deadInstances };
 }
 
 /**
@@ -35,7 +46,7 @@ export function reconcileCrashed(store: ReconcilableStore, at = new Date()): Rec
  * for the sessions of a worker that died (reason `worker crashed`).
  */
 export function reconcileSessions(store: Store, ids: Iterable<string>, reason: string, at = new Date()): ReconcileResult {
-  const result: ReconcileResult = { sessions: [], holds: [] };
+  const result: ReconcileResult = { sessions: [], holds: [], instances: [] };
   for (const id of ids) {
     const detail = store.getSession(id);
     if (!detail || detail.session.endedAt) continue;

@@ -29,6 +29,7 @@ import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.t
 import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
 import { idpIdentityData, registrationEvent, toIdpIdentity, type IdpIdentity, type IdpIdentityRow } from './identity-registry.ts';
+import { DEFAULT_INSTANCE_LEASE_MS, instanceIdentity, peerIsDead, type InstanceIdentity, type InstanceRow, type OrphanClaim } from './instances.ts';
 
 /** A session plus counts of what happened in it, for listings. */
 export interface SessionSummary extends SessionRecord {
@@ -96,6 +97,10 @@ export interface SqliteStoreOptions {
   /** Open an existing file for reading only (an auditor's CLI without write access). No
    * migrations run; the file must already be at this Airlock's schema version. */
   readonly?: boolean;
+  /** The gateway instance this process is (stamped on every session it starts); default: the process' own (instances.ts). */
+  instance?: InstanceIdentity;
+  /** A peer instance not seen for this long is dead (gateway.instanceLease). Default 30 s. */
+  instanceLeaseMs?: number;
 }
 
 /** Opening or migrating the store failed: the message names the file and what to do. */
@@ -230,6 +235,20 @@ const MIGRATIONS: string[] = [
   CREATE INDEX IF NOT EXISTS idp_identities_email ON idp_identities (email);
   CREATE INDEX IF NOT EXISTS idp_identities_identity ON idp_identities (identity);
   `,
+  // Which gateway instance owns each session, and the instances' leases (instances.ts): crash
+  // reconciliation ends only sessions of instances that are certainly gone. Additive.
+  `
+  ALTER TABLE sessions ADD COLUMN instance TEXT;
+  CREATE INDEX sessions_open_instance ON sessions (instance) WHERE ended_at IS NULL;
+  CREATE TABLE gateway_instances (
+    id         TEXT PRIMARY KEY,
+    boot       TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -246,6 +265,8 @@ export interface SessionRow {
   end_reason: string | null;
   bytes_to_client: number;
   bytes_from_client: number;
+  /** Gateway instance that started the session (absent before schema version 3). */
+  instance?: string | null;
 }
 
 export interface SummaryRow extends SessionRow {
@@ -292,7 +313,7 @@ interface PendingWrite {
 }
 
 const SESSION_COLUMNS = `s.id, s.protocol, s.identity, s.groups, s.connection, s.client_address, s.started_at,
-  s.ended_at, s.end_reason, s.bytes_to_client, s.bytes_from_client`;
+  s.ended_at, s.end_reason, s.bytes_to_client, s.bytes_from_client, s.instance`;
 
 // Correlated subqueries run only for the rows a LIMIT keeps, each over the (session_id, seq) key.
 const SUMMARY_SELECT = `SELECT ${SESSION_COLUMNS},
@@ -329,6 +350,10 @@ export class SqliteStore implements Store {
   private readonly readonly: boolean;
   private entriesSinceCheckpoint = 0;
   private lastCheckpointSeq = -1;
+  /** The gateway instance sessions are stamped with. */
+  readonly instance: InstanceIdentity;
+  private readonly instanceLeaseMs: number;
+  private leaseTimer: NodeJS.Timeout | undefined;
 
   private readonly insertSession: Database.Statement;
   private readonly updateSessionEnd: Database.Statement;
@@ -360,10 +385,12 @@ export class SqliteStore implements Store {
     this.checkpointEvery = Math.max(1, opts.checkpointEvery ?? 1000);
     this.anchorFile = opts.anchorFile;
     this.readonly = opts.readonly ?? false;
+    this.instance = opts.instance ?? instanceIdentity();
+    this.instanceLeaseMs = Math.max(1, opts.instanceLeaseMs ?? DEFAULT_INSTANCE_LEASE_MS);
     // A repeated start (a reconnect reusing its id) keeps the first record rather than failing.
     this.insertSession = db.prepare(`INSERT INTO sessions
-      (id, protocol, identity, groups, connection, client_address, started_at)
-      VALUES (@id, @protocol, @identity, @groups, @connection, @clientAddress, @startedAt)
+      (id, protocol, identity, groups, connection, client_address, started_at, instance)
+      VALUES (@id, @protocol, @identity, @groups, @connection, @clientAddress, @startedAt, @instance)
       ON CONFLICT (id) DO NOTHING`);
     this.updateSessionEnd = db.prepare(`UPDATE sessions
       SET ended_at = @endedAt, end_reason = @reason, bytes_to_client = @toClient, bytes_from_client = @fromClient
@@ -493,6 +520,7 @@ export class SqliteStore implements Store {
       connection: str(s.connection),
       clientAddress: str(s.clientAddress),
       startedAt: epochMs(s.startedAt),
+      instance: this.instance.id,
     };
     this.write(`start session ${s.id}`, () => {
       this.insertSession.run(data);
@@ -560,6 +588,57 @@ export class SqliteStore implements Store {
   openSessionIds(): string[] {
     this.flush();
     return (this.db.prepare(`SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY started_at`).all() as { id: string }[]).map((r) => r.id);
+  }
+
+  /**
+   * Registers this instance (its lease row) and claims, in one write transaction, the instances that
+   * are certainly gone (instances.ts): their rows are removed and their sessions still open are
+   * returned for reconcile.ts to end. Sessions recorded before instance ids (no owner) count as
+   * orphans here, as they did before: a SQLite file is one host's. Call at startup, before serving.
+   */
+  claimOrphanedSessions(): OrphanClaim {
+    this.flush();
+    const self = this.instance;
+    return this.db.transaction((): OrphanClaim => {
+      const now = Date.now();
+      const dead = (this.db.prepare(`SELECT * FROM gateway_instances`).all() as InstanceRow[]).filter((r) => peerIsDead(r, self, this.instanceLeaseMs, now)).map((r) => r.id);
+      const del = this.db.prepare(`DELETE FROM gateway_instances WHERE id = ?`);
+      for (const id of dead) del.run(id);
+      this.upsertInstance(now);
+      const owners = [...new Set([self.id, ...dead])];
+      const sessions = (
+        this.db.prepare(`SELECT id FROM sessions WHERE ended_at IS NULL AND (instance IS NULL OR instance IN (SELECT value FROM json_each(?))) ORDER BY started_at`).all(JSON.stringify(owners)) as { id: string }[]
+      ).map((r) => r.id);
+      return { deadInstances: dead, sessions };
+    }).immediate();
+  }
+
+  private upsertInstance(now: number): void {
+    const s = this.instance;
+    this.db
+      .prepare(`INSERT INTO gateway_instances (id, boot, host, pid, started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET boot = excluded.boot, host = excluded.host, pid = excluded.pid, started_at = excluded.started_at, last_seen = excluded.last_seen`)
+      .run(s.id, s.boot, s.host, s.pid, s.startedAt, now);
+  }
+
+  /** Keeps this instance's lease fresh (every lease/3) until close; close marks it gone. */
+  startInstanceLease(): void {
+    if (this.leaseTimer || this.readonly || this.closed) return;
+    const beat = () => {
+      try {
+        this.upsertInstance(Date.now());
+      } catch (e) {
+        log.warn({ path: this.path, err: errorText(e) }, 'audit store: could not renew this gateway instance\'s lease');
+      }
+    };
+    beat();
+    this.leaseTimer = setInterval(beat, Math.max(10, Math.floor(this.instanceLeaseMs / 3)));
+    this.leaseTimer.unref();
+  }
+
+  /** Live gateway instances sharing this store (lease fresh), for operators and tests. */
+  instances(): InstanceRow[] {
+    return this.db.prepare(`SELECT * FROM gateway_instances ORDER BY id`).all() as InstanceRow[];
   }
 
   getSession(id: string): { session: SessionSummary; operations: OperationRecord[] } | undefined {
@@ -691,6 +770,7 @@ export class SqliteStore implements Store {
         this.append('session.snapshot', `s:${r.id}`, null, now, {
           id: r.id, protocol: r.protocol, identity: r.identity, groups: r.groups, connection: r.connection, clientAddress: r.client_address,
           startedAt: r.started_at, endedAt: r.ended_at, endReason: r.end_reason, toClient: r.bytes_to_client, fromClient: r.bytes_from_client,
+          ...(r.instance ? { instance: r.instance } : {}),
         });
       }
       const keptOps = db.prepare(`SELECT o.* FROM operations o WHERE NOT EXISTS (SELECT 1 FROM temp.prune_ops p WHERE p.session_id = o.session_id AND p.seq = o.seq)
@@ -806,6 +886,16 @@ export class SqliteStore implements Store {
     this.retryTimer = undefined;
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.checkpointTimer = undefined;
+    if (this.leaseTimer) {
+      clearInterval(this.leaseTimer);
+      this.leaseTimer = undefined;
+      // A planned stop: peers may reconcile whatever this instance leaves open without waiting.
+      try {
+        this.db.prepare(`UPDATE gateway_instances SET last_seen = 0 WHERE id = ? AND boot = ?`).run(this.instance.id, this.instance.boot);
+      } catch (e) {
+        log.warn({ path: this.path, err: errorText(e) }, 'audit store: could not release this gateway instance\'s lease');
+      }
+    }
     this.flush();
     this.drain();
     if (this.pending.length > 0) {
@@ -1139,6 +1229,7 @@ export function toSession(r: SessionRow): SessionRecord {
   };
   if (r.ended_at !== null) s.endedAt = new Date(r.ended_at);
   if (r.end_reason !== null) s.endReason = r.end_reason;
+  if (r.instance) s.instance = r.instance;
   return s;
 }
 

@@ -20,6 +20,8 @@ export interface SessionRecord extends SessionStart {
   endReason?: string;
   bytesToClient: number;
   bytesFromClient: number;
+  /** The gateway instance (gateway.instanceId) that served the session; absent in records from before instance ids. */
+  instance?: string;
 }
 
 export interface OperationRecord {

@@ -95,6 +95,8 @@ export function sessionRowData(r: Record<string, unknown>): Record<string, unkno
     endReason: r.end_reason ?? null,
     toClient: r.bytes_to_client,
     fromClient: r.bytes_from_client,
+    // Absent before schema version 3 and in entries written before it: compared as null then.
+    ...(r.instance ? { instance: r.instance } : {}),
   };
 }
 

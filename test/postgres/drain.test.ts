@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { HOLD_STARTED } from '../../gateway/recording/reconcile.ts';
+import { HOLD_PARKED } from '../../gateway/approvals/approver.ts';
 
 const approver = new ManualApprover('#db-approvals');
 let h: GatewayHarness;
@@ -45,6 +46,8 @@ test('a drain tells the held client which request stays open, ends idle sessions
   assert.match(String(started[0].detail.text), /delete from drain_t/);
 
   await h.gateway.drain(10_000);
+  // The hold is parked, not cancelled: its request stays open for the re-attach the client is told about.
+  assert.deepEqual(approver.abortReasons, [HOLD_PARKED]);
   const outcome = await del;
   assert.notEqual(outcome, 'ran');
   const errs = [...heldErrors, outcome].join(' | ');

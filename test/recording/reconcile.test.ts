@@ -39,7 +39,7 @@ test('sessions and holds left by a crash are closed in the record, once', () => 
     assert.equal(store.getSession('done')!.session.endReason, 'client disconnected');
     assert.deepEqual(store.openSessionIds(), []);
     // A second start finds nothing to do.
-    assert.deepEqual(reconcileCrashed(store), { sessions: [], holds: [] });
+    assert.deepEqual(reconcileCrashed(store), { sessions: [], holds: [], instances: [] });
     const v = verifyAuditDb(store.database);
     assert.equal(v.ok, true, JSON.stringify(v.problems));
     assert.ok(v.entries >= 9, `the end events were appended to the chain (${v.entries} entries)`);

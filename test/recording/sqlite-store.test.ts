@@ -74,6 +74,7 @@ describe('SqliteStore', () => {
     const got = store.getSession('s1');
     assert.ok(got);
     assert.deepEqual(got.session, {
+      instance: store.instance.id, // the gateway instance that recorded it
       id: 's1',
       protocol: 'postgres',
       identity: 'agent-7',

@@ -85,6 +85,7 @@ for (const backend of backends) {
         id: 's1', protocol: 'postgres', identity: 'agent-7', groups: ['agents', 'readers'], connection: 'shop', clientAddress: '127.0.0.1:50000',
         startedAt: started, endedAt: new Date('2026-11-24T10:05:00Z'), endReason: 'client terminated', bytesToClient: 4096, bytesFromClient: 512,
         operationCount: 3, deniedCount: 1, reviewCount: 1, maskedCount: 1, errorCount: 0,
+        instance: store.instance.id, // the gateway instance that recorded it
       });
       assert.deepEqual(got.operations, [masked, held, denied].map(stripUndefined));
       assert.equal(store.getSession('nope'), undefined);

@@ -397,7 +397,7 @@ describe('prune keeps the chain verifiable', () => {
     s.recordAudit({ at: at(2), kind: 'k', subject: 'legacy', detail: {} });
     s.close();
     // What a schema-1 file looks like: no journal, no checkpoints.
-    tamper(path, (db) => db.exec('DROP TABLE journal; DROP TABLE checkpoints; PRAGMA user_version = 1;'));
+    tamper(path, (db) => db.exec('DROP TABLE journal; DROP TABLE checkpoints; DROP INDEX sessions_open_instance; ALTER TABLE sessions DROP COLUMN instance; DROP TABLE gateway_instances; PRAGMA user_version = 1;'));
     const upgraded = SqliteStore.open(path, { signingKey: privateKey });
     t.after(() => upgraded.close());
     assert.deepEqual(upgraded.verify({ publicKey }).problems, []);
