@@ -109,8 +109,8 @@ test('gateway A drains with a statement held; the client re-attaches through gat
   const bFile = configFile('gw-b', 'gw-b', taskQueue);
   const listening = /postgres gateway listening on [^\s:]+:(\d+)/;
   const [a, b] = await Promise.all([
-    airlock(['gateway', '--config', aFile], listening, 'gateway A'),
-    airlock(['gateway', '--config', bFile], listening, 'gateway B'),
+    airlock(['gateway', '--config', aFile, '--workers', '1'], listening, 'gateway A'),
+    airlock(['gateway', '--config', bFile, '--workers', '1'], listening, 'gateway B'),
     airlock(['worker', '--config', aFile], /approval worker running/, 'the worker'),
   ]);
   const loaded = loadConfig(aFile);

@@ -17,7 +17,8 @@ import { mintToken } from '../../gateway/auth/tokens.ts';
 import { loadConfig, type LoadedConfig } from '../../gateway/config/load.ts';
 import type { AirlockConfigInput } from '../../gateway/config/schema.ts';
 import { PostgresStore } from '../../gateway/recording/postgres-store.ts';
-import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { SCHEMA_VERSION, SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { PG_SCHEMA_VERSION } from '../../gateway/recording/postgres-schema.ts';
 import { CRASH_REASON, HOLD_STARTED, reconcileCrashed } from '../../gateway/recording/reconcile.ts';
 import { verifyAuditDb } from '../../gateway/recording/verify.ts';
 import { entryHash, entryText, GENESIS_HASH } from '../../gateway/recording/chain.ts';
@@ -166,12 +167,12 @@ test('SQLite: a restart reconciles its own earlier incarnation and same-host pee
 });
 
 test('existing stores upgrade: sessions recorded before instance ids keep verifying; SQLite reconciles them as before, PostgreSQL leaves them (a live older gateway may own them)', async () => {
-  // SQLite: take a current file back to schema version 2 (no instance column, no lease table).
+  // SQLite: take a current file back to the schema before instance ids (the last migration: no instance column, no lease table).
   const file = join(dir, 'old.db');
   const old = SqliteStore.open(file);
   old.close();
   const raw = new Database(file);
-  raw.exec(`DROP INDEX sessions_open_instance; ALTER TABLE sessions DROP COLUMN instance; DROP TABLE gateway_instances; PRAGMA user_version = 2;`);
+  raw.exec(`DROP INDEX sessions_open_instance; ALTER TABLE sessions DROP COLUMN instance; DROP TABLE gateway_instances; PRAGMA user_version = ${SCHEMA_VERSION - 1};`);
   // A session as a version without instance ids recorded it: the row and its chain entry.
   const data = { id: 'legacy', protocol: 'postgres', identity: 'alice', groups: '[]', connection: 'app', clientAddress: 'x', startedAt: 1 };
   raw.prepare(`INSERT INTO sessions (id, protocol, identity, groups, connection, client_address, started_at) VALUES (@id, @protocol, @identity, @groups, @connection, @clientAddress, @startedAt)`).run(data);
@@ -180,7 +181,7 @@ test('existing stores upgrade: sessions recorded before instance ids keep verify
   raw.close();
   const s = SqliteStore.open(file, { instance: { id: 'gw-new', boot: 'b', host: hostname(), pid: process.pid, startedAt: Date.now() } });
   try {
-    assert.equal(s.schemaVersion(), 3);
+    assert.equal(s.schemaVersion(), SCHEMA_VERSION);
     assert.equal(s.getSession('legacy')!.session.instance, undefined);
     assert.deepEqual(reconcileCrashed(s).sessions, ['legacy']);
     assert.equal(verifyAuditDb(s.database).ok, true);
@@ -193,11 +194,11 @@ test('existing stores upgrade: sessions recorded before instance ids keep verify
   const conn = { host: server.host, port: server.port, user: server.user, password: server.password, database };
   const p1 = PostgresStore.open(conn);
   p1.close();
-  await server.query(`DROP INDEX sessions_open_instance; ALTER TABLE sessions DROP COLUMN instance; DROP TABLE gateway_instances; DELETE FROM airlock_schema_version WHERE version = 2;`, database);
+  await server.query(`DROP INDEX sessions_open_instance; ALTER TABLE sessions DROP COLUMN instance; DROP TABLE gateway_instances; DELETE FROM airlock_schema_version WHERE version = ${PG_SCHEMA_VERSION};`, database);
   await server.query(`INSERT INTO sessions (id, protocol, identity, groups, connection, client_address, started_at) VALUES ('legacy-pg', 'postgres', 'alice', '[]', 'app', 'x', 1)`, database);
   const p2 = PostgresStore.open(conn, { instance: { id: 'gw-new', boot: 'b', host: hostname(), pid: process.pid, startedAt: Date.now() } });
   try {
-    assert.equal(p2.schemaVersion(), 2);
+    assert.equal(p2.schemaVersion(), PG_SCHEMA_VERSION);
     assert.deepEqual(reconcileCrashed(p2).sessions, []);
     assert.equal(p2.getSession('legacy-pg')!.session.endedAt, undefined);
   } finally {
