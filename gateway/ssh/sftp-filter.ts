@@ -31,6 +31,8 @@ export type SftpVerdict = { allow: true } | { allow: false; message: string; cod
 export interface SftpFilterOptions {
   /** Resolve every path with REALPATH on the server before deciding (symlinks). */
   resolveOnServer?: boolean;
+  /** Largest packet (length field) a client may send; a larger one is a protocol error (ssh.listen.maxMessageBytes). */
+  maxPacketBytes?: number;
 }
 
 export interface SftpPolicy {
@@ -121,6 +123,8 @@ export interface SftpFilterEvents {
   onDecided?(req: SftpRequest, verdict: SftpVerdict): void;
   /** The client sent something that is not SFTP; the channel should be closed. */
   onProtocolError?(message: string): void;
+  /** A packet exceeded maxPacketBytes (then onProtocolError follows). */
+  onLimit?(limit: 'maxMessageBytes', size: number): void;
 }
 
 export class SftpFilter {
@@ -388,6 +392,12 @@ export class SftpFilter {
       if (len < 5) {
         this.events.onProtocolError?.(`SFTP packet of ${len} bytes`);
         throw new Error(`SFTP packet of ${len} bytes`);
+      }
+      if (this.options.maxPacketBytes !== undefined && len > this.options.maxPacketBytes) {
+        // Refused on the declared length, before any of it is relayed or buffered.
+        this.events.onLimit?.('maxMessageBytes', len);
+        this.events.onProtocolError?.(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit (ssh.listen.maxMessageBytes)`);
+        throw new Error(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit`);
       }
       if (type !== T.INIT && buf.readUInt32BE(5) >= OWN_ID_BASE) {
         this.events.onProtocolError?.('SFTP request id in the range the gateway reserves');

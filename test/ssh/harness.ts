@@ -18,6 +18,7 @@ import type { Approver } from '../../gateway/approvals/approver.ts';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
 import { approvalBindingKey } from '../../gateway/config/keys.ts';
+import type { GatewayMetrics } from '../../gateway/observability/metrics.ts';
 
 export interface SshHarness {
   sshd: RunningSshd;
@@ -40,7 +41,7 @@ export interface SshHarness {
 }
 
 /** `approver`: defaults to a ManualApprover (then `h.approver` decides); pass a real one to test it end to end. */
-export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}, realApprover?: Approver): Promise<SshHarness> {
+export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}, realApprover?: Approver, o: { metrics?: GatewayMetrics; listen?: Record<string, unknown> } = {}): Promise<SshHarness> {
   const sshd = await startSshd();
   const dir = mkdtempSync(join(tmpdir(), 'airlock-sshgw-'));
   try {
@@ -60,7 +61,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
         { name: 'mallory', groups: ['contractors'] },
       ],
       ssh: {
-        listen: { host: '127.0.0.1', port: 0 },
+        listen: { host: '127.0.0.1', port: 0, ...o.listen },
         hostKey: { file: 'gateway_host_key' },
         loginTimeout: '3s',
         targets: [
@@ -78,7 +79,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const approver = new ManualApprover('#ops-approvals');
-    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded) });
+    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded), ...(o.metrics ? { metrics: o.metrics } : {}) });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);
