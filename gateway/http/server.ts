@@ -381,21 +381,37 @@ export class HttpGatewayCore {
         });
       }
     }
-    const binding = requestBinding({
-      method,
-      path,
-      query,
-      body,
-      connection: up.name,
-      ...(contentType ? { contentType } : {}),
-      ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
-      ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
-    });
+    // Only a held request needs its binding (a digest of the whole body): computed on first use.
+    let binding: RequestBinding | undefined;
+    const bind = (): RequestBinding =>
+      (binding ??= requestBinding({
+        method,
+        path,
+        query,
+        body,
+        connection: up.name,
+        ...(contentType ? { contentType } : {}),
+        ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
+        ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
+      }));
     const context = contextFromHeaders((h) => {
       const v = req.headers[h];
       return Array.isArray(v) ? v.join(', ') : v;
     });
-    return { identity, up, session, body, op, encodedRest, query, method, binding, ...(context ? { context } : {}) };
+    return {
+      identity,
+      up,
+      session,
+      body,
+      op,
+      encodedRest,
+      query,
+      method,
+      get binding() {
+        return bind();
+      },
+      ...(context ? { context } : {}),
+    };
   }
 
   #readBody(req: http.IncomingMessage): Promise<Buffer> {
