@@ -60,6 +60,8 @@ const ON_LINK = new Set<SftpAction>(['remove', 'rename', 'link']);
 const MAX_HANDLES = 4096;
 /** OpenSSH extensions that touch no path, or only handles already authorized at open. */
 const PASS_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'expand-path@openssh.com', 'home-directory', 'copy-data', 'users-groups-by-id@openssh.com']);
+/** Buffered per direction of the filter (see the constructor). */
+const STREAM_HIGH_WATER_MARK = 1024 * 1024;
 /** A path request larger than this is not a path request. */
 const MAX_INSPECTED = 64 * 1024;
 
@@ -155,7 +157,11 @@ export class SftpFilter {
     // client -> server
     let cPending: Buffer = Buffer.alloc(0);
     let cRemaining = 0; // bytes of a pass-through packet still to forward
+    // Streams of 32 KiB SSH packets: with the default 16 KiB high-water mark every chunk would
+    // pause and resume the channel (a drain round per packet). Bounded: this much per direction.
+    const highWaterMark = STREAM_HIGH_WATER_MARK;
     this.clientToServer = new Transform({
+      highWaterMark,
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         self.bytesFromClient += chunk.length;
         self.fromClient(this, chunk, cPending, cRemaining).then(
@@ -169,6 +175,7 @@ export class SftpFilter {
       },
     });
     this.serverToClient = new Transform({
+      highWaterMark,
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         self.fromServer(this, chunk);
         cb();
