@@ -814,7 +814,8 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   const sockets = new Set<Socket>();
   /** Connections beyond maxClientConnections: answered 503 and closed, never served. */
   const overLimit = new WeakSet<object>();
-  const isOverLimit = (socket: object) => overLimit.has(socket) || overLimit.has((socket as { _parentWrap?: object })._parentWrap ?? socket);
+  // TLS: requests arrive on the TLSSocket, whose `_parent` is the TCP socket counted at 'connection'.
+  const isOverLimit = (socket: object) => overLimit.has(socket) || overLimit.has((socket as { _parent?: object })._parent ?? socket);
   /** Sockets whose current request's headers arrived (a timeout then is requestTimeout, not clientLoginTimeout). */
   const inRequest = new WeakSet<object>();
   // Refusals before a session exists are caused by whoever can open a socket: logged and audited

@@ -10,6 +10,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +24,7 @@ import { GatewayMetrics } from '../../gateway/observability/metrics.ts';
 import { startAdminServer, type AdminServer } from '../../gateway/observability/admin-server.ts';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
 import { ManualApprover } from '../support/manual-approver.ts';
+import { makePki } from '../support/fake-kube-apiserver.ts';
 import { log } from '../../gateway/log.ts';
 
 const MAX_CONNECTIONS = 4;
@@ -263,5 +266,48 @@ test('a websocket client that does not read pauses the upstream instead of growi
     assert.ok((await metric('airlock_limits_hit_total', { protocol: 'http', limit: 'maxBufferedBytes' })) >= 1);
   } finally {
     c.socket.destroy();
+  }
+});
+
+test('on a TLS listener a connection beyond maxClientConnections gets 503 on its first request', async () => {
+  const pki = makePki('airlock-limits');
+  const tlsDir = mkdtempSync(join(tmpdir(), 'airlock-http-limits-tls-'));
+  writeFileSync(join(tlsDir, 'signing.key'), randomBytes(48).toString('base64'));
+  const loaded = parseConfig(
+    `
+auth: { signingKey: { file: signing.key } }
+http:
+  listen: { host: 127.0.0.1, port: 0, tls: { cert: ${pki.certFile}, key: ${pki.keyFile} }, maxClientConnections: 1 }
+  services:
+    - { name: svc, url: "http://127.0.0.1:${(upstream.address() as AddressInfo).port}" }
+`,
+    join(tlsDir, 'airlock.yaml'),
+    tlsDir,
+  );
+  const tlsStore = SqliteStore.open(join(tlsDir, 'airlock.db'));
+  const tlsGw = await startHttpGateway({ loaded, store: tlsStore, approver, port: 0 });
+  const tlsToken = await mintToken(tokenSettings(loaded), { name: 'agent-x', groups: ['agents'] });
+  const get = (): Promise<{ status: number; retryAfter?: string; body: string }> =>
+    new Promise((resolve, reject) => {
+      const req = https.get(`${tlsGw.url}/svc/x`, { ca: pki.ca, agent: false, headers: { authorization: `Bearer ${tlsToken}` } }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] as string | undefined, body }));
+      });
+      req.on('error', reject);
+    });
+  const holder = tlsConnect({ host: '127.0.0.1', port: tlsGw.port, ca: pki.ca, servername: 'localhost' });
+  try {
+    await new Promise<void>((r, j) => holder.once('secureConnect', () => r()).once('error', j));
+    const r = await get();
+    assert.equal(r.status, 503);
+    assert.equal(r.retryAfter, '1');
+    assert.match(r.body, /at most 1 connections/);
+  } finally {
+    holder.destroy();
+    await tlsGw.close();
+    tlsStore.close();
+    rmSync(tlsDir, { recursive: true, force: true });
+    rmSync(pki.dir, { recursive: true, force: true });
   }
 });
