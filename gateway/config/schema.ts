@@ -251,9 +251,19 @@ const httpBlock = z
         tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
         /** URL clients use to reach this listener (for kubeconfigs); defaults to http(s)://host:port. */
         publicUrl: z.string().url().optional(),
+        /** PgBouncer's max_client_conn: connections beyond it are answered 503 with Retry-After and closed. */
+        maxClientConnections: z.number().int().min(1).default(1000),
+        /** Time a client has to send the request line and headers (slowloris); then 408 and closed. */
+        clientLoginTimeout: duration.default('60s'),
+        /** Time a client has to send a whole request, body included; then 408 and closed. */
+        requestTimeout: duration.default('5m'),
+        /** Largest websocket message either side may send (1009 closes the connection beyond it). */
+        maxMessageBytes: z.number().int().min(1024).max(1 << 30).default(16_777_216),
+        /** Bytes a websocket may have queued towards a slow peer before Airlock stops reading the other side. */
+        maxBufferedBytes: z.number().int().min(16_384).default(4_194_304),
       })
       .strict()
-      .default({ host: '127.0.0.1', port: 8443 }),
+      .default({ host: '127.0.0.1', port: 8443, maxClientConnections: 1000, clientLoginTimeout: '60s', requestTimeout: '5m', maxMessageBytes: 16_777_216, maxBufferedBytes: 4_194_304 }),
     /** Request bodies up to this size are buffered and JSON bodies shown to rules; larger ones are refused (413). */
     maxBodyBytes: z.number().int().positive().default(1_048_576),
     /** Responses that must be masked are buffered up to this size; larger ones fail closed (502). */
@@ -352,15 +362,28 @@ export type McpConfig = z.infer<typeof mcpBlock>;
 const sshBlock = z
   .object({
     listen: z
-      .object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(2222) })
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(2222),
+        /** PgBouncer's max_client_conn: connections beyond it get an SSH disconnect saying so. */
+        maxClientConnections: z.number().int().min(1).default(1000),
+        /** Time a client has to finish the handshake and authenticate (default: ssh.loginTimeout, 60s). */
+        clientLoginTimeout: duration.optional(),
+        /** Largest SFTP packet a client may send (OpenSSH's sftp-server takes 256 KiB); larger closes the channel. */
+        maxMessageBytes: z.number().int().min(34_000).max(1 << 30).default(262_144),
+        /** Channels (sessions and forwards) open at once on one connection (OpenSSH MaxSessions). */
+        maxChannelsPerConnection: z.number().int().min(1).default(10),
+        /** Bytes one channel may have queued for a recording or a masker before its data is paused. */
+        maxBufferedBytes: z.number().int().min(65_536).default(4_194_304),
+      })
       .strict()
-      .default({ host: '127.0.0.1', port: 2222 }),
+      .default({ host: '127.0.0.1', port: 2222, maxClientConnections: 1000, maxMessageBytes: 262_144, maxChannelsPerConnection: 10, maxBufferedBytes: 4_194_304 }),
     /** The gateway's own host key (PEM/OpenSSH private key); its fingerprint is logged at start. */
     hostKey: secretRef,
     targets: z.array(sshTarget).default([]),
     /** Public keys that log in as a configured identity (`ssh-ed25519 AAAA... comment`). */
     publicKeys: z.array(z.object({ identity: z.string(), key: z.string() }).strict()).default([]),
-    /** Time a client has to finish the handshake and authenticate. */
+    /** Time a client has to finish the handshake and authenticate (listen.clientLoginTimeout wins). */
     loginTimeout: duration.default('60s'),
     /** Directory for asciicast recordings; default `recordings/` next to the SQLite store. */
     recordings: z.string().optional(),

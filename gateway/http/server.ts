@@ -62,6 +62,8 @@ import { relayResponse, sendJson } from './response.ts';
 import { resolveUpstreams, type Upstream } from './upstreams.ts';
 import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
 import { websocketFrameMasker, type FrameMasker } from './ws-mask.ts';
+import { EventRateLimiter } from '../net/rate-limit.ts';
+import { listenerLimits, refuseOverLimit, type ListenerLimits } from './limits.ts';
 
 export interface HttpGatewayOptions {
   loaded: LoadedConfig;
@@ -170,6 +172,12 @@ function compileFieldRules(rules: RuleConfig[]): FieldRule[] {
   return out;
 }
 
+/** Whether the declared body exceeds the limit (checked before anything of it is read). */
+function bodyTooLarge(req: http.IncomingMessage, limit: number): boolean {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  return Number.isFinite(declared) && declared > limit;
+}
+
 export class HttpGatewayCore {
   readonly #loaded: LoadedConfig;
   readonly #cfg: HttpConfig;
@@ -194,6 +202,15 @@ export class HttpGatewayCore {
   readonly #live = new Set<SessionState>();
   readonly #proxy = createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false });
   readonly #pending = new WeakMap<http.IncomingMessage, (res: http.IncomingMessage) => void>();
+  /** Requests with `Expect: 100-continue`, answered once the body is wanted (#readBody). */
+  readonly #continues = new WeakMap<http.IncomingMessage, http.ServerResponse>();
+  readonly #limits: ListenerLimits;
+
+  /** Handles a request whose client waits for `100 Continue` before sending its body. */
+  async handleExpectContinue(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    this.#continues.set(req, res);
+    return this.handle(req, res);
+  }
 
   constructor(o: HttpGatewayOptions) {
     const cfg = o.loaded.config.http;
@@ -217,6 +234,7 @@ export class HttpGatewayCore {
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
     this.#recordings = configPath(o.loaded, cfg.recordings);
+    this.#limits = listenerLimits(cfg);
     this.#proxy.on('proxyRes', (proxyRes, req) => {
       const cb = this.#pending.get(req);
       if (cb) {
@@ -373,37 +391,63 @@ export class HttpGatewayCore {
         });
       }
     }
-    const binding = requestBinding({
-      method,
-      path,
-      query,
-      body,
-      connection: up.name,
-      ...(contentType ? { contentType } : {}),
-      ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
-      ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
-    });
+    // Only a held request needs its binding (a digest of the whole body): computed on first use.
+    let binding: RequestBinding | undefined;
+    const bind = (): RequestBinding =>
+      (binding ??= requestBinding({
+        method,
+        path,
+        query,
+        body,
+        connection: up.name,
+        ...(contentType ? { contentType } : {}),
+        ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
+        ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
+      }));
     const context = contextFromHeaders((h) => {
       const v = req.headers[h];
       return Array.isArray(v) ? v.join(', ') : v;
     });
-    return { identity, up, session, body, op, encodedRest, query, method, binding, ...(context ? { context } : {}) };
+    return {
+      identity,
+      up,
+      session,
+      body,
+      op,
+      encodedRest,
+      query,
+      method,
+      get binding() {
+        return bind();
+      },
+      ...(context ? { context } : {}),
+    };
   }
 
   #readBody(req: http.IncomingMessage): Promise<Buffer> {
     const limit = this.#cfg.maxBodyBytes;
-    const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > limit) return Promise.reject(new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }));
+    const tooLarge = () => {
+      this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
+      // The rest of the body is not read: the connection closes after the answer.
+      return new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }, { connection: 'close' });
+    };
+    if (bodyTooLarge(req, limit)) return Promise.reject(tooLarge());
+    // `Expect: 100-continue`: the client sends its body only now that it has authenticated and
+    // named a connection it may use.
+    this.#continues.get(req)?.writeContinue();
+    this.#continues.delete(req);
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
-      req.on('data', (c: Buffer) => {
+      const onData = (c: Buffer) => {
         size += c.length;
         if (size > limit) {
-          req.destroy();
-          reject(new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }));
+          req.off('data', onData);
+          req.pause();
+          reject(tooLarge());
         } else chunks.push(c);
-      });
+      };
+      req.on('data', onData);
       req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
       req.on('error', reject);
     });
@@ -731,7 +775,20 @@ export class HttpGatewayCore {
               header: { width: 80, height: 24, title: `${ctx.identity.name}@${up.name}: ${ctx.op.text.split('\n')[0]}`, ...(k.command ? { command: k.command.join(' ') } : {}) },
             }
           : undefined;
-      const ws = await relayWebSocket({ req, socket, head, upstreamUrl, headers: upstreamHeaders, tls: up.tls, protocols, cast, ...(maskFrame ? { maskFrame } : {}) });
+      const ws = await relayWebSocket({
+        req,
+        socket,
+        head,
+        upstreamUrl,
+        headers: upstreamHeaders,
+        tls: up.tls,
+        protocols,
+        cast,
+        ...(maskFrame ? { maskFrame } : {}),
+        maxMessageBytes: this.#limits.maxMessageBytes,
+        maxBufferedBytes: this.#limits.maxBufferedBytes,
+        onLimit: (limit) => this.#metrics?.limitsHit.inc({ protocol: up.kind, limit }),
+      });
       record(ws.refusedStatus ?? 101, { ...(ws.error ? { error: ws.error } : {}), ...(ws.masked ? { maskedColumns: ws.masked } : {}) }, ws);
       ctx.session.enforce.reportResult(approval, {
         summary: `websocket ${ws.protocol || 'refused'}: ${ws.frames.toClient} frames / ${ws.bytes.toClient} bytes out, ${ws.frames.fromClient} frames in${ws.recording ? `; recorded to ${ws.recording}` : ''}`,
@@ -764,30 +821,108 @@ export async function startHttpGateway(opts: HttpGatewayOptions): Promise<HttpGa
   const log = (opts.logger ?? rootLog).child({ component: 'http-gateway' });
   // Every request and upgrade contains its own failure: it is answered 500 and logged, and nothing
   // a client or upstream sends can end the process (and with it the other protocols' listeners).
+  const limits = listenerLimits(cfg);
+  const metrics = opts.metrics;
+  const sockets = new Set<Socket>();
+  /** Connections beyond maxClientConnections: answered 503 and closed, never served. */
+  const overLimit = new WeakSet<object>();
+  // TLS: requests arrive on the TLSSocket, whose `_parent` is the TCP socket counted at 'connection'.
+  const isOverLimit = (socket: object) => overLimit.has(socket) || overLimit.has((socket as { _parent?: object })._parent ?? socket);
+  /** Sockets whose current request's headers arrived (a timeout then is requestTimeout, not clientLoginTimeout). */
+  const inRequest = new WeakSet<object>();
+  // Refusals before a session exists are caused by whoever can open a socket: logged and audited
+  // at a bounded rate, the rest counted and reported with the next one that passes (as PostgreSQL).
+  const refusalLimiter = new EventRateLimiter(20, 10_000);
+  const refused = (reason: string, clientAddress: string, detail: Record<string, unknown>) => {
+    metrics?.refusedConnections.inc({ protocol: 'http', reason });
+    const v = refusalLimiter.take();
+    if (!v.pass) return;
+    const extra = v.suppressed ? { suppressedSinceLast: v.suppressed } : {};
+    log.info({ clientAddress, refusal: reason, ...detail, ...extra }, 'http connection refused');
+    try {
+      opts.store.recordAudit({ at: new Date(), kind: 'http.refused', subject: clientAddress, detail: { clientAddress, refusal: reason, ...detail, ...extra } });
+    } catch (err) {
+      log.error({ err }, 'recording an audit event failed');
+    }
+  };
+  const address = (s: { remoteAddress?: string; remotePort?: number }) => `${s.remoteAddress ?? '?'}:${s.remotePort ?? 0}`;
+  const serveOverLimit = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+    if (!isOverLimit(req.socket)) return false;
+    if (req.socket.writableEnded) return true; // plain HTTP: answered when it connected
+    sendJson(res, 503, { error: 'too many connections', reason: `Airlock accepts at most ${limits.maxClientConnections} connections (http.listen.maxClientConnections); retry shortly` }, { 'retry-after': '1', connection: 'close' });
+    return true;
+  };
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (serveOverLimit(req, res)) return;
+    inRequest.add(req.socket);
+    req.once('end', () => inRequest.delete(req.socket));
     (opts.auth ? opts.auth.handle(req, res) : Promise.resolve(false)).then((done) => (done ? undefined : core.handle(req, res))).catch((err: unknown) => {
       log.error({ err }, 'HTTP request handler failed');
       sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
     });
   };
+  const serverOptions: http.ServerOptions = {
+    // Slowloris: the request line and headers must arrive within clientLoginTimeout, the whole
+    // request (body included) within requestTimeout. Neither applies once the request has been
+    // received, so a request held for approval is not cut by them.
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: limits.checkIntervalMs,
+    keepAliveTimeout: 65_000,
+  };
   const server = tls
-    ? https.createServer({ cert: readFileSync(configPath(opts.loaded, tls.cert)), key: readFileSync(configPath(opts.loaded, tls.key)) }, handler)
-    : http.createServer(handler);
+    ? https.createServer({ ...serverOptions, cert: readFileSync(configPath(opts.loaded, tls.cert)), key: readFileSync(configPath(opts.loaded, tls.key)) }, handler)
+    : http.createServer(serverOptions, handler);
   server.keepAliveTimeout = 65_000;
-  // Held requests stay open for up to maxHold; never let the server time them out first.
-  server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
+  // A body announced with `Expect: 100-continue` that is too large is refused before the client sends it.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (serveOverLimit(req, res)) return;
+    if (bodyTooLarge(req, cfg.maxBodyBytes)) {
+      metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
+      sendJson(res, 413, { error: 'payload too large', reason: `request bodies are limited to ${cfg.maxBodyBytes} bytes (http.maxBodyBytes)` }, { connection: 'close' });
+      return;
+    }
+    inRequest.add(req.socket);
+    req.once('end', () => inRequest.delete(req.socket));
+    (opts.auth ? opts.auth.handle(req, res) : Promise.resolve(false)).then((done) => (done ? undefined : core.handleExpectContinue(req, res))).catch((err: unknown) => {
+      log.error({ err }, 'HTTP request handler failed');
+      sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
+    });
+  });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (isOverLimit(req.socket)) {
+      refuseUpgrade(socket, 503, { error: 'too many connections', reason: `Airlock accepts at most ${limits.maxClientConnections} connections (http.listen.maxClientConnections); retry shortly` }, { 'retry-after': '1' });
+      return;
+    }
     core.upgrade(req, socket, head).catch((err: unknown) => {
       log.error({ err }, 'HTTP upgrade handler failed');
       socket.destroy();
     });
   });
-  server.on('clientError', (_err, socket) => {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (isOverLimit(socket)) return void socket.destroy();
+    const clientAddress = address(socket as Socket);
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // Slow headers (slowloris) or a body trickling in: 408, closed, counted.
+      const limit = inRequest.has(socket) ? 'requestTimeout' : 'clientLoginTimeout';
+      metrics?.limitsHit.inc({ protocol: 'http', limit });
+      refused(limit, clientAddress, { timeoutMs: limit === 'requestTimeout' ? limits.requestTimeoutMs : limits.headersTimeoutMs });
+      if (!socket.destroyed) socket.end('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') refused('badRequest', clientAddress, { reason: err.code ?? err.message });
     if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
-  const sockets = new Set<Socket>();
-  server.on('connection', (s: Socket) => {
+  // Runs before the HTTP parser is attached (prepended), so a connection beyond the limit is
+  // answered at once and never reaches a handler.
+  server.prependListener('connection', (s: Socket) => {
+    if (sockets.size >= limits.maxClientConnections) {
+      overLimit.add(s);
+      metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxClientConnections' });
+      refused('maxClientConnections', address(s), { limit: limits.maxClientConnections });
+      refuseOverLimit(s, !tls, limits);
+      return;
+    }
     s.setNoDelay(true);
     sockets.add(s);
     s.once('close', () => sockets.delete(s));

@@ -27,6 +27,12 @@ export interface WsRelayOptions {
    * usual) does not get that body relayed, since it was not masked.
    */
   maskFrame?: FrameMasker;
+  /** Largest message either side may send (ws maxPayload; beyond it the connection closes with 1009). Default 16 MiB. */
+  maxMessageBytes?: number;
+  /** Bytes queued towards one side beyond which the other side is not read until they drain. Default 4 MiB. */
+  maxBufferedBytes?: number;
+  /** A limit was reached (metrics). */
+  onLimit?(limit: 'maxMessageBytes' | 'maxBufferedBytes'): void;
 }
 
 export interface WsRelayResult {
@@ -66,11 +72,48 @@ function toBytes(data: RawData): Buffer {
   return Buffer.from(data);
 }
 
+/**
+ * Sends on `to` what arrived from `from`, pausing `from` while more than `max` bytes sent to `to`
+ * are not yet written out (a slow reader cannot make the gateway queue the other side's stream).
+ */
+class Backpressure {
+  private queued = 0;
+  private paused = false;
+
+  constructor(
+    private readonly from: WebSocket,
+    private readonly max: number,
+    private readonly onLimit: () => void,
+  ) {}
+
+  send(to: WebSocket, data: Buffer, binary: boolean): void {
+    this.queued += data.length;
+    to.send(data, { binary }, () => {
+      this.queued -= data.length;
+      if (this.paused && this.queued <= this.max / 2) {
+        this.paused = false;
+        this.from.resume();
+      }
+    });
+    if (!this.paused && this.queued > this.max) {
+      this.paused = true;
+      this.onLimit();
+      this.from.pause();
+    }
+  }
+}
+
+const isTooLarge = (e: Error) => (e as Error & { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+
 export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
+  const maxMessageBytes = o.maxMessageBytes ?? 16 * 1024 * 1024;
+  const maxBufferedBytes = o.maxBufferedBytes ?? 4 * 1024 * 1024;
   return new Promise((resolve) => {
     const result: WsRelayResult = { protocol: '', frames: { toClient: 0, fromClient: 0 }, bytes: { toClient: 0, fromClient: 0 } };
     let settled = false;
     let cast: AsciicastWriter | undefined;
+    // The upstream accepted the upgrade (a subprotocol may or may not have been chosen).
+    let opened = false;
     const finish = (error?: string) => {
       if (settled) return;
       settled = true;
@@ -87,7 +130,7 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
       rejectUnauthorized: true,
       perMessageDeflate: false,
       handshakeTimeout: 15_000,
-      maxPayload: 64 * 1024 * 1024,
+      maxPayload: maxMessageBytes,
     });
     const clientGone = () => {
       if (upstream.readyState === WebSocket.CONNECTING) upstream.terminate();
@@ -114,7 +157,7 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
     });
     upstream.once('error', (err) => {
       // Before the handshake completed (refused connection, TLS failure, handshake timeout).
-      if (result.protocol === '' && !settled) {
+      if (!opened && !settled) {
         o.socket.off('close', clientGone);
         refuseUpgrade(o.socket, 502, { error: 'bad gateway', reason: `websocket to the upstream failed: ${err.message}` });
         finish(`upstream websocket failed: ${err.message}`);
@@ -122,26 +165,88 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
     });
 
     upstream.once('open', () => {
+      opened = true;
       o.socket.off('close', clientGone);
       result.protocol = upstream.protocol;
       const base64 = upstream.protocol.startsWith('base64.');
       const k8s = upstream.protocol.endsWith('channel.k8s.io');
       if (o.cast && k8s) cast = new AsciicastWriter(o.cast.path, o.cast.header);
-      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, handleProtocols: () => upstream.protocol || false });
-      wss.handleUpgrade(o.req, o.socket, o.head, (client) => {
-        // A failure while handling one message ends this connection, never the process.
-        const contained =
-          <A extends unknown[]>(fn: (...a: A) => void) =>
-          (...a: A): void => {
-            try {
-              fn(...a);
-            } catch (err) {
-              client.terminate();
-              upstream.terminate();
-              finish(`websocket relay failed: ${(err as Error).message}`);
-            }
-          };
-        client.on('message', contained((data: RawData, isBinary: boolean) => {
+      // Until the client's handshake completes, the upstream is paused; what it already sent is
+      // kept (in order) and relayed first, and an early close or error is passed on then.
+      upstream.pause();
+      let client: WebSocket | undefined;
+      const early: Array<[Buffer, boolean]> = [];
+      let earlyEnd: { code: number; reason: Buffer; error?: string } | undefined;
+      const buffered = () => o.onLimit?.('maxBufferedBytes');
+      const toClient = new Backpressure(upstream, maxBufferedBytes, buffered);
+      const fail = (err: unknown) => {
+        client?.terminate();
+        upstream.terminate();
+        finish(`websocket relay failed: ${(err as Error).message}`);
+      };
+      // A failure while handling one message ends this connection, never the process.
+      const contained =
+        <A extends unknown[]>(fn: (...a: A) => void) =>
+        (...a: A): void => {
+          try {
+            fn(...a);
+          } catch (err) {
+            fail(err);
+          }
+        };
+      upstream.on('message', contained((data: RawData, binary: boolean) => {
+        let b = toBytes(data);
+        let isBinary = binary;
+        if (o.maskFrame) {
+          const r = o.maskFrame(b, isBinary, upstream.protocol);
+          if ('error' in r) {
+            if (client) client.close(1008, 'airlock: message cannot be masked');
+            else earlyEnd = { code: 1008, reason: Buffer.from('airlock: message cannot be masked'), error: r.error };
+            upstream.terminate();
+            finish(r.error);
+            return;
+          }
+          b = r.data;
+          isBinary = r.isBinary;
+          if (r.masked.length > 0) {
+            result.masked ??= [];
+            for (const x of r.masked) if (result.masked.length < 200 && !result.masked.includes(x)) result.masked.push(x);
+          }
+        }
+        result.frames.toClient++;
+        result.bytes.toClient += b.length;
+        if (cast) {
+          const m = decodeChannelMessage(b, base64);
+          if ((m?.channel === 1 || m?.channel === 2) && 'data' in m) cast.output(m.data, m.channel === 1 ? 'stdout' : 'stderr');
+          else if (m?.channel === 3 && 'status' in m) result.status = m.status;
+        }
+        if (!client) early.push([b, isBinary]);
+        else if (client.readyState === WebSocket.OPEN) toClient.send(client, b, isBinary);
+      }));
+      upstream.on('ping', (d) => client?.readyState === WebSocket.OPEN && client.ping(d));
+      upstream.on('close', (code, reason) => {
+        if (!client) earlyEnd ??= { code, reason };
+        else if (client.readyState === WebSocket.OPEN) client.close(closeCode(code), reason);
+        finish();
+      });
+      upstream.on('error', (e) => {
+        if (isTooLarge(e)) {
+          o.onLimit?.('maxMessageBytes');
+          // ws already closed the upstream with 1009; the client is told the same.
+          if (client?.readyState === WebSocket.OPEN) client.close(1009, 'airlock: message too large');
+          else if (!client) earlyEnd = { code: 1009, reason: Buffer.from('airlock: message too large') };
+          finish(`upstream websocket error: ${e.message}`);
+          return;
+        }
+        if (client) client.terminate();
+        else earlyEnd = { code: 1011, reason: Buffer.from('airlock: upstream websocket error') };
+        finish(`upstream websocket error: ${e.message}`);
+      });
+      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: maxMessageBytes, handleProtocols: () => upstream.protocol || false });
+      wss.handleUpgrade(o.req, o.socket, o.head, (c) => {
+        client = c;
+        const toUpstream = new Backpressure(c, maxBufferedBytes, buffered);
+        c.on('message', contained((data: RawData, isBinary: boolean) => {
           const b = toBytes(data);
           result.frames.fromClient++;
           result.bytes.fromClient += b.length;
@@ -150,54 +255,22 @@ export function relayWebSocket(o: WsRelayOptions): Promise<WsRelayResult> {
             if (m?.channel === 0 && 'data' in m) cast.input(m.data);
             else if (m?.channel === 4 && 'width' in m) cast.resize(m.width, m.height);
           }
-          if (upstream.readyState === WebSocket.OPEN) upstream.send(b, { binary: isBinary });
+          if (upstream.readyState === WebSocket.OPEN) toUpstream.send(upstream, b, isBinary);
         }));
-        upstream.on('message', contained((data: RawData, binary: boolean) => {
-          let b = toBytes(data);
-          let isBinary = binary;
-          if (o.maskFrame) {
-            const r = o.maskFrame(b, isBinary, upstream.protocol);
-            if ('error' in r) {
-              client.close(1008, 'airlock: message cannot be masked');
-              upstream.terminate();
-              finish(r.error);
-              return;
-            }
-            b = r.data;
-            isBinary = r.isBinary;
-            if (r.masked.length > 0) {
-              result.masked ??= [];
-              for (const x of r.masked) if (result.masked.length < 200 && !result.masked.includes(x)) result.masked.push(x);
-            }
-          }
-          result.frames.toClient++;
-          result.bytes.toClient += b.length;
-          if (cast) {
-            const m = decodeChannelMessage(b, base64);
-            if ((m?.channel === 1 || m?.channel === 2) && 'data' in m) cast.output(m.data, m.channel === 1 ? 'stdout' : 'stderr');
-            else if (m?.channel === 3 && 'status' in m) result.status = m.status;
-          }
-          if (client.readyState === WebSocket.OPEN) client.send(b, { binary: isBinary });
-        }));
-        client.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d));
-        upstream.on('ping', (d) => client.readyState === WebSocket.OPEN && client.ping(d));
-        client.on('close', (code, reason) => {
+        c.on('ping', (d) => upstream.readyState === WebSocket.OPEN && upstream.ping(d));
+        c.on('close', (code, reason) => {
           if (upstream.readyState === WebSocket.OPEN) upstream.close(closeCode(code), reason);
           else upstream.terminate();
           finish();
         });
-        upstream.on('close', (code, reason) => {
-          if (client.readyState === WebSocket.OPEN) client.close(closeCode(code), reason);
-          finish();
-        });
-        client.on('error', (e) => {
+        c.on('error', (e) => {
+          if (isTooLarge(e)) o.onLimit?.('maxMessageBytes');
           upstream.terminate();
           finish(`client websocket error: ${e.message}`);
         });
-        upstream.on('error', (e) => {
-          client.terminate();
-          finish(`upstream websocket error: ${e.message}`);
-        });
+        for (const [b, isBinary] of early.splice(0)) toClient.send(c, b, isBinary);
+        if (earlyEnd) c.close(closeCode(earlyEnd.code), earlyEnd.reason);
+        else upstream.resume();
       });
     });
   });

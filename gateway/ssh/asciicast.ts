@@ -5,6 +5,7 @@
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { Writable } from 'node:stream';
 
 export interface CastHeader {
   width: number;
@@ -58,6 +59,29 @@ export class AsciicastWriter {
 
   input(chunk: Buffer): void {
     this.event('i', this.inDecoder.write(chunk));
+  }
+
+  /**
+   * A Writable taking output (or input) for the recording that applies backpressure: a write is
+   * acknowledged only while the file has less than `maxBuffered` bytes queued, so a slow disk
+   * pauses the channel (through pipe) instead of growing the gateway's memory.
+   */
+  sink(code: 'o' | 'i', maxBuffered: number, onLimit?: () => void): Writable {
+    return new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        if (code === 'o') this.output(chunk);
+        else this.input(chunk);
+        if (this.closed || this.out.writableLength <= maxBuffered) return cb();
+        onLimit?.();
+        const done = () => {
+          this.out.off('drain', done);
+          this.out.off('close', done);
+          cb();
+        };
+        this.out.on('drain', done);
+        this.out.on('close', done);
+      },
+    });
   }
 
   resize(cols: number, rows: number): void {

@@ -66,7 +66,8 @@ export class OutputMasker extends Transform {
     detectors: DetectorMask[],
     private readonly hasher: Hasher,
   ) {
-    super();
+    // 32 KiB SSH packets against the default 16 KiB mark would pause the channel once per packet.
+    super({ highWaterMark: 1024 * 1024 });
     this.enabled = detectorMask(detectors.map((d) => d.detector));
     this.strategies = new Map(detectors.map((d) => [d.detector, d]));
   }

@@ -55,6 +55,9 @@ import { envAllowed, legacyScp } from './exec-guards.ts';
 import { sshSettings, targetAllows, upstreamTarget, type SshSettings } from './settings.ts';
 import { SftpFilter, type SftpRequest, type SftpVerdict } from './sftp-filter.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
+import { DISCONNECT_TOO_MANY_CONNECTIONS, refuseSshSocket } from './refuse.ts';
+import { EventRateLimiter } from '../net/rate-limit.ts';
+import { fdLimit, watchFds } from '../net/fd-watch.ts';
 
 /** Exit status for a command the gateway refused (denied, rejected, expired): "cannot execute". */
 export const EXIT_DENIED = 126;
@@ -143,6 +146,23 @@ function sendBanner(conn: Connection, text: string, logger: Logger): void {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/**
+ * Rejects a channel open with RESOURCE_SHORTAGE and a description. ssh2's reject() sends an empty
+ * description; its protocol writer is used for this one call. If ssh2's internals change, the
+ * channel is still refused, only without the explanation.
+ */
+function rejectWithDescription(conn: Connection, reject: () => void, description: string): void {
+  const proto = (conn as unknown as { _protocol?: { channelOpenFail?: (recipient: number, reason: number, description: string) => void } })._protocol;
+  const original = proto?.channelOpenFail;
+  if (!proto || typeof original !== 'function') return reject();
+  proto.channelOpenFail = (recipient: number) => original.call(proto, recipient, 4 /* SSH_OPEN_RESOURCE_SHORTAGE */, description);
+  try {
+    reject();
+  } finally {
+    proto.channelOpenFail = original;
+  }
+}
 
 function parseUser(username: string): { identity?: string; target: string } {
   const plus = username.indexOf('+');
@@ -268,8 +288,8 @@ class SshConnection {
   }
 
   private refuse(ctx: AuthContext, why: string): void {
-    this.logger.info({ clientAddress: this.clientAddress, user: ctx.username, reason: why }, 'ssh login refused');
-    this.g.audit('ssh.refused', ctx.username, { clientAddress: this.clientAddress, user: ctx.username, reason: why });
+    // Whoever can open a socket causes these: logged and audited at a bounded rate (GatewayContext.refused).
+    this.g.refused('login', { clientAddress: this.clientAddress, user: ctx.username, reason: why }, ctx.username, { clientAddress: this.clientAddress, user: ctx.username, reason: why });
     this.refused = true;
     sendBanner(this.conn, `airlock: ${why}`, this.logger);
     // No methods left: a token that failed once will not pass on a second try.
@@ -343,11 +363,15 @@ class SshConnection {
   // ---- after login
 
   onReady(): void {
-    this.conn.on('session', (accept) => {
+    this.conn.on('session', (accept, reject) => {
+      if (!this.channelAllowed('session', reject)) return;
       const s = accept();
+      this.openChannels++;
+      s.once('close', () => this.openChannels--);
       this.onSession(s);
     });
     this.conn.on('tcpip', (accept, reject, info: { srcIP: string; srcPort: number; destIP: string; destPort: number }) => {
+      if (!this.channelAllowed(`direct-tcpip ${info.destIP}:${info.destPort}`, reject)) return;
       this.directTcpip(accept, reject, info).catch((err: Error) => {
         this.logger.error({ err, session: this.id }, 'ssh forward failed');
         reject();
@@ -363,6 +387,23 @@ class SshConnection {
         reject?.();
       });
     });
+  }
+
+  /** Channels open on this connection (sessions and forwards), against ssh.listen.maxChannelsPerConnection. */
+  private openChannels = 0;
+
+  /**
+   * Refuses a channel beyond the per-connection limit with an open failure that says why
+   * (resource shortage); OpenSSH prints the description.
+   */
+  private channelAllowed(what: string, reject: () => void): boolean {
+    const max = this.g.limits.maxChannelsPerConnection;
+    if (this.openChannels < max) return true;
+    this.g.limitHit('maxChannelsPerConnection');
+    const why = `airlock: at most ${max} channels may be open on one connection (ssh.listen.maxChannelsPerConnection)`;
+    this.g.refused('maxChannelsPerConnection', { session: this.id, channel: what, limit: max }, this.identity.name, { session: this.id, clientAddress: this.clientAddress, channel: what, reason: why.replace(/^airlock: /, '') });
+    rejectWithDescription(this.conn, reject, why);
+    return false;
   }
 
   end(reason: string): void {
@@ -566,6 +607,8 @@ class SshConnection {
         return this.record({ at: new Date(), text: op.text, kind: 'forward', classification, decision: a.decision.action, rule: a.decision.rule, error: `upstream refused the forward: ${err.message}`, approval: a.approval });
       }
       const ch = accept();
+      this.openChannels++;
+      ch.once('close', () => this.openChannels--);
       let toClient = 0;
       let fromClient = 0;
       up.on('data', (d: Buffer) => (toClient += d.length));
@@ -868,7 +911,7 @@ class Running {
         if ('refused' in fa) return { allow: false, message: `airlock: ${d.action === 'deny' ? `denied by policy rule ${d.rule}: ${fa.refused}` : fa.refused}` };
         return { allow: true };
       },
-    }, {}, { resolveOnServer: true });
+    }, { onLimit: (limit) => this.c.g.limitHit(limit) }, { resolveOnServer: true, maxPacketBytes: this.c.g.limits.maxMessageBytes });
     this.c.upstream.subsys('sftp', (err, up) => {
       if (err) return this.relay(op, a, { subsystem: 'sftp' }, err, up);
       this.up = up;
@@ -910,18 +953,18 @@ class Running {
       stdout = up.pipe(this.maskers[0]);
       stderr = up.stderr.pipe(this.maskers[1]);
     }
-    stdout.on('data', (d: Buffer) => {
-      this.toClient += d.length;
-      this.cast?.output(d);
-    });
-    stderr.on('data', (d: Buffer) => {
-      this.toClient += d.length;
-      this.cast?.output(d);
-    });
-    this.ch.on('data', (d: Buffer) => {
-      this.fromClient += d.length;
-      if (this.recordInput) this.cast?.input(d);
-    });
+    stdout.on('data', (d: Buffer) => (this.toClient += d.length));
+    stderr.on('data', (d: Buffer) => (this.toClient += d.length));
+    this.ch.on('data', (d: Buffer) => (this.fromClient += d.length));
+    if (this.cast) {
+      // The recording is one more pipe destination: a slow disk pauses the channel (bounded by
+      // ssh.listen.maxBufferedBytes) rather than queueing the session in memory.
+      const cap = this.c.g.limits.maxBufferedBytes;
+      const onLimit = () => this.c.g.limitHit('maxBufferedBytes');
+      stdout.pipe(this.cast.sink('o', cap, onLimit), { end: false });
+      stderr.pipe(this.cast.sink('o', cap, onLimit), { end: false });
+      if (this.recordInput) this.ch.pipe(this.cast.sink('i', cap, onLimit), { end: false });
+    }
     this.ch.pipe(up);
     stdout.pipe(this.ch, { end: false });
     stderr.pipe(this.ch.stderr, { end: false });
@@ -1005,11 +1048,23 @@ interface GatewayContext {
   /** Output masks of complex commands and shells (fail closed, see output-masker.ts). */
   opaqueMasks: (op: Operation) => DetectorMask[];
   audit(kind: string, subject: string, detail: Record<string, unknown>): void;
+  /** ssh.listen limits. */
+  limits: { maxChannelsPerConnection: number; maxMessageBytes: number; maxBufferedBytes: number };
+  /** Counts a limit reached (airlock_limits_hit_total{protocol="ssh"}). */
+  limitHit(limit: string): void;
+  /** A refusal before a session exists: counted always, logged and audited at a bounded rate. */
+  refused(reason: string, log: Record<string, unknown>, subject: string, detail: Record<string, unknown>): void;
 }
 
 export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGateway> {
   const logger = opts.logger ?? defaultLogger.child({ component: 'ssh' });
   const settings = sshSettings(opts.config);
+  const listen = settings.config.listen;
+  const metrics = opts.metrics;
+  // Refusals before a session exists are caused by whoever can open a socket: logged and audited
+  // at a bounded rate, the rest counted and reported with the next one that passes (as PostgreSQL).
+  const refusalLimiter = new EventRateLimiter(20, 10_000);
+  const fdLimiter = new EventRateLimiter(1, 5_000);
   const g: GatewayContext = {
     loaded: opts.config,
     settings,
@@ -1034,6 +1089,18 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
       } catch (err) {
         logger.error({ err }, 'recording an audit event failed');
       }
+    },
+    limits: { maxChannelsPerConnection: listen.maxChannelsPerConnection, maxMessageBytes: listen.maxMessageBytes, maxBufferedBytes: listen.maxBufferedBytes },
+    limitHit(limit) {
+      metrics?.limitsHit.inc({ protocol: 'ssh', limit });
+    },
+    refused(reason, log, subject, detail) {
+      metrics?.refusedConnections.inc({ protocol: 'ssh', reason });
+      const v = refusalLimiter.take();
+      if (!v.pass) return;
+      const extra = v.suppressed ? { suppressedSinceLast: v.suppressed } : {};
+      logger.info({ ...log, ...extra, refusal: reason }, 'ssh connection refused');
+      g.audit('ssh.refused', subject, { ...detail, ...extra, refusal: reason });
     },
   };
 
@@ -1066,16 +1133,25 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
       c.end('client disconnected');
     });
   });
-  // ssh2 has no login timeout: our own listener injects sockets so each one gets a deadline.
+  // ssh2 has no login timeout or connection cap: our own listener accepts the sockets, refuses
+  // those beyond maxClientConnections before any key exchange, and gives each one a deadline.
   const net = createServer((socket) => {
     const key = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (closing) return void socket.destroy();
+    if (sockets.size >= listen.maxClientConnections) {
+      g.limitHit('maxClientConnections');
+      g.refused('maxClientConnections', { clientAddress: key, limit: listen.maxClientConnections }, key, { clientAddress: key, reason: 'too many client connections' });
+      refuseSshSocket(socket, DISCONNECT_TOO_MANY_CONNECTIONS, `airlock: too many connections: the gateway accepts at most ${listen.maxClientConnections} (ssh.listen.maxClientConnections); try again shortly`);
+      return;
+    }
     sockets.add(socket);
     socket.setNoDelay(true);
     socket.on('error', (err) => logger.debug({ err, clientAddress: key }, 'ssh socket error'));
     loginTimers.set(
       key,
       setTimeout(() => {
-        logger.info({ clientAddress: key }, 'ssh client did not log in in time; disconnecting');
+        g.limitHit('clientLoginTimeout');
+        g.refused('clientLoginTimeout', { clientAddress: key, timeoutMs: settings.loginTimeoutMs }, key, { clientAddress: key, reason: 'did not authenticate within clientLoginTimeout' });
         socket.destroy();
       }, settings.loginTimeoutMs),
     );
@@ -1087,7 +1163,16 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     });
     ssh.injectSocket(socket);
   });
-  net.on('error', (err) => logger.error({ err }, 'ssh listener error'));
+  let closing = false;
+  net.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EMFILE' || err.code === 'ENFILE') {
+      g.limitHit('fileDescriptors');
+      const v = fdLimiter.take();
+      if (v.pass) logger.fatal({ err, code: err.code, failedSinceLast: v.suppressed, connections: sockets.size }, `ssh listener cannot accept connections: out of file descriptors (${err.code}); raise the process limit (ulimit -n) or lower ssh.listen.maxClientConnections`);
+      return;
+    }
+    logger.error({ err }, 'ssh listener error');
+  });
   const host = opts.host ?? settings.config.listen.host;
   const port = opts.port ?? settings.config.listen.port;
   await new Promise<void>((resolve, reject) => {
@@ -1098,6 +1183,14 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     });
   });
   const addr = net.address() as { address: string; port: number };
+  const limit = fdLimit();
+  // Each connection holds two descriptors (client and upstream).
+  if (limit !== undefined && listen.maxClientConnections * 2 + 64 > limit) logger.warn({ fdLimit: limit, maxClientConnections: listen.maxClientConnections }, `the process may open only ${limit} files, fewer than ssh.listen.maxClientConnections needs; raise ulimit -n`);
+  const stopFdWatch = watchFds(({ open, limit }) => {
+    g.limitHit('fileDescriptors');
+    logger.fatal({ code: 'EMFILE', open, fdLimit: limit, connections: sockets.size }, `out of file descriptors (${open} of ${limit} open): new SSH connections are being dropped; raise the process limit (ulimit -n) or lower ssh.listen.maxClientConnections`);
+  });
+  net.once('close', stopFdWatch);
   logger.info({ host: addr.address, port: addr.port, hostKeyFingerprint: settings.hostKeyFingerprint, targets: [...settings.targets.keys()] }, `ssh gateway listening; host key ${settings.hostKeyFingerprint}`);
 
   return {
@@ -1108,6 +1201,7 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     recordingsDir: g.recordingsDir,
     connections: () => live.size,
     async close() {
+      closing = true;
       const closed = new Promise<void>((r) => net.close(() => r()));
       for (const c of [...live]) c.end('gateway shutting down');
       for (const s of sockets) s.destroy();

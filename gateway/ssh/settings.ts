@@ -75,7 +75,7 @@ export function sshSettings(loaded: LoadedConfig): SshSettings {
     hostPublicKey: publicLine,
     targets,
     publicKeys,
-    loginTimeoutMs: parseDuration(ssh.loginTimeout),
+    loginTimeoutMs: parseDuration(ssh.listen.clientLoginTimeout ?? ssh.loginTimeout),
     recordingsDir,
   };
 }

@@ -31,6 +31,8 @@ export type SftpVerdict = { allow: true } | { allow: false; message: string; cod
 export interface SftpFilterOptions {
   /** Resolve every path with REALPATH on the server before deciding (symlinks). */
   resolveOnServer?: boolean;
+  /** Largest packet (length field) a client may send; a larger one is a protocol error (ssh.listen.maxMessageBytes). */
+  maxPacketBytes?: number;
 }
 
 export interface SftpPolicy {
@@ -58,6 +60,8 @@ const ON_LINK = new Set<SftpAction>(['remove', 'rename', 'link']);
 const MAX_HANDLES = 4096;
 /** OpenSSH extensions that touch no path, or only handles already authorized at open. */
 const PASS_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 'fsync@openssh.com', 'limits@openssh.com', 'expand-path@openssh.com', 'home-directory', 'copy-data', 'users-groups-by-id@openssh.com']);
+/** Buffered per direction of the filter (see the constructor). */
+const STREAM_HIGH_WATER_MARK = 1024 * 1024;
 /** A path request larger than this is not a path request. */
 const MAX_INSPECTED = 64 * 1024;
 
@@ -121,6 +125,8 @@ export interface SftpFilterEvents {
   onDecided?(req: SftpRequest, verdict: SftpVerdict): void;
   /** The client sent something that is not SFTP; the channel should be closed. */
   onProtocolError?(message: string): void;
+  /** A packet exceeded maxPacketBytes (then onProtocolError follows). */
+  onLimit?(limit: 'maxMessageBytes', size: number): void;
 }
 
 export class SftpFilter {
@@ -151,7 +157,11 @@ export class SftpFilter {
     // client -> server
     let cPending: Buffer = Buffer.alloc(0);
     let cRemaining = 0; // bytes of a pass-through packet still to forward
+    // Streams of 32 KiB SSH packets: with the default 16 KiB high-water mark every chunk would
+    // pause and resume the channel (a drain round per packet). Bounded: this much per direction.
+    const highWaterMark = STREAM_HIGH_WATER_MARK;
     this.clientToServer = new Transform({
+      highWaterMark,
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         self.bytesFromClient += chunk.length;
         self.fromClient(this, chunk, cPending, cRemaining).then(
@@ -165,6 +175,7 @@ export class SftpFilter {
       },
     });
     this.serverToClient = new Transform({
+      highWaterMark,
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         self.fromServer(this, chunk);
         cb();
@@ -388,6 +399,12 @@ export class SftpFilter {
       if (len < 5) {
         this.events.onProtocolError?.(`SFTP packet of ${len} bytes`);
         throw new Error(`SFTP packet of ${len} bytes`);
+      }
+      if (this.options.maxPacketBytes !== undefined && len > this.options.maxPacketBytes) {
+        // Refused on the declared length, before any of it is relayed or buffered.
+        this.events.onLimit?.('maxMessageBytes', len);
+        this.events.onProtocolError?.(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit (ssh.listen.maxMessageBytes)`);
+        throw new Error(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit`);
       }
       if (type !== T.INIT && buf.readUInt32BE(5) >= OWN_ID_BASE) {
         this.events.onProtocolError?.('SFTP request id in the range the gateway reserves');

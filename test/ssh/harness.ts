@@ -19,6 +19,7 @@ import { ManualApprover } from '../support/manual-approver.ts';
 import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
 import { approvalBindingKey } from '../../gateway/config/keys.ts';
 import { ElevationRegistry, rolePolicies } from '../../gateway/elevation/registry.ts';
+import type { GatewayMetrics } from '../../gateway/observability/metrics.ts';
 
 export interface SshHarness {
   sshd: RunningSshd;
@@ -43,7 +44,7 @@ export interface SshHarness {
 }
 
 /** `approver`: defaults to a ManualApprover (then `h.approver` decides); pass a real one to test it end to end. */
-export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}, realApprover?: Approver): Promise<SshHarness> {
+export async function startSshHarness(policy: AirlockConfigInput['policy'], extra: Partial<AirlockConfigInput> = {}, realApprover?: Approver, o: { metrics?: GatewayMetrics; listen?: Record<string, unknown> } = {}): Promise<SshHarness> {
   const sshd = await startSshd();
   const dir = mkdtempSync(join(tmpdir(), 'airlock-sshgw-'));
   try {
@@ -63,7 +64,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
         { name: 'mallory', groups: ['contractors'] },
       ],
       ssh: {
-        listen: { host: '127.0.0.1', port: 0 },
+        listen: { host: '127.0.0.1', port: 0, ...o.listen },
         hostKey: { file: 'gateway_host_key' },
         loginTimeout: '3s',
         targets: [
@@ -84,7 +85,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     // Roles in the config: elevation windows from the store apply (gateway/elevation/), as in app.ts.
     const roles = rolePolicies(loaded.config);
     const elevations = roles.size > 0 ? new ElevationRegistry(store, roles) : undefined;
-    const gateway = await startSshGateway({ config: loaded, policy: engine, ...(elevations ? { elevations } : {}), store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded) });
+    const gateway = await startSshGateway({ config: loaded, policy: engine, ...(elevations ? { elevations } : {}), store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded), ...(o.metrics ? { metrics: o.metrics } : {}) });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);
