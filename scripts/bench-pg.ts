@@ -14,6 +14,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { Session as Inspector } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { stringify } from 'yaml';
@@ -40,6 +41,8 @@ const { values } = parseArgs({
     'no-latency': { type: 'boolean', default: false },
     'no-export': { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench-results/pg.json' },
+    /** Writes a V8 CPU profile of this process (where the gateways run) for each Airlock throughput run. */
+    profile: { type: 'string' },
   },
 });
 log.level = 'warn';
@@ -193,7 +196,19 @@ try {
     results[protocol] = {};
     for (let i = 0; i < runs; i++) {
       for (const t of active) {
+        const profiling = values.profile && (t === 'airlock' || t === 'masked') ? new Inspector() : undefined;
+        if (profiling) {
+          profiling.connect();
+          await profiling.post('Profiler.enable');
+          await profiling.post('Profiler.start');
+        }
         const v = tps(await run('pgbench', pgbenchRun(protocol), envs[t]!));
+        if (profiling) {
+          const { profile } = await profiling.post('Profiler.stop');
+          mkdirSync(values.profile!, { recursive: true });
+          writeFileSync(join(values.profile!, `${protocol}-${t}-${i + 1}.cpuprofile`), JSON.stringify(profile));
+          profiling.disconnect();
+        }
         (results[protocol][t] ??= []).push(v);
         process.stderr.write(`  ${protocol} round ${i + 1}/${runs} ${t}: ${v.toFixed(0)} tps\n`);
       }

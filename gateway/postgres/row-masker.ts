@@ -65,6 +65,12 @@ export interface CopyOptions {
 export interface MaskerFactory {
   /** null when this result needs no masking at all (fast path: no column of the result is masked and no detector applies to any text-typed column). */
   forResult(fields: FieldInfo[], plan: MaskPlan): Promise<RowMasker | null>;
+  /**
+   * forResult() when the catalog cache can answer now (undefined when it cannot: use forResult).
+   * Same result, same failures (throws instead of rejecting); spares the proxy a turn of the
+   * event loop and a parked upstream per masked result.
+   */
+  forResultCached?(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined;
   /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
   maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
   /**
@@ -152,6 +158,25 @@ class Factory implements MaskerFactory {
     return c;
   }
 
+  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+    const out = new Map<number, TypeClass>();
+    const unknown: number[] = [];
+    for (const t of typeOids) {
+      const c = BUILTIN_TYPE_CLASS.get(t);
+      if (c) out.set(t, c);
+      else unknown.push(t);
+    }
+    if (unknown.length > 0) {
+      const info = this.#catalog.typesCached(unknown);
+      if (!info) return undefined;
+      for (const t of unknown) {
+        const ti = info.get(t);
+        out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
+      }
+    }
+    return out;
+  }
+
   async #classes(typeOids: number[]): Promise<Map<number, TypeClass>> {
     const out = new Map<number, TypeClass>();
     const unknown: number[] = [];
@@ -174,6 +199,25 @@ class Factory implements MaskerFactory {
     const cp = this.#compile(plan);
     if (cp.rules.size === 0 && !cp.detectors) return null;
     const names = cp.rules.size > 0 ? await this.#catalog.columnNames(fields) : undefined;
+    const rules = this.#rulesFor(fields, cp, names);
+    const needType = this.#typesNeeded(fields, cp, rules);
+    const classes = needType.length > 0 ? await this.#classes(needType) : new Map<number, TypeClass>();
+    return this.#resultMasker(fields, cp, rules, classes);
+  }
+
+  forResultCached(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields) : undefined;
+    if (cp.rules.size > 0 && !names) return undefined;
+    const rules = this.#rulesFor(fields, cp, names);
+    const needType = this.#typesNeeded(fields, cp, rules);
+    const classes = needType.length > 0 ? this.#classesCached(needType) : new Map<number, TypeClass>();
+    if (!classes) return undefined;
+    return this.#resultMasker(fields, cp, rules, classes);
+  }
+
+  #rulesFor(fields: FieldInfo[], cp: CompiledPlan, names: Map<string, string[]> | undefined): Array<ColumnPlan['rule']> {
     const ruleFor = (f: FieldInfo): ColumnPlan['rule'] => {
       let best: ColumnPlan['rule'];
       for (const n of names?.get(`${f.tableOid}:${f.columnId}`) ?? []) {
@@ -182,10 +226,15 @@ class Factory implements MaskerFactory {
       }
       return best;
     };
-    const rules = fields.map(ruleFor);
-    // Type classes only for columns that may be masked.
-    const needType = fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid);
-    const classes = needType.length > 0 ? await this.#classes([...new Set(needType)]) : new Map<number, TypeClass>();
+    return fields.map(ruleFor);
+  }
+
+  /** Type classes only for columns that may be masked. */
+  #typesNeeded(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>): number[] {
+    return [...new Set(fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid))];
+  }
+
+  #resultMasker(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): RowMasker | null {
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
     fields.forEach((f, i) => {

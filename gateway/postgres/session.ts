@@ -984,6 +984,17 @@ export class Session {
       this.cut(run, { code: '42501', message: `Airlock cannot return this result: rule ${this.maskRule(run)} requires masking, but no masking layer is configured` });
       return;
     }
+    // Catalog cache hit: the masker is ready now, so the session is not parked (no extra write or microtask turn).
+    let ready: ReturnType<NonNullable<MaskerFactory['forResultCached']>>;
+    try {
+      ready = factory.forResultCached?.(fields, plan);
+    } catch {
+      ready = undefined; // the async path reports the failure (fail closed there)
+    }
+    if (ready !== undefined) {
+      run.masker = ready;
+      return;
+    }
     this.awaitMasker(run, () => factory.forResult(fields, plan), (m) => (run.masker = m));
   }
 
