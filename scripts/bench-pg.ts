@@ -81,6 +81,12 @@ function tps(out: string): number {
   return Number(m[1]);
 }
 
+function transactions(out: string): number {
+  const m = /number of transactions actually processed: (\d+)/.exec(out);
+  if (!m) throw new Error(`no transaction count in pgbench output:\n${out}`);
+  return Number(m[1]);
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -192,8 +198,12 @@ try {
   // ------------------------------------------------------------------ throughput
   const pgbenchRun = (protocol: string) => ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', seconds];
   const results: Record<string, Partial<Record<Target, number[]>>> = {};
+  const cpuUs: Record<string, Partial<Record<Target, number[]>>> = {};
   for (const protocol of protocols) {
     results[protocol] = {};
+    cpuUs[protocol] = {};
+    // Warm-up (not measured): JIT, classification and catalog caches, pools.
+    for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
     for (let i = 0; i < runs; i++) {
       for (const t of active) {
         const profiling = values.profile && (t === 'airlock' || t === 'masked') ? new Inspector() : undefined;
@@ -202,7 +212,13 @@ try {
           await profiling.post('Profiler.enable');
           await profiling.post('Profiler.start');
         }
-        const v = tps(await run('pgbench', pgbenchRun(protocol), envs[t]!));
+        const cpu0 = process.cpuUsage();
+        const out = await run('pgbench', pgbenchRun(protocol), envs[t]!);
+        const cpu = process.cpuUsage(cpu0);
+        const v = tps(out);
+        // The relay and the gateways run in this process: its CPU time per statement is their cost,
+        // a figure far less sensitive to other load on a shared machine than TPS.
+        if (t === 'relay' || t === 'airlock' || t === 'masked') (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
         if (profiling) {
           const { profile } = await profiling.post('Profiler.stop');
           mkdirSync(values.profile!, { recursive: true });
@@ -254,6 +270,8 @@ try {
     settings: { seconds: Number(seconds), clients: Number(clients), runs, exportRows, latencyStatements, quick },
     tps: {} as Record<string, Record<string, { median: number; min: number; max: number; runs: number[] }>>,
     ratios: {} as Record<string, Record<string, number | undefined>>,
+    /** CPU time of this process (relay or gateway) per statement, microseconds: median of the runs. */
+    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[] }>>,
     latencyUs: latency,
     addedLatencyUs: {} as Record<string, Record<string, number | undefined>>,
     exportSeconds: exportTimes,
@@ -267,6 +285,7 @@ try {
       m[t] = median(xs);
       summary.tps[protocol][t] = { median: m[t]!, min: Math.min(...xs), max: Math.max(...xs), runs: xs };
     }
+    summary.proxyCpuUsPerStatement[protocol] = Object.fromEntries(Object.entries(cpuUs[protocol]).map(([t, xs]) => [t, { median: Number(median(xs!).toFixed(1)), runs: xs!.map((x) => Number(x.toFixed(1))) }]));
     summary.ratios[protocol] = {
       'pgbouncer/direct': ratio(m.pgbouncer, m.direct),
       'relay/direct': ratio(m.relay, m.direct),
@@ -298,7 +317,8 @@ try {
     for (const t of active) {
       const s = m[t];
       const vs = (k?: Target) => (k && m[k] && k !== t ? `${(s.median / m[k].median).toFixed(2)}` : '   -');
-      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}`);
+      const c = summary.proxyCpuUsPerStatement[protocol][t];
+      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt` : ''}`);
     }
   }
   for (const protocol of Object.keys(latency)) {

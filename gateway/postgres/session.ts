@@ -236,6 +236,9 @@ export class Session {
   private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
   private scrubbing: boolean;
+  /** Inside pumpUpstream: finished runs are recorded after the client write. */
+  private deferRecords = false;
+  private deferredRecords: Array<{ run: Run; rec: ReturnType<typeof operationRecord> }> = [];
 
   constructor(
     private readonly deps: SessionDeps,
@@ -796,6 +799,7 @@ export class Session {
   private pumpUpstream(): void {
     if (this.pumpingUpstream || this.closed) return;
     this.pumpingUpstream = true;
+    this.deferRecords = true;
     try {
       while (!this.closed && !this.upstreamParked && !this.clientFull && this.ur.next()) this.onBackend();
     } catch (err) {
@@ -806,8 +810,10 @@ export class Session {
       return;
     } finally {
       this.pumpingUpstream = false;
+      this.deferRecords = false;
     }
     this.flushClient();
+    this.recordDeferred();
     if (this.closed) return;
     this.armTimeLimit();
     this.releaseIdleWait();
@@ -969,7 +975,7 @@ export class Session {
     this.noteCursor(run, head.kind);
     if (head.swallow || run.swallowRest) return;
     this.relay();
-    this.startMasker(run, parseRowDescription(r.buf, r.start, r.end));
+    if (planNeedsMasking(planOf(run.decision))) this.startMasker(run, parseRowDescription(r.buf, r.start, r.end)); // no field objects per result otherwise
   }
 
   private maskRule(run: Run): string {
@@ -1380,6 +1386,23 @@ export class Session {
     if (run.recorded) return;
     run.recorded = true;
     const rec = operationRecord(run);
+    // While upstream responses are relayed, the record is written right after the client write
+    // (same task, same order): the audit work is not on the response's path.
+    if (this.deferRecords) {
+      this.deferredRecords.push({ run, rec });
+      return;
+    }
+    this.recordRun(run, rec);
+  }
+
+  private recordDeferred(): void {
+    const d = this.deferredRecords;
+    if (d.length === 0) return;
+    this.deferredRecords = [];
+    for (const { run, rec } of d) this.recordRun(run, rec);
+  }
+
+  private recordRun(run: Run, rec: ReturnType<typeof operationRecord>): void {
     this.enforce.record(rec);
     // Every approved run is reported to its request: approvals release one run unless the
     // approver chose a reusable grant, and each grant use belongs in the request's history.
@@ -1392,6 +1415,9 @@ export class Session {
     if (this.closed) return;
     this.flushClient();
     this.closed = true;
+    // Records of runs finished in this pump come before the session's end and the runs cut short by it.
+    this.deferRecords = false;
+    this.recordDeferred();
     this.holdAbort?.abort(new Error(reason));
     this.holdAbort = null;
     const { client, upstream } = this;
