@@ -520,6 +520,7 @@ class CopyLineMasker implements CopyMasker {
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
   readonly #d: CopyDialect;
+  readonly #constants = new Map<number, Buffer | undefined>();
   #headerPending: boolean;
 
   /** `plans` undefined: COPY (query). */
@@ -549,15 +550,40 @@ class CopyLineMasker implements CopyMasker {
       const f = fields[col];
       const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
       if (p === undefined || this.#isNull(line, f)) continue;
-      const v = this.#maskField(p, line, f);
-      if (v === undefined) continue;
+      const fixed = p.rule ? this.#constant(col, p) : undefined;
+      let out: Buffer;
+      if (fixed !== undefined) {
+        this.maskedColumns.add(p.rule!.name);
+        out = fixed;
+      } else {
+        const v = this.#maskField(p, line, f);
+        if (v === undefined) continue;
+        out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+      }
       pieces ??= [];
-      pieces.push(line.subarray(copied, f.start), v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1'));
+      pieces.push(line.subarray(copied, f.start), out);
       copied = f.end;
     }
     if (!pieces) return line;
     pieces.push(line.subarray(copied));
     return Buffer.concat(pieces);
+  }
+
+  /**
+   * The encoded output of a column rule whose strategy ignores the value (redact, null, and any
+   * strategy on a type that can only become NULL), computed once per column instead of decoding,
+   * masking and encoding every line. undefined: the output depends on the value.
+   */
+  #constant(col: number, p: ColumnPlan): Buffer | undefined {
+    if (this.#constants.has(col)) return this.#constants.get(col);
+    const { strategy } = p.rule!;
+    let out: Buffer | undefined;
+    if (strategy === 'redact' || strategy === 'null' || (p.cls !== 'text' && p.cls !== 'json' && p.cls !== 'jsonb')) {
+      const v = maskWhole(strategy, '', p.cls, this.#hasher);
+      out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+    }
+    this.#constants.set(col, out);
+    return out;
   }
 
   #queryPlan(col: number): ColumnPlan {
