@@ -1,13 +1,22 @@
-// Benchmark (not a test): pgbench -S TPS through Airlock, without and with masking, as a ratio of
-// direct PostgreSQL, all in one run on this machine. Ratios, not absolute numbers, are the point:
-// absolute TPS depends on the machine and on what else it is doing.
-//   npm run bench:pg -- [--seconds 10] [--clients 4] [--protocol simple|extended|prepared]
+// Benchmark (not a test): pgbench -S throughput and per-statement latency through Airlock, against
+// direct PostgreSQL, a bare Node relay (the ceiling for a Node proxy) and PgBouncer, plus a masked
+// 1M-row export, all in one run on this machine. Ratios, not absolute numbers, are the point:
+// absolute TPS depends on the machine and on what else it is doing. Each TPS configuration runs
+// `--runs` times, interleaved (every target once per round), and the spread is reported.
+//   npm run bench:pg -- [--quick] [--seconds 8] [--clients 4] [--runs 3] [--rows 1000000]
+//                       [--targets direct,relay,pgbouncer,airlock,masked] [--protocols simple,prepared]
+//                       [--no-latency] [--no-export] [--out bench-results/pg.json]
+// Every target logs in as the same non-superuser role (bench_app), so Airlock's upstream is what a
+// deployment would use (no allowSuperuser) and every peer does the same work upstream.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Session as Inspector } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { stringify } from 'yaml';
 import { startGateway } from '../gateway/app.ts';
 import { tokenSettings } from '../gateway/auth/settings.ts';
@@ -21,21 +30,48 @@ import { freePort } from '../gateway/net/free-port.ts';
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '10' },
+    quick: { type: 'boolean', default: false },
+    seconds: { type: 'string' },
     clients: { type: 'string', default: '4' },
-    protocol: { type: 'string', default: 'simple' },
+    runs: { type: 'string' },
+    rows: { type: 'string' },
+    statements: { type: 'string' },
+    targets: { type: 'string', default: 'direct,relay,pgbouncer,airlock,masked' },
+    protocols: { type: 'string', default: 'simple,prepared' },
+    'no-latency': { type: 'boolean', default: false },
+    'no-export': { type: 'boolean', default: false },
+    out: { type: 'string', default: 'bench-results/pg.json' },
+    /** Writes a V8 CPU profile of this process (where the gateways run) for each Airlock throughput run. */
+    profile: { type: 'string' },
   },
 });
 log.level = 'warn';
+const quick = values.quick!;
+const seconds = values.seconds ?? (quick ? '3' : '8');
+const runs = Number(values.runs ?? (quick ? '1' : '3'));
+const exportRows = Number(values.rows ?? (quick ? '100000' : '1000000'));
+const latencyStatements = Number(values.statements ?? (quick ? '2000' : '10000'));
+const clients = values.clients!;
+const targets = values.targets!.split(',') as Target[];
+const protocols = values.protocols!.split(',');
 
-function pgbench(args: string[], env: Record<string, string>): Promise<string> {
+type Target = 'direct' | 'relay' | 'pgbouncer' | 'airlock' | 'masked';
+const LABEL: Record<Target, string> = {
+  direct: 'direct PostgreSQL',
+  relay: 'bare Node relay',
+  pgbouncer: 'PgBouncer (session)',
+  airlock: 'Airlock, policy on',
+  masked: 'Airlock, masking',
+};
+
+function run(cmd: string, args: string[], env: Record<string, string>, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn('pgbench', args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', stdout, 'pipe'] });
     let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     p.once('error', reject);
-    p.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`pgbench exited ${code}:\n${out}`))));
+    p.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}:\n${out}`))));
   });
 }
 
@@ -45,79 +81,263 @@ function tps(out: string): number {
   return Number(m[1]);
 }
 
+function transactions(out: string): number {
+  const m = /number of transactions actually processed: (\d+)/.exec(out);
+  if (!m) throw new Error(`no transaction count in pgbench output:\n${out}`);
+  return Number(m[1]);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/** The ceiling for a Node proxy: bytes piped both ways, no parsing, noDelay like Airlock. */
+function startRelay(host: string, port: number): Promise<Server & { port: number }> {
+  const server = createServer((c: Socket) => {
+    const u = connect(port, host);
+    c.setNoDelay(true);
+    u.setNoDelay(true);
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(Object.assign(server, { port: (server.address() as { port: number }).port }))));
+}
+
 const db = await startPostgres();
 const dir = mkdtempSync(join(tmpdir(), 'airlock-bench-'));
+const cleanups: (() => Promise<void> | void)[] = [];
 try {
-  const direct = { PGHOST: db.host, PGPORT: String(db.port), PGUSER: db.user, PGPASSWORD: db.password, PGDATABASE: 'postgres' };
-  await pgbench(['-i', '-s', '2', '-q'], direct);
+  const superEnv = { PGHOST: db.host, PGPORT: String(db.port), PGUSER: db.user, PGPASSWORD: db.password, PGDATABASE: 'postgres' };
+  await run('pgbench', ['-i', '-s', '2', '-q'], superEnv);
+  const appPassword = randomBytes(12).toString('hex');
+  {
+    const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: 'postgres' });
+    await c.connect();
+    await c.query(`CREATE ROLE bench_app LOGIN PASSWORD '${appPassword}'`);
+    if (!values['no-export']) {
+      await c.query('CREATE TABLE bench_export (id int, email text, note text)');
+      await c.query(`INSERT INTO bench_export SELECT i, 'user' || i || '@example.com', md5(i::text) FROM generate_series(1, ${exportRows}) i`);
+      await c.query('VACUUM ANALYZE bench_export');
+    }
+    await c.query('GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_app');
+    await c.end();
+  }
+  const direct = { PGHOST: db.host, PGPORT: String(db.port), PGUSER: 'bench_app', PGPASSWORD: appPassword, PGDATABASE: 'postgres' };
   writeFileSync(join(dir, 'signing.key'), randomBytes(32).toString('hex'));
-  writeFileSync(join(dir, 'db.password'), db.password);
-  const run = ['-S', '-n', '-M', values.protocol!, '-c', values.clients!, '-j', '2', '-T', values.seconds!];
+  writeFileSync(join(dir, 'db.password'), appPassword);
 
-  /** The same workload through PgBouncer (session pooling), when it is installed. */
-  async function throughPgBouncer(): Promise<number | undefined> {
+  const envs: Partial<Record<Target, Record<string, string>>> = {};
+  if (targets.includes('direct')) envs.direct = direct;
+  if (targets.includes('relay')) {
+    const relay = await startRelay(db.host, db.port);
+    cleanups.push(() => void relay.close());
+    envs.relay = { ...direct, PGHOST: '127.0.0.1', PGPORT: String(relay.port) };
+  }
+  if (targets.includes('pgbouncer')) {
     const exe = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => existsSync(p));
-    if (!exe) return undefined;
+    if (!exe) throw new Error('pgbouncer is not installed: run scripts/setup.sh (Debian pgbouncer), or leave it out with --targets');
     const port = await freePort();
     const bdir = join(dir, 'pgbouncer');
     mkdirSync(bdir);
-    writeFileSync(join(bdir, 'userlist.txt'), `"${db.user}" "${db.password}"\n`);
+    writeFileSync(join(bdir, 'userlist.txt'), `"bench_app" "${appPassword}"\n`);
     writeFileSync(
       join(bdir, 'pgbouncer.ini'),
-      `[databases]\nbench = host=${db.host} port=${db.port} dbname=postgres\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nunix_socket_dir =\nauth_type = plain\nauth_file = ${join(bdir, 'userlist.txt')}\npool_mode = session\nmax_client_conn = 100\ndefault_pool_size = 20\nlogfile = ${join(bdir, 'pgbouncer.log')}\n`,
+      `[databases]\npostgres = host=${db.host} port=${db.port} dbname=postgres\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nunix_socket_dir =\nauth_type = plain\nauth_file = ${join(bdir, 'userlist.txt')}\npool_mode = session\nmax_client_conn = 100\ndefault_pool_size = 20\nlogfile = ${join(bdir, 'pgbouncer.log')}\n`,
     );
     chmodSync(dir, 0o755);
-    execFileSync('chown', ['-R', 'postgres', bdir]);
+    if (process.getuid?.() === 0) execFileSync('chown', ['-R', 'postgres', bdir]);
     // PgBouncer refuses to run as root; -u drops to the postgres user.
     const args = process.getuid?.() === 0 ? ['-u', 'postgres', join(bdir, 'pgbouncer.ini')] : [join(bdir, 'pgbouncer.ini')];
     const child = spawn(exe, args, { stdio: 'ignore' });
-    try {
-      for (let i = 0; i < 50; i++) {
-        try {
-          return tps(await pgbench(run, { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: db.user, PGPASSWORD: db.password, PGDATABASE: 'bench' }));
-        } catch (err) {
-          if (i === 49) throw err;
-          await new Promise((r) => setTimeout(r, 100));
-        }
+    cleanups.push(() => void child.kill());
+    envs.pgbouncer = { ...direct, PGHOST: '127.0.0.1', PGPORT: String(port) };
+    for (let i = 0; ; i++) {
+      try {
+        await run('psql', ['-Atc', 'SELECT 1'], envs.pgbouncer);
+        break;
+      } catch (err) {
+        if (i === 50) throw err;
+        await new Promise((r) => setTimeout(r, 100));
       }
-      return undefined;
-    } finally {
-      child.kill();
     }
   }
 
-  async function throughAirlock(masking: AirlockConfigInput['masking']): Promise<number> {
+  async function airlock(name: string, masking: AirlockConfigInput['masking']): Promise<Record<string, string>> {
     const cfg: AirlockConfigInput = {
       auth: { signingKey: { file: 'signing.key' } },
-      store: { sqlite: 'bench.db' },
-      connections: [{ name: 'bench', type: 'postgres', host: db.host, port: db.port, database: 'postgres', user: db.user, password: { file: 'db.password' }, tls: 'disable', allowSuperuser: true }], // benchmark only: measures the relay, not the role check
+      store: { sqlite: `${name}.db` },
+      connections: [{ name: 'bench', type: 'postgres', host: db.host, port: db.port, database: 'postgres', user: 'bench_app', password: { file: 'db.password' }, tls: 'disable' }],
+      policy: { profile: 'recommended' },
       masking,
     };
-    writeFileSync(join(dir, 'airlock.yaml'), stringify(cfg));
-    const loaded = loadConfig(join(dir, 'airlock.yaml'));
+    writeFileSync(join(dir, `${name}.yaml`), stringify(cfg));
+    const loaded = loadConfig(join(dir, `${name}.yaml`));
     const gw = await startGateway(loaded, { approver: new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 } });
-    try {
-      const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] }, 3_600_000);
-      const { host, port } = gw.listeners[0];
-      return tps(await pgbench(run, { PGHOST: host, PGPORT: String(port), PGUSER: 'bench', PGPASSWORD: token, PGDATABASE: 'bench' }));
-    } finally {
-      await gw.close();
+    cleanups.push(() => gw.close());
+    const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] }, 3_600_000);
+    const { host, port } = gw.listeners[0];
+    return { PGHOST: host, PGPORT: String(port), PGUSER: 'bench', PGPASSWORD: token, PGDATABASE: 'bench' };
+  }
+  if (targets.includes('airlock')) envs.airlock = await airlock('plain', undefined);
+  // Masks the selected column itself, so every DataRow is rewritten (the worst case for -S), and
+  // runs the email detector over every text value.
+  if (targets.includes('masked')) {
+    envs.masked = await airlock('masked', {
+      columns: [
+        { column: 'public.pgbench_accounts.abalance', strategy: 'null' },
+        { column: 'public.bench_export.email', strategy: 'redact' },
+      ],
+      detectors: [{ detector: 'email', strategy: 'redact' }],
+    });
+  }
+  const active = targets.filter((t) => envs[t]);
+
+  // ------------------------------------------------------------------ throughput
+  const pgbenchRun = (protocol: string) => ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', seconds];
+  const results: Record<string, Partial<Record<Target, number[]>>> = {};
+  const cpuUs: Record<string, Partial<Record<Target, number[]>>> = {};
+  for (const protocol of protocols) {
+    results[protocol] = {};
+    cpuUs[protocol] = {};
+    // Warm-up (not measured): JIT, classification and catalog caches, pools.
+    for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
+    for (let i = 0; i < runs; i++) {
+      for (const t of active) {
+        const profiling = values.profile && (t === 'airlock' || t === 'masked') ? new Inspector() : undefined;
+        if (profiling) {
+          profiling.connect();
+          await profiling.post('Profiler.enable');
+          await profiling.post('Profiler.start');
+        }
+        const cpu0 = process.cpuUsage();
+        const out = await run('pgbench', pgbenchRun(protocol), envs[t]!);
+        const cpu = process.cpuUsage(cpu0);
+        const v = tps(out);
+        // The relay and the gateways run in this process: its CPU time per statement is their cost,
+        // a figure far less sensitive to other load on a shared machine than TPS.
+        if (t === 'relay' || t === 'airlock' || t === 'masked') (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
+        if (profiling) {
+          const { profile } = await profiling.post('Profiler.stop');
+          mkdirSync(values.profile!, { recursive: true });
+          writeFileSync(join(values.profile!, `${protocol}-${t}-${i + 1}.cpuprofile`), JSON.stringify(profile));
+          profiling.disconnect();
+        }
+        (results[protocol][t] ??= []).push(v);
+        process.stderr.write(`  ${protocol} round ${i + 1}/${runs} ${t}: ${v.toFixed(0)} tps\n`);
+      }
     }
   }
 
-  const base = tps(await pgbench(run, direct));
-  const bouncer = await throughPgBouncer();
-  const plain = await throughAirlock(undefined);
-  // Masks the selected column itself, so every DataRow is rewritten (the worst case for -S).
-  const masked = await throughAirlock({ columns: [{ column: 'public.pgbench_accounts.abalance', strategy: 'null' }], detectors: [{ detector: 'email', strategy: 'redact' }] });
-  const f = (n: number) => n.toFixed(0).padStart(8);
-  console.log(`pgbench ${run.join(' ')}`);
-  console.log(`direct PostgreSQL         ${f(base)} tps   1.00`);
-  if (bouncer !== undefined) console.log(`through PgBouncer         ${f(bouncer)} tps   ${(bouncer / base).toFixed(2)} of direct (a peer proxy, for scale)`);
-  else console.log('through PgBouncer         (not installed: apt-get install pgbouncer to compare with a peer proxy)');
-  console.log(`through Airlock           ${f(plain)} tps   ${(plain / base).toFixed(2)} of direct`);
-  console.log(`through Airlock, masking  ${f(masked)} tps   ${(masked / base).toFixed(2)} of direct`);
+  // ------------------------------------------------------------------ latency at one client
+  const latency: Record<string, Partial<Record<Target, { p50: number; p99: number; mean: number }>>> = {};
+  if (!values['no-latency']) {
+    for (const protocol of protocols) {
+      latency[protocol] = {};
+      for (const t of active.filter((x) => x !== 'pgbouncer')) {
+        const ldir = mkdtempSync(join(dir, 'lat-'));
+        await run('pgbench', ['-S', '-n', '-M', protocol, '-c', '1', '-j', '1', '-t', String(latencyStatements), '-l', '--log-prefix', join(ldir, 'l')], envs[t]!);
+        const us: number[] = [];
+        for (const f of readdirSync(ldir)) for (const line of readFileSync(join(ldir, f), 'utf8').split('\n')) if (line) us.push(Number(line.split(' ')[2]));
+        us.sort((a, b) => a - b);
+        latency[protocol][t] = { p50: pct(us, 50), p99: pct(us, 99), mean: us.reduce((a, b) => a + b, 0) / us.length };
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ masked export
+  const exportTimes: Record<string, Partial<Record<Target, number>>> = {};
+  if (!values['no-export']) {
+    const ways = { copy: 'COPY bench_export TO STDOUT', select: 'SELECT * FROM bench_export' };
+    for (const [way, sql] of Object.entries(ways)) {
+      exportTimes[way] = {};
+      for (const t of active.filter((x) => x === 'direct' || x === 'airlock' || x === 'masked')) {
+        const t0 = performance.now();
+        const out = await run('psql', ['-X', '-At', '-o', '/dev/null', '-c', sql], envs[t]!, 'ignore');
+        if (/ERROR|FATAL/.test(out)) throw new Error(`export through ${t} failed: ${out}`);
+        exportTimes[way][t] = (performance.now() - t0) / 1000;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ report
+  const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b ? Number((a / b).toFixed(3)) : undefined);
+  const summary = {
+    at: new Date().toISOString(),
+    machine: { cpus: cpus().length, loadavgAtEnd: loadavg().map((x) => Number(x.toFixed(2))), note: 'shared machine unless stated otherwise' },
+    settings: { seconds: Number(seconds), clients: Number(clients), runs, exportRows, latencyStatements, quick },
+    tps: {} as Record<string, Record<string, { median: number; min: number; max: number; runs: number[] }>>,
+    ratios: {} as Record<string, Record<string, number | undefined>>,
+    /** CPU time of this process (relay or gateway) per statement, microseconds: median of the runs. */
+    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[] }>>,
+    latencyUs: latency,
+    addedLatencyUs: {} as Record<string, Record<string, number | undefined>>,
+    exportSeconds: exportTimes,
+    exportMaskedVsUnmasked: {} as Record<string, number | undefined>,
+  };
+  for (const protocol of protocols) {
+    const m: Partial<Record<Target, number>> = {};
+    summary.tps[protocol] = {};
+    for (const t of active) {
+      const xs = results[protocol][t]!;
+      m[t] = median(xs);
+      summary.tps[protocol][t] = { median: m[t]!, min: Math.min(...xs), max: Math.max(...xs), runs: xs };
+    }
+    summary.proxyCpuUsPerStatement[protocol] = Object.fromEntries(Object.entries(cpuUs[protocol]).map(([t, xs]) => [t, { median: Number(median(xs!).toFixed(1)), runs: xs!.map((x) => Number(x.toFixed(1))) }]));
+    summary.ratios[protocol] = {
+      'pgbouncer/direct': ratio(m.pgbouncer, m.direct),
+      'relay/direct': ratio(m.relay, m.direct),
+      'airlock/direct': ratio(m.airlock, m.direct),
+      'airlock/relay': ratio(m.airlock, m.relay),
+      'airlock/pgbouncer': ratio(m.airlock, m.pgbouncer),
+      'masked/direct': ratio(m.masked, m.direct),
+      'masked/relay': ratio(m.masked, m.relay),
+      'masked/pgbouncer': ratio(m.masked, m.pgbouncer),
+    };
+    const l = latency[protocol];
+    if (l?.direct) {
+      summary.addedLatencyUs[protocol] = {
+        'relay p50': l.relay && l.relay.p50 - l.direct.p50,
+        'relay p99': l.relay && l.relay.p99 - l.direct.p99,
+        'airlock p50': l.airlock && l.airlock.p50 - l.direct.p50,
+        'airlock p99': l.airlock && l.airlock.p99 - l.direct.p99,
+        'masked p50': l.masked && l.masked.p50 - l.direct.p50,
+        'masked p99': l.masked && l.masked.p99 - l.direct.p99,
+      };
+    }
+  }
+  for (const way of Object.keys(exportTimes)) summary.exportMaskedVsUnmasked[way] = ratio(exportTimes[way].masked, exportTimes[way].airlock);
+
+  const f = (n: number) => n.toFixed(0).padStart(7);
+  for (const protocol of protocols) {
+    console.log(`\npgbench ${pgbenchRun(protocol).join(' ')}  (median of ${runs}; min-max)`);
+    const m = summary.tps[protocol];
+    for (const t of active) {
+      const s = m[t];
+      const vs = (k?: Target) => (k && m[k] && k !== t ? `${(s.median / m[k].median).toFixed(2)}` : '   -');
+      const c = summary.proxyCpuUsPerStatement[protocol][t];
+      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt` : ''}`);
+    }
+  }
+  for (const protocol of Object.keys(latency)) {
+    console.log(`\nlatency at 1 client, ${latencyStatements} statements, -M ${protocol} (us)`);
+    for (const [t, l] of Object.entries(latency[protocol])) {
+      const d = latency[protocol].direct;
+      const added = d && t !== 'direct' ? `   added p50 ${(l.p50 - d.p50).toFixed(0)} p99 ${(l.p99 - d.p99).toFixed(0)}` : '';
+      console.log(`${LABEL[t as Target].padEnd(22)} p50 ${f(l.p50)}  p99 ${f(l.p99)}${added}`);
+    }
+  }
+  for (const way of Object.keys(exportTimes)) {
+    const e = exportTimes[way];
+    console.log(`\nexport of ${exportRows} rows by ${way}: ${Object.entries(e).map(([t, s]) => `${t} ${s!.toFixed(2)} s`).join(', ')}; masked/unmasked through Airlock ${summary.exportMaskedVsUnmasked[way] ?? '-'}`);
+  }
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileSync(values.out!, `${JSON.stringify(summary, null, 2)}\n`);
+  console.log(`\nsummary written to ${values.out}`);
 } finally {
+  for (const c of cleanups.reverse()) await c();
   await db.stop();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -145,6 +145,44 @@ export class Catalog {
     return out;
   }
 
+  /**
+   * columnNames() answered from the cache alone: undefined unless every relation it needs (view
+   * origins included) is fresh. Lets a proxy set up masking without a turn of the event loop.
+   */
+  columnNamesCached(refs: Iterable<{ tableOid: number; columnId: number }>): Map<string, string[]> | undefined {
+    const out = new Map<string, string[]>();
+    const wanted: Array<[number, number]> = [];
+    for (const r of refs) if (r.tableOid > 0 && r.columnId > 0) wanted.push([r.tableOid, r.columnId]);
+    if (wanted.length === 0) return out;
+    // Every relation a name chain can reach must be fresh (stricter than columnNames, which
+    // trusts a fresh view without re-checking what it comes from).
+    const seen = new Set<number>();
+    let frontier = [...new Set(wanted.map(([oid]) => oid))];
+    for (let depth = 0; frontier.length > 0; depth++) {
+      if (depth > MAX_VIEW_DEPTH) return undefined;
+      const next = new Set<number>();
+      for (const oid of frontier) {
+        seen.add(oid);
+        if (!this.#fresh(this.#relations, oid)) return undefined;
+        const rel = this.#cached(this.#relations, oid);
+        if (rel?.origins) for (const [base] of rel.origins.values()) if (!seen.has(base)) next.add(base);
+      }
+      frontier = [...next];
+    }
+    for (const [oid, attnum] of wanted) out.set(`${oid}:${attnum}`, this.#chain(oid, attnum));
+    return out;
+  }
+
+  /** types() answered from the cache alone: undefined unless every OID is fresh. */
+  typesCached(oids: number[]): Map<number, TypeInfo | undefined> | undefined {
+    const out = new Map<number, TypeInfo | undefined>();
+    for (const oid of oids) {
+      if (!this.#fresh(this.#types, oid)) return undefined;
+      out.set(oid, this.#cached(this.#types, oid));
+    }
+    return out;
+  }
+
   #chain(oid: number, attnum: number): string[] {
     const names: string[] = [];
     const seen = new Set<string>();

@@ -65,6 +65,12 @@ export interface CopyOptions {
 export interface MaskerFactory {
   /** null when this result needs no masking at all (fast path: no column of the result is masked and no detector applies to any text-typed column). */
   forResult(fields: FieldInfo[], plan: MaskPlan): Promise<RowMasker | null>;
+  /**
+   * forResult() when the catalog cache can answer now (undefined when it cannot: use forResult).
+   * Same result, same failures (throws instead of rejecting); spares the proxy a turn of the
+   * event loop and a parked upstream per masked result.
+   */
+  forResultCached?(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined;
   /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
   maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
   /**
@@ -152,6 +158,25 @@ class Factory implements MaskerFactory {
     return c;
   }
 
+  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+    const out = new Map<number, TypeClass>();
+    const unknown: number[] = [];
+    for (const t of typeOids) {
+      const c = BUILTIN_TYPE_CLASS.get(t);
+      if (c) out.set(t, c);
+      else unknown.push(t);
+    }
+    if (unknown.length > 0) {
+      const info = this.#catalog.typesCached(unknown);
+      if (!info) return undefined;
+      for (const t of unknown) {
+        const ti = info.get(t);
+        out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
+      }
+    }
+    return out;
+  }
+
   async #classes(typeOids: number[]): Promise<Map<number, TypeClass>> {
     const out = new Map<number, TypeClass>();
     const unknown: number[] = [];
@@ -174,6 +199,25 @@ class Factory implements MaskerFactory {
     const cp = this.#compile(plan);
     if (cp.rules.size === 0 && !cp.detectors) return null;
     const names = cp.rules.size > 0 ? await this.#catalog.columnNames(fields) : undefined;
+    const rules = this.#rulesFor(fields, cp, names);
+    const needType = this.#typesNeeded(fields, cp, rules);
+    const classes = needType.length > 0 ? await this.#classes(needType) : new Map<number, TypeClass>();
+    return this.#resultMasker(fields, cp, rules, classes);
+  }
+
+  forResultCached(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields) : undefined;
+    if (cp.rules.size > 0 && !names) return undefined;
+    const rules = this.#rulesFor(fields, cp, names);
+    const needType = this.#typesNeeded(fields, cp, rules);
+    const classes = needType.length > 0 ? this.#classesCached(needType) : new Map<number, TypeClass>();
+    if (!classes) return undefined;
+    return this.#resultMasker(fields, cp, rules, classes);
+  }
+
+  #rulesFor(fields: FieldInfo[], cp: CompiledPlan, names: Map<string, string[]> | undefined): Array<ColumnPlan['rule']> {
     const ruleFor = (f: FieldInfo): ColumnPlan['rule'] => {
       let best: ColumnPlan['rule'];
       for (const n of names?.get(`${f.tableOid}:${f.columnId}`) ?? []) {
@@ -182,10 +226,15 @@ class Factory implements MaskerFactory {
       }
       return best;
     };
-    const rules = fields.map(ruleFor);
-    // Type classes only for columns that may be masked.
-    const needType = fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid);
-    const classes = needType.length > 0 ? await this.#classes([...new Set(needType)]) : new Map<number, TypeClass>();
+    return fields.map(ruleFor);
+  }
+
+  /** Type classes only for columns that may be masked. */
+  #typesNeeded(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>): number[] {
+    return [...new Set(fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid))];
+  }
+
+  #resultMasker(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): RowMasker | null {
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
     fields.forEach((f, i) => {
@@ -471,6 +520,7 @@ class CopyLineMasker implements CopyMasker {
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
   readonly #d: CopyDialect;
+  readonly #constants = new Map<number, Buffer | undefined>();
   #headerPending: boolean;
 
   /** `plans` undefined: COPY (query). */
@@ -500,15 +550,40 @@ class CopyLineMasker implements CopyMasker {
       const f = fields[col];
       const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
       if (p === undefined || this.#isNull(line, f)) continue;
-      const v = this.#maskField(p, line, f);
-      if (v === undefined) continue;
+      const fixed = p.rule ? this.#constant(col, p) : undefined;
+      let out: Buffer;
+      if (fixed !== undefined) {
+        this.maskedColumns.add(p.rule!.name);
+        out = fixed;
+      } else {
+        const v = this.#maskField(p, line, f);
+        if (v === undefined) continue;
+        out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+      }
       pieces ??= [];
-      pieces.push(line.subarray(copied, f.start), v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1'));
+      pieces.push(line.subarray(copied, f.start), out);
       copied = f.end;
     }
     if (!pieces) return line;
     pieces.push(line.subarray(copied));
     return Buffer.concat(pieces);
+  }
+
+  /**
+   * The encoded output of a column rule whose strategy ignores the value (redact, null, and any
+   * strategy on a type that can only become NULL), computed once per column instead of decoding,
+   * masking and encoding every line. undefined: the output depends on the value.
+   */
+  #constant(col: number, p: ColumnPlan): Buffer | undefined {
+    if (this.#constants.has(col)) return this.#constants.get(col);
+    const { strategy } = p.rule!;
+    let out: Buffer | undefined;
+    if (strategy === 'redact' || strategy === 'null' || (p.cls !== 'text' && p.cls !== 'json' && p.cls !== 'jsonb')) {
+      const v = maskWhole(strategy, '', p.cls, this.#hasher);
+      out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+    }
+    this.#constants.set(col, out);
+    return out;
   }
 
   #queryPlan(col: number): ColumnPlan {

@@ -260,6 +260,9 @@ export class Session {
   private scrubbing: boolean;
   /** The portal hold-commit answered for (Portal.committed) until the client's next Sync. */
   private committedPortal: string | null = null;
+  /** Inside pumpUpstream: finished runs are recorded after the client write. */
+  private deferRecords = false;
+  private deferredRecords: Array<{ run: Run; rec: ReturnType<typeof operationRecord> }> = [];
 
   constructor(
     private readonly deps: SessionDeps,
@@ -920,6 +923,7 @@ export class Session {
   private pumpUpstream(): void {
     if (this.pumpingUpstream || this.closed) return;
     this.pumpingUpstream = true;
+    this.deferRecords = true;
     try {
       while (!this.closed && !this.upstreamParked && !this.clientFull && this.ur.next()) this.onBackend();
     } catch (err) {
@@ -930,8 +934,10 @@ export class Session {
       return;
     } finally {
       this.pumpingUpstream = false;
+      this.deferRecords = false;
     }
     this.flushClient();
+    this.recordDeferred();
     if (this.closed) return;
     this.armTimeLimit();
     this.releaseIdleWait();
@@ -1093,7 +1099,7 @@ export class Session {
     this.noteCursor(run, head.kind);
     if (head.swallow || run.swallowRest) return;
     this.relay();
-    this.startMasker(run, parseRowDescription(r.buf, r.start, r.end));
+    if (planNeedsMasking(planOf(run.decision))) this.startMasker(run, parseRowDescription(r.buf, r.start, r.end)); // no field objects per result otherwise
   }
 
   private maskRule(run: Run): string {
@@ -1106,6 +1112,17 @@ export class Session {
     const factory = this.deps.masking;
     if (!factory) {
       this.cut(run, { code: '42501', message: `Airlock cannot return this result: rule ${this.maskRule(run)} requires masking, but no masking layer is configured` });
+      return;
+    }
+    // Catalog cache hit: the masker is ready now, so the session is not parked (no extra write or microtask turn).
+    let ready: ReturnType<NonNullable<MaskerFactory['forResultCached']>>;
+    try {
+      ready = factory.forResultCached?.(fields, plan);
+    } catch {
+      ready = undefined; // the async path reports the failure (fail closed there)
+    }
+    if (ready !== undefined) {
+      run.masker = ready;
       return;
     }
     this.awaitMasker(run, () => factory.forResult(fields, plan), (m) => (run.masker = m));
@@ -1500,6 +1517,23 @@ export class Session {
     // Held statements: the exact values never reach the store, their keyed digest does (receipts).
     const key = this.deps.parameterDigestKey;
     if (run.parameters && key && rec.classification) rec.classification.parameterDigest = parameterDigest(key, run.parameters.map((p) => p.value));
+    // While upstream responses are relayed, the record is written right after the client write
+    // (same task, same order): the audit work is not on the response's path.
+    if (this.deferRecords) {
+      this.deferredRecords.push({ run, rec });
+      return;
+    }
+    this.recordRun(run, rec);
+  }
+
+  private recordDeferred(): void {
+    const d = this.deferredRecords;
+    if (d.length === 0) return;
+    this.deferredRecords = [];
+    for (const { run, rec } of d) this.recordRun(run, rec);
+  }
+
+  private recordRun(run: Run, rec: ReturnType<typeof operationRecord>): void {
     this.enforce.record(rec);
     // Every approved run is reported to its request: approvals release one run unless the
     // approver chose a reusable grant, and each grant use belongs in the request's history.
@@ -1513,7 +1547,11 @@ export class Session {
     if (this.closed) return;
     this.flushClient();
     this.closed = true;
+    // Records of runs finished in this pump come before the session's end and the runs cut short by it.
+    this.deferRecords = false;
+    this.recordDeferred();
     this.holdAbort?.abort(opts.park ? HOLD_PARKED : new Error(reason));
+
     this.holdAbort = null;
     const { client, upstream } = this;
     if (client.writable) {

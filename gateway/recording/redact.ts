@@ -14,8 +14,28 @@ import { redactToken } from '../masking/strategies.ts';
 const ALL: DetectorName[] = ['email', 'card', 'ssn', 'phone', 'iban', 'secret'];
 const ALL_MASK = detectorMask(ALL);
 
+/**
+ * Recent results of redactForAudit for short strings. The same statement texts, table names and
+ * statement types reach the audit store over and over (an agent's loop, prepared statements), and
+ * the function is pure, so a bounded memo spares the detectors per record.
+ */
+const MEMO_MAX_ENTRIES = 4096;
+const MEMO_MAX_CHARS = 2048;
+const memo = new Map<string, string>();
+
 /** `text` with every detected span replaced by `[redacted:<detector>]`. Unchanged text is returned as is. */
 export function redactForAudit(input: string): string {
+  if (input.length > MEMO_MAX_CHARS) return redactUncached(input);
+  let out = memo.get(input);
+  if (out === undefined) {
+    out = redactUncached(input);
+    if (memo.size >= MEMO_MAX_ENTRIES) memo.clear();
+    memo.set(input, out);
+  }
+  return out;
+}
+
+function redactUncached(input: string): string {
   const text = wellFormed(input);
   if (text.length < 6) return text;
   // Detectors work on binary strings (one char per UTF-8 byte), like on the wire.

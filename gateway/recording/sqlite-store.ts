@@ -349,6 +349,9 @@ export class SqliteStore implements Store {
   private readonly anchorFile: string | undefined;
   private readonly readonly: boolean;
   private entriesSinceCheckpoint = 0;
+  /** Inside a group commit's transaction: append() carries the chain head in batchHead. */
+  private inBatch = false;
+  private batchHead: { seq: number; hash: string } | undefined;
   private lastCheckpointSeq = -1;
   /** The gateway instance sessions are stamped with. */
   readonly instance: InstanceIdentity;
@@ -561,10 +564,13 @@ export class SqliteStore implements Store {
 
   /** Appends one chain entry after the current head; runs inside the caller's transaction. */
   private append(kind: EntryKind, entity: string, item: number | null, at: number, data: Record<string, unknown>): void {
-    const head = this.head();
+    const head = this.batchHead ?? this.head();
     const seq = head.seq + 1;
     const text = entryText(seq, kind, at, data);
-    this.insertEntry?.run(seq, at, kind, entity, item, text, entryHash(head.hash, text));
+    const hash = entryHash(head.hash, text);
+    this.insertEntry?.run(seq, at, kind, entity, item, text, hash);
+    // Within one group commit the head is the entry just inserted: no SELECT per record.
+    if (this.inBatch) this.batchHead = { seq, hash };
   }
 
   /** The last chain entry, or the prune checkpoint the chain continues from, or genesis. */
@@ -860,7 +866,11 @@ export class SqliteStore implements Store {
   }
 
   writable(): boolean {
-    return this.policy === 'open' || this.health().ok;
+    // Per statement on the proxy's hot path: with nothing waiting for a retry the verdict is a
+    // flag check (auditHealth can only fail on closed/readonly then); otherwise the full check.
+    if (this.policy === 'open') return true;
+    if (this.pending.length === 0 && this.maxPending > 0 && !this.closed && !this.readonly) return true;
+    return this.health().ok;
   }
 
   assertWritable(): void {
@@ -938,7 +948,15 @@ export class SqliteStore implements Store {
     if (this.pending.length === 0) {
       try {
         this.db.transaction(() => {
-          for (const w of items) w.run();
+          // The head is read once (inside the write transaction), then carried from entry to entry.
+          this.inBatch = true;
+          this.batchHead = undefined;
+          try {
+            for (const w of items) w.run();
+          } finally {
+            this.inBatch = false;
+            this.batchHead = undefined;
+          }
         })();
         this.hardFailure = false;
         this.committed(items.length);

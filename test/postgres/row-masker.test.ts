@@ -240,6 +240,31 @@ describe('column rules against a real PostgreSQL', () => {
     assert.deepEqual((await run('SELECT contact FROM app.people WHERE id = 1', EMAIL_REDACT)).rows, [['[redacted]']]);
   });
 
+  test('forResultCached answers only from a fresh catalog cache, with the masks forResult gives', async () => {
+    const f = createMaskerFactory({ connect: () => server.client(), hashKey: HASH_KEY, cacheTtlMs: 300 });
+    try {
+      const fieldsOf = async (sql: string) => (await admin.query({ text: sql, rowMode: 'array' })).fields.map((x): FieldInfo => ({ name: x.name, tableOid: x.tableID, columnId: x.columnID, typeOid: x.dataTypeID, format: 0 }));
+      const direct = await fieldsOf('SELECT id, email FROM app.users WHERE id = 1');
+      const viaView = await fieldsOf('SELECT contact FROM app.people WHERE id = 1');
+      assert.equal(f.forResultCached!(direct, EMAIL_REDACT), undefined, 'nothing cached yet: the caller must wait for forResult');
+      assert.ok(await f.forResult(direct, EMAIL_REDACT));
+      const cached = f.forResultCached!(direct, EMAIL_REDACT);
+      assert.ok(cached);
+      assert.deepEqual(texts(cached.maskDataRow(dataRow(['1', 'alice@example.com']))), ['1', '[redacted]']);
+      // A view column needs the view and its base relation fresh.
+      assert.equal(f.forResultCached!(viaView, EMAIL_REDACT), undefined);
+      assert.ok(await f.forResult(viaView, EMAIL_REDACT));
+      assert.deepEqual(texts(f.forResultCached!(viaView, EMAIL_REDACT)!.maskDataRow(dataRow(['alice@example.com']))), ['[redacted]']);
+      assert.equal(f.forResultCached!(await fieldsOf('SELECT id FROM app.orders'), EMAIL_REDACT), undefined, 'app.orders was never looked up');
+      await new Promise((r) => setTimeout(r, 350));
+      assert.equal(f.forResultCached!(direct, EMAIL_REDACT), undefined, 'expired entries are not used');
+      // Detectors on built-in types need no catalog at all.
+      assert.ok(f.forResultCached!([field('x', TEXT)], plan([], [{ detector: 'email', strategy: 'redact' }])));
+    } finally {
+      await f.close();
+    }
+  });
+
   test('results that touch no masked column need no masker', async () => {
     const r = await admin.query({ text: 'SELECT id, user_id FROM app.orders', rowMode: 'array' });
     const fields: FieldInfo[] = r.fields.map((f) => ({ name: f.name, tableOid: f.tableID, columnId: f.columnID, typeOid: f.dataTypeID, format: 0 }));
