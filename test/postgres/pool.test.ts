@@ -1,0 +1,285 @@
+// Upstream pooling (connection `pool:`), transaction mode, through the gateway to a real
+// PostgreSQL: many clients share few backends and get correct results; session state pins (and
+// never leaks to another client); protocol-level prepared statements survive backend changes;
+// cancel hits only the query it was meant for; holds, masking and audit keep working.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { ManualApprover } from '../support/manual-approver.ts';
+import { startGateway, pgError, type GatewayHarness } from '../support/gateway.ts';
+import type { PooledUpstream } from '../../gateway/postgres/upstream-lease.ts';
+import type { Session } from '../../gateway/postgres/session.ts';
+
+const SIZE = 3;
+const approver = new ManualApprover('#db-approvals');
+let h: GatewayHarness;
+
+before(async () => {
+  h = await startGateway({
+    approver,
+    setup: `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+            INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 100) g;
+            CREATE TABLE customers (id int, email text);
+            INSERT INTO customers VALUES (1, 'ann@example.com'), (2, 'bob@example.org');
+            CREATE TABLE accounts (id int PRIMARY KEY, owner text);
+            INSERT INTO accounts VALUES (1, 'ann'), (2, 'bob'), (3, 'cat');`,
+    config: (up) => ({
+      connections: [
+        {
+          name: 'app',
+          type: 'postgres',
+          host: up.host,
+          port: up.port,
+          database: 'postgres',
+          user: up.user,
+          password: { file: 'upstream.pass' },
+          tls: 'prefer',
+          allowSuperuser: true,
+          pool: { mode: 'transaction', size: SIZE, idleTimeout: '1m' },
+        },
+      ],
+      masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.customers.email', strategy: 'redact' }] },
+      policy: {
+        default: 'allow',
+        rules: [{ name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need review', review: { approvers: ['dba'], timeout: '10m' } }],
+      },
+    }),
+  });
+});
+
+after(async () => {
+  await h?.close();
+});
+
+/** Backends the pool holds on the upstream right now. */
+async function poolBackends(): Promise<number> {
+  const r = await h.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'airlock-pool (app)'");
+  return r.rows[0].n;
+}
+
+function leaseOf(s: Session): PooledUpstream {
+  return (s as unknown as { upstream: PooledUpstream }).upstream;
+}
+
+function sessionOf(marker: string): Session {
+  for (const s of h.gateway.sessions()) if (s.identity.name === marker) return s;
+  throw new Error('no session');
+}
+
+test('20 clients share a pool of 3 backends: every result is right and the upstream never sees more than 3 backends', async () => {
+  const clients = await Promise.all(Array.from({ length: 20 }, () => h.client()));
+  let most = 0;
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      most = Math.max(most, await poolBackends());
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  try {
+    await Promise.all(
+      clients.map(async (c, i) => {
+        for (let k = 0; k < 10; k++) {
+          const id = ((i * 10 + k) % 100) + 1;
+          const r = await c.query('SELECT name, $2::int AS client FROM items WHERE id = $1', [id, i]);
+          assert.deepEqual(r.rows, [{ name: `item ${id}`, client: i }]);
+          const s = await c.query(`SELECT ${i} AS client, count(*)::int AS n FROM items WHERE id <= ${id}`);
+          assert.deepEqual(s.rows, [{ client: i, n: id }]);
+        }
+        // A transaction keeps one backend from BEGIN to COMMIT.
+        await c.query('BEGIN');
+        const a = await c.query('SELECT pg_backend_pid() AS pid');
+        await c.query('SELECT pg_sleep(0.01)');
+        const b = await c.query('SELECT pg_backend_pid() AS pid');
+        await c.query('COMMIT');
+        assert.equal(a.rows[0].pid, b.rows[0].pid);
+      }),
+    );
+  } finally {
+    watching = false;
+    await watcher;
+    await Promise.all(clients.map((c) => c.end()));
+  }
+  assert.ok(most <= SIZE, `at most ${SIZE} backends, saw ${most}`);
+  assert.ok(most >= 1);
+  assert.ok((await poolBackends()) <= SIZE);
+});
+
+test('SET (not LOCAL) pins the client to its backend; another client never sees the setting', async () => {
+  const a = await h.client();
+  const b = await h.client();
+  try {
+    await a.query("SET application_name = 'client-a-setting'");
+    await a.query("SELECT set_config('airlock.test', 'from-a', false)");
+    // A keeps its own setting across transactions...
+    for (let i = 0; i < 5; i++) {
+      const r = await a.query("SELECT current_setting('application_name') AS app, current_setting('airlock.test', true) AS t");
+      assert.deepEqual(r.rows[0], { app: 'client-a-setting', t: 'from-a' });
+    }
+    // ...and B, on the other backends, never sees it.
+    for (let i = 0; i < 10; i++) {
+      const r = await b.query("SELECT current_setting('application_name') AS app, current_setting('airlock.test', true) AS t");
+      assert.notEqual(r.rows[0].app, 'client-a-setting');
+      assert.ok(r.rows[0].t === null || r.rows[0].t === '', JSON.stringify(r.rows[0]));
+    }
+  } finally {
+    await a.end();
+    await b.end();
+  }
+  // After A ended, its backend was reset before reuse: nobody inherits the setting.
+  const cs = await Promise.all(Array.from({ length: SIZE + 1 }, () => h.client()));
+  try {
+    for (const c of cs) {
+      const r = await c.query("SELECT current_setting('application_name') AS app, current_setting('airlock.test', true) AS t");
+      assert.notEqual(r.rows[0].app, 'client-a-setting');
+      assert.ok(r.rows[0].t === null || r.rows[0].t === '');
+    }
+  } finally {
+    await Promise.all(cs.map((c) => c.end()));
+  }
+});
+
+test('SET LOCAL does not pin: the backend goes back after the transaction', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  try {
+    await c.query('BEGIN');
+    await c.query("SET LOCAL statement_timeout = '5s'");
+    await c.query('COMMIT');
+    const lease = leaseOf(sessionOf('agent-1'));
+    assert.equal(lease.pinned, undefined);
+    assert.equal(lease.backendPid, undefined, 'no backend held between transactions');
+  } finally {
+    await c.end();
+  }
+});
+
+test('LISTEN, temporary tables and session advisory locks pin, and stay private to their client', async () => {
+  const a = await h.client();
+  const b = await h.client();
+  try {
+    await a.query('CREATE TEMP TABLE scratch (v int)');
+    await a.query('INSERT INTO scratch VALUES (42)');
+    assert.deepEqual((await a.query('SELECT v FROM scratch')).rows, [{ v: 42 }]);
+    const e = await pgError(b.query('SELECT v FROM scratch'));
+    assert.equal(e.code, '42P01', 'B cannot see A\'s temporary table');
+
+    await b.query('SELECT pg_advisory_lock(4242)');
+    const got = await b.query('SELECT pg_try_advisory_lock(4242) AS ok');
+    assert.equal(got.rows[0].ok, true, 're-entrant on B\'s own (pinned) backend');
+    const other = await a.query('SELECT pg_try_advisory_lock(4242) AS ok');
+    assert.equal(other.rows[0].ok, false, 'A does not share B\'s lock');
+
+    const c = await h.client({ user: 'agent-1' });
+    try {
+      const heard = new Promise<string>((resolve) => c.on('notification', (n) => resolve(n.channel)));
+      await c.query('LISTEN pool_events');
+      await h.pg.query("NOTIFY pool_events, 'hello'");
+      assert.equal(await heard, 'pool_events', 'the notification reached the pinned client (its payload is scrubbed: masking is on)');
+      assert.equal(leaseOf(sessionOf('agent-1')).pinned, 'LISTEN');
+    } finally {
+      await c.end();
+    }
+  } finally {
+    await a.end();
+    await b.end();
+  }
+  // B's session ended: its backend was reset, so the lock is free for everyone.
+  const r = await h.pg.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242");
+  assert.equal(r.rows[0].n, 0);
+});
+
+test('named prepared statements (node-postgres `name:`) work across transactions on changing backends', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  const busy = await Promise.all(Array.from({ length: SIZE }, () => h.client()));
+  try {
+    const pids = new Set<number>();
+    for (let i = 1; i <= 12; i++) {
+      // Others keep the pool busy so this client's transactions land on different backends.
+      const load = busy.map((b, k) => b.query('SELECT pg_sleep(0.005), $1::int AS k', [k]));
+      const r = await c.query({ name: 'item-by-id', text: 'SELECT name, pg_backend_pid() AS pid FROM items WHERE id = $1', values: [i] });
+      assert.equal(r.rows[0].name, `item ${i}`);
+      pids.add(r.rows[0].pid);
+      await Promise.all(load);
+    }
+    const lease = leaseOf(sessionOf('agent-1'));
+    assert.equal(lease.pinned, undefined, 'protocol-level statements do not pin');
+    assert.ok(lease.leases >= 12, `one lease per transaction (${lease.leases})`);
+    assert.ok(pids.size >= 1);
+    // The statement still means what it meant: a different text under the same name is refused by PostgreSQL.
+    const e = await pgError(c.query({ name: 'item-by-id', text: 'SELECT 1', values: [] }));
+    assert.ok(e, 'node-postgres refuses to redefine a name');
+  } finally {
+    await c.end();
+    await Promise.all(busy.map((b) => b.end()));
+  }
+});
+
+test('cancel stops the right query and never another client\'s', async () => {
+  const a = await h.client({ application_name: 'cancel-a' });
+  const b = await h.client({ application_name: 'cancel-b' });
+  try {
+    const slowA = a.query("SELECT pg_sleep(30), 'cancel-marker-a'");
+    const slowB = b.query("SELECT pg_sleep(1.5), 'cancel-marker-b' AS v");
+    for (let i = 0; i < 100; i++) {
+      const r = await h.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%cancel-marker-%' AND state = 'active' AND pid <> pg_backend_pid()");
+      if (r.rows[0].n === 2) break;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    // node-postgres sends a CancelRequest with the key the gateway gave A.
+    const canceller = new pg.Client({ host: h.gateway.host, port: h.gateway.port, user: 'alice', database: 'app', password: await h.token('alice') });
+    (canceller as unknown as { cancel(c: pg.Client, q: unknown): void }).cancel(a, (a as unknown as { activeQuery: unknown }).activeQuery);
+    const e = await pgError(slowA);
+    assert.equal(e.code, '57014');
+    const rb = await slowB;
+    assert.equal(rb.rows[0].v, 'cancel-marker-b', 'B\'s query was not cancelled');
+    // A's session is usable afterwards and its next statement is not hit by a late cancel.
+    assert.deepEqual((await a.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+  } finally {
+    await a.end();
+    await b.end();
+  }
+});
+
+test('a held statement still holds in pooled mode and resumes on approval', async () => {
+  const c = await h.client();
+  try {
+    const running = c.query('DELETE FROM accounts WHERE id = 1');
+    const held = await approver.next();
+    assert.equal(held.req.operation.text, 'DELETE FROM accounts WHERE id = 1');
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 3, 'nothing ran before approval');
+    held.resolve({ outcome: 'approved', requestId: held.id, approvers: ['carol'], viaGrant: false });
+    const r = await running;
+    assert.equal(r.rowCount, 1);
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 2);
+  } finally {
+    await c.end();
+  }
+});
+
+test('masking still applies to pooled sessions (simple and extended protocol)', async () => {
+  const c = await h.client();
+  try {
+    const s = await c.query('SELECT id, email FROM customers ORDER BY id');
+    assert.doesNotMatch(JSON.stringify(s.rows), /@example/);
+    const x = await c.query('SELECT email FROM customers WHERE id = $1', [2]);
+    assert.doesNotMatch(JSON.stringify(x.rows), /bob@example\.org/);
+  } finally {
+    await c.end();
+  }
+});
+
+test('every pooled statement is audited under its own identity', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  try {
+    await c.query("SELECT 'pool-audit-marker' AS m");
+  } finally {
+    await c.end();
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  const found = h.store
+    .listSessions({ limit: 50 })
+    .map((s) => h.store.getSession(s.id)!)
+    .find((d) => d.operations.some((o) => o.text.includes('pool-audit-marker')));
+  assert.ok(found, 'recorded');
+  assert.equal(found.session.identity, 'agent-1');
+});
