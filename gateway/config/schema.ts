@@ -60,6 +60,8 @@ const postgresConnection = z
         size: z.number().int().min(1).max(10_000).default(10),
         /** An idle backend is closed after this long. */
         idleTimeout: duration.default('5m'),
+        /** A client waits at most this long for a free backend; then its session ends with an error naming pool.queueTimeout. */
+        queueTimeout: duration.default('60s'),
       })
       .strict()
       .optional(),

@@ -28,6 +28,8 @@ export interface PoolSettings {
   mode: 'session' | 'transaction';
   size: number;
   idleTimeoutMs: number;
+  /** A client waits at most this long for a backend; then its session ends (PoolExhaustedError). */
+  queueTimeoutMs: number;
 }
 
 // ------------------------------------------------------------------------------ pinning
@@ -36,8 +38,14 @@ const ADVISORY_SESSION = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared',
 /** Transaction-scoped SET forms; every other SET/RESET outlives the transaction. */
 const TX_SCOPED_SET = /^set\s+(local|transaction)\b/i;
 const TEMP_WORD = /\b(temp|temporary|pg_temp(_\d+)?)\b/i;
-/** Words that may create session state inside code Airlock reads as text only (DO bodies, function calls). */
-const STATEFUL_WORDS = /\b(set|reset|listen|prepare|temp|temporary|pg_temp|hold|set_config|advisory|load)\b/i;
+/** dblink's persistent connections survive DISCARD ALL. */
+const DBLINK_CONNECT = new Set(['dblink_connect', 'dblink_connect_u']);
+
+/**
+ * Pins whose state DISCARD ALL cannot remove: the backend is closed when the session ends,
+ * never reset and reused.
+ */
+export const UNRESETTABLE_PINS: ReadonlySet<string> = new Set(['LOAD', 'dblink connection', 'DO block', 'statement could not be analysed']);
 
 function bareName(fn: string): string {
   return fn.slice(fn.lastIndexOf('.') + 1);
@@ -68,9 +76,13 @@ export function pinReason(text: string): string | undefined {
       const fn = bareName(f);
       if (fn === 'set_config') return 'set_config() of a session setting';
       if (ADVISORY_SESSION.has(fn)) return 'session-level advisory lock';
+      if (DBLINK_CONNECT.has(fn)) return 'dblink connection';
     }
-    if (TEMP_WORD.test(s.text)) return 'temporary object';
-    if (types.includes('DoStmt') && STATEFUL_WORDS.test(s.text)) return 'DO block that may change session state';
+    // CREATE TEMP ..., SELECT ... INTO TEMP, objects created in pg_temp.
+    if (TEMP_WORD.test(s.text) && (types.some((t) => t.startsWith('Create') || t === 'ViewStmt') || /\binto\b/i.test(s.text))) return 'temporary object';
+    // A DO block may build any statement at run time (EXECUTE 'SE' || 'T ...'): pinned, and
+    // its backend is closed at the end rather than trusted to DISCARD ALL.
+    if (types.includes('DoStmt')) return 'DO block';
   }
   return undefined;
 }
@@ -326,6 +338,15 @@ export interface PoolStats {
   waiting: number;
 }
 
+/** Every backend stayed busy for the whole queueTimeout. */
+export class PoolExhaustedError extends Error {
+  readonly code = '53300';
+  constructor(message: string) {
+    super(message);
+    this.name = 'PoolExhaustedError';
+  }
+}
+
 interface Waiter {
   resolve: (b: PoolBackend) => void;
   reject: (e: Error) => void;
@@ -395,21 +416,33 @@ export class UpstreamPool {
     }
     if (this.total < this.o.settings.size) return this.open();
     return new Promise((resolve, reject) => {
-      const w: Waiter = { resolve, reject };
+      const leave = (err: Error) => {
+        const i = this.waiters.indexOf(w);
+        if (i < 0) return;
+        this.waiters.splice(i, 1);
+        clearTimeout(timer);
+        this.changed();
+        reject(err);
+      };
+      const w: Waiter = {
+        resolve: (b) => {
+          clearTimeout(timer);
+          resolve(b);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        const s = this.stats();
+        this.o.logger.warn({ connection: this.o.label, ...s, queueTimeoutMs: this.o.settings.queueTimeoutMs }, 'no pooled upstream backend became free in time; the waiting session is ended');
+        leave(new PoolExhaustedError(`no upstream backend became free within ${this.o.settings.queueTimeoutMs} ms (pool of ${this.o.settings.size} on connection "${this.o.label}", all in use; pool.queueTimeout)`));
+      }, this.o.settings.queueTimeoutMs);
+      timer.unref();
       this.waiters.push(w);
       this.changed();
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const i = this.waiters.indexOf(w);
-          if (i >= 0) {
-            this.waiters.splice(i, 1);
-            this.changed();
-            reject(new Error('no longer waiting for an upstream backend'));
-          }
-        },
-        { once: true },
-      );
+      signal?.addEventListener('abort', () => leave(new Error('no longer waiting for an upstream backend')), { once: true });
     });
   }
 

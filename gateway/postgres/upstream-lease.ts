@@ -9,7 +9,7 @@ import { sendCancel } from './cancel.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, WriteBatch, readCString } from './frames.ts';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
-import { LeaseTracker, pinReason, StatementRegistry, UpstreamPool, type PoolBackend, type PoolSet } from './pool.ts';
+import { LeaseTracker, pinReason, StatementRegistry, UNRESETTABLE_PINS, UpstreamPool, type PoolBackend, type PoolSet } from './pool.ts';
 import { connectUpstream } from './upstream.ts';
 import { parseDuration } from '../config/load.ts';
 
@@ -84,7 +84,7 @@ export class PooledUpstream extends Duplex {
 
   override _final(cb: (err?: Error | null) => void): void {
     const b = this.backend;
-    if (b) this.giveBack(b, this.tracker?.idle === true && this.cancels === 0 && this.fr.pending === 0);
+    if (b) this.giveBack(b, this.tracker?.idle === true && this.cancels === 0 && this.fr.pending === 0 && !(this.pinned !== undefined && UNRESETTABLE_PINS.has(this.pinned)));
     this.push(null);
     cb();
   }
@@ -153,6 +153,14 @@ export class PooledUpstream extends Duplex {
         this.acquiring = null;
         if (this.destroyed) {
           this.o.pool.release(b, true);
+          return;
+        }
+        if (b.gone) {
+          // It failed between leaving the pool and reaching us: its slot is freed, try again.
+          this.o.pool.release(b, false);
+          const w = this.waitingWrite;
+          this.waitingWrite = null;
+          if (w) this.lease(w);
           return;
         }
         this.attach(b);
@@ -267,7 +275,7 @@ export async function openPooled(o: OpenPooledOptions): Promise<PooledConnection
   const pool = pools.get(conn.name, o.role, settings, () => {
     const p = new UpstreamPool({
       label: conn.name,
-      settings: { mode: conn.pool.mode, size: conn.pool.size, idleTimeoutMs: parseDuration(conn.pool.idleTimeout) },
+      settings: { mode: conn.pool.mode, size: conn.pool.size, idleTimeoutMs: parseDuration(conn.pool.idleTimeout), queueTimeoutMs: parseDuration(conn.pool.queueTimeout) },
       connect: () => connectUpstream({ conn, password: o.password, params: { ...settings, application_name: `airlock-pool (${conn.name})`.slice(0, 63) }, timeoutMs: o.timeoutMs }),
       logger: o.logger,
       events: {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { startGateway, pgError, type GatewayHarness } from '../support/gateway.ts';
+import { WireClient, serialize } from '../support/pgwire.ts';
 import type { PooledUpstream } from '../../gateway/postgres/upstream-lease.ts';
 import type { Session } from '../../gateway/postgres/session.ts';
 
@@ -204,14 +205,58 @@ test('named prepared statements (node-postgres `name:`) work across transactions
     const lease = leaseOf(sessionOf('agent-1'));
     assert.equal(lease.pinned, undefined, 'protocol-level statements do not pin');
     assert.ok(lease.leases >= 12, `one lease per transaction (${lease.leases})`);
-    assert.ok(pids.size >= 1);
-    // The statement still means what it meant: a different text under the same name is refused by PostgreSQL.
-    const e = await pgError(c.query({ name: 'item-by-id', text: 'SELECT 1', values: [] }));
-    assert.ok(e, 'node-postgres refuses to redefine a name');
+    assert.ok(pids.size >= 2, `the statement ran on ${pids.size} different backends`);
   } finally {
     await c.end();
     await Promise.all(busy.map((b) => b.end()));
   }
+});
+
+test('protocol level: a named and the unnamed statement are replayed in later transactions; redefining a name still fails with 42P05', async () => {
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  try {
+    const one = await w.roundtrip([serialize.parse({ name: 'by_id', text: 'SELECT name FROM items WHERE id = $1', types: [23] }), serialize.parse({ text: 'SELECT 7 AS unnamed' }), serialize.sync()]);
+    assert.deepEqual(one.map((m) => m.name), ['parseComplete', 'parseComplete', 'readyForQuery']);
+    // Each transaction below runs on a backend leased afresh and reset (DISCARD ALL): neither
+    // statement exists there until Airlock replays it, and its ParseComplete is not relayed.
+    for (const id of [5, 6]) {
+      const r = await w.roundtrip([serialize.bind({ statement: 'by_id', values: [String(id)] }), serialize.execute({}), serialize.sync()]);
+      assert.deepEqual(r.map((m) => m.name), ['bindComplete', 'dataRow', 'commandComplete', 'readyForQuery']);
+      assert.equal(String((r[1].fields as string[])[0]), `item ${id}`);
+    }
+    const u = await w.roundtrip([serialize.bind({}), serialize.execute({}), serialize.sync()]);
+    assert.deepEqual(u.map((m) => m.name), ['bindComplete', 'dataRow', 'commandComplete', 'readyForQuery']);
+    assert.equal(String((u[1].fields as string[])[0]), '7');
+    const dup = await w.roundtrip([serialize.parse({ name: 'by_id', text: 'SELECT 1' }), serialize.sync()]);
+    assert.equal(dup[0].name, 'error');
+    assert.equal(dup[0].code, '42P05');
+    const still = await w.roundtrip([serialize.bind({ statement: 'by_id', values: ['9'] }), serialize.execute({}), serialize.sync()]);
+    assert.equal(String((still[1].fields as string[])[0]), 'item 9', 'the name still means the original statement');
+    const closed = await w.roundtrip([serialize.close({ type: 'S', name: 'by_id' }), serialize.sync()]);
+    assert.deepEqual(closed.map((m) => m.name), ['closeComplete', 'readyForQuery']);
+    const gone = await w.roundtrip([serialize.parse({ name: 'by_id', text: 'SELECT 2' }), serialize.sync()]);
+    assert.deepEqual(gone.map((m) => m.name), ['parseComplete', 'readyForQuery'], 'closed names can be reused');
+  } finally {
+    w.end();
+  }
+});
+
+test('a DO block pins, and its backend is closed at the end instead of being reused', async () => {
+  const c = await h.client();
+  let pid: number;
+  try {
+    await c.query("DO $$ BEGIN PERFORM 1; END $$");
+    pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    assert.equal((await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, pid, 'pinned');
+  } finally {
+    await c.end();
+  }
+  for (let i = 0; i < 100; i++) {
+    const r = await h.pg.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${Number(pid)}`);
+    if (r.rows[0].n === 0) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.fail('the backend of a session that ran a DO block was kept');
 });
 
 test('cancel stops the right query and never another client\'s', async () => {
@@ -282,4 +327,42 @@ test('every pooled statement is audited under its own identity', async () => {
     .find((d) => d.operations.some((o) => o.text.includes('pool-audit-marker')));
   assert.ok(found, 'recorded');
   assert.equal(found.session.identity, 'agent-1');
+});
+
+test('session mode: one backend per client session, reset and reused after it; a client that waits too long gets a clear error', async () => {
+  const s = await startGateway({
+    pg: h.pg,
+    config: (up) => ({
+      connections: [
+        { name: 'sess', type: 'postgres', host: up.host, port: up.port, database: 'postgres', user: up.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true, pool: { mode: 'session', size: 2, idleTimeout: '1m', queueTimeout: '300ms' } },
+      ],
+    }),
+  });
+  const count = async () => (await h.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'airlock-pool (sess)'")).rows[0].n as number;
+  try {
+    const a = await s.client({ dbname: 'sess' });
+    const b = await s.client({ dbname: 'sess' });
+    await a.query("SET application_name = 'kept-by-a'");
+    const pidA = (await a.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    await b.query('SELECT 1');
+    assert.equal((await a.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, pidA, 'same backend for the whole session');
+    assert.equal((await a.query("SELECT current_setting('application_name') AS v")).rows[0].v, 'kept-by-a');
+    const c = await s.client({ dbname: 'sess' });
+    c.on('error', () => {}); // the session ends after the error
+    const e = await pgError(c.query('SELECT 1'));
+    assert.match(e.message, /no upstream backend became free within 300 ms .*pool\.queueTimeout/);
+    await a.end();
+    const d = await s.client({ dbname: 'sess' });
+    try {
+      const r = await d.query("SELECT pg_backend_pid() AS pid, current_setting('application_name') AS v");
+      assert.equal(r.rows[0].pid, pidA, 'A\'s backend was reused');
+      assert.notEqual(r.rows[0].v, 'kept-by-a', 'after DISCARD ALL');
+      assert.ok((await count()) <= 2);
+    } finally {
+      await d.end();
+      await b.end();
+    }
+  } finally {
+    await s.close();
+  }
 });
