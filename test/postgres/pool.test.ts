@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { startGateway, pgError, type GatewayHarness } from '../support/gateway.ts';
-import { WireClient, serialize } from '../support/pgwire.ts';
+import { WireClient, cancelRequest, sendRaw, serialize } from '../support/pgwire.ts';
 import type { PooledUpstream } from '../../gateway/postgres/upstream-lease.ts';
 import type { Session } from '../../gateway/postgres/session.ts';
 
@@ -42,7 +42,10 @@ before(async () => {
       masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.customers.email', strategy: 'redact' }] },
       policy: {
         default: 'allow',
-        rules: [{ name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need review', review: { approvers: ['dba'], timeout: '10m' } }],
+        rules: [
+          { name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need review', review: { approvers: ['dba'], timeout: '10m' } },
+          { name: 'hold-commit-updates', match: { statements: ['UpdateStmt'], tables: ['public.accounts'] }, action: 'review', reason: 'updates run held', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } },
+        ],
       },
     }),
   });
@@ -263,6 +266,14 @@ test('cancel stops the right query and never another client\'s', async () => {
   const a = await h.client({ application_name: 'cancel-a' });
   const b = await h.client({ application_name: 'cancel-b' });
   try {
+    // A CancelRequest with A's key while A is idle (holding no backend) touches nobody, even
+    // though B runs on a backend A used a moment ago.
+    await a.query('SELECT 1');
+    const early = b.query("SELECT pg_sleep(0.3), 'early-marker' AS v");
+    await new Promise((res) => setTimeout(res, 50));
+    const ka = a as unknown as { processID: number; secretKey: number };
+    await sendRaw(h.gateway.port, cancelRequest(ka.processID, ka.secretKey));
+    assert.equal((await early).rows[0].v, 'early-marker');
     const slowA = a.query("SELECT pg_sleep(30), 'cancel-marker-a'");
     const slowB = b.query("SELECT pg_sleep(1.5), 'cancel-marker-b' AS v");
     for (let i = 0; i < 100; i++) {
@@ -296,6 +307,51 @@ test('a held statement still holds in pooled mode and resumes on approval', asyn
     const r = await running;
     assert.equal(r.rowCount, 1);
     assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM accounts')).rows[0].n, 2);
+  } finally {
+    await c.end();
+  }
+});
+
+test('hold-commit keeps its transaction (and so its backend) for the whole hold; other clients use the rest of the pool; approve commits', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  try {
+    const running = c.query("UPDATE accounts SET owner = 'held' WHERE id = 2");
+    const held = await approver.next();
+    assert.equal(held.req.binding?.preview?.kind, 'hold-commit');
+    const lease = leaseOf(sessionOf('agent-1'));
+    const pid = lease.backendPid;
+    assert.ok(pid, 'the held transaction keeps its backend');
+    const st = await h.pg.query(`SELECT state FROM pg_stat_activity WHERE pid = ${Number(pid)}`);
+    assert.equal(st.rows[0].state, 'idle in transaction');
+    // The other backends still serve everyone else.
+    const others = await Promise.all(Array.from({ length: 5 }, () => h.client()));
+    try {
+      for (const o of others) assert.equal((await o.query("SELECT owner FROM accounts WHERE id = 3")).rows[0].owner, 'cat');
+    } finally {
+      await Promise.all(others.map((o) => o.end()));
+    }
+    assert.equal(lease.backendPid, pid);
+    held.resolve({ outcome: 'approved', requestId: held.id, approvers: ['carol'], viaGrant: false });
+    assert.equal((await running).rowCount, 1);
+    assert.equal((await h.pg.query('SELECT owner FROM accounts WHERE id = 2')).rows[0].owner, 'held');
+  } finally {
+    await c.end();
+  }
+});
+
+test('a statement held inside a transaction (holdInTransaction) keeps the backend and resumes on it', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  try {
+    await c.query('BEGIN');
+    const before = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const running = c.query("UPDATE accounts SET owner = 'in-tx' WHERE id = 3");
+    const held = await approver.next();
+    assert.equal(leaseOf(sessionOf('agent-1')).backendPid, before);
+    held.resolve({ outcome: 'approved', requestId: held.id, approvers: ['carol'], viaGrant: false });
+    assert.equal((await running).rowCount, 1);
+    assert.equal((await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, before);
+    await c.query('COMMIT');
+    assert.equal((await h.pg.query('SELECT owner FROM accounts WHERE id = 3')).rows[0].owner, 'in-tx');
   } finally {
     await c.end();
   }
