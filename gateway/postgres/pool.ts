@@ -58,6 +58,22 @@ function bareName(fn: string): string {
  * guarantees). Text that does not parse pins.
  */
 export function pinReason(text: string): string | undefined {
+  const hit = pinCache.get(text);
+  if (hit !== undefined) return hit === '' ? undefined : hit;
+  const reason = pinReasonUncached(text);
+  if (text.length <= PIN_CACHE_MAX_TEXT) {
+    if (pinCache.size >= PIN_CACHE_MAX) pinCache.delete(pinCache.keys().next().value as string);
+    pinCache.set(text, reason ?? '');
+  }
+  return reason;
+}
+
+/** Statement texts repeat (ORMs, agents' loops); their verdicts are kept, bounded. '' = no pin. */
+const pinCache = new Map<string, string>();
+const PIN_CACHE_MAX = 5000;
+const PIN_CACHE_MAX_TEXT = 4096;
+
+function pinReasonUncached(text: string): string | undefined {
   let stmts;
   try {
     stmts = classifySql(text);
@@ -315,6 +331,8 @@ export class PoolBackend {
   gone = false;
   /** Just connected: nothing to reset. */
   fresh = true;
+  /** Reads the answers to resets (one per backend: a reader allocates its assembly buffers). */
+  resetReader: FrameReader | undefined;
   idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -555,7 +573,8 @@ export class UpstreamPool {
   /** DISCARD ALL and closes the unnamed statement; true when both succeeded. */
   private reset(b: PoolBackend): Promise<boolean> {
     return new Promise((resolve) => {
-      const r = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
+      const r = (b.resetReader ??= new FrameReader(MAX_BACKEND_MESSAGE, 'upstream'));
+      r.drain();
       let ready = 0;
       let failed = false;
       const done = (ok: boolean) => {

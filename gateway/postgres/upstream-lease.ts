@@ -34,7 +34,8 @@ const NO_BACKEND = new Set([0x48 /* Flush */, 0x64 /* CopyData */, 0x63 /* CopyD
 export class PooledUpstream extends Duplex {
   private backend: PoolBackend | null = null;
   private tracker: LeaseTracker | null = null;
-  private br = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
+  /** Reads the leased backend's bytes; empty whenever no backend is leased. */
+  private readonly br = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
   private readonly fr = new FrameReader(MAX_BACKEND_MESSAGE, 'frontend');
   private readonly registry = new StatementRegistry();
   private readonly out = new WriteBatch();
@@ -183,7 +184,6 @@ export class PooledUpstream extends Duplex {
     this.backend = b;
     this.leases++;
     this.tracker = new LeaseTracker(this.registry);
-    this.br = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
     b.sink = (c) => this.fromBackend(c);
     b.onGone = (err) => {
       if (this.backend !== b) return;
@@ -222,6 +222,8 @@ export class PooledUpstream extends Duplex {
   private giveBack(b: PoolBackend, clean: boolean): void {
     this.backend = null;
     this.tracker = null;
+    // Bytes of that backend never reach the session's next one (a clean return has none).
+    if (this.br.pending > 0) this.br.drain();
     if (this.socketPaused) {
       this.socketPaused = false;
       b.socket.resume();
