@@ -124,9 +124,51 @@ export function contextFromApplicationName(name: string | undefined): RequestCon
   return fromPairs(parsePairs(body), 'application_name');
 }
 
+/**
+ * A header value that may be an RFC 8187 ext-value (`UTF-8''r%C3%A9paration`): header fields are
+ * Latin-1 on the wire, so a reason in any other script travels percent-encoded. Invalid
+ * encodings are kept as sent (shown, never trusted).
+ */
+function headerText(v: string | undefined): string | undefined {
+  const m = v === undefined ? null : /^utf-8''(.*)$/i.exec(v.trim());
+  if (!m) return v;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return v;
+  }
+}
+
 /** The context of an HTTP request: X-Airlock-Reason, X-Airlock-Ticket and traceparent headers. */
 export function contextFromHeaders(get: (name: string) => string | undefined): RequestContext | undefined {
-  return compact({ reason: cleanReason(get('x-airlock-reason')), ticket: cleanTicket(get('x-airlock-ticket')), traceparent: validTraceparent(get('traceparent')) }, 'http header');
+  return compact({ reason: cleanReason(headerText(get('x-airlock-reason'))), ticket: cleanTicket(get('x-airlock-ticket')), traceparent: validTraceparent(get('traceparent')) }, 'http header');
+}
+
+/** X-Airlock-Reason's value for any reason text: RFC 8187 encoded unless it is printable ASCII. */
+export function reasonHeader(reason: string): string {
+  return /^[\x20-\x7e]*$/.test(reason) ? reason : `UTF-8''${encodeURIComponent(reason)}`;
+}
+
+/**
+ * A leading SQL comment stating `ctx` (what contextFromSql reads), for a caller that speaks for
+ * an agent (the MCP server's postgres_query tool). The values cannot end or nest the comment
+ * (no `*` or `/` next to each other survives, newlines become spaces) nor leave the quotes, so
+ * the statement after it is exactly the agent's.
+ */
+export function contextComment(ctx: { reason?: string; ticket?: string; traceparent?: string }): string {
+  const quote = (v: string) =>
+    `"${v
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
+      .replace(/\*\//g, '* /')
+      .replace(/\/\*/g, '/ *')
+      .replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+  const pairs = [
+    ...(ctx.reason ? [`reason=${quote(ctx.reason)}`] : []),
+    ...(ctx.ticket && cleanTicket(ctx.ticket) ? [`ticket=${cleanTicket(ctx.ticket)}`] : []),
+    ...(validTraceparent(ctx.traceparent) ? [`traceparent=${validTraceparent(ctx.traceparent)}`] : []),
+  ];
+  return pairs.length ? `/* airlock: ${pairs.join(' ')} */ ` : '';
 }
 
 /** SSH env requests Airlock accepts for the context (every other name is refused, as before). */

@@ -18,6 +18,7 @@ import { bindOperation } from '../enforce/binding.ts';
 import { MCP_RETRYABLE, POSTGRES_SQLSTATE, SSH_EXIT_STATUS, type Refusal, type RefusalKind } from '../enforce/refusal.ts';
 import { EnforcementSession, type ApprovalRecord, type EnforcementDeps } from '../enforce/session.ts';
 import { redactDetected } from '../masking/redact-text.ts';
+import { contextComment, reasonHeader } from '../enforce/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation } from '../policy/operation.ts';
 import { canonicalJson, toolFingerprint, toolOperation } from './operation.ts';
@@ -343,7 +344,9 @@ export class McpSession {
         signal.addEventListener('abort', onAbort);
         try {
           await client.connect();
-          const r = await client.query({ text: sql, values: params as unknown[], rowMode: 'array' });
+          // The caller's reason reaches the PostgreSQL session (and so any approver of a held
+          // statement) the way psql users state one: a leading SQL comment.
+          const r = await client.query({ text: contextComment(why) + sql, values: params as unknown[], rowMode: 'array' });
           const fields = r.fields.map((x) => x.name);
           const rows = r.rows as unknown[][];
           this.enforce.record({ at: new Date(), text: op.text, kind: op.kind, classification: { tool: 'postgres_query', connection, ...why.reason ? { reason: why.reason } : {}, ...why.ticket ? { ticket: why.ticket } : {} }, decision: decision.action, rule: decision.rule, rows: rows.length, maskedColumns: [], durationMs: Date.now() - started });
@@ -389,7 +392,7 @@ export class McpSession {
         const started = Date.now();
         const token = await this.#deps.mint(this.#caller.identity, this.#caller.tokenExpiresAt);
         try {
-          const r = await sshExec(sc, `${this.#caller.identity.name}+${target}`, token, command, signal, (line) => {
+          const r = await sshExec(sc, `${this.#caller.identity.name}+${target}`, token, command, contextEnv(why), signal, (line) => {
             if (/approval required|re-attached|reusable approval/.test(line)) notify(line, /request (\S+)/.exec(line)?.[1]);
           });
           this.enforce.record({ at: new Date(started), text: op.text, kind: op.kind, classification: { ...classification, exitCode: r.code }, decision: decision.action, rule: decision.rule, bytes: r.stdout.length + r.stderr.length, maskedColumns: [], durationMs: Date.now() - started, ...(r.code !== 0 ? { error: `exit ${r.code}` } : {}) });
@@ -443,7 +446,7 @@ export class McpSession {
         try {
           for (;;) {
             const token = await this.#deps.mint(this.#caller.identity, this.#caller.tokenExpiresAt);
-            const r = await send(url, method, { ...headers, authorization: `Bearer ${token}` }, body, hc.ca, signal);
+            const r = await send(url, method, { ...headers, ...contextHeaders(why), authorization: `Bearer ${token}` }, body, hc.ca, signal);
             const json = parseJson(r.body);
             const requestId = typeof json?.requestId === 'string' ? json.requestId : undefined;
             if (r.status === 503 && r.headers['retry-after'] && requestId && json?.error === 'approval pending') {
@@ -599,11 +602,22 @@ function send(url: URL, method: string, headers: Record<string, string>, body: s
 /** Longest stdout/stderr an ssh_exec returns (each). */
 const MAX_SSH_OUTPUT = 1024 * 1024;
 
+/** The caller's reason as SSH env requests (AIRLOCK_REASON / AIRLOCK_TICKET, accepted by Airlock's SSH listener). */
+function contextEnv(why: { reason?: string; ticket?: string }): Record<string, string> {
+  return { ...(why.reason ? { AIRLOCK_REASON: why.reason } : {}), ...(why.ticket ? { AIRLOCK_TICKET: why.ticket } : {}) };
+}
+
+/** The caller's reason as X-Airlock-Reason / X-Airlock-Ticket (Airlock's HTTP listener reads them; they replace the agent's own). */
+function contextHeaders(why: { reason?: string; ticket?: string }): Record<string, string> {
+  return { ...(why.reason ? { 'x-airlock-reason': reasonHeader(why.reason.replace(/[\r\n]+/g, ' ')) } : {}), ...(why.ticket ? { 'x-airlock-ticket': why.ticket.replace(/[^\x21-\x7e]/g, '') } : {}) };
+}
+
 function sshExec(
   sc: { host: string; port: number; hostKeyFingerprint: string },
   username: string,
   password: string,
   command: string,
+  env: Record<string, string>,
   signal: AbortSignal,
   onStderrLine: (line: string) => void,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -621,7 +635,7 @@ function sshExec(
     };
     conn.on('error', (err) => finish(() => reject(err)));
     conn.on('ready', () => {
-      conn.exec(command, (err, ch) => {
+      conn.exec(command, { env }, (err, ch) => {
         if (err) return finish(() => reject(err));
         let code: number | null = null;
         ch.on('exit', (c: number | null) => (code = c));

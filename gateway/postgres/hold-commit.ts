@@ -6,9 +6,13 @@
 // ROLLBACK, and the client sees the refusal. The client never sees the transaction: it gets the
 // statement's CommandComplete (or error) and a ReadyForQuery 'I', as for an autocommit statement.
 //
-// Scope (the session checks it before calling): simple-query protocol, one INSERT/UPDATE/DELETE
-// without its own RETURNING, client idle and nothing else in flight. Everything else is held the
-// ordinary way with a dry-run preview.
+// Scope (the session checks it before calling): one INSERT/UPDATE/DELETE without its own
+// RETURNING, client idle (no transaction block, nothing executed before it in the pipeline).
+// Simple protocol: Airlock's statements go as simple Queries. Extended protocol (parameters):
+// the statement runs with exactly the client's parameter bytes, formats and declared types, as
+// Airlock's own named statement, so the client's unnamed statement and portals are untouched;
+// the client then gets BindComplete, NoData / CommandComplete for its portal (session.ts).
+// Everything else is held the ordinary way with a dry-run preview.
 import type { ApprovalPreview } from '../../bots/channel.ts';
 import type { OperationBinding } from '../approvals/approver.ts';
 import type { EnforcementSession, HoldNotice, HoldResult, ReviewDecision } from '../enforce/session.ts';
@@ -17,7 +21,7 @@ import type { RequestContext } from '../enforce/context.ts';
 import { redactDetected } from '../masking/redact-text.ts';
 import type { Operation } from '../policy/operation.ts';
 import { readCString } from './frames.ts';
-import { parseErrorFields, type PgError } from './messages.ts';
+import { bindMessage, closeMessage, describePortal, executeMessage, parseErrorFields, parseTyped, SYNC, type PgError } from './messages.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import { appendReturning, readDataRow } from './preview.ts';
 import type { FieldInfo, MaskerFactory } from './row-masker.ts';
@@ -78,8 +82,35 @@ export class InternalSink {
 export interface HoldCommitHost {
   enforce: EnforcementSession;
   masking: MaskerFactory | null;
-  /** Runs one internal simple Query on the session's upstream. */
-  query(sql: string): Promise<InternalResult>;
+  /** Runs Airlock's own statements (no parameters), in order, on the session's upstream; answers consumed. */
+  query(sqls: readonly string[]): Promise<InternalResult>;
+  /** Runs the held statement (RETURNING * appended) with the client's parameters; answers consumed. */
+  execute(): Promise<InternalResult>;
+}
+
+/** One of Airlock's own statements in an extended-protocol batch. */
+export interface BatchStatement {
+  text: string;
+  types?: readonly number[];
+  params?: ReadonlyArray<{ value: Buffer | null; binary: boolean }>;
+  /** Describe the portal: its RowDescription gives the sample's columns. */
+  rows?: boolean;
+}
+
+/**
+ * Airlock's statements as one extended-protocol batch ending in Sync, all under one statement
+ * and portal `name` of Airlock's. Leftovers of a failed earlier batch (an error skips the Closes)
+ * are closed first; closing a name that does not exist is not an error.
+ */
+export function internalBatch(name: string, stmts: readonly BatchStatement[]): Buffer {
+  const parts: Buffer[] = [closeMessage('P', name), closeMessage('S', name)];
+  for (const st of stmts) {
+    parts.push(parseTyped(name, st.text, st.types ?? []), bindMessage(name, name, st.params ?? []));
+    if (st.rows) parts.push(describePortal(name));
+    parts.push(executeMessage(name), closeMessage('P', name), closeMessage('S', name));
+  }
+  parts.push(SYNC);
+  return Buffer.concat(parts);
 }
 
 export interface HoldCommitInput {
@@ -88,6 +119,8 @@ export interface HoldCommitInput {
   binding: OperationBinding;
   notify: (n: HoldNotice) => void;
   signal: AbortSignal;
+  /** The client's own transaction is open (since then): run under a savepoint instead. */
+  inTransactionSince?: Date;
 }
 
 export type HoldCommitOutcome =
@@ -130,21 +163,50 @@ function minutes(ms: number): string {
   return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
 }
 
+/** Airlock's savepoint inside a client's transaction (review.holdInTransaction). */
+const SAVEPOINT = 'airlock_hold_commit';
+/** Fails the client's transaction after a refused held statement, as an error of its own would. */
+const FAIL_TRANSACTION = '/* Airlock refused the held statement: the transaction fails as on an error */ AIRLOCK_REFUSED';
+
+function literal(v: string): string {
+  return `'${v.replace(/'/g, "''")}'`;
+}
+
 /**
- * Runs the statement in a transaction on the session's connection, holds for approval with the
- * real result as preview, and commits or rolls back. Never throws.
+ * Runs the statement on the session's connection, holds for approval with the real result as
+ * preview, then keeps or undoes it. Outside a transaction (the usual case) Airlock opens one and
+ * holds its COMMIT. Inside the client's own transaction (`o.inTransactionSince`, only when the rule
+ * allows holding there) the statement runs under a savepoint: approve releases it (the client's
+ * COMMIT decides), reject / expiry / cancel roll back to it and fail the client's transaction, as
+ * an error of the statement would. Timeouts are Airlock's while the statement runs, the client's
+ * again afterwards. Never throws.
  */
-export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, returningText: string, context?: RequestContext): Promise<HoldCommitOutcome> {
+export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, context?: RequestContext): Promise<HoldCommitOutcome> {
   const d = o.run.decision;
-  // SET LOCAL ends with the transaction: the client's own settings come back after COMMIT/ROLLBACK.
+  const inTx = o.inTransactionSince;
   const ms = d.limits.maxStatementMs ?? 60_000;
-  const begun = await host.query(`BEGIN; SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}; SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`);
-  if (begun.error) return { kind: 'failed', error: begun.error };
-  const since = new Date();
-  const ran = await host.query(returningText);
+  const timeouts = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}`, `SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`];
+  // Outside a transaction: SET LOCAL ends with Airlock's transaction. Inside the client's: the
+  // client's values are read first and put back once the statement ran (a released savepoint
+  // would keep Airlock's values until the client's transaction ends).
+  const begun = inTx
+    ? await host.query([`SAVEPOINT ${SAVEPOINT}`, "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", ...timeouts])
+    : await host.query(['BEGIN', ...timeouts]);
+  if (begun.error) {
+    if (!inTx && begun.status !== 0x49) await host.query(['ROLLBACK']);
+    return { kind: 'failed', error: begun.error };
+  }
+  const saved = inTx ? readDataRow(begun.rows[0] ?? Buffer.alloc(0)) : [];
+  const since = inTx ?? new Date();
+  const ran = await host.execute();
   if (ran.error) {
-    await host.query('ROLLBACK');
+    // Inside the client's transaction an error fails it, as it would have without Airlock.
+    if (!inTx) await host.query(['ROLLBACK']);
     return { kind: 'failed', error: ran.error };
+  }
+  if (inTx) {
+    const restored = await host.query([`SET LOCAL statement_timeout = ${literal(saved[0] ?? '0')}`, `SET LOCAL lock_timeout = ${literal(saved[1] ?? '0')}`]);
+    if (restored.error) return { kind: 'failed', error: restored.error };
   }
   const rows = rowsOf(ran.tag);
   const tag = ran.tag ?? '';
@@ -155,13 +217,16 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, retur
     shown = undefined; // fail closed: no sample rather than an unmasked one
   }
   const maxLock = d.review.maxLockHoldMs;
+  const bound = maxLock ? ` (at most ${minutes(maxLock)}, then rolled back)` : '';
   const preview: ApprovalPreview = {
     kind: 'hold-commit',
-    summary: `ran in a transaction Airlock holds open: ${tag}; its locks are held since ${since.toISOString()}${maxLock ? ` (at most ${minutes(maxLock)}, then rolled back)` : ''}; approve commits it, reject or expiry rolls it back${shown ? '; sample of rows as written' : ''}`,
+    summary: inTx
+      ? `ran inside the client's transaction (open since ${inTx.toISOString()}) under a savepoint Airlock holds: ${tag}; its locks are held${bound}; approve keeps it in the client's transaction (the client's COMMIT decides), reject or expiry rolls it back and fails that transaction${shown ? '; sample of rows as written' : ''}`
+      : `ran in a transaction Airlock holds open: ${tag}; its locks are held since ${since.toISOString()}${bound}; approve commits it, reject or expiry rolls it back${shown ? '; sample of rows as written' : ''}`,
     rows,
     ...(shown ? { sample: shown } : {}),
   };
-  const binding: OperationBinding = { ...o.binding, preview, details: [...(o.binding.details ?? []), `locks held: the statement ran in a transaction open since ${since.toISOString()}; nothing is committed until you approve`] };
+  const binding: OperationBinding = { ...o.binding, preview, details: [...(o.binding.details ?? []), inTx ? `locks held: the statement ran inside the client's transaction open since ${inTx.toISOString()}` : `locks held: the statement ran in a transaction open since ${since.toISOString()}; nothing is committed until you approve`] };
   const ac = new AbortController();
   const onAbort = () => ac.abort(o.signal.reason);
   o.signal.addEventListener('abort', onAbort, { once: true });
@@ -174,22 +239,23 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, retur
     : undefined;
   let h: HoldResult;
   try {
-    h = await host.enforce.hold({ operation: o.operation, decision: d, binding, notify: o.notify, signal: ac.signal, ...(context ? { context } : {}) });
+    h = await host.enforce.hold({ operation: o.operation, decision: d, binding, notify: o.notify, signal: ac.signal, ...(inTx ? { transactionSince: inTx } : {}), ...(context ? { context } : {}) });
   } finally {
     clearTimeout(timer);
     o.signal.removeEventListener('abort', onAbort);
   }
   if (h.approved && !o.signal.aborted) {
-    const c = await host.query('COMMIT');
+    const c = await host.query([inTx ? `RELEASE SAVEPOINT ${SAVEPOINT}` : 'COMMIT']);
     // The client sees the commit's outcome: a failed COMMIT (deferred constraint, serialization) is its error.
     if (c.error) return { kind: 'failed', error: c.error, hold: h };
-    if (c.tag !== 'COMMIT') return { kind: 'failed', error: { code: '40000', message: `the transaction was not committed (${c.tag ?? 'no tag'})` }, hold: h };
+    if (!inTx && c.tag !== 'COMMIT') return { kind: 'failed', error: { code: '40000', message: `the transaction was not committed (${c.tag ?? 'no tag'})` }, hold: h };
     return { kind: 'committed', tag, rows, hold: h };
   }
-  await host.query('ROLLBACK');
+  if (inTx) await host.query([`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`, `RELEASE SAVEPOINT ${SAVEPOINT}`, FAIL_TRANSACTION]);
+  else await host.query(['ROLLBACK']);
   if (h.approved) return { kind: 'failed', error: { code: '57014', message: 'Airlock rolled back the held statement: the client cancelled it' }, hold: h };
   const refusal: Refusal = lockExpired
-    ? { kind: 'rejected', rule: d.rule, requestId: h.approval?.requestId, message: `Airlock: rolled back: the held transaction kept its locks for the longest rule ${d.rule} allows (maxLockHold ${minutes(maxLock ?? 0)}) without a decision`, hint: 'ask again when an approver is available' }
+    ? { kind: 'rejected', rule: d.rule, requestId: h.approval?.requestId, message: `Airlock: rolled back: the held ${inTx ? 'statement' : 'transaction'} kept its locks for the longest rule ${d.rule} allows (maxLockHold ${minutes(maxLock ?? 0)}) without a decision`, hint: 'ask again when an approver is available' }
     : { ...h.refusal, message: `${h.refusal.message} (the statement was rolled back)` };
   return { kind: 'refused', refusal, hold: h, tag };
 }

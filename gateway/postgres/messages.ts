@@ -154,3 +154,43 @@ export function parseErrorFields(buf: Buffer, start: number, end: number): Recor
   }
   return out;
 }
+
+/** Parse with declared parameter types (0 = let the server infer). */
+export function parseTyped(name: string, sql: string, types: readonly number[]): Buffer {
+  const head = Buffer.from(`${name}\0${sql}\0`, 'utf8');
+  const t = Buffer.allocUnsafe(2 + 4 * types.length);
+  t.writeInt16BE(types.length, 0);
+  types.forEach((oid, i) => t.writeUInt32BE(oid >>> 0, 2 + 4 * i));
+  return frame('P', Buffer.concat([head, t]));
+}
+
+/** Bind of `statement` into `portal`: each value with its own format code; every result column as text. */
+export function bindMessage(portal: string, statement: string, values: ReadonlyArray<{ value: Buffer | null; binary: boolean }>): Buffer {
+  const parts: Buffer[] = [Buffer.from(`${portal}\0${statement}\0`, 'utf8'), int16(values.length)];
+  for (const v of values) parts.push(int16(v.binary ? 1 : 0));
+  parts.push(int16(values.length));
+  for (const v of values) {
+    if (v.value === null) parts.push(int32(-1));
+    else parts.push(int32(v.value.length), v.value);
+  }
+  parts.push(int16(0));
+  return frame('B', Buffer.concat(parts));
+}
+
+export function executeMessage(portal: string): Buffer {
+  return frame('E', Buffer.concat([Buffer.from(`${portal}\0`, 'utf8'), int32(0)]));
+}
+
+export function closeMessage(which: 'S' | 'P', name: string): Buffer {
+  return frame('C', Buffer.from(`${which}${name}\0`, 'utf8'));
+}
+
+export const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
+export const NO_DATA = Buffer.from([0x6e, 0, 0, 0, 4]);
+export const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4]);
+
+function int16(n: number): Buffer {
+  const b = Buffer.allocUnsafe(2);
+  b.writeInt16BE(n, 0);
+  return b;
+}

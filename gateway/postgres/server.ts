@@ -15,6 +15,7 @@ import { contextFromApplicationName } from '../enforce/context.ts';
 import { EnforcementSession, type PolicyDecider } from '../enforce/session.ts';
 import { log as defaultLogger } from '../log.ts';
 import { initSqlParser } from '../policy/sql/classify.ts';
+import { auditDigestKey } from '../recording/open.ts';
 import { AuditUnavailableError, type Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
 import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
@@ -98,6 +99,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
   const listen: NonNullable<LoadedConfig['config']['listen']['postgres']> = loaded.config.listen.postgres ?? { host: '127.0.0.1', port: 6432, maxClientConnections: 1000, clientLoginTimeout: '60s', maxPipelinedMessages: 10_000 };
   const metrics = opts.metrics;
   const tokens = tokenSettings(loaded);
+  // Receipts' parameter digests: audit.digestKey, else masking.hashKey, else the approval binding key.
+  const digestKey = auditDigestKey(loaded) ?? opts.bindingKey;
   let tls: ClientTls | undefined;
   if (listen.tls) {
     const certFile = configPath(loaded, listen.tls.cert);
@@ -226,6 +229,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           cancels,
           logger,
           bindingKey: opts.bindingKey,
+          parameterDigestKey: digestKey,
           previewConnect: () => previewConnection(conn, password, res.identity.name),
         },
         {

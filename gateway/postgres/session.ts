@@ -47,10 +47,11 @@ import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { contextFromSql } from '../enforce/context.ts';
 import { previewStatement, rollbackUnsafe } from './preview.ts';
-import { commandComplete, holdCommit, holdCommitStatement, InternalSink, type InternalResult } from './hold-commit.ts';
+import { parameterDigest } from '../recording/redact.ts';
+import { commandComplete, holdCommit, holdCommitStatement, internalBatch, InternalSink, type HoldCommitOutcome, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, } from './row-masker.ts';
-import { errorResponse, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, type PgError } from './messages.ts';
+import { BIND_COMPLETE, errorResponse, NO_DATA, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, SYNC, type PgError } from './messages.ts';
 import type { OperationBinding } from '../approvals/approver.ts';
 
 export interface OperationBase {
@@ -70,6 +71,8 @@ export interface SessionDeps {
   bindingKey: string;
   /** A separate connection to this session's upstream, for previews of held writes (review.preview). */
   previewConnect?: () => Promise<pg.Client>;
+  /** Keys the audit's digest of a held statement's exact parameter values (receipts carry it). */
+  parameterDigestKey?: string;
 }
 
 /** The session's upstream: a socket, or a pooled lease of one (upstream-lease.ts). */
@@ -164,6 +167,24 @@ interface Expect {
 }
 
 
+/** What hold-commit needs of a held Bind: where the client's portal and statement live. */
+interface BoundHold {
+  portalName: string;
+  stmtName: string;
+  stmt: Stmt;
+}
+
+/** The parameter type OIDs of a Parse frame whose query text starts at `textStart` (undefined: none declared). */
+function parseParamTypes(buf: Buffer, textStart: number, end: number): number[] | undefined {
+  const [, off] = readCString(buf, textStart, end);
+  if (off + 2 > end) return undefined;
+  const n = buf.readInt16BE(off);
+  if (n <= 0 || off + 2 + 4 * n > end) return undefined;
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) out[i] = buf.readUInt32BE(off + 2 + 4 * i);
+  return out;
+}
+
 function quoteIdent(s: string): string {
   return '"' + s.replace(/"/g, '""') + '"';
 }
@@ -240,6 +261,8 @@ export class Session {
   private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
   private scrubbing: boolean;
+  /** The portal hold-commit answered for (Portal.committed) until the client's next Sync. */
+  private committedPortal: string | null = null;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -293,6 +316,11 @@ export class Session {
     this.deps.cancels.onCancel(this.init.clientPid, () => this.cancelHeld());
     this.pumpUpstream();
     this.pumpClient();
+  }
+
+  /** Airlock's own statement and portal name on this connection (hold-commit), unlike any client's. */
+  private get internalName(): string {
+    return `airlock.hc.${this.id.slice(0, 8)}`;
   }
 
   /** A CancelRequest from the client: a held statement is cancelled here (true), else upstream. */
@@ -408,6 +436,10 @@ export class Session {
       case M.Execute:
         return this.onExecute();
       case M.Describe: {
+        if (r.buf[r.start + 5] === 0x50 /* P */ && this.committedPortal !== null) {
+          const portal = this.lookupPortal(readCString(r.buf, r.start + 6, r.end)[0]);
+          if (portal?.committed) return this.answerCommitted(portal, 'describe');
+        }
         this.forwardCurrent();
         const e: Expect = { kind: 'describe' };
         this.q.push(e);
@@ -426,6 +458,11 @@ export class Session {
       }
       case M.Sync: {
         this.skipTillSync = false;
+        if (this.committedPortal !== null) {
+          // Outside a transaction block the server drops portals at Sync: so does Airlock's.
+          if (this.portals.get(this.committedPortal)?.committed) this.portals.delete(this.committedPortal);
+          this.committedPortal = null;
+        }
         this.forwardCurrent();
         const e: Expect = { kind: 'sync' };
         this.q.push(e);
@@ -582,7 +619,7 @@ export class Session {
     if (decision.action === 'deny') return this.deny(run, false);
     if (decision.action === 'review') {
       const frame = this.currentCopy();
-      return this.hold(run, false, [], () => {
+      return this.hold(run, false, [], undefined, () => {
         this.toUpstream.addOwned(frame);
         this.q.push({ kind: 'query', run });
       });
@@ -608,6 +645,11 @@ export class Session {
     const stmt: Stmt = { text, op, decision };
     const run = this.newRun(text, op, decision);
     if (decision.action === 'deny') return this.deny(run, true);
+    // Reviewed statements keep their declared parameter types: hold-commit binds the same values.
+    if (decision.action === 'review') {
+      const types = parseParamTypes(r.buf, off, r.end);
+      if (types) stmt.paramTypes = types;
+    }
     // A statement that needs review is held at Bind, where its parameter values are known: the
     // approval covers the statement AND the exact values. Parsing it upstream runs nothing.
     this.pendingStmts.set(name, stmt);
@@ -637,7 +679,7 @@ export class Session {
       const params = bindParameters(r.buf, r.start, r.end).map((p) => ({ value: p.value && Buffer.from(p.value), binary: p.binary }));
       run.parameters = params;
       const frame = this.currentCopy();
-      return this.hold(run, true, params, () => {
+      return this.hold(run, true, params, { portalName, stmtName, stmt }, () => {
         // The portal carries this approval: its Execute runs exactly the approved values once.
         const portal: Portal = { stmt, rows: 0, approval: run.approval, grant: run.grant, parameters: params, binding: run.binding };
         this.pendingPortals.set(portalName, portal);
@@ -656,6 +698,7 @@ export class Session {
     const [portalName] = readCString(r.buf, r.start + 5, r.end);
     const portal = this.lookupPortal(portalName);
     if (!portal) return this.refuseUnknown('portal', portalName);
+    if (portal.committed) return this.answerCommitted(portal, 'execute');
     const run = this.newRun(portal.stmt.text, portal.stmt.op, portal.stmt.decision);
     run.portal = portal;
     run.approval = portal.approval;
@@ -699,7 +742,7 @@ export class Session {
    * is parked (frames behind it wait in order), the client hears at once and again when the
    * request is posted, and a CancelRequest or hang-up cancels the hold.
    */
-  private hold(run: Run, extended: boolean, params: BoundParameter[], forward: () => void): void {
+  private hold(run: Run, extended: boolean, params: BoundParameter[], bound: BoundHold | undefined, forward: () => void): void {
     const d = run.decision;
     if (d.action !== 'review') return;
     this.holding = true;
@@ -719,12 +762,15 @@ export class Session {
     const binding = bindOperation(op, this.deps.bindingKey, { parameters: params });
     run.binding = binding;
     const connect = this.deps.previewConnect;
-    const returning = d.review.preview === 'hold-commit' && !extended && !inTx && connect ? holdCommitStatement(run.text) : undefined;
+    // Hold-commit inside the client's own transaction (a savepoint) only where the rule lets a
+    // hold keep a transaction's locks, for one simple Query with nothing else in flight.
+    const inClientTx = inTx && !extended && d.review.holdInTransaction === true && this.txStatus === 0x54 /* T */ && this.q.length === 0;
+    const returning = d.review.preview === 'hold-commit' && connect && (inTx ? inClientTx : !extended || bound) ? holdCommitStatement(run.text) : undefined;
     const previewInput = { text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) };
     if (returning !== undefined && connect) {
       // Running before approval must leave nothing a ROLLBACK cannot undo: else held the ordinary way.
       void rollbackUnsafe({ connect, masking: this.deps.masking }, previewInput).then((unsafe) => {
-        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning);
+        if (!unsafe) return this.holdCommitted(run, op, binding, notify, ac, returning, bound, inClientTx ? (this.txSince ?? new Date()) : undefined);
         this.previewAndHold(run, op, binding, notify, ac, extended, inTx, params, forward, unsafe);
       });
       return;
@@ -742,7 +788,7 @@ export class Session {
     const previewed = mode && connect
       ? previewStatement({ connect, masking: this.deps.masking }, { mode, text: run.text, parameters: params, functions: op.functions, tables: op.tables, plan: planOf(d) }).then((p) => {
           // hold-commit covers one simple-protocol write outside a transaction; otherwise a dry run is shown.
-          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${unsafe ?? (extended ? 'extended protocol' : inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING')}); ${p.summary}` } : p;
+          binding.preview = d.review.preview === 'hold-commit' ? { ...p, summary: `hold-commit not available here (${unsafe ?? (inTx ? 'inside a transaction' : 'not a single INSERT/UPDATE/DELETE without RETURNING')}); ${p.summary}` } : p;
         })
       : Promise.resolve();
     void previewed
@@ -771,28 +817,94 @@ export class Session {
   }
 
   /** review.preview hold-commit (hold-commit.ts): run now in Airlock's transaction, COMMIT on approval. */
-  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string): void {
+  private holdCommitted(run: Run, op: Operation, binding: OperationBinding, notify: (n: HoldNotice) => void, ac: AbortController, returning: string, bound: BoundHold | undefined, inTransactionSince: Date | undefined): void {
     const d = run.decision as ReviewDecision;
-    const host = { enforce: this.enforce, masking: this.deps.masking, query: (sql: string) => this.internalQuery(sql) };
-    void holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal }, returning, contextFromSql(run.text)).then((out) => {
-      this.holdAbort = null;
-      this.heldRun = null;
-      if (out.hold) run.approval = out.hold.approval;
-      if (out.hold?.approved) run.grant = out.hold.grant;
-      if (out.kind === 'committed') {
-        run.tag = out.tag;
-        run.rows = out.rows;
-      } else run.error = out.kind === 'failed' ? out.error.message : out.refusal.message;
-      this.finishRun(run);
-      if (this.closed) return;
-      if (out.kind === 'committed') this.toClient.addOwned(commandComplete(out.tag));
-      else if (out.kind === 'failed') this.toClient.addOwned(errorResponse(out.error));
-      else this.toClient.addOwned(errorResponse(run.cancelledByClient ? { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement' } : refusalError(out.refusal)));
-      this.toClient.addOwned(readyForQuery('I'));
-      this.holding = false;
-      this.flushClient();
-      this.pumpClient();
-    });
+    const name = this.internalName;
+    const host = bound
+      ? {
+          enforce: this.enforce,
+          masking: this.deps.masking,
+          query: (sqls: readonly string[]) => this.internal(internalBatch(name, sqls.map((text) => ({ text })))),
+          execute: () => this.internal(internalBatch(name, [{ text: returning, types: bound.stmt.paramTypes, params: run.parameters ?? [], rows: true }])),
+        }
+      : {
+          enforce: this.enforce,
+          masking: this.deps.masking,
+          query: (sqls: readonly string[]) => this.internal(simpleQuery(sqls.join('; '))),
+          execute: () => this.internal(simpleQuery(returning)),
+        };
+    // Extended protocol: the client's Parse of this statement may still be in flight. A Sync of
+    // Airlock's own waits for its answer (and ends the server's skipping if it failed, which the
+    // client was told); nothing else of the client's has executed (hold-commit needs that).
+    const flow = async (): Promise<HoldCommitOutcome | 'skipped'> => {
+      if (bound) {
+        const synced = await this.internal(SYNC, 'sync');
+        if (synced.error || this.stmts.get(bound.stmtName) !== bound.stmt) return 'skipped';
+      }
+      return holdCommit(host, { run: { text: run.text, decision: d }, operation: op, binding: { ...binding, details: [...(binding.details ?? [])] }, notify, signal: ac.signal, ...(inTransactionSince ? { inTransactionSince } : {}) }, contextFromSql(run.text));
+    };
+    void flow().then((out) => {
+        this.holdAbort = null;
+        this.heldRun = null;
+        if (out === 'skipped') {
+          // Its Parse failed: the server skipped this Bind and everything up to the client's Sync.
+          run.error ??= 'not executed: an earlier message in the pipeline failed';
+          this.finishRun(run);
+          this.skipTillSync = true;
+        } else {
+          if (out.hold) run.approval = out.hold.approval;
+          if (out.hold?.approved) run.grant = out.hold.grant;
+          if (out.kind === 'committed') {
+            run.tag = out.tag;
+            run.rows = out.rows;
+          } else run.error = out.kind === 'failed' ? out.error.message : out.refusal.message;
+          this.finishRun(run);
+          if (this.closed) return;
+          const error = out.kind === 'committed' ? undefined : out.kind === 'failed' ? out.error : run.cancelledByClient ? { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement' } : refusalError(out.refusal);
+          if (bound) {
+            // Simple Queries of Airlock's would have destroyed the client's unnamed statement; the
+            // batches did not, but the server has no portal for this Bind: Airlock answers for it.
+            if (error) {
+              this.toClient.addOwned(errorResponse(error));
+              this.skipTillSync = true;
+            } else {
+              this.toClient.addOwned(BIND_COMPLETE);
+              const portal: Portal = { stmt: bound.stmt, rows: 0, approval: run.approval, grant: run.grant, parameters: run.parameters, binding: run.binding, committed: { tag: out.kind === 'committed' ? out.tag : '', executed: false } };
+              this.pendingPortals.delete(bound.portalName);
+              this.portals.set(bound.portalName, portal);
+              this.committedPortal = bound.portalName;
+            }
+          } else {
+            this.toClient.addOwned(error ? errorResponse(error) : commandComplete((out as { tag: string }).tag));
+            // Idle after Airlock's own transaction; inside the client's: still open, or failed.
+            this.toClient.addOwned(readyForQuery(this.txStatus === 0x54 ? 'T' : this.txStatus === 0x45 ? 'E' : 'I'));
+          }
+        }
+        if (this.closed) return;
+        this.holding = false;
+        this.flushClient();
+        this.pumpClient();
+      });
+  }
+
+  /**
+   * The client's Describe or Execute of the portal hold-commit already committed (Portal.committed):
+   * answered here, in order, as the server would have for an executed INSERT/UPDATE/DELETE. Only
+   * right behind its Bind (nothing of the client's in flight); anything else is refused.
+   */
+  private answerCommitted(portal: Portal, what: 'describe' | 'execute'): void {
+    const c = portal.committed!;
+    if (this.q.length > 0 || (what === 'execute' && c.executed)) {
+      const run = this.newRun(portal.stmt.text, portal.stmt.op, { action: 'deny', rule: 'airlock-hold-commit', reason: 'the statement of this portal already ran (approved and committed while held); it can be described and executed once, right after its Bind' });
+      return this.deny(run, true);
+    }
+    if (what === 'describe') this.toClient.addOwned(NO_DATA);
+    else {
+      c.executed = true;
+      this.toClient.addOwned(commandComplete(c.tag));
+    }
+    // A client waiting with Flush (no Sync yet) gets it now: nothing upstream would trigger a flush.
+    this.flushClient();
   }
 
   // ---------------------------------------------------------------- upstream -> client
@@ -1322,12 +1434,16 @@ export class Session {
     this.txStatus = status;
   }
 
-  /** Runs Airlock's own simple Query on this connection (hold-commit.ts); its responses are consumed. */
-  private internalQuery(sql: string): Promise<InternalResult> {
+  /**
+   * Sends Airlock's own messages on this connection (hold-commit.ts), ending in one ReadyForQuery
+   * (a simple Query, or a batch / lone Sync); their responses are consumed, never relayed. A lone
+   * Sync is queued as kind 'sync' so an error of the client's ahead of it skips up to it.
+   */
+  private internal(bytes: Buffer, kind: 'internal' | 'sync' = 'internal'): Promise<InternalResult> {
     if (this.closed) return Promise.resolve({ fields: [], rows: [], status: 0x49, error: { code: '08006', message: 'the session ended' } });
     return new Promise((resolve) => {
-      this.q.push({ kind: 'internal', sink: new InternalSink(resolve) });
-      this.toUpstream.addOwned(simpleQuery(sql));
+      this.q.push({ kind, sink: new InternalSink(resolve) });
+      this.toUpstream.addOwned(bytes);
       this.flushUpstream();
     });
   }
@@ -1373,6 +1489,9 @@ export class Session {
     if (run.recorded) return;
     run.recorded = true;
     const rec = operationRecord(run);
+    // Held statements: the exact values never reach the store, their keyed digest does (receipts).
+    const key = this.deps.parameterDigestKey;
+    if (run.parameters && key && rec.classification) rec.classification.parameterDigest = parameterDigest(key, run.parameters.map((p) => p.value));
     this.enforce.record(rec);
     // Every approved run is reported to its request: approvals release one run unless the
     // approver chose a reusable grant, and each grant use belongs in the request's history.

@@ -16,6 +16,8 @@ export interface Stmt {
   op: Operation | undefined;
   decision: Decision;
   approval?: OperationRecord['approval'];
+  /** Parameter type OIDs the client declared in its Parse (absent: none declared). */
+  paramTypes?: number[];
 }
 
 /** A bound portal; `rows` accumulates over Executes so cursor-style fetches share one row limit. */
@@ -27,6 +29,11 @@ export interface Portal {
   grant?: GrantUse;
   parameters?: BoundParameter[];
   binding?: OperationBinding;
+  /**
+   * Hold-commit already ran and committed this portal's statement in Airlock's transaction: the
+   * server has no such portal, Airlock answers its Describe (NoData) and one Execute (this tag).
+   */
+  committed?: { tag: string; executed: boolean };
 }
 
 export interface Run {

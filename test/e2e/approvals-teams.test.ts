@@ -8,6 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TEAMS_MESSAGES_PATH } from '../../bots/teams/teams-app.ts';
@@ -49,7 +50,9 @@ before(
         INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 20) g;
         CREATE TABLE t_expiry (id int PRIMARY KEY, v int NOT NULL);
         CREATE TABLE t_quorum (id int PRIMARY KEY, v int NOT NULL);
-        INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1);`,
+        INSERT INTO t_expiry VALUES (1, 1); INSERT INTO t_quorum VALUES (1, 1);
+        CREATE TABLE t_hc (id int PRIMARY KEY, v int NOT NULL, card text NOT NULL);
+        INSERT INTO t_hc SELECT g, g, '4111 1111 1111 1111' FROM generate_series(1, 5) g;`,
       identities: [
         { name: 'erin', groups: ['engineers'], email: 'erin@example.com' },
         { name: 'bob', groups: ['dba'], email: 'bob@example.com' },
@@ -70,6 +73,13 @@ before(
           action: 'review',
           reason: 'four eyes',
           review: { approvers: ['dba'], quorum: 2, timeout: '3m' },
+        },
+        {
+          name: 'review-hc',
+          match: { tables: ['public.t_hc'], statements: ['UpdateStmt'] },
+          action: 'review',
+          reason: 'shown with its real effect',
+          review: { approvers: ['dba'], timeout: '3m', preview: 'hold-commit' },
         },
         {
           name: 'review-writes',
@@ -513,4 +523,32 @@ SELECT 'after:' || balance FROM accounts WHERE id = 8;
   // Slack, on the same request, got the log as a file in its thread.
   const slackMsg = slackRequest(requestId)!;
   await waitFor(() => [...s.slack.files.values()].find((f) => f.completed && f.thread_ts === slackMsg.ts), 'the session log uploaded into the Slack thread');
+});
+
+test('a parameterized UPDATE held with hold-commit: the card shows the exact effect (masked sample) and the reason from application_name; Approve commits it, and the audit keeps the context', { timeout: TEST_TIMEOUT }, async () => {
+  // node-postgres (extended protocol) with the reason in application_name, as an agent framework would set it.
+  const ci = Object.fromEntries((await s.conninfo('erin')).split(' ').map((kv) => kv.split('=') as [string, string]));
+  const c = new pg.Client({ host: ci.host, port: Number(ci.port), database: ci.dbname, user: ci.user, password: ci.password, application_name: 'airlock: reason="fix INC-9" ticket=INC-9' });
+  await c.connect();
+  try {
+    const running = c.query('UPDATE t_hc SET v = v + $1 WHERE id <= $2', [100, 2]);
+    const msg = await waitFor(() => teamsRequest('UPDATE t_hc SET v = v + $1'), 'the hold-commit card in Teams');
+    const card = cardOf(msg.activity);
+    const requestId = fact(card, 'Request');
+    const text = cardText(card);
+    assert.match(text, /ran in a transaction Airlock holds open: UPDATE 2/, text);
+    assert.match(text, /101/, 'the sample shows the rows as written');
+    assert.ok(!text.includes('4111 1111 1111 1111'), 'the card number is masked in the sample');
+    assert.match(text, /agent's reason: "fix INC-9" \(application_name\)/, text);
+    assert.deepEqual((await s.pg.query('SELECT v FROM t_hc WHERE id <= 2 ORDER BY id')).rows, [{ v: 1 }, { v: 2 }], 'not committed before approval');
+    await invoke(tu.bob, msg, 'approve', { requestId });
+    const r = await running;
+    assert.equal(r.rowCount, 2);
+    assert.deepEqual((await s.pg.query('SELECT v FROM t_hc WHERE id <= 2 ORDER BY id')).rows, [{ v: 101 }, { v: 102 }]);
+    const ctx = await waitFor(() => s.store.listAudit(requestId).find((e) => e.kind === 'approval.context'), 'the approval context in the audit');
+    assert.equal((ctx.detail.context as { reason?: string }).reason, 'fix INC-9');
+    assert.equal((ctx.detail.preview as { kind?: string }).kind, 'hold-commit');
+  } finally {
+    await c.end();
+  }
 });

@@ -1,7 +1,8 @@
 // Where agents state why (and link their trace), and what approvers get from it.
-import { test } from 'node:test';
+import { before, describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ActivitySummary, contextFromApplicationName, contextFromEnv, contextFromHeaders, contextFromSql, validTraceparent } from '../../gateway/enforce/context.ts';
+import { loadModule, parseSync } from 'libpg-query';
+import { ActivitySummary, cleanReason, contextComment, contextFromApplicationName, contextFromEnv, contextFromHeaders, contextFromSql, reasonHeader, validTraceparent } from '../../gateway/enforce/context.ts';
 
 const TP = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
@@ -45,4 +46,42 @@ test('the activity line counts by kind, refusals apart, and names tables once (b
   assert.equal(a.line(), 'before this: 2 read, 1 write; 1 refused; tables public.a, public.b, public.c');
   for (let i = 0; i < 30; i++) a.note('read', [`public.t${i}`], 'allow');
   assert.match(a.line(), /and 13 more$/);
+});
+
+describe('contextComment: a caller states the agent reason without changing the statement', () => {
+  before(() => loadModule());
+  const hostile = [
+    'plain reason',
+    'ends the comment */ DROP TABLE t; /*',
+    'nests /* a comment */ */ DELETE FROM t --',
+    'quote " and backslash \\ and \\" escape',
+    "line\nbreak */\r\nDROP TABLE t",
+    '*/*/*/ /*/*/',
+    'réparation — 修复',
+  ];
+  for (const reason of hostile) {
+    it(`keeps ${JSON.stringify(reason)} inside the comment`, () => {
+      const text = `${contextComment({ reason, ticket: 'INC-1' })}UPDATE t SET a = 1 WHERE id = $1`;
+      const stmts = (parseSync(text) as { stmts: Array<{ stmt: Record<string, unknown> }> }).stmts;
+      assert.equal(stmts.length, 1, text);
+      assert.deepEqual(Object.keys(stmts[0].stmt), ['UpdateStmt']);
+      const ctx = contextFromSql(text);
+      assert.equal(ctx?.ticket, 'INC-1');
+      assert.equal(ctx?.reason, cleanReason(reason.replace(/\*\//g, '* /').replace(/\/\*/g, '/ *')));
+    });
+  }
+  it('says nothing when there is nothing to say, and drops an invalid ticket', () => {
+    assert.equal(contextComment({}), '');
+    assert.equal(contextComment({ ticket: 'bad ticket; DROP' }), '');
+  });
+});
+
+describe('reasonHeader: any reason survives an HTTP header', () => {
+  it('is the text itself when printable ASCII, else RFC 8187 encoded and decoded by contextFromHeaders', () => {
+    assert.equal(reasonHeader('release 7'), 'release 7');
+    const v = reasonHeader('réparation 修复');
+    assert.match(v, /^UTF-8''[\x21-\x7e]+$/);
+    assert.equal(contextFromHeaders((n) => (n === 'x-airlock-reason' ? v : undefined))?.reason, 'réparation 修复');
+    assert.equal(contextFromHeaders((n) => (n === 'x-airlock-reason' ? "UTF-8''%E0%A4%A" : undefined))?.reason, "UTF-8''%E0%A4%A");
+  });
 });

@@ -117,9 +117,11 @@ describe('http_request through the HTTP listener', () => {
   it('a held request runs once approved, with exactly the approved body', async () => {
     const c = await connect();
     try {
-      const call = c.callTool({ name: 'http_request', arguments: { connection: 'svc', method: 'POST', path: '/deploy', headers: { 'content-type': 'application/json' }, body: '{"version":"5"}', reason: 'release' } }, undefined, { timeout: 60_000 });
+      const call = c.callTool({ name: 'http_request', arguments: { connection: 'svc', method: 'POST', path: '/deploy', headers: { 'content-type': 'application/json' }, body: '{"version":"5"}', reason: 'release — 7' } }, undefined, { timeout: 60_000 });
       const p = await approver.next();
       assert.equal(p.req.rule, 'deploys-reviewed');
+      // Not Latin-1: it travels RFC 8187-encoded and reaches the approver as written.
+      assert.ok(p.req.binding?.details?.includes(`agent's reason: "release — 7" (http header)`), String(p.req.binding?.details));
       assert.ok(!received.some((x) => x.url === '/api/deploy'));
       p.resolve({ outcome: 'approved', requestId: p.id, approvers: ['sre-1'], viaGrant: false });
       const r = (await call) as CallToolResult;

@@ -157,6 +157,9 @@ describe('postgres_query', () => {
       });
       const p = await approver.next();
       assert.match(p.req.binding?.text ?? '', /DELETE FROM customers/);
+      // The tool's reason reaches the approver of the native hold, marked as the agent's.
+      assert.ok(p.req.binding?.details?.includes(`agent's reason: "GDPR erasure" (sql comment)`), String(p.req.binding?.details));
+      assert.ok(p.req.binding?.details?.includes('ticket: PRIV-1'), String(p.req.binding?.details));
       await waitUntil(() => progress.some((m) => m.includes(`request ${p.id}`)));
       p.resolve({ outcome: 'approved', requestId: p.id, approvers: ['alice'], viaGrant: false });
       const r = (await call) as CallToolResult;

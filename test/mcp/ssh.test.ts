@@ -89,6 +89,7 @@ describe('ssh_exec', () => {
       const call = c.callTool({ name: 'ssh_exec', arguments: { target: 'box', command: `touch ${file}`, reason: 'marker' } }, undefined, { onprogress: (p) => progress.push(p.message ?? ''), timeout: 60_000 });
       const p = await h.approver.next();
       assert.equal(p.req.rule, 'restarts-reviewed');
+      assert.ok(p.req.binding?.details?.includes(`agent's reason: "marker" (ssh env)`), String(p.req.binding?.details));
       const deadline = Date.now() + 10_000;
       while (!progress.some((m) => m.includes(p.id)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       assert.ok(progress.some((m) => m.includes(p.id)), progress.join('|'));

@@ -5,6 +5,10 @@
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
+import { approvalBindingKey } from '../../gateway/config/keys.ts';
+import { auditDigestKey } from '../../gateway/recording/open.ts';
+import { receiptBody } from '../../gateway/recording/receipt.ts';
+import { parameterDigest } from '../../gateway/recording/redact.ts';
 import { ManualApprover, type Pending } from '../support/manual-approver.ts';
 import { startGateway, type GatewayHarness } from '../support/gateway.ts';
 import { WireClient, cancelRequest, sendRaw, serialize } from '../support/pgwire.ts';
@@ -193,6 +197,14 @@ test('parameter values shown to approvers have PII detectors applied; the audit 
   const binding = op.classification.binding as { parameters: string[]; digest: string };
   assert.deepEqual(binding.parameters, ['$1 = "[redacted:email]"', '$2 = "0"']);
   assert.ok(!JSON.stringify(detail).includes('ann.lee@example.com'), 'the raw value is not in the audit store');
+  // An auditor holding the digest key can confirm the exact values; the receipt carries the digest.
+  const key = auditDigestKey(h.loaded) ?? approvalBindingKey(h.loaded);
+  assert.equal(op.classification.parameterDigest, parameterDigest(key, ['ann.lee@example.com', '0']));
+  assert.notEqual(op.classification.parameterDigest, parameterDigest(key, ['ann.lee@example.com', '1']));
+  const requestId = op.approval?.requestId;
+  assert.ok(requestId);
+  const receipt = receiptBody(h.store, requestId);
+  assert.equal(receipt.operations.find((o) => o.text.startsWith('DELETE FROM accounts WHERE owner'))?.parametersDigest, op.classification.parameterDigest);
 });
 
 test('a CancelRequest (Ctrl-C) cancels the held statement: 57014, the request is cancelled, nothing runs later', async () => {
