@@ -23,7 +23,15 @@ before(async () => {
             CREATE TABLE customers (id int, email text);
             INSERT INTO customers VALUES (1, 'ann@example.com'), (2, 'bob@example.org');
             CREATE TABLE accounts (id int PRIMARY KEY, owner text);
-            INSERT INTO accounts VALUES (1, 'ann'), (2, 'bob'), (3, 'cat');`,
+            INSERT INTO accounts VALUES (1, 'ann'), (2, 'bob'), (3, 'cat');
+            DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pool_other') THEN CREATE ROLE pool_other NOLOGIN; END IF; END $$;
+            GRANT pool_other TO CURRENT_USER;
+            CREATE OR REPLACE FUNCTION quiet_state() RETURNS text LANGUAGE plpgsql AS $f$
+              BEGIN
+                EXECUTE 'SE' || 'T airlock.quiet = ''leaked''';
+                EXECUTE 'CREATE TEMP TABLE IF NOT EXISTS quiet_tmp (v int)';
+                RETURN current_setting('airlock.quiet');
+              END $f$;`,
     config: (up) => ({
       connections: [
         {
@@ -140,6 +148,47 @@ test('SET (not LOCAL) pins the client to its backend; another client never sees 
     }
   } finally {
     await Promise.all(cs.map((c) => c.end()));
+  }
+});
+
+/** Runs `sql` on every backend of the pool at once (each client holds one inside a transaction). */
+async function onEveryBackend(sql: string): Promise<Array<Record<string, unknown>>> {
+  const cs = await Promise.all(Array.from({ length: SIZE }, () => h.client()));
+  try {
+    await Promise.all(cs.map((c) => c.query('BEGIN')));
+    const rows = await Promise.all(cs.map(async (c) => (await c.query(sql)).rows[0] as Record<string, unknown>));
+    assert.equal(new Set(rows.map((r) => r.pid)).size, SIZE, 'every backend was checked');
+    await Promise.all(cs.map((c) => c.query('COMMIT')));
+    return rows;
+  } finally {
+    await Promise.all(cs.map((c) => c.end()));
+  }
+}
+
+test('SET ROLE pins; no other client ever runs under that role, during or after the session', async () => {
+  const a = await h.client();
+  try {
+    await a.query('SET ROLE pool_other');
+    assert.equal((await a.query('SELECT current_user AS u')).rows[0].u, 'pool_other');
+    assert.equal((await a.query('SELECT current_user AS u')).rows[0].u, 'pool_other', 'still, in the next transaction');
+  } finally {
+    await a.end();
+  }
+  const rows = await onEveryBackend('SELECT current_user AS u, pg_backend_pid() AS pid');
+  for (const r of rows) assert.equal(r.u, h.pg.user);
+});
+
+test('state created where Airlock cannot see it (inside a function) is reset before anyone else gets the backend', async () => {
+  const a = await h.client();
+  try {
+    assert.equal((await a.query('SELECT quiet_state() AS v')).rows[0].v, 'leaked');
+  } finally {
+    await a.end();
+  }
+  const rows = await onEveryBackend("SELECT current_setting('airlock.quiet', true) AS v, to_regclass('pg_temp.quiet_tmp') AS t, pg_backend_pid() AS pid");
+  for (const r of rows) {
+    assert.ok(r.v === null || r.v === '', JSON.stringify(r));
+    assert.equal(r.t, null);
   }
 });
 
