@@ -56,7 +56,7 @@ const postgresConnection = z
     pool: z
       .object({
         mode: z.enum(['session', 'transaction']).default('transaction'),
-        /** Most upstream backends of this connection (per upstream role and startup settings). */
+        /** Most upstream backends of this connection, across its pools (upstream roles, startup settings). */
         size: z.number().int().min(1).max(10_000).default(10),
         /** An idle backend is closed after this long. */
         idleTimeout: duration.default('5m'),

@@ -370,9 +370,49 @@ interface Waiter {
   reject: (e: Error) => void;
 }
 
+/**
+ * The backends of every pool of one connection count against its `size` together, so a client
+ * cannot multiply upstream backends by asking for other startup settings (each set is a pool).
+ * A pool short of a slot closes an idle backend of another pool of the connection.
+ */
+export class PoolBudget {
+  used = 0;
+  readonly pools = new Set<UpstreamPool>();
+  constructor(readonly size: number) {}
+
+  /** A slot for `p`: a free one, or one freed by closing another pool's idle backend. */
+  take(p: UpstreamPool): boolean {
+    if (this.used < this.size) {
+      this.used++;
+      return true;
+    }
+    for (const q of this.pools) {
+      if (q !== p && q.closeOneIdle()) {
+        this.used++;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** A slot came free: the first pool with a waiter gets it. */
+  give(): void {
+    this.used--;
+    for (const q of this.pools) if (q.serveWaiter()) return;
+  }
+
+  /** Another pool of the connection has clients waiting. */
+  othersWaiting(p: UpstreamPool): boolean {
+    for (const q of this.pools) if (q !== p && q.stats().waiting > 0) return true;
+    return false;
+  }
+}
+
 export interface UpstreamPoolOptions {
   /** Connection name (logs, metrics). */
   label: string;
+  /** Shared by all pools of the connection. */
+  budget: PoolBudget;
   settings: PoolSettings;
   /** Opens and authenticates one backend (upstream.ts connectUpstream). */
   connect: () => Promise<UpstreamConnection>;
@@ -380,7 +420,7 @@ export interface UpstreamPoolOptions {
   events?: PoolEvents;
 }
 
-/** Authenticated backends of one pool key, at most `size` of them at any time. */
+/** Authenticated backends of one pool key; with the connection's other pools, at most `size` at any time. */
 export class UpstreamPool {
   private readonly idle: PoolBackend[] = [];
   private readonly waiters: Waiter[] = [];
@@ -390,7 +430,9 @@ export class UpstreamPool {
   private closed = false;
   private startup: Buffer[] | undefined;
 
-  constructor(private readonly o: UpstreamPoolOptions) {}
+  constructor(private readonly o: UpstreamPoolOptions) {
+    o.budget.pools.add(this);
+  }
 
   get settings(): PoolSettings {
     return this.o.settings;
@@ -432,7 +474,7 @@ export class UpstreamPool {
       this.changed();
       return Promise.resolve(b);
     }
-    if (this.total < this.o.settings.size) return this.open();
+    if (this.o.budget.take(this)) return this.open();
     return new Promise((resolve, reject) => {
       const leave = (err: Error) => {
         const i = this.waiters.indexOf(w);
@@ -464,6 +506,7 @@ export class UpstreamPool {
     });
   }
 
+  /** Opens a backend in a slot already taken from the budget. */
   private async open(): Promise<PoolBackend> {
     this.total++;
     this.leased++;
@@ -475,8 +518,8 @@ export class UpstreamPool {
       this.total--;
       this.leased--;
       this.changed();
-      // The slot is free again: let the next waiter try its own connection.
-      this.serveWaiter();
+      // The slot is free again: the next waiter tries its own connection.
+      this.o.budget.give();
       throw err;
     }
     const b = new PoolBackend(this.nextId++, up.socket, up.pid, up.secret, up.tls);
@@ -494,7 +537,7 @@ export class UpstreamPool {
         clearTimeout(b.idleTimer);
         this.total--;
         this.changed();
-        this.serveWaiter();
+        this.o.budget.give();
       }
       b.onGone?.(err);
     };
@@ -505,12 +548,26 @@ export class UpstreamPool {
     return b;
   }
 
-  /** A waiter gets a newly opened backend when a slot became free. */
-  private serveWaiter(): void {
-    if (this.closed || this.waiters.length === 0 || this.total >= this.o.settings.size) return;
+  /** A waiter gets a newly opened backend when a slot came free; false when none waits (or no slot). */
+  serveWaiter(): boolean {
+    if (this.closed || this.waiters.length === 0 || !this.o.budget.take(this)) return false;
     const w = this.waiters.shift()!;
     this.changed();
     this.open().then(w.resolve, w.reject);
+    return true;
+  }
+
+  /** Closes one idle backend, its slot going to another pool of the connection; false when none is idle. */
+  closeOneIdle(): boolean {
+    const b = this.idle.shift();
+    if (!b) return false;
+    clearTimeout(b.idleTimer);
+    b.gone = true;
+    b.socket.end(Buffer.from([0x58, 0, 0, 0, 4]));
+    b.socket.destroy();
+    this.total--;
+    this.changed();
+    return true;
   }
 
   /**
@@ -546,7 +603,7 @@ export class UpstreamPool {
     }
     this.total--;
     this.changed();
-    this.serveWaiter();
+    this.o.budget.give();
   }
 
   private makeIdle(b: PoolBackend): void {
@@ -555,6 +612,11 @@ export class UpstreamPool {
       this.leased++;
       this.changed();
       w.resolve(b);
+      return;
+    }
+    // Clients of another pool of this connection wait for a slot: this backend makes room.
+    if (this.o.budget.othersWaiting(this)) {
+      this.drop(b);
       return;
     }
     // While idle a backend may only say goodbye (an error before it closes): nothing is relayed.
@@ -605,6 +667,7 @@ export class UpstreamPool {
   /** Closes idle backends and refuses new leases; leased ones close as their sessions end. */
   close(): void {
     this.closed = true;
+    this.o.budget.pools.delete(this);
     for (const w of this.waiters.splice(0)) w.reject(new Error('the upstream pool is closed'));
     for (const b of this.idle.splice(0)) {
       clearTimeout(b.idleTimer);
@@ -616,16 +679,22 @@ export class UpstreamPool {
 /** All pools of a gateway, by key. */
 export class PoolSet {
   private readonly pools = new Map<string, UpstreamPool>();
+  private readonly budgets = new Map<string, PoolBudget>();
 
   /**
    * The pool for one connection, upstream role and set of startup parameters (application_name
    * aside): clients only ever share backends that look exactly alike from the inside.
    */
-  get(connection: string, role: string, params: Record<string, string>, make: () => UpstreamPool): UpstreamPool {
+  get(connection: string, role: string, params: Record<string, string>, size: number, make: (budget: PoolBudget) => UpstreamPool): UpstreamPool {
     const key = poolKey(connection, role, params);
     let p = this.pools.get(key);
     if (!p) {
-      p = make();
+      let budget = this.budgets.get(connection);
+      if (!budget) {
+        budget = new PoolBudget(size);
+        this.budgets.set(connection, budget);
+      }
+      p = make(budget);
       this.pools.set(key, p);
     }
     return p;
@@ -638,6 +707,7 @@ export class PoolSet {
   close(): void {
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    this.budgets.clear();
   }
 }
 

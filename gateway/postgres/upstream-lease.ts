@@ -274,9 +274,10 @@ function parameterStatus(name: string, value: string): Buffer {
 export async function openPooled(o: OpenPooledOptions): Promise<PooledConnection> {
   const { conn, pools } = o;
   const { application_name: applicationName, ...settings } = o.params;
-  const pool = pools.get(conn.name, o.role, settings, () => {
+  const pool = pools.get(conn.name, o.role, settings, conn.pool.size, (budget) => {
     const p = new UpstreamPool({
       label: conn.name,
+      budget,
       settings: { mode: conn.pool.mode, size: conn.pool.size, idleTimeoutMs: parseDuration(conn.pool.idleTimeout), queueTimeoutMs: parseDuration(conn.pool.queueTimeout) },
       connect: () => connectUpstream({ conn, password: o.password, params: { ...settings, application_name: `airlock-pool (${conn.name})`.slice(0, 63) }, timeoutMs: o.timeoutMs }),
       logger: o.logger,

@@ -192,6 +192,38 @@ test('state created where Airlock cannot see it (inside a function) is reset bef
   }
 });
 
+/** A raw client whose startup packet asks for its own TimeZone (a startup setting forwarded upstream). */
+async function loginWithTimeZone(tz: string): Promise<WireClient> {
+  const w = await WireClient.open(h.gateway.port);
+  w.send(serialize.startup({ user: 'alice', database: 'app', TimeZone: tz }));
+  await w.until((m) => m.name === 'authenticationCleartextPassword');
+  w.send(serialize.password(await h.token('alice')));
+  await w.until((m) => m.name === 'readyForQuery');
+  return w;
+}
+
+test('clients asking for other startup settings get pools of their own, and all of them together stay within size', async () => {
+  const zones = ['UTC', 'Europe/Paris', 'Asia/Tokyo', 'America/New_York', 'Australia/Sydney'];
+  const ws: WireClient[] = [];
+  try {
+    for (const tz of zones) {
+      const w = await loginWithTimeZone(tz);
+      ws.push(w);
+      const r = await w.roundtrip([serialize.query('SHOW TimeZone')]);
+      assert.equal(String((r.find((m) => m.name === 'dataRow')!.fields as string[])[0]), tz);
+      assert.ok((await poolBackends()) <= SIZE, `at most ${SIZE} backends across every pool of the connection`);
+    }
+    // Each still gets its own setting, the slots moving between pools as needed.
+    for (const [i, w] of ws.entries()) {
+      const r = await w.roundtrip([serialize.query('SHOW TimeZone')]);
+      assert.equal(String((r.find((m) => m.name === 'dataRow')!.fields as string[])[0]), zones[i]);
+    }
+    assert.ok((await poolBackends()) <= SIZE);
+  } finally {
+    for (const w of ws) w.end();
+  }
+});
+
 test('SET LOCAL does not pin: the backend goes back after the transaction', async () => {
   const c = await h.client({ user: 'agent-1' });
   try {
