@@ -82,7 +82,9 @@ function pinReasonUncached(text: string): string | undefined {
   }
   for (const s of stmts) {
     const types = s.sql.statementTypes;
-    if (s.sql.parseError) return 'statement could not be analysed';
+    // Text that does not parse never reaches the upstream from a client (the session denies it);
+    // what does is Airlock's own placeholder for a denied statement, which fails upstream too.
+    if (s.sql.parseError) continue;
     if (types.includes('ListenStmt')) return 'LISTEN';
     if (types.includes('PrepareStmt') || types.includes('DeallocateStmt')) return 'SQL PREPARE/DEALLOCATE';
     if (types.includes('LoadStmt')) return 'LOAD';

@@ -51,6 +51,7 @@ before(async () => {
       policy: {
         default: 'allow',
         rules: [
+          { name: 'no-drop', match: { statements: ['DropStmt'] }, action: 'deny', reason: 'no dropping' },
           { name: 'approve-deletes', match: { statements: ['DeleteStmt'] }, action: 'review', reason: 'deletes need review', review: { approvers: ['dba'], timeout: '10m' } },
           { name: 'hold-commit-updates', match: { statements: ['UpdateStmt'], tables: ['public.accounts'] }, action: 'review', reason: 'updates run held', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } },
         ],
@@ -233,6 +234,22 @@ test('SET LOCAL does not pin: the backend goes back after the transaction', asyn
     const lease = leaseOf(sessionOf('agent-1'));
     assert.equal(lease.pinned, undefined);
     assert.equal(lease.backendPid, undefined, 'no backend held between transactions');
+  } finally {
+    await c.end();
+  }
+});
+
+test('a denied statement is refused as without pooling, and does not pin', async () => {
+  const c = await h.client({ user: 'agent-1' });
+  try {
+    const e = await pgError(c.query('DROP TABLE items'));
+    assert.equal(e.code, '42501');
+    const x = await pgError(c.query({ text: 'DROP TABLE items', values: [] }));
+    assert.equal(x.code, '42501');
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 100);
+    const lease = leaseOf(sessionOf('agent-1'));
+    assert.equal(lease.pinned, undefined);
+    assert.equal(lease.backendPid, undefined);
   } finally {
     await c.end();
   }
