@@ -55,7 +55,7 @@ function bareName(fn: string): string {
  * Why this statement text pins its session to its backend in transaction pooling, or undefined.
  * Errs on the side of pinning: a pin costs pooling efficiency, a missed pin costs the client its
  * own state at the end of the transaction (never another client's isolation, which the reset
- * guarantees). Text that does not parse pins.
+ * guarantees). If the parser is unavailable, it pins.
  */
 export function pinReason(text: string): string | undefined {
   const hit = pinCache.get(text);
@@ -331,8 +331,6 @@ export class PoolBackend {
   /** Told when the backend fails or closes while leased. */
   onGone: ((err: Error) => void) | null = null;
   gone = false;
-  /** Just connected: nothing to reset. */
-  fresh = true;
   /** Reads the answers to resets (one per backend: a reader allocates its assembly buffers). */
   resetReader: FrameReader | undefined;
   idleTimer: NodeJS.Timeout | undefined;
@@ -458,8 +456,12 @@ export class UpstreamPool {
    */
   async startupFrames(): Promise<{ frames: Buffer[]; tls: boolean }> {
     if (!this.startup) {
+      // Connected for its startup messages only: no client used it, so nothing to reset.
       const b = await this.acquire();
-      this.release(b, true);
+      b.sink = null;
+      this.leased--;
+      if (b.gone || this.closed) this.drop(b);
+      else this.makeIdle(b);
     }
     return { frames: this.startup ?? [], tls: this.tlsSeen };
   }
@@ -582,11 +584,6 @@ export class UpstreamPool {
     this.leased--;
     if (!clean || b.gone || this.closed) {
       this.drop(b);
-      return;
-    }
-    if (b.fresh) {
-      b.fresh = false;
-      this.makeIdle(b);
       return;
     }
     this.leased++; // counted as busy while resetting

@@ -225,6 +225,39 @@ test('clients asking for other startup settings get pools of their own, and all 
   }
 });
 
+test('a brand-new backend is reset after its first client too', async () => {
+  // A fresh gateway with a pool of 2: A holds the first backend in a transaction, so B's
+  // statement opens the second, and C can only get that one after B.
+  const g = await startGateway({
+    pg: h.pg,
+    config: (up) => ({
+      connections: [{ name: 'two', type: 'postgres', host: up.host, port: up.port, database: 'postgres', user: up.user, password: { file: 'upstream.pass' }, tls: 'prefer', allowSuperuser: true, pool: { mode: 'transaction', size: 2, idleTimeout: '1m' } }],
+    }),
+  });
+  try {
+    // One after the other: only the first connects a backend for its startup messages.
+    const a = await g.client({ dbname: 'two' });
+    const b = await g.client({ dbname: 'two' });
+    const c = await g.client({ dbname: 'two' });
+    try {
+      await a.query('BEGIN');
+      const pidA = (await a.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      const rb = await b.query('SELECT quiet_state() AS v, pg_backend_pid() AS pid');
+      assert.equal(rb.rows[0].v, 'leaked');
+      assert.notEqual(rb.rows[0].pid, pidA);
+      const rc = await c.query("SELECT current_setting('airlock.quiet', true) AS v, to_regclass('pg_temp.quiet_tmp') AS t, pg_backend_pid() AS pid");
+      assert.equal(rc.rows[0].pid, rb.rows[0].pid, 'the backend B used first');
+      assert.ok(rc.rows[0].v === null || rc.rows[0].v === '', JSON.stringify(rc.rows[0]));
+      assert.equal(rc.rows[0].t, null);
+      await a.query('COMMIT');
+    } finally {
+      await Promise.all([a.end(), b.end(), c.end()]);
+    }
+  } finally {
+    await g.close();
+  }
+});
+
 test('SET LOCAL does not pin: the backend goes back after the transaction', async () => {
   const c = await h.client({ user: 'agent-1' });
   try {
