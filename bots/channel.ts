@@ -76,6 +76,11 @@ export interface DecisionProof {
   signedAt: number;
   /** Random, unique per decision. */
   nonce: string;
+  /**
+   * Epoch milliseconds after which the decision must not count: its submitter stops waiting for
+   * an answer then (a CLI or chat click with no worker running), so it may never apply later.
+   */
+  notAfter?: number;
   /** base64 Ed25519 signature of the canonical payload. */
   signature: string;
 }

@@ -1,10 +1,11 @@
 // Assembles a running gateway from a loaded config: store, policy engine, masking, approver and
 // the protocol listeners. `airlock gateway`, the demo and the end-to-end tests all start here.
-import { configPath, type LoadedConfig } from './config/load.ts';
+import { configPath, resolveSecret, type LoadedConfig } from './config/load.ts';
 import { approvalBindingKey, maskHashKey } from './config/keys.ts';
 import type { PostgresConnectionConfig } from './config/schema.ts';
 import { log as rootLog, type Logger } from './log.ts';
 import { PolicyEngine, sqlOperations } from './policy/engine.ts';
+import { ElevationRegistry, rolePolicies } from './elevation/registry.ts';
 import { initSqlParser } from './policy/sql/classify.ts';
 import { createMaskerFactory, type MaskerFactory } from './postgres/row-masker.ts';
 import { startPostgresGateway } from './postgres/server.ts';
@@ -22,6 +23,7 @@ import { startMcpFromConfig } from './mcp/from-config.ts';
 import { parseDuration } from './config/load.ts';
 import { GatewayMetrics } from './observability/metrics.ts';
 import { startAdminServer } from './observability/admin-server.ts';
+import { startTracing, type GatewayTracing } from './observability/tracing.ts';
 import { canReconcile, reconcileCrashed } from './recording/reconcile.ts';
 import type { ConsoleStore } from './console/data.ts';
 
@@ -45,6 +47,8 @@ export interface RunningGateway {
   shutdown(mode: 'drain' | 'fast'): Promise<void>;
   /** Each audit.sinks entry's position and lag (for metrics / readiness), when sinks are configured. */
   auditSinkStatus?: () => import('./recording/sinks.ts').SinkStatus[];
+  /** OpenTelemetry traces (observability.tracing), when enabled; flushed and shut down by close(). */
+  tracing?: GatewayTracing;
   close(): Promise<void>;
 }
 
@@ -66,6 +70,8 @@ export interface StartGatewayOptions {
   admin?: { host?: string; port?: number };
   /** Override console.listen (the auditor console starts when console.enabled). */
   console?: { host?: string; port?: number };
+  /** How often audit sinks poll the journal (and the base of their retry backoff); default 1 s. */
+  sinkPollMs?: number;
 }
 
 export { approvalBindingKey, maskHashKey };
@@ -115,6 +121,8 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   await initSqlParser();
   for (const w of loaded.warnings ?? []) logger.warn(`config ${loaded.file}: ${w}`);
   const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
+  // Roles for just-in-time elevation: a role that does not fit the policy stops the start (fail closed).
+  const roles = rolePolicies(loaded.config);
   const store = opts.store ?? openStore(loaded);
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
@@ -124,10 +132,22 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     if (r.sessions.length) logger.warn({ sessions: r.sessions.length, holds: r.holds }, `startup: ${r.sessions.length} session(s) left open by a crash were ended (reason: gateway crashed); ${r.holds.length} held operation(s) recorded as not executed`);
   }
   const metrics = new GatewayMetrics(store);
+  const tracingCfg = loaded.config.observability?.tracing;
+  const tracing = startTracing(
+    tracingCfg && {
+      enabled: tracingCfg.enabled,
+      endpoint: tracingCfg.endpoint,
+      serviceName: tracingCfg.serviceName,
+      sampleRatio: tracingCfg.sampleRatio,
+      ...(tracingCfg.headers ? { headers: Object.fromEntries(Object.entries(tracingCfg.headers).map(([k, ref]) => [k, resolveSecret(ref, loaded.baseDir, `observability.tracing.headers.${k}`)])) } : {}),
+    },
+    { logger },
+  );
+  const tracer = tracing?.tracer;
   let pgGateway: Awaited<ReturnType<typeof startPostgresGateway>> | undefined;
   let approver = opts.approver;
   if (!approver) {
-    const a = await approverFromConfig(loaded, store);
+    const a = await approverFromConfig(loaded, store, tracer ? { tracer } : {});
     approver = a.approver;
     closers.push(a.close);
   }
@@ -136,6 +156,12 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   // Revocations (and exchanged subject tokens) every listener consults; polled, shared by replicas.
   const authState = openAuthState(loaded);
   closers.push(async () => closeAuthState(loaded));
+  // Elevation windows every replica sees (the audit store), polled like revocations.
+  const elevations = roles.size > 0 ? new ElevationRegistry(store, roles, logger) : undefined;
+  if (elevations) {
+    elevations.startPolling(parseDuration(loaded.config.auth.revocationPoll));
+    closers.push(async () => elevations.close());
+  }
   try {
     if (loaded.config.listen.postgres || opts.postgres) {
       // Refuse a superuser (or server-program / server-file) upstream login unless allowed explicitly.
@@ -145,6 +171,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       const gw = await startPostgresGateway({
         config: loaded,
         policy,
+        ...(elevations ? { elevations } : {}),
         classify: sqlOperations,
         store,
         approver,
@@ -152,6 +179,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
         masking: masking.forConnection,
         logger,
         metrics,
+        ...(tracer ? { tracer } : {}),
         host: opts.postgres?.host,
         port: opts.postgres?.port,
       });
@@ -160,13 +188,13 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       listeners.push({ protocol: 'postgres', host: gw.host, port: gw.port });
     }
     if (loaded.config.ssh) {
-      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, host: opts.ssh?.host, port: opts.ssh?.port });
+      const ssh = await startSshGateway({ config: loaded, policy, store, approver, bindingKey: approvalBindingKey(loaded), logger, metrics, ...(tracer ? { tracer } : {}), ...(elevations ? { elevations } : {}), host: opts.ssh?.host, port: opts.ssh?.port });
       closers.unshift(() => ssh.close());
       listeners.push({ protocol: 'ssh', host: ssh.host, port: ssh.port, detail: `host key ${ssh.hostKeyFingerprint}` });
     }
     if (loaded.config.http || opts.http) {
       const auth = new AuthEndpoints(loaded, authState, logger);
-      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, host: opts.http?.host, port: opts.http?.port, auth });
+      const hg = await startHttpGateway({ loaded, store, approver, logger, hashKey: maskHashKey(loaded), metrics, ...(tracer ? { tracer } : {}), ...(elevations ? { elevations } : {}), host: opts.http?.host, port: opts.http?.port, auth });
       closers.unshift(() => hg.close());
       listeners.push({ protocol: 'http', host: hg.host, port: hg.port });
     }
@@ -197,9 +225,10 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     }
     if (loaded.config.audit.sinks?.length) {
       const { startAuditSinks } = await import('./recording/sinks.ts');
-      const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir);
+      const sinks = startAuditSinks(configPath(loaded, loaded.config.store.sqlite), loaded.config.audit.sinks, loaded.baseDir, opts.sinkPollMs);
       closers.unshift(() => sinks.close());
       auditSinkStatus = () => sinks.status();
+      metrics.watchSinks(auditSinkStatus);
     }
     if (loaded.config.console?.enabled) {
       if (!isConsoleStore(store)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
@@ -210,8 +239,11 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
     }
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
+    await tracing?.shutdown().catch(() => undefined);
     throw err;
   }
+  // Last: spans ended while listeners and the approver close are still exported.
+  if (tracing) closers.push(() => tracing.shutdown());
   if (listeners.length === 0) logger.warn('no listeners configured (listen.postgres, ssh, http)');
   const closeAll = async () => {
     for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
@@ -232,6 +264,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
       await closeAll();
     },
     ...(auditSinkStatus ? { auditSinkStatus } : {}),
+    ...(tracing ? { tracing } : {}),
     async close() {
       for (const c of closers) await c().catch((err: unknown) => logger.warn({ err }, 'error while closing'));
     },

@@ -36,6 +36,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { ApprovalActivities } from './activities.ts';
+import type { AccessActivities } from './access-activities.ts';
 import {
   cancelSignal,
   claimUpdate,
@@ -44,6 +45,8 @@ import {
   leaveSignal,
   progressQuery,
   resultSignal,
+  reviewProofId,
+  reviewUpdate,
   stateQuery,
   type ApprovalInput,
   type ApprovalOutcome,
@@ -56,6 +59,7 @@ import {
   type EffectiveGrant,
   type Release,
   type ReportedResult,
+  type ReviewResult,
   type FollowUpInput,
   type FollowUpResult,
   type FollowUpStep,
@@ -77,6 +81,8 @@ const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTim
 const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
 /** Decision verification and its audit: someone is waiting on the Update, so give up within a minute. */
 const decisionActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '60s', retry: RETRY });
+/** Access requests (request kind `access`): the worker checks and opens elevation windows. */
+const accessActivities = proxyActivities<AccessActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
 
 function errorMessage(err: unknown): string {
   // ActivityFailure -> (TimeoutFailure ->) ApplicationFailure: the activity's own message says
@@ -378,9 +384,22 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     if (usedNonces.has(v.nonce)) return refuse('replayed decision proof: this signed decision was already submitted');
     usedNonces.add(v.nonce);
     const who = { approver: v.approver, groups: v.groups, via: v.via };
-    const why = decisionRefusal(view, approvals, { approver: v.approver, groups: v.groups, decision: d.decision, reason: d.reason }) ?? grantRefusal(view, d);
+    // Break-glass: the requester's own approval, with a written justification, counts at once when
+    // the worker's config allows that identity to break glass. Every other decision follows the rules.
+    const breakGlass = input.access?.breakGlass === true && d.decision === 'approve' && v.approver.trim().toLowerCase() === op.identity.trim().toLowerCase();
+    const why = breakGlass
+      ? !(typeof d.reason === 'string' && d.reason.trim())
+        ? 'break-glass needs a written justification'
+        : ((await accessActivities.breakGlassRefusal(v.approver).catch((err: unknown) => `break-glass eligibility could not be checked: ${errorMessage(err)}`)) ?? undefined)
+      : (decisionRefusal(view, approvals, { approver: v.approver, groups: v.groups, decision: d.decision, reason: d.reason }) ?? grantRefusal(view, d));
     if (why) return refuse(why, who);
-    if (d.decision === 'approve') {
+    if (breakGlass && view.status === 'pending' && !closing) {
+      approvals.push(v.approver);
+      view.decidedBy = [...approvals];
+      view.status = 'approved';
+      view.decidedAt = new Date().toISOString();
+      view.decisionReason = `break-glass: ${d.reason!.trim()}`;
+    } else if (d.decision === 'approve') {
       approvals.push(v.approver);
       approverGroupsSeen.push(v.groups);
       // The effective grant (every approver chose one; the narrowest) is settled at the decision (grantOf).
@@ -545,6 +564,96 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     }
   };
 
+  // Access requests: once approved, the worker opens the elevation window, the thread hears of it,
+  // and the run stays open until the window ends (and, for break-glass, until a review is recorded).
+  let reviewed: ReviewResult | undefined;
+  let windowOpen = false;
+  setHandler(
+    reviewUpdate,
+    async (d) => {
+      const v = await decisionActivities.verifyDecision(reviewProofId(input.requestId), d, runStart);
+      const refuseReview = async (error: string): Promise<never> => {
+        await decisionActivities.audit(input.requestId, 'elevation.review-refused', { error, reviewer: v.ok ? v.approver : `unverified:${String(d.approver)}` }).catch(() => undefined);
+        throw refusal(error);
+      };
+      if (!v.ok) return refuseReview(v.error);
+      if (reviewed) return refuseReview(`request ${input.requestId} was already reviewed by ${reviewed.reviewedBy}`);
+      const reviewer = v.approver.trim().toLowerCase();
+      if (reviewer === op.identity.trim().toLowerCase() || (op.owner && reviewer === op.owner.trim().toLowerCase())) return refuseReview(`${v.approver} broke the glass (or owns the identity that did) and cannot review it`);
+      if (!v.groups.some((g) => view.approverGroups.includes(g))) return refuseReview(`${v.approver} is not in an approver group for this request (needs one of: ${view.approverGroups.join(', ')})`);
+      const notes = typeof d.reason === 'string' ? d.reason.trim() : '';
+      if (!notes) return refuseReview('a review needs notes');
+      reviewed = { requestId: input.requestId, reviewedBy: v.approver, notes: cut(notes) ?? '', at: new Date().toISOString() };
+      followUp('reviewed', [
+        { type: 'audit', kind: 'elevation.reviewed', actor: v.approver, detail: { notes: reviewed.notes, via: v.via, identity: op.identity, connection: op.connection } },
+        { type: 'reply', text: `Post-incident review recorded by ${v.approver}: ${reviewed.notes}` },
+      ]);
+      return reviewed;
+    },
+    {
+      validator: (d) => {
+        if (!input.access?.breakGlass) throw ApplicationFailure.create({ message: `request ${input.requestId} is not a break-glass elevation; only those take a post-incident review`, type: 'ApprovalRefused', nonRetryable: true });
+        if (!d || typeof d !== 'object' || typeof d.approver !== 'string') throw ApplicationFailure.create({ message: 'a review must name its reviewer', type: 'ApprovalRefused', nonRetryable: true });
+        if (!windowOpen) throw ApplicationFailure.create({ message: `request ${input.requestId} has no break-glass window to review yet`, type: 'ApprovalRefused', nonRetryable: true });
+        if (reviewed) throw ApplicationFailure.create({ message: `request ${input.requestId} was already reviewed by ${reviewed.reviewedBy}`, type: 'ApprovalRefused', nonRetryable: true });
+      },
+    },
+  );
+
+  const serveAccess = async (a: NonNullable<ApprovalInput['access']>): Promise<string> => {
+    const bg = a.breakGlass === true;
+    const opened = await accessActivities
+      .activateElevation(input.requestId, { identity: op.identity, ...(op.owner ? { owner: op.owner } : {}), role: a.role, connection: op.connection, forMs: a.forMs, reason: op.reason, approvers: [...approvals], breakGlass: bg })
+      .catch((err: unknown) => ({ ok: false as const, error: errorMessage(err) }));
+    if (!opened.ok) {
+      followUp('access-refused', [{ type: 'reply', text: `Approved, but no elevation window was opened: ${opened.error}` }]);
+      return `approved, but no elevation window was opened: ${opened.error}`;
+    }
+    windowOpen = true;
+    // Break-glass is never silent: the request is in the channel (posted now if the self-approval
+    // overtook the post) and the approver groups are mentioned at once.
+    if (bg && refs.length === 0) {
+      const kinds = input.channels && input.channels.length > 0 ? input.channels : await quickActivities.listChannels().catch(() => []);
+      for (const kind of kinds) {
+        const r = await followUpActivities.postRequest(kind, snapshot()).catch(() => undefined);
+        if (r) refs.push(r);
+      }
+    }
+    const mention = [...view.approverGroups, ...(a.mention ?? [])];
+    const started = bg
+      ? `BREAK-GLASS: ${op.identity} self-approved role ${a.role} on ${op.connection} until ${opened.until} (elevation ${input.requestId}). Justification: ${op.reason}. A post-incident review is required: \`airlock approvals review ${input.requestId} --as NAME --notes "..."\``
+      : `Access granted: ${op.identity} has role ${a.role} on ${op.connection} until ${opened.until} (elevation ${input.requestId}); revoke with \`airlock request revoke ${input.requestId}\``;
+    followUp('access-started', [{ type: 'reply', text: started }]);
+    const notify = () => {
+      for (const r of refs) void followUpActivities.escalate(r, snapshot(), { mention }).catch(() => undefined);
+    };
+    if (bg) notify();
+    const windowEnds = (async () => {
+      await condition(() => false, Math.max(1, Date.parse(opened.until) - Date.now()));
+      const ended = await accessActivities.elevationEnded(input.requestId).catch(() => null);
+      const how = ended?.how === 'revoked' ? `revoked${ended.by ? ` by ${ended.by}` : ''}${ended.reason ? `: ${ended.reason}` : ''}` : 'expired';
+      followUp('access-ended', [{ type: 'reply', text: `Elevation ${input.requestId} (role ${a.role} on ${op.connection}) ended at ${opened.until} (${how}).` }]);
+      return how;
+    })();
+    const reviewDone = (async () => {
+      if (!bg) return undefined;
+      const every = Math.max(1000, a.reviewEscalationMs ?? 4 * 3_600_000);
+      for (;;) {
+        if (await condition(() => reviewed !== undefined, every)) return reviewed;
+        // Nobody has reviewed it yet: remind (and audit) on every tick until someone does.
+        view.escalated = true;
+        followUp(`review-escalated-${Date.now()}`, [
+          { type: 'audit', kind: 'elevation.review-escalated', detail: { identity: op.identity, connection: op.connection, mention } },
+          { type: 'reply', text: `Break-glass elevation ${input.requestId} by ${op.identity} still has no post-incident review.` },
+        ]);
+        notify();
+      }
+    })();
+    const [how, review] = await Promise.all([windowEnds, reviewDone]);
+    await condition(allHandlersFinished);
+    return `elevation window ${how}${review ? `; reviewed by ${review.reviewedBy}` : ''}`;
+  };
+
   try {
     // 1. Post everywhere, in parallel; visible once any channel has it.
     const kinds = input.channels && input.channels.length > 0 ? input.channels : await quickActivities.listChannels();
@@ -603,6 +712,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
     }
     if (view.status === 'approved') {
       announce('approved');
+      if (input.access) return await close(result('approved', undefined, await serveAccess(input.access)));
       const closedBecause = await serveApproval();
       await condition(allHandlersFinished);
       followUp('closed', [

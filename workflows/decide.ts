@@ -8,6 +8,10 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@
 import type { DecisionRequest, DecisionResult } from '../bots/channel.ts';
 import type { Store } from '../gateway/recording/store.ts';
 import { APPROVAL_WORKFLOW, decideUpdate, stateQuery, type ApprovalResult, type ApprovalView } from './definitions.ts';
+import { DEFAULT_DECISION_DEADLINE_MS } from './decision-proof.ts';
+
+/** After the proof's deadline, how long an answer already on its way may take to arrive. */
+const ANSWER_MARGIN_MS = 2_000;
 
 export type { DecisionRequest, DecisionResult };
 
@@ -41,10 +45,19 @@ export async function submitDecision(client: Client, store: Store, d: DecisionRe
     return { ok: false, error };
   };
   if (!requestId.trim()) return refused('a request id is required');
+  // The proof stops counting at notAfter: wait no longer than that (plus a margin for the answer),
+  // so "not applied" is the truth even when no worker is running to apply or refuse it.
+  const notAfter = d.proof?.notAfter ?? Date.now() + DEFAULT_DECISION_DEADLINE_MS;
+  const giveUpAt = Math.max(notAfter, Date.now()) + ANSWER_MARGIN_MS;
   try {
-    const view = await client.workflow.getHandle(requestId).executeUpdate(decideUpdate, { args: [args] });
+    const view = await client.connection.withDeadline(giveUpAt, () => client.workflow.getHandle(requestId).executeUpdate(decideUpdate, { args: [args] }));
     return { ok: true, view };
   } catch (err) {
+    if (Date.now() >= giveUpAt - 50) {
+      const ms = notAfter - (d.proof?.signedAt ?? notAfter - DEFAULT_DECISION_DEADLINE_MS);
+      const secs = (ms / 1000).toFixed(ms % 1000 ? 1 : 0);
+      return refused(`no Airlock worker answered within ${secs} s (is \`airlock worker\` running and connected to Temporal?): the decision was not applied, and it cannot apply later (it expired at ${new Date(notAfter).toISOString()})`);
+    }
     if (err instanceof WorkflowUpdateFailedError) {
       const cause = err.cause;
       // The handler's refusal is already audited by the workflow; the validator's is not.

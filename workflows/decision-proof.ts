@@ -21,7 +21,7 @@ const FUTURE_SKEW_MS = 30_000;
 export function canonicalDecision(requestId: string, d: Pick<DecisionArgs, 'approver' | 'decision' | 'reason' | 'grant'>, p: Omit<DecisionProof, 'signature'>): Buffer {
   const grant = d.grant ? [d.grant.forMs, d.grant.runs ?? null] : null;
   return Buffer.from(
-    JSON.stringify(['airlock-decision/1', p.source, requestId, d.approver, p.channelUser, d.decision, d.reason ?? '', grant, p.signedAt, p.nonce]),
+    JSON.stringify(['airlock-decision/1', p.source, requestId, d.approver, p.channelUser, d.decision, d.reason ?? '', grant, p.signedAt, p.nonce, ...(p.notAfter !== undefined ? [p.notAfter] : [])]),
     'utf8',
   );
 }
@@ -32,12 +32,16 @@ export interface DecisionSigner {
   sign(d: DecisionRequest, channelUser: string): DecisionRequest;
 }
 
-export function decisionSigner(source: DecisionSource, privateKey: KeyObject, now: () => number = Date.now): DecisionSigner {
+/** How long a submitter waits for the worker to apply a decision (decisions.deadline). */
+export const DEFAULT_DECISION_DEADLINE_MS = 20_000;
+
+export function decisionSigner(source: DecisionSource, privateKey: KeyObject, now: () => number = Date.now, deadlineMs = DEFAULT_DECISION_DEADLINE_MS): DecisionSigner {
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new ConfigError(`decisions.keys.${source}.privateKey must be an Ed25519 key (got ${privateKey.asymmetricKeyType ?? 'unknown'})`);
   return {
     source,
     sign(d, channelUser) {
-      const base = { source, channelUser, signedAt: now(), nonce: randomBytes(16).toString('base64url') };
+      const signedAt = now();
+      const base = { source, channelUser, signedAt, nonce: randomBytes(16).toString('base64url'), notAfter: signedAt + deadlineMs };
       const signature = sign(null, canonicalDecision(d.requestId, d, base), privateKey).toString('base64');
       return { ...d, via: `${source}:${channelUser}`, proof: { ...base, signature } };
     },
@@ -58,7 +62,13 @@ function privateKeyOf(loaded: LoadedConfig, source: DecisionSource): KeyObject |
 /** The signer of `source` from the config, or undefined when this config holds no private key for it. */
 export function signerFromConfig(loaded: LoadedConfig, source: DecisionSource): DecisionSigner | undefined {
   const key = privateKeyOf(loaded, source);
-  return key ? decisionSigner(source, key) : undefined;
+  return key ? decisionSigner(source, key, Date.now, decisionDeadlineMs(loaded)) : undefined;
+}
+
+/** decisions.deadline: how long a submitter waits for the worker; the proof stops counting then. */
+export function decisionDeadlineMs(loaded: LoadedConfig): number {
+  const d = loaded.config.decisions?.deadline;
+  return d ? parseDuration(d) : DEFAULT_DECISION_DEADLINE_MS;
 }
 
 /** Public keys the worker verifies with: `publicKey` files, else the public half of `privateKey`. */
@@ -101,7 +111,8 @@ function isProof(p: unknown): p is DecisionProof {
     Number.isFinite(o.signedAt) &&
     typeof o.nonce === 'string' &&
     o.nonce.length >= 16 &&
-    typeof o.signature === 'string'
+    typeof o.signature === 'string' &&
+    (o.notAfter === undefined || (typeof o.notAfter === 'number' && Number.isFinite(o.notAfter)))
   );
 }
 
@@ -132,5 +143,6 @@ export function checkProof(
   if (p.signedAt > opts.now + FUTURE_SKEW_MS) return { ok: false, error: 'the decision proof is dated in the future' };
   if (opts.now - p.signedAt > opts.maxAgeMs) return { ok: false, error: `stale decision proof (signed ${Math.round((opts.now - p.signedAt) / 1000)}s ago)` };
   if (p.signedAt < opts.notBefore) return { ok: false, error: 'the decision proof predates this request (replay from an earlier run)' };
+  if (p.notAfter !== undefined && opts.now > p.notAfter) return { ok: false, error: `the decision arrived after its deadline (${new Date(p.notAfter).toISOString()}): its submitter was told it was not applied, so it is not` };
   return { ok: true, proof: p };
 }

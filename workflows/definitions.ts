@@ -60,6 +60,30 @@ export interface ApprovalInput {
    * every entry, an approver (by the worker's own group resolution) in one of its groups.
    */
   requireEach?: string[][];
+  /** Request kind `access` (gateway/elevation/): time-boxed elevated access, not an operation. */
+  access?: AccessRequest;
+}
+
+/** What an access request asks for; the worker re-checks all of it against its own config when opening the window. */
+export interface AccessRequest {
+  role: string;
+  /** Requested window length; capped by the role's (or breakGlass') maxDuration on the worker. */
+  forMs: number;
+  /** Self-approved by the requester at once (config `breakGlass`); the run stays open until a post-incident review. */
+  breakGlass?: boolean;
+  /** Break-glass: remind the approver groups this often until the review is recorded. */
+  reviewEscalationMs?: number;
+  /** Break-glass: also mentioned at the start and at every reminder. */
+  mention?: string[];
+}
+
+/** A recorded post-incident review of a break-glass elevation (Update `review`). */
+export interface ReviewResult {
+  requestId: string;
+  reviewedBy: string;
+  notes: string;
+  /** ISO time. */
+  at: string;
 }
 
 /** A posted message: which channel kind holds it, and that channel's reference to it. */
@@ -218,3 +242,9 @@ export const leaveSignal = defineSignal<[LeaveArgs]>('leave');
 export const resultSignal = defineSignal<[ResultReport]>('result');
 /** Takes one release of an approval, atomically (two gateways cannot both take the last use). */
 export const claimUpdate = defineUpdate<ClaimResult, [ClaimArgs]>('claim');
+/** Records the post-incident review of a break-glass elevation: a signed decision (`approve`, notes as reason) over `<requestId>:review`. */
+export const reviewUpdate = defineUpdate<ReviewResult, [DecideArgs]>('review');
+/** The request id a review's proof is signed over, so a decision's proof can never count as a review. */
+export function reviewProofId(requestId: string): string {
+  return `${requestId}:review`;
+}

@@ -43,6 +43,19 @@ export function startApproval(client: Client, taskQueue: string, input: Approval
  * Starts the request, or joins its open run, and counts the hold as waiting, atomically (signal
  * with start): concurrent holds on several gateways end up in one run. Needs no worker.
  */
-export function joinApproval(client: Client, taskQueue: string, input: ApprovalInput, join: JoinArgs): Promise<WorkflowHandleWithSignaledRunId<typeof approvalWorkflow>> {
-  return client.workflow.signalWithStart<typeof approvalWorkflow, [JoinArgs]>(APPROVAL_WORKFLOW, { ...options(taskQueue, input), signal: joinSignal, signalArgs: [join] });
+export function joinApproval(client: Client, taskQueue: string, input: ApprovalInput, join: JoinArgs, memo?: Record<string, string>): Promise<WorkflowHandleWithSignaledRunId<typeof approvalWorkflow>> {
+  // The memo (e.g. the W3C `traceparent` of the hold) is kept by the run that this call starts.
+  return client.workflow.signalWithStart<typeof approvalWorkflow, [JoinArgs]>(APPROVAL_WORKFLOW, { ...options(taskQueue, input), signal: joinSignal, signalArgs: [join], ...(memo ? { memo } : {}) });
+}
+
+/**
+ * Starts an access request (request kind `access`, gateway/elevation/): a fresh run under a fresh
+ * id. It stays open for the window (and a break-glass one until its post-incident review), so its
+ * execution timeout covers the window rather than a held operation's result wait.
+ */
+export function startAccessRequest(client: Client, taskQueue: string, input: ApprovalInput): Promise<WorkflowHandleWithFirstExecutionRunId<typeof approvalWorkflow>> {
+  const o = options(taskQueue, input);
+  const { workflowExecutionTimeout: _unused, ...rest } = o;
+  const bounded = input.access?.breakGlass ? {} : { workflowExecutionTimeout: input.timeoutMs + (input.access?.forMs ?? 0) + EXECUTION_TIMEOUT_SLACK_MS };
+  return client.workflow.start<typeof approvalWorkflow>(APPROVAL_WORKFLOW, { ...rest, ...bounded, workflowIdConflictPolicy: 'FAIL', workflowIdReusePolicy: 'REJECT_DUPLICATE' });
 }

@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../gateway/config/load.ts';
 import { log } from '../gateway/log.ts';
 import type { Store } from '../gateway/recording/store.ts';
 import { createActivities } from './activities.ts';
+import { createAccessActivities } from './access-activities.ts';
 import { maxAgeMs, verificationKeys } from './decision-proof.ts';
 import { installTemporalLogging } from './runtime.ts';
 import { ensureSearchAttributes, searchAttributeCommands, temporalSettings } from './client.ts';
@@ -79,7 +80,7 @@ export async function runWorker(opts: RunWorkerOptions): Promise<RunningWorker> 
       namespace: s.namespace,
       taskQueue: s.taskQueue,
       workflowBundle: await workflowBundle(),
-      activities: createActivities({ channels: opts.channels, store: opts.store, decisions }),
+      activities: { ...createActivities({ channels: opts.channels, store: opts.store, decisions }), ...createAccessActivities({ store: opts.store, config: opts.loaded.config }) },
     });
     const running = worker.run();
     running.catch((err: unknown) => log.error({ err }, 'approval worker stopped with an error'));

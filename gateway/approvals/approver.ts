@@ -30,6 +30,8 @@ export interface HoldRequest {
   review: ReviewSpec;
   /** Absent only while a proxy still builds holds itself; the enforcement seam always sets it. */
   binding?: OperationBinding;
+  /** W3C traceparent the request is part of (the hold's span, else the client's), kept on the workflow. */
+  traceparent?: string;
 }
 
 /** A run released by a reusable grant the approver chose ("approve for 10 minutes" / "N runs"). */

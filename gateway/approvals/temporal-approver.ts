@@ -18,6 +18,7 @@
 // Every Temporal call is bounded (startTimeoutMs), so an unreachable Temporal turns into a prompt
 // `failed` outcome (fail closed); a request no worker posts within `postTimeoutMs` fails closed too.
 import { createHash, randomUUID } from 'node:crypto';
+import { SpanKind, SpanStatusCode, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { log } from '../log.ts';
 import type { Operation } from '../policy/operation.ts';
@@ -38,6 +39,7 @@ import {
   type ResultReport,
 } from '../../workflows/definitions.ts';
 import { joinApproval } from '../../workflows/start.ts';
+import { parentFromTraceparent } from '../observability/tracing.ts';
 import { verifyApprovalRun } from '../../workflows/run-check.ts';
 import { HOLD_PARKED, type Approver, type GrantUse, type HeldResult, type HoldOutcome, type HoldPosted, type HoldRequest, type HoldRequested, type OperationBinding } from './approver.ts';
 
@@ -51,6 +53,8 @@ export interface TemporalApproverOptions {
   startTimeoutMs?: number;
   /** A request nobody could see within this long (no worker, every chat failing) fails closed. Default 30 s. */
   postTimeoutMs?: number;
+  /** OpenTelemetry tracer: the Temporal calls a hold makes become children of the hold's span. */
+  tracer?: Tracer;
 }
 
 /** Session logs larger than this are cut (Temporal payloads are limited to a few MB). */
@@ -94,8 +98,10 @@ export class TemporalApprover implements Approver {
   private readonly refs = new Map<string, ChannelRef[]>();
   /** requestId (and requestId/sessionId) -> the run that released it, for result reports. */
   private readonly releasedRuns = new Map<string, string>();
+  private readonly tracer: Tracer | undefined;
 
   constructor(opts: TemporalApproverOptions) {
+    this.tracer = opts.tracer;
     this.client = opts.client;
     this.taskQueue = opts.taskQueue;
     this.store = opts.store;
@@ -111,6 +117,24 @@ export class TemporalApprover implements Approver {
 
   private bounded<T>(fn: () => Promise<T>, ms = this.startTimeoutMs): Promise<T> {
     return this.track(this.client.withDeadline(Date.now() + ms, fn));
+  }
+
+  /** `fn` inside a client span named for the workflow call (when tracing and the hold has a trace). */
+  private traced<T>(parent: Context | undefined, name: string, attributes: Attributes, fn: (span?: Span) => Promise<T>): Promise<T> {
+    if (!this.tracer || !parent) return fn();
+    const span = this.tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
+    return fn(span).then(
+      (v) => {
+        span.end();
+        return v;
+      },
+      (err: unknown) => {
+        // The error's class only: Temporal messages may quote workflow input.
+        span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.name : 'error' });
+        span.end();
+        throw err;
+      },
+    );
   }
 
   private readonly inflight = new Set<Promise<unknown>>();
@@ -153,6 +177,8 @@ export class TemporalApprover implements Approver {
       return { outcome: 'failed', requestId, reason };
     };
     if (signal.aborted) return { outcome: 'cancelled', requestId, reason: 'cancelled by the client before the request was made' };
+    const parent = this.tracer && req.traceparent ? parentFromTraceparent(req.traceparent) : undefined;
+    const spanAttrs = { 'airlock.approval.request_id': requestId, 'temporal.workflow_id': requestId };
 
     const input: ApprovalInput = {
       requestId,
@@ -198,15 +224,23 @@ export class TemporalApprover implements Approver {
       let runId: string;
       let reattached = false;
       try {
-        const existing = await this.bounded(async () => {
-          try {
-            return await this.client.workflow.getHandle(requestId).describe();
-          } catch (err) {
-            if (err instanceof WorkflowNotFoundError) return undefined;
-            throw err;
-          }
+        const existing = await this.traced(parent, 'temporal describe approval', spanAttrs, () =>
+          this.bounded(async () => {
+            try {
+              return await this.client.workflow.getHandle(requestId).describe();
+            } catch (err) {
+              if (err instanceof WorkflowNotFoundError) return undefined;
+              throw err;
+            }
+          }),
+        );
+        // The request's run keeps the trace it belongs to (memo `traceparent`), for whoever reads its history.
+        const memo = req.traceparent ? { traceparent: req.traceparent } : undefined;
+        const joined = await this.traced(parent, 'temporal signalWithStart approval', spanAttrs, async (span) => {
+          const j = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}) }, memo));
+          span?.setAttribute('temporal.run_id', j.signaledRunId);
+          return j;
         });
-        const joined = await this.bounded(() => joinApproval(this.client, this.taskQueue, input, { holdId, ...(sessionId ? { sessionId } : {}) }));
         runId = joined.signaledRunId;
         reattached = existing?.status.name === 'RUNNING' && existing.runId === runId;
         // A run someone else started under this id must be the request Airlock would have started.
@@ -240,7 +274,7 @@ export class TemporalApprover implements Approver {
       } catch (err) {
         log.warn({ err, requestId }, 'onRequested callback threw');
       }
-      const o = await this.follow({ req, requestId, runId, holdId, sessionId, reattached, heldAt, signal, failed, tellPosted, isPosted: () => posted });
+      const o = await this.follow({ req, requestId, runId, holdId, sessionId, reattached, heldAt, signal, failed, tellPosted, isPosted: () => posted, parent });
       if (o !== 'new-request') return o;
       this.audit('approval.superseded', requestId, { ...subject, holdId, runId, reason: 'the open run could not release this hold; asking again' });
     }
@@ -260,6 +294,8 @@ export class TemporalApprover implements Approver {
     failed: (reason: string) => HoldOutcome;
     tellPosted: (deadline: Date, reattached: boolean) => void;
     isPosted: () => boolean;
+    /** The hold's trace context, when traced. */
+    parent?: Context;
   }): Promise<HoldOutcome | 'new-request'> {
     const { req, requestId, runId, holdId, signal } = h;
     const handle = this.client.workflow.getHandle<typeof approvalWorkflow>(requestId, runId);
@@ -281,8 +317,9 @@ export class TemporalApprover implements Approver {
         signal.removeEventListener('abort', onAbort);
         resolve(o);
       };
+      const callAttrs = { 'airlock.approval.request_id': requestId, 'temporal.workflow_id': requestId, 'temporal.run_id': runId };
       const leave = (reason: string, park = false) =>
-        this.bounded(() => handle.signal(leaveSignal, { holdId, reason, by: req.operation.identity.name, ...(park ? { park } : {}) })).catch((err: unknown) => {
+        this.traced(h.parent, 'temporal signal leave', callAttrs, () => this.bounded(() => handle.signal(leaveSignal, { holdId, reason, by: req.operation.identity.name, ...(park ? { park } : {}) }))).catch((err: unknown) => {
           log.warn({ err: messageOf(err), requestId }, 'could not leave the approval request');
         });
 
@@ -301,7 +338,11 @@ export class TemporalApprover implements Approver {
         if (claiming || done) return;
         claiming = true;
         try {
-          const c = await this.bounded(() => handle.executeUpdate(claimUpdate, { args: [{ holdId, ...(h.sessionId ? { sessionId: h.sessionId } : {}) }] }));
+          const c = await this.traced(h.parent, 'temporal update claim', callAttrs, async (span) => {
+            const r = await this.bounded(() => handle.executeUpdate(claimUpdate, { args: [{ holdId, ...(h.sessionId ? { sessionId: h.sessionId } : {}) }] }));
+            span?.setAttribute('airlock.claim.result', r.kind);
+            return r;
+          });
           if (done) return;
           if (c.kind === 'released') released(c);
           else if (c.kind === 'final') {

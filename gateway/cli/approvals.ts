@@ -246,5 +246,10 @@ export function approvalsCommand(): Command {
     .requiredOption('--reason <text>', 'why (shown to the requester)')
     .action((id: string, o: { config: string; as: string; reason: string }) => decide(id, o, 'reject'));
 
+  withConfig(cmd.command('review').description('record the post-incident review of a break-glass elevation').argument('<id>', 'elevation (request) id'))
+    .requiredOption('--as <name>', 'your identity (an approver of the role)')
+    .requiredOption('--notes <text>', 'what happened and whether the access was justified')
+    .action(async (id: string, o: { config: string; as: string; notes: string }) => (await import('./request.ts')).review(id, o));
+
   return cmd;
 }

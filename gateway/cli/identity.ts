@@ -107,7 +107,25 @@ export function addIdentityCommands(program: Command, fail: (m: string) => Error
     .command('whoami')
     .description('the identity, groups and expiry of the cached credential (refreshed if needed)')
     .option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }) => {
+    .option('-c, --config <file>', 'also show open elevation windows (airlock request) from this config\'s store')
+    .option('--token <token>', 'with --config: an Airlock token instead of the cached credential (or AIRLOCK_TOKEN)')
+    .action(async (o: { json?: boolean; config?: string; token?: string }) => {
+      if (o.config) {
+        // The token's identity (verified with the config's keys) and its open elevation windows.
+        const loaded = loadConfig(o.config);
+        const { tokenIdentity, elevationLine } = await import('./request.ts');
+        const { openStore } = await import('../recording/open.ts');
+        const who = await tokenIdentity(loaded, o.token);
+        const store = openStore(loaded);
+        try {
+          const open = store.listElevations({ identity: who.name, activeAt: new Date() });
+          const info = { identity: who.name, groups: who.groups, ...(who.owner ? { owner: who.owner } : {}), elevations: open.map((e) => ({ id: e.id, role: e.role, connection: e.connection, until: e.until.toISOString(), breakGlass: e.breakGlass })) };
+          process.stdout.write(o.json ? JSON.stringify(info) + '\n' : `${who.name}\ngroups: ${who.groups.join(', ') || 'none'}\n${open.length === 0 ? 'elevated: no\n' : open.map((e) => `elevated: ${elevationLine(e)}\n`).join('')}`);
+        } finally {
+          store.close();
+        }
+        return;
+      }
       const { freshCredential } = await import('../auth/login.ts');
       const c = await freshCredential();
       const info = { identity: c.identity, groups: c.groups, issuer: c.issuer, expiresAt: new Date(c.expiresAt).toISOString() };

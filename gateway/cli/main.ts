@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig, parseDuration, type LoadedConfig } from '../config/load.ts';
 import { approvalsCommand } from './approvals.ts';
 import { auditCommand } from './audit.ts';
+import { requestCommand } from './request.ts';
 import { addIdentityCommands } from './identity.ts';
 
 const DEFAULT_CONFIG = process.env.AIRLOCK_CONFIG ?? 'airlock.yaml';
@@ -210,6 +211,7 @@ export async function main(argv: string[]): Promise<void> {
   const program = buildCli();
   program.addCommand(approvalsCommand());
   program.addCommand(auditCommand());
+  program.addCommand(requestCommand());
   addIdentityCommands(program, (m) => new CliError(m));
   try {
     await program.parseAsync(argv, { from: 'user' });

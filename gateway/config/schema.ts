@@ -386,6 +386,35 @@ const sshBlock = z
 export type SshConfig = z.infer<typeof sshBlock>;
 export type SshTargetConfig = z.infer<typeof sshTarget>;
 
+/**
+ * A role an identity may be elevated to for a time (`airlock request --role`, gateway/elevation/).
+ * During an approved window, on the role's connections only, the identity's operations are decided
+ * by the normal policy with the role's `lift` rules taken out and the role's `rules` put first.
+ */
+const roleSchema = z
+  .object({
+    /** Connections an elevation to this role may be asked for; elsewhere it changes nothing. */
+    connections: z.array(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -')).min(1),
+    /** deny/review rules (policy.rules, profile or built-in names) that do not apply during the window. */
+    lift: z.array(z.string().min(1)).default([]),
+    /** Rules that apply during the window only, before every other rule (e.g. allow writes under default: deny). */
+    rules: z.array(rule).default([]),
+    /** Who may ask for it; empty: any authenticated identity (it still needs approval). */
+    requesters: z
+      .object({ identities: z.array(z.string()).default([]), groups: z.array(z.string()).default([]) })
+      .strict()
+      .default({ identities: [], groups: [] }),
+    /** Groups whose members approve requests for this role (and are told of break-glass use). */
+    approvers: z.array(z.string()).min(1),
+    quorum: z.number().int().positive().default(1),
+    /** How long a request waits for a decision. */
+    timeout: duration.default('15m'),
+    /** Longest window an approval grants. */
+    maxDuration: duration.default('1h'),
+  })
+  .strict();
+export type RoleConfig = z.infer<typeof roleSchema>;
+
 /** An Ed25519 key of one decision source (see workflows/decision-proof.ts). */
 const decisionKey = z
   .object({
@@ -491,6 +520,25 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** OpenTelemetry traces (gateway/observability/tracing.ts; README "Traces"). Off unless enabled. */
+    observability: z
+      .object({
+        tracing: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces (JSON encoding). */
+            endpoint: z.string().url().default('http://127.0.0.1:4318/v1/traces'),
+            serviceName: z.string().min(1).default('airlock-gateway'),
+            /** Share of root traces sampled (a client's traceparent's sampled flag decides for its traces). */
+            sampleRatio: z.number().min(0).max(1).default(1),
+            /** Extra request headers (an API key): secret references, resolved at startup. */
+            headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/), secretRef).optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .optional(),
     identities: z
       .array(z.object({ name: z.string(), groups: z.array(z.string()).default([]), owner: z.string().optional(), email: z.string().optional() }).strict())
       .default([]),
@@ -537,12 +585,30 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** Roles for just-in-time elevation (`airlock request`); see gateway/elevation/. */
+    roles: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . -'), roleSchema).default({}),
+    /** Who may self-approve an elevation in an emergency (`airlock request --break-glass`). */
+    breakGlass: z
+      .object({
+        identities: z.array(z.string()).default([]),
+        groups: z.array(z.string()).default([]),
+        /** Longest break-glass window (shorter than any role's normal maximum, usually). */
+        maxDuration: duration.default('15m'),
+        /** Until someone records the post-incident review, the approver groups are reminded this often. */
+        reviewEscalation: duration.default('4h'),
+        /** Also mentioned at the start and at every reminder (Slack user-group ids, names). */
+        mention: z.array(z.string()).default([]),
+      })
+      .strict()
+      .optional(),
     /** Proof of origin for approval decisions: a decision counts only when signed by its source's key. */
     decisions: z
       .object({
         keys: z.object({ slack: decisionKey.optional(), teams: decisionKey.optional(), cli: decisionKey.optional() }).strict().default({}),
         /** Signed decisions older than this are refused (replay window). */
         maxAge: duration.default('5m'),
+        /** How long the CLI and chat apps wait for the worker to apply a decision; after it the decision never counts. */
+        deadline: duration.optional(),
       })
       .strict()
       .optional(),

@@ -7,6 +7,7 @@
 //
 // A new protocol gets these guarantees by creating an EnforcementSession per client session (see
 // gateway/enforce/README.md); nothing here knows about bytes, sockets or chat.
+import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Approver, GrantUse, HoldOutcome, HoldPosted, HoldRequested, OperationBinding } from '../approvals/approver.ts';
 import type { Decision } from '../policy/decision.ts';
@@ -16,6 +17,8 @@ import type { Refusal } from './refusal.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
 import { HOLD_STARTED } from '../recording/reconcile.ts';
 import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
+import { SessionTraces, type HoldTrace } from './trace.ts';
+import { elevationNotice, type ElevationSource } from '../elevation/registry.ts';
 
 /** The policy as the seam uses it (PolicyEngine satisfies it). */
 export interface PolicyDecider {
@@ -37,6 +40,10 @@ export interface EnforcementDeps {
   metrics?: GatewayMetrics;
   /** When set, a revocation of the session's identity or token ends it like token expiry does. */
   revocations?: RevocationSource;
+  /** OpenTelemetry tracer (observability.tracing); absent = tracing off, nothing allocated for it. */
+  tracer?: Tracer;
+  /** Just-in-time elevation windows (gateway/elevation/): during one, the role's policy decides. */
+  elevations?: ElevationSource;
 }
 
 export interface SessionInfo {
@@ -52,6 +59,10 @@ export interface SessionInfo {
 
 export type ReviewDecision = Extract<Decision, { action: 'review' }>;
 export type ApprovalRecord = NonNullable<OperationRecord['approval']>;
+
+/** Statements whose effect runs later in the session (EXECUTE, FETCH): see `decide` under an elevation. */
+const DEFERRED = new Set(['PrepareStmt', 'DeclareCursorStmt']);
+const RANK: Record<Decision['action'], number> = { allow: 0, mask: 1, review: 2, deny: 3 };
 
 /** A line for the held client: the proxy sends it as a NoticeResponse, stderr line or header. */
 export interface HoldNotice {
@@ -110,12 +121,14 @@ export class EnforcementSession {
   /** What the session did so far (by kind, tables), shown to approvers of a later hold. */
   private readonly activity = new ActivitySummary();
   private sessionContext: RequestContext | undefined;
+  private readonly traces: SessionTraces | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
     info: SessionInfo,
   ) {
     this.info = info;
+    this.traces = deps.tracer ? new SessionTraces(deps.tracer, info.id) : undefined;
   }
 
   get id(): string {
@@ -125,6 +138,11 @@ export class EnforcementSession {
   /** The reason/ticket/trace stated for the whole session (application_name, SSH env). */
   setContext(ctx: RequestContext | undefined): void {
     this.sessionContext = ctx;
+  }
+
+  /** True when operations get trace spans (observability.tracing on): proxies parse trace context only then. */
+  get traced(): boolean {
+    return this.traces !== undefined;
   }
 
   /** The one-line summary of what this session did so far. */
@@ -203,21 +221,86 @@ export class EnforcementSession {
 
   /**
    * The decision on the operations of one client request (a query string may hold several
-   * statements: the most restrictive wins). Any failure of the policy layer denies.
+   * statements: the most restrictive wins). Any failure of the policy layer denies. `context`: what
+   * the client stated with this operation (an HTTP request's headers), for its trace span only.
    */
-  decide(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
+  decide(ops: Operation[], context?: RequestContext): { decision: Decision; operation: Operation | undefined } {
+    const r = this.decideInner(ops);
+    if (this.traces) {
+      const op = r.operation ?? ops[0];
+      if (op) this.traces.decided(op, r.decision, this.sessionContext, context);
+    }
+    return r;
+  }
+
+  private decideInner(ops: Operation[]): { decision: Decision; operation: Operation | undefined } {
     const revoked = this.revocation;
     if (revoked) return { decision: { action: 'deny', rule: 'revoked', reason: `access of ${this.info.identity.name} was revoked by ${revoked.by}: ${revoked.reason}` }, operation: ops[0] };
     const audit = this.auditRefusal();
     if (audit) return { decision: { action: 'deny', rule: 'audit-unavailable', reason: audit.message.replace(/^Airlock: /, '') }, operation: ops[0] };
     if (ops.length === 0) return { decision: { action: 'allow', mask: { columns: [], detectors: [], denyMaskedExpressions: false }, limits: {} }, operation: undefined };
     try {
+      // Re-evaluated per operation: a window that ended or was revoked no longer applies to the next one.
+      const elevated = this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection);
+      if (elevated) {
+        const r = elevated.policy.decideAll(ops);
+        let decision: Decision = { ...r.decision, elevation: elevated.tag };
+        // SQL PREPARE / DECLARE CURSOR run later (EXECUTE, FETCH are decided as reads), possibly after
+        // the window: they run under it only when the normal rules would let them run too.
+        if (decision.action !== 'deny' && ops.some((o) => DEFERRED.has(o.sql?.statementTypes[0] ?? ''))) {
+          const normal = this.deps.policy.decideAll(ops).decision;
+          if (RANK[normal.action] > RANK[decision.action]) {
+            decision = { action: 'deny', rule: 'elevation-deferred', reason: `this statement would keep the elevated rights of role ${elevated.tag.role} beyond its window (it runs later, through EXECUTE or FETCH); send the statement itself`, elevation: elevated.tag };
+          }
+        }
+        this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
+        this.auditElevationUse(decision, r.operation);
+        return { decision, operation: r.operation };
+      }
       const { decision, operation } = this.deps.policy.decideAll(ops);
       this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
       return { decision, operation };
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, operation: ops[0] };
+    }
+  }
+
+  /** The notice for a client while an elevation window of its identity on this connection is open (session start). */
+  elevationNotice(): string | undefined {
+    const e = this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection);
+    return e ? elevationNotice(e.record) : undefined;
+  }
+
+  /** Whether elevation `id` still applies to this session's next operation. */
+  elevationOpen(id: string): boolean {
+    return this.deps.elevations?.forOperation(this.info.identity.name, this.info.connection)?.tag.id === id;
+  }
+
+  /** Nothing done under an elevation is silent: each use is an audit event of the elevation. */
+  private auditElevationUse(d: Decision, op: Operation | undefined): void {
+    if (!d.elevation) return;
+    try {
+      const text = op?.text ?? '';
+      this.deps.store.recordAudit({
+        at: new Date(),
+        kind: 'elevation.used',
+        subject: d.elevation.id,
+        actor: this.info.identity.name,
+        detail: {
+          sessionId: this.id,
+          protocol: this.info.protocol,
+          connection: this.info.connection,
+          role: d.elevation.role,
+          breakGlass: d.elevation.breakGlass,
+          decision: d.action,
+          ...('rule' in d && d.rule ? { rule: d.rule } : {}),
+          kind: op?.kind,
+          text: text.length > 500 ? `${text.slice(0, 500)}...` : text,
+        },
+      });
+    } catch (err) {
+      this.deps.logger.error({ err, session: this.id }, 'recording an elevation use failed');
     }
   }
 
@@ -232,23 +315,26 @@ export class EnforcementSession {
    * refused unless the rule allows it (the transaction's locks would be held for the whole wait).
    */
   async hold(o: HoldOptions): Promise<HoldResult> {
+    const span = this.traces?.holdStarted(o.decision.rule, mergeContext(this.sessionContext, o.context));
     const m = this.deps.metrics;
     const protocol = this.info.protocol;
-    if (!m) return this.holdInner(o);
+    if (!m && !span) return this.holdInner(o, undefined);
     const t0 = Date.now();
-    m.holdsPending.inc({ protocol });
+    m?.holdsPending.inc({ protocol });
+    let r: HoldResult | undefined;
     try {
-      const r = await this.holdInner(o);
+      r = await this.holdInner(o, span);
       const outcome = r.approved ? 'approved' : (r.approval?.outcome ?? r.refusal.kind);
-      m.approvalOutcomes.inc({ protocol, outcome });
-      m.holdSeconds.observe({ protocol, outcome }, (Date.now() - t0) / 1000);
+      m?.approvalOutcomes.inc({ protocol, outcome });
+      m?.holdSeconds.observe({ protocol, outcome }, (Date.now() - t0) / 1000);
       return r;
     } finally {
-      m.holdsPending.dec({ protocol });
+      m?.holdsPending.dec({ protocol });
+      span?.end(r ? (r.approved ? 'approved' : (r.approval?.outcome ?? r.refusal.kind)) : 'failed', r?.approval?.requestId, r?.approved ? r.approval.outcome === 'approved (grant)' : undefined);
     }
   }
 
-  private async holdInner(o: HoldOptions): Promise<HoldResult> {
+  private async holdInner(o: HoldOptions, span: HoldTrace | undefined): Promise<HoldResult> {
     const d = o.decision;
     if (o.transactionSince && !d.review.holdInTransaction) {
       return {
@@ -296,7 +382,9 @@ export class EnforcementSession {
     };
     let outcome: HoldOutcome;
     try {
-      outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding }, onPosted, o.signal, onRequested);
+      // The workflow carries the hold span's traceparent (tracing on), else the client's own.
+      const traceparent = span?.traceparent ?? context?.traceparent;
+      outcome = await this.deps.approver.hold({ operation: o.operation, rule: d.rule, reason: d.reason, review: d.review, binding, ...(traceparent ? { traceparent } : {}) }, onPosted, o.signal, onRequested);
     } catch (err) {
       outcome = { outcome: 'failed', requestId: '', reason: (err as Error).message };
     } finally {
@@ -396,6 +484,7 @@ export class EnforcementSession {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.expiryTimer);
+    this.traces?.end();
     if (this.started) this.deps.metrics?.sessionsActive.dec({ protocol: this.info.protocol });
     this.unwatchRevocation?.();
     try {

@@ -23,6 +23,7 @@
 // approvers, and once approved the same request sent again runs at once (the approval is a
 // grant for the rule's grantTtl). A client that disconnects while held cancels the request.
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import { contextFromHeaders, type RequestContext } from '../enforce/context.ts';
 import { readFileSync } from 'node:fs';
@@ -45,6 +46,7 @@ import type { HttpConfig, RuleConfig } from '../config/schema.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Hasher } from '../masking/strategies.ts';
 import type { Decision } from '../policy/decision.ts';
+import { elevationHeader, rolePolicies, type ElevationRegistry, type ElevationSource } from '../elevation/registry.ts';
 import { PolicyEngine } from '../policy/engine.ts';
 import { compileMatch, type Matcher } from '../policy/match.ts';
 import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
@@ -73,8 +75,12 @@ export interface HttpGatewayOptions {
   logger?: Logger;
   /** Prometheus metrics, counted in the enforcement seam. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
   /** Airlock's own /.well-known/jwks.json and /oauth/token, answered before any connection route. */
   auth?: AuthEndpoints;
+  /** Just-in-time elevation windows (gateway/elevation/), decided here with this listener's rules. */
+  elevations?: ElevationRegistry;
 }
 
 export interface HttpGateway {
@@ -169,10 +175,12 @@ export class HttpGatewayCore {
   readonly #cfg: HttpConfig;
   readonly #store: Store;
   readonly #metrics: GatewayMetrics | undefined;
+  readonly #tracer: Tracer | undefined;
   readonly #approver: Approver;
   readonly #log: Logger;
   readonly #tokens: TokenSettings;
   readonly #engine: PolicyEngine;
+  readonly #elevations: ElevationSource | undefined;
   readonly #fieldRules: FieldRule[];
   readonly #bodyRules: Array<{ name: string; applies: Matcher }>;
   readonly #hasher: Hasher;
@@ -194,12 +202,14 @@ export class HttpGatewayCore {
     this.#cfg = cfg;
     this.#store = o.store;
     this.#metrics = o.metrics;
+    this.#tracer = o.tracer;
     this.#approver = o.approver;
     this.#log = (o.logger ?? rootLog).child({ component: 'http-gateway' });
     this.#tokens = tokenSettings(o.loaded);
     const k8sRules = kubernetesRules(cfg.kubernetesRules);
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
+    this.#elevations = o.elevations?.withPolicies(rolePolicies(o.loaded.config, { rules: k8sRules }));
     this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
     this.#bodyRules = compileBodyRules(policy.rules);
     this.#hasher = new Hasher(o.hashKey ?? maskHashKey(o.loaded));
@@ -271,7 +281,7 @@ export class HttpGatewayCore {
     let s = byKey.get(key);
     if (!s) {
       const enforce = new EnforcementSession(
-        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}) },
+        { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tracer ? { tracer: this.#tracer } : {}), ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}), ...(this.#elevations ? { elevations: this.#elevations } : {}) },
         { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
       );
       try {
@@ -529,7 +539,7 @@ export class HttpGatewayCore {
   /** A deny decision: 403 `denied`, or 503 when the audit trail cannot record (no record, no access). */
   #denied(ctx: Prepared, d: Extract<Decision, { action: 'deny' }>): HttpError {
     const kind = ctx.session.enforce.denial(d).kind;
-    return new HttpError(HTTP_STATUS[kind], { error: kind, rule: d.rule, reason: d.reason }, kind === 'audit-unavailable' ? { 'retry-after': '5' } : {});
+    return new HttpError(HTTP_STATUS[kind], { error: kind, rule: d.rule, reason: d.reason }, { ...(kind === 'audit-unavailable' ? { 'retry-after': '5' } : {}), ...(d.elevation ? { 'x-airlock-elevation': elevationHeader(d.elevation) } : {}) });
   }
 
   /** A refusal from the enforcement seam as an HTTP error (status by kind, JSON `error` = kind). */
@@ -552,7 +562,7 @@ export class HttpGatewayCore {
         at: new Date(started),
         text: ctx.op.text,
         kind: ctx.op.kind,
-        classification: { http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, headers: ctx.op.http!.headers }, status, ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}) },
+        classification: { http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, headers: ctx.op.http!.headers }, status, ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}), ...(decision?.elevation ? { elevation: decision.elevation.id } : {}) },
         decision: decision?.action ?? 'deny',
         ...(decision && 'rule' in decision && decision.rule ? { rule: decision.rule } : {}),
         ...(decision?.action === 'deny' || decision?.action === 'review' ? { reason: decision.reason } : {}),
@@ -564,9 +574,11 @@ export class HttpGatewayCore {
     };
     try {
       ctx = await this.#prepare(req, true);
-      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
+      const d = (decision = ctx.session.enforce.decide([ctx.op], ctx.context).decision);
       if (d.action === 'deny') throw this.#denied(ctx, d);
       const extraHeaders: Record<string, string> = {};
+      // During an elevation window every response says so.
+      if (d.elevation) extraHeaders['x-airlock-elevation'] = elevationHeader(d.elevation);
       if (d.action === 'review') {
         const held = await this.#review(ctx, d, res, () => !res.writableEnded);
         approval = held.approval;
@@ -679,7 +691,7 @@ export class HttpGatewayCore {
         });
       }
       ctx = await this.#prepare(req, false);
-      const d = (decision = ctx.session.enforce.decide([ctx.op]).decision);
+      const d = (decision = ctx.session.enforce.decide([ctx.op], ctx.context).decision);
       if (d.action === 'deny') throw this.#denied(ctx, d);
       // Refused before any hold: approvers are not asked for what could not be relayed.
       const masker = this.#masker(ctx.op, d);

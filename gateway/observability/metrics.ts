@@ -4,6 +4,7 @@
 // here knows about sockets.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Store } from '../recording/store.ts';
+import type { SinkStatus } from '../recording/sinks.ts';
 
 export class GatewayMetrics {
   readonly registry = new Registry();
@@ -45,6 +46,45 @@ export class GatewayMetrics {
       new Gauge({ name: 'airlock_audit_healthy', help: '1 when the audit store persists records within its bounds', registers, collect() { this.set(store.health().ok ? 1 : 0); } });
       new Gauge({ name: 'airlock_audit_dropped', help: 'Audit records given up on since start', registers, collect() { this.set(store.health().dropped); } });
     }
+  }
+
+  /**
+   * Per audit sink (audit.sinks): entries not delivered yet, the age of the oldest of them, and
+   * failed deliveries. Read when scraped, from the sinks' own status (what `airlock audit status` shows).
+   */
+  watchSinks(status: () => SinkStatus[]): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'airlock_audit_sink_lag_records',
+      help: 'Audit journal entries a sink has not delivered yet',
+      labelNames: ['sink', 'type'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of status()) this.set({ sink: s.name, type: s.type }, s.lag);
+      },
+    });
+    new Gauge({
+      name: 'airlock_audit_sink_lag_seconds',
+      help: 'Age of the oldest audit journal entry a sink has not delivered yet',
+      labelNames: ['sink', 'type'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of status()) this.set({ sink: s.name, type: s.type }, s.lagSeconds ?? 0);
+      },
+    });
+    new Counter({
+      name: 'airlock_audit_sink_failures_total',
+      help: 'Failed audit sink deliveries (each is retried with backoff)',
+      labelNames: ['sink', 'type'],
+      registers,
+      collect() {
+        // The sinks count; the counter mirrors their monotonic totals.
+        this.reset();
+        for (const s of status()) this.inc({ sink: s.name, type: s.type }, s.failures ?? 0);
+      },
+    });
   }
 
   async text(): Promise<string> {

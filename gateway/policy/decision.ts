@@ -76,10 +76,21 @@ export interface ReviewSpec {
   rules?: string[];
 }
 
-export type Decision =
+/** Set by the enforcement seam when an approved elevation window (gateway/elevation/) decided the operation. */
+export interface ElevationTag {
+  /** The elevation (= its access request) id, recorded with every operation it decided. */
+  id: string;
+  role: string;
+  /** ISO time the window ends. */
+  until: string;
+  breakGlass: boolean;
+}
+
+export type Decision = (
   | { action: 'allow'; rule?: string; mask: MaskPlan; limits: Limits }
   | { action: 'mask'; rule: string; mask: MaskPlan; limits: Limits }
   | { action: 'deny'; rule: string; reason: string }
-  | { action: 'review'; rule: string; reason: string; review: ReviewSpec; mask: MaskPlan; limits: Limits };
+  | { action: 'review'; rule: string; reason: string; review: ReviewSpec; mask: MaskPlan; limits: Limits }
+) & { elevation?: ElevationTag };
 
 export type DecisionAction = Decision['action'];

@@ -201,6 +201,35 @@ function mergeLimits(into: Limits, limits: Limits | undefined, rule?: string): v
   }
 }
 
+/**
+ * A role's policy during an elevation window (config `roles`, gateway/elevation/): the engine's
+ * own checks are untouched; the `lift` rules (deny/review only, each must exist) are taken out and
+ * the role's `rules` come first. Anything that does not fit is a config error (fail closed).
+ */
+export interface ElevatedRole {
+  role: string;
+  lift: readonly string[];
+  rules: readonly RuleConfig[];
+}
+
+function elevatedRules(e: ElevatedRole, rules: CompiledRule[], names: Set<string>): CompiledRule[] {
+  const byName = new Map(rules.map((r) => [r.name, r] as const));
+  for (const name of e.lift) {
+    const r = byName.get(name);
+    if (!r) throw new PolicyConfigError(`roles.${e.role}.lift: there is no rule named ${JSON.stringify(name)} to lift`);
+    if (r.action !== 'deny' && r.action !== 'review') throw new PolicyConfigError(`roles.${e.role}.lift: ${name} is an ${r.action} rule; only deny and review rules can be lifted`);
+  }
+  const extra = e.rules.map((rule, i) => {
+    const where = `roles.${e.role}.rules[${i}] (${rule.name})`;
+    if ((ENGINE_RULES as readonly string[]).includes(rule.name)) throw new PolicyConfigError(`${where}: the name ${rule.name} is reserved for the engine`);
+    if (names.has(rule.name)) throw new PolicyConfigError(`${where}: duplicate rule name ${rule.name} (decisions and audit logs name rules, so names must be unique)`);
+    names.add(rule.name);
+    return compileRule(rule, where);
+  });
+  const lifted = new Set(e.lift);
+  return [...extra, ...rules.filter((r) => !lifted.has(r.name))];
+}
+
 export class PolicyEngine {
   readonly #rules: CompiledRule[];
   readonly #default: PolicyConfig['default'];
@@ -214,6 +243,7 @@ export class PolicyEngine {
     policy: Omit<PolicyConfig, 'profile'> & { profile?: PolicyConfig['profile'] },
     masking: MaskingConfig,
     connections: ReadonlyArray<{ name: string; readOnly?: boolean }> = [],
+    elevation?: ElevatedRole,
   ) {
     this.#readOnlyConnections = new Set(connections.filter((c) => c.readOnly).map((c) => c.name));
     const recommended = policy.profile === 'recommended';
@@ -242,7 +272,7 @@ export class PolicyEngine {
       names.add(rule.name);
       return [compileRule(rule, where)];
     });
-    this.#rules = [...profile, ...enabled, ...configured];
+    this.#rules = elevation ? elevatedRules(elevation, [...profile, ...enabled, ...configured], names) : [...profile, ...enabled, ...configured];
     this.#default = policy.default;
     this.#globalColumns = masking.columns.map((c) => ({ column: normalizeMaskColumn(c.column), strategy: c.strategy, rule: 'masking' }));
     this.#globalDetectors = masking.detectors.map((d) => ({ detector: d.detector, strategy: d.strategy, rule: 'masking' }));

@@ -13,12 +13,13 @@ import { configPath, resolveSecret, type LoadedConfig } from '../config/load.ts'
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 import { contextFromApplicationName } from '../enforce/context.ts';
 import { EnforcementSession, type PolicyDecider } from '../enforce/session.ts';
+import type { ElevationSource } from '../elevation/registry.ts';
 import { log as defaultLogger } from '../log.ts';
 import { initSqlParser } from '../policy/sql/classify.ts';
 import { auditDigestKey } from '../recording/open.ts';
 import { AuditUnavailableError, type Store } from '../recording/store.ts';
 import { CancelRegistry } from './cancel.ts';
-import { authenticationOk, backendKeyData, readyForQuery, type PgError } from './messages.ts';
+import { authenticationOk, backendKeyData, noticeResponse, readyForQuery, type PgError } from './messages.ts';
 import type { MaskerFactory } from './row-masker.ts';
 import { maskingConfigured } from './scrub.ts';
 import { Session, type SqlClassifier } from './session.ts';
@@ -30,11 +31,14 @@ import { parseDuration } from '../config/load.ts';
 import { EventRateLimiter } from '../net/rate-limit.ts';
 import { fdLimit, watchFds } from '../net/fd-watch.ts';
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 
 export interface PostgresGatewayOptions {
   config: LoadedConfig;
   /** Decides on classified operations; a PolicyEngine. */
   policy: PolicyDecider;
+  /** Just-in-time elevation windows (gateway/elevation/); none when absent. */
+  elevations?: ElevationSource;
   /** Turns a query string into operations; `sqlOperations` from gateway/policy/engine.ts. */
   classify: SqlClassifier;
   store: Store;
@@ -55,6 +59,8 @@ export interface PostgresGatewayOptions {
   startupTimeoutMs?: number;
   /** Prometheus metrics (gateway/observability/metrics.ts); none when absent. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
   /** Time to connect and authenticate upstream. Default 10s. */
   upstreamTimeoutMs?: number;
 }
@@ -217,7 +223,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       const upstreamKey = { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret, ...('cancel' in up ? { cancel: up.cancel } : {}) };
       const key = cancels.register(upstreamKey);
       const enforcement = new EnforcementSession(
-        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(tokens.revocations ? { revocations: tokens.revocations } : {}) },
+        { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(opts.tracer ? { tracer: opts.tracer } : {}), ...(tokens.revocations ? { revocations: tokens.revocations } : {}), ...(opts.elevations ? { elevations: opts.elevations } : {}) },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt, ...(res.tokenId ? { tokenId: res.tokenId } : {}) },
       );
       // A reason or traceparent in application_name speaks for the whole session.
@@ -264,7 +270,9 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       pending.delete(raw);
       sessions.add(session);
       enforcements.set(session, enforcement);
-      socket.write(Buffer.concat([authenticationOk(), ...up.startupFrames, backendKeyData(key.pid, key.secret), readyForQuery('I')]));
+      // A session that starts during an elevation window hears so before its first statement.
+      const elevated = enforcement.elevationNotice();
+      socket.write(Buffer.concat([authenticationOk(), ...up.startupFrames, backendKeyData(key.pid, key.secret), ...(elevated ? [noticeResponse({ message: elevated })] : []), readyForQuery('I')]));
       logger.info({ session: session.id, identity: res.identity.name, connection: conn.name, clientAddress, tls: res.tls, upstreamTls: up.tls }, 'postgres session started');
       session.start();
     } finally {

@@ -51,6 +51,7 @@ import { parameterDigest } from '../recording/redact.ts';
 import { commandComplete, holdCommit, holdCommitStatement, internalBatch, InternalSink, type HoldCommitOutcome, type InternalResult } from './hold-commit.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import type { FieldInfo, MaskerFactory, } from './row-masker.ts';
+import { elevationTagNotice } from '../elevation/registry.ts';
 import { BIND_COMPLETE, errorResponse, NO_DATA, noticeResponse, parseErrorFields, parseMessage, describePortal, readyForQuery, simpleQuery, SYNC, type PgError } from './messages.ts';
 import type { OperationBinding } from '../approvals/approver.ts';
 
@@ -509,7 +510,8 @@ export class Session {
       this.deps.logger.error({ err, session: this.id }, 'classification failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `classification failed: ${(err as Error).message}` }, op: undefined };
     }
-    let { decision, operation } = this.enforce.decide(ops);
+    // A leading `/* airlock: traceparent=... */` parents the statement's span (read only when tracing).
+    let { decision, operation } = this.enforce.decide(ops, this.enforce.traced ? contextFromSql(text) : undefined);
     // SQL EXECUTE can run a statement this session prepared through the protocol, whose own
     // decision (review at Bind, or deny) the EXECUTE's classification knows nothing about.
     for (const o of ops) {
@@ -524,6 +526,8 @@ export class Session {
         operation = o;
       }
     }
+    // During an elevation window every statement says so (the window is never silent).
+    if (decision.elevation) this.toClient.addOwned(noticeResponse({ message: elevationTagNotice(decision.elevation, this.enforce.info.connection), detail: `decided under role ${decision.elevation.role}${'rule' in decision && decision.rule ? ` (rule ${decision.rule})` : ''}` }));
     // SQL that defines or drops prepared statements or cursors changes names the protocol can
     // use; Airlock cannot follow it, so every name it knew becomes unknown (and is refused).
     if (decision.action !== 'deny' && ops.some((o) => o.sql?.statementTypes.some((t) => NAME_CHANGING_SQL.has(t)))) this.forgetNames();
@@ -699,6 +703,14 @@ export class Session {
     const portal = this.lookupPortal(portalName);
     if (!portal) return this.refuseUnknown('portal', portalName);
     if (portal.committed) return this.answerCommitted(portal, 'execute');
+    const elevation = portal.stmt.decision.elevation;
+    if (elevation && !this.enforce.elevationOpen(elevation.id)) {
+      // Prepared under an elevation window that has ended (or was revoked): its decision no longer holds.
+      return this.deny(
+        this.newRun(portal.stmt.text, portal.stmt.op, { action: 'deny', rule: 'elevation-ended', reason: `this statement was prepared under elevation ${elevation.id} (role ${elevation.role}), which has ended; prepare it again to be decided under the current rules` }),
+        true,
+      );
+    }
     const run = this.newRun(portal.stmt.text, portal.stmt.op, portal.stmt.decision);
     run.portal = portal;
     run.approval = portal.approval;

@@ -98,8 +98,11 @@ export function operationRecord(run: Run): Omit<OperationRecord, 'sessionId' | '
           // Held statements: the parameters as the approver saw them and the keyed digest of the exact values.
           ...(b ? { binding: { digest: b.digest, ...(b.parameters ? { parameters: b.parameters } : {}) } } : {}),
           ...(run.grant ? { grant: run.grant } : {}),
+          ...(d.elevation ? { elevation: d.elevation.id } : {}),
         }
-      : {},
+      : d.elevation
+        ? { elevation: d.elevation.id }
+        : {},
     decision: d.action,
     rule: d.rule,
     reason: d.action === 'deny' || d.action === 'review' ? d.reason : undefined,

@@ -22,6 +22,7 @@ export class JournalReader {
   private readonly page: Database.Statement;
   private readonly head: Database.Statement;
   private readonly session: Database.Statement;
+  private readonly nextAt: Database.Statement;
   private readonly protocols = new Map<string, string>();
 
   constructor(path: string) {
@@ -30,6 +31,7 @@ export class JournalReader {
     this.page = this.db.prepare('SELECT seq, kind, at, entry FROM journal WHERE seq > ? AND at >= ? ORDER BY seq LIMIT ?');
     this.head = this.db.prepare('SELECT max(seq) AS seq FROM journal');
     this.session = this.db.prepare('SELECT protocol FROM sessions WHERE id = ?');
+    this.nextAt = this.db.prepare('SELECT at FROM journal WHERE seq > ? ORDER BY seq LIMIT 1');
   }
 
   /** Entries after `afterSeq` (and at or after `since`), oldest first, at most `limit`. */
@@ -39,6 +41,11 @@ export class JournalReader {
       const e = JSON.parse(r.entry) as { data?: Record<string, unknown> };
       return { seq: r.seq, kind: r.kind, at: r.at, data: expand(e.data ?? {}) };
     });
+  }
+
+  /** When (epoch ms) the first entry after `afterSeq` was recorded; undefined when there is none. */
+  firstAtAfter(afterSeq: number): number | undefined {
+    return (this.nextAt.get(afterSeq) as { at: number } | undefined)?.at;
   }
 
   headSeq(): number {

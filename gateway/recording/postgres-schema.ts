@@ -73,6 +73,26 @@ export const PG_MIGRATIONS: string[] = [
     PRIMARY KEY (seq, base)
   );
   `,
+  // Just-in-time elevation windows (gateway/elevation/), as in the SQLite store's migration 3.
+  `
+  CREATE TABLE IF NOT EXISTS elevations (
+    id            text PRIMARY KEY,
+    identity      text NOT NULL,
+    owner         text,
+    role          text NOT NULL,
+    connection    text NOT NULL,
+    reason        text NOT NULL,
+    approvers     text NOT NULL,
+    break_glass   smallint NOT NULL,
+    starts_at     bigint NOT NULL,
+    until         bigint NOT NULL,
+    revoked_at    bigint,
+    revoked_by    text,
+    revoke_reason text
+  );
+  CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
+  CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;

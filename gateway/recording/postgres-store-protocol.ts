@@ -25,7 +25,7 @@ export interface WriteItem {
   data: Record<string, unknown>;
 }
 
-export type SyncOp = 'open' | 'schemaVersion' | 'listSessions' | 'getSession' | 'listAudit' | 'findSessionIds' | 'dump' | 'prune' | 'checkpoint' | 'close';
+export type SyncOp = 'open' | 'schemaVersion' | 'listSessions' | 'getSession' | 'listAudit' | 'findSessionIds' | 'dump' | 'prune' | 'checkpoint' | 'close' | 'putElevation' | 'revokeElevation' | 'getElevation' | 'listElevations';
 
 export interface SyncRequest {
   call: number;

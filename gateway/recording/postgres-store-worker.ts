@@ -467,6 +467,34 @@ async function handleSync(req: SyncRequest): Promise<unknown> {
       await checkpointSafely();
       return r;
     }
+    // Elevation windows: written and read at once (no wait for queued audit writes).
+    case 'putElevation': {
+      const e = req.args[0] as Record<string, unknown>;
+      await (await writerClient()).query(
+        `INSERT INTO elevations (id, identity, owner, role, connection, reason, approvers, break_glass, starts_at, until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING`,
+        [e.id, e.identity, e.owner, e.role, e.connection, e.reason, e.approvers, e.breakGlass, e.startsAt, e.until],
+      );
+      return null;
+    }
+    case 'revokeElevation': {
+      const [id, at, by, reason] = req.args as [string, number, string, string];
+      const r = await (await writerClient()).query('UPDATE elevations SET revoked_at = $2, revoked_by = $3, revoke_reason = $4 WHERE id = $1 AND revoked_at IS NULL AND until > $2', [id, at, by, reason]);
+      return (r.rowCount ?? 0) > 0;
+    }
+    case 'getElevation': {
+      const r = await (await readerClient()).query('SELECT * FROM elevations WHERE id = $1', [req.args[0]]);
+      return r.rows[0] ?? null;
+    }
+    case 'listElevations': {
+      const [identity, at, limit] = req.args as [string | null, number | null, number];
+      const r = await (await readerClient()).query(
+        `SELECT * FROM elevations WHERE ($1::text IS NULL OR identity = $1)
+         AND ($2::bigint IS NULL OR (starts_at <= $2 AND until > $2 AND revoked_at IS NULL)) ORDER BY starts_at DESC LIMIT $3`,
+        [identity, at, limit],
+      );
+      return r.rows;
+    }
     case 'checkpoint':
       await writesSettled(init.readWaitMs);
       return (await checkpoint()) ?? null;

@@ -43,7 +43,8 @@ import {
   type SummaryRow,
 } from './sqlite-store.ts';
 import type { Checkpoint } from './chain.ts';
-import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
+import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.ts';
+import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { SyncOp, SyncReply, ToMain, ToWorker, WorkerInit, WriteItem, WriteKind } from './postgres-store-protocol.ts';
 import { verifyAuditDb, type VerifyOptions, type VerifyReport } from './verify.ts';
 
@@ -292,6 +293,23 @@ export class PostgresStore implements Store {
 
   listAudit(subject?: string): AuditEvent[] {
     return (this.call('listAudit', [subject ?? null]) as AuditRow[]).map(toAudit);
+  }
+
+  putElevation(e: ElevationRecord): void {
+    this.call('putElevation', [elevationRow(e)]);
+  }
+
+  revokeElevation(id: string, at: Date, by: string, reason: string): boolean {
+    return this.call('revokeElevation', [id, at.getTime(), by, redactForAudit(reason)]) === true;
+  }
+
+  getElevation(id: string): ElevationRecord | undefined {
+    const r = this.call('getElevation', [id]) as ElevationRow | null;
+    return r ? toElevation(r) : undefined;
+  }
+
+  listElevations(f: { identity?: string; activeAt?: Date; limit?: number } = {}): ElevationRecord[] {
+    return (this.call('listElevations', [f.identity ?? null, f.activeAt ? f.activeAt.getTime() : null, f.limit ?? 1000]) as ElevationRow[]).map(toElevation);
   }
 
   findSessionIds(prefix: string, limit = 10): string[] {

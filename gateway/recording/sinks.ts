@@ -24,6 +24,10 @@ export interface SinkStatus {
   head: number;
   /** Entries not delivered yet. */
   lag: number;
+  /** Age in seconds of the oldest entry not delivered yet (0 without lag). Live sinks only. */
+  lagSeconds?: number;
+  /** Failed delivery attempts since the gateway started. Live sinks only. */
+  failures?: number;
   lastError?: string;
   lastDeliveredAt?: string;
 }
@@ -120,6 +124,7 @@ export class SinkStreamer {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private failures = 0;
+  private failuresTotal = 0;
   private lastError: string | undefined;
   private lastDeliveredAt: Date | undefined;
   private running: Promise<void> = Promise.resolve();
@@ -168,6 +173,7 @@ export class SinkStreamer {
       return this.pollMs;
     } catch (e) {
       this.failures++;
+      this.failuresTotal++;
       this.lastError = e instanceof Error ? e.message : String(e);
       log.warn({ sink: this.name, err: this.lastError, failures: this.failures }, 'audit sink delivery failed; retrying');
       return Math.min(this.pollMs * 2 ** Math.min(this.failures, 6), 60_000);
@@ -176,12 +182,16 @@ export class SinkStreamer {
 
   status(): SinkStatus {
     const head = this.reader.headSeq();
+    const lag = Math.max(0, head - this.position);
+    const oldest = lag > 0 ? this.reader.firstAtAfter(this.position) : undefined;
     return {
       name: this.name,
       type: this.config.type,
       position: this.position,
       head,
-      lag: Math.max(0, head - this.position),
+      lag,
+      lagSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
+      failures: this.failuresTotal,
       ...(this.lastError ? { lastError: this.lastError } : {}),
       ...(this.lastDeliveredAt ? { lastDeliveredAt: this.lastDeliveredAt.toISOString() } : {}),
     };

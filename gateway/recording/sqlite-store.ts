@@ -25,7 +25,8 @@ import { log } from '../log.ts';
 import type { DecisionAction } from '../policy/decision.ts';
 import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
 import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
-import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
+import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.ts';
+import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
 
 /** A session plus counts of what happened in it, for listings. */
@@ -188,6 +189,27 @@ const MIGRATIONS: string[] = [
     sig    TEXT NOT NULL,
     PRIMARY KEY (seq, base)
   ) WITHOUT ROWID;
+  `,
+  // Just-in-time elevation windows (gateway/elevation/); not part of the chain: their start, use,
+  // end and revocation are audit events, which are.
+  `
+  CREATE TABLE IF NOT EXISTS elevations (
+    id            TEXT PRIMARY KEY,
+    identity      TEXT NOT NULL,
+    owner         TEXT,
+    role          TEXT NOT NULL,
+    connection    TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    approvers     TEXT NOT NULL,             -- JSON array
+    break_glass   INTEGER NOT NULL,
+    starts_at     INTEGER NOT NULL,
+    until         INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    revoked_by    TEXT,
+    revoke_reason TEXT
+  );
+  CREATE INDEX IF NOT EXISTS elevations_identity ON elevations (identity, until);
+  CREATE INDEX IF NOT EXISTS elevations_until ON elevations (until);
   `,
 ];
 
@@ -533,6 +555,36 @@ export class SqliteStore implements Store {
     this.flush();
     if (prefix === '') return [];
     return (this.selectIdsByPrefix.all({ prefix, limit }) as { id: string }[]).map((r) => r.id);
+  }
+
+  putElevation(e: ElevationRecord): void {
+    if (this.readonly) throw new Error(`the audit store ${this.path} is open read-only`);
+    this.db
+      .prepare(`INSERT INTO elevations (id, identity, owner, role, connection, reason, approvers, break_glass, starts_at, until)
+        VALUES (@id, @identity, @owner, @role, @connection, @reason, @approvers, @breakGlass, @startsAt, @until)
+        ON CONFLICT (id) DO NOTHING`)
+      .run(elevationRow(e));
+  }
+
+  revokeElevation(id: string, at: Date, by: string, reason: string): boolean {
+    if (this.readonly) throw new Error(`the audit store ${this.path} is open read-only`);
+    const r = this.db
+      .prepare(`UPDATE elevations SET revoked_at = @at, revoked_by = @by, revoke_reason = @reason WHERE id = @id AND revoked_at IS NULL AND until > @at`)
+      .run({ id, at: at.getTime(), by, reason: redactForAudit(reason) });
+    return r.changes > 0;
+  }
+
+  getElevation(id: string): ElevationRecord | undefined {
+    const row = this.db.prepare(`SELECT * FROM elevations WHERE id = ?`).get(id) as ElevationRow | undefined;
+    return row ? toElevation(row) : undefined;
+  }
+
+  listElevations(f: { identity?: string; activeAt?: Date; limit?: number } = {}): ElevationRecord[] {
+    const rows = this.db
+      .prepare(`SELECT * FROM elevations WHERE (@identity IS NULL OR identity = @identity)
+        AND (@at IS NULL OR (starts_at <= @at AND until > @at AND revoked_at IS NULL)) ORDER BY starts_at DESC LIMIT @limit`)
+      .all({ identity: f.identity ?? null, at: f.activeAt ? f.activeAt.getTime() : null, limit: f.limit ?? 1000 }) as ElevationRow[];
+    return rows.map(toElevation);
   }
 
   /** Checks the chain, the checkpoints and the tables (verify.ts). */

@@ -53,6 +53,29 @@ export interface AuditEvent {
   detail: Record<string, unknown>;
 }
 
+/**
+ * A just-in-time elevation window (gateway/elevation/): approved (or break-glass self-approved)
+ * access to a role on one connection until `until`. Written at once, not queued: every gateway
+ * replica reading the store sees it; ended early by `revokedAt`.
+ */
+export interface ElevationRecord {
+  /** The access request's id (its approval workflow id); operations decided under it record it. */
+  id: string;
+  identity: string;
+  owner?: string;
+  role: string;
+  connection: string;
+  /** Why it was asked for (detector-redacted before storing). */
+  reason: string;
+  approvers: string[];
+  breakGlass: boolean;
+  startsAt: Date;
+  until: Date;
+  revokedAt?: Date;
+  revokedBy?: string;
+  revokeReason?: string;
+}
+
 export interface SessionFilter {
   identity?: string;
   connection?: string;
@@ -143,6 +166,13 @@ export interface Store {
   listAudit(subject?: string): AuditEvent[];
   /** Session ids starting with `prefix`, newest first, at most `limit` (short ids from `sessions list`). */
   findSessionIds(prefix: string, limit?: number): string[];
+  /** Records an elevation window at once (not queued); throws when it cannot be written. */
+  putElevation(e: ElevationRecord): void;
+  /** Ends an elevation early; false when there is no such elevation or it had already ended. */
+  revokeElevation(id: string, at: Date, by: string, reason: string): boolean;
+  getElevation(id: string): ElevationRecord | undefined;
+  /** Newest first; `activeAt`: only windows open at that time and not revoked. */
+  listElevations(f?: { identity?: string; activeAt?: Date; limit?: number }): ElevationRecord[];
   /** The audit trail's state (see AuditHealth). */
   health(): AuditHealth;
   /** False when new sessions and operations must be refused: fail-closed policy and unhealthy. */

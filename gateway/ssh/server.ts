@@ -23,6 +23,7 @@
 //
 // Terminal sessions (shell, or exec with a pty) are recorded as asciicast v2 files under the
 // recordings directory; the file's path is in the operation's classification (`recording`).
+import { elevationTagNotice, type ElevationSource } from '../elevation/registry.ts';
 import { randomUUID } from 'node:crypto';
 import { CONTEXT_ENV_NAMES, contextFromEnv } from '../enforce/context.ts';
 import { createServer, type Socket } from 'node:net';
@@ -30,6 +31,7 @@ import { posix } from 'node:path';
 import { createRequire } from 'node:module';
 import ssh2, { type AuthContext, type ClientChannel, type Connection, type PseudoTtyInfo, type ServerChannel, type Session, type Client as UpstreamClient } from 'ssh2';
 import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { Approver } from '../approvals/approver.ts';
 import { tokenSettings } from '../auth/settings.ts';
@@ -70,6 +72,8 @@ export interface SshGatewayOptions {
   config: LoadedConfig;
   /** A PolicyEngine. */
   policy: PolicyDecider;
+  /** Just-in-time elevation windows (gateway/elevation/); none when absent. */
+  elevations?: ElevationSource;
   store: Store;
   approver: Approver;
   /** Keys the digest approvals bind to (app.ts approvalBindingKey). */
@@ -84,6 +88,8 @@ export interface SshGatewayOptions {
   upstreamTimeoutMs?: number;
   /** Prometheus metrics, counted in the enforcement seam. */
   metrics?: GatewayMetrics;
+  /** OpenTelemetry tracer (observability.tracing); none = tracing off. */
+  tracer?: Tracer;
 }
 
 export interface SshGateway {
@@ -310,7 +316,7 @@ class SshConnection {
     this.target = target;
     this.upstream = up;
     this.enforce = new EnforcementSession(
-      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}) },
+      { policy: this.g.policy, approver: this.g.approver, store: this.g.store, logger: this.logger, metrics: this.g.metrics, ...(this.g.tracer ? { tracer: this.g.tracer } : {}), ...(this.g.tokens.revocations ? { revocations: this.g.tokens.revocations } : {}), ...(this.g.elevations ? { elevations: this.g.elevations } : {}) },
       { id: this.id, protocol: 'ssh', identity: id, connection: target.name, clientAddress: this.clientAddress, tokenExpiresAt: this.tokenExpiresAt, ...(this.tokenId ? { tokenId: this.tokenId } : {}) },
     );
     try {
@@ -410,6 +416,8 @@ class SshConnection {
       return { refused: refusal.message, refusal, decision: { action: 'deny', rule: 'token-expired', reason: refusal.message } };
     }
     const d = decision;
+    // During an elevation window every operation says so on stderr (the window is never silent).
+    if (d.elevation) say(elevationTagNotice(d.elevation, this.target.name).replace(/^Airlock: /, 'airlock: '));
     if (d.action === 'deny') {
       say(`airlock: denied by policy rule ${d.rule}: ${d.reason}`);
       return { refused: d.reason, refusal: this.enforce.denial(d), decision: d };
@@ -983,12 +991,14 @@ interface GatewayContext {
   settings: SshSettings;
   tokens: ReturnType<typeof tokenSettings>;
   policy: PolicyDecider;
+  elevations?: ElevationSource;
   store: Store;
   approver: Approver;
   logger: Logger;
   recordingsDir: string;
   upstreamTimeoutMs: number;
   metrics?: GatewayMetrics;
+  tracer?: Tracer;
   /** For the `hash` strategy of output masking (config/keys.ts maskHashKey). */
   hasher: Hasher;
   bindingKey: string;
@@ -1005,12 +1015,14 @@ export async function startSshGateway(opts: SshGatewayOptions): Promise<SshGatew
     settings,
     tokens: tokenSettings(opts.config),
     policy: opts.policy,
+    ...(opts.elevations ? { elevations: opts.elevations } : {}),
     store: opts.store,
     approver: opts.approver,
     logger,
     recordingsDir: opts.recordingsDir ?? settings.recordingsDir,
     upstreamTimeoutMs: opts.upstreamTimeoutMs ?? 10_000,
     metrics: opts.metrics,
+    ...(opts.tracer ? { tracer: opts.tracer } : {}),
     opaqueMasks: opaqueOutputMasks(opts.config.config.policy.rules),
     // Without masking.hashKey, hashes are stable only for this process's lifetime.
     // The same key as every other protocol's `hash` masking, so a value hashes identically everywhere.

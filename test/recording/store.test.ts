@@ -439,3 +439,39 @@ describe('audit store (postgres): durability', () => {
 function seq0(i: number): number {
   return i * 2;
 }
+
+for (const backend of backends) {
+  describe(`audit store (${backend.name}): elevation windows`, () => {
+    test('a window is written at once, listed while open, revoked once, and its reason is redacted', async (t) => {
+      const loc = await backend.location();
+      const store = loc.open({});
+      t.after(async () => {
+        store.close();
+        await loc.dispose();
+      });
+      const now = Date.now();
+      const base = { identity: 'erin', role: 'writer', connection: 'shop', approvers: ['bob'], breakGlass: false, startsAt: new Date(now - 1000) };
+      store.putElevation({ ...base, id: 'el-1', owner: 'carol', reason: 'INC-1 mail me at erin@example.com', until: new Date(now + 60_000) });
+      store.putElevation({ ...base, id: 'el-2', reason: 'old', until: new Date(now - 1) });
+      store.putElevation({ ...base, id: 'el-3', identity: 'olga', breakGlass: true, reason: 'outage', until: new Date(now + 60_000) });
+      // The same id again (an activity retry) keeps the first window.
+      store.putElevation({ ...base, id: 'el-1', reason: 'retry', until: new Date(now + 1) });
+      const e = store.getElevation('el-1');
+      assert.ok(e);
+      assert.equal(e.reason, 'INC-1 mail me at [redacted:email]');
+      assert.equal(e.owner, 'carol');
+      assert.equal(e.until.getTime(), now + 60_000);
+      assert.deepEqual(e.approvers, ['bob']);
+      assert.deepEqual(store.listElevations({ identity: 'erin', activeAt: new Date() }).map((x) => x.id), ['el-1']);
+      assert.deepEqual(store.listElevations({ activeAt: new Date() }).map((x) => x.id).sort(), ['el-1', 'el-3']);
+      assert.equal(store.getElevation('el-3')?.breakGlass, true);
+      assert.equal(store.revokeElevation('el-2', new Date(), 'bob', 'already over'), false);
+      assert.equal(store.revokeElevation('el-1', new Date(), 'bob', 'done'), true);
+      assert.equal(store.revokeElevation('el-1', new Date(), 'bob', 'again'), false);
+      assert.equal(store.getElevation('el-1')?.revokedBy, 'bob');
+      assert.deepEqual(store.listElevations({ identity: 'erin', activeAt: new Date() }), []);
+      assert.equal(store.listElevations({ identity: 'erin' }).length, 2);
+      assert.equal(store.getElevation('nope'), undefined);
+    });
+  });
+}

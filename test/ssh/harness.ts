@@ -18,12 +18,15 @@ import type { Approver } from '../../gateway/approvals/approver.ts';
 import { ManualApprover } from '../support/manual-approver.ts';
 import { clientArgs, generateKey, run, startSshd, type ClientAuth, type RunningSshd, type RunResult } from '../support/sshd.ts';
 import { approvalBindingKey } from '../../gateway/config/keys.ts';
+import { ElevationRegistry, rolePolicies } from '../../gateway/elevation/registry.ts';
 
 export interface SshHarness {
   sshd: RunningSshd;
   gateway: SshGateway;
   loaded: LoadedConfig;
   store: SqliteStore;
+  /** Present when the config has roles; `refresh()` it after writing a window. */
+  elevations?: ElevationRegistry;
   approver: ManualApprover;
   dir: string;
   knownHosts: string;
@@ -78,7 +81,10 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
     const engine = new PolicyEngine(loaded.config.policy, loaded.config.masking);
     const store = SqliteStore.open(join(dir, 'airlock.db'));
     const approver = new ManualApprover('#ops-approvals');
-    const gateway = await startSshGateway({ config: loaded, policy: engine, store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded) });
+    // Roles in the config: elevation windows from the store apply (gateway/elevation/), as in app.ts.
+    const roles = rolePolicies(loaded.config);
+    const elevations = roles.size > 0 ? new ElevationRegistry(store, roles) : undefined;
+    const gateway = await startSshGateway({ config: loaded, policy: engine, ...(elevations ? { elevations } : {}), store, approver: realApprover ?? approver, bindingKey: approvalBindingKey(loaded) });
     const knownHosts = join(dir, 'known_hosts');
     writeFileSync(knownHosts, `[127.0.0.1]:${gateway.port} ${gateway.hostPublicKey}\n`);
     const settings = tokenSettings(loaded);
@@ -91,6 +97,7 @@ export async function startSshHarness(policy: AirlockConfigInput['policy'], extr
       gateway,
       loaded,
       store,
+      ...(elevations ? { elevations } : {}),
       approver,
       dir,
       knownHosts,

@@ -191,6 +191,32 @@ describe('decision proof', () => {
     await refusedAudit(id, /stale decision proof/);
   });
 
+  test('with no worker running, a decision fails at its deadline with a clear error, is audited, and a worker started later does not apply it', async () => {
+    const queue = `airlock-noworker-${randomUUID()}`;
+    const input = approvalInput();
+    const handle = await startApproval(temporal.client, queue, input);
+    const quick = decisionSigner('cli', cliPrivate, Date.now, 1500);
+    const started = Date.now();
+    const r = await submitDecision(temporal.client, store, quick.sign(decision(input.requestId, 'bob'), 'ops'));
+    assert.equal(r.ok, false);
+    assert.match(r.ok ? '' : r.error, /^no Airlock worker answered within 1\.5 s .*: the decision was not applied, and it cannot apply later/);
+    assert.ok(Date.now() - started < 10_000, 'answered at the deadline, not hanging');
+    await refusedAudit(input.requestId, /no Airlock worker answered/);
+    // The worker comes back: whatever Temporal kept of the decision does not count now.
+    const late = await runWorker({ loaded: { ...loaded, config: { ...loaded.config, temporal: { ...loaded.config.temporal!, taskQueue: queue } } }, store, channels: [local], connection: temporal.native });
+    try {
+      await eventually(() => local.get(input.requestId), 20_000, 'the request posted once a worker runs');
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal((await handle.query(stateQuery)).status, 'pending');
+      assert.equal(audits(input.requestId, 'approval.decision').length, 0, 'no decision was accepted');
+      // And a decision made now, with a worker, counts as usual.
+      const ok = await submitDecision(temporal.client, store, cli.sign(decision(input.requestId, 'bob'), 'ops'));
+      assert.equal(ok.ok, true, ok.ok ? '' : ok.error);
+    } finally {
+      await late.shutdown();
+    }
+  });
+
   test('concurrent decisions are serialized: a duplicate approver never counts twice toward the quorum', async () => {
     const { id, handle } = await request({ quorum: 2 });
     const attempts = await Promise.all([
