@@ -48,6 +48,24 @@ const postgresConnection = z
      * role already defaults to read-only transactions (ALTER ROLE ... SET default_transaction_read_only = on).
      */
     readOnly: z.boolean().default(false),
+    /**
+     * Upstream pooling (gateway/postgres/pool.ts; README "Upstream pooling"). Absent: one upstream
+     * backend per client session. `transaction`: a backend per transaction, returned (and reset with
+     * DISCARD ALL) at ReadyForQuery idle; sessions that create session state are pinned.
+     * `session`: a backend per client session, reset and reused after it ends.
+     */
+    pool: z
+      .object({
+        mode: z.enum(['session', 'transaction']).default('transaction'),
+        /** Most upstream backends of this connection, across its pools (upstream roles, startup settings). */
+        size: z.number().int().min(1).max(10_000).default(10),
+        /** An idle backend is closed after this long. */
+        idleTimeout: duration.default('5m'),
+        /** A client waits at most this long for a free backend; then its session ends with an error naming pool.queueTimeout. */
+        queueTimeout: duration.default('60s'),
+      })
+      .strict()
+      .optional(),
     /** Who may use this connection at all; empty means everyone with a valid token. */
     allow: z
       .object({

@@ -16,6 +16,10 @@ export class GatewayMetrics {
   readonly approvalOutcomes: Counter<'protocol' | 'outcome'>;
   readonly refusedConnections: Counter<'protocol' | 'reason'>;
   readonly limitsHit: Counter<'protocol' | 'limit'>;
+  /** PostgreSQL upstream pooling (gateway/postgres/pool.ts). */
+  readonly poolBackends: Gauge<'connection' | 'state'>;
+  readonly poolWaiting: Gauge<'connection'>;
+  readonly poolPins: Counter<'connection' | 'reason'>;
 
   constructor(store?: Pick<Store, 'health'>) {
     const registers = [this.registry];
@@ -33,6 +37,9 @@ export class GatewayMetrics {
     this.approvalOutcomes = new Counter({ name: 'airlock_approval_outcomes_total', help: 'Holds by outcome (approved, rejected, expired, cancelled, failed, refused)', labelNames: ['protocol', 'outcome'], registers });
     this.refusedConnections = new Counter({ name: 'airlock_refused_connections_total', help: 'Connections refused before a session started', labelNames: ['protocol', 'reason'], registers });
     this.limitsHit = new Counter({ name: 'airlock_limits_hit_total', help: 'Resource limits reached', labelNames: ['protocol', 'limit'], registers });
+    this.poolBackends = new Gauge({ name: 'airlock_pool_backends', help: 'Pooled PostgreSQL upstream backends, by state (idle, leased)', labelNames: ['connection', 'state'], registers });
+    this.poolWaiting = new Gauge({ name: 'airlock_pool_waiting_clients', help: 'Client sessions waiting for a pooled upstream backend', labelNames: ['connection'], registers });
+    this.poolPins = new Counter({ name: 'airlock_pool_pins_total', help: 'Pooled sessions pinned to their backend (session state), by reason', labelNames: ['connection', 'reason'], registers });
     if (store) {
       // Gateway workers (gateway/cluster) each see the one audit writer's state: aggregated, the
       // worst view counts, not the sum.

@@ -11,6 +11,11 @@ export interface UpstreamKey {
   port: number;
   pid: number;
   secret: Buffer;
+  /**
+   * Pooled sessions (upstream-lease.ts): cancels whatever backend serves the session at that
+   * moment, or nothing when it holds none; host/pid/secret are then unused.
+   */
+  cancel?: () => Promise<Error | undefined>;
 }
 
 interface Entry {
@@ -83,6 +88,7 @@ export class CancelRegistry {
 
 /** Sends a CancelRequest to an upstream server. Best effort: errors are reported, never thrown. */
 export function sendCancel(key: UpstreamKey, timeoutMs = 5000): Promise<Error | undefined> {
+  if (key.cancel) return key.cancel();
   return new Promise((resolve) => {
     const s = connect({ host: key.host, port: key.port });
     const done = (err?: Error) => {

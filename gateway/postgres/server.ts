@@ -25,6 +25,8 @@ import { maskingConfigured } from './scrub.ts';
 import { Session, type SqlClassifier } from './session.ts';
 import { clientStartup, refuse, UPSTREAM_CLIENT_ENCODING, type ClientTls } from './startup.ts';
 import { connectUpstream, UpstreamError } from './upstream.ts';
+import { PoolSet } from './pool.ts';
+import { openPooled } from './upstream-lease.ts';
 import { parseDuration } from '../config/load.ts';
 import { EventRateLimiter } from '../net/rate-limit.ts';
 import { fdLimit, watchFds } from '../net/fd-watch.ts';
@@ -123,6 +125,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
   // The classifier and the COPY analysis need the WASM parser; without it every statement would be denied.
   await initSqlParser();
   const cancels = opts.cancels ?? new CancelRegistry();
+  // Upstream pools of connections with `pool:` (pool.ts), by connection, upstream role and settings.
+  const pools = new PoolSet();
   const sessions = new Set<Session>();
   const pending = new Set<Socket>();
   const startupTimeoutMs = opts.startupTimeoutMs ?? parseDuration(listen.clientLoginTimeout);
@@ -207,7 +211,9 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
       params.application_name = `${res.params.application_name ? res.params.application_name + ' ' : ''}(airlock:${res.identity.name})`.slice(0, 63);
       let up;
       try {
-        up = await connectUpstream({ conn, password, params, timeoutMs: opts.upstreamTimeoutMs });
+        up = conn.pool
+          ? await openPooled({ pools, conn: { ...conn, pool: conn.pool }, password, role: conn.user, params, timeoutMs: opts.upstreamTimeoutMs, logger, metrics, describe: () => ({ identity: res.identity.name, connection: conn.name, clientAddress }) })
+          : await connectUpstream({ conn, password, params, timeoutMs: opts.upstreamTimeoutMs });
       } catch (err) {
         if (err instanceof UpstreamError) return fail({ code: err.code, message: err.message });
         throw err;
@@ -216,7 +222,8 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         up.socket.destroy();
         return;
       }
-      const key = cancels.register({ host: conn.host, port: conn.port, pid: up.pid, secret: up.secret });
+      const upstreamKey = { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret, ...('cancel' in up ? { cancel: up.cancel } : {}) };
+      const key = cancels.register(upstreamKey);
       const enforcement = new EnforcementSession(
         { policy: opts.policy, approver: opts.approver, store: opts.store, logger, metrics, ...(opts.tracer ? { tracer: opts.tracer } : {}), ...(tokens.revocations ? { revocations: tokens.revocations } : {}), ...(opts.elevations ? { elevations: opts.elevations } : {}) },
         { id: randomUUID(), protocol: 'postgres', identity: res.identity, connection: conn.name, clientAddress, tokenExpiresAt: res.tokenExpiresAt, ...(res.tokenId ? { tokenId: res.tokenId } : {}) },
@@ -239,7 +246,7 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
           clientLeftover: res.leftover,
           upstream: up.socket,
           upstreamLeftover: up.leftover,
-          upstreamKey: { host: conn.host, port: conn.port, pid: up.pid, secret: up.secret },
+          upstreamKey,
           clientPid: key.pid,
           onClose: (s) => {
             sessions.delete(s);
@@ -340,12 +347,14 @@ export async function startPostgresGateway(opts: PostgresGatewayOptions): Promis
         if (sessions.size === 0) break;
         await new Promise((r) => setTimeout(r, 25));
       }
+      pools.close();
       await closed;
     },
     async close() {
       const closed = new Promise<void>((r) => server.close(() => r()));
       for (const s of [...sessions]) s.end('gateway shutting down', { severity: 'FATAL', code: '57P01', message: 'the Airlock gateway is shutting down' });
       for (const raw of pending) raw.destroy();
+      pools.close();
       await closed;
     },
   };

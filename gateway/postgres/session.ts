@@ -27,6 +27,7 @@
 //   forwarded and did run; their responses are swallowed so the client sees PostgreSQL's error
 //   semantics, but their effects stay. Only rows were withheld, never a policy decision skipped.
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type pg from 'pg';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
@@ -75,12 +76,15 @@ export interface SessionDeps {
   parameterDigestKey?: string;
 }
 
+/** The session's upstream: a socket, or a pooled lease of one (upstream-lease.ts). */
+export type UpstreamStream = Duplex & { setNoDelay?(noDelay?: boolean): unknown };
+
 export interface SessionInit {
   /** This session in the enforcement seam: decisions, holds, records, token expiry. */
   enforcement: EnforcementSession;
   client: Socket | TLSSocket;
   clientLeftover: Buffer;
-  upstream: Socket | TLSSocket;
+  upstream: UpstreamStream;
   upstreamLeftover: Buffer;
   upstreamKey: UpstreamKey;
   /** Airlock's own key given to the client. */
@@ -196,7 +200,7 @@ export class Session {
   readonly identity: Identity;
   readonly connection: string;
   private readonly client: Socket | TLSSocket;
-  private readonly upstream: Socket | TLSSocket;
+  private readonly upstream: UpstreamStream;
   private readonly cr: FrameReader;
   private readonly ur = new FrameReader(MAX_BACKEND_MESSAGE, 'upstream');
   private readonly toUpstream = new WriteBatch();
