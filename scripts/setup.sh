@@ -3,7 +3,11 @@
 # use. Everything comes from package registries (npm, Debian, PyPI); nothing else is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# A node_modules that is a symlink (a git worktree sharing another checkout's install) is not
+# ours to replace: npm ci would empty the directory it points to.
+if [ -L node_modules ]; then
+  [ -e node_modules/.package-lock.json ] || { echo "setup: node_modules is a symlink to an incomplete install; run npm ci where it points" >&2; exit 1; }
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
 need_apt=()
