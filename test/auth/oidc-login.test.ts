@@ -20,6 +20,7 @@ import { generateSigningKey } from '../../gateway/auth/keys.ts';
 import { tokenSettings } from '../../gateway/auth/settings.ts';
 import { verifyToken } from '../../gateway/auth/tokens.ts';
 import { credentialsPath, freshCredential, login, logout } from '../../gateway/auth/login.ts';
+import { browse } from '../support/oidc-idp.ts';
 
 const run = promisify(execFile);
 const bin = new URL('../../bin/airlock.js', import.meta.url).pathname;
@@ -102,47 +103,6 @@ after(() => {
   idp?.closeAllConnections();
 });
 
-/** A minimal browser: cookies, redirects, and posting each form with its hidden inputs plus `fill`. */
-async function browse(start: string, fill: Record<string, string>, stopAt?: (u: URL) => boolean): Promise<{ url: URL; body: string }> {
-  const jar = new Map<string, string>();
-  let url = new URL(start);
-  let init: { method: string; body?: URLSearchParams } = { method: 'GET' };
-  for (let i = 0; i < 30; i++) {
-    if (stopAt?.(url)) {
-      const r = await fetch(url);
-      return { url, body: await r.text() };
-    }
-    const res = await fetch(url, {
-      method: init.method,
-      redirect: 'manual',
-      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; '), ...(init.body ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
-      ...(init.body ? { body: init.body } : {}),
-    });
-    for (const c of res.headers.getSetCookie()) {
-      const [kv] = c.split(';');
-      const eq = kv.indexOf('=');
-      jar.set(kv.slice(0, eq).trim(), kv.slice(eq + 1));
-    }
-    if (res.status >= 300 && res.status < 400) {
-      url = new URL(res.headers.get('location')!, url);
-      init = { method: 'GET' };
-      continue;
-    }
-    const body = await res.text();
-    const form = /<form[^>]*action="([^"]*)"[^>]*method="post"[^>]*>([\s\S]*?)<\/form>/i.exec(body) ?? /<form[^>]*method="post"[^>]*action="([^"]*)"[^>]*>([\s\S]*?)<\/form>/i.exec(body);
-    if (!form) return { url, body };
-    const params = new URLSearchParams();
-    for (const m of form[2].matchAll(/<input([^>]*)>/gi)) {
-      const name = /name="([^"]*)"/.exec(m[1])?.[1];
-      if (!name) continue;
-      const value = /value="([^"]*)"/.exec(m[1])?.[1];
-      params.set(name, fill[name] ?? value ?? '');
-    }
-    url = new URL(form[1].replace(/&amp;/g, '&'), url);
-    init = { method: 'POST', body: params };
-  }
-  throw new Error('too many steps in the browser');
-}
 
 test('authorization code + PKCE via the loopback redirect: IdP groups become Airlock groups, cached 0600 under XDG_CONFIG_HOME', async () => {
   let driven: Promise<unknown> | undefined;
