@@ -20,7 +20,7 @@
 // with an error, nothing unmasked is relayed); a malformed DataRow makes maskDataRow throw.
 import type pg from 'pg';
 import type { DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
-import { Catalog } from './catalog.ts';
+import { Catalog, type TypeInfo } from './catalog.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
@@ -158,7 +158,8 @@ class Factory implements MaskerFactory {
     return c;
   }
 
-  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+  /** Classes of built-in type oids now; the others need the catalog's type info (withCatalog). */
+  #builtinClasses(typeOids: number[]): { out: Map<number, TypeClass>; unknown: number[] } {
     const out = new Map<number, TypeClass>();
     const unknown: number[] = [];
     for (const t of typeOids) {
@@ -166,33 +167,27 @@ class Factory implements MaskerFactory {
       if (c) out.set(t, c);
       else unknown.push(t);
     }
-    if (unknown.length > 0) {
-      const info = this.#catalog.typesCached(unknown);
-      if (!info) return undefined;
-      for (const t of unknown) {
-        const ti = info.get(t);
-        out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
-      }
+    return { out, unknown };
+  }
+
+  #withCatalog(out: Map<number, TypeClass>, unknown: number[], info: ReadonlyMap<number, TypeInfo | undefined>): Map<number, TypeClass> {
+    for (const t of unknown) {
+      const ti = info.get(t);
+      out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
     }
     return out;
   }
 
+  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+    const { out, unknown } = this.#builtinClasses(typeOids);
+    if (unknown.length === 0) return out;
+    const info = this.#catalog.typesCached(unknown);
+    return info ? this.#withCatalog(out, unknown, info) : undefined;
+  }
+
   async #classes(typeOids: number[]): Promise<Map<number, TypeClass>> {
-    const out = new Map<number, TypeClass>();
-    const unknown: number[] = [];
-    for (const t of typeOids) {
-      const c = BUILTIN_TYPE_CLASS.get(t);
-      if (c) out.set(t, c);
-      else unknown.push(t);
-    }
-    if (unknown.length > 0) {
-      const info = await this.#catalog.types(unknown);
-      for (const t of unknown) {
-        const ti = info.get(t);
-        out.set(t, ti ? classFromCategory(ti.category, ti.name) : 'other');
-      }
-    }
-    return out;
+    const { out, unknown } = this.#builtinClasses(typeOids);
+    return unknown.length === 0 ? out : this.#withCatalog(out, unknown, await this.#catalog.types(unknown));
   }
 
   async forResult(fields: FieldInfo[], plan: MaskPlan): Promise<RowMasker | null> {
