@@ -17,12 +17,17 @@ export interface PgNotice {
   hint?: string;
 }
 
-function frame(type: string, body: Buffer): Buffer {
+/** One message: type byte, length, body. */
+export function frameOf(type: number, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = type.charCodeAt(0);
+  out[0] = type;
   out.writeInt32BE(4 + body.length, 1);
   body.copy(out, 5);
   return out;
+}
+
+function frame(type: string, body: Buffer): Buffer {
+  return frameOf(type.charCodeAt(0), body);
 }
 
 function fields(pairs: Array<[string, string | undefined]>): Buffer {

@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import { classifySql } from '../policy/sql/classify.ts';
 import { Deque } from './expect-queue.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, readCString } from './frames.ts';
+import { closeMessage, simpleQuery, SYNC } from './messages.ts';
 import type { UpstreamConnection } from './upstream.ts';
 
 export interface PoolSettings {
@@ -305,24 +306,8 @@ export class LeaseTracker {
 // ------------------------------------------------------------------------------ the pool
 
 /** DISCARD ALL, then drop the unnamed statement (DISCARD ALL keeps it). Two ReadyForQuery answers. */
-const RESET = Buffer.concat([
-  frame(0x51, cstring('DISCARD ALL')),
-  frame(0x43, Buffer.concat([Buffer.from('S'), cstring('')])),
-  frame(0x53, Buffer.alloc(0)),
-]);
+const RESET = Buffer.concat([simpleQuery('DISCARD ALL'), closeMessage('S', ''), SYNC]);
 const RESET_TIMEOUT_MS = 10_000;
-
-function cstring(s: string): Buffer {
-  return Buffer.from(s + '\0', 'utf8');
-}
-
-function frame(type: number, body: Buffer): Buffer {
-  const f = Buffer.allocUnsafe(5 + body.length);
-  f[0] = type;
-  f.writeInt32BE(body.length + 4, 1);
-  body.copy(f, 5);
-  return f;
-}
 
 /** One pooled upstream backend. Its bytes go to `sink` (the lease, the reset, or nowhere while idle). */
 export class PoolBackend {

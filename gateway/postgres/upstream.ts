@@ -8,7 +8,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { PostgresConnectionConfig } from '../config/schema.ts';
 import { AsyncReader } from './io.ts';
-import { parseErrorFields, passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage } from './messages.ts';
+import { frameOf, parseErrorFields, passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage } from './messages.ts';
 
 interface ScramSession {
   mechanism: string;
@@ -53,14 +53,6 @@ export interface UpstreamOptions {
 }
 
 const MAX_STARTUP_MESSAGE = 1 << 20;
-
-function frameOf(type: number, body: Buffer): Buffer {
-  const f = Buffer.allocUnsafe(5 + body.length);
-  f[0] = type;
-  f.writeInt32BE(body.length + 4, 1);
-  body.copy(f, 5);
-  return f;
-}
 
 function md5Password(user: string, password: string, salt: Buffer): string {
   const inner = createHash('md5').update(password + user).digest('hex');
