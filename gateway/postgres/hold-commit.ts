@@ -216,6 +216,13 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, conte
   } catch {
     shown = undefined; // fail closed: no sample rather than an unmasked one
   }
+  if (o.signal.aborted) {
+    // Cancelled (CancelRequest, hang-up) while the statement ran: an abort listener added now would
+    // never fire, and approvers would be asked about a statement nobody waits for. Undone here.
+    if (inTx) await host.query([`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`, `RELEASE SAVEPOINT ${SAVEPOINT}`, FAIL_TRANSACTION]);
+    else await host.query(['ROLLBACK']);
+    return { kind: 'failed', error: { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement before asking for approval' } };
+  }
   const maxLock = d.review.maxLockHoldMs;
   const bound = maxLock ? ` (at most ${minutes(maxLock)}, then rolled back)` : '';
   const preview: ApprovalPreview = {

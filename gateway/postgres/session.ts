@@ -107,6 +107,8 @@ const POISON_STATEMENT = 'airlock.denied';
 /** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
 const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
 const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
+/** Prefix of Airlock's own statement and portal names on a session's connection (hold-commit). */
+const INTERNAL_PREFIX = 'airlock.hc.';
 /** Statement text that is not valid UTF-8 is never decoded (lossily) and classified: denied. */
 const NOT_UTF8: Decision = { action: 'deny', rule: 'airlock-encoding', reason: 'the statement text is not valid UTF-8 (Airlock sessions use client_encoding UTF8)' };
 const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
@@ -259,6 +261,8 @@ export class Session {
   private scrubbing: boolean;
   /** The portal hold-commit answered for (Portal.committed) until the client's next Sync. */
   private committedPortal: string | null = null;
+  /** A Describe/Execute of the committed portal waits for the client's messages in flight ahead of it. */
+  private waitingCommitted = false;
 
   constructor(
     private readonly deps: SessionDeps,
@@ -316,7 +320,7 @@ export class Session {
 
   /** Airlock's own statement and portal name on this connection (hold-commit), unlike any client's. */
   private get internalName(): string {
-    return `airlock.hc.${this.id.slice(0, 8)}`;
+    return `${INTERNAL_PREFIX}${this.id.slice(0, 8)}`;
   }
 
   /** A CancelRequest from the client: a held statement is cancelled here (true), else upstream. */
@@ -354,7 +358,7 @@ export class Session {
     this.pumpingClient = true;
     try {
       const cap = this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED;
-      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && this.q.length < cap && this.cr.next()) this.onFrontend();
+      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && !this.waitingCommitted && this.q.length < cap && this.cr.next()) this.onFrontend();
       if (this.q.length > this.pipelineHigh) this.pipelineHigh = this.q.length;
       if (!this.closed && this.q.length >= cap && !this.pipelineCapped) {
         this.pipelineCapped = true;
@@ -633,6 +637,7 @@ export class Session {
   private onParse(): void {
     const r = this.cr;
     const [name, off] = readCString(r.buf, r.start + 5, r.end);
+    if (name.startsWith(INTERNAL_PREFIX)) return this.refuseInternalName('prepared statement', name);
     if (!isUtf8CString(r.buf, off, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), true);
     const go = this.beforeText(off);
     if (go === 'wait') return;
@@ -655,6 +660,11 @@ export class Session {
     if (ENCODING_CHANGE.test(text) && this.encodingBarrier === 'none') this.encodingBarrier = 'armed';
   }
 
+  /** Hold-commit's statement and portal names are Airlock's: a client's would be closed under it. */
+  private refuseInternalName(what: 'prepared statement' | 'portal', name: string): void {
+    this.deny(this.newRun(`<${what} ${quoteIdent(name)}>`, undefined, { action: 'deny', rule: 'airlock-internal-name', reason: `${what} names starting with "${INTERNAL_PREFIX}" are reserved for Airlock` }), true);
+  }
+
   /** A Bind or Execute naming something Airlock never saw defined: the server may know it from SQL, Airlock cannot decide on it. */
   private refuseUnknown(what: 'prepared statement' | 'portal', name: string): void {
     const run = this.newRun(`<${what} ${quoteIdent(name)}>`, undefined, {
@@ -669,6 +679,7 @@ export class Session {
     const r = this.cr;
     const [portalName, off] = readCString(r.buf, r.start + 5, r.end);
     const [stmtName] = readCString(r.buf, off, r.end);
+    if (portalName.startsWith(INTERNAL_PREFIX)) return this.refuseInternalName('portal', portalName);
     const stmt = this.lookupStmt(stmtName);
     if (!stmt) return this.refuseUnknown('prepared statement', stmtName);
     if (stmt.decision.action === 'review') {
@@ -891,6 +902,15 @@ export class Session {
    */
   private answerCommitted(portal: Portal, what: 'describe' | 'execute'): void {
     const c = portal.committed!;
+    if (this.q.length > 0 && !(what === 'execute' && c.executed) && !this.q.some((e) => e.kind === 'query' || e.kind === 'sync')) {
+      // Messages of the client's are still in flight (a Describe, Parse, Close between the Bind and
+      // this): answer in order once they are, as the server would (or skip it after their error).
+      this.cr.rewind();
+      this.waitingCommitted = true;
+      this.toUpstream.addOwned(FLUSH);
+      this.flushUpstream();
+      return;
+    }
     if (this.q.length > 0 || (what === 'execute' && c.executed)) {
       const run = this.newRun(portal.stmt.text, portal.stmt.op, { action: 'deny', rule: 'airlock-hold-commit', reason: 'the statement of this portal already ran (approved and committed while held); it can be described and executed once, right after its Bind' });
       return this.deny(run, true);
@@ -924,6 +944,10 @@ export class Session {
     if (this.closed) return;
     this.armTimeLimit();
     this.releaseIdleWait();
+    if (this.waitingCommitted && this.q.length === 0) {
+      this.waitingCommitted = false;
+      setImmediate(() => this.pumpClient());
+    }
     if (this.pipelineCapped && this.q.length < (this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED)) {
       this.pipelineCapped = false;
       setImmediate(() => this.pumpClient());

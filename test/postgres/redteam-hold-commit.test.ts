@@ -1,0 +1,174 @@
+// Red team of review.preview: hold-commit for parameterized statements and inside client
+// transactions: protocol orders a hostile client can send around the held Bind, cancels and
+// hang-ups at each phase, Airlock's internal names. Every outcome is checked on the database.
+import { test, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualApprover } from '../support/manual-approver.ts';
+import { startGateway, type GatewayHarness } from '../support/gateway.ts';
+import { WireClient, cancelRequest, sendRaw, serialize, type Message } from '../support/pgwire.ts';
+
+const approver = new ManualApprover('#db-approvals');
+let h: GatewayHarness;
+
+before(async () => {
+  h = await startGateway({
+    approver,
+    setup: 'CREATE TABLE rt (id int PRIMARY KEY, v text);',
+    config: () => ({
+      policy: {
+        default: 'allow',
+        rules: [{ name: 'hold-rt', match: { tables: ['public.rt'], kinds: ['write'] }, action: 'review', reason: 'writes to rt', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } }],
+      },
+    }),
+  });
+});
+
+beforeEach(async () => {
+  await h.pg.query("TRUNCATE rt; INSERT INTO rt SELECT g, 'v' || g FROM generate_series(1, 5) g;");
+});
+
+after(async () => {
+  await h?.close();
+});
+
+async function v(id: number): Promise<string> {
+  return (await h.pg.query(`SELECT v FROM rt WHERE id = ${id}`)).rows[0].v as string;
+}
+
+async function wire(): Promise<WireClient> {
+  return WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+}
+
+const names = (ms: Message[]) => ms.filter((m) => m.name !== 'notice').map((m) => m.name);
+const approve = (requestId: string) => ({ outcome: 'approved' as const, requestId, approvers: ['carol'], viaGrant: false });
+
+/** No backend of the gateway's is left inside a transaction (idle in transaction). */
+async function noOpenTransaction(): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const r = await h.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()");
+    if (r.rows[0].n === 0) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.fail('a transaction was left open on the database');
+}
+
+test('a Describe of the statement between the held Bind and its Execute: the client is told the write committed, not an error', async () => {
+  const w = await wire();
+  try {
+    const done = w.roundtrip([
+      serialize.parse({ name: 's1', text: 'UPDATE rt SET v = $1 WHERE id = 1' }),
+      serialize.bind({ portal: 'p1', statement: 's1', values: ['x'] }),
+      serialize.describe({ type: 'S', name: 's1' }),
+      serialize.execute({ portal: 'p1' }),
+      serialize.sync(),
+    ]);
+    const p = await approver.next();
+    assert.equal(p.req.binding!.preview!.kind, 'hold-commit');
+    p.resolve(approve(p.id));
+    const ms = await done;
+    assert.equal(await v(1), 'x', 'committed once');
+    assert.deepEqual(names(ms), ['parseComplete', 'bindComplete', 'parameterDescription', 'noData', 'commandComplete', 'readyForQuery']);
+    assert.equal(ms.find((m) => m.name === 'commandComplete')?.text, 'UPDATE 1');
+    assert.equal(ms.at(-1)?.status, 'I');
+  } finally {
+    w.end();
+  }
+});
+
+test('a failing message between the held Bind and its Execute: the Execute is skipped as the server would, the write stays committed once', async () => {
+  const w = await wire();
+  try {
+    const done = w.roundtrip([
+      serialize.parse({ name: 's2', text: 'UPDATE rt SET v = $1 WHERE id = 2' }),
+      serialize.bind({ portal: 'p2', statement: 's2', values: ['y'] }),
+      serialize.describe({ type: 'S', name: 'no_such_statement' }),
+      serialize.execute({ portal: 'p2' }),
+      serialize.sync(),
+    ]);
+    const p = await approver.next();
+    p.resolve(approve(p.id));
+    const ms = await done;
+    assert.deepEqual(names(ms), ['parseComplete', 'bindComplete', 'error', 'readyForQuery']);
+    assert.equal(await v(2), 'y');
+    assert.equal((await w.roundtrip([serialize.query('SELECT 1')])).some((m) => m.name === 'dataRow'), true);
+  } finally {
+    w.end();
+  }
+});
+
+test("Airlock's internal statement and portal names are not the client's to use", async () => {
+  const w = await wire();
+  try {
+    const ms = await w.roundtrip([serialize.parse({ name: 'airlock.hc.00000000', text: 'SELECT 1' }), serialize.sync()]);
+    assert.ok(ms.some((m) => m.name === 'error' && /airlock\.hc\./.test(String(m.message))), JSON.stringify(names(ms)));
+    const ms2 = await w.roundtrip([serialize.parse({ name: 'ok1', text: 'SELECT 1' }), serialize.bind({ portal: 'airlock.hc.x', statement: 'ok1' }), serialize.execute({ portal: 'airlock.hc.x' }), serialize.sync()]);
+    assert.ok(ms2.some((m) => m.name === 'error'), JSON.stringify(names(ms2)));
+    assert.ok(!ms2.some((m) => m.name === 'dataRow'));
+  } finally {
+    w.end();
+  }
+});
+
+test('CancelRequest while the held statement is still running (before the hold): no approval request is left open, nothing commits', async () => {
+  const blocker = await h.pg.client();
+  const w = await wire();
+  try {
+    await blocker.query('BEGIN');
+    await blocker.query('SELECT * FROM rt WHERE id = 3 FOR UPDATE');
+    const key = w.messages.find((m) => m.name === 'backendKeyData') as unknown as { processID: number; secretKey: number };
+    const from = w.messages.length;
+    w.send(serialize.parse({ text: 'UPDATE rt SET v = $1 WHERE id = 3' }), serialize.bind({ values: ['z'] }), serialize.execute({}), serialize.sync());
+    // Wait until the held statement waits for the row lock on the session's own connection.
+    for (let i = 0; i < 100; i++) {
+      const r = await h.pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE rt SET v = $1 WHERE id = 3%'");
+      if (r.rows[0].n > 0) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    await sendRaw(h.gateway.port, cancelRequest(key.processID, key.secretKey));
+    await blocker.query('ROLLBACK');
+    // Answered without anyone deciding: the cancelled statement is not put before approvers.
+    const ms = await w.until((m) => m.name === 'readyForQuery', 8000, from);
+    assert.ok(ms.some((m) => m.name === 'error' && m.code === '57014'), JSON.stringify(names(ms)));
+    assert.equal(approver.pending.length, 0, 'no approval request is waiting for a cancelled statement');
+    assert.equal(await v(3), 'v3');
+    await noOpenTransaction();
+  } finally {
+    w.end();
+    await blocker.end();
+  }
+});
+
+test('client hang-up mid-hold (parameterized): the request is withdrawn and the transaction rolled back on the database', async () => {
+  const w = await wire();
+  w.send(serialize.parse({ text: 'DELETE FROM rt WHERE id > $1' }), serialize.bind({ values: ['2'] }), serialize.execute({}), serialize.sync());
+  const p = await approver.next();
+  assert.equal(p.req.binding!.preview!.rows, 3);
+  w.socket.destroy();
+  for (let i = 0; i < 100 && !approver.aborted.includes(p.id); i++) await new Promise((res) => setTimeout(res, 50));
+  assert.ok(approver.aborted.includes(p.id), 'the approval request was withdrawn');
+  p.resolve(approve(p.id));
+  await noOpenTransaction();
+  assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM rt')).rows[0].n, 5);
+  // No lock is left behind either.
+  await h.pg.query("SET lock_timeout = '2s'; DELETE FROM rt WHERE id = 5; RESET lock_timeout");
+});
+
+test("inside a transaction: the client's own savepoint named like Airlock's cannot resurrect a rejected write", async () => {
+  const c = await h.client();
+  try {
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT airlock_hold_commit');
+    const running = c.query("UPDATE rt SET v = 'rejected' WHERE id = 4").catch((e: Error) => e);
+    const p = await approver.next();
+    assert.equal(p.req.binding!.preview!.kind, 'hold-commit', p.req.binding!.preview!.summary);
+    p.resolve({ outcome: 'rejected', requestId: p.id, by: 'carol', reason: 'no' });
+    assert.equal(((await running) as Error & { code?: string }).code, 'AL001');
+    // The client recovers its failed transaction through its own savepoint and commits.
+    await c.query('ROLLBACK TO SAVEPOINT airlock_hold_commit');
+    await c.query('COMMIT');
+    assert.equal(await v(4), 'v4');
+    await noOpenTransaction();
+  } finally {
+    await c.end();
+  }
+});
