@@ -21,6 +21,7 @@ import type { RequestContext } from '../enforce/context.ts';
 import { redactDetected } from '../masking/redact-text.ts';
 import type { Operation } from '../policy/operation.ts';
 import { readCString } from './frames.ts';
+import { scrubMessage } from './scrub.ts';
 import { bindMessage, closeMessage, describePortal, executeMessage, parseErrorFields, parseTyped, SYNC, type PgError } from './messages.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import { appendReturning, readDataRow } from './preview.ts';
@@ -42,7 +43,11 @@ export interface InternalResult {
 /** Collects the responses to one internal simple Query up to its ReadyForQuery. */
 export class InternalSink {
   private readonly r: InternalResult = { fields: [], rows: [], status: 0x49 };
-  constructor(private readonly done: (r: InternalResult) => void) {}
+  /** `own`: the client's statement text, whose own literals an error may echo (scrub.ts). */
+  constructor(
+    private readonly done: (r: InternalResult) => void,
+    private readonly own?: string,
+  ) {}
 
   /** The connection ended before the answer: the statement's fate is the upstream's (a closed connection rolls back). */
   fail(why: string): void {
@@ -64,8 +69,9 @@ export class InternalSink {
         return false;
       case 0x45: {
         const f = parseErrorFields(buf, start, end);
-        // Approvers, the audit and the client read it: PII detectors applied, like scrubbed errors.
-        this.r.error ??= { code: f.C ?? 'XX000', message: redactDetected(f.M ?? 'error') };
+        // Approvers, the audit and the client read it: scrubbed like any relayed error under masking
+        // (`secret::int` quotes the masked value), whether or not this statement masks anything.
+        this.r.error ??= { code: f.C ?? 'XX000', message: scrubMessage(f.M ?? 'error', this.own) };
         return false;
       }
       case 0x5a:

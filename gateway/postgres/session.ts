@@ -832,14 +832,14 @@ export class Session {
       ? {
           enforce: this.enforce,
           masking: this.deps.masking,
-          query: (sqls: readonly string[]) => this.internal(internalBatch(name, sqls.map((text) => ({ text })))),
-          execute: () => this.internal(internalBatch(name, [{ text: returning, types: bound.stmt.paramTypes, params: run.parameters ?? [], rows: true }])),
+          query: (sqls: readonly string[]) => this.internal(internalBatch(name, sqls.map((text) => ({ text }))), 'internal', run.text),
+          execute: () => this.internal(internalBatch(name, [{ text: returning, types: bound.stmt.paramTypes, params: run.parameters ?? [], rows: true }]), 'internal', run.text),
         }
       : {
           enforce: this.enforce,
           masking: this.deps.masking,
-          query: (sqls: readonly string[]) => this.internal(simpleQuery(sqls.join('; '))),
-          execute: () => this.internal(simpleQuery(returning)),
+          query: (sqls: readonly string[]) => this.internal(simpleQuery(sqls.join('; ')), 'internal', run.text),
+          execute: () => this.internal(simpleQuery(returning), 'internal', run.text),
         };
     // Extended protocol: the client's Parse of this statement may still be in flight. A Sync of
     // Airlock's own waits for its answer (and ends the server's skipping if it failed, which the
@@ -1460,10 +1460,10 @@ export class Session {
    * (a simple Query, or a batch / lone Sync); their responses are consumed, never relayed. A lone
    * Sync is queued as kind 'sync' so an error of the client's ahead of it skips up to it.
    */
-  private internal(bytes: Buffer, kind: 'internal' | 'sync' = 'internal'): Promise<InternalResult> {
+  private internal(bytes: Buffer, kind: 'internal' | 'sync' = 'internal', own?: string): Promise<InternalResult> {
     if (this.closed) return Promise.resolve({ fields: [], rows: [], status: 0x49, error: { code: '08006', message: 'the session ended' } });
     return new Promise((resolve) => {
-      this.q.push({ kind, sink: new InternalSink(resolve) });
+      this.q.push({ kind, sink: new InternalSink(resolve, own) });
       this.toUpstream.addOwned(bytes);
       this.flushUpstream();
     });

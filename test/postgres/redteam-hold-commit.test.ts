@@ -13,8 +13,9 @@ let h: GatewayHarness;
 before(async () => {
   h = await startGateway({
     approver,
-    setup: 'CREATE TABLE rt (id int PRIMARY KEY, v text);',
+    setup: "CREATE TABLE rt (id int PRIMARY KEY, v text); CREATE TABLE rs (id int, secret text); INSERT INTO rs VALUES (1, 'Zebra-Quokka-Secret');",
     config: () => ({
+      masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.rs.secret', strategy: 'redact' }] },
       policy: {
         default: 'allow',
         rules: [{ name: 'hold-rt', match: { tables: ['public.rt'], kinds: ['write'] }, action: 'review', reason: 'writes to rt', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } }],
@@ -167,6 +168,27 @@ test("inside a transaction: the client's own savepoint named like Airlock's cann
     await c.query('ROLLBACK TO SAVEPOINT airlock_hold_commit');
     await c.query('COMMIT');
     assert.equal(await v(4), 'v4');
+    await noOpenTransaction();
+  } finally {
+    await c.end();
+  }
+});
+
+test('an error of the held statement quoting a masked value reaches neither the client nor the audit (parameterized and simple)', async () => {
+  const c = await h.client();
+  try {
+    for (const run of [
+      () => c.query('UPDATE rt SET v = $1 WHERE id = (SELECT secret::int FROM rs WHERE id = 1)', ['w']),
+      () => c.query("UPDATE rt SET v = 'w' WHERE id = (SELECT secret::int FROM rs WHERE id = 1)"),
+    ]) {
+      const e = (await run().catch((x: Error) => x)) as Error & { code?: string };
+      assert.equal(e.code, '22P02', e.message);
+      assert.ok(!e.message.includes('Zebra'), e.message);
+    }
+    const audit = JSON.stringify(h.store.listSessions().map((x) => h.store.getSession(x.id)));
+    assert.ok(audit.includes('22P02') || audit.includes('invalid input syntax'), 'the failure is recorded');
+    assert.ok(!audit.includes('Zebra'), 'the masked value is not in the audit store');
+    assert.equal(await v(1), 'v1');
     await noOpenTransaction();
   } finally {
     await c.end();
