@@ -194,9 +194,10 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, conte
   const timeouts = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}`, `SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`];
   // Outside a transaction: SET LOCAL ends with Airlock's transaction. Inside the client's: the
   // client's values are read first and put back once the statement ran (a released savepoint
-  // would keep Airlock's values until the client's transaction ends).
+  // would keep Airlock's values until the client's transaction ends). Function calls are
+  // schema-qualified: the client's search_path may put its own current_setting() first.
   const begun = inTx
-    ? await host.query([`SAVEPOINT ${SAVEPOINT}`, "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", ...timeouts])
+    ? await host.query([`SAVEPOINT ${SAVEPOINT}`, "SELECT pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('lock_timeout')", ...timeouts])
     : await host.query(['BEGIN', ...timeouts]);
   if (begun.error) {
     if (!inTx && begun.status !== 0x49) await host.query(['ROLLBACK']);

@@ -194,3 +194,23 @@ test('an error of the held statement quoting a masked value reaches neither the 
     await c.end();
   }
 });
+
+test("inside a transaction: Airlock's own statements do not run the agent's functions through search_path", async () => {
+  const c = await h.client();
+  try {
+    await c.query(`CREATE SCHEMA IF NOT EXISTS evil; CREATE TABLE IF NOT EXISTS evil.ran (n int);
+      CREATE OR REPLACE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE sql AS 'INSERT INTO evil.ran VALUES (1) RETURNING ''0''::text'`);
+    await c.query('SET search_path = evil, pg_catalog, public');
+    await c.query('BEGIN');
+    const running = c.query("UPDATE rt SET v = 'sp' WHERE id = 5").catch((e: Error) => e);
+    const p = await approver.next();
+    assert.equal(p.req.binding!.preview!.kind, 'hold-commit', p.req.binding!.preview!.summary);
+    p.resolve(approve(p.id));
+    assert.equal(((await running) as { rowCount: number }).rowCount, 1);
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM evil.ran')).rows[0].n, 0, "Airlock's statement called the agent's function");
+    await c.query('COMMIT');
+  } finally {
+    await c.end();
+    await h.pg.query('DROP SCHEMA IF EXISTS evil CASCADE');
+  }
+});
