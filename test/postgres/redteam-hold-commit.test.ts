@@ -13,12 +13,15 @@ let h: GatewayHarness;
 before(async () => {
   h = await startGateway({
     approver,
-    setup: "CREATE TABLE rt (id int PRIMARY KEY, v text); CREATE TABLE rs (id int, secret text); INSERT INTO rs VALUES (1, 'Zebra-Quokka-Secret');",
+    setup: "CREATE TABLE rt (id int PRIMARY KEY, v text); CREATE TABLE rs (id int, secret text); CREATE TABLE rq (id int PRIMARY KEY, v text); INSERT INTO rq VALUES (1, 'a'); INSERT INTO rs VALUES (1, 'Zebra-Quokka-Secret');",
     config: () => ({
       masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.rs.secret', strategy: 'redact' }] },
       policy: {
         default: 'allow',
-        rules: [{ name: 'hold-rt', match: { tables: ['public.rt'], kinds: ['write'] }, action: 'review', reason: 'writes to rt', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } }],
+        rules: [
+          { name: 'hold-rq', match: { tables: ['public.rq'], kinds: ['write'] }, action: 'review', reason: 'writes to rq', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true, maxLockHold: '1s' } },
+          { name: 'hold-rt', match: { tables: ['public.rt'], kinds: ['write'] }, action: 'review', reason: 'writes to rt', review: { approvers: ['dba'], timeout: '10m', preview: 'hold-commit', holdInTransaction: true } },
+        ],
       },
     }),
   });
@@ -212,5 +215,26 @@ test("inside a transaction: Airlock's own statements do not run the agent's func
   } finally {
     await c.end();
     await h.pg.query('DROP SCHEMA IF EXISTS evil CASCADE');
+  }
+});
+
+test("maxLockHold inside a client transaction: the held statement's locks are released and the transaction fails", async () => {
+  const c = await h.client();
+  try {
+    await c.query('BEGIN');
+    const running = c.query("UPDATE rq SET v = 'held' WHERE id = 1").catch((e: Error) => e);
+    const p = await approver.next();
+    assert.equal(p.req.binding!.preview!.kind, 'hold-commit', p.req.binding!.preview!.summary);
+    const e = (await running) as Error & { code?: string };
+    assert.equal(e.code, 'AL001');
+    assert.match(e.message, /maxLockHold/);
+    assert.ok(approver.aborted.includes(p.id));
+    // The row lock is gone while the client's transaction is still open (failed).
+    await h.pg.query("SET lock_timeout = '2s'; UPDATE rq SET v = 'other' WHERE id = 1; RESET lock_timeout");
+    await assert.rejects(c.query('SELECT 1'), (x: Error & { code?: string }) => x.code === '25P02');
+    await c.query('ROLLBACK');
+    assert.equal((await h.pg.query('SELECT v FROM rq WHERE id = 1')).rows[0].v, 'other');
+  } finally {
+    await c.end();
   }
 });
