@@ -259,8 +259,8 @@ export class Session {
   private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
   private scrubbing: boolean;
-  /** The portal hold-commit answered for (Portal.committed) until the client's next Sync. */
-  private committedPortal: string | null = null;
+  /** The portals hold-commit answered for (Portal.committed) until the client's next Sync (several Binds may be held in one pipeline). */
+  private readonly committedPortals = new Set<string>();
   /** A Describe/Execute of the committed portal waits for the client's messages in flight ahead of it. */
   private waitingCommitted = false;
 
@@ -436,7 +436,7 @@ export class Session {
       case M.Execute:
         return this.onExecute();
       case M.Describe: {
-        if (r.buf[r.start + 5] === 0x50 /* P */ && this.committedPortal !== null) {
+        if (r.buf[r.start + 5] === 0x50 /* P */ && this.committedPortals.size > 0) {
           const portal = this.lookupPortal(readCString(r.buf, r.start + 6, r.end)[0]);
           if (portal?.committed) return this.answerCommitted(portal, 'describe');
         }
@@ -458,10 +458,10 @@ export class Session {
       }
       case M.Sync: {
         this.skipTillSync = false;
-        if (this.committedPortal !== null) {
-          // Outside a transaction block the server drops portals at Sync: so does Airlock's.
-          if (this.portals.get(this.committedPortal)?.committed) this.portals.delete(this.committedPortal);
-          this.committedPortal = null;
+        // Outside a transaction block the server drops portals at Sync: so does Airlock's.
+        if (this.committedPortals.size > 0) {
+          for (const name of this.committedPortals) if (this.portals.get(name)?.committed) this.portals.delete(name);
+          this.committedPortals.clear();
         }
         this.forwardCurrent();
         const e: Expect = { kind: 'sync' };
@@ -880,7 +880,7 @@ export class Session {
               const portal: Portal = { stmt: bound.stmt, rows: 0, approval: run.approval, grant: run.grant, parameters: run.parameters, binding: run.binding, committed: { tag: out.kind === 'committed' ? out.tag : '', executed: false } };
               this.pendingPortals.delete(bound.portalName);
               this.portals.set(bound.portalName, portal);
-              this.committedPortal = bound.portalName;
+              this.committedPortals.add(bound.portalName);
             }
           } else {
             this.toClient.addOwned(error ? errorResponse(error) : commandComplete((out as { tag: string }).tag));

@@ -238,3 +238,27 @@ test("maxLockHold inside a client transaction: the held statement's locks are re
     await c.end();
   }
 });
+
+test('two held Binds in one pipeline: neither committed portal outlives the Sync', async () => {
+  const w = await wire();
+  try {
+    const done = w.roundtrip([
+      serialize.parse({ name: 's9', text: "UPDATE rt SET v = v || '+' || $1 WHERE id = 1" }),
+      serialize.bind({ portal: 'pa', statement: 's9', values: ['a'] }),
+      serialize.bind({ portal: 'pb', statement: 's9', values: ['b'] }),
+      serialize.execute({ portal: 'pb' }),
+      serialize.sync(),
+    ]);
+    for (let i = 0; i < 2; i++) {
+      const p = await approver.next();
+      p.resolve(approve(p.id));
+    }
+    await done;
+    assert.equal(await v(1), 'v1+a+b');
+    // After Sync the server has no portal pa: neither does Airlock (no made-up CommandComplete).
+    const later = await w.roundtrip([serialize.execute({ portal: 'pa' }), serialize.sync()]);
+    assert.deepEqual(names(later), ['error', 'readyForQuery']);
+  } finally {
+    w.end();
+  }
+});
