@@ -169,6 +169,9 @@ function minutes(ms: number): string {
   return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
 }
 
+/** The client's timeouts (put back inside its transaction) and whether search_path is the connection's default. */
+const SETTINGS =
+  "SELECT pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'search_path')";
 /** Airlock's savepoint inside a client's transaction (review.holdInTransaction). */
 const SAVEPOINT = 'airlock_hold_commit';
 /** Fails the client's transaction after a refused held statement, as an error of its own would. */
@@ -196,14 +199,18 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, conte
   // client's values are read first and put back once the statement ran (a released savepoint
   // would keep Airlock's values until the client's transaction ends). Function calls are
   // schema-qualified: the client's search_path may put its own current_setting() first.
-  const begun = inTx
-    ? await host.query([`SAVEPOINT ${SAVEPOINT}`, "SELECT pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('lock_timeout')", ...timeouts])
-    : await host.query(['BEGIN', ...timeouts]);
+  const begun = await host.query([inTx ? `SAVEPOINT ${SAVEPOINT}` : 'BEGIN', SETTINGS, ...timeouts]);
   if (begun.error) {
     if (!inTx && begun.status !== 0x49) await host.query(['ROLLBACK']);
     return { kind: 'failed', error: begun.error };
   }
-  const saved = inTx ? readDataRow(begun.rows[0] ?? Buffer.alloc(0)) : [];
+  const saved = readDataRow(begun.rows[0] ?? Buffer.alloc(0));
+  if (saved[2] !== 't') {
+    // The rollback-safety check (preview.ts) resolved the statement's tables with the default
+    // search_path; this session's may name other tables (and their triggers). Not run: refused.
+    await host.query(inTx ? [`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`, `RELEASE SAVEPOINT ${SAVEPOINT}`, FAIL_TRANSACTION] : ['ROLLBACK']);
+    return { kind: 'failed', error: { code: '55000', message: "Airlock: this held write runs before approval (review.preview hold-commit) only with the connection's default search_path, which this session changed; RESET search_path and send it again" } };
+  }
   const since = inTx ?? new Date();
   const ran = await host.execute();
   if (ran.error) {

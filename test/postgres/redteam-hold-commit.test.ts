@@ -198,20 +198,33 @@ test('an error of the held statement quoting a masked value reaches neither the 
   }
 });
 
-test("inside a transaction: Airlock's own statements do not run the agent's functions through search_path", async () => {
+test("a session that changed search_path: Airlock's statements run none of the agent's functions, and the held write does not run before approval", async () => {
   const c = await h.client();
   try {
     await c.query(`CREATE SCHEMA IF NOT EXISTS evil; CREATE TABLE IF NOT EXISTS evil.ran (n int);
-      CREATE OR REPLACE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE sql AS 'INSERT INTO evil.ran VALUES (1) RETURNING ''0''::text'`);
+      CREATE OR REPLACE FUNCTION evil.current_setting(text) RETURNS text LANGUAGE sql AS 'INSERT INTO evil.ran VALUES (1) RETURNING ''0''::text';
+      CREATE TABLE IF NOT EXISTS evil.rt (id int PRIMARY KEY, v text); INSERT INTO evil.rt VALUES (5, 'evil') ON CONFLICT DO NOTHING`);
+    // The rollback-safety check resolved public.rt; this session's search_path updates evil.rt.
     await c.query('SET search_path = evil, pg_catalog, public');
+    const outside = (await c.query("UPDATE rt SET v = 'sp' WHERE id = 5").catch((e: Error) => e)) as Error & { code?: string };
+    assert.equal(outside.code, '55000', outside.message);
+    assert.match(outside.message, /search_path/);
     await c.query('BEGIN');
+    const inside = (await c.query("UPDATE rt SET v = 'sp' WHERE id = 5").catch((e: Error) => e)) as Error & { code?: string };
+    assert.equal(inside.code, '55000', inside.message);
+    await c.query('ROLLBACK');
+    assert.equal(approver.pending.length, 0);
+    assert.equal((await h.pg.query('SELECT count(*)::int AS n FROM evil.ran')).rows[0].n, 0, "Airlock's statement called the agent's function");
+    assert.equal((await h.pg.query('SELECT v FROM evil.rt WHERE id = 5')).rows[0].v, 'evil');
+    assert.equal(await v(5), 'v5');
+    // Back to the default: held as usual.
+    await c.query('RESET search_path');
     const running = c.query("UPDATE rt SET v = 'sp' WHERE id = 5").catch((e: Error) => e);
     const p = await approver.next();
     assert.equal(p.req.binding!.preview!.kind, 'hold-commit', p.req.binding!.preview!.summary);
     p.resolve(approve(p.id));
     assert.equal(((await running) as { rowCount: number }).rowCount, 1);
-    assert.equal((await c.query('SELECT count(*)::int AS n FROM evil.ran')).rows[0].n, 0, "Airlock's statement called the agent's function");
-    await c.query('COMMIT');
+    assert.equal(await v(5), 'sp');
   } finally {
     await c.end();
     await h.pg.query('DROP SCHEMA IF EXISTS evil CASCADE');
