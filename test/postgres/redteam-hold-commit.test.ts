@@ -275,3 +275,27 @@ test('two held Binds in one pipeline: neither committed portal outlives the Sync
     w.end();
   }
 });
+
+test('a read executed ahead of the held Bind in the same pipeline: not run before approval (dry run instead), runs once on approval', async () => {
+  const w = await wire();
+  try {
+    const done = w.roundtrip([
+      serialize.parse({ text: 'SELECT count(*) FROM rt' }),
+      serialize.bind({}),
+      serialize.execute({}),
+      serialize.parse({ name: 'u1', text: 'UPDATE rt SET v = v || $1 WHERE id = 2' }),
+      serialize.bind({ portal: 'pu', statement: 'u1', values: ['!'], binary: true }),
+      serialize.execute({ portal: 'pu' }),
+      serialize.sync(),
+    ]);
+    const p = await approver.next();
+    assert.match(p.req.binding!.preview!.summary, /^hold-commit not available here/);
+    assert.equal(await v(2), 'v2', 'nothing ran before approval');
+    p.resolve(approve(p.id));
+    const ms = await done;
+    assert.equal(ms.filter((m) => m.name === 'commandComplete').map((m) => m.text).join(','), 'SELECT 1,UPDATE 1');
+    assert.equal(await v(2), 'v2!');
+  } finally {
+    w.end();
+  }
+});
