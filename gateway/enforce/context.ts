@@ -144,9 +144,14 @@ export function contextFromHeaders(get: (name: string) => string | undefined): R
   return compact({ reason: cleanReason(headerText(get('x-airlock-reason'))), ticket: cleanTicket(get('x-airlock-ticket')), traceparent: validTraceparent(get('traceparent')) }, 'http header');
 }
 
+/** Lone surrogates (valid in an agent's JSON, not encodable as UTF-8) become U+FFFD. */
+function wellFormedText(s: string): string {
+  return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
 /** X-Airlock-Reason's value for any reason text: RFC 8187 encoded unless it is printable ASCII. */
 export function reasonHeader(reason: string): string {
-  return /^[\x20-\x7e]*$/.test(reason) ? reason : `UTF-8''${encodeURIComponent(reason)}`;
+  return /^[\x20-\x7e]*$/.test(reason) ? reason : `UTF-8''${encodeURIComponent(wellFormedText(reason))}`;
 }
 
 /**
@@ -156,8 +161,11 @@ export function reasonHeader(reason: string): string {
  * the statement after it is exactly the agent's.
  */
 export function contextComment(ctx: { reason?: string; ticket?: string; traceparent?: string }): string {
+  // U+FFFD (or a lone surrogate, which becomes one on the wire) would make the PostgreSQL
+  // listener refuse the whole statement as possibly mis-decoded: the reason loses it instead.
   const quote = (v: string) =>
-    `"${v
+    `"${wellFormedText(v)
+      .replace(/\ufffd/g, '?')
       // eslint-disable-next-line no-control-regex
       .replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
       .replace(/\*\//g, '* /')

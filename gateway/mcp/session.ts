@@ -18,7 +18,7 @@ import { bindOperation } from '../enforce/binding.ts';
 import { MCP_RETRYABLE, POSTGRES_SQLSTATE, SSH_EXIT_STATUS, type Refusal, type RefusalKind } from '../enforce/refusal.ts';
 import { EnforcementSession, type ApprovalRecord, type EnforcementDeps } from '../enforce/session.ts';
 import { redactDetected } from '../masking/redact-text.ts';
-import { contextComment, reasonHeader } from '../enforce/context.ts';
+import { cleanReason, contextComment, reasonHeader } from '../enforce/context.ts';
 import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation } from '../policy/operation.ts';
 import { canonicalJson, toolFingerprint, toolOperation } from './operation.ts';
@@ -79,7 +79,9 @@ export function toolError(r: Refusal): CallToolResult {
 function purpose(args: Record<string, unknown>): { reason?: string; ticket?: string; details: string[] } {
   const reason = typeof args.reason === 'string' && args.reason.trim() ? args.reason.trim().slice(0, 1000) : undefined;
   const ticket = typeof args.ticket === 'string' && args.ticket.trim() ? args.ticket.trim().slice(0, 200) : undefined;
-  const details = [...(reason ? [`reason (stated by the caller): ${redactDetected(reason)}`] : []), ...(ticket ? [`ticket: ${redactDetected(ticket)}`] : [])];
+  // Approvers' lines: one line each (a line break would forge lines of Airlock's), PII redacted, cut.
+  const shown = { reason: cleanReason(reason), ticket: cleanReason(ticket) };
+  const details = [...(shown.reason ? [`reason (stated by the caller): ${shown.reason}`] : []), ...(shown.ticket ? [`ticket: ${shown.ticket}`] : [])];
   return { reason, ticket, details };
 }
 

@@ -21,6 +21,7 @@ import type { RequestContext } from '../enforce/context.ts';
 import { redactDetected } from '../masking/redact-text.ts';
 import type { Operation } from '../policy/operation.ts';
 import { readCString } from './frames.ts';
+import { scrubMessage } from './scrub.ts';
 import { bindMessage, closeMessage, describePortal, executeMessage, parseErrorFields, parseTyped, SYNC, type PgError } from './messages.ts';
 import { parseRowDescription, planNeedsMasking } from './masking-api.ts';
 import { appendReturning, readDataRow } from './preview.ts';
@@ -42,7 +43,11 @@ export interface InternalResult {
 /** Collects the responses to one internal simple Query up to its ReadyForQuery. */
 export class InternalSink {
   private readonly r: InternalResult = { fields: [], rows: [], status: 0x49 };
-  constructor(private readonly done: (r: InternalResult) => void) {}
+  /** `own`: the client's statement text, whose own literals an error may echo (scrub.ts). */
+  constructor(
+    private readonly done: (r: InternalResult) => void,
+    private readonly own?: string,
+  ) {}
 
   /** The connection ended before the answer: the statement's fate is the upstream's (a closed connection rolls back). */
   fail(why: string): void {
@@ -64,8 +69,9 @@ export class InternalSink {
         return false;
       case 0x45: {
         const f = parseErrorFields(buf, start, end);
-        // Approvers, the audit and the client read it: PII detectors applied, like scrubbed errors.
-        this.r.error ??= { code: f.C ?? 'XX000', message: redactDetected(f.M ?? 'error') };
+        // Approvers, the audit and the client read it: scrubbed like any relayed error under masking
+        // (`secret::int` quotes the masked value), whether or not this statement masks anything.
+        this.r.error ??= { code: f.C ?? 'XX000', message: scrubMessage(f.M ?? 'error', this.own) };
         return false;
       }
       case 0x5a:
@@ -163,6 +169,9 @@ function minutes(ms: number): string {
   return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
 }
 
+/** The client's timeouts (put back inside its transaction) and whether search_path is the connection's default. */
+const SETTINGS =
+  "SELECT pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('lock_timeout'), pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) (SELECT s.reset_val FROM pg_catalog.pg_settings s WHERE s.name OPERATOR(pg_catalog.=) 'search_path')";
 /** Airlock's savepoint inside a client's transaction (review.holdInTransaction). */
 const SAVEPOINT = 'airlock_hold_commit';
 /** Fails the client's transaction after a refused held statement, as an error of its own would. */
@@ -188,15 +197,20 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, conte
   const timeouts = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(ms))}`, `SET LOCAL lock_timeout = ${Math.max(1, Math.min(5000, Math.floor(ms / 2)))}`];
   // Outside a transaction: SET LOCAL ends with Airlock's transaction. Inside the client's: the
   // client's values are read first and put back once the statement ran (a released savepoint
-  // would keep Airlock's values until the client's transaction ends).
-  const begun = inTx
-    ? await host.query([`SAVEPOINT ${SAVEPOINT}`, "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", ...timeouts])
-    : await host.query(['BEGIN', ...timeouts]);
+  // would keep Airlock's values until the client's transaction ends). Function calls are
+  // schema-qualified: the client's search_path may put its own current_setting() first.
+  const begun = await host.query([inTx ? `SAVEPOINT ${SAVEPOINT}` : 'BEGIN', SETTINGS, ...timeouts]);
   if (begun.error) {
     if (!inTx && begun.status !== 0x49) await host.query(['ROLLBACK']);
     return { kind: 'failed', error: begun.error };
   }
-  const saved = inTx ? readDataRow(begun.rows[0] ?? Buffer.alloc(0)) : [];
+  const saved = readDataRow(begun.rows[0] ?? Buffer.alloc(0));
+  if (saved[2] !== 't') {
+    // The rollback-safety check (preview.ts) resolved the statement's tables with the default
+    // search_path; this session's may name other tables (and their triggers). Not run: refused.
+    await host.query(inTx ? [`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`, `RELEASE SAVEPOINT ${SAVEPOINT}`, FAIL_TRANSACTION] : ['ROLLBACK']);
+    return { kind: 'failed', error: { code: '55000', message: "Airlock: this held write runs before approval (review.preview hold-commit) only with the connection's default search_path, which this session changed; RESET search_path and send it again" } };
+  }
   const since = inTx ?? new Date();
   const ran = await host.execute();
   if (ran.error) {
@@ -215,6 +229,13 @@ export async function holdCommit(host: HoldCommitHost, o: HoldCommitInput, conte
     shown = await sample(host.masking, d, ran);
   } catch {
     shown = undefined; // fail closed: no sample rather than an unmasked one
+  }
+  if (o.signal.aborted) {
+    // Cancelled (CancelRequest, hang-up) while the statement ran: an abort listener added now would
+    // never fire, and approvers would be asked about a statement nobody waits for. Undone here.
+    if (inTx) await host.query([`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`, `RELEASE SAVEPOINT ${SAVEPOINT}`, FAIL_TRANSACTION]);
+    else await host.query(['ROLLBACK']);
+    return { kind: 'failed', error: { code: '57014', message: 'canceling statement due to user request: Airlock rolled back the held statement before asking for approval' } };
   }
   const maxLock = d.review.maxLockHoldMs;
   const bound = maxLock ? ` (at most ${minutes(maxLock)}, then rolled back)` : '';

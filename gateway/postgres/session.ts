@@ -112,6 +112,8 @@ const POISON_STATEMENT = 'airlock.denied';
 /** Statements that may change client_encoding (SET/RESET client_encoding, SET NAMES, set_config). */
 const ENCODING_CHANGE = /client_encoding|\bnames\b|\breset\s+all\b/i;
 const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
+/** Prefix of Airlock's own statement and portal names on a session's connection (hold-commit). */
+const INTERNAL_PREFIX = 'airlock.hc.';
 /** Statement text that is not valid UTF-8 is never decoded (lossily) and classified: denied. */
 const NOT_UTF8: Decision = { action: 'deny', rule: 'airlock-encoding', reason: 'the statement text is not valid UTF-8 (Airlock sessions use client_encoding UTF8)' };
 const NOT_UTF8_TEXT = '<statement text that is not valid UTF-8>';
@@ -262,8 +264,10 @@ export class Session {
   private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
   private scrubbing: boolean;
-  /** The portal hold-commit answered for (Portal.committed) until the client's next Sync. */
-  private committedPortal: string | null = null;
+  /** The portals hold-commit answered for (Portal.committed) until the client's next Sync (several Binds may be held in one pipeline). */
+  private readonly committedPortals = new Set<string>();
+  /** A Describe/Execute of the committed portal waits for the client's messages in flight ahead of it. */
+  private waitingCommitted = false;
   /** Inside pumpUpstream: finished runs are recorded after the client write. */
   private deferRecords = false;
   private deferredRecords: Array<{ run: Run; rec: ReturnType<typeof operationRecord> }> = [];
@@ -324,7 +328,7 @@ export class Session {
 
   /** Airlock's own statement and portal name on this connection (hold-commit), unlike any client's. */
   private get internalName(): string {
-    return `airlock.hc.${this.id.slice(0, 8)}`;
+    return `${INTERNAL_PREFIX}${this.id.slice(0, 8)}`;
   }
 
   /** A CancelRequest from the client: a held statement is cancelled here (true), else upstream. */
@@ -362,7 +366,7 @@ export class Session {
     this.pumpingClient = true;
     try {
       const cap = this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED;
-      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && this.q.length < cap && this.cr.next()) this.onFrontend();
+      while (!this.closed && !this.holding && !this.upstreamFull && this.encodingBarrier !== 'active' && !this.waitingIdle && !this.waitingCommitted && this.q.length < cap && this.cr.next()) this.onFrontend();
       if (this.q.length > this.pipelineHigh) this.pipelineHigh = this.q.length;
       if (!this.closed && this.q.length >= cap && !this.pipelineCapped) {
         this.pipelineCapped = true;
@@ -440,7 +444,7 @@ export class Session {
       case M.Execute:
         return this.onExecute();
       case M.Describe: {
-        if (r.buf[r.start + 5] === 0x50 /* P */ && this.committedPortal !== null) {
+        if (r.buf[r.start + 5] === 0x50 /* P */ && this.committedPortals.size > 0) {
           const portal = this.lookupPortal(readCString(r.buf, r.start + 6, r.end)[0]);
           if (portal?.committed) return this.answerCommitted(portal, 'describe');
         }
@@ -462,10 +466,10 @@ export class Session {
       }
       case M.Sync: {
         this.skipTillSync = false;
-        if (this.committedPortal !== null) {
-          // Outside a transaction block the server drops portals at Sync: so does Airlock's.
-          if (this.portals.get(this.committedPortal)?.committed) this.portals.delete(this.committedPortal);
-          this.committedPortal = null;
+        // Outside a transaction block the server drops portals at Sync: so does Airlock's.
+        if (this.committedPortals.size > 0) {
+          for (const name of this.committedPortals) if (this.portals.get(name)?.committed) this.portals.delete(name);
+          this.committedPortals.clear();
         }
         this.forwardCurrent();
         const e: Expect = { kind: 'sync' };
@@ -643,6 +647,7 @@ export class Session {
   private onParse(): void {
     const r = this.cr;
     const [name, off] = readCString(r.buf, r.start + 5, r.end);
+    if (name.startsWith(INTERNAL_PREFIX)) return this.refuseInternalName('prepared statement', name);
     if (!isUtf8CString(r.buf, off, r.end)) return this.deny(this.newRun(NOT_UTF8_TEXT, undefined, NOT_UTF8), true);
     const go = this.beforeText(off);
     if (go === 'wait') return;
@@ -665,6 +670,11 @@ export class Session {
     if (ENCODING_CHANGE.test(text) && this.encodingBarrier === 'none') this.encodingBarrier = 'armed';
   }
 
+  /** Hold-commit's statement and portal names are Airlock's: a client's would be closed under it. */
+  private refuseInternalName(what: 'prepared statement' | 'portal', name: string): void {
+    this.deny(this.newRun(`<${what} ${quoteIdent(name)}>`, undefined, { action: 'deny', rule: 'airlock-internal-name', reason: `${what} names starting with "${INTERNAL_PREFIX}" are reserved for Airlock` }), true);
+  }
+
   /** A Bind or Execute naming something Airlock never saw defined: the server may know it from SQL, Airlock cannot decide on it. */
   private refuseUnknown(what: 'prepared statement' | 'portal', name: string): void {
     const run = this.newRun(`<${what} ${quoteIdent(name)}>`, undefined, {
@@ -679,6 +689,7 @@ export class Session {
     const r = this.cr;
     const [portalName, off] = readCString(r.buf, r.start + 5, r.end);
     const [stmtName] = readCString(r.buf, off, r.end);
+    if (portalName.startsWith(INTERNAL_PREFIX)) return this.refuseInternalName('portal', portalName);
     const stmt = this.lookupStmt(stmtName);
     if (!stmt) return this.refuseUnknown('prepared statement', stmtName);
     if (stmt.decision.action === 'review') {
@@ -839,14 +850,14 @@ export class Session {
       ? {
           enforce: this.enforce,
           masking: this.deps.masking,
-          query: (sqls: readonly string[]) => this.internal(internalBatch(name, sqls.map((text) => ({ text })))),
-          execute: () => this.internal(internalBatch(name, [{ text: returning, types: bound.stmt.paramTypes, params: run.parameters ?? [], rows: true }])),
+          query: (sqls: readonly string[]) => this.internal(internalBatch(name, sqls.map((text) => ({ text }))), 'internal', run.text),
+          execute: () => this.internal(internalBatch(name, [{ text: returning, types: bound.stmt.paramTypes, params: run.parameters ?? [], rows: true }]), 'internal', run.text),
         }
       : {
           enforce: this.enforce,
           masking: this.deps.masking,
-          query: (sqls: readonly string[]) => this.internal(simpleQuery(sqls.join('; '))),
-          execute: () => this.internal(simpleQuery(returning)),
+          query: (sqls: readonly string[]) => this.internal(simpleQuery(sqls.join('; ')), 'internal', run.text),
+          execute: () => this.internal(simpleQuery(returning), 'internal', run.text),
         };
     // Extended protocol: the client's Parse of this statement may still be in flight. A Sync of
     // Airlock's own waits for its answer (and ends the server's skipping if it failed, which the
@@ -887,7 +898,7 @@ export class Session {
               const portal: Portal = { stmt: bound.stmt, rows: 0, approval: run.approval, grant: run.grant, parameters: run.parameters, binding: run.binding, committed: { tag: out.kind === 'committed' ? out.tag : '', executed: false } };
               this.pendingPortals.delete(bound.portalName);
               this.portals.set(bound.portalName, portal);
-              this.committedPortal = bound.portalName;
+              this.committedPortals.add(bound.portalName);
             }
           } else {
             this.toClient.addOwned(error ? errorResponse(error) : commandComplete((out as { tag: string }).tag));
@@ -909,6 +920,15 @@ export class Session {
    */
   private answerCommitted(portal: Portal, what: 'describe' | 'execute'): void {
     const c = portal.committed!;
+    if (this.q.length > 0 && !(what === 'execute' && c.executed) && !this.q.some((e) => e.kind === 'query' || e.kind === 'sync')) {
+      // Messages of the client's are still in flight (a Describe, Parse, Close between the Bind and
+      // this): answer in order once they are, as the server would (or skip it after their error).
+      this.cr.rewind();
+      this.waitingCommitted = true;
+      this.toUpstream.addOwned(FLUSH);
+      this.flushUpstream();
+      return;
+    }
     if (this.q.length > 0 || (what === 'execute' && c.executed)) {
       const run = this.newRun(portal.stmt.text, portal.stmt.op, { action: 'deny', rule: 'airlock-hold-commit', reason: 'the statement of this portal already ran (approved and committed while held); it can be described and executed once, right after its Bind' });
       return this.deny(run, true);
@@ -945,6 +965,10 @@ export class Session {
     if (this.closed) return;
     this.armTimeLimit();
     this.releaseIdleWait();
+    if (this.waitingCommitted && this.q.length === 0) {
+      this.waitingCommitted = false;
+      setImmediate(() => this.pumpClient());
+    }
     if (this.pipelineCapped && this.q.length < (this.init.maxPipelinedMessages ?? DEFAULT_MAX_PIPELINED)) {
       this.pipelineCapped = false;
       setImmediate(() => this.pumpClient());
@@ -1468,10 +1492,10 @@ export class Session {
    * (a simple Query, or a batch / lone Sync); their responses are consumed, never relayed. A lone
    * Sync is queued as kind 'sync' so an error of the client's ahead of it skips up to it.
    */
-  private internal(bytes: Buffer, kind: 'internal' | 'sync' = 'internal'): Promise<InternalResult> {
+  private internal(bytes: Buffer, kind: 'internal' | 'sync' = 'internal', own?: string): Promise<InternalResult> {
     if (this.closed) return Promise.resolve({ fields: [], rows: [], status: 0x49, error: { code: '08006', message: 'the session ended' } });
     return new Promise((resolve) => {
-      this.q.push({ kind, sink: new InternalSink(resolve) });
+      this.q.push({ kind, sink: new InternalSink(resolve, own) });
       this.toUpstream.addOwned(bytes);
       this.flushUpstream();
     });
