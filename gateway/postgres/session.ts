@@ -396,7 +396,7 @@ export class Session {
     // While parked (held statement, encoding barrier) the socket keeps being read, up to a bound,
     // so a client that hangs up is noticed at once (and its approval request cancelled); the
     // frames themselves stay queued, unprocessed, behind the parked one.
-    const parked = this.holding || this.encodingBarrier === 'active' || this.waitingIdle || this.pipelineCapped;
+    const parked = this.holding || this.encodingBarrier === 'active' || this.waitingIdle || this.waitingCommitted || this.pipelineCapped;
     if (this.upstreamFull || (parked && this.cr.pending > PARKED_READ_LIMIT)) this.client.pause();
     else this.client.resume();
   }

@@ -195,7 +195,8 @@ SELECT 'after:' || balance FROM accounts WHERE id = 1;
   const log = file.content?.toString('utf8') ?? '';
   assert.match(log, /UPDATE accounts SET balance = balance \+ 1 WHERE id = 1/);
   assert.match(log, /SELECT 'after:' \|\| balance/);
-  assert.equal(await workflowStatus(requestId), 'COMPLETED');
+  // The run completes once its follow-ups (outcome reply, session log) are done: eventually, not at once.
+  await waitFor(async () => (await workflowStatus(requestId)) === 'COMPLETED', 'the approval run completed');
 });
 
 test("the Slack request shows the held UPDATE's dry-run preview and the agent's reason; approving runs it once", { timeout: TEST_TIMEOUT }, async () => {
