@@ -21,16 +21,15 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { receiveMessageOnPort, MessageChannel, Worker } from 'node:worker_threads';
 import { log } from '../log.ts';
-import { redactDeep, redactForAudit } from './redact.ts';
+import { redactForAudit } from './redact.ts';
 import {
-  epochMs,
-  intOrZero,
+  auditData,
   operationData,
+  sessionEndData,
+  sessionStartData,
   PruneRefusedError,
-  safeJson,
   SqliteStore,
   StoreOpenError,
-  str,
   toAudit,
   toOperation,
   toSummary,
@@ -255,21 +254,12 @@ export class PostgresStore implements Store {
   }
 
   startSession(s: SessionStart): void {
-    const data = {
-      id: str(s.id),
-      protocol: str(s.protocol),
-      identity: str(s.identity),
-      groups: safeJson(s.groups ?? []),
-      connection: str(s.connection),
-      clientAddress: str(s.clientAddress),
-      startedAt: epochMs(s.startedAt),
-      instance: this.instance.id,
-    };
+    const data = sessionStartData(s, this.instance.id);
     this.write('start', `start session ${s.id}`, data);
   }
 
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void {
-    const data = { id: str(id), endedAt: epochMs(endedAt), reason: redactForAudit(str(reason)), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
+    const data = sessionEndData(id, endedAt, reason, bytes);
     this.write('end', `end session ${id}`, data);
   }
 
@@ -288,7 +278,7 @@ export class PostgresStore implements Store {
   }
 
   recordAudit(e: AuditEvent): void {
-    const data = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
+    const data = auditData(e);
     this.write('audit', `audit ${e.kind} ${e.subject}`, data);
   }
 

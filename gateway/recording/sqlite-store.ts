@@ -515,16 +515,7 @@ export class SqliteStore implements Store {
   }
 
   startSession(s: SessionStart): void {
-    const data = {
-      id: str(s.id),
-      protocol: str(s.protocol),
-      identity: str(s.identity),
-      groups: safeJson(s.groups ?? []),
-      connection: str(s.connection),
-      clientAddress: str(s.clientAddress),
-      startedAt: epochMs(s.startedAt),
-      instance: this.instance.id,
-    };
+    const data = sessionStartData(s, this.instance.id);
     this.write(`start session ${s.id}`, () => {
       this.insertSession.run(data);
       this.append('session.start', `s:${data.id}`, null, data.startedAt, data);
@@ -532,7 +523,7 @@ export class SqliteStore implements Store {
   }
 
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void {
-    const data = { id: str(id), endedAt: epochMs(endedAt), reason: redactForAudit(str(reason)), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
+    const data = sessionEndData(id, endedAt, reason, bytes);
     this.write(`end session ${id}`, () => {
       const r = this.updateSessionEnd.run(data);
       if (r.changes === 0) log.warn({ sessionId: id }, 'audit store: ended a session that was never started');
@@ -555,7 +546,7 @@ export class SqliteStore implements Store {
   }
 
   recordAudit(e: AuditEvent): void {
-    const params = { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
+    const params = auditData(e);
     this.write(`audit ${e.kind} ${e.subject}`, () => {
       const id = Number(this.insertAudit.run(params).lastInsertRowid);
       this.append('audit', `a:${id}`, null, params.at, { id, ...params });
@@ -1046,6 +1037,33 @@ export class SqliteStore implements Store {
       }
     }
   }
+}
+
+// The rows (and chain entries) both stores write: built in one place so a session start, end or
+// audit event hashes the same whichever store recorded it.
+
+/** The sessions row of a session start, stamped with the recording gateway instance. */
+export function sessionStartData(s: SessionStart, instance: string) {
+  return {
+    id: str(s.id),
+    protocol: str(s.protocol),
+    identity: str(s.identity),
+    groups: safeJson(s.groups ?? []),
+    connection: str(s.connection),
+    clientAddress: str(s.clientAddress),
+    startedAt: epochMs(s.startedAt),
+    instance,
+  };
+}
+
+/** A session's end: the reason redacted, byte counts whole numbers. */
+export function sessionEndData(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }) {
+  return { id: str(id), endedAt: epochMs(endedAt), reason: redactForAudit(str(reason)), toClient: intOrZero(bytes?.toClient), fromClient: intOrZero(bytes?.fromClient) };
+}
+
+/** An audit event's row: the detail redacted (identities kept) and stored as JSON text. */
+export function auditData(e: AuditEvent) {
+  return { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
 }
 
 export type OperationData = ReturnType<typeof operationData>;
