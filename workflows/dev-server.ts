@@ -30,7 +30,23 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
+/** Thrown when the server process exits before it is ready (e.g. a port taken meanwhile). */
+class ExitedEarly extends Error {}
+
 export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+  // Ports we picked ourselves can be taken by another process between the pick and the bind (tests
+  // run in parallel): a server that exits before it is ready is started again on fresh ports.
+  const ours = opts.port === undefined && (opts.ui === undefined || typeof opts.ui === 'boolean');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      if (!(err instanceof ExitedEarly) || !ours || attempt >= 3) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: DevServerOptions): Promise<DevServer> {
   const cli = temporalCliPath();
   const namespace = opts.namespace ?? 'default';
   const port = opts.port ?? (await freePort());
@@ -98,7 +114,7 @@ async function waitReady(
   let last = '';
   while (Date.now() < until) {
     const e = exited();
-    if (e) throw new Error(`temporal dev server exited (code ${e.code ?? e.signal}) before it was ready: ${stderr().trim() || 'no output'}`);
+    if (e) throw new ExitedEarly(`temporal dev server exited (code ${e.code ?? e.signal}) before it was ready: ${stderr().trim() || 'no output'}`);
     let conn: Connection | undefined;
     try {
       conn = await Connection.connect({ address, connectTimeout: 1000 });
