@@ -128,7 +128,7 @@ export async function startGateway(loaded: LoadedConfig, opts: StartGatewayOptio
   const policy = new PolicyEngine(loaded.config.policy, loaded.config.masking, loaded.config.connections);
   // Roles for just-in-time elevation: a role that does not fit the policy stops the start (fail closed).
   const roles = rolePolicies(loaded.config);
-  const store = opts.store ?? openStore(loaded);
+  const store = opts.store ?? openStore(loaded, { writerThread: true });
   const closers: (() => Promise<void>)[] = [];
   if (!opts.store) closers.push(async () => store.close());
   // A store this gateway opened is its own: whatever a crash left open is closed in the record.

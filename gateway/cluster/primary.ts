@@ -15,7 +15,8 @@ import { startAdminServer, type Check } from '../observability/admin-server.ts';
 import { cancelKeyWorker } from '../postgres/cancel.ts';
 import { openStore, type AuditStore } from '../recording/open.ts';
 import { canReconcile, reconcileCrashed, reconcileSessions } from '../recording/reconcile.ts';
-import { SqliteStore } from '../recording/sqlite-store.ts';
+import { PostgresStore } from '../recording/postgres-store.ts';
+import { applyAuditCall } from '../recording/audit-call.ts';
 import { isAirlockMessage, WORKER_CRASH_REASON, WORKER_INDEX_ENV, type AuditCall, type ToPrimary, type ToWorker } from './protocol.ts';
 
 export interface ClusterPrimary {
@@ -50,7 +51,7 @@ function safeSend(w: Worker, m: ToWorker): void {
 export async function startPrimary(loaded: LoadedConfig, count: number, logger: Logger): Promise<ClusterPrimary> {
   const log = logger.child({ component: 'cluster' });
   for (const w of loaded.warnings ?? []) log.warn(`config ${loaded.file}: ${w}`);
-  const store = openStore(loaded);
+  const store = openStore(loaded, { writerThread: true });
   const closers: (() => Promise<void>)[] = [async () => store.close()];
   if (canReconcile(store)) {
     const r = reconcileCrashed(store);
@@ -58,7 +59,7 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
     // The primary records every worker's sessions under its own instance id; peers see it alive.
     store.startInstanceLease();
   }
-  if (store instanceof SqliteStore) store.flush(); // workers open it read-only: it must exist
+  if (!(store instanceof PostgresStore)) store.flush(); // workers open it read-only: it must exist
   // Created (schema, WAL mode) once here, so N workers starting together only read and poll it.
   AuthStateStore.open(configPath(loaded, loaded.config.auth.stateFile)).close();
 
@@ -79,16 +80,9 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
 
   const apply = (slot: Slot, c: AuditCall) => {
     try {
-      if (c.k === 'start') {
-        store.startSession(c.s);
-        slot.open.add(c.s.id);
-      } else if (c.k === 'end') {
-        store.endSession(c.id, c.at, c.reason, c.bytes);
-        slot.open.delete(c.id);
-      } else if (c.k === 'op') store.recordOperation(c.op);
-      else if (c.k === 'idp') store.recordIdpIdentity(c.e);
-      else if (c.k === 'elevation') store.putElevation(c.e);
-      else store.recordAudit(c.e);
+      applyAuditCall(store, c);
+      if (c.k === 'start') slot.open.add(c.s.id);
+      else if (c.k === 'end') slot.open.delete(c.id);
     } catch (err) {
       log.error({ err, worker: slot.index, kind: c.k }, 'audit store: a worker record could not be appended');
     }
@@ -225,7 +219,7 @@ export async function startPrimary(loaded: LoadedConfig, count: number, logger: 
       closers.unshift(() => sinks.close());
     }
     if (loaded.config.console?.enabled) {
-      if (!(store instanceof SqliteStore)) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
+      if (store instanceof PostgresStore) throw new Error('console.enabled needs a store the console can read (the SQLite store)');
       const { openConsole } = await import('../console/open.ts');
       const c = await openConsole(loaded, { store });
       closers.unshift(() => c.close());

@@ -3,18 +3,10 @@
 // prom-client's own aggregation messages on the same channel never collide with ours.
 import os from 'node:os';
 import type { Listener } from '../app.ts';
-import type { IdpIdentity } from '../recording/identity-registry.ts';
-import type { AuditEvent, AuditHealth, ElevationRecord, OperationRecord, SessionStart } from '../recording/store.ts';
+import type { AuditCall } from '../recording/audit-call.ts';
+import type { AuditHealth } from '../recording/store.ts';
 
-/** One audit store call a worker made, in the order it made them. */
-export type AuditCall =
-  | { k: 'start'; s: SessionStart }
-  | { k: 'end'; id: string; at: Date; reason: string; bytes: { toClient: number; fromClient: number } }
-  | { k: 'op'; op: OperationRecord }
-  | { k: 'audit'; e: AuditEvent }
-  /** An IdP sign-in seen by a worker's /oauth/token (identity registry; its audit event is chained by the primary). */
-  | { k: 'idp'; e: IdpIdentity }
-  | { k: 'elevation'; e: ElevationRecord };
+export type { AuditCall };
 
 export type ToPrimary =
   /** A batch of audit calls; `n` is acknowledged once the primary's store accepted them. */

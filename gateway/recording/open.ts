@@ -4,16 +4,20 @@ import { parsePrivateKey, SigningKeyError } from './chain.ts';
 import { readFileSync } from 'node:fs';
 import { PostgresStore, type PostgresConnectionOptions } from './postgres-store.ts';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';
+import { ThreadedSqliteStore } from './sqlite-writer.ts';
 import { instanceIdentity } from './instances.ts';
 
 export interface OpenStoreOptions {
   /** Load audit.signingKey (default true). Readers (`sessions list`, `audit verify`) pass false so
    * they work where the private key is not available. */
   signer?: boolean;
+  /** SQLite: append records on a writer thread (sqlite-writer.ts), as a running gateway does; the
+   * CLI's short-lived commands write inline. Ignored for PostgreSQL (always on its I/O thread). */
+  writerThread?: boolean;
 }
 
 /** Either audit store; both implement Store plus verify/checkpoint/stats/whenDrained. */
-export type AuditStore = SqliteStore | PostgresStore;
+export type AuditStore = SqliteStore | ThreadedSqliteStore | PostgresStore;
 
 /** Opens the store the config names (SQLite path relative to the config file, or PostgreSQL), with the audit policy. */
 export function openStore(loaded: LoadedConfig, opts: OpenStoreOptions = {}): AuditStore {
@@ -22,7 +26,9 @@ export function openStore(loaded: LoadedConfig, opts: OpenStoreOptions = {}): Au
     const { maxPageCount: _m, busyTimeoutMs: _b, readonly: _r, ...rest } = storeOptions(loaded, opts);
     return PostgresStore.open(pg, rest);
   }
-  return SqliteStore.open(configPath(loaded, loaded.config.store.sqlite), storeOptions(loaded, opts));
+  const path = configPath(loaded, loaded.config.store.sqlite);
+  if (opts.writerThread && loaded.config.store.sqlite !== ':memory:') return ThreadedSqliteStore.open(path, storeOptions(loaded, opts));
+  return SqliteStore.open(path, storeOptions(loaded, opts));
 }
 
 /** store.postgres resolved (password secret, CA file), or undefined for the SQLite store. */

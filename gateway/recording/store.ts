@@ -158,7 +158,11 @@ export class AuditUnavailableError extends Error {
   }
 }
 
-/** Also the identity registry (identity-registry.ts): who the IdP last vouched for. */
+/**
+ * Also the identity registry (identity-registry.ts): who the IdP last vouched for.
+ * Writes may be taken later (a writer thread, the cluster primary): a caller never changes a record
+ * (or anything it references) after handing it to the store.
+ */
 export interface Store extends IdentityRegistry {
   startSession(s: SessionStart): void;
   endSession(id: string, endedAt: Date, reason: string, bytes: { toClient: number; fromClient: number }): void;

@@ -4,10 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { ThreadedSqliteStore } from '../../gateway/recording/sqlite-writer.ts';
 import { PostgresStore, type PostgresConnectionOptions, type PostgresStoreOptions } from '../../gateway/recording/postgres-store.ts';
 import { startPostgres, type RunningPostgres } from '../support/postgres.ts';
 
-export type AnyStore = SqliteStore | PostgresStore;
+export type AnyStore = SqliteStore | ThreadedSqliteStore | PostgresStore;
 
 /** One place for a store's data: open as many stores on it as a test needs. */
 export interface StoreLocation {
@@ -17,7 +18,7 @@ export interface StoreLocation {
 }
 
 export interface Backend {
-  name: 'sqlite' | 'postgres';
+  name: 'sqlite' | 'sqlite, writer thread' | 'postgres';
   location(): Promise<StoreLocation>;
   /** Stops shared servers (call from an `after` hook). */
   stop(): Promise<void>;
@@ -29,6 +30,19 @@ export const sqliteBackend: Backend = {
     const dir = mkdtempSync(join(tmpdir(), 'airlock-store-'));
     return {
       open: (opts = {}) => SqliteStore.open(join(dir, 'airlock.db'), opts),
+      dispose: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  },
+  async stop() {},
+};
+
+/** What a running gateway uses: the same file format, records appended by a writer thread. */
+export const sqliteThreadBackend: Backend = {
+  name: 'sqlite, writer thread',
+  async location() {
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-store-'));
+    return {
+      open: (opts = {}) => ThreadedSqliteStore.open(join(dir, 'airlock.db'), opts),
       dispose: async () => rmSync(dir, { recursive: true, force: true }),
     };
   },
@@ -68,4 +82,4 @@ export const postgresBackend: Backend & { server(): Promise<RunningPostgres>; co
   },
 };
 
-export const backends: Backend[] = [sqliteBackend, postgresBackend];
+export const backends: Backend[] = [sqliteBackend, sqliteThreadBackend, postgresBackend];

@@ -8,15 +8,24 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statfsSync, unlink
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { SqliteStore } from '../../gateway/recording/sqlite-store.ts';
+import { SqliteStore, type SqliteStoreOptions } from '../../gateway/recording/sqlite-store.ts';
+import { ThreadedSqliteStore } from '../../gateway/recording/sqlite-writer.ts';
 import { AuditUnavailableError, type OperationRecord } from '../../gateway/recording/store.ts';
+
+type AnySqliteStore = SqliteStore | ThreadedSqliteStore;
+
+/** Both ways a SQLite store writes: inline (the CLI) and on a writer thread (a running gateway). */
+const kinds: { name: string; open(path: string, opts?: SqliteStoreOptions): AnySqliteStore }[] = [
+  { name: 'inline', open: (path, opts) => SqliteStore.open(path, opts) },
+  { name: 'writer thread', open: (path, opts) => ThreadedSqliteStore.open(path, opts) },
+];
 
 interface FullDisk {
   path: string;
   /** Takes (nearly) all the remaining space. */
-  fill(store: SqliteStore): void;
+  fill(store: AnySqliteStore): void;
   /** Gives the space back. */
-  free(store: SqliteStore): void;
+  free(store: AnySqliteStore): void;
 }
 
 function fullDisk(t: { after(fn: () => void): void }): FullDisk {
@@ -63,6 +72,8 @@ function fullDisk(t: { after(fn: () => void): void }): FullDisk {
   return {
     path,
     fill(store) {
+      // A limit is per connection: the writer thread's connection needs the real full disk (root).
+      if (!(store instanceof SqliteStore)) throw new Error('a full disk for the writer thread needs a tmpfs mount (run as root)');
       store.database.pragma('max_page_count = 1');
     },
     free(store) {
@@ -83,10 +94,10 @@ async function waitFor(cond: () => boolean, what: string, ms = 15_000): Promise<
   }
 }
 
-describe('audit durability', () => {
+for (const kind of kinds) describe(`audit durability (${kind.name})`, () => {
   test('fail-closed: on a full disk the store reports unhealthy at once, refuses new work, keeps every record and writes them all once space is back', async (t) => {
     const disk = fullDisk(t);
-    const store = SqliteStore.open(disk.path, { onFailure: 'closed', maxPendingMs: 60_000 });
+    const store = kind.open(disk.path, { onFailure: 'closed', maxPendingMs: 60_000 });
     t.after(() => store.close());
     store.startSession({ id: 's', protocol: 'postgres', identity: 'agent-7', groups: [], connection: 'shop', clientAddress: 'x', startedAt: new Date() });
     store.flush();
@@ -132,7 +143,7 @@ describe('audit durability', () => {
 
   test('fail-open: the same full disk is reported unhealthy but traffic is not refused', async (t) => {
     const disk = fullDisk(t);
-    const store = SqliteStore.open(disk.path, { onFailure: 'open' });
+    const store = kind.open(disk.path, { onFailure: 'open' });
     t.after(() => store.close());
     store.startSession({ id: 's', protocol: 'postgres', identity: 'agent-7', groups: [], connection: 'shop', clientAddress: 'x', startedAt: new Date() });
     store.flush();
@@ -154,7 +165,7 @@ describe('audit durability', () => {
     const dir = mkdtempSync(join(tmpdir(), 'airlock-lag-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'airlock.db');
-    const store = SqliteStore.open(path, { busyTimeoutMs: 10, maxPendingMs: 300 });
+    const store = kind.open(path, { busyTimeoutMs: 10, maxPendingMs: 300 });
     t.after(() => store.close());
     store.startSession({ id: 's', protocol: 'postgres', identity: 'a', groups: [], connection: 'c', clientAddress: 'x', startedAt: new Date() });
     store.flush();
@@ -179,7 +190,7 @@ describe('audit durability', () => {
     const dir = mkdtempSync(join(tmpdir(), 'airlock-bound-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'airlock.db');
-    const store = SqliteStore.open(path, { busyTimeoutMs: 0, maxPending: 5, maxPendingMs: 60_000 });
+    const store = kind.open(path, { busyTimeoutMs: 0, maxPending: 5, maxPendingMs: 60_000 });
     t.after(() => store.close());
     store.flush();
     const other = new Database(path);
