@@ -27,6 +27,9 @@ import type { FromWriter, ToWriter, WriterInit } from './sqlite-writer-protocol.
 import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type ElevationRecord, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 
+/** Longest one hand-over waits for a slow writer (backpressure), so a stall never freezes the gateway. */
+const THROTTLE_MAX_MS = 250;
+
 /** How long records wait to be handed over together (bounded by BATCH_MAX). */
 const HAND_OVER_MS = 2;
 
@@ -211,11 +214,14 @@ export class ThreadedSqliteStore implements Store {
    * Recording then costs this thread what it cost inline, only while the writer cannot keep up.
    */
   #throttle(): void {
+    // A writer that is failing (lock, full disk) is not slow but stuck: health() refuses new work
+    // then, and waiting here would only freeze every session of this gateway.
+    if (!this.#writer.ok || this.#writer.pending > 0) return;
     this.#port.postMessage({ t: 'flush' } satisfies ToWriter);
     try {
-      this.#await(() => this.#unacked <= this.#highWater / 2, 'catch up');
+      this.#await(() => this.#unacked <= this.#highWater / 2, 'catch up', THROTTLE_MAX_MS);
     } catch {
-      // A writer that does not catch up within readWaitMs: health() reports the lag and refuses new work.
+      // Not caught up within THROTTLE_MAX_MS: the lag counts against maxPendingMs in health().
     }
   }
 
@@ -236,6 +242,13 @@ export class ThreadedSqliteStore implements Store {
     if (this.#closed) {
       this.#lostRecords++;
       log.error({ path: this.path, kind: c.k }, 'audit store: write after close dropped');
+      return;
+    }
+    // Memory stays bounded whatever the writer does: beyond twice maxPending records not yet
+    // acknowledged (the closed policy refuses new work long before), new ones are dropped and counted.
+    if (this.#unacked + this.#batch.length >= 2 * this.#maxPending) {
+      this.#lostRecords++;
+      log.error({ path: this.path, kind: c.k, pending: this.#unacked + this.#batch.length }, 'audit store: the writer is too far behind, record dropped');
       return;
     }
     if (this.#batch.length === 0) this.#batchQueuedAt = Date.now();
@@ -271,13 +284,27 @@ export class ThreadedSqliteStore implements Store {
     this.#unacked += calls.length;
     try {
       this.#port.postMessage({ t: 'write', n, calls } satisfies ToWriter);
-      if (this.#unacked >= this.#highWater) this.#throttle();
-    } catch (e) {
-      // A record that cannot be cloned: the calls are lost, which health() reports (dropped).
+    } catch {
+      // Something in a record cannot be cloned: hand the calls over one by one so only that one is lost.
       this.#inflight.delete(n);
       this.#unacked -= calls.length;
-      this.#lostRecords += calls.length;
-      log.error({ path: this.path, err: e instanceof Error ? e.message : String(e), records: calls.length }, 'audit store: records could not be handed to the writer and were dropped');
+      this.#handOverEach(calls);
+      return;
+    }
+    if (this.#unacked >= this.#highWater) this.#throttle();
+  }
+
+  #handOverEach(calls: AuditCall[]): void {
+    for (const c of calls) {
+      const n = this.#next++;
+      try {
+        this.#port.postMessage({ t: 'write', n, calls: [c] } satisfies ToWriter);
+        this.#inflight.set(n, { count: 1, queuedAt: this.#batchQueuedAt });
+        this.#unacked += 1;
+      } catch (e) {
+        this.#lostRecords++;
+        log.error({ path: this.path, kind: c.k, err: e instanceof Error ? e.message : String(e) }, 'audit store: a record could not be handed to the writer and was dropped');
+      }
     }
   }
 

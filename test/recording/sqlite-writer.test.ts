@@ -82,6 +82,17 @@ describe('SQLite store with a writer thread', () => {
     assert.equal(store.getSession('s')?.operations.length, 1);
   });
 
+  test('a record that cannot cross to the writer is dropped alone and counted; the records around it are written', (t) => {
+    const store = ThreadedSqliteStore.open(tempPath(t));
+    t.after(() => store.close());
+    store.startSession({ id: 's', protocol: 'postgres', identity: 'a', groups: [], connection: 'c', clientAddress: 'x', startedAt: new Date() });
+    store.recordOperation(op(1));
+    store.recordOperation({ ...op(2), classification: { oops: () => 'a function cannot be cloned' } });
+    store.recordOperation(op(3));
+    assert.deepEqual(store.getSession('s')?.operations.map((o) => o.seq), [1, 3]);
+    assert.equal(store.stats().dropped, 1);
+  });
+
   test('opening needs a file: :memory: and read-only are refused by name', () => {
     assert.throws(() => ThreadedSqliteStore.open(':memory:'), (e: unknown) => e instanceof StoreOpenError && /needs a file/.test(e.message));
     assert.throws(() => ThreadedSqliteStore.open('/tmp/x.db', { readonly: true }), StoreOpenError);
