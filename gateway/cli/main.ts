@@ -25,12 +25,14 @@ async function waitForSignal(): Promise<void> {
  * fast (running statements are ended), SIGQUIT exits at once (the audit store is still closed,
  * which writes what it holds). A second SIGTERM or SIGINT during a shutdown forces it.
  */
-async function runUntilSignalled(gw: { shutdown(mode: 'drain' | 'fast'): Promise<void>; store: { close(): void } }): Promise<void> {
+async function runUntilSignalled(gw: { shutdown(mode: 'drain' | 'fast'): Promise<void>; store: { close(): void } }, announce: () => void): Promise<void> {
   const say = (m: string) => process.stderr.write(`airlock: ${m}\n`);
   const mode = await new Promise<'drain' | 'fast' | 'immediate'>((resolve) => {
     process.once('SIGTERM', () => resolve('drain'));
     process.once('SIGINT', () => resolve('fast'));
     process.once('SIGQUIT', () => resolve('immediate'));
+    // Announced once the signals are handled: a supervisor that signals on "listening" is obeyed.
+    announce();
   });
   if (mode === 'immediate') {
     say('SIGQUIT: exiting now');
@@ -98,16 +100,18 @@ export function buildCli(): Command {
       const primary = await startPrimary(loaded, workers, log);
       const { installCrashGuard } = await import('../app.ts');
       installCrashGuard();
-      for (const l of primary.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
-      process.stderr.write(`airlock: ${workers} gateway workers: ${primary.workers().map((w) => `worker ${w.index} pid ${w.pid}`).join(', ')}\n`);
-      await runUntilSignalled(primary);
+      await runUntilSignalled(primary, () => {
+        for (const l of primary.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
+        process.stderr.write(`airlock: ${workers} gateway workers: ${primary.workers().map((w) => `worker ${w.index} pid ${w.pid}`).join(', ')}\n`);
+      });
       return;
     }
     const { installCrashGuard, startGateway } = await import('../app.ts');
     const gw = await startGateway(loaded);
     installCrashGuard();
-    for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
-    await runUntilSignalled(gw);
+    await runUntilSignalled(gw, () => {
+      for (const l of gw.listeners) process.stderr.write(`airlock: ${l.protocol} gateway listening on ${l.host}:${l.port}${l.detail ? ` (${l.detail})` : ''}\n`);
+    });
   });
 
   configOption(program.command('token').description('print a short-lived signed token for an identity'))
