@@ -44,11 +44,11 @@ async function login(): Promise<SshClient> {
   return c;
 }
 
-/** Polls `read` until it has not changed for `quietMs`: the transfer has stalled. */
+/** Polls `read` until it has not changed for `quietMs` (the transfer has stalled), or 20 s passed. */
 async function settled<T>(read: () => T, quietMs = 600): Promise<T> {
   let last = read();
   let since = Date.now();
-  for (;;) {
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
     await new Promise((r) => setTimeout(r, 100));
     const now = read();
     if (now !== last) {
@@ -56,6 +56,7 @@ async function settled<T>(read: () => T, quietMs = 600): Promise<T> {
       since = Date.now();
     } else if (Date.now() - since >= quietMs) return now;
   }
+  return last;
 }
 
 /** Bytes held in ArrayBuffers by this process (gateway and test client) after a full GC. */
