@@ -4,7 +4,8 @@
 // and down each way, and prints the best time of each as a ratio (1.00 = no overhead), the
 // throughput ratio (direct time / gateway time; the goal is >= 0.8) and the gateway's own CPU time
 // per MiB (user + system of this process, which hosts only the gateway: a measure that holds up on
-// a busy machine, where wall times do not). Writes bench-results/ssh.json with every round.
+// a busy machine, where wall times do not) and the SSH data packets the gateway sent per MiB (a
+// count, steadier still). Writes bench-results/ssh.json with every round.
 import { createHash, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
@@ -22,6 +23,15 @@ if (!Number.isFinite(sizeMiB) || sizeMiB <= 0 || !Number.isInteger(rounds) || ro
 
 const require = createRequire(import.meta.url);
 const { bindingAvailable } = require('ssh2/lib/protocol/crypto.js') as { bindingAvailable: boolean };
+// SSH data packets the gateway sends (both legs): per-packet work dominates its CPU, and unlike
+// CPU time this count does not move with the load on a shared machine. Counting only.
+const Protocol = require('ssh2/lib/protocol/Protocol.js') as { prototype: { channelData(this: unknown, id: number, data: Buffer): unknown } };
+const packets = { sent: 0 };
+const channelData = Protocol.prototype.channelData;
+Protocol.prototype.channelData = function (this: unknown, id: number, data: Buffer) {
+  packets.sent++;
+  return channelData.call(this, id, data);
+};
 
 const h = await startSshHarness({ default: 'allow', rules: [] });
 const work = mkdtempSync(join(tmpdir(), 'airlock-bench-ssh-'));
@@ -39,11 +49,12 @@ try {
     run('scp', [...common, '-i', h.sshd.clientKeyPath, '-P', String(h.sshd.port), from.replace('remote:', `${h.sshd.user}@127.0.0.1:`), to.replace('remote:', `${h.sshd.user}@127.0.0.1:`)], { timeoutMs: 600_000 });
   const viaGateway = (from: string, to: string) => h.scp('box', from.replace('remote:', 'gw:'), to.replace('remote:', 'gw:'));
 
-  const samples: Record<string, { ms: number[]; cpuMs: number[] }> = {};
+  const samples: Record<string, { ms: number[]; cpuMs: number[]; packetsSent: number[] }> = {};
   async function timed(label: string, f: () => Promise<{ code: number | null; stderr: string }>): Promise<number> {
     let best = Infinity;
-    const s = (samples[label] = { ms: [] as number[], cpuMs: [] as number[] });
+    const s = (samples[label] = { ms: [] as number[], cpuMs: [] as number[], packetsSent: [] as number[] });
     for (let i = 0; i < rounds; i++) {
+      packets.sent = 0;
       const c0 = process.cpuUsage();
       const t0 = process.hrtime.bigint();
       const r = await f();
@@ -52,6 +63,7 @@ try {
       if (r.code !== 0) throw new Error(`${label} failed: ${r.stderr}`);
       s.ms.push(Math.round(ms));
       s.cpuMs.push(Math.round((c.user + c.system) / 1000));
+      s.packetsSent.push(packets.sent);
       best = Math.min(best, ms);
     }
     return best;
@@ -75,18 +87,21 @@ try {
   console.log(`upload    direct ${upDirect.toFixed(0)} ms (${mbps(upDirect)} MiB/s)   via Airlock ${upGw.toFixed(0)} ms (${mbps(upGw)} MiB/s)   ratio ${(upGw / upDirect).toFixed(2)}x`);
   console.log(`download  direct ${downDirect.toFixed(0)} ms (${mbps(downDirect)} MiB/s)   via Airlock ${downGw.toFixed(0)} ms (${mbps(downGw)} MiB/s)   ratio ${(downGw / downDirect).toFixed(2)}x`);
   const cpuPerMiB = (label: string) => Math.min(...samples[label].cpuMs) / sizeMiB;
+  const packetsPerMiB = (label: string) => +(Math.min(...samples[label].packetsSent) / sizeMiB).toFixed(1);
   const summary = {
     at: new Date().toISOString(),
     sizeMiB,
     rounds,
     nativeCrypto: bindingAvailable,
-    upload: { directMs: Math.round(upDirect), gatewayMs: Math.round(upGw), timeRatio: +(upGw / upDirect).toFixed(3), throughputRatio: +(upDirect / upGw).toFixed(3), gatewayCpuMsPerMiB: +cpuPerMiB('gateway upload').toFixed(2) },
-    download: { directMs: Math.round(downDirect), gatewayMs: Math.round(downGw), timeRatio: +(downGw / downDirect).toFixed(3), throughputRatio: +(downDirect / downGw).toFixed(3), gatewayCpuMsPerMiB: +cpuPerMiB('gateway download').toFixed(2) },
+    upload: { directMs: Math.round(upDirect), gatewayMs: Math.round(upGw), timeRatio: +(upGw / upDirect).toFixed(3), throughputRatio: +(upDirect / upGw).toFixed(3), gatewayCpuMsPerMiB: +cpuPerMiB('gateway upload').toFixed(2), gatewayPacketsSentPerMiB: packetsPerMiB('gateway upload') },
+    download: { directMs: Math.round(downDirect), gatewayMs: Math.round(downGw), timeRatio: +(downGw / downDirect).toFixed(3), throughputRatio: +(downDirect / downGw).toFixed(3), gatewayCpuMsPerMiB: +cpuPerMiB('gateway download').toFixed(2), gatewayPacketsSentPerMiB: packetsPerMiB('gateway download') },
     samples,
     goal: 'throughputRatio >= 0.8 both ways',
   };
   console.log(`throughput ratio (direct time / gateway time): upload ${summary.upload.throughputRatio}, download ${summary.download.throughputRatio} (goal >= 0.8)`);
   console.log(`gateway CPU per MiB: upload ${summary.upload.gatewayCpuMsPerMiB} ms, download ${summary.download.gatewayCpuMsPerMiB} ms`);
+  // 32 data packets per MiB each way is the floor with 32 KiB packets (OpenSSH sends no larger ones).
+  console.log(`gateway SSH data packets sent per MiB (both legs; floor about 32 + the replies): upload ${summary.upload.gatewayPacketsSentPerMiB}, download ${summary.download.gatewayPacketsSentPerMiB}`);
   mkdirSync('bench-results', { recursive: true });
   writeFileSync(join('bench-results', 'ssh.json'), JSON.stringify(summary, null, 2) + '\n');
   writeFileSync(join(work, 'done'), '');

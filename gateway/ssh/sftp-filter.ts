@@ -64,6 +64,7 @@ const PASS_EXTENSIONS = new Set(['statvfs@openssh.com', 'fstatvfs@openssh.com', 
 const STREAM_HIGH_WATER_MARK = 1024 * 1024;
 /** A path request larger than this is not a path request. */
 const MAX_INSPECTED = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 class Reader {
   private off = 0;
@@ -154,9 +155,6 @@ export class SftpFilter {
     private readonly options: SftpFilterOptions = {},
   ) {
     const self = this;
-    // client -> server
-    let cPending: Buffer = Buffer.alloc(0);
-    let cRemaining = 0; // bytes of a pass-through packet still to forward
     // Streams of 32 KiB SSH packets: with the default 16 KiB high-water mark every chunk would
     // pause and resume the channel (a drain round per packet). Bounded: this much per direction.
     const highWaterMark = STREAM_HIGH_WATER_MARK;
@@ -164,14 +162,9 @@ export class SftpFilter {
       highWaterMark,
       transform(chunk: Buffer, _enc, cb: TransformCallback) {
         self.bytesFromClient += chunk.length;
-        self.fromClient(this, chunk, cPending, cRemaining).then(
-          (st) => {
-            cPending = st.pending;
-            cRemaining = st.remaining;
-            cb();
-          },
-          (err: Error) => cb(err),
-        );
+        const buf = self.cPending.length ? Buffer.concat([self.cPending, chunk]) : chunk;
+        self.cPending = EMPTY;
+        self.fromClient(this, buf, 0, cb);
       },
     });
     this.serverToClient = new Transform({
@@ -183,40 +176,51 @@ export class SftpFilter {
     });
   }
 
-  // Server-stream framing state: a partial header kept, or bytes of a packet still to relay.
-  private sPending: Buffer = Buffer.alloc(0);
+  // Client-stream framing state: a partial header or inspected request kept, or bytes of a
+  // pass-through packet still to relay.
+  private cPending: Buffer = EMPTY;
+  private cRemaining = 0;
+  // Server-stream framing state, the same.
+  private sPending: Buffer = EMPTY;
   private sRemaining = 0;
 
+  /**
+   * Relays what the server sent. Pass-through bytes are pushed as one piece per chunk (up to the
+   * next packet the filter consumes itself), not one piece per SFTP packet boundary: each piece
+   * becomes its own SSH packet towards the client, and SFTP packets do not line up with SSH ones.
+   */
   private fromServer(out: Transform, chunk: Buffer): void {
-    let buf = this.sPending.length ? Buffer.concat([this.sPending, chunk]) : chunk;
-    this.sPending = Buffer.alloc(0);
-    while (buf.length > 0) {
+    const buf = this.sPending.length ? Buffer.concat([this.sPending, chunk]) : chunk;
+    this.sPending = EMPTY;
+    let from = 0; // bytes [from, p) are relayed unchanged
+    let p = 0;
+    while (p < buf.length) {
       if (this.sRemaining > 0) {
-        const n = Math.min(this.sRemaining, buf.length);
-        out.push(buf.subarray(0, n));
-        this.bytesToClient += n;
+        const n = Math.min(this.sRemaining, buf.length - p);
         this.sRemaining -= n;
-        buf = buf.subarray(n);
+        p += n;
         continue;
       }
-      if (buf.length < 9) {
-        this.sPending = buf;
+      if (buf.length - p < 9) {
+        this.sPending = buf.subarray(p);
         break;
       }
-      const len = buf.readUInt32BE(0);
-      const type = buf.readUInt8(4);
-      const id = buf.readUInt32BE(5);
+      const len = buf.readUInt32BE(p);
+      const type = buf[p + 4];
+      const id = buf.readUInt32BE(p + 5);
       const own = this.ownRequests.get(id);
       if (own || (type === T.HANDLE && this.opening.has(id) && len <= MAX_INSPECTED)) {
-        if (buf.length < 4 + len) {
-          this.sPending = buf;
+        if (buf.length - p < 4 + len) {
+          this.sPending = buf.subarray(p);
           break;
         }
-        const packet = buf.subarray(0, 4 + len);
+        const packet = buf.subarray(p, p + 4 + len);
         if (own) {
           // An answer to the filter's own request: consumed here, never relayed.
+          this.relayToClient(out, buf, from, p);
           this.ownRequests.delete(id);
-          buf = buf.subarray(4 + len);
+          p += 4 + len;
+          from = p;
           own(Buffer.from(packet));
           continue;
         }
@@ -231,13 +235,13 @@ export class SftpFilter {
         this.opening.delete(id);
       }
       if (type === T.NAME && this.homeRequests.has(id) && len <= MAX_INSPECTED) {
-        if (buf.length < 4 + len) {
-          this.sPending = buf;
+        if (buf.length - p < 4 + len) {
+          this.sPending = buf.subarray(p);
           break;
         }
         this.homeRequests.delete(id);
         try {
-          const r = new Reader(buf.subarray(9, 4 + len));
+          const r = new Reader(buf.subarray(p + 9, p + 4 + len));
           if (r.u32() >= 1) this.home = posix.normalize(r.str());
         } catch {
           // Malformed answer: relative paths stay unresolved (`~/...`).
@@ -247,7 +251,14 @@ export class SftpFilter {
       }
       this.sRemaining = 4 + len;
     }
+    this.relayToClient(out, buf, from, p);
     if (this.serverIdle()) this.flushInjected(out);
+  }
+
+  private relayToClient(out: Transform, buf: Buffer, from: number, to: number): void {
+    if (to <= from) return;
+    out.push(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+    this.bytesToClient += to - from;
   }
 
   /** The server stream is between packets, so an answer can be slipped in. */
@@ -383,78 +394,111 @@ export class SftpFilter {
     }
   }
 
-  private async fromClient(out: Transform, chunk: Buffer, pending: Buffer, remaining: number): Promise<{ pending: Buffer; remaining: number }> {
-    let buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-    while (buf.length > 0) {
-      if (remaining > 0) {
-        const n = Math.min(remaining, buf.length);
-        out.push(buf.subarray(0, n));
-        remaining -= n;
-        buf = buf.subarray(n);
-        continue;
+  /**
+   * Relays what the client sent, from offset `p` of `buf`, then calls `done`. Pass-through bytes
+   * (READ, WRITE, ...) are relayed synchronously, as one piece per chunk; only a request the
+   * filter inspects goes through a promise (its decision), after which relaying resumes behind it.
+   */
+  private fromClient(out: Transform, buf: Buffer, p: number, done: TransformCallback): void {
+    const from = p; // bytes [from, p) are relayed unchanged
+    try {
+      while (p < buf.length) {
+        if (this.cRemaining > 0) {
+          const n = Math.min(this.cRemaining, buf.length - p);
+          this.cRemaining -= n;
+          p += n;
+          continue;
+        }
+        if (buf.length - p < 9) {
+          this.cPending = buf.subarray(p);
+          break;
+        }
+        const len = buf.readUInt32BE(p);
+        const type = buf[p + 4];
+        if (len < 5) {
+          this.relayToServer(out, buf, from, p);
+          this.events.onProtocolError?.(`SFTP packet of ${len} bytes`);
+          throw new Error(`SFTP packet of ${len} bytes`);
+        }
+        if (this.options.maxPacketBytes !== undefined && len > this.options.maxPacketBytes) {
+          // Refused on the declared length, before any of it is relayed or buffered.
+          this.relayToServer(out, buf, from, p);
+          this.events.onLimit?.('maxMessageBytes', len);
+          this.events.onProtocolError?.(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit (ssh.listen.maxMessageBytes)`);
+          throw new Error(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit`);
+        }
+        if (type !== T.INIT && buf.readUInt32BE(p + 5) >= OWN_ID_BASE) {
+          this.relayToServer(out, buf, from, p);
+          this.events.onProtocolError?.('SFTP request id in the range the gateway reserves');
+          throw new Error('SFTP request id in the range the gateway reserves');
+        }
+        if (!INSPECT.has(type)) {
+          this.cRemaining = 4 + len;
+          continue;
+        }
+        if (len > MAX_INSPECTED) {
+          this.relayToServer(out, buf, from, p);
+          this.events.onProtocolError?.(`SFTP request type ${type} of ${len} bytes is too large`);
+          throw new Error(`SFTP request type ${type} of ${len} bytes is too large`);
+        }
+        if (buf.length - p < 4 + len) {
+          this.cPending = buf.subarray(p);
+          break;
+        }
+        // Everything before the request goes first; the request waits for its decision.
+        this.relayToServer(out, buf, from, p);
+        const next = p + 4 + len;
+        this.inspect(out, type, buf.subarray(p, next)).then(
+          () => this.fromClient(out, buf, next, done),
+          (err: Error) => done(err),
+        );
+        return;
       }
-      if (buf.length < 9) return { pending: buf, remaining };
-      const len = buf.readUInt32BE(0);
-      const type = buf.readUInt8(4);
-      if (len < 5) {
-        this.events.onProtocolError?.(`SFTP packet of ${len} bytes`);
-        throw new Error(`SFTP packet of ${len} bytes`);
-      }
-      if (this.options.maxPacketBytes !== undefined && len > this.options.maxPacketBytes) {
-        // Refused on the declared length, before any of it is relayed or buffered.
-        this.events.onLimit?.('maxMessageBytes', len);
-        this.events.onProtocolError?.(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit (ssh.listen.maxMessageBytes)`);
-        throw new Error(`SFTP packet of ${len} bytes exceeds the ${this.options.maxPacketBytes}-byte limit`);
-      }
-      if (type !== T.INIT && buf.readUInt32BE(5) >= OWN_ID_BASE) {
-        this.events.onProtocolError?.('SFTP request id in the range the gateway reserves');
-        throw new Error('SFTP request id in the range the gateway reserves');
-      }
-      if (!INSPECT.has(type)) {
-        remaining = 4 + len;
-        continue;
-      }
-      if (len > MAX_INSPECTED) {
-        this.events.onProtocolError?.(`SFTP request type ${type} of ${len} bytes is too large`);
-        throw new Error(`SFTP request type ${type} of ${len} bytes is too large`);
-      }
-      if (buf.length < 4 + len) return { pending: buf, remaining };
-      const packet = buf.subarray(0, 4 + len);
-      buf = buf.subarray(4 + len);
-      const body = packet.subarray(4);
-      const id = body.length >= 5 ? body.readUInt32BE(1) : 0;
-      let req: SftpRequest | null | 'unsupported';
-      try {
-        req = await this.classify(out, type, body, id);
-      } catch (err) {
-        // A truncated path request, or a path that cannot be resolved, cannot be checked: refused, not forwarded.
-        this.opening.delete(id);
-        const why = err instanceof PathError ? err.message : 'malformed SFTP request';
-        this.inject(statusPacket(id, err instanceof PathError ? FX_PERMISSION_DENIED : FX_FAILURE, `airlock: ${why}`));
-        continue;
-      }
-      if (req === null) {
-        out.push(packet);
-        continue;
-      }
-      if (req === 'unsupported') {
-        this.inject(statusPacket(id, FX_OP_UNSUPPORTED, 'airlock: this SFTP extension is not supported through the gateway'));
-        continue;
-      }
-      // Each path is its own decision (a rule on /etc/ sees the second path of a rename too).
-      let verdict: SftpVerdict = { allow: true };
-      for (const path of [...new Set(req.paths)]) {
-        const one: SftpRequest = { action: req.action, paths: [path] };
-        verdict = await this.policy.decide(one);
-        this.events.onDecided?.(one, verdict);
-        if (!verdict.allow) break;
-      }
-      if (verdict.allow) out.push(packet);
-      else {
-        this.opening.delete(id);
-        this.inject(statusPacket(id, verdict.code ?? FX_PERMISSION_DENIED, verdict.message));
-      }
+    } catch (err) {
+      return done(err as Error);
     }
-    return { pending: Buffer.alloc(0), remaining };
+    this.relayToServer(out, buf, from, p);
+    done();
+  }
+
+  private relayToServer(out: Transform, buf: Buffer, from: number, to: number): void {
+    if (to > from) out.push(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+  }
+
+  /** Decides one whole inspected request: relayed, or answered by the filter itself. */
+  private async inspect(out: Transform, type: number, packet: Buffer): Promise<void> {
+    const body = packet.subarray(4);
+    const id = body.length >= 5 ? body.readUInt32BE(1) : 0;
+    let req: SftpRequest | null | 'unsupported';
+    try {
+      req = await this.classify(out, type, body, id);
+    } catch (err) {
+      // A truncated path request, or a path that cannot be resolved, cannot be checked: refused, not forwarded.
+      this.opening.delete(id);
+      const why = err instanceof PathError ? err.message : 'malformed SFTP request';
+      this.inject(statusPacket(id, err instanceof PathError ? FX_PERMISSION_DENIED : FX_FAILURE, `airlock: ${why}`));
+      return;
+    }
+    if (req === null) {
+      out.push(packet);
+      return;
+    }
+    if (req === 'unsupported') {
+      this.inject(statusPacket(id, FX_OP_UNSUPPORTED, 'airlock: this SFTP extension is not supported through the gateway'));
+      return;
+    }
+    // Each path is its own decision (a rule on /etc/ sees the second path of a rename too).
+    let verdict: SftpVerdict = { allow: true };
+    for (const path of [...new Set(req.paths)]) {
+      const one: SftpRequest = { action: req.action, paths: [path] };
+      verdict = await this.policy.decide(one);
+      this.events.onDecided?.(one, verdict);
+      if (!verdict.allow) break;
+    }
+    if (verdict.allow) out.push(packet);
+    else {
+      this.opening.delete(id);
+      this.inject(statusPacket(id, verdict.code ?? FX_PERMISSION_DENIED, verdict.message));
+    }
   }
 }

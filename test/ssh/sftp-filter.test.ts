@@ -154,3 +154,32 @@ test('a client using the request ids the gateway reserves for its own requests i
   f.clientToServer.write(realpath(0xffff0001, '/'));
   assert.match((await failed).message, /reserves/);
 });
+
+test('pass-through bytes leave as one piece per chunk, however SFTP packets straddle the chunks (one SSH packet each, not two)', async () => {
+  // SFTP DATA/WRITE packets are 32 KiB plus a header and SSH packets are 32 KiB, so nearly every
+  // chunk ends inside one SFTP packet and starts another: each piece becomes its own SSH packet.
+  const f = new SftpFilter({ decide: async (r) => (r.paths[0].startsWith('/etc/') ? { allow: false, message: 'airlock: no' } : { allow: true }) });
+  const chunks = (b: Buffer) => Array.from({ length: Math.ceil(b.length / 32768) }, (_, i) => b.subarray(i * 32768, (i + 1) * 32768));
+  const down = Buffer.concat(Array.from({ length: 6 }, (_, i) => data(20 + i, randomBytes(32768))));
+  const toClient: Buffer[] = [];
+  f.serverToClient.on('data', (d: Buffer) => toClient.push(d));
+  for (const c of chunks(down)) await new Promise<void>((r) => f.serverToClient.write(c, () => r()));
+  assert.ok(Buffer.concat(toClient).equals(down));
+  assert.equal(toClient.length, chunks(down).length, 'one piece per chunk');
+
+  const up = Buffer.concat(Array.from({ length: 6 }, (_, i) => write(30 + i, randomBytes(32768))));
+  const toServer: Buffer[] = [];
+  f.clientToServer.on('data', (d: Buffer) => toServer.push(d));
+  for (const c of chunks(up)) await new Promise<void>((r) => f.clientToServer.write(c, () => r()));
+  assert.ok(Buffer.concat(toServer).equals(up));
+  assert.equal(toServer.length, chunks(up).length, 'one piece per chunk');
+
+  // A request inside a chunk is still decided on its own: a denied one is cut out, what surrounds it passes.
+  toServer.length = 0;
+  const w1 = write(40, randomBytes(100));
+  const w2 = write(41, randomBytes(100));
+  const mixed = Buffer.concat([w1, open(42, '/etc/shadow', 0x01), w2, open(43, '/tmp/fine', 0x01)]);
+  await new Promise<void>((r) => f.clientToServer.write(mixed, () => r()));
+  assert.ok(Buffer.concat(toServer).equals(Buffer.concat([w1, w2, open(43, '/tmp/fine', 0x01)])));
+  assert.deepEqual(statuses(Buffer.concat(toClient).subarray(down.length)).map((s) => s.id), [42]);
+});
