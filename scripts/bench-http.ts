@@ -23,7 +23,7 @@ import { tokenSettings } from '../gateway/auth/settings.ts';
 import { mintToken } from '../gateway/auth/tokens.ts';
 import { parseConfig } from '../gateway/config/load.ts';
 import { startHttpGateway } from '../gateway/http/server.ts';
-import { SqliteStore } from '../gateway/recording/sqlite-store.ts';
+import { ThreadedSqliteStore } from '../gateway/recording/sqlite-writer.ts';
 
 interface LoadResult {
   requests: number;
@@ -121,7 +121,8 @@ http:
     join(dir, 'airlock.yaml'),
     dir,
   );
-  const store = SqliteStore.open(join(dir, 'airlock.db'));
+  // The store `airlock gateway` runs: records appended on a writer thread.
+  const store = ThreadedSqliteStore.open(join(dir, 'airlock.db'));
   const gw = await startHttpGateway({ loaded, store, approver: new FailClosedApprover() });
   const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] });
 
