@@ -100,7 +100,7 @@ export function classifySql(query: string): ClassifiedStatement[] {
   const byShape = shape === undefined ? undefined : shapeCache.get(shape);
   if (byShape) {
     const s = copyStatement(byShape);
-    s.text = query.trim().replace(/;\s*$/, '').trim();
+    s.text = withoutFinalSemicolon(query);
     return [s];
   }
   const result = classifyUncached(query);
@@ -110,6 +110,15 @@ export function classifySql(query: string): ClassifiedStatement[] {
     shapeCache.set(shape, result[0]);
   }
   return result.map(copyStatement);
+}
+
+/**
+ * `query.trim().replace(/;\s*$/, '').trim()` without the regex: after trim() the text ends in a
+ * non-space, so the pattern can only match a final `;` (trim and \s share one whitespace set).
+ */
+function withoutFinalSemicolon(query: string): string {
+  const t = query.trim();
+  return t.endsWith(';') ? t.slice(0, -1).trim() : t;
 }
 
 // Second-level cache by statement shape (literals stripped, see shape.ts). Only for single DML
