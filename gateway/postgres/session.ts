@@ -157,6 +157,15 @@ interface Expect {
 }
 
 
+/** Whether any of the statements defines or drops prepared statements or cursors (NAME_CHANGING_SQL). */
+function changesNames(ops: Operation[]): boolean {
+  for (const o of ops) {
+    const types = o.sql?.statementTypes;
+    if (types) for (const t of types) if (NAME_CHANGING_SQL.has(t)) return true;
+  }
+  return false;
+}
+
 /** An entry of a statement that runs upstream (armTimeLimit; a function of its own, not a closure per call). */
 function runsUpstream(x: Expect): boolean {
   return (x.kind === 'query' || x.kind === 'execute') && x.run !== undefined;
@@ -528,7 +537,7 @@ export class Session {
     if (decision.elevation) this.toClient.addOwned(noticeResponse({ message: elevationTagNotice(decision.elevation, this.enforce.info.connection), detail: `decided under role ${decision.elevation.role}${'rule' in decision && decision.rule ? ` (rule ${decision.rule})` : ''}` }));
     // SQL that defines or drops prepared statements or cursors changes names the protocol can
     // use; Airlock cannot follow it, so every name it knew becomes unknown (and is refused).
-    if (decision.action !== 'deny' && ops.some((o) => o.sql?.statementTypes.some((t) => NAME_CHANGING_SQL.has(t)))) this.forgetNames();
+    if (decision.action !== 'deny' && changesNames(ops)) this.forgetNames();
     return { decision, op: operation };
   }
 

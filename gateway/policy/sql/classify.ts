@@ -69,20 +69,13 @@ function cachePut(query: string, value: ClassifiedStatement[]): void {
 
 /** Callers get their own copies so nobody can corrupt a cached classification. */
 function copyStatement(s: ClassifiedStatement): ClassifiedStatement {
-  return {
-    text: s.text,
-    kind: s.kind,
-    tables: [...s.tables],
-    functions: [...s.functions],
-    sql: {
-      ...s.sql,
-      statementTypes: [...s.sql.statementTypes],
-      expressionColumns: [...s.sql.expressionColumns],
-      ...(s.sql.settings ? { settings: [...s.sql.settings] } : {}),
-      ...(s.sql.renamed ? { renamed: [...s.sql.renamed] } : {}),
-      ...(s.sql.embedded ? { embedded: [...s.sql.embedded] } : {}),
-    },
-  };
+  // Runs on every cache hit: the optional arrays are copied in place (same keys, same order as
+  // the spread), without an empty object spread for each absent one.
+  const sql = { ...s.sql, statementTypes: s.sql.statementTypes.slice(), expressionColumns: s.sql.expressionColumns.slice() };
+  if (s.sql.settings) sql.settings = s.sql.settings.slice();
+  if (s.sql.renamed) sql.renamed = s.sql.renamed.slice();
+  if (s.sql.embedded) sql.embedded = s.sql.embedded.slice();
+  return { text: s.text, kind: s.kind, tables: s.tables.slice(), functions: s.functions.slice(), sql };
 }
 
 /**
