@@ -199,9 +199,12 @@ try {
   const pgbenchRun = (protocol: string) => ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', seconds];
   const results: Record<string, Partial<Record<Target, number[]>>> = {};
   const cpuUs: Record<string, Partial<Record<Target, number[]>>> = {};
+  /** The user-space part (JavaScript, V8, libuv): the system part is the socket I/O every proxy pays. */
+  const cpuUserUs: Record<string, Partial<Record<Target, number[]>>> = {};
   for (const protocol of protocols) {
     results[protocol] = {};
     cpuUs[protocol] = {};
+    cpuUserUs[protocol] = {};
     // Warm-up (not measured): JIT, classification and catalog caches, pools.
     for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
     for (let i = 0; i < runs; i++) {
@@ -218,7 +221,10 @@ try {
         const v = tps(out);
         // The relay and the gateways run in this process: its CPU time per statement is their cost,
         // a figure far less sensitive to other load on a shared machine than TPS.
-        if (t === 'relay' || t === 'airlock' || t === 'masked') (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
+        if (t === 'relay' || t === 'airlock' || t === 'masked') {
+          (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
+          (cpuUserUs[protocol][t] ??= []).push(cpu.user / transactions(out));
+        }
         if (profiling) {
           const { profile } = await profiling.post('Profiler.stop');
           mkdirSync(values.profile!, { recursive: true });
@@ -271,7 +277,7 @@ try {
     tps: {} as Record<string, Record<string, { median: number; min: number; max: number; runs: number[] }>>,
     ratios: {} as Record<string, Record<string, number | undefined>>,
     /** CPU time of this process (relay or gateway) per statement, microseconds: median of the runs. */
-    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[] }>>,
+    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[]; userMedian: number }>>,
     latencyUs: latency,
     addedLatencyUs: {} as Record<string, Record<string, number | undefined>>,
     exportSeconds: exportTimes,
@@ -285,7 +291,9 @@ try {
       m[t] = median(xs);
       summary.tps[protocol][t] = { median: m[t]!, min: Math.min(...xs), max: Math.max(...xs), runs: xs };
     }
-    summary.proxyCpuUsPerStatement[protocol] = Object.fromEntries(Object.entries(cpuUs[protocol]).map(([t, xs]) => [t, { median: Number(median(xs!).toFixed(1)), runs: xs!.map((x) => Number(x.toFixed(1))) }]));
+    summary.proxyCpuUsPerStatement[protocol] = Object.fromEntries(
+      Object.entries(cpuUs[protocol]).map(([t, xs]) => [t, { median: Number(median(xs!).toFixed(1)), runs: xs!.map((x) => Number(x.toFixed(1))), userMedian: Number(median(cpuUserUs[protocol][t as Target]!).toFixed(1)) }]),
+    );
     summary.ratios[protocol] = {
       'pgbouncer/direct': ratio(m.pgbouncer, m.direct),
       'relay/direct': ratio(m.relay, m.direct),
@@ -318,7 +326,7 @@ try {
       const s = m[t];
       const vs = (k?: Target) => (k && m[k] && k !== t ? `${(s.median / m[k].median).toFixed(2)}` : '   -');
       const c = summary.proxyCpuUsPerStatement[protocol][t];
-      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt` : ''}`);
+      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt (user ${c.userMedian.toFixed(1)})` : ''}`);
     }
   }
   for (const protocol of Object.keys(latency)) {

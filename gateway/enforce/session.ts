@@ -14,7 +14,7 @@ import type { Decision } from '../policy/decision.ts';
 import type { Identity, Operation, Protocol } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import type { Refusal } from './refusal.ts';
-import type { GatewayMetrics } from '../observability/metrics.ts';
+import type { GatewayMetrics, OperationCounts } from '../observability/metrics.ts';
 import { HOLD_STARTED } from '../recording/reconcile.ts';
 import { ActivitySummary, contextDetails, mergeContext, type RequestContext } from './context.ts';
 import { SessionTraces, type HoldTrace } from './trace.ts';
@@ -108,6 +108,14 @@ export function holdRefusal(o: Exclude<HoldOutcome, { outcome: 'approved' }>, ru
   }
 }
 
+/** The record with its session id and sequence number, set on the object itself (same keys, same order as a spread copy). */
+function stamped(r: Omit<OperationRecord, 'sessionId' | 'seq'>, sessionId: string, seq: number): OperationRecord {
+  const full = r as OperationRecord;
+  full.sessionId = sessionId;
+  full.seq = seq;
+  return full;
+}
+
 export class EnforcementSession {
   readonly info: SessionInfo;
   private seq = 0;
@@ -122,6 +130,8 @@ export class EnforcementSession {
   private readonly activity = new ActivitySummary();
   private sessionContext: RequestContext | undefined;
   private readonly traces: SessionTraces | undefined;
+  /** This protocol's operation counts (metrics), bound once: one increment per decision. */
+  private readonly opCounts: OperationCounts | undefined;
 
   constructor(
     private readonly deps: EnforcementDeps,
@@ -129,6 +139,7 @@ export class EnforcementSession {
   ) {
     this.info = info;
     this.traces = deps.tracer ? new SessionTraces(deps.tracer, info.id) : undefined;
+    this.opCounts = deps.metrics?.operationCounts(info.protocol);
   }
 
   get id(): string {
@@ -253,13 +264,13 @@ export class EnforcementSession {
             decision = { action: 'deny', rule: 'elevation-deferred', reason: `this statement would keep the elevated rights of role ${elevated.tag.role} beyond its window (it runs later, through EXECUTE or FETCH); send the statement itself`, elevation: elevated.tag };
           }
         }
-        this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
+        if (this.opCounts) this.opCounts[decision.action]++;
         this.auditElevationUse(decision, r.operation);
         return { decision, operation: r.operation };
       }
-      const { decision, operation } = this.deps.policy.decideAll(ops);
-      this.deps.metrics?.operations.inc({ protocol: this.info.protocol, decision: decision.action });
-      return { decision, operation };
+      const r = this.deps.policy.decideAll(ops);
+      if (this.opCounts) this.opCounts[r.decision.action]++;
+      return r;
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'policy evaluation failed; denying');
       return { decision: { action: 'deny', rule: 'airlock-internal', reason: `policy evaluation failed: ${(err as Error).message}` }, operation: ops[0] };
@@ -441,12 +452,16 @@ export class EnforcementSession {
     this.activity.note(r.kind, Array.isArray(tables) ? (tables as string[]) : undefined, refused ? 'deny' : r.decision);
   }
 
-  /** Records one operation (the seam numbers them). Store failures are logged, never thrown. */
+  /**
+   * Records one operation (the seam numbers them). Store failures are logged, never thrown. The
+   * record becomes the store's: its session id and sequence number are set on it (no copy per
+   * operation), so callers pass a fresh object and do not change it afterwards.
+   */
   record(r: Omit<OperationRecord, 'sessionId' | 'seq'>): number {
     this.noteActivity(r);
     const seq = ++this.seq;
     try {
-      this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
+      this.deps.store.recordOperation(stamped(r, this.id, seq));
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
     }
@@ -462,7 +477,7 @@ export class EnforcementSession {
   recordAt(seq: number, r: Omit<OperationRecord, 'sessionId' | 'seq'>): void {
     this.noteActivity(r);
     try {
-      this.deps.store.recordOperation({ ...r, sessionId: this.id, seq });
+      this.deps.store.recordOperation(stamped(r, this.id, seq));
     } catch (err) {
       this.deps.logger.error({ err, session: this.id }, 'recording an operation failed');
     }

@@ -5,6 +5,14 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Store } from '../recording/store.ts';
 import type { SinkStatus } from '../recording/sinks.ts';
+import type { DecisionAction } from '../policy/decision.ts';
+
+/**
+ * Operations decided in one protocol, by decision, not yet folded into the prom-client counter.
+ * Counting is per statement on the proxies' hot path: a plain increment here instead of
+ * prom-client's label hashing and validation per call; the counter takes the counts when read.
+ */
+export type OperationCounts = Record<DecisionAction, number>;
 
 export class GatewayMetrics {
   readonly registry = new Registry();
@@ -20,12 +28,30 @@ export class GatewayMetrics {
   readonly poolBackends: Gauge<'connection' | 'state'>;
   readonly poolWaiting: Gauge<'connection'>;
   readonly poolPins: Counter<'connection' | 'reason'>;
+  /** Pending per-protocol operation counts (see OperationCounts), folded into `operations` when it is read. */
+  readonly #operationCounts = new Map<string, OperationCounts>();
 
   constructor(store?: Pick<Store, 'health'>) {
     const registers = [this.registry];
     this.sessionsActive = new Gauge({ name: 'airlock_sessions_active', help: 'Client sessions open now', labelNames: ['protocol'], registers });
     this.sessionsTotal = new Counter({ name: 'airlock_sessions_total', help: 'Client sessions started', labelNames: ['protocol'], registers });
-    this.operations = new Counter({ name: 'airlock_operations_total', help: 'Operations decided, by decision (allow, deny, review)', labelNames: ['protocol', 'decision'], registers });
+    const pendingOps = this.#operationCounts;
+    this.operations = new Counter({
+      name: 'airlock_operations_total',
+      help: 'Operations decided, by decision (allow, deny, review)',
+      labelNames: ['protocol', 'decision'],
+      registers,
+      collect() {
+        for (const [protocol, counts] of pendingOps) {
+          for (const decision of Object.keys(counts) as DecisionAction[]) {
+            const n = counts[decision];
+            if (n === 0) continue;
+            counts[decision] = 0;
+            this.inc({ protocol, decision }, n);
+          }
+        }
+      },
+    });
     this.holdsPending = new Gauge({ name: 'airlock_holds_pending', help: 'Operations held for approval now', labelNames: ['protocol'], registers });
     this.holdSeconds = new Histogram({
       name: 'airlock_hold_duration_seconds',
@@ -87,6 +113,19 @@ export class GatewayMetrics {
         for (const s of status()) this.inc({ sink: s.name, type: s.type }, s.failures ?? 0);
       },
     });
+  }
+
+  /**
+   * The counts of operations decided in `protocol`: a session increments `counts[decision]` per
+   * operation; `airlock_operations_total` includes them whenever it is read (scrape, aggregation).
+   */
+  operationCounts(protocol: string): OperationCounts {
+    let c = this.#operationCounts.get(protocol);
+    if (!c) {
+      c = { allow: 0, mask: 0, review: 0, deny: 0 };
+      this.#operationCounts.set(protocol, c);
+    }
+    return c;
   }
 
   async text(): Promise<string> {

@@ -350,6 +350,8 @@ export class PolicyEngine {
 
   decideAll(ops: Operation[]): { decision: Decision; operation: Operation } {
     if (ops.length === 0) throw new TypeError('decideAll needs at least one operation (an empty query has nothing to decide)');
+    // One statement (nearly every query string): its own decision, without the merge below.
+    if (ops.length === 1) return { decision: this.decide(ops[0]), operation: ops[0] };
     const decisions = ops.map((op) => this.decide(op));
     let at = 0;
     for (let i = 1; i < decisions.length; i++) if (RANK[decisions[i].action] > RANK[decisions[at].action]) at = i;

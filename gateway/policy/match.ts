@@ -48,6 +48,21 @@ export class PolicyConfigError extends ConfigError {
 
 const WRITE_TYPES = ['DeleteStmt', 'UpdateStmt', 'MergeStmt'];
 
+/**
+ * Lower-case names (parse-tree node names such as `SelectStmt`: a small, fixed vocabulary), memoised:
+ * every statement-type check of every rule would otherwise allocate a new string per statement.
+ * Bounded, so even an unbounded vocabulary costs no more than toLowerCase.
+ */
+const lowered = new Map<string, string>();
+function lowerName(s: string): string {
+  let l = lowered.get(s);
+  if (l === undefined) {
+    l = s.toLowerCase();
+    if (lowered.size < 4096) lowered.set(s, l);
+  }
+  return l;
+}
+
 /** Glob with `*` only; everything else literal. Anchored. */
 export function globToRegExp(pattern: string, caseInsensitive: boolean): RegExp {
   const body = pattern
@@ -76,7 +91,11 @@ export function tablePatterns(patterns: string[]): (table: string) => boolean {
     if (lower === '*') return /^.*$/;
     return globToRegExp(lower.includes('.') ? lower : `public.${lower}`, true);
   });
-  return (t) => res.some((r) => r.test(t.toLowerCase()));
+  return (t) => {
+    const lower = t.toLowerCase(); // once per table, not once per pattern
+    for (const r of res) if (r.test(lower)) return true;
+    return false;
+  };
 }
 
 /**
@@ -140,7 +159,11 @@ export function compileMatch(spec: MatchSpec, where: string, polarity: MatchPola
   }
   if (spec.statements) {
     const set = new Set(spec.statements.map((s) => s.toLowerCase()));
-    checks.push((op) => (op.sql?.statementTypes ?? []).some((t) => set.has(t.toLowerCase())));
+    checks.push((op) => {
+      const types = op.sql?.statementTypes;
+      if (types) for (const t of types) if (set.has(lowerName(t))) return true;
+      return false;
+    });
   }
   if (spec.text) {
     const res = spec.text.map((src) => {
@@ -229,10 +252,17 @@ export function compileMatch(spec: MatchSpec, where: string, polarity: MatchPola
   if (spec.any) {
     if (spec.any.length === 0) throw new PolicyConfigError(`${where}: 'any' needs at least one alternative`);
     const alts = spec.any.map((s, i) => compileMatch(s, `${where} any[${i}]`, polarity));
-    checks.push((op) => alts.some((a) => a(op)));
+    checks.push((op) => {
+      for (const a of alts) if (a(op)) return true;
+      return false;
+    });
   }
 
   if (checks.length === 0) return () => true;
   if (checks.length === 1) return checks[0];
-  return (op) => checks.every((c) => c(op));
+  // Every rule's matcher runs for every operation: a plain loop, no closure per call.
+  return (op) => {
+    for (const c of checks) if (!c(op)) return false;
+    return true;
+  };
 }

@@ -234,13 +234,30 @@ export function describeType(t: number): string {
 export function readCString(buf: Buffer, off: number, end: number): [string, number] {
   const nul = buf.indexOf(0, off);
   if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
-  if (!isUtf8(buf.subarray(off, nul))) throw new ProtocolError('malformed message: a string is not valid UTF-8 (Airlock sessions use client_encoding UTF8)');
-  return [buf.toString('utf8', off, nul), nul + 1];
+  if (!validUtf8(buf, off, nul)) throw new ProtocolError('malformed message: a string is not valid UTF-8 (Airlock sessions use client_encoding UTF8)');
+  return [nul === off ? '' : buf.toString('utf8', off, nul), nul + 1];
 }
 
 /** Whether the NUL-terminated string at `off` is valid UTF-8 (checked on the bytes, before any decoding). */
 export function isUtf8CString(buf: Buffer, off: number, end: number): boolean {
   const nul = buf.indexOf(0, off);
   if (nul < 0 || nul >= end) throw new ProtocolError('malformed message: missing string terminator');
-  return isUtf8(buf.subarray(off, nul));
+  return validUtf8(buf, off, nul);
+}
+
+/** Up to this many bytes, an all-ASCII check in JS beats allocating a view for isUtf8. */
+const SHORT_STRING = 128;
+
+/**
+ * Whether buf[off, to) is valid UTF-8. Names and short statements (nearly all of them ASCII) are
+ * checked byte by byte without a Buffer view per string: ASCII is always valid UTF-8. Anything
+ * else goes to isUtf8 as before.
+ */
+function validUtf8(buf: Buffer, off: number, to: number): boolean {
+  if (to - off <= SHORT_STRING) {
+    let i = off;
+    while (i < to && buf[i] < 0x80) i++;
+    if (i === to) return true;
+  }
+  return isUtf8(buf.subarray(off, to));
 }

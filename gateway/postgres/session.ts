@@ -42,7 +42,7 @@ import { Deque } from './expect-queue.ts';
 import { FrameReader, MAX_BACKEND_MESSAGE, MAX_FRONTEND_MESSAGE, ProtocolError, WriteBatch, describeType, isUtf8CString, readCString } from './frames.ts';
 import { copyOutSpecs } from './copy-spec.ts';
 import { cursorUses, mayUseCursor } from './cursor-spec.ts';
-import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type Stmt } from './statement.ts';
+import { heldResultSummary, limitsOf, newRun, operationRecord, planOf, type Portal, type Run, type RunProgress, type Stmt } from './statement.ts';
 import { isUtf8Encoding } from './startup.ts';
 import { redactNotification, relayParameterStatus, scrubNoticeFrame } from './scrub.ts';
 import { contextFromSql } from '../enforce/context.ts';
@@ -137,19 +137,6 @@ const enum M {
 
 type ExpectKind = 'query' | 'parse' | 'bind' | 'describe' | 'describe-internal' | 'execute' | 'close' | 'sync' | 'poison' | 'internal';
 
-/** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
-interface RunProgress {
-  /** Index of the statement (in the query string) whose responses are arriving. */
-  stmt: number;
-  /** CopyOutResponses seen so far: the Nth gets the Nth COPY TO STDOUT's spec. */
-  copies: number;
-  /** The cursor the current statement FETCHes from (its rows count across FETCHes). */
-  cursor?: string;
-  /** Statement time limit timer, armed when the run is the one the upstream is working on. */
-  timer?: NodeJS.Timeout;
-  done?: boolean;
-}
-
 interface Expect {
   kind: ExpectKind;
   run?: Run;
@@ -169,6 +156,20 @@ interface Expect {
   sink?: InternalSink;
 }
 
+
+/** Whether any of the statements defines or drops prepared statements or cursors (NAME_CHANGING_SQL). */
+function changesNames(ops: Operation[]): boolean {
+  for (const o of ops) {
+    const types = o.sql?.statementTypes;
+    if (types) for (const t of types) if (NAME_CHANGING_SQL.has(t)) return true;
+  }
+  return false;
+}
+
+/** An entry of a statement that runs upstream (armTimeLimit; a function of its own, not a closure per call). */
+function runsUpstream(x: Expect): boolean {
+  return (x.kind === 'query' || x.kind === 'execute') && x.run !== undefined;
+}
 
 /** What hold-commit needs of a held Bind: where the client's portal and statement live. */
 interface BoundHold {
@@ -259,7 +260,6 @@ export class Session {
   private heldRun: Run | null = null;
   /** A non-ASCII statement waits for the ReadyForQuery of what executed before it (beforeText). */
   private waitingIdle = false;
-  private readonly progress = new WeakMap<Run, RunProgress>();
   /** Rows returned so far by each open SQL cursor (DECLARE ... / FETCH), for row limits. */
   private readonly cursorRows = new Map<string, number>();
   /** Non-row channels (errors, notices, notifications) are scrubbed: see scrub.ts. Sticky. */
@@ -537,7 +537,7 @@ export class Session {
     if (decision.elevation) this.toClient.addOwned(noticeResponse({ message: elevationTagNotice(decision.elevation, this.enforce.info.connection), detail: `decided under role ${decision.elevation.role}${'rule' in decision && decision.rule ? ` (rule ${decision.rule})` : ''}` }));
     // SQL that defines or drops prepared statements or cursors changes names the protocol can
     // use; Airlock cannot follow it, so every name it knew becomes unknown (and is refused).
-    if (decision.action !== 'deny' && ops.some((o) => o.sql?.statementTypes.some((t) => NAME_CHANGING_SQL.has(t)))) this.forgetNames();
+    if (decision.action !== 'deny' && changesNames(ops)) this.forgetNames();
     return { decision, op: operation };
   }
 
@@ -1188,7 +1188,7 @@ export class Session {
     run.resultRows++;
     if (run.portal) run.portal.rows++;
     if (run.resultRows === 1 && head.kind === 'execute') this.noteCursor(run, head.kind);
-    const cursor = this.progress.get(run)?.cursor;
+    const cursor = run.progress?.cursor;
     let cursorCount = 0;
     if (cursor !== undefined) {
       cursorCount = (this.cursorRows.get(cursor) ?? 0) + 1;
@@ -1248,13 +1248,9 @@ export class Session {
     else this.relay();
   }
 
+  // Progress lives on the run itself (no WeakMap entry per statement), created only when needed.
   private progressOf(run: Run): RunProgress {
-    let p = this.progress.get(run);
-    if (!p) {
-      p = { stmt: 0, copies: 0 };
-      this.progress.set(run, p);
-    }
-    return p;
+    return (run.progress ??= { stmt: 0, copies: 0, cursor: undefined, timer: undefined, done: undefined });
   }
 
   /** At the start of a result: is this statement a FETCH from a cursor (whose rows add up across FETCHes)? */
@@ -1267,28 +1263,38 @@ export class Session {
 
   /** A statement of the run finished (CommandComplete / EmptyQuery / PortalSuspended). */
   private statementDone(run: Run, kind: ExpectKind, tag: string | undefined): void {
+    if (kind !== 'query') {
+      // An Execute is one statement: no index to advance, so no progress is created for it.
+      this.cursorDone(run, 0, tag);
+      if (run.progress) run.progress.cursor = undefined;
+      this.settle(run); // an Execute's run ends with its CommandComplete or PortalSuspended
+      return;
+    }
     const p = this.progressOf(run);
-    if (tag && /^(DECLARE CURSOR|CLOSE CURSOR)/.test(tag) && mayUseCursor(run.text)) {
-      const use = cursorUses(run.text)?.[kind === 'execute' ? 0 : p.stmt];
+    this.cursorDone(run, p.stmt, tag);
+    p.cursor = undefined;
+    p.stmt++;
+    // The time limit is per statement: the next statement of the query string starts afresh.
+    if (p.timer) {
+      clearTimeout(p.timer);
+      p.timer = undefined;
+      this.armTimeLimit();
+    }
+  }
+
+  /** A DECLARE or CLOSE of a cursor (statement `at` of the run) ends that cursor's row count. */
+  private cursorDone(run: Run, at: number, tag: string | undefined): void {
+    if (tag && (tag.startsWith('DECLARE CURSOR') || tag.startsWith('CLOSE CURSOR')) && mayUseCursor(run.text)) {
+      const use = cursorUses(run.text)?.[at];
       if (use?.declare !== undefined) this.cursorRows.delete(use.declare);
       if (use?.close === '*') this.cursorRows.clear();
       else if (use?.close !== undefined) this.cursorRows.delete(use.close);
     }
-    p.cursor = undefined;
-    if (kind === 'query') {
-      p.stmt++;
-      // The time limit is per statement: the next statement of the query string starts afresh.
-      if (p.timer) {
-        clearTimeout(p.timer);
-        p.timer = undefined;
-        this.armTimeLimit();
-      }
-    } else this.settle(run); // an Execute's run ends with its CommandComplete or PortalSuspended
   }
 
   /** The run is over upstream: no time limit any more. */
   private settle(run: Run): void {
-    const p = this.progress.get(run);
+    const p = run.progress;
     if (!p) return;
     clearTimeout(p.timer);
     p.timer = undefined;
@@ -1302,7 +1308,7 @@ export class Session {
    */
   private armTimeLimit(): void {
     if (this.closed) return;
-    const e = this.q.find((x) => (x.kind === 'query' || x.kind === 'execute') && x.run);
+    const e = this.q.find(runsUpstream);
     const run = e?.run;
     if (!run || e.swallow || run.cut) return;
     const limits = limitsOf(run.decision);

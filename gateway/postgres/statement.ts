@@ -64,10 +64,31 @@ export interface Run {
   /** The client sent a CancelRequest while the statement was held. */
   cancelledByClient?: boolean;
   recorded: boolean;
+  /** Upstream-side progress (session.ts), created when first needed. */
+  progress?: RunProgress;
+}
+
+/** Upstream-side progress of one run: which statement of its query string is answering, and its timer. */
+export interface RunProgress {
+  /** Index of the statement (in the query string) whose responses are arriving. */
+  stmt: number;
+  /** CopyOutResponses seen so far: the Nth gets the Nth COPY TO STDOUT's spec. */
+  copies: number;
+  /** The cursor the current statement FETCHes from (its rows count across FETCHes). */
+  cursor?: string;
+  /** Statement time limit timer, armed when the run is the one the upstream is working on. */
+  timer?: NodeJS.Timeout;
+  done?: boolean;
 }
 
 export function newRun(text: string, op: Operation | undefined, decision: Decision): Run {
-  return { text, op, decision, started: performance.now(), rows: 0, resultRows: 0, bytes: 0, masked: new Set(), masker: null, copyMasker: null, cut: null, swallowRest: false, recorded: false };
+  // Every field is present from the start (optional ones undefined): one object shape for every
+  // run, so the per-statement code that reads them stays monomorphic.
+  return {
+    text, op, decision, started: performance.now(), rows: 0, resultRows: 0, bytes: 0, masked: new Set(), masker: null, copyMasker: null, cut: null, swallowRest: false,
+    error: undefined, tag: undefined, portal: undefined, approval: undefined, grant: undefined, binding: undefined, parameters: undefined, cancelledByClient: undefined,
+    recorded: false, progress: undefined,
+  };
 }
 
 export function planOf(d: Decision): MaskPlan {
@@ -81,38 +102,42 @@ export function limitsOf(d: Decision): Limits {
 export function operationRecord(run: Run): Omit<OperationRecord, 'sessionId' | 'seq'> {
   const d = run.decision;
   const op = run.op;
-  const b = run.binding;
   return {
     at: new Date(),
     text: run.text,
     kind: op?.kind ?? 'utility',
-    classification: op
-      ? {
-          tables: op.tables,
-          functions: op.functions,
-          statementTypes: op.sql?.statementTypes ?? [],
-          copy: op.sql?.copy,
-          fingerprint: op.sql?.fingerprint,
-          parseError: op.sql?.parseError,
-          tag: run.tag,
-          // Held statements: the parameters as the approver saw them and the keyed digest of the exact values.
-          ...(b ? { binding: { digest: b.digest, ...(b.parameters ? { parameters: b.parameters } : {}) } } : {}),
-          ...(run.grant ? { grant: run.grant } : {}),
-          ...(d.elevation ? { elevation: d.elevation.id } : {}),
-        }
-      : d.elevation
-        ? { elevation: d.elevation.id }
-        : {},
+    classification: op ? classificationOf(run, op) : d.elevation ? { elevation: d.elevation.id } : {},
     decision: d.action,
     rule: d.rule,
     reason: d.action === 'deny' || d.action === 'review' ? d.reason : undefined,
     rows: run.rows,
     bytes: run.bytes,
-    maskedColumns: [...run.masked],
+    maskedColumns: run.masked.size === 0 ? [] : [...run.masked],
     error: run.error,
     durationMs: Math.round((performance.now() - run.started) * 1000) / 1000,
     approval: run.approval,
   };
+}
+
+/** The record's classification of a classified run (keys in this order; optional ones only when set). */
+function classificationOf(run: Run, op: Operation): Record<string, unknown> {
+  const d = run.decision;
+  const b = run.binding;
+  const sql = op.sql;
+  const c: Record<string, unknown> = {
+    tables: op.tables,
+    functions: op.functions,
+    statementTypes: sql?.statementTypes ?? [],
+    copy: sql?.copy,
+    fingerprint: sql?.fingerprint,
+    parseError: sql?.parseError,
+    tag: run.tag,
+  };
+  // Held statements: the parameters as the approver saw them and the keyed digest of the exact values.
+  if (b) c.binding = b.parameters ? { digest: b.digest, parameters: b.parameters } : { digest: b.digest };
+  if (run.grant) c.grant = run.grant;
+  if (d.elevation) c.elevation = d.elevation.id;
+  return c;
 }
 
 /** What the approval thread is told after the approved statement ran. */

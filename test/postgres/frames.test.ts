@@ -2,7 +2,7 @@
 // inside a chunk, safe copies for assembled frames, and length validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FrameReader, ProtocolError, WriteBatch, MAX_FRONTEND_MESSAGE } from '../../gateway/postgres/frames.ts';
+import { FrameReader, ProtocolError, WriteBatch, MAX_FRONTEND_MESSAGE, isUtf8CString, readCString } from '../../gateway/postgres/frames.ts';
 
 function msg(type: string, body: string): Buffer {
   const b = Buffer.from(body);
@@ -126,4 +126,24 @@ test('an incomplete frame waits for more data', () => {
   r.push(m.subarray(8));
   assert.ok(r.next());
   assert.equal(r.end - r.start, m.length);
+});
+
+test('strings are decoded only when they are valid UTF-8, short (ASCII fast path) or long', () => {
+  for (const len of [0, 1, 127, 128, 129, 4000]) {
+    const ascii = Buffer.concat([Buffer.from('x'.repeat(len)), Buffer.from([0])]);
+    assert.deepEqual(readCString(ascii, 0, ascii.length), ['x'.repeat(len), len + 1]);
+    assert.equal(isUtf8CString(ascii, 0, ascii.length), true);
+    const multi = Buffer.concat([Buffer.from(`${'x'.repeat(len)}é€`), Buffer.from([0])]);
+    assert.equal(readCString(multi, 0, multi.length)[0], `${'x'.repeat(len)}é€`);
+    // A lone continuation byte, an overlong '/', a truncated sequence: anywhere in the string.
+    for (const bad of [[0x80], [0xc0, 0xaf], [0xe2, 0x82]]) {
+      for (const at of [0, Math.floor(len / 2), len]) {
+        const b = Buffer.concat([Buffer.from('x'.repeat(at)), Buffer.from(bad), Buffer.from('x'.repeat(len - at)), Buffer.from([0])]);
+        assert.equal(isUtf8CString(b, 0, b.length), false, `len ${len} bad ${bad} at ${at}`);
+        assert.throws(() => readCString(b, 0, b.length), ProtocolError);
+      }
+    }
+  }
+  // The terminator must lie inside the frame.
+  assert.throws(() => readCString(Buffer.from('abc\0'), 0, 3), ProtocolError);
 });

@@ -69,20 +69,13 @@ function cachePut(query: string, value: ClassifiedStatement[]): void {
 
 /** Callers get their own copies so nobody can corrupt a cached classification. */
 function copyStatement(s: ClassifiedStatement): ClassifiedStatement {
-  return {
-    text: s.text,
-    kind: s.kind,
-    tables: [...s.tables],
-    functions: [...s.functions],
-    sql: {
-      ...s.sql,
-      statementTypes: [...s.sql.statementTypes],
-      expressionColumns: [...s.sql.expressionColumns],
-      ...(s.sql.settings ? { settings: [...s.sql.settings] } : {}),
-      ...(s.sql.renamed ? { renamed: [...s.sql.renamed] } : {}),
-      ...(s.sql.embedded ? { embedded: [...s.sql.embedded] } : {}),
-    },
-  };
+  // Runs on every cache hit: the optional arrays are copied in place (same keys, same order as
+  // the spread), without an empty object spread for each absent one.
+  const sql = { ...s.sql, statementTypes: s.sql.statementTypes.slice(), expressionColumns: s.sql.expressionColumns.slice() };
+  if (s.sql.settings) sql.settings = s.sql.settings.slice();
+  if (s.sql.renamed) sql.renamed = s.sql.renamed.slice();
+  if (s.sql.embedded) sql.embedded = s.sql.embedded.slice();
+  return { text: s.text, kind: s.kind, tables: s.tables.slice(), functions: s.functions.slice(), sql };
 }
 
 /**
@@ -100,7 +93,7 @@ export function classifySql(query: string): ClassifiedStatement[] {
   const byShape = shape === undefined ? undefined : shapeCache.get(shape);
   if (byShape) {
     const s = copyStatement(byShape);
-    s.text = query.trim().replace(/;\s*$/, '').trim();
+    s.text = withoutFinalSemicolon(query);
     return [s];
   }
   const result = classifyUncached(query);
@@ -110,6 +103,15 @@ export function classifySql(query: string): ClassifiedStatement[] {
     shapeCache.set(shape, result[0]);
   }
   return result.map(copyStatement);
+}
+
+/**
+ * `query.trim().replace(/;\s*$/, '').trim()` without the regex: after trim() the text ends in a
+ * non-space, so the pattern can only match a final `;` (trim and \s share one whitespace set).
+ */
+function withoutFinalSemicolon(query: string): string {
+  const t = query.trim();
+  return t.endsWith(';') ? t.slice(0, -1).trim() : t;
 }
 
 // Second-level cache by statement shape (literals stripped, see shape.ts). Only for single DML
