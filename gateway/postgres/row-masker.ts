@@ -24,7 +24,8 @@ import { Catalog, type TypeInfo } from './catalog.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect, type RawField } from '../masking/copy-text.ts';
+import { copyBytes, slabAlloc } from './slab.ts';
+import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
   name: string;
@@ -44,6 +45,12 @@ export interface RowMasker {
 export interface CopyMasker {
   /** Masks one COPY row as the server sent it in one CopyData message (trailing newline optional). Returns the same Buffer if unchanged. Throws on a row whose column count does not match. */
   maskLine(line: Buffer): Buffer;
+  /**
+   * maskLine() on the row inside one complete CopyData message (`frame`: 'd', int32 length, row
+   * bytes): returns the same Buffer when nothing changed, else a new complete CopyData message,
+   * built in one allocation (no separate masked line to copy into a frame).
+   */
+  maskFrame(frame: Buffer): Buffer;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -326,68 +333,81 @@ class Factory implements MaskerFactory {
 
 // ---------------------------------------------------------------------------------------------
 
-interface Edit {
-  /** Offset of the column's int32 length. */
-  hdr: number;
-  /** End of the column's value bytes. */
-  end: number;
-  /** null = SQL NULL. */
-  value: Buffer | null;
-}
-
 class DataRowMasker implements RowMasker {
   readonly maskedColumns = new Set<string>();
   readonly #plans: Array<ColumnPlan | undefined>;
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
+  // The edits of the row being masked, reused from row to row (no objects per row): the offset of
+  // the column's int32 length, the end of its value bytes, and the new value (null = SQL NULL).
+  readonly #hdr: Int32Array;
+  readonly #end: Int32Array;
+  readonly #value: Array<Buffer | null>;
 
   constructor(plans: Array<ColumnPlan | undefined>, detectors: DetectorRules | undefined, hasher: Hasher) {
     this.#plans = plans;
     this.#detectors = detectors;
     this.#hasher = hasher;
+    this.#hdr = new Int32Array(plans.length);
+    this.#end = new Int32Array(plans.length);
+    this.#value = new Array<Buffer | null>(plans.length).fill(null);
   }
 
   maskDataRow(frame: Buffer): Buffer {
     if (frame.length < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
     if (frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: DataRow length header does not match the frame');
     const n = frame.readInt16BE(5);
-    if (n !== this.#plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${this.#plans.length}`);
+    const plans = this.#plans;
+    if (n !== plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${plans.length}`);
+    const hdrs = this.#hdr;
+    const ends = this.#end;
+    const values = this.#value;
     let off = 7;
-    let edits: Edit[] | undefined;
-    for (let i = 0; i < n; i++) {
-      if (off + 4 > frame.length) throw new Error('masking: truncated DataRow');
-      const len = frame.readInt32BE(off);
-      const start = off + 4;
-      const end = len < 0 ? start : start + len;
-      if (end > frame.length) throw new Error('masking: truncated DataRow');
-      const p = this.#plans[i];
-      if (p !== undefined && len >= 0) {
-        const v = this.#maskValue(p, frame, start, end);
-        if (v !== undefined) (edits ??= []).push({ hdr: off, end, value: v });
-      }
-      off = end;
-    }
-    if (off !== frame.length) throw new Error('masking: DataRow has trailing bytes');
-    if (!edits) return frame;
-    // One allocation: the new size first, then copy the unchanged stretches between edits.
+    let edits = 0;
     let size = frame.length;
-    for (const e of edits) size += (e.value === null ? 0 : e.value.length) - (e.end - e.hdr - 4);
-    const out = Buffer.allocUnsafe(size);
-    out[0] = 0x44;
-    out.writeInt32BE(size - 1, 1);
-    let src = 5;
-    let dst = 5;
-    for (const e of edits) {
-      dst += frame.copy(out, dst, src, e.hdr);
-      if (e.value === null) dst = out.writeInt32BE(-1, dst);
-      else {
-        dst = out.writeInt32BE(e.value.length, dst);
-        dst += e.value.copy(out, dst);
+    try {
+      for (let i = 0; i < n; i++) {
+        if (off + 4 > frame.length) throw new Error('masking: truncated DataRow');
+        const len = frame.readInt32BE(off);
+        const start = off + 4;
+        const end = len < 0 ? start : start + len;
+        if (end > frame.length) throw new Error('masking: truncated DataRow');
+        const p = plans[i];
+        if (p !== undefined && len >= 0) {
+          const v = this.#maskValue(p, frame, start, end);
+          if (v !== undefined) {
+            hdrs[edits] = off;
+            ends[edits] = end;
+            values[edits++] = v;
+            size += (v === null ? 0 : v.length) - (end - start);
+          }
+        }
+        off = end;
       }
-      src = e.end;
+      if (off !== frame.length) throw new Error('masking: DataRow has trailing bytes');
+      if (edits === 0) return frame;
+      // One allocation (next to the previous masked row, see slab.ts), then the unchanged
+      // stretches between edits are copied around the new values.
+      const out = slabAlloc(size);
+      out[0] = 0x44;
+      out.writeInt32BE(size - 1, 1);
+      let src = 5;
+      let dst = 5;
+      for (let k = 0; k < edits; k++) {
+        dst += copyBytes(frame, src, hdrs[k], out, dst);
+        const v = values[k];
+        if (v === null) dst = out.writeInt32BE(-1, dst);
+        else {
+          dst = out.writeInt32BE(v.length, dst);
+          dst += copyBytes(v, 0, v.length, out, dst);
+        }
+        src = ends[k];
+      }
+      copyBytes(frame, src, frame.length, out, dst);
+      return out;
+    } finally {
+      for (let k = 0; k < edits; k++) values[k] = null; // keep no row's values alive
     }
-    frame.copy(out, dst, src);
-    return out;
   }
 
   /** undefined: unchanged; null: SQL NULL; else the new value bytes. */
@@ -517,6 +537,12 @@ class CopyLineMasker implements CopyMasker {
   readonly #d: CopyDialect;
   readonly #constants = new Map<number, Buffer | undefined>();
   #headerPending: boolean;
+  // Fields of the row being masked and its replacements, reused from row to row.
+  #starts = new Int32Array(16);
+  #ends = new Int32Array(16);
+  #quoted = new Uint8Array(16);
+  #repCol = new Int32Array(16);
+  readonly #repBuf: Array<Buffer | null> = new Array<Buffer | null>(16).fill(null);
 
   /** `plans` undefined: COPY (query). */
   constructor(plans: Array<ColumnPlan | undefined> | undefined, detectors: DetectorRules | undefined, hasher: Hasher, dialect: CopyDialect) {
@@ -528,40 +554,126 @@ class CopyLineMasker implements CopyMasker {
   }
 
   maskLine(line: Buffer): Buffer {
+    return this.#mask(line, 0, line.length, false);
+  }
+
+  maskFrame(frame: Buffer): Buffer {
+    if (frame.length < 5 || frame[0] !== 0x64 || frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: not a complete CopyData message');
+    return this.#mask(frame, 5, frame.length, true);
+  }
+
+  /**
+   * Masks the row in buf[from, to). Returns `buf` itself when nothing changed, else the masked
+   * row (with a CopyData header in front when `framed`), built in one allocation: the
+   * replacements are collected first (reused arrays, no objects per field), then copied once
+   * between the unchanged stretches.
+   */
+  #mask(buf: Buffer, from: number, to: number, framed: boolean): Buffer {
     if (this.#headerPending) {
       this.#headerPending = false;
-      return line;
+      return buf;
     }
-    let bodyEnd = line.length;
-    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0a) bodyEnd--;
-    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0d) bodyEnd--;
-    const fields = this.#d.csv ? splitCsvRow(line, 0, bodyEnd, this.#d.csvDialect) : splitTextRow(line, bodyEnd, this.#d.csvDialect.delimiter);
-    if (this.#plans && fields.length !== this.#plans.length) {
-      throw new Error(`masking: COPY line has ${fields.length} columns, expected ${this.#plans.length}`);
+    let bodyEnd = to;
+    if (bodyEnd > from && buf[bodyEnd - 1] === 0x0a) bodyEnd--;
+    if (bodyEnd > from && buf[bodyEnd - 1] === 0x0d) bodyEnd--;
+    const n = this.#d.csv ? this.#splitCsv(buf, from, bodyEnd) : this.#splitText(buf, from, bodyEnd);
+    if (this.#plans && n !== this.#plans.length) {
+      throw new Error(`masking: COPY line has ${n} columns, expected ${this.#plans.length}`);
     }
-    let pieces: Buffer[] | undefined;
-    let copied = 0; // bytes of `line` already in pieces
-    for (let col = 0; col < fields.length; col++) {
-      const f = fields[col];
-      const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
-      if (p === undefined || this.#isNull(line, f)) continue;
-      const fixed = p.rule ? this.#constant(col, p) : undefined;
-      let out: Buffer;
-      if (fixed !== undefined) {
-        this.maskedColumns.add(p.rule!.name);
-        out = fixed;
-      } else {
-        const v = this.#maskField(p, line, f);
-        if (v === undefined) continue;
-        out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+    const starts = this.#starts;
+    const ends = this.#ends;
+    let reps = 0;
+    let size = to - from;
+    try {
+      for (let col = 0; col < n; col++) {
+        const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
+        if (p === undefined) continue;
+        const fStart = starts[col];
+        const fEnd = ends[col];
+        const quoted = this.#quoted[col] === 1;
+        if (this.#isNull(buf, fStart, fEnd, quoted)) continue;
+        const fixed = p.rule ? this.#constant(col, p) : undefined;
+        let out: Buffer;
+        if (fixed !== undefined) {
+          this.maskedColumns.add(p.rule!.name);
+          out = fixed;
+        } else {
+          const v = this.#maskField(p, buf, fStart, fEnd, quoted);
+          if (v === undefined) continue;
+          out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+        }
+        this.#repCol[reps] = col;
+        this.#repBuf[reps++] = out;
+        size += out.length - (fEnd - fStart);
       }
-      pieces ??= [];
-      pieces.push(line.subarray(copied, f.start), out);
-      copied = f.end;
+      if (reps === 0) return buf;
+      const out = framed ? slabAlloc(5 + size) : Buffer.allocUnsafe(size);
+      let dst = 0;
+      if (framed) {
+        out[0] = 0x64;
+        dst = out.writeInt32BE(4 + size, 1);
+      }
+      let src = from;
+      for (let k = 0; k < reps; k++) {
+        const col = this.#repCol[k];
+        dst += copyBytes(buf, src, starts[col], out, dst);
+        const rep = this.#repBuf[k]!;
+        dst += copyBytes(rep, 0, rep.length, out, dst);
+        src = ends[col];
+      }
+      copyBytes(buf, src, to, out, dst);
+      return out;
+    } finally {
+      for (let k = 0; k < reps; k++) this.#repBuf[k] = null;
     }
-    if (!pieces) return line;
-    pieces.push(line.subarray(copied));
-    return Buffer.concat(pieces);
+  }
+
+  /** Grows the reused per-field arrays to hold `n` fields. */
+  #room(n: number): void {
+    if (n <= this.#starts.length) return;
+    const size = Math.max(n, this.#starts.length * 2);
+    const grow = <T extends Int32Array | Uint8Array>(a: T, make: (k: number) => T): T => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.#starts = grow(this.#starts, (k) => new Int32Array(k));
+    this.#ends = grow(this.#ends, (k) => new Int32Array(k));
+    this.#quoted = grow(this.#quoted, (k) => new Uint8Array(k));
+    this.#repCol = grow(this.#repCol, (k) => new Int32Array(k));
+    this.#repBuf.length = size;
+  }
+
+  /** Raw fields of a text-format COPY row; a backslash escapes the next byte (`\|` with DELIMITER '|'). Returns the count. */
+  #splitText(line: Buffer, from: number, end: number): number {
+    const delim = this.#d.csvDialect.delimiter;
+    let n = 0;
+    let fs = from;
+    for (let i = from; i <= end; i++) {
+      if (i + 1 < end && line[i] === 0x5c) {
+        i++;
+        continue;
+      }
+      if (i >= end || line[i] === delim) {
+        if (n === this.#starts.length) this.#room(n + 1);
+        this.#starts[n] = fs;
+        this.#ends[n] = Math.min(i, end);
+        this.#quoted[n++] = 0;
+        fs = i + 1;
+      }
+    }
+    return n;
+  }
+
+  #splitCsv(line: Buffer, from: number, end: number): number {
+    const fields = splitCsvRow(line, from, end, this.#d.csvDialect);
+    this.#room(fields.length);
+    for (let k = 0; k < fields.length; k++) {
+      this.#starts[k] = fields[k].start;
+      this.#ends[k] = fields[k].end;
+      this.#quoted[k] = fields[k].quoted ? 1 : 0;
+    }
+    return fields.length;
   }
 
   /**
@@ -585,48 +697,32 @@ class CopyLineMasker implements CopyMasker {
     return (this.#queryPlans[col] ??= { detect: true, cls: QUERY_COPY_CLASS, binary: false, typeOid: 0, fieldName: `column${col + 1}` });
   }
 
-  #isNull(buf: Buffer, f: RawField): boolean {
-    if (f.quoted) return false;
+  #isNull(buf: Buffer, start: number, end: number, quoted: boolean): boolean {
+    if (quoted) return false;
     const n = this.#d.nullString;
-    return f.end - f.start === n.length && buf.compare(n, 0, n.length, f.start, f.end) === 0;
+    return end - start === n.length && buf.compare(n, 0, n.length, start, end) === 0;
   }
 
-  #decode(buf: Buffer, f: RawField): string {
-    if (this.#d.csv) return decodeCsvField(buf, f, this.#d.csvDialect);
-    const bs = buf.indexOf(0x5c, f.start);
-    return bs < 0 || bs >= f.end ? buf.toString('latin1', f.start, f.end) : decodeCopyField(buf, f.start, f.end);
+  #decode(buf: Buffer, start: number, end: number, quoted: boolean): string {
+    if (this.#d.csv) return decodeCsvField(buf, { start, end, quoted }, this.#d.csvDialect);
+    const bs = buf.indexOf(0x5c, start);
+    return bs < 0 || bs >= end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
   }
 
   #encode(v: string): string {
     return this.#d.csv ? encodeCsvField(v, this.#d.csvDialect) : encodeCopyField(v, this.#d.delimiter);
   }
 
-  #maskField(p: ColumnPlan, buf: Buffer, f: RawField): string | null | undefined {
+  #maskField(p: ColumnPlan, buf: Buffer, start: number, end: number, quoted: boolean): string | null | undefined {
     if (p.rule) {
       this.maskedColumns.add(p.rule.name);
-      return maskWhole(p.rule.strategy, this.#decode(buf, f), p.cls, this.#hasher);
+      return maskWhole(p.rule.strategy, this.#decode(buf, start, end, quoted), p.cls, this.#hasher);
     }
     const rules = this.#detectors!;
-    if (quickCheck(buf, f.start, f.end, rules.mask) === 0) return undefined;
-    const r = maskSpans(this.#decode(buf, f), p.cls, rules, this.#hasher);
+    if (quickCheck(buf, start, end, rules.mask) === 0) return undefined;
+    const r = maskSpans(this.#decode(buf, start, end, quoted), p.cls, rules, this.#hasher);
     for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
     return r.value;
   }
-}
 
-/** Raw fields of a text-format COPY line; a backslash escapes the next byte (`\|` with DELIMITER '|'). */
-function splitTextRow(line: Buffer, end: number, delim: number): RawField[] {
-  const fields: RawField[] = [];
-  let fs = 0;
-  for (let i = 0; i <= end; i++) {
-    if (i + 1 < end && line[i] === 0x5c) {
-      i++;
-      continue;
-    }
-    if (i >= end || line[i] === delim) {
-      fields.push({ start: fs, end: Math.min(i, end), quoted: false });
-      fs = i + 1;
-    }
-  }
-  return fields;
 }

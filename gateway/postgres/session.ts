@@ -1219,20 +1219,15 @@ export class Session {
       }
       if (m !== frame) out = m;
     } else if (copy && run.copyMasker) {
-      const line = r.buf.subarray(r.start + 5, r.end);
-      let masked: Buffer;
+      const frame = r.buf.subarray(r.start, r.end);
+      let m: Buffer;
       try {
-        masked = run.copyMasker.maskLine(line);
+        m = run.copyMasker.maskFrame(frame); // the whole CopyData message, rebuilt in one allocation
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
-      if (masked !== line) {
-        out = Buffer.allocUnsafe(5 + masked.length);
-        out[0] = M.CopyData;
-        out.writeInt32BE(4 + masked.length, 1);
-        masked.copy(out, 5);
-      }
+      if (m !== frame) out = m;
     }
     const len = out ? out.length : r.end - r.start;
     if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
@@ -1244,7 +1239,7 @@ export class Session {
     }
     this.resultBytes += len;
     run.bytes += len;
-    if (out) this.toClient.addOwned(out);
+    if (out) this.toClient.addView(out); // masked messages built back to back are written as one slice
     else this.relay();
   }
 
