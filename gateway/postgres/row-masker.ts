@@ -20,7 +20,8 @@
 // with an error, nothing unmasked is relayed); a malformed DataRow makes maskDataRow throw.
 import type pg from 'pg';
 import type { DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
-import { Catalog, type TypeInfo } from './catalog.ts';
+import { Catalog, type Horizon, type TypeInfo } from './catalog.ts';
+import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
@@ -78,6 +79,13 @@ export interface MaskerFactory {
    * event loop and a parked upstream per masked result.
    */
   forResultCached?(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined;
+  /**
+   * forResultCached() from the RowDescription message itself (`frame`: 'T', length, fields). The
+   * column plans of a layout are kept per mask plan and exact RowDescription bytes (table OIDs,
+   * attnums, types and formats included) for as long as every catalog entry they were built from
+   * stays fresh, so a repeated result costs a lookup instead of a parse and a rebuild.
+   */
+  forRowDescriptionCached?(frame: Buffer, plan: MaskPlan): RowMasker | null | undefined;
   /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
   maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
   /**
@@ -93,7 +101,15 @@ export interface MaskerFactory {
   close(): Promise<void>;
 }
 
-export function createMaskerFactory(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }): MaskerFactory {
+export interface MaskerFactoryOptions {
+  connect: () => Promise<pg.Client>;
+  hashKey: string;
+  cacheTtlMs?: number;
+  /** Clock of the catalog cache, for tests. */
+  now?: () => number;
+}
+
+export function createMaskerFactory(opts: MaskerFactoryOptions): MaskerFactory {
   return new Factory(opts);
 }
 
@@ -103,6 +119,26 @@ interface CompiledPlan {
   /** `schema.table.column` -> the strongest strategy any rule asks for. */
   rules: Map<string, { strategy: MaskStrategy }>;
   detectors: DetectorRules | undefined;
+  /** Column plans by RowDescription bytes (latin1), see forRowDescriptionCached. */
+  layouts: Map<string, Layout>;
+}
+
+/** The column plans of one result layout (null: nothing to mask), valid while its horizon is current. */
+interface Layout extends Horizon {
+  plans: Array<ColumnPlan | undefined> | null;
+}
+
+/** Bounds of the plan and layout caches (a client can make up any number of layouts). */
+const MAX_PLANS = 256;
+const MAX_LAYOUTS = 1024;
+
+/** Everything compilePlan reads, as a string: equal keys compile to equal plans. */
+function planKey(plan: MaskPlan): string {
+  let k = '';
+  for (const c of plan.columns) k += `${c.column}\u0000${c.strategy}\u0001`;
+  k += '\u0002';
+  for (const d of plan.detectors) k += `${d.detector}\u0000${d.strategy}\u0001`;
+  return k;
 }
 
 function compilePlan(plan: MaskPlan): CompiledPlan {
@@ -121,7 +157,7 @@ function compilePlan(plan: MaskPlan): CompiledPlan {
     }
     detectors = { mask: detectorMask(Object.keys(strategy) as DetectorName[]), strategy };
   }
-  return { rules, detectors };
+  return { rules, detectors, layouts: new Map() };
 }
 
 /** What to do with one result column. */
@@ -141,14 +177,15 @@ const JSONB_VERSION = 1;
 class Factory implements MaskerFactory {
   readonly #catalog: Catalog;
   readonly #hasher: Hasher;
-  readonly #compiled = new WeakMap<MaskPlan, CompiledPlan>();
+  /** Compiled plans by content: decisions carry a new MaskPlan object per statement. */
+  readonly #byKey = new Map<string, CompiledPlan>();
   readonly #copyCache = new WeakMap<MaskPlan, Map<string, { masker: Promise<CopyMasker | null>; expires: number }>>();
   readonly #ttl: number;
 
-  constructor(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }) {
+  constructor(opts: MaskerFactoryOptions) {
     this.#hasher = new Hasher(opts.hashKey);
     this.#ttl = opts.cacheTtlMs ?? 30_000;
-    this.#catalog = new Catalog({ connect: opts.connect, ttlMs: this.#ttl });
+    this.#catalog = new Catalog({ connect: opts.connect, ttlMs: this.#ttl, now: opts.now });
   }
 
   /** The catalog, for callers that want to invalidate it after DDL. */
@@ -157,10 +194,12 @@ class Factory implements MaskerFactory {
   }
 
   #compile(plan: MaskPlan): CompiledPlan {
-    let c = this.#compiled.get(plan);
+    const key = planKey(plan);
+    let c = this.#byKey.get(key);
     if (!c) {
       c = compilePlan(plan);
-      this.#compiled.set(plan, c);
+      if (this.#byKey.size >= MAX_PLANS) this.#byKey.clear();
+      this.#byKey.set(key, c);
     }
     return c;
   }
@@ -185,10 +224,10 @@ class Factory implements MaskerFactory {
     return out;
   }
 
-  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+  #classesCached(typeOids: number[], horizon?: Horizon): Map<number, TypeClass> | undefined {
     const { out, unknown } = this.#builtinClasses(typeOids);
     if (unknown.length === 0) return out;
-    const info = this.#catalog.typesCached(unknown);
+    const info = this.#catalog.typesCached(unknown, horizon);
     return info ? this.#withCatalog(out, unknown, info) : undefined;
   }
 
@@ -204,19 +243,43 @@ class Factory implements MaskerFactory {
     const rules = this.#rulesFor(fields, cp, names);
     const needType = this.#typesNeeded(fields, cp, rules);
     const classes = needType.length > 0 ? await this.#classes(needType) : new Map<number, TypeClass>();
-    return this.#resultMasker(fields, cp, rules, classes);
+    return this.#masker(this.#columnPlans(fields, cp, rules, classes), cp);
   }
 
   forResultCached(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined {
     const cp = this.#compile(plan);
     if (cp.rules.size === 0 && !cp.detectors) return null;
-    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields) : undefined;
+    const plans = this.#plansCached(fields, cp);
+    return plans === undefined ? undefined : this.#masker(plans, cp);
+  }
+
+  forRowDescriptionCached(frame: Buffer, plan: MaskPlan): RowMasker | null | undefined {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const key = frame.toString('latin1');
+    const hit = cp.layouts.get(key);
+    if (hit !== undefined && this.#catalog.current(hit)) return this.#masker(hit.plans, cp);
+    const horizon = this.#catalog.horizon();
+    const plans = this.#plansCached(parseRowDescription(frame, 0, frame.length), cp, horizon);
+    if (plans === undefined) return undefined;
+    if (cp.layouts.size >= MAX_LAYOUTS) cp.layouts.clear();
+    cp.layouts.set(key, { plans, until: horizon.until, generation: horizon.generation });
+    return this.#masker(plans, cp);
+  }
+
+  /** Column plans from the catalog cache alone (undefined: not all of it is fresh). */
+  #plansCached(fields: FieldInfo[], cp: CompiledPlan, horizon?: Horizon): Array<ColumnPlan | undefined> | null | undefined {
+    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields, horizon) : undefined;
     if (cp.rules.size > 0 && !names) return undefined;
     const rules = this.#rulesFor(fields, cp, names);
     const needType = this.#typesNeeded(fields, cp, rules);
-    const classes = needType.length > 0 ? this.#classesCached(needType) : new Map<number, TypeClass>();
+    const classes = needType.length > 0 ? this.#classesCached(needType, horizon) : new Map<number, TypeClass>();
     if (!classes) return undefined;
-    return this.#resultMasker(fields, cp, rules, classes);
+    return this.#columnPlans(fields, cp, rules, classes);
+  }
+
+  #masker(plans: Array<ColumnPlan | undefined> | null, cp: CompiledPlan): RowMasker | null {
+    return plans === null ? null : new DataRowMasker(plans, cp.detectors, this.#hasher);
   }
 
   #rulesFor(fields: FieldInfo[], cp: CompiledPlan, names: Map<string, string[]> | undefined): Array<ColumnPlan['rule']> {
@@ -236,7 +299,8 @@ class Factory implements MaskerFactory {
     return [...new Set(fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid))];
   }
 
-  #resultMasker(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): RowMasker | null {
+  /** What to do with each column (shared by every masker of this layout: never mutated afterwards); null when nothing is masked. */
+  #columnPlans(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): Array<ColumnPlan | undefined> | null {
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
     fields.forEach((f, i) => {
@@ -263,8 +327,7 @@ class Factory implements MaskerFactory {
       }
       plans.push(p);
     });
-    if (!any) return null;
-    return new DataRowMasker(plans, cp.detectors, this.#hasher);
+    return any ? plans : null;
   }
 
   async forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options: CopyOptions = {}): Promise<CopyMasker | null> {
@@ -340,17 +403,15 @@ class DataRowMasker implements RowMasker {
   readonly #hasher: Hasher;
   // The edits of the row being masked, reused from row to row (no objects per row): the offset of
   // the column's int32 length, the end of its value bytes, and the new value (null = SQL NULL).
-  readonly #hdr: Int32Array;
-  readonly #end: Int32Array;
-  readonly #value: Array<Buffer | null>;
+  // Allocated at the first row (most results of an OLTP load have one row or none).
+  #hdr: Int32Array | undefined;
+  #end: Int32Array | undefined;
+  #value: Array<Buffer | null> | undefined;
 
   constructor(plans: Array<ColumnPlan | undefined>, detectors: DetectorRules | undefined, hasher: Hasher) {
     this.#plans = plans;
     this.#detectors = detectors;
     this.#hasher = hasher;
-    this.#hdr = new Int32Array(plans.length);
-    this.#end = new Int32Array(plans.length);
-    this.#value = new Array<Buffer | null>(plans.length).fill(null);
   }
 
   maskDataRow(frame: Buffer): Buffer {
@@ -359,9 +420,9 @@ class DataRowMasker implements RowMasker {
     const n = frame.readInt16BE(5);
     const plans = this.#plans;
     if (n !== plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${plans.length}`);
-    const hdrs = this.#hdr;
-    const ends = this.#end;
-    const values = this.#value;
+    const hdrs = (this.#hdr ??= new Int32Array(n));
+    const ends = (this.#end ??= new Int32Array(n));
+    const values = (this.#value ??= new Array<Buffer | null>(n).fill(null));
     let off = 7;
     let edits = 0;
     let size = frame.length;
