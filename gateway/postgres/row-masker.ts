@@ -25,7 +25,7 @@ import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { copyBytes, slabAlloc } from './slab.ts';
+import { copyBytes, int32, putInt32, slabAlloc } from './slab.ts';
 import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
@@ -407,6 +407,7 @@ class DataRowMasker implements RowMasker {
   #hdr: Int32Array | undefined;
   #end: Int32Array | undefined;
   #value: Array<Buffer | null> | undefined;
+  #lastRule: string | undefined;
 
   constructor(plans: Array<ColumnPlan | undefined>, detectors: DetectorRules | undefined, hasher: Hasher) {
     this.#plans = plans;
@@ -415,8 +416,9 @@ class DataRowMasker implements RowMasker {
   }
 
   maskDataRow(frame: Buffer): Buffer {
-    if (frame.length < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
-    if (frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: DataRow length header does not match the frame');
+    const total = frame.length;
+    if (total < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
+    if (int32(frame, 1) + 1 !== total) throw new Error('masking: DataRow length header does not match the frame');
     const n = frame.readInt16BE(5);
     const plans = this.#plans;
     if (n !== plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${plans.length}`);
@@ -425,56 +427,56 @@ class DataRowMasker implements RowMasker {
     const values = (this.#value ??= new Array<Buffer | null>(n).fill(null));
     let off = 7;
     let edits = 0;
-    let size = frame.length;
-    try {
-      for (let i = 0; i < n; i++) {
-        if (off + 4 > frame.length) throw new Error('masking: truncated DataRow');
-        const len = frame.readInt32BE(off);
-        const start = off + 4;
-        const end = len < 0 ? start : start + len;
-        if (end > frame.length) throw new Error('masking: truncated DataRow');
-        const p = plans[i];
-        if (p !== undefined && len >= 0) {
-          const v = this.#maskValue(p, frame, start, end);
-          if (v !== undefined) {
-            hdrs[edits] = off;
-            ends[edits] = end;
-            values[edits++] = v;
-            size += (v === null ? 0 : v.length) - (end - start);
-          }
+    let size = total;
+    for (let i = 0; i < n; i++) {
+      if (off + 4 > total) throw new Error('masking: truncated DataRow');
+      const len = int32(frame, off);
+      const start = off + 4;
+      const end = len < 0 ? start : start + len;
+      if (end > total) throw new Error('masking: truncated DataRow');
+      const p = plans[i];
+      if (p !== undefined && len >= 0) {
+        const v = this.#maskValue(p, frame, start, end);
+        if (v !== undefined) {
+          hdrs[edits] = off;
+          ends[edits] = end;
+          values[edits++] = v;
+          size += (v === null ? 0 : v.length) - len;
         }
-        off = end;
       }
-      if (off !== frame.length) throw new Error('masking: DataRow has trailing bytes');
-      if (edits === 0) return frame;
-      // One allocation (next to the previous masked row, see slab.ts), then the unchanged
-      // stretches between edits are copied around the new values.
-      const out = slabAlloc(size);
-      out[0] = 0x44;
-      out.writeInt32BE(size - 1, 1);
-      let src = 5;
-      let dst = 5;
-      for (let k = 0; k < edits; k++) {
-        dst += copyBytes(frame, src, hdrs[k], out, dst);
-        const v = values[k];
-        if (v === null) dst = out.writeInt32BE(-1, dst);
-        else {
-          dst = out.writeInt32BE(v.length, dst);
-          dst += copyBytes(v, 0, v.length, out, dst);
-        }
-        src = ends[k];
-      }
-      copyBytes(frame, src, frame.length, out, dst);
-      return out;
-    } finally {
-      for (let k = 0; k < edits; k++) values[k] = null; // keep no row's values alive
+      off = end;
     }
+    if (off !== total) throw new Error('masking: DataRow has trailing bytes');
+    if (edits === 0) return frame;
+    // One allocation (next to the previous masked row, see slab.ts), then the unchanged
+    // stretches between edits are copied around the new values.
+    const out = slabAlloc(size);
+    out[0] = 0x44;
+    putInt32(out, 1, size - 1);
+    let src = 5;
+    let dst = 5;
+    for (let k = 0; k < edits; k++) {
+      dst += copyBytes(frame, src, hdrs[k], out, dst);
+      const v = values[k];
+      values[k] = null; // keep no row's values alive
+      if (v === null) {
+        putInt32(out, dst, -1);
+        dst += 4;
+      } else {
+        putInt32(out, dst, v.length);
+        dst += 4;
+        dst += copyBytes(v, 0, v.length, out, dst);
+      }
+      src = ends[k];
+    }
+    copyBytes(frame, src, total, out, dst);
+    return out;
   }
 
   /** undefined: unchanged; null: SQL NULL; else the new value bytes. */
   #maskValue(p: ColumnPlan, buf: Buffer, start: number, end: number): Buffer | null | undefined {
     if (p.rule) {
-      this.maskedColumns.add(p.rule.name);
+      if (this.#lastRule !== p.rule.name) this.maskedColumns.add((this.#lastRule = p.rule.name)); // a Set; this spares the lookup per row
       const { strategy, constant } = p.rule;
       if (strategy === 'null') return null;
       if (constant) return constant;
@@ -596,7 +598,9 @@ class CopyLineMasker implements CopyMasker {
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
   readonly #d: CopyDialect;
-  readonly #constants = new Map<number, Buffer | undefined>();
+  /** Per column: null not computed yet, undefined not constant. */
+  readonly #constants: Array<Buffer | undefined | null>;
+  #lastRule: string | undefined;
   #headerPending: boolean;
   // Fields of the row being masked and its replacements, reused from row to row.
   #starts = new Int32Array(16);
@@ -612,6 +616,7 @@ class CopyLineMasker implements CopyMasker {
     this.#hasher = hasher;
     this.#d = dialect;
     this.#headerPending = dialect.header;
+    this.#constants = new Array<Buffer | undefined | null>(plans?.length ?? 0).fill(null);
   }
 
   maskLine(line: Buffer): Buffer {
@@ -656,7 +661,7 @@ class CopyLineMasker implements CopyMasker {
         const fixed = p.rule ? this.#constant(col, p) : undefined;
         let out: Buffer;
         if (fixed !== undefined) {
-          this.maskedColumns.add(p.rule!.name);
+          if (this.#lastRule !== p.rule!.name) this.maskedColumns.add((this.#lastRule = p.rule!.name));
           out = fixed;
         } else {
           const v = this.#maskField(p, buf, fStart, fEnd, quoted);
@@ -709,21 +714,21 @@ class CopyLineMasker implements CopyMasker {
   #splitText(line: Buffer, from: number, end: number): number {
     const delim = this.#d.csvDialect.delimiter;
     let n = 0;
-    let fs = from;
-    for (let i = from; i <= end; i++) {
-      if (i + 1 < end && line[i] === 0x5c) {
-        i++;
-        continue;
+    let i = from;
+    for (;;) {
+      let j = i;
+      while (j < end) {
+        const c = line[j];
+        if (c === delim) break;
+        j += c === 0x5c && j + 1 < end ? 2 : 1;
       }
-      if (i >= end || line[i] === delim) {
-        if (n === this.#starts.length) this.#room(n + 1);
-        this.#starts[n] = fs;
-        this.#ends[n] = Math.min(i, end);
-        this.#quoted[n++] = 0;
-        fs = i + 1;
-      }
+      if (n === this.#starts.length) this.#room(n + 1);
+      this.#starts[n] = i;
+      this.#ends[n] = j;
+      this.#quoted[n++] = 0;
+      if (j >= end) return n;
+      i = j + 1;
     }
-    return n;
   }
 
   #splitCsv(line: Buffer, from: number, end: number): number {
@@ -743,14 +748,15 @@ class CopyLineMasker implements CopyMasker {
    * masking and encoding every line. undefined: the output depends on the value.
    */
   #constant(col: number, p: ColumnPlan): Buffer | undefined {
-    if (this.#constants.has(col)) return this.#constants.get(col);
+    const known = this.#constants[col];
+    if (known !== null) return known;
     const { strategy } = p.rule!;
     let out: Buffer | undefined;
     if (strategy === 'redact' || strategy === 'null' || (p.cls !== 'text' && p.cls !== 'json' && p.cls !== 'jsonb')) {
       const v = maskWhole(strategy, '', p.cls, this.#hasher);
       out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
     }
-    this.#constants.set(col, out);
+    this.#constants[col] = out;
     return out;
   }
 

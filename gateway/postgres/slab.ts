@@ -37,3 +37,16 @@ export function copyBytes(src: Buffer, start: number, end: number, dst: Buffer, 
   for (let i = 0; i < n; i++) dst[at + i] = src[start + i];
   return n;
 }
+
+/** Big-endian int32 at `at` (the caller has checked the bounds; no per-call checks like Buffer#readInt32BE). */
+export function int32(b: Uint8Array, at: number): number {
+  return (b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3];
+}
+
+/** Writes a big-endian int32 at `at` (bounds are the caller's). */
+export function putInt32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = v >>> 16;
+  b[at + 2] = v >>> 8;
+  b[at + 3] = v;
+}
