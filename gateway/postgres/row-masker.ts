@@ -128,9 +128,11 @@ interface Layout extends Horizon {
   plans: Array<ColumnPlan | undefined> | null;
 }
 
-/** Bounds of the plan and layout caches (a client can make up any number of layouts). */
+/** Bounds of the plan and layout caches (a client can make up any number of layouts, of any width). */
 const MAX_PLANS = 256;
 const MAX_LAYOUTS = 1024;
+/** Total RowDescription bytes kept as layout keys, over all plans. */
+const MAX_LAYOUT_BYTES = 4 * 1024 * 1024;
 
 /** Everything compilePlan reads, as a string: equal keys compile to equal plans. */
 function planKey(plan: MaskPlan): string {
@@ -179,6 +181,7 @@ class Factory implements MaskerFactory {
   readonly #hasher: Hasher;
   /** Compiled plans by content: decisions carry a new MaskPlan object per statement. */
   readonly #byKey = new Map<string, CompiledPlan>();
+  #layoutBytes = 0;
   readonly #copyCache = new WeakMap<MaskPlan, Map<string, { masker: Promise<CopyMasker | null>; expires: number }>>();
   readonly #ttl: number;
 
@@ -198,7 +201,7 @@ class Factory implements MaskerFactory {
     let c = this.#byKey.get(key);
     if (!c) {
       c = compilePlan(plan);
-      if (this.#byKey.size >= MAX_PLANS) this.#byKey.clear();
+      if (this.#byKey.size >= MAX_PLANS) this.#dropLayouts(true);
       this.#byKey.set(key, c);
     }
     return c;
@@ -262,9 +265,21 @@ class Factory implements MaskerFactory {
     const horizon = this.#catalog.horizon();
     const plans = this.#plansCached(parseRowDescription(frame, 0, frame.length), cp, horizon);
     if (plans === undefined) return undefined;
-    if (cp.layouts.size >= MAX_LAYOUTS) cp.layouts.clear();
+    if (this.#layoutBytes + key.length > MAX_LAYOUT_BYTES) this.#dropLayouts(false);
+    if (cp.layouts.size >= MAX_LAYOUTS) {
+      for (const k of cp.layouts.keys()) this.#layoutBytes -= k.length;
+      cp.layouts.clear();
+    }
     cp.layouts.set(key, { plans, until: horizon.until, generation: horizon.generation });
+    this.#layoutBytes += key.length;
     return this.#masker(plans, cp);
+  }
+
+  /** Forgets every cached layout (and the compiled plans too when `plans`). */
+  #dropLayouts(plans: boolean): void {
+    for (const c of this.#byKey.values()) c.layouts.clear();
+    if (plans) this.#byKey.clear();
+    this.#layoutBytes = 0;
   }
 
   /** Column plans from the catalog cache alone (undefined: not all of it is fresh). */

@@ -28,7 +28,7 @@ export function slabAlloc(size: number): Buffer {
 }
 
 /** Below this many bytes a plain loop beats Buffer#copy, which allocates a view for a partial source. */
-const LOOP_COPY_MAX = 64;
+const LOOP_COPY_MAX = 40;
 
 /** Copies src[start, end) to dst at `at`; returns the number of bytes copied (like Buffer#copy). */
 export function copyBytes(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {

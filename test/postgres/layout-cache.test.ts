@@ -204,3 +204,21 @@ test('the mask plan is part of the key: another plan gets its own layout', async
   assert.equal(await relayed(factory, frame, plan([['app.users.name', 'redact'], ['app.users.name', 'null']]), 'v'), 'NULL', 'the strongest rule wins, as without the cache');
   assert.equal(await relayed(factory, frame, EMAIL, 'v'), 'v');
 });
+
+test('the cache is bounded: past its limits layouts are dropped and rebuilt, never mixed up', async () => {
+  const { factory } = setup();
+  const frame = (i: number) => rowDescription([{ name: `c${i}`, tableOid: 100, columnId: 1 + (i % 2), typeOid: 25, format: 0 }]);
+  await relayed(factory, frame(0), EMAIL, 'v'); // fills the catalog cache
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 1500; i++) assert.equal(await relayed(factory, frame(i), EMAIL, 'v'), i % 2 === 1 ? '[redacted]' : 'v', `layout ${i}`);
+  }
+  // Very wide layouts (a 1600-column RowDescription is ~40 KiB) count against a byte budget.
+  const wide = (i: number) => rowDescription(Array.from({ length: 1600 }, (_, k) => ({ name: `w${i}_${k}`, tableOid: 100, columnId: 2, typeOid: 25, format: 0 as const })));
+  for (let i = 0; i < 120; i++) {
+    const m = factory.forRowDescriptionCached!(wide(i), EMAIL)!;
+    const row = dataRow(Array.from({ length: 1600 }, () => 'v'));
+    const out = m.maskDataRow(row);
+    assert.equal(out.readInt32BE(7), '[redacted]'.length);
+  }
+  assert.equal(await relayed(factory, frame(1), EMAIL, 'v'), '[redacted]');
+});
