@@ -40,6 +40,8 @@ const { values } = parseArgs({
     protocols: { type: 'string', default: 'simple,prepared' },
     'no-latency': { type: 'boolean', default: false },
     'no-export': { type: 'boolean', default: false },
+    /** Only the export part (no pgbench throughput runs). */
+    'no-tps': { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench-results/pg.json' },
     /** Writes a V8 CPU profile of this process (where the gateways run) for each Airlock throughput run. */
     profile: { type: 'string' },
@@ -201,7 +203,7 @@ try {
   const cpuUs: Record<string, Partial<Record<Target, number[]>>> = {};
   /** The user-space part (JavaScript, V8, libuv): the system part is the socket I/O every proxy pays. */
   const cpuUserUs: Record<string, Partial<Record<Target, number[]>>> = {};
-  for (const protocol of protocols) {
+  for (const protocol of values['no-tps'] ? [] : protocols) {
     results[protocol] = {};
     cpuUs[protocol] = {};
     cpuUserUs[protocol] = {};
@@ -255,15 +257,32 @@ try {
 
   // ------------------------------------------------------------------ masked export
   const exportTimes: Record<string, Partial<Record<Target, number>>> = {};
+  const exportCpuMs: Record<string, Partial<Record<Target, number>>> = {};
   if (!values['no-export']) {
     const ways = { copy: 'COPY bench_export TO STDOUT', select: 'SELECT * FROM bench_export' };
     for (const [way, sql] of Object.entries(ways)) {
       exportTimes[way] = {};
       for (const t of active.filter((x) => x === 'direct' || x === 'airlock' || x === 'masked')) {
+        const profiling = values.profile && t !== 'direct' ? new Inspector() : undefined;
+        if (profiling) {
+          profiling.connect();
+          await profiling.post('Profiler.enable');
+          await profiling.post('Profiler.start');
+        }
+        const cpu0 = process.cpuUsage();
         const t0 = performance.now();
         const out = await run('psql', ['-X', '-At', '-o', '/dev/null', '-c', sql], envs[t]!, 'ignore');
         if (/ERROR|FATAL/.test(out)) throw new Error(`export through ${t} failed: ${out}`);
         exportTimes[way][t] = (performance.now() - t0) / 1000;
+        // The gateway's own CPU for the export (this process), steadier than wall time on a shared machine.
+        const cpu = process.cpuUsage(cpu0);
+        if (t !== 'direct') (exportCpuMs[way] ??= {})[t] = Number(((cpu.user + cpu.system) / 1000).toFixed(0));
+        if (profiling) {
+          const { profile } = await profiling.post('Profiler.stop');
+          mkdirSync(values.profile!, { recursive: true });
+          writeFileSync(join(values.profile!, `export-${way}-${t}.cpuprofile`), JSON.stringify(profile));
+          profiling.disconnect();
+        }
       }
     }
   }
@@ -282,8 +301,10 @@ try {
     addedLatencyUs: {} as Record<string, Record<string, number | undefined>>,
     exportSeconds: exportTimes,
     exportMaskedVsUnmasked: {} as Record<string, number | undefined>,
+    /** CPU time of this process (the gateway) during each export through Airlock, milliseconds. */
+    exportProxyCpuMs: exportCpuMs,
   };
-  for (const protocol of protocols) {
+  for (const protocol of Object.keys(results)) {
     const m: Partial<Record<Target, number>> = {};
     summary.tps[protocol] = {};
     for (const t of active) {
@@ -319,7 +340,7 @@ try {
   for (const way of Object.keys(exportTimes)) summary.exportMaskedVsUnmasked[way] = ratio(exportTimes[way].masked, exportTimes[way].airlock);
 
   const f = (n: number) => n.toFixed(0).padStart(7);
-  for (const protocol of protocols) {
+  for (const protocol of Object.keys(results)) {
     console.log(`\npgbench ${pgbenchRun(protocol).join(' ')}  (median of ${runs}; min-max)`);
     const m = summary.tps[protocol];
     for (const t of active) {
@@ -339,7 +360,7 @@ try {
   }
   for (const way of Object.keys(exportTimes)) {
     const e = exportTimes[way];
-    console.log(`\nexport of ${exportRows} rows by ${way}: ${Object.entries(e).map(([t, s]) => `${t} ${s!.toFixed(2)} s`).join(', ')}; masked/unmasked through Airlock ${summary.exportMaskedVsUnmasked[way] ?? '-'}`);
+    console.log(`\nexport of ${exportRows} rows by ${way}: ${Object.entries(e).map(([t, s]) => `${t} ${s!.toFixed(2)} s`).join(', ')}; masked/unmasked through Airlock ${summary.exportMaskedVsUnmasked[way] ?? '-'}; proxy CPU ${Object.entries(exportCpuMs[way] ?? {}).map(([t, ms]) => `${t} ${ms} ms`).join(', ')}`);
   }
   mkdirSync(dirname(values.out!), { recursive: true });
   writeFileSync(values.out!, `${JSON.stringify(summary, null, 2)}\n`);

@@ -61,6 +61,13 @@ export interface TypeInfo {
   category: string;
 }
 
+/** See Catalog.horizon(). */
+export interface Horizon {
+  /** Earliest expiry of the entries read (ms, the catalog's clock). */
+  until: number;
+  generation: number;
+}
+
 interface Entry<T> {
   value: T;
   expires: number;
@@ -112,6 +119,8 @@ export class Catalog {
   /** In-flight relation loads, so concurrent results share one query per OID. */
   readonly #pending = new Map<number, Promise<void>>();
   #closed = false;
+  /** Bumped by invalidate(), so horizons taken before it are no longer current. */
+  #generation = 0;
 
   constructor(opts: CatalogOptions) {
     this.#connect = opts.connect;
@@ -149,7 +158,7 @@ export class Catalog {
    * columnNames() answered from the cache alone: undefined unless every relation it needs (view
    * origins included) is fresh. Lets a proxy set up masking without a turn of the event loop.
    */
-  columnNamesCached(refs: Iterable<{ tableOid: number; columnId: number }>): Map<string, string[]> | undefined {
+  columnNamesCached(refs: Iterable<{ tableOid: number; columnId: number }>, horizon?: Horizon): Map<string, string[]> | undefined {
     const out = new Map<string, string[]>();
     const wanted: Array<[number, number]> = [];
     for (const r of refs) if (r.tableOid > 0 && r.columnId > 0) wanted.push([r.tableOid, r.columnId]);
@@ -164,6 +173,7 @@ export class Catalog {
       for (const oid of frontier) {
         seen.add(oid);
         if (!this.#fresh(this.#relations, oid)) return undefined;
+        if (horizon) this.#lower(horizon, this.#relations, oid);
         const rel = this.#cached(this.#relations, oid);
         if (rel?.origins) for (const [base] of rel.origins.values()) if (!seen.has(base)) next.add(base);
       }
@@ -174,10 +184,11 @@ export class Catalog {
   }
 
   /** types() answered from the cache alone: undefined unless every OID is fresh. */
-  typesCached(oids: number[]): Map<number, TypeInfo | undefined> | undefined {
+  typesCached(oids: number[], horizon?: Horizon): Map<number, TypeInfo | undefined> | undefined {
     const out = new Map<number, TypeInfo | undefined>();
     for (const oid of oids) {
       if (!this.#fresh(this.#types, oid)) return undefined;
+      if (horizon) this.#lower(horizon, this.#types, oid);
       out.set(oid, this.#cached(this.#types, oid));
     }
     return out;
@@ -253,7 +264,7 @@ export class Catalog {
     }
     for (const oid of oids) {
       const rel = found.get(oid);
-      this.#relations.set(oid, { value: rel, expires: now + (rel ? this.#ttl : Math.min(this.#ttl, NEGATIVE_TTL_MS)) });
+      this.#put(this.#relations, oid, { value: rel, expires: now + (rel ? this.#ttl : Math.min(this.#ttl, NEGATIVE_TTL_MS)) });
     }
   }
 
@@ -281,7 +292,7 @@ export class Catalog {
       const byOid = new Map(rows.map((r) => [Number(r.oid), r]));
       for (const oid of missing) {
         const r = byOid.get(oid);
-        this.#types.set(oid, {
+        this.#put(this.#types, oid, {
           value: r ? { oid, name: r.typname, category: r.typcategory } : undefined,
           expires: now + (r ? this.#ttl : Math.min(this.#ttl, NEGATIVE_TTL_MS)),
         });
@@ -292,8 +303,29 @@ export class Catalog {
     return out;
   }
 
+  /**
+   * A horizon for something derived from cached entries (the masking layout of a result): pass it
+   * to columnNamesCached/typesCached, which lower `until` to the earliest expiry of every entry
+   * they read. The derived value may be reused while current() says so: no entry it was built
+   * from has expired or been dropped since (entries are never replaced while fresh).
+   */
+  horizon(): Horizon {
+    return { until: Number.POSITIVE_INFINITY, generation: this.#generation };
+  }
+
+  /** Whether everything read under `h` is still what the catalog would answer now. */
+  current(h: Horizon): boolean {
+    return h.generation === this.#generation && h.until > this.#now();
+  }
+
+  #lower<K, T>(h: Horizon, map: Map<K, Entry<T>>, key: K): void {
+    const e = map.get(key);
+    if (e && e.expires < h.until) h.until = e.expires;
+  }
+
   /** Forget everything cached (e.g. after Airlock itself ran DDL). */
   invalidate(): void {
+    this.#generation++;
     this.#relations.clear();
     this.#types.clear();
     this.#tableOids.clear();
@@ -304,6 +336,13 @@ export class Catalog {
     const c = this.#client;
     this.#client = undefined;
     if (c) await c.then((client) => client.end()).catch(() => {});
+  }
+
+  /** Stores an entry; replacing one that is still fresh (two loads racing) ends every horizon. */
+  #put<K, T>(map: Map<K, Entry<T>>, key: K, e: Entry<T>): void {
+    const prev = map.get(key);
+    if (prev && prev.expires > this.#now()) this.#generation++;
+    map.set(key, e);
   }
 
   #fresh<K, T>(map: Map<K, Entry<T>>, key: K): boolean {

@@ -203,6 +203,27 @@ export class WriteBatch {
     this.size += b.length;
   }
 
+  /**
+   * Adds a buffer the batch may keep, like addOwned, but continues the open view when `b` starts
+   * right where it ends in the same memory (messages built one after another in a slab, see
+   * slab.ts), so a run of built messages is written as one slice, without a concatenation.
+   * Only for memory that is never written again.
+   */
+  addView(b: Buffer): void {
+    const cur = this.curBuf;
+    if (cur !== null && !this.curTransient && cur.buffer === b.buffer && cur.byteOffset + this.curEnd === b.byteOffset && this.curEnd + b.length <= cur.length) {
+      this.curEnd += b.length;
+    } else {
+      this.close();
+      // Open the view over the rest of the memory, so later messages built behind `b` extend it.
+      this.curBuf = Buffer.from(b.buffer, b.byteOffset, b.buffer.byteLength - b.byteOffset);
+      this.curStart = 0;
+      this.curEnd = b.length;
+      this.curTransient = false;
+    }
+    this.size += b.length;
+  }
+
   private close(): void {
     if (this.curBuf) {
       const view = this.curBuf.subarray(this.curStart, this.curEnd);

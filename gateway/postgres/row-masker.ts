@@ -20,11 +20,13 @@
 // with an error, nothing unmasked is relayed); a malformed DataRow makes maskDataRow throw.
 import type pg from 'pg';
 import type { DetectorName, MaskPlan, MaskStrategy } from '../policy/decision.ts';
-import { Catalog, type TypeInfo } from './catalog.ts';
+import { Catalog, type Horizon, type TypeInfo } from './catalog.ts';
+import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect, type RawField } from '../masking/copy-text.ts';
+import { copyBytes, int32, putInt32, slabAlloc } from './slab.ts';
+import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
   name: string;
@@ -44,6 +46,12 @@ export interface RowMasker {
 export interface CopyMasker {
   /** Masks one COPY row as the server sent it in one CopyData message (trailing newline optional). Returns the same Buffer if unchanged. Throws on a row whose column count does not match. */
   maskLine(line: Buffer): Buffer;
+  /**
+   * maskLine() on the row inside one complete CopyData message (`frame`: 'd', int32 length, row
+   * bytes): returns the same Buffer when nothing changed, else a new complete CopyData message,
+   * built in one allocation (no separate masked line to copy into a frame).
+   */
+  maskFrame(frame: Buffer): Buffer;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -71,6 +79,13 @@ export interface MaskerFactory {
    * event loop and a parked upstream per masked result.
    */
   forResultCached?(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined;
+  /**
+   * forResultCached() from the RowDescription message itself (`frame`: 'T', length, fields). The
+   * column plans of a layout are kept per mask plan and exact RowDescription bytes (table OIDs,
+   * attnums, types and formats included) for as long as every catalog entry they were built from
+   * stays fresh, so a repeated result costs a lookup instead of a parse and a rebuild.
+   */
+  forRowDescriptionCached?(frame: Buffer, plan: MaskPlan): RowMasker | null | undefined;
   /** Masks one line of text-format COPY TO STDOUT output (tab-separated, \N nulls, backslash escapes) for `table` (`schema.table`, or undefined for COPY (query) TO). Column order comes from `columns` if given, else catalog order of the table. Returns the same Buffer if unchanged. */
   maskCopyLine(line: Buffer, plan: MaskPlan, table: string | undefined, columns?: string[]): Promise<Buffer>;
   /**
@@ -86,7 +101,15 @@ export interface MaskerFactory {
   close(): Promise<void>;
 }
 
-export function createMaskerFactory(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }): MaskerFactory {
+export interface MaskerFactoryOptions {
+  connect: () => Promise<pg.Client>;
+  hashKey: string;
+  cacheTtlMs?: number;
+  /** Clock of the catalog cache, for tests. */
+  now?: () => number;
+}
+
+export function createMaskerFactory(opts: MaskerFactoryOptions): MaskerFactory {
   return new Factory(opts);
 }
 
@@ -96,6 +119,28 @@ interface CompiledPlan {
   /** `schema.table.column` -> the strongest strategy any rule asks for. */
   rules: Map<string, { strategy: MaskStrategy }>;
   detectors: DetectorRules | undefined;
+  /** Column plans by RowDescription bytes (latin1), see forRowDescriptionCached. */
+  layouts: Map<string, Layout>;
+}
+
+/** The column plans of one result layout (null: nothing to mask), valid while its horizon is current. */
+interface Layout extends Horizon {
+  plans: Array<ColumnPlan | undefined> | null;
+}
+
+/** Bounds of the plan and layout caches (a client can make up any number of layouts, of any width). */
+const MAX_PLANS = 256;
+const MAX_LAYOUTS = 1024;
+/** Total RowDescription bytes kept as layout keys, over all plans. */
+const MAX_LAYOUT_BYTES = 4 * 1024 * 1024;
+
+/** Everything compilePlan reads, as a string: equal keys compile to equal plans. */
+function planKey(plan: MaskPlan): string {
+  let k = '';
+  for (const c of plan.columns) k += `${c.column}\u0000${c.strategy}\u0001`;
+  k += '\u0002';
+  for (const d of plan.detectors) k += `${d.detector}\u0000${d.strategy}\u0001`;
+  return k;
 }
 
 function compilePlan(plan: MaskPlan): CompiledPlan {
@@ -114,7 +159,7 @@ function compilePlan(plan: MaskPlan): CompiledPlan {
     }
     detectors = { mask: detectorMask(Object.keys(strategy) as DetectorName[]), strategy };
   }
-  return { rules, detectors };
+  return { rules, detectors, layouts: new Map() };
 }
 
 /** What to do with one result column. */
@@ -134,14 +179,16 @@ const JSONB_VERSION = 1;
 class Factory implements MaskerFactory {
   readonly #catalog: Catalog;
   readonly #hasher: Hasher;
-  readonly #compiled = new WeakMap<MaskPlan, CompiledPlan>();
+  /** Compiled plans by content: decisions carry a new MaskPlan object per statement. */
+  readonly #byKey = new Map<string, CompiledPlan>();
+  #layoutBytes = 0;
   readonly #copyCache = new WeakMap<MaskPlan, Map<string, { masker: Promise<CopyMasker | null>; expires: number }>>();
   readonly #ttl: number;
 
-  constructor(opts: { connect: () => Promise<pg.Client>; hashKey: string; cacheTtlMs?: number }) {
+  constructor(opts: MaskerFactoryOptions) {
     this.#hasher = new Hasher(opts.hashKey);
     this.#ttl = opts.cacheTtlMs ?? 30_000;
-    this.#catalog = new Catalog({ connect: opts.connect, ttlMs: this.#ttl });
+    this.#catalog = new Catalog({ connect: opts.connect, ttlMs: this.#ttl, now: opts.now });
   }
 
   /** The catalog, for callers that want to invalidate it after DDL. */
@@ -150,10 +197,12 @@ class Factory implements MaskerFactory {
   }
 
   #compile(plan: MaskPlan): CompiledPlan {
-    let c = this.#compiled.get(plan);
+    const key = planKey(plan);
+    let c = this.#byKey.get(key);
     if (!c) {
       c = compilePlan(plan);
-      this.#compiled.set(plan, c);
+      if (this.#byKey.size >= MAX_PLANS) this.#dropLayouts(true);
+      this.#byKey.set(key, c);
     }
     return c;
   }
@@ -178,10 +227,10 @@ class Factory implements MaskerFactory {
     return out;
   }
 
-  #classesCached(typeOids: number[]): Map<number, TypeClass> | undefined {
+  #classesCached(typeOids: number[], horizon?: Horizon): Map<number, TypeClass> | undefined {
     const { out, unknown } = this.#builtinClasses(typeOids);
     if (unknown.length === 0) return out;
-    const info = this.#catalog.typesCached(unknown);
+    const info = this.#catalog.typesCached(unknown, horizon);
     return info ? this.#withCatalog(out, unknown, info) : undefined;
   }
 
@@ -197,19 +246,55 @@ class Factory implements MaskerFactory {
     const rules = this.#rulesFor(fields, cp, names);
     const needType = this.#typesNeeded(fields, cp, rules);
     const classes = needType.length > 0 ? await this.#classes(needType) : new Map<number, TypeClass>();
-    return this.#resultMasker(fields, cp, rules, classes);
+    return this.#masker(this.#columnPlans(fields, cp, rules, classes), cp);
   }
 
   forResultCached(fields: FieldInfo[], plan: MaskPlan): RowMasker | null | undefined {
     const cp = this.#compile(plan);
     if (cp.rules.size === 0 && !cp.detectors) return null;
-    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields) : undefined;
+    const plans = this.#plansCached(fields, cp);
+    return plans === undefined ? undefined : this.#masker(plans, cp);
+  }
+
+  forRowDescriptionCached(frame: Buffer, plan: MaskPlan): RowMasker | null | undefined {
+    const cp = this.#compile(plan);
+    if (cp.rules.size === 0 && !cp.detectors) return null;
+    const key = frame.toString('latin1');
+    const hit = cp.layouts.get(key);
+    if (hit !== undefined && this.#catalog.current(hit)) return this.#masker(hit.plans, cp);
+    const horizon = this.#catalog.horizon();
+    const plans = this.#plansCached(parseRowDescription(frame, 0, frame.length), cp, horizon);
+    if (plans === undefined) return undefined;
+    if (this.#layoutBytes + key.length > MAX_LAYOUT_BYTES) this.#dropLayouts(false);
+    if (cp.layouts.size >= MAX_LAYOUTS) {
+      for (const k of cp.layouts.keys()) this.#layoutBytes -= k.length;
+      cp.layouts.clear();
+    }
+    cp.layouts.set(key, { plans, until: horizon.until, generation: horizon.generation });
+    this.#layoutBytes += key.length;
+    return this.#masker(plans, cp);
+  }
+
+  /** Forgets every cached layout (and the compiled plans too when `plans`). */
+  #dropLayouts(plans: boolean): void {
+    for (const c of this.#byKey.values()) c.layouts.clear();
+    if (plans) this.#byKey.clear();
+    this.#layoutBytes = 0;
+  }
+
+  /** Column plans from the catalog cache alone (undefined: not all of it is fresh). */
+  #plansCached(fields: FieldInfo[], cp: CompiledPlan, horizon?: Horizon): Array<ColumnPlan | undefined> | null | undefined {
+    const names = cp.rules.size > 0 ? this.#catalog.columnNamesCached(fields, horizon) : undefined;
     if (cp.rules.size > 0 && !names) return undefined;
     const rules = this.#rulesFor(fields, cp, names);
     const needType = this.#typesNeeded(fields, cp, rules);
-    const classes = needType.length > 0 ? this.#classesCached(needType) : new Map<number, TypeClass>();
+    const classes = needType.length > 0 ? this.#classesCached(needType, horizon) : new Map<number, TypeClass>();
     if (!classes) return undefined;
-    return this.#resultMasker(fields, cp, rules, classes);
+    return this.#columnPlans(fields, cp, rules, classes);
+  }
+
+  #masker(plans: Array<ColumnPlan | undefined> | null, cp: CompiledPlan): RowMasker | null {
+    return plans === null ? null : new DataRowMasker(plans, cp.detectors, this.#hasher);
   }
 
   #rulesFor(fields: FieldInfo[], cp: CompiledPlan, names: Map<string, string[]> | undefined): Array<ColumnPlan['rule']> {
@@ -229,7 +314,8 @@ class Factory implements MaskerFactory {
     return [...new Set(fields.filter((_, i) => rules[i] || cp.detectors).map((f) => f.typeOid))];
   }
 
-  #resultMasker(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): RowMasker | null {
+  /** What to do with each column (shared by every masker of this layout: never mutated afterwards); null when nothing is masked. */
+  #columnPlans(fields: FieldInfo[], cp: CompiledPlan, rules: Array<ColumnPlan['rule']>, classes: Map<number, TypeClass>): Array<ColumnPlan | undefined> | null {
     const plans: Array<ColumnPlan | undefined> = [];
     let any = false;
     fields.forEach((f, i) => {
@@ -256,8 +342,7 @@ class Factory implements MaskerFactory {
       }
       plans.push(p);
     });
-    if (!any) return null;
-    return new DataRowMasker(plans, cp.detectors, this.#hasher);
+    return any ? plans : null;
   }
 
   async forCopy(plan: MaskPlan, table: string | undefined, columns?: string[], options: CopyOptions = {}): Promise<CopyMasker | null> {
@@ -326,20 +411,18 @@ class Factory implements MaskerFactory {
 
 // ---------------------------------------------------------------------------------------------
 
-interface Edit {
-  /** Offset of the column's int32 length. */
-  hdr: number;
-  /** End of the column's value bytes. */
-  end: number;
-  /** null = SQL NULL. */
-  value: Buffer | null;
-}
-
 class DataRowMasker implements RowMasker {
   readonly maskedColumns = new Set<string>();
   readonly #plans: Array<ColumnPlan | undefined>;
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
+  // The edits of the row being masked, reused from row to row (no objects per row): the offset of
+  // the column's int32 length, the end of its value bytes, and the new value (null = SQL NULL).
+  // Allocated at the first row (most results of an OLTP load have one row or none).
+  #hdr: Int32Array | undefined;
+  #end: Int32Array | undefined;
+  #value: Array<Buffer | null> | undefined;
+  #lastRule: string | undefined;
 
   constructor(plans: Array<ColumnPlan | undefined>, detectors: DetectorRules | undefined, hasher: Hasher) {
     this.#plans = plans;
@@ -348,52 +431,67 @@ class DataRowMasker implements RowMasker {
   }
 
   maskDataRow(frame: Buffer): Buffer {
-    if (frame.length < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
-    if (frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: DataRow length header does not match the frame');
+    const total = frame.length;
+    if (total < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
+    if (int32(frame, 1) + 1 !== total) throw new Error('masking: DataRow length header does not match the frame');
     const n = frame.readInt16BE(5);
-    if (n !== this.#plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${this.#plans.length}`);
+    const plans = this.#plans;
+    if (n !== plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${plans.length}`);
+    const hdrs = (this.#hdr ??= new Int32Array(n));
+    const ends = (this.#end ??= new Int32Array(n));
+    const values = (this.#value ??= new Array<Buffer | null>(n).fill(null));
     let off = 7;
-    let edits: Edit[] | undefined;
+    let edits = 0;
+    let size = total;
     for (let i = 0; i < n; i++) {
-      if (off + 4 > frame.length) throw new Error('masking: truncated DataRow');
-      const len = frame.readInt32BE(off);
+      if (off + 4 > total) throw new Error('masking: truncated DataRow');
+      const len = int32(frame, off);
       const start = off + 4;
       const end = len < 0 ? start : start + len;
-      if (end > frame.length) throw new Error('masking: truncated DataRow');
-      const p = this.#plans[i];
+      if (end > total) throw new Error('masking: truncated DataRow');
+      const p = plans[i];
       if (p !== undefined && len >= 0) {
         const v = this.#maskValue(p, frame, start, end);
-        if (v !== undefined) (edits ??= []).push({ hdr: off, end, value: v });
+        if (v !== undefined) {
+          hdrs[edits] = off;
+          ends[edits] = end;
+          values[edits++] = v;
+          size += (v === null ? 0 : v.length) - len;
+        }
       }
       off = end;
     }
-    if (off !== frame.length) throw new Error('masking: DataRow has trailing bytes');
-    if (!edits) return frame;
-    // One allocation: the new size first, then copy the unchanged stretches between edits.
-    let size = frame.length;
-    for (const e of edits) size += (e.value === null ? 0 : e.value.length) - (e.end - e.hdr - 4);
-    const out = Buffer.allocUnsafe(size);
+    if (off !== total) throw new Error('masking: DataRow has trailing bytes');
+    if (edits === 0) return frame;
+    // One allocation (next to the previous masked row, see slab.ts), then the unchanged
+    // stretches between edits are copied around the new values.
+    const out = slabAlloc(size);
     out[0] = 0x44;
-    out.writeInt32BE(size - 1, 1);
+    putInt32(out, 1, size - 1);
     let src = 5;
     let dst = 5;
-    for (const e of edits) {
-      dst += frame.copy(out, dst, src, e.hdr);
-      if (e.value === null) dst = out.writeInt32BE(-1, dst);
-      else {
-        dst = out.writeInt32BE(e.value.length, dst);
-        dst += e.value.copy(out, dst);
+    for (let k = 0; k < edits; k++) {
+      dst += copyBytes(frame, src, hdrs[k], out, dst);
+      const v = values[k];
+      values[k] = null; // keep no row's values alive
+      if (v === null) {
+        putInt32(out, dst, -1);
+        dst += 4;
+      } else {
+        putInt32(out, dst, v.length);
+        dst += 4;
+        dst += copyBytes(v, 0, v.length, out, dst);
       }
-      src = e.end;
+      src = ends[k];
     }
-    frame.copy(out, dst, src);
+    copyBytes(frame, src, total, out, dst);
     return out;
   }
 
   /** undefined: unchanged; null: SQL NULL; else the new value bytes. */
   #maskValue(p: ColumnPlan, buf: Buffer, start: number, end: number): Buffer | null | undefined {
     if (p.rule) {
-      this.maskedColumns.add(p.rule.name);
+      if (this.#lastRule !== p.rule.name) this.maskedColumns.add((this.#lastRule = p.rule.name)); // a Set; this spares the lookup per row
       const { strategy, constant } = p.rule;
       if (strategy === 'null') return null;
       if (constant) return constant;
@@ -515,8 +613,16 @@ class CopyLineMasker implements CopyMasker {
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
   readonly #d: CopyDialect;
-  readonly #constants = new Map<number, Buffer | undefined>();
+  /** Per column: null not computed yet, undefined not constant. */
+  readonly #constants: Array<Buffer | undefined | null>;
+  #lastRule: string | undefined;
   #headerPending: boolean;
+  // Fields of the row being masked and its replacements, reused from row to row.
+  #starts = new Int32Array(16);
+  #ends = new Int32Array(16);
+  #quoted = new Uint8Array(16);
+  #repCol = new Int32Array(16);
+  readonly #repBuf: Array<Buffer | null> = new Array<Buffer | null>(16).fill(null);
 
   /** `plans` undefined: COPY (query). */
   constructor(plans: Array<ColumnPlan | undefined> | undefined, detectors: DetectorRules | undefined, hasher: Hasher, dialect: CopyDialect) {
@@ -525,43 +631,130 @@ class CopyLineMasker implements CopyMasker {
     this.#hasher = hasher;
     this.#d = dialect;
     this.#headerPending = dialect.header;
+    this.#constants = new Array<Buffer | undefined | null>(plans?.length ?? 0).fill(null);
   }
 
   maskLine(line: Buffer): Buffer {
+    return this.#mask(line, 0, line.length, false);
+  }
+
+  maskFrame(frame: Buffer): Buffer {
+    if (frame.length < 5 || frame[0] !== 0x64 || frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: not a complete CopyData message');
+    return this.#mask(frame, 5, frame.length, true);
+  }
+
+  /**
+   * Masks the row in buf[from, to). Returns `buf` itself when nothing changed, else the masked
+   * row (with a CopyData header in front when `framed`), built in one allocation: the
+   * replacements are collected first (reused arrays, no objects per field), then copied once
+   * between the unchanged stretches.
+   */
+  #mask(buf: Buffer, from: number, to: number, framed: boolean): Buffer {
     if (this.#headerPending) {
       this.#headerPending = false;
-      return line;
+      return buf;
     }
-    let bodyEnd = line.length;
-    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0a) bodyEnd--;
-    if (bodyEnd > 0 && line[bodyEnd - 1] === 0x0d) bodyEnd--;
-    const fields = this.#d.csv ? splitCsvRow(line, 0, bodyEnd, this.#d.csvDialect) : splitTextRow(line, bodyEnd, this.#d.csvDialect.delimiter);
-    if (this.#plans && fields.length !== this.#plans.length) {
-      throw new Error(`masking: COPY line has ${fields.length} columns, expected ${this.#plans.length}`);
+    let bodyEnd = to;
+    if (bodyEnd > from && buf[bodyEnd - 1] === 0x0a) bodyEnd--;
+    if (bodyEnd > from && buf[bodyEnd - 1] === 0x0d) bodyEnd--;
+    const n = this.#d.csv ? this.#splitCsv(buf, from, bodyEnd) : this.#splitText(buf, from, bodyEnd);
+    if (this.#plans && n !== this.#plans.length) {
+      throw new Error(`masking: COPY line has ${n} columns, expected ${this.#plans.length}`);
     }
-    let pieces: Buffer[] | undefined;
-    let copied = 0; // bytes of `line` already in pieces
-    for (let col = 0; col < fields.length; col++) {
-      const f = fields[col];
-      const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
-      if (p === undefined || this.#isNull(line, f)) continue;
-      const fixed = p.rule ? this.#constant(col, p) : undefined;
-      let out: Buffer;
-      if (fixed !== undefined) {
-        this.maskedColumns.add(p.rule!.name);
-        out = fixed;
-      } else {
-        const v = this.#maskField(p, line, f);
-        if (v === undefined) continue;
-        out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+    const starts = this.#starts;
+    const ends = this.#ends;
+    let reps = 0;
+    let size = to - from;
+    try {
+      for (let col = 0; col < n; col++) {
+        const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
+        if (p === undefined) continue;
+        const fStart = starts[col];
+        const fEnd = ends[col];
+        const quoted = this.#quoted[col] === 1;
+        if (this.#isNull(buf, fStart, fEnd, quoted)) continue;
+        const fixed = p.rule ? this.#constant(col, p) : undefined;
+        let out: Buffer;
+        if (fixed !== undefined) {
+          if (this.#lastRule !== p.rule!.name) this.maskedColumns.add((this.#lastRule = p.rule!.name));
+          out = fixed;
+        } else {
+          const v = this.#maskField(p, buf, fStart, fEnd, quoted);
+          if (v === undefined) continue;
+          out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
+        }
+        this.#repCol[reps] = col;
+        this.#repBuf[reps++] = out;
+        size += out.length - (fEnd - fStart);
       }
-      pieces ??= [];
-      pieces.push(line.subarray(copied, f.start), out);
-      copied = f.end;
+      if (reps === 0) return buf;
+      const out = framed ? slabAlloc(5 + size) : Buffer.allocUnsafe(size);
+      let dst = 0;
+      if (framed) {
+        out[0] = 0x64;
+        dst = out.writeInt32BE(4 + size, 1);
+      }
+      let src = from;
+      for (let k = 0; k < reps; k++) {
+        const col = this.#repCol[k];
+        dst += copyBytes(buf, src, starts[col], out, dst);
+        const rep = this.#repBuf[k]!;
+        dst += copyBytes(rep, 0, rep.length, out, dst);
+        src = ends[col];
+      }
+      copyBytes(buf, src, to, out, dst);
+      return out;
+    } finally {
+      for (let k = 0; k < reps; k++) this.#repBuf[k] = null;
     }
-    if (!pieces) return line;
-    pieces.push(line.subarray(copied));
-    return Buffer.concat(pieces);
+  }
+
+  /** Grows the reused per-field arrays to hold `n` fields. */
+  #room(n: number): void {
+    if (n <= this.#starts.length) return;
+    const size = Math.max(n, this.#starts.length * 2);
+    const grow = <T extends Int32Array | Uint8Array>(a: T, make: (k: number) => T): T => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.#starts = grow(this.#starts, (k) => new Int32Array(k));
+    this.#ends = grow(this.#ends, (k) => new Int32Array(k));
+    this.#quoted = grow(this.#quoted, (k) => new Uint8Array(k));
+    this.#repCol = grow(this.#repCol, (k) => new Int32Array(k));
+    this.#repBuf.length = size;
+  }
+
+  /** Raw fields of a text-format COPY row; a backslash escapes the next byte (`\|` with DELIMITER '|'). Returns the count. */
+  #splitText(line: Buffer, from: number, end: number): number {
+    const delim = this.#d.csvDialect.delimiter;
+    let n = 0;
+    let i = from;
+    for (;;) {
+      let j = i;
+      while (j < end) {
+        const c = line[j];
+        if (c === delim) break;
+        j += c === 0x5c && j + 1 < end ? 2 : 1;
+      }
+      if (n === this.#starts.length) this.#room(n + 1);
+      this.#starts[n] = i;
+      this.#ends[n] = j;
+      this.#quoted[n++] = 0;
+      if (j >= end) return n;
+      i = j + 1;
+    }
+  }
+
+  #splitCsv(line: Buffer, from: number, end: number): number {
+    const fields = splitCsvRow(line, from, end, this.#d.csvDialect);
+    this.#room(fields.length);
+    for (let k = 0; k < fields.length; k++) {
+      this.#starts[k] = fields[k].start;
+      this.#ends[k] = fields[k].end;
+      this.#quoted[k] = fields[k].quoted ? 1 : 0;
+    }
+    return fields.length;
   }
 
   /**
@@ -570,14 +763,15 @@ class CopyLineMasker implements CopyMasker {
    * masking and encoding every line. undefined: the output depends on the value.
    */
   #constant(col: number, p: ColumnPlan): Buffer | undefined {
-    if (this.#constants.has(col)) return this.#constants.get(col);
+    const known = this.#constants[col];
+    if (known !== null) return known;
     const { strategy } = p.rule!;
     let out: Buffer | undefined;
     if (strategy === 'redact' || strategy === 'null' || (p.cls !== 'text' && p.cls !== 'json' && p.cls !== 'jsonb')) {
       const v = maskWhole(strategy, '', p.cls, this.#hasher);
       out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
     }
-    this.#constants.set(col, out);
+    this.#constants[col] = out;
     return out;
   }
 
@@ -585,48 +779,32 @@ class CopyLineMasker implements CopyMasker {
     return (this.#queryPlans[col] ??= { detect: true, cls: QUERY_COPY_CLASS, binary: false, typeOid: 0, fieldName: `column${col + 1}` });
   }
 
-  #isNull(buf: Buffer, f: RawField): boolean {
-    if (f.quoted) return false;
+  #isNull(buf: Buffer, start: number, end: number, quoted: boolean): boolean {
+    if (quoted) return false;
     const n = this.#d.nullString;
-    return f.end - f.start === n.length && buf.compare(n, 0, n.length, f.start, f.end) === 0;
+    return end - start === n.length && buf.compare(n, 0, n.length, start, end) === 0;
   }
 
-  #decode(buf: Buffer, f: RawField): string {
-    if (this.#d.csv) return decodeCsvField(buf, f, this.#d.csvDialect);
-    const bs = buf.indexOf(0x5c, f.start);
-    return bs < 0 || bs >= f.end ? buf.toString('latin1', f.start, f.end) : decodeCopyField(buf, f.start, f.end);
+  #decode(buf: Buffer, start: number, end: number, quoted: boolean): string {
+    if (this.#d.csv) return decodeCsvField(buf, { start, end, quoted }, this.#d.csvDialect);
+    const bs = buf.indexOf(0x5c, start);
+    return bs < 0 || bs >= end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
   }
 
   #encode(v: string): string {
     return this.#d.csv ? encodeCsvField(v, this.#d.csvDialect) : encodeCopyField(v, this.#d.delimiter);
   }
 
-  #maskField(p: ColumnPlan, buf: Buffer, f: RawField): string | null | undefined {
+  #maskField(p: ColumnPlan, buf: Buffer, start: number, end: number, quoted: boolean): string | null | undefined {
     if (p.rule) {
       this.maskedColumns.add(p.rule.name);
-      return maskWhole(p.rule.strategy, this.#decode(buf, f), p.cls, this.#hasher);
+      return maskWhole(p.rule.strategy, this.#decode(buf, start, end, quoted), p.cls, this.#hasher);
     }
     const rules = this.#detectors!;
-    if (quickCheck(buf, f.start, f.end, rules.mask) === 0) return undefined;
-    const r = maskSpans(this.#decode(buf, f), p.cls, rules, this.#hasher);
+    if (quickCheck(buf, start, end, rules.mask) === 0) return undefined;
+    const r = maskSpans(this.#decode(buf, start, end, quoted), p.cls, rules, this.#hasher);
     for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
     return r.value;
   }
-}
 
-/** Raw fields of a text-format COPY line; a backslash escapes the next byte (`\|` with DELIMITER '|'). */
-function splitTextRow(line: Buffer, end: number, delim: number): RawField[] {
-  const fields: RawField[] = [];
-  let fs = 0;
-  for (let i = 0; i <= end; i++) {
-    if (i + 1 < end && line[i] === 0x5c) {
-      i++;
-      continue;
-    }
-    if (i >= end || line[i] === delim) {
-      fields.push({ start: fs, end: Math.min(i, end), quoted: false });
-      fs = i + 1;
-    }
-  }
-  return fields;
 }

@@ -1113,12 +1113,12 @@ export class Session {
     if (head.kind === 'describe') {
       this.q.shift();
       if (!head.swallow) this.relay();
-      if (head.captureFor) this.startMasker(head.captureFor, parseRowDescription(r.buf, r.start, r.end));
+      if (head.captureFor) this.startMasker(head.captureFor, r.buf, r.start, r.end);
       return;
     }
     if (head.kind === 'describe-internal') {
       this.q.shift();
-      if (head.run) this.startMasker(head.run, parseRowDescription(r.buf, r.start, r.end));
+      if (head.run) this.startMasker(head.run, r.buf, r.start, r.end);
       return;
     }
     const run = head.run;
@@ -1127,14 +1127,15 @@ export class Session {
     this.noteCursor(run, head.kind);
     if (head.swallow || run.swallowRest) return;
     this.relay();
-    if (planNeedsMasking(planOf(run.decision))) this.startMasker(run, parseRowDescription(r.buf, r.start, r.end)); // no field objects per result otherwise
+    if (planNeedsMasking(planOf(run.decision))) this.startMasker(run, r.buf, r.start, r.end); // no field objects per result otherwise
   }
 
   private maskRule(run: Run): string {
     return run.decision.action === 'deny' ? run.decision.rule : (run.decision.rule ?? 'masking');
   }
 
-  private startMasker(run: Run, fields: FieldInfo[]): void {
+  /** `buf[start, end)` is the result's RowDescription message. */
+  private startMasker(run: Run, buf: Buffer, start: number, end: number): void {
     const plan = planOf(run.decision);
     if (!planNeedsMasking(plan)) return;
     const factory = this.deps.masking;
@@ -1142,10 +1143,11 @@ export class Session {
       this.cut(run, { code: '42501', message: `Airlock cannot return this result: rule ${this.maskRule(run)} requires masking, but no masking layer is configured` });
       return;
     }
-    // Catalog cache hit: the masker is ready now, so the session is not parked (no extra write or microtask turn).
+    // Catalog cache hit: the masker is ready now, so the session is not parked (no extra write or
+    // microtask turn); a layout seen before is not even parsed again (forRowDescriptionCached).
     let ready: ReturnType<NonNullable<MaskerFactory['forResultCached']>>;
     try {
-      ready = factory.forResultCached?.(fields, plan);
+      ready = factory.forRowDescriptionCached ? factory.forRowDescriptionCached(buf.subarray(start, end), plan) : factory.forResultCached?.(parseRowDescription(buf, start, end), plan);
     } catch {
       ready = undefined; // the async path reports the failure (fail closed there)
     }
@@ -1153,6 +1155,7 @@ export class Session {
       run.masker = ready;
       return;
     }
+    const fields: FieldInfo[] = parseRowDescription(buf, start, end);
     this.awaitMasker(run, () => factory.forResult(fields, plan), (m) => (run.masker = m));
   }
 
@@ -1219,20 +1222,15 @@ export class Session {
       }
       if (m !== frame) out = m;
     } else if (copy && run.copyMasker) {
-      const line = r.buf.subarray(r.start + 5, r.end);
-      let masked: Buffer;
+      const frame = r.buf.subarray(r.start, r.end);
+      let m: Buffer;
       try {
-        masked = run.copyMasker.maskLine(line);
+        m = run.copyMasker.maskFrame(frame); // the whole CopyData message, rebuilt in one allocation
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
-      if (masked !== line) {
-        out = Buffer.allocUnsafe(5 + masked.length);
-        out[0] = M.CopyData;
-        out.writeInt32BE(4 + masked.length, 1);
-        masked.copy(out, 5);
-      }
+      if (m !== frame) out = m;
     }
     const len = out ? out.length : r.end - r.start;
     if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
@@ -1244,7 +1242,7 @@ export class Session {
     }
     this.resultBytes += len;
     run.bytes += len;
-    if (out) this.toClient.addOwned(out);
+    if (out) this.toClient.addView(out); // masked messages built back to back are written as one slice
     else this.relay();
   }
 

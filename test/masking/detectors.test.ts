@@ -168,3 +168,14 @@ test('quickCheck on bytes rules detectors out without decoding', () => {
   assert.notEqual(quickCheck(mail, 0, mail.length, detectorMask(['email'])), 0);
   assert.equal(quickCheck(mail, 0, mail.length, detectorMask(['card'])), 0);
 });
+
+test('quickCheck with only the email detector gives what the full check gives for email, within the range only', () => {
+  const email = detectorMask(['email']);
+  const all = detectorMask(ALL);
+  const samples = ['plain text, no at sign', 'mail me: a@example.com', '@', 'x@y', '4242 4242 4242 4242 and a@b.co', 'short', '12345@', 'AKIAABCDEFGHIJKLMNOP@', ''];
+  for (const s of samples) {
+    const b = Buffer.from(`@@${s}@@`);
+    // The '@'s around the value are outside [2, length - 2): they must not count.
+    assert.equal(quickCheck(b, 2, b.length - 2, email), quickCheck(b, 2, b.length - 2, all) & email, s);
+  }
+});

@@ -147,3 +147,26 @@ test('strings are decoded only when they are valid UTF-8, short (ASCII fast path
   // The terminator must lie inside the frame.
   assert.throws(() => readCString(Buffer.from('abc\0'), 0, 3), ProtocolError);
 });
+
+test('addView: messages built back to back in one buffer go out as one slice; anything else is not merged', () => {
+  const mem = Buffer.alloc(64);
+  mem.write('AAAABBBBCCCCDDDD', 'latin1');
+  const batch = new WriteBatch();
+  batch.addView(mem.subarray(0, 4));
+  batch.addView(mem.subarray(4, 8));
+  batch.addView(mem.subarray(8, 12));
+  const out = batch.take()!;
+  assert.equal(out.toString('latin1'), 'AAAABBBBCCCC');
+  assert.equal(out.buffer, mem.buffer, 'one view of the memory, not a copy');
+  // A gap, another buffer, or relayed bytes in between: separate parts, same bytes in order.
+  const other = Buffer.from('XY');
+  const chunk = Buffer.from('relay');
+  batch.addView(mem.subarray(0, 4));
+  batch.addView(mem.subarray(8, 12));
+  batch.addView(other);
+  batch.add(chunk, 0, chunk.length, false);
+  batch.addView(mem.subarray(12, 16));
+  assert.equal(batch.size, 4 + 4 + 2 + 5 + 4);
+  assert.equal(batch.take()!.toString('latin1'), 'AAAACCCCXYrelayDDDD');
+  assert.equal(batch.take(), null);
+});

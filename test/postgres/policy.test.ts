@@ -17,9 +17,12 @@ before(async () => {
             CREATE TABLE customers (id int, email text, note text);
             INSERT INTO customers VALUES (1, 'ann@example.com', 'vip'), (2, 'bob@example.org', 'call bob@example.org');
             CREATE TABLE blobs (id int, data text);
-            INSERT INTO blobs SELECT g, repeat('b', 1000) FROM generate_series(1, 100) g;`,
+            INSERT INTO blobs SELECT g, repeat('b', 1000) FROM generate_series(1, 100) g;
+            CREATE SCHEMA s1; CREATE SCHEMA s2;
+            CREATE TABLE s1.t (id int, email text); INSERT INTO s1.t VALUES (1, 'first@s1.test');
+            CREATE TABLE s2.t (id int, email text); INSERT INTO s2.t VALUES (1, 'secret@s2.test');`,
     config: () => ({
-      masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.customers.email', strategy: 'redact' }] },
+      masking: { hashKey: { file: 'hash.key' }, columns: [{ column: 'public.customers.email', strategy: 'redact' }, { column: 's2.t.email', strategy: 'redact' }] },
       policy: {
         default: 'allow',
         rules: [
@@ -243,6 +246,32 @@ test('extended protocol without a client Describe is still masked (the gateway d
     assert.match(String(viaSql[0].message), /rule airlock-unknown-name: prepared statement "by_sql" was not defined through this session's extended protocol/);
   } finally {
     w.end();
+  }
+});
+
+test('a prepared statement whose result layout changes under it (search_path, DDL in another session) is masked by the layout it has now', async () => {
+  // PostgreSQL replans a prepared statement after a search_path change or DDL on what it reads,
+  // and only errors when the result TYPES change: the same `SELECT id, email FROM t` can start
+  // returning another table's rows with nothing on this session's wire saying so. A layout cached
+  // per statement from an earlier Describe would relay s2.t's masked column unmasked; the layout
+  // must come from the server for every execution.
+  const w = await WireClient.login(h.gateway.port, { user: 'alice', password: await h.token('alice'), database: 'app' });
+  const emails = (out: Array<{ name: string; fields?: unknown }>) => out.filter((m) => m.name === 'dataRow').map((m) => String((m.fields as string[])[1]));
+  const again = () => w.roundtrip([serialize.bind({ statement: 'q' }), serialize.execute({}), serialize.sync()]);
+  try {
+    await w.roundtrip([serialize.query('SET search_path = s1, s2')]);
+    const first = await w.roundtrip([serialize.parse({ name: 'q', text: 'SELECT id, email FROM t' }), serialize.bind({ statement: 'q' }), serialize.describe({ type: 'P' }), serialize.execute({}), serialize.sync()]);
+    assert.deepEqual(emails(first), ['first@s1.test'], 's1.t is not masked');
+    assert.deepEqual(emails(await again()), ['first@s1.test']);
+    await w.roundtrip([serialize.query('SET search_path = s2, s1')]);
+    assert.deepEqual(emails(await again()), ['[redacted]'], 'same statement, now reading s2.t');
+    await w.roundtrip([serialize.query('SET search_path = s1, s2')]);
+    assert.deepEqual(emails(await again()), ['first@s1.test']);
+    await h.pg.query('ALTER TABLE s1.t RENAME TO t_gone'); // another session: nothing on this wire
+    assert.deepEqual(emails(await again()), ['[redacted]'], 'replanned onto s2.t by DDL elsewhere');
+  } finally {
+    w.end();
+    await h.pg.query('ALTER TABLE s1.t_gone RENAME TO t');
   }
 });
 

@@ -412,6 +412,55 @@ describe('column rules against a real PostgreSQL', () => {
     assert.equal(masker.maskLine(Buffer.from('pipe \\| and dave@example.com|11\n')).toString(), 'pipe \\| and [redacted:email]|11\n');
   });
 
+  /** A CopyData message around one row. */
+  const copyData = (row: Buffer) => {
+    const f = Buffer.alloc(5 + row.length);
+    f[0] = 0x64;
+    f.writeInt32BE(4 + row.length, 1);
+    row.copy(f, 5);
+    return f;
+  };
+
+  test('maskFrame rebuilds the CopyData message around exactly what maskLine gives (text and csv, header, escapes, NULLs)', async () => {
+    const cases: Array<{ p: MaskPlan; rows: Buffer[]; table: string; columns?: string[]; options?: Parameters<MaskerFactory['forCopy']>[3] }> = [
+      { p: plan([{ column: 'app.users.email', strategy: 'redact' }, { column: 'app.users.salary', strategy: 'hash' }, { column: 'app.users.ssn', strategy: 'partial' }]), rows: copyOut('COPY app.users TO STDOUT'), table: 'app.users' },
+      { p: plan([{ column: 'app.orders.card', strategy: 'partial' }], [{ detector: 'email', strategy: 'hash' }]), rows: copyOut('COPY app.orders (note, card) TO STDOUT'), table: 'app.orders', columns: ['note', 'card'] },
+      { p: plan([{ column: 'app.notes.owner', strategy: 'hash' }], [{ detector: 'email', strategy: 'redact' }]), rows: csvRows(psql('COPY app.notes TO STDOUT (FORMAT csv, HEADER)')), table: 'app.notes', options: { format: 'csv', header: true } },
+    ];
+    for (const c of cases) {
+      const byLine = (await factory.forCopy(c.p, c.table, c.columns, c.options))!;
+      const byFrame = (await factory.forCopy(c.p, c.table, c.columns, c.options))!;
+      let changed = 0;
+      for (const row of c.rows) {
+        const frame = copyData(row);
+        const line = byLine.maskLine(row);
+        const out = byFrame.maskFrame(frame);
+        assert.deepEqual(out, copyData(line), `${c.table}: ${row.toString()}`);
+        if (line === row) assert.equal(out, frame, 'an unchanged row is the same message, not a copy');
+        else changed++;
+      }
+      assert.ok(changed > 0, `${c.table}: something was masked`);
+      assert.deepEqual([...byFrame.maskedColumns].sort(), [...byLine.maskedColumns].sort());
+    }
+    const m = (await factory.forCopy(plan([], [{ detector: 'email', strategy: 'redact' }]), 'app.orders', ['note']))!;
+    assert.throws(() => m.maskFrame(Buffer.from('d\0\0\0\x09abc\n', 'latin1')), /not a complete CopyData message/);
+    assert.throws(() => m.maskFrame(copyData(Buffer.from('a\tb\n'))), /COPY line has 2 columns, expected 1/);
+  });
+
+  test('masked DataRows built one after another are contiguous, and earlier ones are never overwritten', async () => {
+    const p = plan([], [{ detector: 'email', strategy: 'redact' }]);
+    const m = (await factory.forResult([field('t', 25)], p))!;
+    const outs: Buffer[] = [];
+    const expect: string[] = [];
+    for (let i = 0; i < 5000; i++) {
+      outs.push(m.maskDataRow(dataRow([`row ${i} of user${i}@example.com`])));
+      expect.push(`row ${i} of [redacted:email]`);
+    }
+    assert.deepEqual(outs.map((o) => texts(o)[0]), expect);
+    const adjacent = outs.filter((o, i) => i > 0 && o.buffer === outs[i - 1].buffer && o.byteOffset === outs[i - 1].byteOffset + outs[i - 1].length).length;
+    assert.ok(adjacent > 4000, `most masked rows follow the previous one in memory (${adjacent})`);
+  });
+
   test('COPY in binary format is refused', async () => {
     await assert.rejects(factory.forCopy(EMAIL_REDACT, 'app.users', undefined, { format: 'binary' }), /binary format cannot be masked/);
     // ...unless nothing in it needs masking.
