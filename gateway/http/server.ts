@@ -31,8 +31,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
-import { Readable, type Duplex } from 'node:stream';
-import { createProxyServer } from 'http-proxy-3';
+import type { Duplex } from 'node:stream';
 import { HOLD_PARKED, type Approver, type HoldPosted } from '../approvals/approver.ts';
 import { approvalBindingKey, maskHashKey } from '../config/keys.ts';
 import { bindOperation } from '../enforce/binding.ts';
@@ -42,22 +41,24 @@ import { tokenSettings } from '../auth/settings.ts';
 import { TokenError, verifyToken, type TokenSettings, type VerifiedToken } from '../auth/tokens.ts';
 import type { AuthEndpoints } from '../auth/endpoints.ts';
 import { configPath, parseDuration, type LoadedConfig } from '../config/load.ts';
-import type { HttpConfig, RuleConfig } from '../config/schema.ts';
+import type { HttpConfig } from '../config/schema.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Hasher } from '../masking/strategies.ts';
 import type { Decision } from '../policy/decision.ts';
 import { elevationHeader, rolePolicies, type ElevationRegistry, type ElevationSource } from '../elevation/registry.ts';
 import { PolicyEngine } from '../policy/engine.ts';
-import { compileMatch, type Matcher } from '../policy/match.ts';
+import type { Matcher } from '../policy/match.ts';
 import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
 import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
-import { compileBodyRules, isKubernetesTable, kubernetesFieldVariants, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
+import { compileBodyRules, isKubernetesTable, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
 import { stripIdentityHeaders } from './headers.ts';
-import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
+import type { JsonMasker } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
+import { forwardHeaders, sendUpstream, upstreamPath } from './forward.ts';
+import { ResponseMaskers } from './maskers.ts';
 import { relayResponse, sendJson } from './response.ts';
 import { resolveUpstreams, type Upstream } from './upstreams.ts';
 import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
@@ -99,11 +100,6 @@ interface SessionState {
   enforce: EnforcementSession;
   toClient: number;
   fromClient: number;
-}
-
-interface FieldRule {
-  applies: Matcher;
-  fields: FieldMask[];
 }
 
 interface Prepared {
@@ -158,20 +154,6 @@ function bearer(req: http.IncomingMessage): string | undefined {
   return m ? m[1] : undefined;
 }
 
-/** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
-function compileFieldRules(rules: RuleConfig[]): FieldRule[] {
-  const out: FieldRule[] = [];
-  rules.forEach((r) => {
-    const fields = r.mask?.fields ?? [];
-    if (r.action === 'deny' || fields.length === 0) return;
-    for (const f of fields) parseFieldPath(f.path); // fail at start on a bad path
-    const m = compileMatch(r.match ?? {}, `rule ${r.name} match`);
-    const unless = r.unless ? compileMatch(r.unless, `rule ${r.name} unless`) : undefined;
-    out.push({ applies: unless ? (op) => m(op) && !unless(op) : m, fields: fields.map((f) => ({ path: f.path, strategy: f.strategy, rule: r.name, ...(f.encoding ? { encoding: f.encoding } : {}) })) });
-  });
-  return out;
-}
-
 /** Whether the declared body exceeds the limit (checked before anything of it is read). */
 function bodyTooLarge(req: http.IncomingMessage, limit: number): boolean {
   const declared = Number(req.headers['content-length'] ?? 0);
@@ -189,9 +171,8 @@ export class HttpGatewayCore {
   readonly #tokens: TokenSettings;
   readonly #engine: PolicyEngine;
   readonly #elevations: ElevationSource | undefined;
-  readonly #fieldRules: FieldRule[];
+  readonly #maskers: ResponseMaskers;
   readonly #bodyRules: Array<{ name: string; applies: Matcher }>;
-  readonly #hasher: Hasher;
   readonly #bindingKey: string;
   readonly #upstreams: Map<string, Upstream>;
   readonly #maxHoldMs: number;
@@ -200,8 +181,6 @@ export class HttpGatewayCore {
   readonly #sessions = new WeakMap<Socket, Map<string, SessionState>>();
   /** Open sessions, so close() can end them before the store goes away. */
   readonly #live = new Set<SessionState>();
-  readonly #proxy = createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false });
-  readonly #pending = new WeakMap<http.IncomingMessage, (res: http.IncomingMessage) => void>();
   /** Requests with `Expect: 100-continue`, answered once the body is wanted (#readBody). */
   readonly #continues = new WeakMap<http.IncomingMessage, http.ServerResponse>();
   readonly #limits: ListenerLimits;
@@ -227,26 +206,13 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#elevations = o.elevations?.withPolicies(rolePolicies(o.loaded.config, { rules: k8sRules }));
-    this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
     this.#bodyRules = compileBodyRules(policy.rules);
-    this.#hasher = new Hasher(o.hashKey ?? maskHashKey(o.loaded));
+    this.#maskers = new ResponseMaskers([...k8sRules, ...policy.rules], new Hasher(o.hashKey ?? maskHashKey(o.loaded)));
     this.#bindingKey = approvalBindingKey(o.loaded);
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
     this.#recordings = configPath(o.loaded, cfg.recordings);
     this.#limits = listenerLimits(cfg);
-    this.#proxy.on('proxyRes', (proxyRes, req) => {
-      const cb = this.#pending.get(req);
-      if (cb) {
-        this.#pending.delete(req);
-        try {
-          cb(proxyRes);
-        } catch (err) {
-          this.#log.error({ err }, 'HTTP gateway response handler failed');
-          proxyRes.destroy();
-        }
-      } else proxyRes.resume();
-    });
   }
 
   /** Whether a request targets a Kubernetes cluster connection (errors then go out as Status objects). */
@@ -455,20 +421,7 @@ export class HttpGatewayCore {
 
   #masker(op: Operation, d: Decision): JsonMasker | undefined {
     if (d.action === 'deny') return undefined;
-    const fields: FieldMask[] = [];
-    const seen = new Set<string>();
-    for (const r of this.#fieldRules) {
-      if (!r.applies(op)) continue;
-      for (const f of op.protocol === 'kubernetes' ? r.fields.flatMap(kubernetesFieldVariants) : r.fields) {
-        // One mask per path: applying `hash` or `partial` twice would mask the mask.
-        const key = `${f.path}\0${f.strategy}\0${f.encoding ?? ''}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        fields.push(f);
-      }
-    }
-    if (fields.length === 0 && d.mask.detectors.length === 0) return undefined;
-    return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
+    return this.#maskers.for(op, d.mask.detectors);
   }
 
   /**
@@ -664,7 +617,6 @@ export class HttpGatewayCore {
   ): Promise<{ status: number; bytes: number; masked: string[]; error?: string }> {
     const { up } = ctx;
     const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
-    req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
     const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && boolParam(new URLSearchParams(ctx.query), 'follow')));
@@ -676,20 +628,26 @@ export class HttpGatewayCore {
         ? (doc: unknown) => (isKubernetesTable(doc) ? 'the API server answered a Table, whose cells field masks cannot cover' : undefined)
         : undefined;
     return new Promise((resolve, reject) => {
-      this.#pending.set(req, (proxyRes) => {
+      const method = ctx.op.http!.method;
+      const upstreamReq = sendUpstream(up.target, method, upstreamPath(up.target, ctx.encodedRest, ctx.query), forwardHeaders(req.headers, headers, up.target, method, ctx.body.length), ctx.body);
+      // The client went away before the response ended: the upstream request is abandoned too.
+      const onClose = () => {
+        if (!res.writableFinished) upstreamReq.destroy();
+      };
+      res.once('close', onClose);
+      upstreamReq.once('response', (proxyRes: http.IncomingMessage) => {
         relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody, ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
       });
-      this.#proxy.web(
-        req,
-        res,
-        { target: up.url.href, agent: up.agent, headers: headers as Record<string, string>, buffer: Readable.from(ctx.body.length ? [ctx.body] : []) },
-        (err) => {
-          this.#pending.delete(req);
-          const reason = `upstream ${up.name} unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}`;
-          sendJson(res, 502, { error: 'bad gateway', reason });
-          resolve({ status: 502, bytes: 0, masked: [], error: reason });
-        },
-      );
+      upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
+        if (res.destroyed || req.socket.destroyed) {
+          upstreamReq.destroy();
+          resolve({ status: 499, bytes: 0, masked: [], error: 'client closed the connection before the response ended' });
+          return;
+        }
+        const reason = `upstream ${up.name} unavailable: ${err.code ?? err.message}`;
+        sendJson(res, 502, { error: 'bad gateway', reason });
+        resolve({ status: 502, bytes: 0, masked: [], error: reason });
+      });
     });
   }
 
@@ -808,7 +766,6 @@ export class HttpGatewayCore {
 
   close(): void {
     for (const s of [...this.#live]) this.#endSession(s);
-    this.#proxy.close();
     for (const up of this.#upstreams.values()) up.agent.destroy();
   }
 }
