@@ -100,6 +100,10 @@ interface SessionState {
   enforce: EnforcementSession;
   toClient: number;
   fromClient: number;
+  /** The operations' connection context: the same for every request of the session. */
+  connection: Operation['connection'];
+  /** The operations' identity, rebuilt only when the verified token (and so the identity) changes. */
+  opIdentity?: { of: Identity; value: Identity };
 }
 
 interface Prepared {
@@ -264,9 +268,10 @@ export class HttpGatewayCore {
     const key = `${identity.name}\0${up.name}`;
     let s = byKey.get(key);
     if (!s) {
+      const clientAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
       const enforce = new EnforcementSession(
         { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tracer ? { tracer: this.#tracer } : {}), ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}), ...(this.#elevations ? { elevations: this.#elevations } : {}) },
-        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
+        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
       );
       try {
         enforce.start();
@@ -274,7 +279,7 @@ export class HttpGatewayCore {
         this.#log.error({ err }, 'recording the session start failed; refusing the request');
         throw new HttpError(503, { error: 'audit-unavailable', reason: 'Airlock cannot record this session, so it is refused (see the gateway log)' });
       }
-      s = { enforce, toClient: 0, fromClient: 0 };
+      s = { enforce, toClient: 0, fromClient: 0, connection: { name: up.name, clientAddress, sessionId: enforce.id } };
       byKey.set(key, s);
       this.#live.add(s);
     }
@@ -325,11 +330,16 @@ export class HttpGatewayCore {
     if (cb.invalidJson !== undefined) throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
     if (cb.value !== undefined) facts.body = cb.value;
 
-    const socket = req.socket;
+    // The verified identity object is cached with its token: its operation view is built once per token and session.
+    let opIdentity = session.opIdentity?.of === identity ? session.opIdentity.value : undefined;
+    if (!opIdentity) {
+      opIdentity = { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) };
+      session.opIdentity = { of: identity, value: opIdentity };
+    }
     const op: Operation = {
       protocol: up.kind,
-      identity: { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) },
-      connection: { name: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, sessionId: session.enforce.id },
+      identity: opIdentity,
+      connection: session.connection,
       kind: up.kind,
       text: '',
       tables: [],
@@ -370,10 +380,14 @@ export class HttpGatewayCore {
         ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
         ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
       }));
-    const context = contextFromHeaders((h) => {
-      const v = req.headers[h];
-      return Array.isArray(v) ? v.join(', ') : v;
-    });
+    const rh = req.headers;
+    const context =
+      rh['x-airlock-reason'] === undefined && rh['x-airlock-ticket'] === undefined && rh.traceparent === undefined
+        ? undefined
+        : contextFromHeaders((h) => {
+            const v = rh[h];
+            return Array.isArray(v) ? v.join(', ') : v;
+          });
     return {
       identity,
       up,
@@ -591,11 +605,13 @@ export class HttpGatewayCore {
         return { status: 500, bytes: 0, masked: [] as string[], error: (err as Error).message };
       });
       record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
-      ctx.session.enforce.reportResult(approval, {
-        summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
-        tag: `HTTP ${result.status}`,
-        ...(result.error ? { error: result.error } : {}),
-      });
+      if (approval) {
+        ctx.session.enforce.reportResult(approval, {
+          summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
+          tag: `HTTP ${result.status}`,
+          ...(result.error ? { error: result.error } : {}),
+        });
+      }
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.status !== 499) sendJson(res, err.status, this.#errorBody(req, err), err.headers);
