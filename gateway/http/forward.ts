@@ -63,11 +63,11 @@ export function upstreamPath(t: ForwardTarget, encodedRest: string, query: strin
 const REPLACED = new Set(['host', 'content-length', 'transfer-encoding', 'trailer']);
 
 /**
- * The upstream request's headers as a flat [name, value, ...] array: `src` (the client's, after
- * removals) minus what `add` overrides and what Airlock sets itself, then `add`, `host` and the
- * framing.
+ * The upstream request's headers as a flat [name, value, ...] array: `src` (the client's, as Node
+ * parsed them: lower-case names) minus what is `withheld`, what `add` overrides and what Airlock
+ * sets itself, then `add`, `host` and the framing.
  */
-export function forwardHeaders(src: http.IncomingHttpHeaders, add: Record<string, string | string[]>, t: ForwardTarget, method: string, bodyLength: number): Array<string | string[]> {
+export function forwardHeaders(src: http.IncomingHttpHeaders, add: Record<string, string | string[]>, t: ForwardTarget, method: string, bodyLength: number, withheld?: (name: string) => boolean): Array<string | string[]> {
   const out: Array<string | string[]> = [];
   let framed = false;
   for (const k in src) {
@@ -77,7 +77,7 @@ export function forwardHeaders(src: http.IncomingHttpHeaders, add: Record<string
       if (k === 'content-length' || k === 'transfer-encoding') framed = true;
       continue;
     }
-    if (Object.hasOwn(add, k)) continue;
+    if (Object.hasOwn(add, k) || withheld?.(k)) continue;
     out.push(k, v);
   }
   for (const k in add) out.push(k, add[k]);

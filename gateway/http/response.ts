@@ -55,6 +55,8 @@ const STRUCTURAL = new Set(['content-type', 'content-length', 'date', 'cache-con
 /** Detectors over every other response header value (a `Location` or `X-User-Email` carries data too). */
 function maskHeaderValues(headers: http.OutgoingHttpHeaders, m: JsonMasker): string[] {
   const hits: string[] = [];
+  // Only detectors read header values (maskText with none changes nothing).
+  if (!m.hasDetectors) return hits;
   for (const [k, v] of Object.entries(headers)) {
     if (STRUCTURAL.has(k) || v === undefined || typeof v === 'number') continue;
     const mask = (x: string) => {
@@ -311,7 +313,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       if (over || settled) return;
       // Any failure while masking fails this response closed; it never escapes the handler.
       try {
-        const raw = Buffer.concat(chunks);
+        const raw = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
         let out: Buffer;
         let masked: string[];
         if (format === 'text') {

@@ -54,7 +54,7 @@ import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes
 import { kubernetesRules } from '../kubernetes/rules.ts';
 import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
 import { compileBodyRules, isKubernetesTable, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
-import { stripIdentityHeaders } from './headers.ts';
+import { identityHeaderWithheld } from './headers.ts';
 import type { JsonMasker } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
 import { forwardHeaders, sendUpstream, upstreamPath } from './forward.ts';
@@ -95,6 +95,7 @@ export interface HttpGateway {
 }
 
 const TOKEN_CACHE_MAX = 10_000;
+const EMPTY = Buffer.alloc(0);
 
 interface SessionState {
   enforce: EnforcementSession;
@@ -156,6 +157,21 @@ function bearer(req: http.IncomingMessage): string | undefined {
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
   return m ? m[1] : undefined;
+}
+
+/** Client headers never forwarded: Airlock's credential replaces theirs; `expect`: the body is already buffered. */
+function withheldAlways(h: string): boolean {
+  return h === 'authorization' || h === 'proxy-authorization' || h === 'expect';
+}
+
+/** Header names are lower-case (as Node parses them). */
+function withheldPlain(trust: ReadonlySet<string>): (h: string) => boolean {
+  return (h) => withheldAlways(h) || identityHeaderWithheld(h, trust);
+}
+
+/** While masking: also no Range (a partial document cannot be masked) and no Accept-Charset (masking reads UTF-8; maskFormat refuses others anyway). */
+function withheldMasking(trust: ReadonlySet<string>): (h: string) => boolean {
+  return (h) => withheldAlways(h) || h === 'range' || h === 'if-range' || h === 'accept-charset' || identityHeaderWithheld(h, trust);
 }
 
 /** Whether the declared body exceeds the limit (checked before anything of it is read). */
@@ -312,7 +328,7 @@ export class HttpGatewayCore {
       if (!ok) throw new HttpError(403, { error: 'denied', rule: 'connection-allow', reason: `${identity.name} may not use connection ${up.name}` });
     }
     const session = this.#session(req, identity, up);
-    const body = withBody ? await this.#readBody(req) : Buffer.alloc(0);
+    const body = withBody ? await this.#readBody(req) : EMPTY;
     session.fromClient += body.length;
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -416,6 +432,11 @@ export class HttpGatewayCore {
     // named a connection it may use.
     this.#continues.get(req)?.writeContinue();
     this.#continues.delete(req);
+    // Already complete with nothing buffered (a GET): no body to wait for. Resumed so 'end' still comes.
+    if (req.complete && req.readableLength === 0 && !req.readableEnded) {
+      req.resume();
+      return Promise.resolve(EMPTY);
+    }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -440,27 +461,17 @@ export class HttpGatewayCore {
 
   /**
    * Upstream request headers: the client's minus its credentials, impersonation and the identity /
-   * method-override headers upstreams trust (headers.ts), plus Airlock's. When the response must
-   * be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept: application/json`,
-   * keeping `as=Table` only when no field mask applies, since Table cells cannot be matched to
-   * field paths; detectors do cover cells and included objects), a whole body (no Range) in an
-   * encoding Airlock decodes.
+   * method-override headers upstreams trust (headers.ts; `withheld`), plus Airlock's (`add`). When
+   * the response must be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept:
+   * application/json`, keeping `as=Table` only when no field mask applies, since Table cells cannot
+   * be matched to field paths; detectors do cover cells and included objects), a whole body (no
+   * Range) in an encoding Airlock decodes. The client's headers are not modified: what is withheld
+   * is skipped when the upstream request is written (forward.ts).
    */
-  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): Record<string, string | string[]> {
-    for (const h of Object.keys(req.headers)) {
-      // `expect`: the body is already buffered, so the upstream need not be asked to continue.
-      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect') delete req.headers[h];
-    }
-    stripIdentityHeaders(req.headers, up.trustHeaders);
+  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): { add: Record<string, string | string[]>; withheld: (name: string) => boolean } {
     const add: Record<string, string | string[]> = { ...up.authHeaders };
     const masking = masker !== undefined && !masker.empty;
-    if (masking) {
-      delete req.headers.range;
-      delete req.headers['if-range'];
-      add['accept-encoding'] = 'gzip, deflate, br';
-      // Masking reads text as UTF-8: do not invite another charset (maskFormat refuses one anyway).
-      delete req.headers['accept-charset'];
-    }
+    if (masking) add['accept-encoding'] = 'gzip, deflate, br';
     if (up.kind === 'kubernetes') {
       if (up.impersonate) {
         add['impersonate-user'] = identity.name;
@@ -468,7 +479,7 @@ export class HttpGatewayCore {
       }
       if (masking) add.accept = kubernetesMaskedAccept(req.headers.accept, masker.hasFields);
     } else if (masking) add.accept = serviceMaskedAccept(req.headers.accept, masker.hasFields);
-    return add;
+    return { add, withheld: masking ? withheldMasking(up.trustHeaders) : withheldPlain(up.trustHeaders) };
   }
 
   // ---------------------------------------------------------------- holding
@@ -565,23 +576,21 @@ export class HttpGatewayCore {
     let ctx: Prepared | undefined;
     let decision: Decision | undefined;
     let approval: OperationRecord['approval'];
-    const record = (extra: Partial<OperationRecord> & { status: number }) => {
+    // One record per request, built in one pass (it is the audit store's input on every request).
+    const record = (status: number, extra?: Partial<OperationRecord>) => {
       if (!ctx) return;
-      const { status, ...rest } = extra;
-      ctx.session.toClient += rest.bytes ?? 0;
-      ctx.session.enforce.record({
-        at: new Date(started),
-        text: ctx.op.text,
-        kind: ctx.op.kind,
-        classification: { http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, headers: ctx.op.http!.headers }, status, ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}), ...(decision?.elevation ? { elevation: decision.elevation.id } : {}) },
-        decision: decision?.action ?? 'deny',
-        ...(decision && 'rule' in decision && decision.rule ? { rule: decision.rule } : {}),
-        ...(decision?.action === 'deny' || decision?.action === 'review' ? { reason: decision.reason } : {}),
-        maskedColumns: [],
-        durationMs: Date.now() - started,
-        ...(approval ? { approval } : {}),
-        ...rest,
-      });
+      const http = ctx.op.http!;
+      const classification: Record<string, unknown> = { http: { method: ctx.method, path: http.path, query: ctx.query, headers: http.headers }, status };
+      if (ctx.op.kubernetes) classification.kubernetes = ctx.op.kubernetes;
+      if (decision?.elevation) classification.elevation = decision.elevation.id;
+      const rec: Omit<OperationRecord, 'sessionId' | 'seq'> = { at: new Date(started), text: ctx.op.text, kind: ctx.op.kind, classification, decision: decision?.action ?? 'deny', maskedColumns: [] };
+      if (decision && 'rule' in decision && decision.rule) rec.rule = decision.rule;
+      if (decision?.action === 'deny' || decision?.action === 'review') rec.reason = decision.reason;
+      rec.durationMs = Date.now() - started;
+      if (approval) rec.approval = approval;
+      if (extra) Object.assign(rec, extra);
+      ctx.session.toClient += rec.bytes ?? 0;
+      ctx.session.enforce.record(rec);
     };
     try {
       ctx = await this.#prepare(req, true);
@@ -595,7 +604,7 @@ export class HttpGatewayCore {
         approval = held.approval;
         if (held.refusal) throw held.refusal;
         if (held.approval) extraHeaders['x-airlock-approval'] = held.approval.requestId;
-        if (held.gone) return record({ status: 499, error: 'client went away while held' });
+        if (held.gone) return record(499, { error: 'client went away while held' });
       }
       const masker = this.#masker(ctx.op, d);
       const result = await this.#forward(req, res, ctx, masker, extraHeaders).catch((err: unknown) => {
@@ -604,7 +613,7 @@ export class HttpGatewayCore {
         sendJson(res, 500, this.#errorBody(req, new HttpError(500, { error: 'internal error', reason: 'Airlock failed to relay the response; see the gateway log' })));
         return { status: 500, bytes: 0, masked: [] as string[], error: (err as Error).message };
       });
-      record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
+      record(result.status, result.error ? { bytes: result.bytes, maskedColumns: result.masked, error: result.error } : { bytes: result.bytes, maskedColumns: result.masked });
       if (approval) {
         ctx.session.enforce.reportResult(approval, {
           summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
@@ -615,11 +624,11 @@ export class HttpGatewayCore {
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.status !== 499) sendJson(res, err.status, this.#errorBody(req, err), err.headers);
-        record({ status: err.status, error: String(err.body.reason ?? err.body.error) });
+        record(err.status, { error: String(err.body.reason ?? err.body.error) });
       } else {
         this.#log.error({ err }, 'HTTP gateway request failed');
         sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
-        record({ status: 500, error: (err as Error).message });
+        record(500, { error: (err as Error).message });
       }
     }
   }
@@ -645,7 +654,7 @@ export class HttpGatewayCore {
         : undefined;
     return new Promise((resolve, reject) => {
       const method = ctx.op.http!.method;
-      const upstreamReq = sendUpstream(up.target, method, upstreamPath(up.target, ctx.encodedRest, ctx.query), forwardHeaders(req.headers, headers, up.target, method, ctx.body.length), ctx.body);
+      const upstreamReq = sendUpstream(up.target, method, upstreamPath(up.target, ctx.encodedRest, ctx.query), forwardHeaders(req.headers, headers.add, up.target, method, ctx.body.length, headers.withheld), ctx.body);
       // The client went away before the response ended: the upstream request is abandoned too.
       const onClose = () => {
         if (!res.writableFinished) upstreamReq.destroy();
@@ -729,7 +738,7 @@ export class HttpGatewayCore {
       }
       const up = ctx.up;
       const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
-      const upstreamHeaders: Record<string, string | string[]> = { ...headers };
+      const upstreamHeaders: Record<string, string | string[]> = { ...headers.add };
       for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {
         const v = req.headers[h];
         if (v !== undefined) upstreamHeaders[h] = v;
