@@ -247,7 +247,8 @@ export class HttpGatewayCore {
 
   // ---------------------------------------------------------------- authentication and sessions
 
-  async #identity(req: http.IncomingMessage): Promise<Identity> {
+  /** The caller's identity: synchronous for a cached token (no promise per request), a promise when it must be verified. */
+  #identity(req: http.IncomingMessage): Identity | Promise<Identity> {
     const token = bearer(req);
     const challenge = { 'www-authenticate': 'Bearer realm="airlock"' };
     if (!token) throw new HttpError(401, { error: 'unauthorized', reason: 'missing Authorization: Bearer <airlock token>' }, challenge);
@@ -258,6 +259,10 @@ export class HttpGatewayCore {
       throw new HttpError(401, { error: 'revoked', reason: `token was revoked by ${revoked.by}: ${revoked.reason}` }, challenge);
     }
     if (cached && cached.expiresAt.getTime() > Date.now()) return cached;
+    return this.#verify(token, challenge);
+  }
+
+  async #verify(token: string, challenge: Record<string, string>): Promise<Identity> {
     try {
       const id = await verifyToken(this.#tokens, token);
       if (this.#tokenCache.size >= TOKEN_CACHE_MAX) this.#tokenCache.delete(this.#tokenCache.keys().next().value as string);
@@ -312,7 +317,8 @@ export class HttpGatewayCore {
   async #prepare(req: http.IncomingMessage, withBody: boolean): Promise<Prepared> {
     const url = req.url ?? '/';
     if (!url.startsWith('/')) throw new HttpError(400, { error: 'bad request', reason: 'only origin-form request targets (/path) are accepted' });
-    const identity = await this.#identity(req);
+    const known = this.#identity(req);
+    const identity = known instanceof Promise ? await known : known;
     const { path: rawPath, query } = splitTarget(url);
     const norm = normalizePath(rawPath);
     if (!norm.ok) throw new HttpError(400, { error: 'bad request', reason: norm.reason });
@@ -328,7 +334,8 @@ export class HttpGatewayCore {
       if (!ok) throw new HttpError(403, { error: 'denied', rule: 'connection-allow', reason: `${identity.name} may not use connection ${up.name}` });
     }
     const session = this.#session(req, identity, up);
-    const body = withBody ? await this.#readBody(req) : EMPTY;
+    const read = withBody ? this.#readBody(req) : EMPTY;
+    const body = read instanceof Promise ? await read : read;
     session.fromClient += body.length;
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -420,7 +427,8 @@ export class HttpGatewayCore {
     };
   }
 
-  #readBody(req: http.IncomingMessage): Promise<Buffer> {
+  /** The whole request body (bounded); synchronous when the request is complete without one. */
+  #readBody(req: http.IncomingMessage): Buffer | Promise<Buffer> {
     const limit = this.#cfg.maxBodyBytes;
     const tooLarge = () => {
       this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
@@ -435,7 +443,7 @@ export class HttpGatewayCore {
     // Already complete with nothing buffered (a GET): no body to wait for. Resumed so 'end' still comes.
     if (req.complete && req.readableLength === 0 && !req.readableEnded) {
       req.resume();
-      return Promise.resolve(EMPTY);
+      return EMPTY;
     }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
