@@ -427,15 +427,16 @@ export class HttpGatewayCore {
     };
   }
 
+  #tooLarge(limit: number): HttpError {
+    this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
+    // The rest of the body is not read: the connection closes after the answer.
+    return new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }, { connection: 'close' });
+  }
+
   /** The whole request body (bounded); synchronous when the request is complete without one. */
   #readBody(req: http.IncomingMessage): Buffer | Promise<Buffer> {
     const limit = this.#cfg.maxBodyBytes;
-    const tooLarge = () => {
-      this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
-      // The rest of the body is not read: the connection closes after the answer.
-      return new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }, { connection: 'close' });
-    };
-    if (bodyTooLarge(req, limit)) return Promise.reject(tooLarge());
+    if (bodyTooLarge(req, limit)) return Promise.reject(this.#tooLarge(limit));
     // `Expect: 100-continue`: the client sends its body only now that it has authenticated and
     // named a connection it may use.
     this.#continues.get(req)?.writeContinue();
@@ -453,7 +454,7 @@ export class HttpGatewayCore {
         if (size > limit) {
           req.off('data', onData);
           req.pause();
-          reject(tooLarge());
+          reject(this.#tooLarge(limit));
         } else chunks.push(c);
       };
       req.on('data', onData);
@@ -653,7 +654,8 @@ export class HttpGatewayCore {
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
     const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && boolParam(new URLSearchParams(ctx.query), 'follow')));
-    const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
+    // Airlock's own error bodies: a Status object for Kubernetes clients, as they are otherwise.
+    const errorBody = up.kind === 'kubernetes' ? kubernetesStatus : undefined;
     // Table cells cannot be matched to field paths: a Table while field masks apply (an API server
     // that ignored Accept: application/json) is refused rather than half masked.
     const refuseDocument =
@@ -664,12 +666,11 @@ export class HttpGatewayCore {
       const method = ctx.op.http!.method;
       const upstreamReq = sendUpstream(up.target, method, upstreamPath(up.target, ctx.encodedRest, ctx.query), forwardHeaders(req.headers, headers.add, up.target, method, ctx.body.length, headers.withheld), ctx.body);
       // The client went away before the response ended: the upstream request is abandoned too.
-      const onClose = () => {
+      res.once('close', () => {
         if (!res.writableFinished) upstreamReq.destroy();
-      };
-      res.once('close', onClose);
+      });
       upstreamReq.once('response', (proxyRes: http.IncomingMessage) => {
-        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody, ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
+        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, ...(errorBody ? { errorBody } : {}), ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
       });
       upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
         if (res.destroyed || req.socket.destroyed) {
