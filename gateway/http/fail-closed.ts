@@ -70,7 +70,8 @@ export function compileBodyRules(rules: RuleConfig[]): Array<{ name: string; app
 
 /** Whether the query or a form/JSON body carries a `_method` override parameter. */
 export function methodOverrideParam(query: string, body: CanonicalBody): boolean {
-  if (new URLSearchParams(query).has('_method')) return true;
+  // A name that decodes to `_method` contains `_` or `%5F` as sent: without either, no parse is needed.
+  if ((query.includes('_') || query.includes('%')) && new URLSearchParams(query).has('_method')) return true;
   if (body.kind === 'form') return new URLSearchParams(body.text).has('_method');
   if (body.kind === 'json' || body.kind === 'yaml') {
     const v = body.value;

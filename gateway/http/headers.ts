@@ -52,8 +52,17 @@ const IDENTITY_PREFIXES = ['x-remote-extra-', 'x-auth-request-', 'x-consumer-', 
 
 /** Whether a client-sent header is an identity or method-override header (see above). */
 export function isIdentityHeader(name: string): boolean {
-  const h = name.toLowerCase();
+  return isIdentityLower(name.toLowerCase());
+}
+
+function isIdentityLower(h: string): boolean {
   return IDENTITY_HEADERS.has(h) || IDENTITY_PREFIXES.some((p) => h.startsWith(p));
+}
+
+/** Whether the header `lower` (a lower-case name) is withheld from an upstream that trusts `trust`. */
+export function identityHeaderWithheld(lower: string, trust: ReadonlySet<string>): boolean {
+  if (!isIdentityLower(lower)) return false;
+  return !(trust.has(lower) && !lower.startsWith('impersonate-') && !lower.startsWith('x-airlock-'));
 }
 
 /** Deletes, in place, every identity/method-override header not in `trust`; returns what was removed. */
@@ -61,8 +70,7 @@ export function stripIdentityHeaders(headers: Record<string, unknown>, trust: Re
   const removed: string[] = [];
   for (const h of Object.keys(headers)) {
     const lower = h.toLowerCase();
-    if (!isIdentityHeader(lower)) continue;
-    if (trust.has(lower) && !lower.startsWith('impersonate-') && !lower.startsWith('x-airlock-')) continue;
+    if (!identityHeaderWithheld(lower, trust)) continue;
     delete headers[h];
     removed.push(lower);
   }

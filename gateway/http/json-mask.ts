@@ -54,12 +54,21 @@ export class JsonDepthError extends Error {
 /** Whether `doc` nests deeper than `limit` (iterative: cannot overflow the stack itself). */
 export function jsonDeeperThan(doc: unknown, limit: number): boolean {
   if (doc === null || typeof doc !== 'object') return false;
-  const stack: Array<[unknown, number]> = [[doc, 1]];
-  while (stack.length > 0) {
-    const [v, d] = stack.pop()!;
+  // Two parallel stacks (node, its depth): no pair allocated per node; leaves are never pushed.
+  const nodes: object[] = [doc];
+  const depths: number[] = [1];
+  while (nodes.length > 0) {
+    const v = nodes.pop()!;
+    const d = depths.pop()!;
     if (d > limit) return true;
-    const children = Array.isArray(v) ? v : Object.values(v as Record<string, unknown>);
-    for (const c of children) if (c !== null && typeof c === 'object') stack.push([c, d + 1]);
+    const children = Array.isArray(v) ? v : Object.values(v);
+    for (let i = 0; i < children.length; i++) {
+      const c: unknown = children[i];
+      if (c !== null && typeof c === 'object') {
+        nodes.push(c);
+        depths.push(d + 1);
+      }
+    }
   }
   return false;
 }
@@ -125,6 +134,11 @@ export class JsonMasker {
 
   get empty(): boolean {
     return this.#fields.length === 0 && this.#rules.mask === 0;
+  }
+
+  /** Content detectors apply (they also read header values and text; field masks do not). */
+  get hasDetectors(): boolean {
+    return this.#rules.mask !== 0;
   }
 
   /** Field masks apply (only JSON can be masked then; text bodies cannot). */

@@ -26,7 +26,19 @@ function encodeSegment(seg: string): string {
  * `raw` is the path part of the request target (no query). Returns the decoded path (for rules)
  * and its canonical encoding (to forward), or why it is refused.
  */
+/** A path already in canonical form: segments of KEEP characters only (no `%`, `;`, `\\`, empty segments). */
+const CANONICAL = /^(?:\/[A-Za-z0-9\-._~!$&'()*+,=:@]+)+\/?$/;
+/** A `.` or `..` segment. */
+const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/;
+
 export function normalizePath(raw: string): NormalizedPath {
+  // Fast path: nothing to decode or re-encode, so the general loop below would return `raw` as both forms.
+  if (CANONICAL.test(raw) && !DOT_SEGMENT.test(raw)) return { ok: true, path: raw, encoded: raw };
+  return normalizeAnyPath(raw);
+}
+
+/** normalizePath without its fast path (exported so tests can hold the two to the same answers). */
+export function normalizeAnyPath(raw: string): NormalizedPath {
   if (!raw.startsWith('/')) return { ok: false, reason: 'the request path must start with /' };
   if (raw.includes('\\')) return { ok: false, reason: 'backslashes are not allowed in the path' };
   if (/%(2f|5c|25|00)/i.test(raw)) return { ok: false, reason: 'encoded "/", "\\", "%" or NUL in the path is ambiguous (double encoding)' };

@@ -31,12 +31,21 @@ export interface RelayResult {
 }
 
 export function responseHeaders(src: http.IncomingHttpHeaders, drop: string[] = []): http.OutgoingHttpHeaders {
+  return copyHeaders(src, drop.length ? new Set(drop) : undefined, undefined);
+}
+
+/** Dropped from a masked response: the body changes (length, encoding, validators) and is always whole. */
+const MASKED_DROP = new Set(['content-length', 'content-encoding', 'etag', 'content-md5', 'content-range', 'accept-ranges']);
+
+/** `src` minus hop-by-hop headers and `drop`, with `extra` over it, in one new object. */
+function copyHeaders(src: http.IncomingHttpHeaders, drop: ReadonlySet<string> | undefined, extra: http.OutgoingHttpHeaders | undefined): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
-  const extra = new Set(drop);
-  for (const [k, v] of Object.entries(src)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || extra.has(k)) continue;
+  for (const k in src) {
+    const v = src[k];
+    if (v === undefined || HOP_BY_HOP.has(k) || drop?.has(k)) continue;
     out[k] = v;
   }
+  if (extra) for (const k in extra) out[k] = extra[k];
   return out;
 }
 
@@ -46,6 +55,8 @@ const STRUCTURAL = new Set(['content-type', 'content-length', 'date', 'cache-con
 /** Detectors over every other response header value (a `Location` or `X-User-Email` carries data too). */
 function maskHeaderValues(headers: http.OutgoingHttpHeaders, m: JsonMasker): string[] {
   const hits: string[] = [];
+  // Only detectors read header values (maskText with none changes nothing).
+  if (!m.hasDetectors) return hits;
   for (const [k, v] of Object.entries(headers)) {
     if (STRUCTURAL.has(k) || v === undefined || typeof v === 'number') continue;
     const mask = (x: string) => {
@@ -146,7 +157,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
     };
 
     if (!needsMask) {
-      const plain = { ...responseHeaders(proxyRes.headers), ...opts.extraHeaders };
+      const plain = copyHeaders(proxyRes.headers, undefined, opts.extraHeaders);
       // No body (HEAD, 204, 304), but the headers still carry data when a mask applies.
       if (masker && !masker.empty) {
         try {
@@ -156,9 +167,15 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
         }
       }
       res.writeHead(status, plain);
-      const counter = countBytes(res);
-      proxyRes.pipe(res);
-      const end = (error?: string) => done({ status, bytes: counter.bytes, masked: [], ...(error ? { error } : {}) });
+      // Relayed by hand rather than piped (fewer listeners per response), with backpressure.
+      let bytes = 0;
+      const end = (error?: string) => done({ status, bytes, masked: [], ...(error ? { error } : {}) });
+      proxyRes.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (!res.write(chunk)) proxyRes.pause();
+      });
+      res.on('drain', () => proxyRes.resume());
+      proxyRes.once('end', () => res.end());
       res.once('finish', () => end());
       res.once('close', () => {
         if (!res.writableFinished) {
@@ -186,7 +203,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
     if (dec === undefined) return fail(`unsupported content-encoding ${String(proxyRes.headers['content-encoding'])} on a response that must be masked`);
     const body: Readable = dec ? proxyRes.pipe(dec) : proxyRes;
     body.on('error', (e) => fail(`could not decode the upstream response: ${e.message}`));
-    const headers = { ...responseHeaders(proxyRes.headers, ['content-length', 'content-encoding', 'etag', 'content-md5', 'content-range', 'accept-ranges']), ...opts.extraHeaders };
+    const headers = copyHeaders(proxyRes.headers, MASKED_DROP, opts.extraHeaders);
     let headerHits: string[];
     try {
       headerHits = maskHeaderValues(headers, m);
@@ -296,7 +313,7 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
       if (over || settled) return;
       // Any failure while masking fails this response closed; it never escapes the handler.
       try {
-        const raw = Buffer.concat(chunks);
+        const raw = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
         let out: Buffer;
         let masked: string[];
         if (format === 'text') {

@@ -31,8 +31,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
-import { Readable, type Duplex } from 'node:stream';
-import { createProxyServer } from 'http-proxy-3';
+import type { Duplex } from 'node:stream';
 import { HOLD_PARKED, type Approver, type HoldPosted } from '../approvals/approver.ts';
 import { approvalBindingKey, maskHashKey } from '../config/keys.ts';
 import { bindOperation } from '../enforce/binding.ts';
@@ -42,22 +41,24 @@ import { tokenSettings } from '../auth/settings.ts';
 import { TokenError, verifyToken, type TokenSettings, type VerifiedToken } from '../auth/tokens.ts';
 import type { AuthEndpoints } from '../auth/endpoints.ts';
 import { configPath, parseDuration, type LoadedConfig } from '../config/load.ts';
-import type { HttpConfig, RuleConfig } from '../config/schema.ts';
+import type { HttpConfig } from '../config/schema.ts';
 import { log as rootLog, type Logger } from '../log.ts';
 import { Hasher } from '../masking/strategies.ts';
 import type { Decision } from '../policy/decision.ts';
 import { elevationHeader, rolePolicies, type ElevationRegistry, type ElevationSource } from '../elevation/registry.ts';
 import { PolicyEngine } from '../policy/engine.ts';
-import { compileMatch, type Matcher } from '../policy/match.ts';
+import type { Matcher } from '../policy/match.ts';
 import type { HttpFacts, Identity, Operation } from '../policy/operation.ts';
 import type { OperationRecord, Store } from '../recording/store.ts';
 import { boolParam, classifyKubernetes, describeKubernetes } from '../kubernetes/classify.ts';
 import { kubernetesRules } from '../kubernetes/rules.ts';
 import { canonicalBody, requestBinding, type RequestBinding } from './binding.ts';
-import { compileBodyRules, isKubernetesTable, kubernetesFieldVariants, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
-import { stripIdentityHeaders } from './headers.ts';
-import { JsonMasker, parseFieldPath, type FieldMask } from './json-mask.ts';
+import { compileBodyRules, isKubernetesTable, kubernetesMaskedAccept, methodOverrideParam, serviceMaskedAccept } from './fail-closed.ts';
+import { identityHeaderWithheld } from './headers.ts';
+import type { JsonMasker } from './json-mask.ts';
 import { normalizePath, splitTarget } from './normalize.ts';
+import { forwardHeaders, sendUpstream, upstreamPath } from './forward.ts';
+import { ResponseMaskers } from './maskers.ts';
 import { relayResponse, sendJson } from './response.ts';
 import { resolveUpstreams, type Upstream } from './upstreams.ts';
 import { refuseUpgrade, relayWebSocket, type WsRelayResult } from './websocket.ts';
@@ -94,16 +95,16 @@ export interface HttpGateway {
 }
 
 const TOKEN_CACHE_MAX = 10_000;
+const EMPTY = Buffer.alloc(0);
 
 interface SessionState {
   enforce: EnforcementSession;
   toClient: number;
   fromClient: number;
-}
-
-interface FieldRule {
-  applies: Matcher;
-  fields: FieldMask[];
+  /** The operations' connection context: the same for every request of the session. */
+  connection: Operation['connection'];
+  /** The operations' identity, rebuilt only when the verified token (and so the identity) changes. */
+  opIdentity?: { of: Identity; value: Identity };
 }
 
 interface Prepared {
@@ -158,18 +159,19 @@ function bearer(req: http.IncomingMessage): string | undefined {
   return m ? m[1] : undefined;
 }
 
-/** Field masks of every applicable non-deny rule that has `mask.fields` (the engine merges columns/detectors the same way). */
-function compileFieldRules(rules: RuleConfig[]): FieldRule[] {
-  const out: FieldRule[] = [];
-  rules.forEach((r) => {
-    const fields = r.mask?.fields ?? [];
-    if (r.action === 'deny' || fields.length === 0) return;
-    for (const f of fields) parseFieldPath(f.path); // fail at start on a bad path
-    const m = compileMatch(r.match ?? {}, `rule ${r.name} match`);
-    const unless = r.unless ? compileMatch(r.unless, `rule ${r.name} unless`) : undefined;
-    out.push({ applies: unless ? (op) => m(op) && !unless(op) : m, fields: fields.map((f) => ({ path: f.path, strategy: f.strategy, rule: r.name, ...(f.encoding ? { encoding: f.encoding } : {}) })) });
-  });
-  return out;
+/** Client headers never forwarded: Airlock's credential replaces theirs; `expect`: the body is already buffered. */
+function withheldAlways(h: string): boolean {
+  return h === 'authorization' || h === 'proxy-authorization' || h === 'expect';
+}
+
+/** Header names are lower-case (as Node parses them). */
+function withheldPlain(trust: ReadonlySet<string>): (h: string) => boolean {
+  return (h) => withheldAlways(h) || identityHeaderWithheld(h, trust);
+}
+
+/** While masking: also no Range (a partial document cannot be masked) and no Accept-Charset (masking reads UTF-8; maskFormat refuses others anyway). */
+function withheldMasking(trust: ReadonlySet<string>): (h: string) => boolean {
+  return (h) => withheldAlways(h) || h === 'range' || h === 'if-range' || h === 'accept-charset' || identityHeaderWithheld(h, trust);
 }
 
 /** Whether the declared body exceeds the limit (checked before anything of it is read). */
@@ -189,9 +191,8 @@ export class HttpGatewayCore {
   readonly #tokens: TokenSettings;
   readonly #engine: PolicyEngine;
   readonly #elevations: ElevationSource | undefined;
-  readonly #fieldRules: FieldRule[];
+  readonly #maskers: ResponseMaskers;
   readonly #bodyRules: Array<{ name: string; applies: Matcher }>;
-  readonly #hasher: Hasher;
   readonly #bindingKey: string;
   readonly #upstreams: Map<string, Upstream>;
   readonly #maxHoldMs: number;
@@ -200,8 +201,6 @@ export class HttpGatewayCore {
   readonly #sessions = new WeakMap<Socket, Map<string, SessionState>>();
   /** Open sessions, so close() can end them before the store goes away. */
   readonly #live = new Set<SessionState>();
-  readonly #proxy = createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false });
-  readonly #pending = new WeakMap<http.IncomingMessage, (res: http.IncomingMessage) => void>();
   /** Requests with `Expect: 100-continue`, answered once the body is wanted (#readBody). */
   readonly #continues = new WeakMap<http.IncomingMessage, http.ServerResponse>();
   readonly #limits: ListenerLimits;
@@ -227,26 +226,13 @@ export class HttpGatewayCore {
     const policy = o.loaded.config.policy;
     this.#engine = new PolicyEngine({ ...policy, rules: [...k8sRules, ...policy.rules] }, o.loaded.config.masking);
     this.#elevations = o.elevations?.withPolicies(rolePolicies(o.loaded.config, { rules: k8sRules }));
-    this.#fieldRules = compileFieldRules([...k8sRules, ...policy.rules]);
     this.#bodyRules = compileBodyRules(policy.rules);
-    this.#hasher = new Hasher(o.hashKey ?? maskHashKey(o.loaded));
+    this.#maskers = new ResponseMaskers([...k8sRules, ...policy.rules], new Hasher(o.hashKey ?? maskHashKey(o.loaded)));
     this.#bindingKey = approvalBindingKey(o.loaded);
     this.#upstreams = resolveUpstreams(o.loaded);
     this.#maxHoldMs = parseDuration(cfg.maxHold);
     this.#recordings = configPath(o.loaded, cfg.recordings);
     this.#limits = listenerLimits(cfg);
-    this.#proxy.on('proxyRes', (proxyRes, req) => {
-      const cb = this.#pending.get(req);
-      if (cb) {
-        this.#pending.delete(req);
-        try {
-          cb(proxyRes);
-        } catch (err) {
-          this.#log.error({ err }, 'HTTP gateway response handler failed');
-          proxyRes.destroy();
-        }
-      } else proxyRes.resume();
-    });
   }
 
   /** Whether a request targets a Kubernetes cluster connection (errors then go out as Status objects). */
@@ -261,7 +247,8 @@ export class HttpGatewayCore {
 
   // ---------------------------------------------------------------- authentication and sessions
 
-  async #identity(req: http.IncomingMessage): Promise<Identity> {
+  /** The caller's identity: synchronous for a cached token (no promise per request), a promise when it must be verified. */
+  #identity(req: http.IncomingMessage): Identity | Promise<Identity> {
     const token = bearer(req);
     const challenge = { 'www-authenticate': 'Bearer realm="airlock"' };
     if (!token) throw new HttpError(401, { error: 'unauthorized', reason: 'missing Authorization: Bearer <airlock token>' }, challenge);
@@ -272,6 +259,10 @@ export class HttpGatewayCore {
       throw new HttpError(401, { error: 'revoked', reason: `token was revoked by ${revoked.by}: ${revoked.reason}` }, challenge);
     }
     if (cached && cached.expiresAt.getTime() > Date.now()) return cached;
+    return this.#verify(token, challenge);
+  }
+
+  async #verify(token: string, challenge: Record<string, string>): Promise<Identity> {
     try {
       const id = await verifyToken(this.#tokens, token);
       if (this.#tokenCache.size >= TOKEN_CACHE_MAX) this.#tokenCache.delete(this.#tokenCache.keys().next().value as string);
@@ -298,9 +289,10 @@ export class HttpGatewayCore {
     const key = `${identity.name}\0${up.name}`;
     let s = byKey.get(key);
     if (!s) {
+      const clientAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
       const enforce = new EnforcementSession(
         { policy: this.#engine, approver: this.#approver, store: this.#store, logger: this.#log, metrics: this.#metrics, ...(this.#tracer ? { tracer: this.#tracer } : {}), ...(this.#tokens.revocations ? { revocations: this.#tokens.revocations } : {}), ...(this.#elevations ? { elevations: this.#elevations } : {}) },
-        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
+        { id: randomUUID(), protocol: up.kind, identity, connection: up.name, clientAddress, ...('tokenId' in identity && typeof identity.tokenId === 'string' ? { tokenId: identity.tokenId } : {}) },
       );
       try {
         enforce.start();
@@ -308,7 +300,7 @@ export class HttpGatewayCore {
         this.#log.error({ err }, 'recording the session start failed; refusing the request');
         throw new HttpError(503, { error: 'audit-unavailable', reason: 'Airlock cannot record this session, so it is refused (see the gateway log)' });
       }
-      s = { enforce, toClient: 0, fromClient: 0 };
+      s = { enforce, toClient: 0, fromClient: 0, connection: { name: up.name, clientAddress, sessionId: enforce.id } };
       byKey.set(key, s);
       this.#live.add(s);
     }
@@ -325,7 +317,8 @@ export class HttpGatewayCore {
   async #prepare(req: http.IncomingMessage, withBody: boolean): Promise<Prepared> {
     const url = req.url ?? '/';
     if (!url.startsWith('/')) throw new HttpError(400, { error: 'bad request', reason: 'only origin-form request targets (/path) are accepted' });
-    const identity = await this.#identity(req);
+    const known = this.#identity(req);
+    const identity = known instanceof Promise ? await known : known;
     const { path: rawPath, query } = splitTarget(url);
     const norm = normalizePath(rawPath);
     if (!norm.ok) throw new HttpError(400, { error: 'bad request', reason: norm.reason });
@@ -341,7 +334,8 @@ export class HttpGatewayCore {
       if (!ok) throw new HttpError(403, { error: 'denied', rule: 'connection-allow', reason: `${identity.name} may not use connection ${up.name}` });
     }
     const session = this.#session(req, identity, up);
-    const body = withBody ? await this.#readBody(req) : Buffer.alloc(0);
+    const read = withBody ? this.#readBody(req) : EMPTY;
+    const body = read instanceof Promise ? await read : read;
     session.fromClient += body.length;
 
     const method = (req.method ?? 'GET').toUpperCase();
@@ -359,11 +353,16 @@ export class HttpGatewayCore {
     if (cb.invalidJson !== undefined) throw new HttpError(400, { error: 'bad request', reason: 'the request body is labelled JSON but does not parse' });
     if (cb.value !== undefined) facts.body = cb.value;
 
-    const socket = req.socket;
+    // The verified identity object is cached with its token: its operation view is built once per token and session.
+    let opIdentity = session.opIdentity?.of === identity ? session.opIdentity.value : undefined;
+    if (!opIdentity) {
+      opIdentity = { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) };
+      session.opIdentity = { of: identity, value: opIdentity };
+    }
     const op: Operation = {
       protocol: up.kind,
-      identity: { name: identity.name, groups: identity.groups, ...(identity.owner ? { owner: identity.owner } : {}) },
-      connection: { name: up.name, clientAddress: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, sessionId: session.enforce.id },
+      identity: opIdentity,
+      connection: session.connection,
       kind: up.kind,
       text: '',
       tables: [],
@@ -404,10 +403,14 @@ export class HttpGatewayCore {
         ...(typeof contentEncoding === 'string' ? { contentEncoding } : {}),
         ...(op.kubernetes ? { kubernetes: op.kubernetes } : {}),
       }));
-    const context = contextFromHeaders((h) => {
-      const v = req.headers[h];
-      return Array.isArray(v) ? v.join(', ') : v;
-    });
+    const rh = req.headers;
+    const context =
+      rh['x-airlock-reason'] === undefined && rh['x-airlock-ticket'] === undefined && rh.traceparent === undefined
+        ? undefined
+        : contextFromHeaders((h) => {
+            const v = rh[h];
+            return Array.isArray(v) ? v.join(', ') : v;
+          });
     return {
       identity,
       up,
@@ -424,18 +427,25 @@ export class HttpGatewayCore {
     };
   }
 
-  #readBody(req: http.IncomingMessage): Promise<Buffer> {
+  #tooLarge(limit: number): HttpError {
+    this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
+    // The rest of the body is not read: the connection closes after the answer.
+    return new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }, { connection: 'close' });
+  }
+
+  /** The whole request body (bounded); synchronous when the request is complete without one. */
+  #readBody(req: http.IncomingMessage): Buffer | Promise<Buffer> {
     const limit = this.#cfg.maxBodyBytes;
-    const tooLarge = () => {
-      this.#metrics?.limitsHit.inc({ protocol: 'http', limit: 'maxBodyBytes' });
-      // The rest of the body is not read: the connection closes after the answer.
-      return new HttpError(413, { error: 'payload too large', reason: `request bodies are limited to ${limit} bytes (http.maxBodyBytes)` }, { connection: 'close' });
-    };
-    if (bodyTooLarge(req, limit)) return Promise.reject(tooLarge());
+    if (bodyTooLarge(req, limit)) return Promise.reject(this.#tooLarge(limit));
     // `Expect: 100-continue`: the client sends its body only now that it has authenticated and
     // named a connection it may use.
     this.#continues.get(req)?.writeContinue();
     this.#continues.delete(req);
+    // Already complete with nothing buffered (a GET): no body to wait for. Resumed so 'end' still comes.
+    if (req.complete && req.readableLength === 0 && !req.readableEnded) {
+      req.resume();
+      return EMPTY;
+    }
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -444,7 +454,7 @@ export class HttpGatewayCore {
         if (size > limit) {
           req.off('data', onData);
           req.pause();
-          reject(tooLarge());
+          reject(this.#tooLarge(limit));
         } else chunks.push(c);
       };
       req.on('data', onData);
@@ -455,45 +465,22 @@ export class HttpGatewayCore {
 
   #masker(op: Operation, d: Decision): JsonMasker | undefined {
     if (d.action === 'deny') return undefined;
-    const fields: FieldMask[] = [];
-    const seen = new Set<string>();
-    for (const r of this.#fieldRules) {
-      if (!r.applies(op)) continue;
-      for (const f of op.protocol === 'kubernetes' ? r.fields.flatMap(kubernetesFieldVariants) : r.fields) {
-        // One mask per path: applying `hash` or `partial` twice would mask the mask.
-        const key = `${f.path}\0${f.strategy}\0${f.encoding ?? ''}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        fields.push(f);
-      }
-    }
-    if (fields.length === 0 && d.mask.detectors.length === 0) return undefined;
-    return new JsonMasker({ fields, detectors: d.mask.detectors }, this.#hasher);
+    return this.#maskers.for(op, d.mask.detectors);
   }
 
   /**
    * Upstream request headers: the client's minus its credentials, impersonation and the identity /
-   * method-override headers upstreams trust (headers.ts), plus Airlock's. When the response must
-   * be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept: application/json`,
-   * keeping `as=Table` only when no field mask applies, since Table cells cannot be matched to
-   * field paths; detectors do cover cells and included objects), a whole body (no Range) in an
-   * encoding Airlock decodes.
+   * method-override headers upstreams trust (headers.ts; `withheld`), plus Airlock's (`add`). When
+   * the response must be masked, only what can be masked is asked for: JSON (Kubernetes: `Accept:
+   * application/json`, keeping `as=Table` only when no field mask applies, since Table cells cannot
+   * be matched to field paths; detectors do cover cells and included objects), a whole body (no
+   * Range) in an encoding Airlock decodes. The client's headers are not modified: what is withheld
+   * is skipped when the upstream request is written (forward.ts).
    */
-  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): Record<string, string | string[]> {
-    for (const h of Object.keys(req.headers)) {
-      // `expect`: the body is already buffered, so the upstream need not be asked to continue.
-      if (h === 'authorization' || h === 'proxy-authorization' || h === 'expect') delete req.headers[h];
-    }
-    stripIdentityHeaders(req.headers, up.trustHeaders);
+  #upstreamHeaders(up: Upstream, identity: Identity, masker: JsonMasker | undefined, req: http.IncomingMessage): { add: Record<string, string | string[]>; withheld: (name: string) => boolean } {
     const add: Record<string, string | string[]> = { ...up.authHeaders };
     const masking = masker !== undefined && !masker.empty;
-    if (masking) {
-      delete req.headers.range;
-      delete req.headers['if-range'];
-      add['accept-encoding'] = 'gzip, deflate, br';
-      // Masking reads text as UTF-8: do not invite another charset (maskFormat refuses one anyway).
-      delete req.headers['accept-charset'];
-    }
+    if (masking) add['accept-encoding'] = 'gzip, deflate, br';
     if (up.kind === 'kubernetes') {
       if (up.impersonate) {
         add['impersonate-user'] = identity.name;
@@ -501,7 +488,7 @@ export class HttpGatewayCore {
       }
       if (masking) add.accept = kubernetesMaskedAccept(req.headers.accept, masker.hasFields);
     } else if (masking) add.accept = serviceMaskedAccept(req.headers.accept, masker.hasFields);
-    return add;
+    return { add, withheld: masking ? withheldMasking(up.trustHeaders) : withheldPlain(up.trustHeaders) };
   }
 
   // ---------------------------------------------------------------- holding
@@ -598,23 +585,21 @@ export class HttpGatewayCore {
     let ctx: Prepared | undefined;
     let decision: Decision | undefined;
     let approval: OperationRecord['approval'];
-    const record = (extra: Partial<OperationRecord> & { status: number }) => {
+    // One record per request, built in one pass (it is the audit store's input on every request).
+    const record = (status: number, extra?: Partial<OperationRecord>) => {
       if (!ctx) return;
-      const { status, ...rest } = extra;
-      ctx.session.toClient += rest.bytes ?? 0;
-      ctx.session.enforce.record({
-        at: new Date(started),
-        text: ctx.op.text,
-        kind: ctx.op.kind,
-        classification: { http: { method: ctx.method, path: ctx.op.http!.path, query: ctx.query, headers: ctx.op.http!.headers }, status, ...(ctx.op.kubernetes ? { kubernetes: ctx.op.kubernetes } : {}), ...(decision?.elevation ? { elevation: decision.elevation.id } : {}) },
-        decision: decision?.action ?? 'deny',
-        ...(decision && 'rule' in decision && decision.rule ? { rule: decision.rule } : {}),
-        ...(decision?.action === 'deny' || decision?.action === 'review' ? { reason: decision.reason } : {}),
-        maskedColumns: [],
-        durationMs: Date.now() - started,
-        ...(approval ? { approval } : {}),
-        ...rest,
-      });
+      const http = ctx.op.http!;
+      const classification: Record<string, unknown> = { http: { method: ctx.method, path: http.path, query: ctx.query, headers: http.headers }, status };
+      if (ctx.op.kubernetes) classification.kubernetes = ctx.op.kubernetes;
+      if (decision?.elevation) classification.elevation = decision.elevation.id;
+      const rec: Omit<OperationRecord, 'sessionId' | 'seq'> = { at: new Date(started), text: ctx.op.text, kind: ctx.op.kind, classification, decision: decision?.action ?? 'deny', maskedColumns: [] };
+      if (decision && 'rule' in decision && decision.rule) rec.rule = decision.rule;
+      if (decision?.action === 'deny' || decision?.action === 'review') rec.reason = decision.reason;
+      rec.durationMs = Date.now() - started;
+      if (approval) rec.approval = approval;
+      if (extra) Object.assign(rec, extra);
+      ctx.session.toClient += rec.bytes ?? 0;
+      ctx.session.enforce.record(rec);
     };
     try {
       ctx = await this.#prepare(req, true);
@@ -628,7 +613,7 @@ export class HttpGatewayCore {
         approval = held.approval;
         if (held.refusal) throw held.refusal;
         if (held.approval) extraHeaders['x-airlock-approval'] = held.approval.requestId;
-        if (held.gone) return record({ status: 499, error: 'client went away while held' });
+        if (held.gone) return record(499, { error: 'client went away while held' });
       }
       const masker = this.#masker(ctx.op, d);
       const result = await this.#forward(req, res, ctx, masker, extraHeaders).catch((err: unknown) => {
@@ -637,20 +622,22 @@ export class HttpGatewayCore {
         sendJson(res, 500, this.#errorBody(req, new HttpError(500, { error: 'internal error', reason: 'Airlock failed to relay the response; see the gateway log' })));
         return { status: 500, bytes: 0, masked: [] as string[], error: (err as Error).message };
       });
-      record({ status: result.status, bytes: result.bytes, maskedColumns: result.masked, ...(result.error ? { error: result.error } : {}) });
-      ctx.session.enforce.reportResult(approval, {
-        summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
-        tag: `HTTP ${result.status}`,
-        ...(result.error ? { error: result.error } : {}),
-      });
+      record(result.status, result.error ? { bytes: result.bytes, maskedColumns: result.masked, error: result.error } : { bytes: result.bytes, maskedColumns: result.masked });
+      if (approval) {
+        ctx.session.enforce.reportResult(approval, {
+          summary: `HTTP ${result.status}, ${result.bytes} bytes returned in ${Date.now() - started} ms${result.error ? `; ${result.error}` : ''}`,
+          tag: `HTTP ${result.status}`,
+          ...(result.error ? { error: result.error } : {}),
+        });
+      }
     } catch (err) {
       if (err instanceof HttpError) {
         if (err.status !== 499) sendJson(res, err.status, this.#errorBody(req, err), err.headers);
-        record({ status: err.status, error: String(err.body.reason ?? err.body.error) });
+        record(err.status, { error: String(err.body.reason ?? err.body.error) });
       } else {
         this.#log.error({ err }, 'HTTP gateway request failed');
         sendJson(res, 500, { error: 'internal error', reason: 'Airlock failed to handle the request; see the gateway log' });
-        record({ status: 500, error: (err as Error).message });
+        record(500, { error: (err as Error).message });
       }
     }
   }
@@ -664,11 +651,11 @@ export class HttpGatewayCore {
   ): Promise<{ status: number; bytes: number; masked: string[]; error?: string }> {
     const { up } = ctx;
     const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
-    req.url = ctx.encodedRest + (ctx.query ? `?${ctx.query}` : '');
     const k = ctx.op.kubernetes;
     // Streams the client expects incrementally: watches and followed logs.
     const stream = k !== undefined && (k.verb === 'watch' || (k.subresource === 'log' && boolParam(new URLSearchParams(ctx.query), 'follow')));
-    const errorBody = (status: number, body: Record<string, unknown>) => (up.kind === 'kubernetes' ? kubernetesStatus(status, body) : body);
+    // Airlock's own error bodies: a Status object for Kubernetes clients, as they are otherwise.
+    const errorBody = up.kind === 'kubernetes' ? kubernetesStatus : undefined;
     // Table cells cannot be matched to field paths: a Table while field masks apply (an API server
     // that ignored Accept: application/json) is refused rather than half masked.
     const refuseDocument =
@@ -676,20 +663,25 @@ export class HttpGatewayCore {
         ? (doc: unknown) => (isKubernetesTable(doc) ? 'the API server answered a Table, whose cells field masks cannot cover' : undefined)
         : undefined;
     return new Promise((resolve, reject) => {
-      this.#pending.set(req, (proxyRes) => {
-        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, errorBody, ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
+      const method = ctx.op.http!.method;
+      const upstreamReq = sendUpstream(up.target, method, upstreamPath(up.target, ctx.encodedRest, ctx.query), forwardHeaders(req.headers, headers.add, up.target, method, ctx.body.length, headers.withheld), ctx.body);
+      // The client went away before the response ended: the upstream request is abandoned too.
+      res.once('close', () => {
+        if (!res.writableFinished) upstreamReq.destroy();
       });
-      this.#proxy.web(
-        req,
-        res,
-        { target: up.url.href, agent: up.agent, headers: headers as Record<string, string>, buffer: Readable.from(ctx.body.length ? [ctx.body] : []) },
-        (err) => {
-          this.#pending.delete(req);
-          const reason = `upstream ${up.name} unavailable: ${(err as NodeJS.ErrnoException).code ?? err.message}`;
-          sendJson(res, 502, { error: 'bad gateway', reason });
-          resolve({ status: 502, bytes: 0, masked: [], error: reason });
-        },
-      );
+      upstreamReq.once('response', (proxyRes: http.IncomingMessage) => {
+        relayResponse(proxyRes, res, masker, { maxBytes: this.#cfg.maxMaskedResponseBytes, stream, extraHeaders, ...(errorBody ? { errorBody } : {}), ...(refuseDocument ? { refuseDocument } : {}) }).then(resolve, reject);
+      });
+      upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
+        if (res.destroyed || req.socket.destroyed) {
+          upstreamReq.destroy();
+          resolve({ status: 499, bytes: 0, masked: [], error: 'client closed the connection before the response ended' });
+          return;
+        }
+        const reason = `upstream ${up.name} unavailable: ${err.code ?? err.message}`;
+        sendJson(res, 502, { error: 'bad gateway', reason });
+        resolve({ status: 502, bytes: 0, masked: [], error: reason });
+      });
     });
   }
 
@@ -755,7 +747,7 @@ export class HttpGatewayCore {
       }
       const up = ctx.up;
       const headers = this.#upstreamHeaders(up, ctx.identity, masker, req);
-      const upstreamHeaders: Record<string, string | string[]> = { ...headers };
+      const upstreamHeaders: Record<string, string | string[]> = { ...headers.add };
       for (const h of ['origin', 'user-agent', 'x-stream-protocol-version']) {
         const v = req.headers[h];
         if (v !== undefined) upstreamHeaders[h] = v;
@@ -808,7 +800,6 @@ export class HttpGatewayCore {
 
   close(): void {
     for (const s of [...this.#live]) this.#endSession(s);
-    this.#proxy.close();
     for (const up of this.#upstreams.values()) up.agent.destroy();
   }
 }

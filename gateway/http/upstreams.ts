@@ -6,12 +6,15 @@ import http from 'node:http';
 import https from 'node:https';
 import { ConfigError, configPath, resolveSecret, type LoadedConfig } from '../config/load.ts';
 import type { HttpServiceConfig, KubernetesClusterConfig } from '../config/schema.ts';
+import { forwardTarget, type ForwardTarget } from './forward.ts';
 
 export interface Upstream {
   name: string;
   kind: 'http' | 'kubernetes';
   url: URL;
   agent: http.Agent;
+  /** Host, port, base path and agent of the upstream request (forward.ts), computed once. */
+  target: ForwardTarget;
   /** TLS material for websocket upgrades (ws opens its own connections). */
   tls: { ca?: string; cert?: string; key?: string };
   /** Headers that carry Airlock's credential upstream. */
@@ -53,11 +56,13 @@ function service(loaded: LoadedConfig, s: HttpServiceConfig, i: number): Upstrea
     const pw = resolveSecret(a.password, loaded.baseDir, `${where}.auth.password`);
     authHeaders.authorization = `Basic ${Buffer.from(`${a.username}:${pw}`).toString('base64')}`;
   } else if (a.type === 'header') authHeaders[a.name.toLowerCase()] = resolveSecret(a.value, loaded.baseDir, `${where}.auth.value`);
+  const agent = agentFor(url, tls);
   return {
     name: s.name,
     kind: 'http',
     url,
-    agent: agentFor(url, tls),
+    agent,
+    target: forwardTarget(url, agent),
     tls,
     authHeaders,
     ruleHeaders: s.headers.map((h) => h.toLowerCase()),
@@ -79,11 +84,13 @@ function cluster(loaded: LoadedConfig, c: KubernetesClusterConfig, i: number): U
     tls.cert = readPem(loaded, c.auth.clientCert, `${where}.auth.clientCert`);
     tls.key = resolveSecret(c.auth.clientKey, loaded.baseDir, `${where}.auth.clientKey`);
   }
+  const agent = agentFor(url, tls);
   return {
     name: c.name,
     kind: 'kubernetes',
     url,
-    agent: agentFor(url, tls),
+    agent,
+    target: forwardTarget(url, agent),
     tls,
     authHeaders,
     ruleHeaders: ['content-type', 'accept', 'user-agent'],
