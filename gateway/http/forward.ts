@@ -5,7 +5,8 @@
 // reaches the upstream is what it sent:
 // - the client's headers as Node parsed them (`req.headers`: what rules and masking saw), after
 //   the caller's removals, with `trailer` dropped, the caller's additions over them, and `host`
-//   set to the upstream's (http-proxy-3 `changeOrigin`);
+//   set to the upstream's (http-proxy-3 `changeOrigin`); hop-by-hop headers (Connection and what it
+//   names, Keep-Alive, TE, Upgrade) are not forwarded: the upstream connection is Airlock's own;
 // - the path joined under the upstream URL's path, its query merged after the upstream URL's
 //   query, both as WHATWG URL serializes them (as http-proxy-3's getPath/urlJoin did);
 // - framing from the buffered body: `content-length` is the body's length (the client's
@@ -61,6 +62,21 @@ export function upstreamPath(t: ForwardTarget, encodedRest: string, query: strin
 
 /** Request headers Airlock sets itself from the buffered body and the target, never the client's. */
 const REPLACED = new Set(['host', 'content-length', 'transfer-encoding', 'trailer']);
+/** Hop-by-hop (RFC 9110 7.6.1): they describe the client's connection to Airlock, not Airlock's to the upstream. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade']);
+
+/** Header names the client's `Connection` header declares hop-by-hop: never forwarded either. */
+function nominated(connection: string | string[] | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined;
+  const names = new Set<string>();
+  for (const v of Array.isArray(connection) ? connection : [connection]) {
+    for (const t of v.split(',')) {
+      const n = t.trim().toLowerCase();
+      if (n) names.add(n);
+    }
+  }
+  return names;
+}
 
 /**
  * The upstream request's headers as a flat [name, value, ...] array: `src` (the client's, as Node
@@ -70,6 +86,7 @@ const REPLACED = new Set(['host', 'content-length', 'transfer-encoding', 'traile
 export function forwardHeaders(src: http.IncomingHttpHeaders, add: Record<string, string | string[]>, t: ForwardTarget, method: string, bodyLength: number, withheld?: (name: string) => boolean): Array<string | string[]> {
   const out: Array<string | string[]> = [];
   let framed = false;
+  const hop = nominated(src.connection);
   for (const k in src) {
     const v = src[k];
     if (v === undefined) continue;
@@ -77,6 +94,7 @@ export function forwardHeaders(src: http.IncomingHttpHeaders, add: Record<string
       if (k === 'content-length' || k === 'transfer-encoding') framed = true;
       continue;
     }
+    if (HOP_BY_HOP.has(k) || hop?.has(k)) continue;
     if (Object.hasOwn(add, k) || withheld?.(k)) continue;
     out.push(k, v);
   }

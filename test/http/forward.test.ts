@@ -47,6 +47,13 @@ test('headers: the client’s as parsed, Airlock’s over them, own Host, traile
   assert.deepEqual(pairs(forwardHeaders({}, {}, t, 'DELETE', 0)), [['host', 'up.internal:81'], ['content-length', '0']], 'DELETE: content-length 0 (as http-proxy-3)');
 });
 
+test('hop-by-hop headers describe the client’s connection: Connection, what it names, Keep-Alive, TE and Upgrade stay behind', () => {
+  const t = forwardTarget(new URL('http://up.internal/'), agent);
+  const names = (a: Array<string | string[]>) => a.filter((_, i) => i % 2 === 0);
+  const src = { connection: 'keep-alive, X-Airlock-Identity ,x-hop', 'keep-alive': 'timeout=5', te: 'trailers', upgrade: 'h2c', 'proxy-connection': 'close', 'x-hop': '1', 'x-end': '2' };
+  assert.deepEqual(names(forwardHeaders(src, { 'x-airlock-identity': 'alice' }, t, 'GET', 0)), ['x-end', 'x-airlock-identity', 'host'], 'what Airlock adds is sent even when the client names it');
+});
+
 test('on the wire: the upstream reads exactly the buffered body, whatever framing the client used', async () => {
   const seen: Array<{ method: string; url: string; headers: http.IncomingHttpHeaders; body: string }> = [];
   const upstream = http.createServer((req, res) => {
