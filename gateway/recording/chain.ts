@@ -46,18 +46,52 @@ export function canonicalJson(v: unknown): string {
         return `${out}]`;
       }
       const obj = v as Record<string, unknown>;
-      const keys = Object.keys(obj).sort();
+      const shape = objectShape(Object.keys(obj));
       let out = '{';
-      for (const k of keys) {
-        const x = obj[k];
+      for (let i = 0; i < shape.sorted.length; i++) {
+        const x = obj[shape.sorted[i]];
         if (x === undefined) continue;
-        out += (out.length === 1 ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(x);
+        out += (out.length === 1 ? '' : ',') + shape.quoted[i] + canonicalJson(x);
       }
       return `${out}}`;
     }
     default:
       throw new TypeError(`canonical JSON cannot hold a ${typeof v}`);
   }
+}
+
+/** An object's keys in canonical order, each quoted with its colon. */
+interface Shape {
+  keys: string[];
+  sorted: string[];
+  quoted: string[];
+}
+
+/** Recent key lists: records of one kind have the same keys in the same order, so sorting and
+ * quoting them once is enough (a hit compares the key list element by element). */
+const shapes: Shape[] = [];
+const MAX_SHAPES = 32;
+const MAX_SHAPE_KEYS = 64;
+
+function objectShape(keys: string[]): Shape {
+  for (const s of shapes) {
+    if (s.keys.length !== keys.length) continue;
+    let same = true;
+    for (let i = 0; i < keys.length; i++) {
+      if (s.keys[i] !== keys[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return s;
+  }
+  // Default sort compares UTF-16 code units, as RFC 8785 orders keys.
+  const sorted = [...keys].sort();
+  const shape = { keys, sorted, quoted: sorted.map((k) => `${JSON.stringify(k)}:`) };
+  if (keys.length > MAX_SHAPE_KEYS) return shape; // a large free-form object is not kept
+  if (shapes.length >= MAX_SHAPES) shapes.shift();
+  shapes.push(shape);
+  return shape;
 }
 
 /** The canonical text of one chain entry (what is hashed and stored). */

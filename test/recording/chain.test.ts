@@ -24,6 +24,21 @@ describe('canonical JSON', () => {
     assert.equal(canonicalJson({ '\u00e9': 1, z: 2, A: 3 }), '{"A":3,"z":2,"é":1}');
   });
 
+  test('key orders seen before are reused only for exactly the same keys (the shape memo never changes the output)', () => {
+    const seen = new Map<string, string>();
+    for (let round = 0; round < 3; round++) {
+      for (const o of [{ b: 1, a: 2 }, { a: 2, b: 1 }, { b: 1, c: 2 }, { b: 1, a: 2, c: 3 }, { b: 1 }, { 'a"': 1, a: 2 }, Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${99 - i}`, i]))]) {
+        const text = canonicalJson(o);
+        const keys = Object.keys(o).sort();
+        assert.deepEqual(Object.keys(JSON.parse(text)), keys, text);
+        const first = seen.get(keys.join()) ?? text;
+        seen.set(keys.join(), first);
+        assert.equal(text, first);
+      }
+    }
+    assert.equal(canonicalJson({ 'a"': 1, a: 2 }), '{"a":2,"a\\"":1}');
+  });
+
   test('refuses what has no canonical form', () => {
     assert.throws(() => canonicalJson({ x: Number.NaN }), TypeError);
     assert.throws(() => canonicalJson({ x: () => 1 }), TypeError);
