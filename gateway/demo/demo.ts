@@ -173,7 +173,13 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     stops.push(async () => store.close());
     const worker = await startApprovalService(loaded, { store });
     stops.push(() => worker.shutdown());
-    const gw = await startGateway(loaded, { store });
+    const gw = await startGateway(loaded, { store }).catch(async (e: NodeJS.ErrnoException) => {
+      // 6432 was free when checked and taken before the bind (another demo starting): any free port.
+      if (e.code !== 'EADDRINUSE') throw e;
+      const port = await freePort();
+      writeFileSync(configFile, '# Written by `airlock demo`.\n' + stringify(demoConfig(db.port, port, temporal.address)));
+      return startGateway(loaded, { store, postgres: { host: '127.0.0.1', port } });
+    });
     stops.push(() => gw.close());
     const { host, port } = gw.listeners[0];
 
