@@ -3,14 +3,15 @@
 // Recording a statement is most of what the gateway spends per statement when done inline (the
 // record's redaction and JSON, the chain entry's canonical form and SHA-256, two inserts and their
 // indexes; see docs/performance.md). Here the relaying thread only batches the calls (one
-// structured-clone message per turn of its event loop) and a writer thread
+// structured-clone message every few milliseconds) and a writer thread
 // (sqlite-writer-thread.ts) applies them to an ordinary SqliteStore: same tables, chain, group
 // commit, retry queue and checkpoints. What stays on this thread:
 //
 // - Fail-closed health, exactly: records handed over and not yet acknowledged count as pending
 //   (their age and number against audit.maxPendingMs / maxPending), merged with the writer's own
 //   health (its retry queue, hard failures) as it reports it after every commit and on every change.
-//   A writer thread that dies makes the store unhealthy at once.
+//   A writer thread that dies makes the store unhealthy at once. A writer that is healthy but behind
+//   slows the relaying thread down (bounded waits) rather than letting the bound refuse traffic.
 // - Reads and the rare synchronous writes (elevation windows, identity registry, instance leases,
 //   reconciliation, verify) go through a second connection on the same file (WAL: readers never
 //   wait for the writer). Each first waits (Atomics.wait, bounded) until the writer acknowledged
@@ -39,7 +40,7 @@ const HIGH_WATER = 2048;
 type WriterCall = DistributiveOmit<Extract<ToWriter, { t: 'call' }>, 't' | 'id'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
-/** Calls per message at most; a busy gateway sends full batches, a quiet one every turn of the loop. */
+/** Calls per message at most; a busy gateway sends full batches, a quiet one every HAND_OVER_MS. */
 const BATCH_MAX = 512;
 
 export interface ThreadedSqliteStoreOptions extends SqliteStoreOptions {
