@@ -5,7 +5,7 @@
 // while acknowledgements are overdue (the primary is stuck) or once the IPC channel is gone.
 // Reads (approval threads' session logs) go to a read-only handle on the same store.
 import type { IdpIdentity } from '../recording/identity-registry.ts';
-import { auditHealth, assertAuditWritable, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from '../recording/store.ts';
+import { auditHealth, assertAuditWritable, handedOverHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from '../recording/store.ts';
 import type { AuditCall, ToPrimary } from './protocol.ts';
 
 /** Calls per IPC message at most; a busy worker sends full batches, a quiet one every turn of the loop. */
@@ -132,12 +132,8 @@ export class WorkerStore implements Store {
       maxPending,
       maxPendingMs,
     });
-    const p = this.#primary;
-    const merged = { ...local, pending: local.pending + (p?.pending ?? 0), lagMs: Math.max(local.lagMs, p?.lagMs ?? 0), dropped: (p?.dropped ?? 0) + this.#dropped, ...(p?.lastError ? { lastError: p.lastError } : {}) };
-    if (this.#lost || !this.channel.connected()) return { ...merged, ok: false, reason: 'the gateway primary process (the audit writer) is unreachable' };
-    if (!local.ok) return { ...merged, ok: false, reason: local.reason?.replace('to be written', 'to be acknowledged by the gateway primary') };
-    if (p && !p.ok) return { ...merged, ok: false, reason: p.reason };
-    return { ...merged, ok: true };
+    const gone = this.#lost || !this.channel.connected() ? 'the gateway primary process (the audit writer) is unreachable' : undefined;
+    return handedOverHealth(local, [this.#primary], { dropped: this.#dropped, waitingFor: 'acknowledged by the gateway primary', ...(gone ? { gone } : {}) });
   }
 
   writable(): boolean {

@@ -25,7 +25,7 @@ import type { IdpIdentity } from './identity-registry.ts';
 import type { InstanceIdentity, InstanceRow, OrphanClaim } from './instances.ts';
 import { PruneRefusedError, SqliteStore, StoreOpenError, validDate, type PruneResult, type SessionSummary, type SqliteStoreOptions, type StoreStats } from './sqlite-store.ts';
 import type { FromWriter, ToWriter, WriterInit } from './sqlite-writer-protocol.ts';
-import { assertAuditWritable, auditHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type ElevationRecord, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
+import { assertAuditWritable, auditHealth, handedOverHealth, type AuditEvent, type AuditFailurePolicy, type AuditHealth, type ElevationRecord, type OperationRecord, type SessionFilter, type SessionStart, type Store } from './store.ts';
 import type { VerifyOptions, VerifyReport } from './verify.ts';
 
 /** Longest one hand-over waits for a slow writer (backpressure), so a stall never freezes the gateway. */
@@ -331,8 +331,6 @@ export class ThreadedSqliteStore implements Store {
       oldestQueuedAt = oldestQueuedAt === 0 ? b.queuedAt : Math.min(oldestQueuedAt, b.queuedAt);
       break; // insertion order: the first is the oldest
     }
-    const w = this.#writer;
-    const own = this.reader.health();
     const local = auditHealth({
       policy: this.#policy,
       pending: this.#unacked + this.#batch.length,
@@ -343,20 +341,8 @@ export class ThreadedSqliteStore implements Store {
       maxPending: this.#maxPending,
       maxPendingMs: this.#maxPendingMs,
     });
-    const lastError = w.lastError ?? own.lastError;
-    const merged: AuditHealth = {
-      ok: true,
-      policy: this.#policy,
-      pending: local.pending + w.pending + own.pending,
-      lagMs: Math.max(local.lagMs, w.lagMs, own.lagMs),
-      dropped: w.dropped + own.dropped + this.#lostRecords,
-      ...(lastError ? { lastError } : {}),
-    };
-    if (this.#gone) return { ...merged, ok: false, reason: this.#gone };
-    if (!local.ok) return { ...merged, ok: false, reason: local.reason?.replace('to be written', 'to be taken by the audit writer') };
-    if (!w.ok) return { ...merged, ok: false, reason: w.reason };
-    if (!own.ok) return { ...merged, ok: false, reason: own.reason };
-    return merged;
+    // The writer thread's store, and this thread's own connection (its rare direct writes).
+    return handedOverHealth(local, [this.#writer, this.reader.health()], { dropped: this.#lostRecords, waitingFor: 'taken by the audit writer', ...(this.#gone ? { gone: this.#gone } : {}) });
   }
 
   writable(): boolean {

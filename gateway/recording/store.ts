@@ -134,6 +134,31 @@ export function auditHealth(q: AuditQueueState): AuditHealth {
   return reason ? { ok: false, reason, ...base } : { ok: true, ...base };
 }
 
+/**
+ * The health of a store that hands its records to a writer elsewhere (the audit writer thread, the
+ * cluster primary): `local` is auditHealth over its own records not yet acknowledged, merged with
+ * what the writers last reported. `gone`: why the writer cannot be reached, when it cannot;
+ * `waitingFor` names what local records wait for in the refusal reason.
+ */
+export function handedOverHealth(local: AuditHealth, writers: readonly (AuditHealth | undefined)[], o: { dropped: number; gone?: string; waitingFor: string }): AuditHealth {
+  let pending = local.pending;
+  let lagMs = local.lagMs;
+  let dropped = o.dropped;
+  let lastError: string | undefined;
+  for (const w of writers) {
+    if (!w) continue;
+    pending += w.pending;
+    lagMs = Math.max(lagMs, w.lagMs);
+    dropped += w.dropped;
+    lastError ??= w.lastError;
+  }
+  const merged: AuditHealth = { ok: true, policy: local.policy, pending, lagMs, dropped, ...(lastError ? { lastError } : {}) };
+  if (o.gone) return { ...merged, ok: false, reason: o.gone };
+  if (!local.ok) return { ...merged, ok: false, reason: local.reason?.replace('to be written', `to be ${o.waitingFor}`) };
+  for (const w of writers) if (w && !w.ok) return { ...merged, ok: false, reason: w.reason };
+  return merged;
+}
+
 /** Throws AuditUnavailableError when the policy is fail-closed and the trail is unhealthy. */
 export function assertAuditWritable(policy: AuditFailurePolicy, health: () => AuditHealth): void {
   if (policy === 'open') return;
