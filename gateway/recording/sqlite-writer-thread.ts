@@ -70,7 +70,10 @@ port.on('message', (m: ToWriter) => {
       }
     }
     received = m.n;
-    commitTimer ??= setTimeout(commit, COMMIT_DELAY_MS);
+    // Session starts and ends and audit events are rare and worth more than a few ms of batching:
+    // committed at once, which keeps what a crash can lose of them to the hand-over interval.
+    if (m.calls.some((c) => c.k !== 'op')) commit();
+    else commitTimer ??= setTimeout(commit, COMMIT_DELAY_MS);
   } else if (m.t === 'flush') {
     commit();
   } else if (m.op === 'checkpoint' || m.op === 'prune') {

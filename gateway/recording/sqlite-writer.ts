@@ -309,12 +309,16 @@ export class ThreadedSqliteStore implements Store {
     }
   }
 
+  // Session starts and ends and audit events are handed over in the same turn of the event loop
+  // (the writer commits them at once); operations are batched for a few milliseconds.
   startSession(s: SessionStart): void {
     this.#push({ k: 'start', s });
+    this.#soon();
   }
 
   endSession(id: string, at: Date, reason: string, bytes: { toClient: number; fromClient: number }): void {
     this.#push({ k: 'end', id, at, reason, bytes: { toClient: bytes.toClient, fromClient: bytes.fromClient } });
+    this.#soon();
   }
 
   recordOperation(op: OperationRecord): void {
@@ -323,6 +327,19 @@ export class ThreadedSqliteStore implements Store {
 
   recordAudit(e: AuditEvent): void {
     this.#push({ k: 'audit', e });
+    this.#soon();
+  }
+
+  #soonScheduled = false;
+  readonly #handOverSoon = () => {
+    this.#soonScheduled = false;
+    this.#handOver();
+  };
+
+  #soon(): void {
+    if (this.#soonScheduled || this.#batch.length === 0) return;
+    this.#soonScheduled = true;
+    setImmediate(this.#handOverSoon);
   }
 
   health(): AuditHealth {
