@@ -24,30 +24,25 @@ export interface Backend {
   stop(): Promise<void>;
 }
 
-export const sqliteBackend: Backend = {
-  name: 'sqlite',
-  async location() {
-    const dir = mkdtempSync(join(tmpdir(), 'airlock-store-'));
-    return {
-      open: (opts = {}) => SqliteStore.open(join(dir, 'airlock.db'), opts),
-      dispose: async () => rmSync(dir, { recursive: true, force: true }),
-    };
-  },
-  async stop() {},
-};
+/** A SQLite file in a fresh temp dir, opened by `open`. */
+function sqliteFileBackend(name: Backend['name'], open: (path: string, opts: PostgresStoreOptions) => AnyStore): Backend {
+  return {
+    name,
+    async location() {
+      const dir = mkdtempSync(join(tmpdir(), 'airlock-store-'));
+      return {
+        open: (opts = {}) => open(join(dir, 'airlock.db'), opts),
+        dispose: async () => rmSync(dir, { recursive: true, force: true }),
+      };
+    },
+    async stop() {},
+  };
+}
+
+export const sqliteBackend = sqliteFileBackend('sqlite', (path, opts) => SqliteStore.open(path, opts));
 
 /** What a running gateway uses: the same file format, records appended by a writer thread. */
-export const sqliteThreadBackend: Backend = {
-  name: 'sqlite, writer thread',
-  async location() {
-    const dir = mkdtempSync(join(tmpdir(), 'airlock-store-'));
-    return {
-      open: (opts = {}) => ThreadedSqliteStore.open(join(dir, 'airlock.db'), opts),
-      dispose: async () => rmSync(dir, { recursive: true, force: true }),
-    };
-  },
-  async stop() {},
-};
+export const sqliteThreadBackend = sqliteFileBackend('sqlite, writer thread', (path, opts) => ThreadedSqliteStore.open(path, opts));
 
 let server: Promise<RunningPostgres> | undefined;
 let dbCounter = 0;
