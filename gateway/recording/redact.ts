@@ -81,6 +81,77 @@ export function redactDeep(v: unknown, seen: WeakSet<object> = new WeakSet(), ke
   return out;
 }
 
+/** Thrown inside redactedJson's fast walk for anything it does not serialize itself. */
+const SLOW = Symbol('slow path');
+const MAX_FAST_DEPTH = 64;
+
+/**
+ * `JSON.stringify(redactDeep(v))` (what the store keeps for classifications and audit details)
+ * built in one walk, without the redacted copy and without a replacer function: per audit record on
+ * the writer's thread. Plain objects, arrays and primitives only; anything else (Dates, BigInts,
+ * class instances, a key that redaction would change, cycles, deep nesting) takes the original two
+ * steps, so the text is the same either way (test/recording/redact.test.ts compares them).
+ */
+export function redactedJson(v: unknown): string {
+  try {
+    return fastJson(v, false, 0) ?? 'null';
+  } catch (e) {
+    if (e !== SLOW) throw e;
+    return safeJson(redactDeep(v));
+  }
+}
+
+/** undefined where JSON.stringify leaves a member out. */
+function fastJson(v: unknown, keep: boolean, depth: number): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(keep ? wellFormed(v) : redactForAudit(v));
+    case 'number':
+      return Number.isFinite(v) ? JSON.stringify(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'undefined':
+      return undefined;
+    case 'object':
+      break;
+    default:
+      throw SLOW;
+  }
+  if (v === null) return 'null';
+  if (depth >= MAX_FAST_DEPTH) throw SLOW; // also ends a cycle
+  const proto = Object.getPrototypeOf(v);
+  if (Array.isArray(v)) {
+    if (proto !== Array.prototype) throw SLOW;
+    let out = '[';
+    for (let i = 0; i < v.length; i++) out += (i === 0 ? '' : ',') + (fastJson(v[i], keep, depth + 1) ?? 'null');
+    return `${out}]`;
+  }
+  if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') throw SLOW;
+  let out = '{';
+  for (const k of Object.keys(v)) {
+    if (k === '__proto__' || redactForAudit(k) !== k) throw SLOW;
+    const x = fastJson((v as Record<string, unknown>)[k], IDENTITY_KEYS.has(k), depth + 1);
+    if (x === undefined) continue;
+    out += `${out.length === 1 ? '' : ','}${JSON.stringify(k)}:${x}`;
+  }
+  return `${out}}`;
+}
+
+/** JSON that cannot throw: BigInts become strings, cycles become "[circular]". */
+export function safeJson(v: unknown): string {
+  // A list of strings (masked columns, groups) cannot hold a cycle or a BigInt: no replacer needed.
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return JSON.stringify(v);
+  const seen = new WeakSet<object>();
+  return JSON.stringify(v, (_k, val: unknown) => {
+    if (typeof val === 'bigint') return val.toString();
+    if (typeof val === 'object' && val !== null) {
+      if (seen.has(val)) return '[circular]';
+      seen.add(val);
+    }
+    return val;
+  }) ?? 'null';
+}
+
 /** Lone UTF-16 surrogates become U+FFFD, as SQLite's UTF-8 would store them, so a stored row and
  * its chain entry can never differ by encoding alone. */
 export function wellFormed(s: string): string {

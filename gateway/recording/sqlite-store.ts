@@ -24,7 +24,7 @@ import { dirname, resolve } from 'node:path';
 import { log } from '../log.ts';
 import type { DecisionAction } from '../policy/decision.ts';
 import { entryHash, entryText, GENESIS_HASH, makeCheckpoint, type Checkpoint, type EntryKind } from './chain.ts';
-import { redactDeep, redactForAudit, wellFormed } from './redact.ts';
+import { redactedJson, redactForAudit, safeJson, wellFormed } from './redact.ts';
 import { elevationRow, toElevation, type ElevationRow } from './elevation-rows.ts';
 import { assertAuditWritable, auditHealth, type AuditEvent, type ElevationRecord, type AuditFailurePolicy, type AuditHealth, type OperationRecord, type SessionFilter, type SessionRecord, type SessionStart, type Store } from './store.ts';
 import { verifyAuditDb, type VerifyReport } from './verify.ts';
@@ -403,8 +403,7 @@ export class SqliteStore implements Store {
     this.upsertOperation = db.prepare(`INSERT INTO operations
       (session_id, seq, at, text, kind, classification, decision, rule, reason, rows, bytes,
        masked_columns, error, duration_ms, approval)
-      VALUES (@sessionId, @seq, @at, @text, @kind, @classification, @decision, @rule, @reason, @rows, @bytes,
-       @maskedColumns, @error, @durationMs, @approval)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT (session_id, seq) DO UPDATE SET
         at = excluded.at, text = excluded.text, kind = excluded.kind, classification = excluded.classification,
         decision = excluded.decision, rule = excluded.rule, reason = excluded.reason, rows = excluded.rows,
@@ -540,7 +539,9 @@ export class SqliteStore implements Store {
       return;
     }
     this.write(`record operation ${data.sessionId}#${data.seq}`, () => {
-      this.upsertOperation.run(data);
+      // Positional binding: named parameters from an object cost ~3 us more per record.
+      const d = data;
+      this.upsertOperation.run(d.sessionId, d.seq, d.at, d.text, d.kind, d.classification, d.decision, d.rule, d.reason, d.rows, d.bytes, d.maskedColumns, d.error, d.durationMs, d.approval);
       this.append('operation', `s:${data.sessionId}`, data.seq, data.at, data);
     });
   }
@@ -1063,7 +1064,7 @@ export function sessionEndData(id: string, endedAt: Date, reason: string, bytes:
 
 /** An audit event's row: the detail redacted (identities kept) and stored as JSON text. */
 export function auditData(e: AuditEvent) {
-  return { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: safeJson(redactDeep(e.detail ?? {})) };
+  return { at: epochMs(e.at), kind: str(e.kind), subject: str(e.subject), actor: e.actor === undefined || e.actor === null ? null : str(e.actor), detail: redactedJson(e.detail ?? {}) };
 }
 
 export type OperationData = ReturnType<typeof operationData>;
@@ -1076,7 +1077,7 @@ export function operationData(op: OperationRecord) {
     at: epochMs(op.at),
     text: capText(op.text ?? ''),
     kind: str(op.kind),
-    classification: safeJson(redactDeep(op.classification ?? {})),
+    classification: redactedJson(op.classification ?? {}),
     decision: str(op.decision),
     rule: op.rule === undefined || op.rule === null ? null : wellFormed(String(op.rule)),
     reason: op.reason === undefined || op.reason === null ? null : redactForAudit(String(op.reason)),
@@ -1227,19 +1228,6 @@ function capText(text: string): string {
   if (text.length <= MAX_TEXT_CHARS) return redactForAudit(text);
   const kept = redactForAudit(text.slice(0, MAX_TEXT_CHARS + 256)).slice(0, MAX_TEXT_CHARS);
   return `${kept}\n… [airlock: ${text.length - MAX_TEXT_CHARS} more characters not recorded]`;
-}
-
-/** JSON that cannot throw: BigInts become strings, cycles become "[circular]". */
-export function safeJson(v: unknown): string {
-  const seen = new WeakSet<object>();
-  return JSON.stringify(v, (_k, val: unknown) => {
-    if (typeof val === 'bigint') return val.toString();
-    if (typeof val === 'object' && val !== null) {
-      if (seen.has(val)) return '[circular]';
-      seen.add(val);
-    }
-    return val;
-  }) ?? 'null';
 }
 
 function parseJson<T>(text: string | null, fallback: T): T {

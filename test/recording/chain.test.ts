@@ -2,7 +2,7 @@
 // (PEM file, base64 or hex seed in an env variable) and signed checkpoints.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import {
   canonicalJson,
   checkpointSignedBy,
@@ -51,6 +51,14 @@ describe('canonical JSON', () => {
     assert.match(h, /^[0-9a-f]{64}$/);
     assert.notEqual(entryHash('1'.repeat(64), text), h);
     assert.notEqual(entryHash(GENESIS_HASH, text.replace('SELECT 1', 'SELECT 2')), h);
+  });
+
+  test('the entry hash is sha256_hex(prevHash + canonical text), over the UTF-8 bytes', () => {
+    // Fixed values: existing stores were hashed this way; a change of digest routine must keep them.
+    assert.equal(entryHash(GENESIS_HASH, '{"at":1000,"data":{"text":"SELECT 1"},"kind":"operation","seq":1}'), 'e1304dc15d9d29d00cb06e718629d8818fe3b34b08b31f011ebf893790b55118');
+    const text = entryText(2, 'operation', 1, { text: 'SELECT \'\u00e9\u20ac\ud83d\ude00\'' });
+    const bytes = Buffer.concat([Buffer.from('ab'.repeat(32)), Buffer.from(text, 'utf8')]);
+    assert.equal(entryHash('ab'.repeat(32), text), createHash('sha256').update(bytes).digest('hex'));
   });
 });
 

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parameterDigest, redactDeep, redactForAudit } from '../../gateway/recording/redact.ts';
+import { parameterDigest, redactDeep, redactedJson, redactForAudit, safeJson } from '../../gateway/recording/redact.ts';
 import { SqliteStore, MAX_TEXT_CHARS } from '../../gateway/recording/sqlite-store.ts';
 import { formatSessionDetail, formatSessionLog } from '../../gateway/recording/format.ts';
 
@@ -54,6 +54,80 @@ describe('redactForAudit', () => {
     assert.notEqual(parameterDigest(key, [EMAIL, '']), d);
     assert.notEqual(parameterDigest('other-key', [EMAIL, null]), d);
     assert.notEqual(parameterDigest(key, ['ab', 'c']), parameterDigest(key, ['a', 'bc']));
+  });
+});
+
+describe('redactedJson (the stored form of classifications and audit details)', () => {
+  // The reference: what the store wrote before redactedJson existed.
+  const reference = (v: unknown) => safeJson(redactDeep(v));
+  const EMAIL = 'bob@example.com';
+
+  test('is exactly the redacted copy serialized, for the values the proxies record', () => {
+    const shared = ['public.users'];
+    const cases: unknown[] = [
+      {},
+      { tables: ['public.pgbench_accounts'], functions: [], statementTypes: ['SelectStmt'], copy: undefined, fingerprint: 'abc', parseError: undefined, tag: 'SELECT 1' },
+      { tables: shared, functions: shared, binding: { digest: 'hmac-sha256:00', parameters: [EMAIL, null, 3, -0, Number.NaN, Infinity, true] } },
+      { approvers: [EMAIL, { nested: EMAIL }], identity: EMAIL, groups: [EMAIL], reason: `mail ${EMAIL}`, actor: { who: EMAIL } },
+      { odd: '\ud800 \u0000 \u2028 "quoted" \\', 'key with "quotes"': 1, '': '', [`${'\u00e9'}`]: [undefined, () => 1, [[[]]]] },
+      [EMAIL, undefined, null, [EMAIL]],
+      EMAIL,
+      42,
+      undefined,
+      null,
+      Object.assign(Object.create(null), { a: EMAIL }),
+    ];
+    for (const v of cases) assert.equal(redactedJson(v), reference(v), JSON.stringify(v) ?? String(v));
+  });
+
+  test('hands what it does not serialize itself to the reference path, with the same result', () => {
+    const cyclic: Record<string, unknown> = { a: EMAIL };
+    cyclic.self = cyclic;
+    let deep: Record<string, unknown> = { leaf: EMAIL };
+    for (let i = 0; i < 200; i++) deep = { d: deep };
+    class Point {
+      constructor(readonly x: number, readonly mail: string) {}
+    }
+    const withProto = JSON.parse('{"__proto__": {"x": "bob@example.com"}, "y": 1}');
+    const cases: unknown[] = [
+      cyclic,
+      deep,
+      { at: new Date(0), n: 10n, p: new Point(1, EMAIL), m: new Map([[1, 2]]) },
+      { [EMAIL]: 'a key that is itself sensitive' },
+      withProto,
+      { toJSON: () => EMAIL },
+      { s: Symbol('x'), f: () => 1 },
+      [1n, new Date(1)],
+    ];
+    for (const v of cases) assert.equal(redactedJson(v), reference(v));
+    assert.ok(!redactedJson({ [EMAIL]: 1 }).includes(EMAIL), 'a sensitive key is redacted too');
+  });
+
+  test('matches the reference on generated values', () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const strings = [EMAIL, '4242 4242 4242 4242', 'plain', '', '\ud800', 'x"y\\z', '\u00e9t\u00e9', '555-867-5309', 'identity'];
+    const keys = ['identity', 'approvers', 'groups', 'tables', 'reason', 'x', 'actor', 'detail', 'k\u00e9y'];
+    const gen = (depth: number): unknown => {
+      const r = rnd(depth > 3 ? 6 : 8);
+      if (r === 0) return strings[rnd(strings.length)];
+      if (r === 1) return rnd(1000) - 500;
+      if (r === 2) return rnd(2) === 0;
+      if (r === 3) return null;
+      if (r === 4) return undefined;
+      if (r === 5) return rnd(10) / 3;
+      if (r === 6) return Array.from({ length: rnd(4) }, () => gen(depth + 1));
+      const o: Record<string, unknown> = {};
+      for (let i = rnd(5); i > 0; i--) o[keys[rnd(keys.length)]] = gen(depth + 1);
+      return o;
+    };
+    for (let i = 0; i < 2000; i++) {
+      const v = gen(0);
+      assert.equal(redactedJson(v), reference(v), JSON.stringify(v));
+    }
   });
 });
 
