@@ -155,6 +155,9 @@ export function safeJson(v: unknown): string {
 /** Lone UTF-16 surrogates become U+FFFD, as SQLite's UTF-8 would store them, so a stored row and
  * its chain entry can never differ by encoding alone. */
 export function wellFormed(s: string): string {
+  // ES2024's check is native (~20 ns against ~100 ns for the regex on a short string); Node 20 has it.
+  const w = s as string & { isWellFormed?: () => boolean; toWellFormed?: () => string };
+  if (w.isWellFormed && w.toWellFormed) return w.isWellFormed() ? s : w.toWellFormed();
   return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
 }
 

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parameterDigest, redactDeep, redactedJson, redactForAudit, safeJson } from '../../gateway/recording/redact.ts';
+import { parameterDigest, redactDeep, redactedJson, redactForAudit, safeJson, wellFormed } from '../../gateway/recording/redact.ts';
 import { SqliteStore, MAX_TEXT_CHARS } from '../../gateway/recording/sqlite-store.ts';
 import { formatSessionDetail, formatSessionLog } from '../../gateway/recording/format.ts';
 
@@ -54,6 +54,28 @@ describe('redactForAudit', () => {
     assert.notEqual(parameterDigest(key, [EMAIL, '']), d);
     assert.notEqual(parameterDigest('other-key', [EMAIL, null]), d);
     assert.notEqual(parameterDigest(key, ['ab', 'c']), parameterDigest(key, ['a', 'bc']));
+  });
+});
+
+describe('wellFormed', () => {
+  test('replaces every lone surrogate with U+FFFD and keeps pairs, as SQLite\'s UTF-8 would store them', () => {
+    assert.equal(wellFormed('a\ud800'), 'a\ufffd');
+    assert.equal(wellFormed('\udc00a'), '\ufffda');
+    assert.equal(wellFormed('\udc00\ud800'), '\ufffd\ufffd', 'a reversed pair is two lone surrogates');
+    assert.equal(wellFormed('\ud83d\ude00'), '\ud83d\ude00');
+    const plain = 'SELECT 1';
+    assert.equal(wellFormed(plain), plain);
+    // Against the definition (a regex over UTF-16 code units) on generated strings.
+    const units = [0x61, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xd83d, 0xde00, 0xfffd, 0x20];
+    let seed = 11;
+    for (let i = 0; i < 3000; i++) {
+      let str = '';
+      for (let n = i % 9; n > 0; n--) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        str += String.fromCharCode(units[seed % units.length]);
+      }
+      assert.equal(wellFormed(str), str.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd'), JSON.stringify(str));
+    }
   });
 });
 
