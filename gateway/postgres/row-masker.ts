@@ -25,7 +25,7 @@ import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { copyBytes, int32, putInt32, slabAlloc } from './slab.ts';
+import { copyBytes, int32, putInt32, reservedAt, SLAB_MAX, slabAlloc, slabReserve } from './slab.ts';
 import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
@@ -52,6 +52,17 @@ export interface CopyMasker {
    * built in one allocation (no separate masked line to copy into a frame).
    */
   maskFrame(frame: Buffer): Buffer;
+  /**
+   * maskFrame() of the CopyData message buf[start, end), for a caller that only needs where the
+   * masked message is (the session's write batch, WriteBatch.addRegion): -1 when nothing changed
+   * (relay the original), else the length of the new CopyData message, at regionStart in
+   * regionBuffer (memory nothing writes again). Saves the two Buffer objects per masked message
+   * (the view of the original and the new message).
+   */
+  maskFrameRegion?(buf: Buffer, start: number, end: number): number;
+  /** The message of the last maskFrameRegion() that returned a length. */
+  readonly regionBuffer?: Buffer;
+  readonly regionStart?: number;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -641,20 +652,57 @@ class CopyLineMasker implements CopyMasker {
     if (plans) for (let i = 0; i < plans.length; i++) this.#detectCol[i] = plans[i] !== undefined && !plans[i]!.rule && detectors ? 1 : 0;
   }
 
+  /** Where the last maskFrameRegion() wrote its message. */
+  regionBuffer: Buffer | undefined = undefined;
+  regionStart = 0;
+  /** Size of the masked row found by the last #collect() (without a CopyData header). */
+  #size = 0;
+
   maskLine(line: Buffer): Buffer {
-    return this.#mask(line, 0, line.length, false);
+    const reps = this.#collect(line, 0, line.length);
+    if (reps === 0) return line;
+    const out = Buffer.allocUnsafe(this.#size);
+    this.#build(line, 0, line.length, reps, out, 0, false);
+    return out;
   }
 
   maskFrame(frame: Buffer): Buffer {
+    this.#checkFrame(frame);
+    const reps = this.#collect(frame, 5, frame.length);
+    if (reps === 0) return frame;
+    const out = slabAlloc(5 + this.#size);
+    this.#build(frame, 5, frame.length, reps, out, 0, true);
+    return out;
+  }
+
+  maskFrameRegion(buf: Buffer, start: number, end: number): number {
+    if (start < 0 || end > buf.length || end - start < 5 || buf[start] !== 0x64 || int32(buf, start + 1) + 1 !== end - start) {
+      throw new Error('masking: not a complete CopyData message');
+    }
+    const reps = this.#collect(buf, start + 5, end);
+    if (reps === 0) return -1;
+    const total = 5 + this.#size;
+    let out: Buffer;
+    let at = 0;
+    if (total >= SLAB_MAX) out = Buffer.allocUnsafe(total);
+    else {
+      out = slabReserve(total);
+      at = reservedAt();
+    }
+    this.#build(buf, start + 5, end, reps, out, at, true);
+    this.regionBuffer = out;
+    this.regionStart = at;
+    return total;
+  }
+
+  #checkFrame(frame: Buffer): void {
     if (frame.length < 5 || frame[0] !== 0x64 || int32(frame, 1) + 1 !== frame.length) throw new Error('masking: not a complete CopyData message');
-    return this.#mask(frame, 5, frame.length, true);
   }
 
   /**
-   * Masks the row in buf[from, to). Returns `buf` itself when nothing changed, else the masked
-   * row (with a CopyData header in front when `framed`), built in one allocation: the
-   * replacements are collected first (reused arrays, no objects per field), then copied once
-   * between the unchanged stretches.
+   * Finds the replacements for the row in buf[from, to): returns how many (0: nothing changed),
+   * with the masked row's size in #size. The replacements wait in the reused arrays (no objects
+   * per field) for #build, which copies them once between the unchanged stretches.
    *
    * Detector columns: the split already ran the quick check on each such field's bytes when they
    * are exactly its value (no escape in a text field, an unquoted csv field, or a quoted one with no
@@ -662,10 +710,10 @@ class CopyLineMasker implements CopyMasker {
    * Any other field is decoded and its value checked (#maskField): escapes can hide what the bytes
    * show (`4242\ 4242…` with DELIMITER ' ', `\x40` for '@'), and round 2 missed such values.
    */
-  #mask(buf: Buffer, from: number, to: number, framed: boolean): Buffer {
+  #collect(buf: Buffer, from: number, to: number): number {
     if (this.#headerPending) {
       this.#headerPending = false;
-      return buf;
+      return 0;
     }
     let bodyEnd = to;
     if (bodyEnd > from && buf[bodyEnd - 1] === 0x0a) bodyEnd--;
@@ -704,27 +752,37 @@ class CopyLineMasker implements CopyMasker {
         this.#repBuf[reps++] = out;
         size += out.length - (fEnd - fStart);
       }
-      if (reps === 0) return buf;
-      const out = framed ? slabAlloc(5 + size) : Buffer.allocUnsafe(size);
-      let dst = 0;
-      if (framed) {
-        out[0] = 0x64;
-        putInt32(out, 1, 4 + size);
-        dst = 5;
-      }
-      let src = from;
-      for (let k = 0; k < reps; k++) {
-        const col = this.#repCol[k];
-        dst += copyBytes(buf, src, starts[col], out, dst);
-        const rep = this.#repBuf[k]!;
-        dst += copyBytes(rep, 0, rep.length, out, dst);
-        src = ends[col];
-      }
-      copyBytes(buf, src, to, out, dst);
-      return out;
-    } finally {
+    } catch (err) {
       for (let k = 0; k < reps; k++) this.#repBuf[k] = null;
+      throw err;
     }
+    this.#size = size;
+    return reps;
+  }
+
+  /**
+   * Writes the masked row into out[at, ...): a CopyData header first when `framed`, then the
+   * unchanged stretches of buf[from, to) around the #collect()ed replacements.
+   */
+  #build(buf: Buffer, from: number, to: number, reps: number, out: Buffer, at: number, framed: boolean): void {
+    let dst = at;
+    if (framed) {
+      out[dst] = 0x64;
+      putInt32(out, dst + 1, 4 + this.#size);
+      dst += 5;
+    }
+    const starts = this.#starts;
+    const ends = this.#ends;
+    let src = from;
+    for (let k = 0; k < reps; k++) {
+      const col = this.#repCol[k];
+      dst += copyBytes(buf, src, starts[col], out, dst);
+      const rep = this.#repBuf[k]!;
+      this.#repBuf[k] = null; // keep no row's values alive
+      dst += copyBytes(rep, 0, rep.length, out, dst);
+      src = ends[col];
+    }
+    copyBytes(buf, src, to, out, dst);
   }
 
   /** Grows the reused per-field arrays to hold `n` fields. */
@@ -893,8 +951,10 @@ class CopyLineMasker implements CopyMasker {
 
   #decode(buf: Buffer, start: number, end: number, quoted: boolean): string {
     if (this.#d.csv) return decodeCsvField(buf, { start, end, quoted }, this.#d.csvDialect);
-    const bs = buf.indexOf(0x5c, start);
-    return bs < 0 || bs >= end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
+    // (Not buf.indexOf: `buf` may be the whole socket chunk, and that would search past the field.)
+    let i = start;
+    while (i < end && buf[i] !== 0x5c) i++;
+    return i === end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
   }
 
   #encode(v: string): string {

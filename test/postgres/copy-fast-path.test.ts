@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type pg from 'pg';
 import { createMaskerFactory, type CopyMasker, type CopyOptions } from '../../gateway/postgres/row-masker.ts';
+import { WriteBatch } from '../../gateway/postgres/frames.ts';
 import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect } from '../../gateway/masking/copy-text.ts';
 import { detectorMask } from '../../gateway/masking/detectors.ts';
 import { Hasher } from '../../gateway/masking/strategies.ts';
@@ -199,8 +200,18 @@ async function check(masker: CopyMasker, byFrame: CopyMasker, d: Dialect, cols: 
     if (got === l) assert.ok(full.out.equals(l));
     else changed++;
     const f = frame(l);
-    const gotFrame = byFrame.maskFrame(f);
-    assert.ok(gotFrame.equals(got === l ? f : frame(got)), `${label}: maskFrame of line ${k}`);
+    const wantFrame = got === l ? f : frame(got);
+    if (k % 2 === 0) {
+      const gotFrame = byFrame.maskFrame(f);
+      assert.ok(gotFrame.equals(wantFrame), `${label}: maskFrame of line ${k}`);
+      if (got === l) assert.equal(gotFrame, f, 'unchanged: the same Buffer');
+    } else {
+      // maskFrameRegion on the message inside a larger buffer (the session's socket chunk).
+      const chunk = Buffer.concat([Buffer.from('d\0\0\0\x05\n'), f, Buffer.from('d\0\0\0\x06\\x')]);
+      const n = byFrame.maskFrameRegion!(chunk, 6, 6 + f.length);
+      if (got === l) assert.equal(n, -1, `${label}: unchanged line ${k} gives -1`);
+      else assert.ok(byFrame.regionBuffer!.subarray(byFrame.regionStart!, byFrame.regionStart! + n).equals(wantFrame), `${label}: maskFrameRegion of line ${k}`);
+    }
   }
   assert.ok(changed > lines / 10, `${label}: the generator must produce values to mask (${changed} of ${lines} lines changed)`);
   assert.deepEqual([...masker.maskedColumns].sort(), [...want].sort(), `${label}: maskedColumns`);
@@ -300,6 +311,52 @@ test('a malformed line still fails closed on the fast path (column count, unterm
     const csv = (await factory.forCopy(plan, 'app.people', ['id', 'name'], { format: 'csv' }))!;
     assert.throws(() => csv.maskLine(Buffer.from('1,"no end\n')), /unterminated quoted CSV field/);
     assert.throws(() => csv.maskFrame(Buffer.from('d\0\0\0\x09abc\n', 'latin1')), /not a complete CopyData message/);
+    const good = Buffer.from('d\0\0\0\x08a,b\n', 'latin1');
+    assert.equal(csv.maskFrameRegion!(good, 0, good.length), -1);
+    assert.throws(() => csv.maskFrameRegion!(good, 0, good.length - 1), /not a complete CopyData message/);
+    assert.throws(() => csv.maskFrameRegion!(good, 1, good.length), /not a complete CopyData message/);
+    assert.throws(() => csv.maskFrameRegion!(good, 0, good.length + 1), /not a complete CopyData message/);
+    assert.throws(() => text.maskFrameRegion!(Buffer.from('d\0\0\0\x0a1\ta\tb\n', 'latin1'), 0, 11), /COPY line has 3 columns, expected 2/);
+  } finally {
+    await factory.close();
+  }
+});
+
+test('maskFrameRegion into the write batch: a long COPY (many slabs, some rows larger than a slab region) comes out exactly as maskFrame gives it, and batches already taken never change', async () => {
+  const factory = createMaskerFactory({ connect, hashKey: HASH_KEY });
+  try {
+    const plan: MaskPlan = {
+      columns: [{ column: 'app.people.email', strategy: 'redact', rule: 'r' }],
+      detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }],
+      denyMaskedExpressions: false,
+    };
+    const byRegion = (await factory.forCopy(plan, 'app.people', ['id', 'name', 'email', 'note']))!;
+    const byFrame = (await factory.forCopy(plan, 'app.people', ['id', 'name', 'email', 'note']))!;
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 6000; i++) {
+      const note = i % 500 === 0 ? `big ${'x'.repeat(9000)} mail me@example.com` : i % 7 === 0 ? `mail user${i}@example.com` : `plain ${i}`;
+      frames.push(frame(Buffer.from(`${i}\tname ${i}\tuser${i}@example.com\t${note}\n`)));
+    }
+    const chunk = Buffer.concat(frames);
+    const batch = new WriteBatch();
+    const taken: Array<{ out: Buffer; copy: Buffer }> = [];
+    let want: Buffer[] = [];
+    let off = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const end = off + frames[i].length;
+      const n = byRegion.maskFrameRegion!(chunk, off, end);
+      if (n >= 0) batch.addRegion(byRegion.regionBuffer!, byRegion.regionStart!, n);
+      else batch.add(chunk, off, end, false);
+      want.push(byFrame.maskFrame(frames[i]));
+      off = end;
+      if (i % 97 === 96) {
+        const out = batch.take()!;
+        assert.ok(out.equals(Buffer.concat(want)), `batch ending at row ${i}`);
+        taken.push({ out, copy: Buffer.from(out) });
+        want = [];
+      }
+    }
+    for (const t of taken) assert.ok(t.out.equals(t.copy), 'a batch already handed to the socket was overwritten');
   } finally {
     await factory.close();
   }
