@@ -301,6 +301,34 @@ test('values split by escapes are still found: a card with DELIMITER space, a JW
   }
 });
 
+test('csv HEADER: the first message is relayed as it is by every entry point, the rows after it are masked', async () => {
+  const factory = createMaskerFactory({ connect, hashKey: HASH_KEY });
+  try {
+    const plan: MaskPlan = { columns: [], detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }], denyMaskedExpressions: false };
+    const header = frame(Buffer.from('id,name\n'));
+    const row = frame(Buffer.from('1,mail a@example.com\n'));
+    const masked = frame(Buffer.from('1,"mail [redacted:email]"\n'));
+    for (const entry of ['line', 'frame', 'region'] as const) {
+      const m = (await factory.forCopy(plan, 'app.people', ['id', 'name'], { format: 'csv', header: true }))!;
+      const run = (f: Buffer): Buffer => {
+        if (entry === 'line') {
+          const l = f.subarray(5);
+          const out = m.maskLine(l);
+          return out === l ? f : frame(out);
+        }
+        if (entry === 'frame') return m.maskFrame(f);
+        const n = m.maskFrameRegion!(f, 0, f.length);
+        return n < 0 ? f : m.regionBuffer!.subarray(m.regionStart!, m.regionStart! + n);
+      };
+      assert.equal(run(header), header, `${entry}: header`);
+      assert.equal(run(row).toString(), masked.toString(), `${entry}: row`);
+      assert.equal(run(header).toString(), frame(Buffer.from('id,name\n')).toString(), `${entry}: a later line like the header is a row (nothing to mask)`);
+    }
+  } finally {
+    await factory.close();
+  }
+});
+
 test('a malformed line still fails closed on the fast path (column count, unterminated csv quote)', async () => {
   const factory = createMaskerFactory({ connect, hashKey: HASH_KEY });
   try {
