@@ -27,6 +27,12 @@ export function detectorMask(names: Iterable<DetectorName>): number {
   return m;
 }
 
+/** Byte classes for quickCheck: 0 other, 1 digit, 2 separator inside a digit run, 3 other but a pattern's key byte. */
+const QC_CLASS = new Uint8Array(256);
+for (let c = 0x30; c <= 0x39; c++) QC_CLASS[c] = 1;
+for (const c of ' -.()') QC_CLASS[c.charCodeAt(0)] = 2;
+for (const c of '@+JKSI_') QC_CLASS[c.charCodeAt(0)] = 3;
+
 /**
  * Which of the `enabled` detectors could possibly match bytes[start, end): one pass counting digits
  * and looking for the few bytes each pattern cannot do without ('@', a `+`, two capitals before two
@@ -40,8 +46,12 @@ export function quickCheck(buf: Uint8Array, start: number, end: number, enabled:
     for (let i = start; i < end; i++) if (buf[i] === 0x40) return BIT.email;
     return 0;
   }
-  // Longest run of digits joined by at most two separators in a row (' ', '-', '.', '(', ')'):
+  // Longest run of digits joined by at most three separators in a row (' ', '-', '.', '(', ')'):
   // cards, SSNs and phones are such runs, so the digit total of a long text does not matter.
+  // (Three, not two: an international number may join groups as `)-(`, e.g. +1(234)-(567)-(890),
+  // which round 2's limit of two split into short runs, so such a phone was never looked for.)
+  // Most bytes are class 0 (one table load and a reset); the pattern hints look back at the
+  // previous bytes only when a key byte shows up.
   let run = 0;
   let maxRun = 0;
   let gap = 0;
@@ -49,36 +59,48 @@ export function quickCheck(buf: Uint8Array, start: number, end: number, enabled:
   let plus = false;
   let ibanHint = false;
   let secretHint = false;
-  // p1..p4: the previous four bytes.
-  let p1 = 0, p2 = 0, p3 = 0, p4 = 0;
   for (let i = start; i < end; i++) {
     const c = buf[i];
-    if (c >= 0x30 && c <= 0x39) {
-      if (gap > 2) run = 0;
+    const k = QC_CLASS[c];
+    if (k === 0) {
+      run = 0;
+    } else if (k === 1) {
+      if (gap > MAX_GAP) run = 0;
       gap = 0;
       if (++run > maxRun) maxRun = run;
       // IBAN: [A-Z]{2}[0-9]{2}
-      if (p1 >= 0x30 && p1 <= 0x39 && p2 >= 0x41 && p2 <= 0x5a && p3 >= 0x41 && p3 <= 0x5a) ibanHint = true;
-    } else if (c === 0x20 || c === 0x2d || c === 0x2e || c === 0x28 || c === 0x29) gap++;
-    else {
+      if (run > 1 && !ibanHint && i - 3 >= start) {
+        const p1 = buf[i - 1];
+        const p2 = buf[i - 2];
+        const p3 = buf[i - 3];
+        if (p1 >= 0x30 && p1 <= 0x39 && p2 >= 0x41 && p2 <= 0x5a && p3 >= 0x41 && p3 <= 0x5a) ibanHint = true;
+      }
+    } else if (k === 2) {
+      gap++;
+      // xox?- (Slack), ----- (PEM)
+      if (c === 0x2d && !secretHint && i - 4 >= start) {
+        const p1 = buf[i - 1];
+        const p2 = buf[i - 2];
+        const p3 = buf[i - 3];
+        const p4 = buf[i - 4];
+        if ((p2 === 0x78 && p3 === 0x6f && p4 === 0x78) || (p1 === 0x2d && p2 === 0x2d && p3 === 0x2d && p4 === 0x2d)) secretHint = true;
+      }
+    } else {
       run = 0;
       if (c === 0x40) at = true;
       else if (c === 0x2b) plus = true;
+      else if (!secretHint) {
+        const p1 = i - 1 >= start ? buf[i - 1] : 0;
+        const p2 = i - 2 >= start ? buf[i - 2] : 0;
+        if (c === 0x4a) {
+          if (p1 === 0x79 && p2 === 0x65) secretHint = true; // eyJ (JWT)
+        } else if (c === 0x5f) {
+          // ghp_ (gh[pousr]_), github_, sk_live_ / rk_live_
+          const p3 = i - 3 >= start ? buf[i - 3] : 0;
+          if ((p2 === 0x68 && p3 === 0x67) || (p1 === 0x62 && p2 === 0x75) || (p1 === 0x6b && (p2 === 0x73 || p2 === 0x72)) || (p1 === 0x65 && p2 === 0x76)) secretHint = true;
+        } else if (p1 === 0x41) secretHint = true; // AKIA, ASIA, AIza (c is K, S or I)
+      }
     }
-    if (c === 0x4a) {
-      if (p1 === 0x79 && p2 === 0x65) secretHint = true; // eyJ (JWT)
-    } else if (c === 0x4b || c === 0x53 || c === 0x49) {
-      if (p1 === 0x41) secretHint = true; // AKIA, ASIA, AIza
-    } else if (c === 0x5f) {
-      // ghp_ (gh[pousr]_), github_, sk_live_ / rk_live_
-      if ((p2 === 0x68 && p3 === 0x67) || (p1 === 0x62 && p2 === 0x75) || (p1 === 0x6b && (p2 === 0x73 || p2 === 0x72)) || (p1 === 0x65 && p2 === 0x76)) secretHint = true;
-    } else if (c === 0x2d) {
-      if ((p2 === 0x78 && p3 === 0x6f && p4 === 0x78) || (p1 === 0x2d && p2 === 0x2d && p3 === 0x2d && p4 === 0x2d)) secretHint = true; // xox?-, -----
-    }
-    p4 = p3;
-    p3 = p2;
-    p2 = p1;
-    p1 = c;
   }
   let m = 0;
   if (at) m |= BIT.email;
@@ -86,9 +108,17 @@ export function quickCheck(buf: Uint8Array, start: number, end: number, enabled:
   if (maxRun >= 9) m |= BIT.ssn;
   if (maxRun >= 10 || (plus && maxRun >= 8)) m |= BIT.phone;
   if (ibanHint && end - start >= 15) m |= BIT.iban;
-  if (secretHint && end - start >= 20) m |= BIT.secret;
+  if (secretHint && end - start >= MIN_SECRET) m |= BIT.secret;
   return m & enabled;
 }
+
+/** Most separators between two digits of one detector match (`)-(` in an international phone). */
+const MAX_GAP = 3;
+/**
+ * Shortest text SECRET_RE matches: a Slack token `xoxb-` + 10 chars (a JWT is 16, a Stripe key
+ * 18). Round 2 required 20, so shorter tokens the regex masks were never looked for.
+ */
+const MIN_SECRET = 15;
 
 /** Same as quickCheck, for a binary string. */
 export function quickCheckString(s: string, enabled: number): number {

@@ -210,18 +210,27 @@ export class WriteBatch {
    * Only for memory that is never written again.
    */
   addView(b: Buffer): void {
+    this.addRegion(b, 0, b.length);
+  }
+
+  /**
+   * addView() of buf[start, start + length) without a Buffer object for it (the masked CopyData
+   * messages, see CopyMasker.maskFrameRegion): same rules, same merging.
+   */
+  addRegion(buf: Buffer, start: number, length: number): void {
     const cur = this.curBuf;
-    if (cur !== null && !this.curTransient && cur.buffer === b.buffer && cur.byteOffset + this.curEnd === b.byteOffset && this.curEnd + b.length <= cur.length) {
-      this.curEnd += b.length;
+    const at = buf.byteOffset + start;
+    if (cur !== null && !this.curTransient && cur.buffer === buf.buffer && cur.byteOffset + this.curEnd === at && this.curEnd + length <= cur.length) {
+      this.curEnd += length;
     } else {
       this.close();
-      // Open the view over the rest of the memory, so later messages built behind `b` extend it.
-      this.curBuf = Buffer.from(b.buffer, b.byteOffset, b.buffer.byteLength - b.byteOffset);
+      // Open the view over the rest of the memory, so later messages built behind this one extend it.
+      this.curBuf = Buffer.from(buf.buffer, at, buf.buffer.byteLength - at);
       this.curStart = 0;
-      this.curEnd = b.length;
+      this.curEnd = length;
       this.curTransient = false;
     }
-    this.size += b.length;
+    this.size += length;
   }
 
   private close(): void {

@@ -25,8 +25,8 @@ import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { copyBytes, int32, putInt32, slabAlloc } from './slab.ts';
-import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, splitCsvRow, type CsvDialect } from '../masking/copy-text.ts';
+import { copyBytes, int32, putInt32, reservedAt, SLAB_MAX, slabAlloc, slabReserve } from './slab.ts';
+import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
   name: string;
@@ -52,6 +52,17 @@ export interface CopyMasker {
    * built in one allocation (no separate masked line to copy into a frame).
    */
   maskFrame(frame: Buffer): Buffer;
+  /**
+   * maskFrame() of the CopyData message buf[start, end), for a caller that only needs where the
+   * masked message is (the session's write batch, WriteBatch.addRegion): -1 when nothing changed
+   * (relay the original), else the length of the new CopyData message, at regionStart in
+   * regionBuffer (memory nothing writes again). Saves the two Buffer objects per masked message
+   * (the view of the original and the new message).
+   */
+  maskFrameRegion?(buf: Buffer, start: number, end: number): number;
+  /** The message of the last maskFrameRegion() that returned a length. */
+  readonly regionBuffer?: Buffer;
+  readonly regionStart?: number;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -610,6 +621,8 @@ class CopyLineMasker implements CopyMasker {
   readonly maskedColumns = new Set<string>();
   readonly #plans: Array<ColumnPlan | undefined> | undefined;
   readonly #queryPlans: ColumnPlan[] = [];
+  /** Per column of a table COPY: 1 when detectors run on it (a plan without a column rule). */
+  readonly #detectCol: Uint8Array;
   readonly #detectors: DetectorRules | undefined;
   readonly #hasher: Hasher;
   readonly #d: CopyDialect;
@@ -617,10 +630,13 @@ class CopyLineMasker implements CopyMasker {
   readonly #constants: Array<Buffer | undefined | null>;
   #lastRule: string | undefined;
   #headerPending: boolean;
-  // Fields of the row being masked and its replacements, reused from row to row.
+  // Fields of the row being masked and its replacements, reused from row to row: where each raw
+  // field is, whether it is quoted (csv), and for detector columns the quick-check answer on its
+  // bytes (UNKNOWN when the bytes are not the value: escapes, csv quotes doubled or escaped).
   #starts = new Int32Array(16);
   #ends = new Int32Array(16);
   #quoted = new Uint8Array(16);
+  #cand = new Int32Array(16);
   #repCol = new Int32Array(16);
   readonly #repBuf: Array<Buffer | null> = new Array<Buffer | null>(16).fill(null);
 
@@ -632,43 +648,92 @@ class CopyLineMasker implements CopyMasker {
     this.#d = dialect;
     this.#headerPending = dialect.header;
     this.#constants = new Array<Buffer | undefined | null>(plans?.length ?? 0).fill(null);
+    this.#detectCol = new Uint8Array(plans?.length ?? 0);
+    if (plans) for (let i = 0; i < plans.length; i++) this.#detectCol[i] = plans[i] !== undefined && !plans[i]!.rule && detectors ? 1 : 0;
   }
 
+  /** Where the last maskFrameRegion() wrote its message. */
+  regionBuffer: Buffer | undefined = undefined;
+  regionStart = 0;
+  /** Size of the masked row found by the last #collect() (without a CopyData header). */
+  #size = 0;
+
   maskLine(line: Buffer): Buffer {
-    return this.#mask(line, 0, line.length, false);
+    const reps = this.#collect(line, 0, line.length);
+    if (reps === 0) return line;
+    const out = Buffer.allocUnsafe(this.#size);
+    this.#build(line, 0, line.length, reps, out, 0, false);
+    return out;
   }
 
   maskFrame(frame: Buffer): Buffer {
-    if (frame.length < 5 || frame[0] !== 0x64 || frame.readInt32BE(1) + 1 !== frame.length) throw new Error('masking: not a complete CopyData message');
-    return this.#mask(frame, 5, frame.length, true);
+    this.#checkFrame(frame);
+    const reps = this.#collect(frame, 5, frame.length);
+    if (reps === 0) return frame;
+    const out = slabAlloc(5 + this.#size);
+    this.#build(frame, 5, frame.length, reps, out, 0, true);
+    return out;
+  }
+
+  maskFrameRegion(buf: Buffer, start: number, end: number): number {
+    if (start < 0 || end > buf.length || end - start < 5 || buf[start] !== 0x64 || int32(buf, start + 1) + 1 !== end - start) {
+      throw new Error('masking: not a complete CopyData message');
+    }
+    const reps = this.#collect(buf, start + 5, end);
+    if (reps === 0) return -1;
+    const total = 5 + this.#size;
+    let out: Buffer;
+    let at = 0;
+    if (total >= SLAB_MAX) out = Buffer.allocUnsafe(total);
+    else {
+      out = slabReserve(total);
+      at = reservedAt();
+    }
+    this.#build(buf, start + 5, end, reps, out, at, true);
+    this.regionBuffer = out;
+    this.regionStart = at;
+    return total;
+  }
+
+  #checkFrame(frame: Buffer): void {
+    if (frame.length < 5 || frame[0] !== 0x64 || int32(frame, 1) + 1 !== frame.length) throw new Error('masking: not a complete CopyData message');
   }
 
   /**
-   * Masks the row in buf[from, to). Returns `buf` itself when nothing changed, else the masked
-   * row (with a CopyData header in front when `framed`), built in one allocation: the
-   * replacements are collected first (reused arrays, no objects per field), then copied once
-   * between the unchanged stretches.
+   * Finds the replacements for the row in buf[from, to): returns how many (0: nothing changed),
+   * with the masked row's size in #size. The replacements wait in the reused arrays (no objects
+   * per field) for #build, which copies them once between the unchanged stretches.
+   *
+   * Detector columns: the split already ran the quick check on each such field's bytes when they
+   * are exactly its value (no escape in a text field, an unquoted csv field, or a quoted one with no
+   * quote or escape char inside), so a field whose check is 0 is neither decoded nor copied.
+   * Any other field is decoded and its value checked (#maskField): escapes can hide what the bytes
+   * show (`4242\ 4242…` with DELIMITER ' ', `\x40` for '@'), and round 2 missed such values.
    */
-  #mask(buf: Buffer, from: number, to: number, framed: boolean): Buffer {
+  #collect(buf: Buffer, from: number, to: number): number {
     if (this.#headerPending) {
       this.#headerPending = false;
-      return buf;
+      return 0;
     }
     let bodyEnd = to;
     if (bodyEnd > from && buf[bodyEnd - 1] === 0x0a) bodyEnd--;
     if (bodyEnd > from && buf[bodyEnd - 1] === 0x0d) bodyEnd--;
     const n = this.#d.csv ? this.#splitCsv(buf, from, bodyEnd) : this.#splitText(buf, from, bodyEnd);
-    if (this.#plans && n !== this.#plans.length) {
-      throw new Error(`masking: COPY line has ${n} columns, expected ${this.#plans.length}`);
+    const plans = this.#plans;
+    if (plans && n !== plans.length) {
+      throw new Error(`masking: COPY line has ${n} columns, expected ${plans.length}`);
     }
     const starts = this.#starts;
     const ends = this.#ends;
+    const cands = this.#cand;
     let reps = 0;
     let size = to - from;
     try {
       for (let col = 0; col < n; col++) {
-        const p = this.#plans ? this.#plans[col] : this.#queryPlan(col);
+        const p = plans ? plans[col] : this.#queryPlan(col);
         if (p === undefined) continue;
+        const cand = cands[col];
+        if (!p.rule && cand === 0) continue; // detectors only, and none can match these bytes
         const fStart = starts[col];
         const fEnd = ends[col];
         const quoted = this.#quoted[col] === 1;
@@ -679,7 +744,7 @@ class CopyLineMasker implements CopyMasker {
           if (this.#lastRule !== p.rule!.name) this.maskedColumns.add((this.#lastRule = p.rule!.name));
           out = fixed;
         } else {
-          const v = this.#maskField(p, buf, fStart, fEnd, quoted);
+          const v = this.#maskField(p, buf, fStart, fEnd, quoted, cand);
           if (v === undefined) continue;
           out = v === null ? this.#d.nullString : Buffer.from(this.#encode(v), 'latin1');
         }
@@ -687,26 +752,37 @@ class CopyLineMasker implements CopyMasker {
         this.#repBuf[reps++] = out;
         size += out.length - (fEnd - fStart);
       }
-      if (reps === 0) return buf;
-      const out = framed ? slabAlloc(5 + size) : Buffer.allocUnsafe(size);
-      let dst = 0;
-      if (framed) {
-        out[0] = 0x64;
-        dst = out.writeInt32BE(4 + size, 1);
-      }
-      let src = from;
-      for (let k = 0; k < reps; k++) {
-        const col = this.#repCol[k];
-        dst += copyBytes(buf, src, starts[col], out, dst);
-        const rep = this.#repBuf[k]!;
-        dst += copyBytes(rep, 0, rep.length, out, dst);
-        src = ends[col];
-      }
-      copyBytes(buf, src, to, out, dst);
-      return out;
-    } finally {
+    } catch (err) {
       for (let k = 0; k < reps; k++) this.#repBuf[k] = null;
+      throw err;
     }
+    this.#size = size;
+    return reps;
+  }
+
+  /**
+   * Writes the masked row into out[at, ...): a CopyData header first when `framed`, then the
+   * unchanged stretches of buf[from, to) around the #collect()ed replacements.
+   */
+  #build(buf: Buffer, from: number, to: number, reps: number, out: Buffer, at: number, framed: boolean): void {
+    let dst = at;
+    if (framed) {
+      out[dst] = 0x64;
+      putInt32(out, dst + 1, 4 + this.#size);
+      dst += 5;
+    }
+    const starts = this.#starts;
+    const ends = this.#ends;
+    let src = from;
+    for (let k = 0; k < reps; k++) {
+      const col = this.#repCol[k];
+      dst += copyBytes(buf, src, starts[col], out, dst);
+      const rep = this.#repBuf[k]!;
+      this.#repBuf[k] = null; // keep no row's values alive
+      dst += copyBytes(rep, 0, rep.length, out, dst);
+      src = ends[col];
+    }
+    copyBytes(buf, src, to, out, dst);
   }
 
   /** Grows the reused per-field arrays to hold `n` fields. */
@@ -721,8 +797,22 @@ class CopyLineMasker implements CopyMasker {
     this.#starts = grow(this.#starts, (k) => new Int32Array(k));
     this.#ends = grow(this.#ends, (k) => new Int32Array(k));
     this.#quoted = grow(this.#quoted, (k) => new Uint8Array(k));
+    this.#cand = grow(this.#cand, (k) => new Int32Array(k));
     this.#repCol = grow(this.#repCol, (k) => new Int32Array(k));
     this.#repBuf.length = size;
+  }
+
+  /** Whether detectors run on column `col` (any column of a COPY (query)). */
+  #detects(col: number): boolean {
+    return this.#plans === undefined ? this.#detectors !== undefined : this.#detectCol[col] === 1;
+  }
+
+  /**
+   * The quick-check answer for a detector field whose value is exactly buf[start, end) (0 when
+   * detectors do not run on this column, where the answer is not used).
+   */
+  #check(col: number, buf: Buffer, start: number, end: number): number {
+    return this.#detects(col) ? quickCheck(buf, start, end, this.#detectors!.mask) : 0;
   }
 
   /** Raw fields of a text-format COPY row; a backslash escapes the next byte (`\|` with DELIMITER '|'). Returns the count. */
@@ -730,31 +820,103 @@ class CopyLineMasker implements CopyMasker {
     const delim = this.#d.csvDialect.delimiter;
     let n = 0;
     let i = from;
+    const emailOnly = this.#detectors !== undefined && this.#detectors.mask === EMAIL_ONLY;
     for (;;) {
       let j = i;
-      while (j < end) {
-        const c = line[j];
-        if (c === delim) break;
-        j += c === 0x5c && j + 1 < end ? 2 : 1;
+      let escaped = false;
+      let cand = 0;
+      const detect = this.#detects(n);
+      if (detect && emailOnly) {
+        // The email detector alone: quickCheck's answer (an '@' in at least 6 bytes) found in the
+        // same pass as the delimiter, instead of a second pass over the field.
+        let at = false;
+        while (j < end) {
+          const c = line[j];
+          if (c === delim) break;
+          if (c === 0x5c) {
+            escaped = true;
+            j += j + 1 < end ? 2 : 1;
+          } else {
+            if (c === 0x40) at = true;
+            j++;
+          }
+        }
+        if (at && j - i >= 6) cand = EMAIL_ONLY;
+      } else {
+        while (j < end) {
+          const c = line[j];
+          if (c === delim) break;
+          if (c === 0x5c) {
+            escaped = true;
+            j += j + 1 < end ? 2 : 1;
+          } else j++;
+        }
+        if (detect && !escaped) cand = quickCheck(line, i, j, this.#detectors!.mask);
       }
       if (n === this.#starts.length) this.#room(n + 1);
       this.#starts[n] = i;
       this.#ends[n] = j;
-      this.#quoted[n++] = 0;
+      this.#quoted[n] = 0;
+      // With an escape the bytes are not the value (`\ ` inside a card with DELIMITER ' ', `\x40`
+      // for '@'): such a field is decoded and its value checked.
+      this.#cand[n] = detect && escaped ? UNKNOWN : cand;
+      n++;
       if (j >= end) return n;
       i = j + 1;
     }
   }
 
+  /** Raw fields of a csv row (see splitCsvRow, which this follows byte for byte). Throws on an unterminated quote. */
   #splitCsv(line: Buffer, from: number, end: number): number {
-    const fields = splitCsvRow(line, from, end, this.#d.csvDialect);
-    this.#room(fields.length);
-    for (let k = 0; k < fields.length; k++) {
-      this.#starts[k] = fields[k].start;
-      this.#ends[k] = fields[k].end;
-      this.#quoted[k] = fields[k].quoted ? 1 : 0;
+    const { delimiter, quote, escape: esc } = this.#d.csvDialect;
+    let n = 0;
+    let i = from;
+    for (;;) {
+      const fs = i;
+      let quoted = false;
+      let cand: number;
+      if (i < end && line[i] === quote) {
+        quoted = true;
+        // The value is buf[fs + 1, closing quote) when no quote or escape char is inside and
+        // nothing follows the closing quote; otherwise it has to be decoded.
+        let plain = true;
+        i++;
+        for (;;) {
+          if (i >= end) throw new Error('masking: unterminated quoted CSV field in COPY output');
+          const c = line[i];
+          if (c === esc && esc !== quote && i + 1 < end && (line[i + 1] === quote || line[i + 1] === esc)) {
+            plain = false;
+            i += 2;
+          } else if (c === quote) {
+            if (esc === quote && i + 1 < end && line[i + 1] === quote) {
+              plain = false;
+              i += 2;
+            } else {
+              i++;
+              break;
+            }
+          } else {
+            if (c === esc) plain = false;
+            i++;
+          }
+        }
+        const closing = i - 1;
+        // Anything up to the delimiter belongs to this field (PostgreSQL never writes it).
+        while (i < end && line[i] !== delimiter) i++;
+        if (i !== closing + 1) plain = false;
+        cand = plain ? this.#check(n, line, fs + 1, closing) : this.#detects(n) ? UNKNOWN : 0;
+      } else {
+        while (i < end && line[i] !== delimiter) i++;
+        cand = this.#check(n, line, fs, i);
+      }
+      if (n === this.#starts.length) this.#room(n + 1);
+      this.#starts[n] = fs;
+      this.#ends[n] = i;
+      this.#quoted[n] = quoted ? 1 : 0;
+      this.#cand[n++] = cand;
+      if (i >= end) return n;
+      i++; // delimiter
     }
-    return fields.length;
   }
 
   /**
@@ -782,29 +944,36 @@ class CopyLineMasker implements CopyMasker {
   #isNull(buf: Buffer, start: number, end: number, quoted: boolean): boolean {
     if (quoted) return false;
     const n = this.#d.nullString;
-    return end - start === n.length && buf.compare(n, 0, n.length, start, end) === 0;
+    if (end - start !== n.length) return false;
+    for (let k = 0; k < n.length; k++) if (buf[start + k] !== n[k]) return false;
+    return true;
   }
 
   #decode(buf: Buffer, start: number, end: number, quoted: boolean): string {
     if (this.#d.csv) return decodeCsvField(buf, { start, end, quoted }, this.#d.csvDialect);
-    const bs = buf.indexOf(0x5c, start);
-    return bs < 0 || bs >= end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
+    // (Not buf.indexOf: `buf` may be the whole socket chunk, and that would search past the field.)
+    let i = start;
+    while (i < end && buf[i] !== 0x5c) i++;
+    return i === end ? buf.toString('latin1', start, end) : decodeCopyField(buf, start, end);
   }
 
   #encode(v: string): string {
     return this.#d.csv ? encodeCsvField(v, this.#d.csvDialect) : encodeCopyField(v, this.#d.delimiter);
   }
 
-  #maskField(p: ColumnPlan, buf: Buffer, start: number, end: number, quoted: boolean): string | null | undefined {
+  /** `cand`: the quick check of the field's bytes (see #mask), or UNKNOWN: check the decoded value. */
+  #maskField(p: ColumnPlan, buf: Buffer, start: number, end: number, quoted: boolean, cand: number): string | null | undefined {
     if (p.rule) {
       this.maskedColumns.add(p.rule.name);
       return maskWhole(p.rule.strategy, this.#decode(buf, start, end, quoted), p.cls, this.#hasher);
     }
     const rules = this.#detectors!;
-    if (quickCheck(buf, start, end, rules.mask) === 0) return undefined;
-    const r = maskSpans(this.#decode(buf, start, end, quoted), p.cls, rules, this.#hasher);
+    const r = maskSpans(this.#decode(buf, start, end, quoted), p.cls, rules, this.#hasher, cand === UNKNOWN ? undefined : cand);
     for (const d of r.hits) this.maskedColumns.add(`${d}:${p.fieldName}`);
     return r.value;
   }
-
 }
+
+/** A field's quick check when its bytes are not its value (decode it, then check the value). */
+const UNKNOWN = -1;
+const EMAIL_ONLY = detectorMask(['email']);

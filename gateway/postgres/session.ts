@@ -1211,6 +1211,7 @@ export class Session {
     }
     const r = this.ur;
     let out: Buffer | null = null;
+    let region = -1; // length of a masked CopyData message left in run.copyMasker's region
     if (!copy && run.masker) {
       const frame = r.buf.subarray(r.start, r.end);
       let m: Buffer;
@@ -1222,17 +1223,20 @@ export class Session {
       }
       if (m !== frame) out = m;
     } else if (copy && run.copyMasker) {
-      const frame = r.buf.subarray(r.start, r.end);
-      let m: Buffer;
+      const cm = run.copyMasker;
       try {
-        m = run.copyMasker.maskFrame(frame); // the whole CopyData message, rebuilt in one allocation
+        if (cm.maskFrameRegion) region = cm.maskFrameRegion(r.buf, r.start, r.end); // the CopyData message rebuilt in a slab, no Buffer objects
+        else {
+          const frame = r.buf.subarray(r.start, r.end);
+          const m = cm.maskFrame(frame);
+          if (m !== frame) out = m;
+        }
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
-      if (m !== frame) out = m;
     }
-    const len = out ? out.length : r.end - r.start;
+    const len = out ? out.length : region >= 0 ? region : r.end - r.start;
     if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
       this.cut(run, {
         code: '54000',
@@ -1243,6 +1247,7 @@ export class Session {
     this.resultBytes += len;
     run.bytes += len;
     if (out) this.toClient.addView(out); // masked messages built back to back are written as one slice
+    else if (region >= 0) this.toClient.addRegion(run.copyMasker!.regionBuffer!, run.copyMasker!.regionStart!, region);
     else this.relay();
   }
 

@@ -24,16 +24,50 @@ export function slabAlloc(size: number): Buffer {
   }
   const at = pos;
   pos += size;
-  return slab.subarray(at, pos);
+  // Buffer.from(arrayBuffer, ...) builds the view with fewer steps than subarray (no offset
+  // normalisation): ~60 ns less per masked message on the development machine.
+  return Buffer.from(slab.buffer, slab.byteOffset + at, size);
 }
 
-/** Below this many bytes a plain loop beats Buffer#copy, which allocates a view for a partial source. */
-const LOOP_COPY_MAX = 40;
+/**
+ * slabAlloc() without a Buffer object for the region (building one costs more than masking a short
+ * row): reserves `size` bytes (below OWN_BUFFER_FROM) and returns the slab that holds them; they
+ * start at reservedAt(). Same rules: the caller fills them completely, and nothing else ever
+ * writes them.
+ */
+export function slabReserve(size: number): Buffer {
+  if (pos + size > slab.length) {
+    slab = Buffer.allocUnsafe(SLAB_SIZE);
+    pos = 0;
+  }
+  lastAt = pos;
+  pos += size;
+  return slab;
+}
+
+let lastAt = 0;
+
+/** Where the region of the last slabReserve() starts in its slab. */
+export function reservedAt(): number {
+  return lastAt;
+}
+
+/** Messages of this size or more do not go through slabReserve (see OWN_BUFFER_FROM). */
+export const SLAB_MAX = OWN_BUFFER_FROM;
+
+/**
+ * Up to this many bytes a plain loop is cheapest; above, one native copy from a plain Uint8Array
+ * view (Buffer#copy costs ~3x that: it builds its own view and checks every argument).
+ */
+const LOOP_COPY_MAX = 16;
 
 /** Copies src[start, end) to dst at `at`; returns the number of bytes copied (like Buffer#copy). */
 export function copyBytes(src: Buffer, start: number, end: number, dst: Buffer, at: number): number {
   const n = end - start;
-  if (n > LOOP_COPY_MAX) return src.copy(dst, at, start, end);
+  if (n > LOOP_COPY_MAX) {
+    dst.set(new Uint8Array(src.buffer, src.byteOffset + start, n), at);
+    return n;
+  }
   for (let i = 0; i < n; i++) dst[at + i] = src[start + i];
   return n;
 }

@@ -170,3 +170,26 @@ test('addView: messages built back to back in one buffer go out as one slice; an
   assert.equal(batch.take()!.toString('latin1'), 'AAAACCCCXYrelayDDDD');
   assert.equal(batch.take(), null);
 });
+
+test('addRegion: the same merging as addView, from (buffer, start, length), also inside a subarray', () => {
+  const mem = Buffer.alloc(64);
+  mem.write('AAAABBBBCCCCDDDD', 'latin1');
+  const batch = new WriteBatch();
+  batch.addRegion(mem, 0, 4);
+  batch.addView(mem.subarray(4, 8)); // a view continuing a region merges, and the other way round
+  batch.addRegion(mem, 8, 4);
+  const out = batch.take()!;
+  assert.equal(out.toString('latin1'), 'AAAABBBBCCCC');
+  assert.equal(out.buffer, mem.buffer, 'one view of the memory, not a copy');
+  // Offsets are relative to the Buffer passed (a subarray starting at 4 of the same memory).
+  const sub = mem.subarray(4);
+  batch.addRegion(mem, 0, 4);
+  batch.addRegion(sub, 0, 4); // = mem[4, 8): continues
+  batch.addRegion(sub, 8, 4); // = mem[12, 16): a gap, not merged
+  const chunk = Buffer.from('relay');
+  batch.add(chunk, 0, chunk.length, false);
+  batch.addRegion(Buffer.from('XY'), 0, 2);
+  assert.equal(batch.size, 4 + 4 + 4 + 5 + 2);
+  assert.equal(batch.take()!.toString('latin1'), 'AAAABBBBDDDDrelayXY');
+  assert.equal(batch.take(), null);
+});
