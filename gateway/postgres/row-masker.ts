@@ -39,6 +39,16 @@ export interface FieldInfo {
 export interface RowMasker {
   /** `frame` is one complete DataRow message ('D', int32 len, int16 ncols, then per column int32 len (-1 = NULL) + bytes). Returns the same Buffer when nothing changed, else a new complete frame with a correct length header. */
   maskDataRow(frame: Buffer): Buffer;
+  /**
+   * maskDataRow() of the DataRow message buf[start, end) for a caller that only needs where the
+   * masked message is (the session's write batch, WriteBatch.addRegion): -1 when nothing changed
+   * (relay the original), else the length of the new message, at regionStart in regionBuffer
+   * (memory nothing writes again). Saves the two Buffer objects per masked row.
+   */
+  maskDataRowRegion?(buf: Buffer, start: number, end: number): number;
+  /** The message of the last maskDataRowRegion() that returned a length. */
+  readonly regionBuffer?: Buffer;
+  readonly regionStart?: number;
   /** What was masked so far in this result: `schema.table.column` for column rules, `<detector>:<field name>` for detector hits. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -441,28 +451,64 @@ class DataRowMasker implements RowMasker {
     this.#hasher = hasher;
   }
 
+  /** Where the last maskDataRowRegion() wrote its message. */
+  regionBuffer: Buffer | undefined = undefined;
+  regionStart = 0;
+  /** Edits found by the last #collect. */
+  #edits = 0;
+
   maskDataRow(frame: Buffer): Buffer {
-    const total = frame.length;
-    if (total < 7 || frame[0] !== 0x44) throw new Error('masking: not a DataRow message');
-    if (int32(frame, 1) + 1 !== total) throw new Error('masking: DataRow length header does not match the frame');
-    const n = frame.readInt16BE(5);
+    const size = this.#collect(frame, 0, frame.length);
+    if (size < 0) return frame;
+    // One allocation (next to the previous masked row, see slab.ts).
+    const out = slabAlloc(size);
+    this.#build(frame, 0, frame.length, out, 0, size);
+    return out;
+  }
+
+  maskDataRowRegion(buf: Buffer, start: number, end: number): number {
+    if (start < 0 || end > buf.length || start > end) throw new Error('masking: not a DataRow message');
+    const size = this.#collect(buf, start, end);
+    if (size < 0) return -1;
+    let out: Buffer;
+    let at = 0;
+    if (size >= SLAB_MAX) out = Buffer.allocUnsafe(size);
+    else {
+      out = slabReserve(size);
+      at = reservedAt();
+    }
+    this.#build(buf, start, end, out, at, size);
+    this.regionBuffer = out;
+    this.regionStart = at;
+    return size;
+  }
+
+  /**
+   * Finds the edits of the DataRow message buf[from, to) (absolute offsets into `buf`, kept in the
+   * reused arrays): -1 when nothing changes, else the size of the masked message.
+   */
+  #collect(buf: Buffer, from: number, to: number): number {
+    const total = to - from;
+    if (total < 7 || buf[from] !== 0x44) throw new Error('masking: not a DataRow message');
+    if (int32(buf, from + 1) + 1 !== total) throw new Error('masking: DataRow length header does not match the frame');
+    const n = buf.readInt16BE(from + 5);
     const plans = this.#plans;
     if (n !== plans.length) throw new Error(`masking: DataRow has ${n} columns, RowDescription had ${plans.length}`);
     const hdrs = (this.#hdr ??= new Int32Array(n));
     const ends = (this.#end ??= new Int32Array(n));
     const values = (this.#value ??= new Array<Buffer | null>(n).fill(null));
-    let off = 7;
+    let off = from + 7;
     let edits = 0;
     let size = total;
     for (let i = 0; i < n; i++) {
-      if (off + 4 > total) throw new Error('masking: truncated DataRow');
-      const len = int32(frame, off);
+      if (off + 4 > to) throw new Error('masking: truncated DataRow');
+      const len = int32(buf, off);
       const start = off + 4;
       const end = len < 0 ? start : start + len;
-      if (end > total) throw new Error('masking: truncated DataRow');
+      if (end > to) throw new Error('masking: truncated DataRow');
       const p = plans[i];
       if (p !== undefined && len >= 0) {
-        const v = this.#maskValue(p, frame, start, end);
+        const v = this.#maskValue(p, buf, start, end);
         if (v !== undefined) {
           hdrs[edits] = off;
           ends[edits] = end;
@@ -472,17 +518,22 @@ class DataRowMasker implements RowMasker {
       }
       off = end;
     }
-    if (off !== total) throw new Error('masking: DataRow has trailing bytes');
-    if (edits === 0) return frame;
-    // One allocation (next to the previous masked row, see slab.ts), then the unchanged
-    // stretches between edits are copied around the new values.
-    const out = slabAlloc(size);
-    out[0] = 0x44;
-    putInt32(out, 1, size - 1);
-    let src = 5;
-    let dst = 5;
-    for (let k = 0; k < edits; k++) {
-      dst += copyBytes(frame, src, hdrs[k], out, dst);
+    if (off !== to) throw new Error('masking: DataRow has trailing bytes');
+    this.#edits = edits;
+    return edits === 0 ? -1 : size;
+  }
+
+  /** Writes the masked message (`size` bytes) at out[at]: the unchanged stretches between the edits are copied around the new values. */
+  #build(buf: Buffer, from: number, to: number, out: Buffer, at: number, size: number): void {
+    const hdrs = this.#hdr as Int32Array;
+    const ends = this.#end as Int32Array;
+    const values = this.#value as Array<Buffer | null>;
+    out[at] = 0x44;
+    putInt32(out, at + 1, size - 1);
+    let src = from + 5;
+    let dst = at + 5;
+    for (let k = 0; k < this.#edits; k++) {
+      dst += copyBytes(buf, src, hdrs[k], out, dst);
       const v = values[k];
       values[k] = null; // keep no row's values alive
       if (v === null) {
@@ -495,8 +546,7 @@ class DataRowMasker implements RowMasker {
       }
       src = ends[k];
     }
-    copyBytes(frame, src, total, out, dst);
-    return out;
+    copyBytes(buf, src, to, out, dst);
   }
 
   /** undefined: unchanged; null: SQL NULL; else the new value bytes. */

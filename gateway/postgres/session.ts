@@ -1211,22 +1211,34 @@ export class Session {
     }
     const r = this.ur;
     let out: Buffer | null = null;
-    let region = -1; // length of a masked CopyData message left in run.copyMasker's region
+    // A masked message left in a masker's region (no Buffer object for it): length, memory, offset.
+    let region = -1;
+    let regionBuf: Buffer | undefined;
+    let regionAt = 0;
     if (!copy && run.masker) {
-      const frame = r.buf.subarray(r.start, r.end);
-      let m: Buffer;
+      const m = run.masker;
       try {
-        m = run.masker.maskDataRow(frame);
+        if (m.maskDataRowRegion) {
+          region = m.maskDataRowRegion(r.buf, r.start, r.end);
+          regionBuf = m.regionBuffer;
+          regionAt = m.regionStart ?? 0;
+        } else {
+          const frame = r.buf.subarray(r.start, r.end);
+          const x = m.maskDataRow(frame);
+          if (x !== frame) out = x;
+        }
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a row of this result (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
-      if (m !== frame) out = m;
     } else if (copy && run.copyMasker) {
       const cm = run.copyMasker;
       try {
-        if (cm.maskFrameRegion) region = cm.maskFrameRegion(r.buf, r.start, r.end); // the CopyData message rebuilt in a slab, no Buffer objects
-        else {
+        if (cm.maskFrameRegion) {
+          region = cm.maskFrameRegion(r.buf, r.start, r.end); // the CopyData message rebuilt in a slab, no Buffer objects
+          regionBuf = cm.regionBuffer;
+          regionAt = cm.regionStart ?? 0;
+        } else {
           const frame = r.buf.subarray(r.start, r.end);
           const m = cm.maskFrame(frame);
           if (m !== frame) out = m;
@@ -1235,6 +1247,11 @@ export class Session {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
+    }
+    // A masker that reported a region but no memory for it is a bug: fail closed, relay nothing.
+    if (region >= 0 && regionBuf === undefined) {
+      this.cut(run, { code: 'XX000', message: `Airlock could not mask a row of this result (rule ${this.maskRule(run)}): no masked message` });
+      return;
     }
     const len = out ? out.length : region >= 0 ? region : r.end - r.start;
     if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
@@ -1247,7 +1264,7 @@ export class Session {
     this.resultBytes += len;
     run.bytes += len;
     if (out) this.toClient.addView(out); // masked messages built back to back are written as one slice
-    else if (region >= 0) this.toClient.addRegion(run.copyMasker!.regionBuffer!, run.copyMasker!.regionStart!, region);
+    else if (regionBuf !== undefined && region >= 0) this.toClient.addRegion(regionBuf, regionAt, region);
     else this.relay();
   }
 

@@ -166,6 +166,45 @@ describe('detectors on built-in types (no catalog needed)', () => {
     assert.throws(() => m.maskDataRow(notRow), /not a DataRow/);
   });
 
+  test('maskDataRowRegion: the same message as maskDataRow, for a row anywhere in a socket chunk', async () => {
+    const fields = [field('id', INT4, 0, 16384, 1), field('note', TEXT), field('n', TEXT), field('card', VARCHAR, 0, 16384, 3)];
+    const m = (await factory.forResult(fields, DETECT))!;
+    assert.ok(m.maskDataRowRegion, 'the session uses the region path');
+    const samples: Array<Array<string | null>> = [
+      ['1', 'mail bob@example.com', null, '4242 4242 4242 4242'],
+      ['2', 'clean', 'x', 'nothing'],
+      ['3', 'ssn 123-45-6789', 'Grüße josé@example.com', ''],
+      ['4', 'x'.repeat(9000) + ' a@example.com', null, null], // a masked message too large for a slab region
+    ];
+    let seed = 3;
+    const handedOut: Array<{ buf: Buffer; at: number; want: Buffer }> = [];
+    for (let i = 0; i < 400; i++) {
+      const row = samples[i % samples.length];
+      const frame = dataRow(row);
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      const lead = seed % 64;
+      const chunk = Buffer.concat([Buffer.alloc(lead, 0x5a), frame, Buffer.alloc(seed % 7, 0x5a)]);
+      const want = m.maskDataRow(frame);
+      const len = m.maskDataRowRegion!(chunk, lead, lead + frame.length);
+      if (want === frame) {
+        assert.equal(len, -1, 'an unchanged row is relayed as it is');
+        continue;
+      }
+      assert.equal(len, want.length);
+      const got = Buffer.from(m.regionBuffer!.subarray(m.regionStart!, m.regionStart! + len));
+      assert.deepEqual(got, want);
+      handedOut.push({ buf: m.regionBuffer!, at: m.regionStart!, want: Buffer.from(want) });
+    }
+    // A region may still sit in a socket's queue: no later row may write over it.
+    for (const h of handedOut) assert.deepEqual(h.buf.subarray(h.at, h.at + h.want.length), h.want);
+    // Malformed messages throw on this path too (the session cuts the statement).
+    const good = dataRow(['1', 'a@example.com', 'x', 'y']);
+    const chunk = Buffer.concat([Buffer.alloc(3), good]);
+    assert.throws(() => m.maskDataRowRegion!(chunk, 3, chunk.length - 1), /length header/);
+    assert.throws(() => m.maskDataRowRegion!(chunk, 2, chunk.length), /not a DataRow/);
+    assert.throws(() => m.maskDataRowRegion!(chunk, 3, chunk.length + 1), /not a DataRow/);
+  });
+
   test('hash strategy is deterministic and keyed', async () => {
     const m = (await factory.forResult([field('a', TEXT)], plan([], [{ detector: 'email', strategy: 'hash' }])))!;
     const a = texts(m.maskDataRow(dataRow(['alice@example.com'])))[0];
