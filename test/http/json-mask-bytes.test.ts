@@ -219,3 +219,69 @@ test('the bench document: byte-identical to the parse path, nothing copied when 
   const det = new JsonMasker({ fields: [{ path: 'users.name', strategy: 'redact', rule: 'r' }], detectors: [{ detector: 'email', strategy: 'redact', rule: 'r' }] }, hasher);
   assert.equal(det.maskBytes(buf), undefined);
 });
+
+test('relayed responses: every content-encoding and chunking masks as the parse path does, refusals stay refusals', async () => {
+  const http = await import('node:http');
+  const zlib = await import('node:zlib');
+  const { relayResponse } = await import('../../gateway/http/response.ts');
+  const m = new JsonMasker({ fields: [{ path: 'users.email', strategy: 'redact', rule: 'r' }, { path: 'users.card', strategy: 'partial', rule: 'r' }], detectors: [] }, hasher);
+  const bodies = [
+    '{"users":[{"email":"ann@example.com","card":"4242424242424242","id":1}]}',
+    '{"users":[{"email":"ann\\u0040example.com","\\u0065mail":"bo@example.org"}],"users":[{"email":"cy@example.net"}]}',
+    ` {"users" : [ {"email" : 12345678901234567890 , "card" : 4242424242424242 } ] }\n`,
+    `{"users":${'['.repeat(200)}{"email":"deep@example.com"}${']'.repeat(200)}}`,
+    '\ufeff{"users":[{"email":"bom@example.com"}]}',
+    '{"users":[{"email":"trailing@example.com"},]}',
+  ];
+  const encodings: Array<[string, (b: Buffer) => Buffer]> = [
+    ['', (b) => b],
+    ['gzip', (b) => zlib.gzipSync(b)],
+    ['deflate', (b) => zlib.deflateSync(b)],
+    ['br', (b) => zlib.brotliCompressSync(b)],
+  ];
+  let current: { body: Buffer; enc: string; pieces: number } = { body: Buffer.alloc(0), enc: '', pieces: 1 };
+  const upstream = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', ...(current.enc ? { 'content-encoding': current.enc } : {}) });
+    // Chunked, in `pieces` writes (split inside escapes, keys and multi-byte characters).
+    const b = current.body;
+    const step = Math.max(1, Math.ceil(b.length / current.pieces));
+    for (let i = 0; i < b.length; i += step) res.write(b.subarray(i, i + step));
+    res.end();
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const upPort = (upstream.address() as import('node:net').AddressInfo).port;
+  const front = http.createServer((req, res) => {
+    http.get({ host: '127.0.0.1', port: upPort, path: req.url }, (proxyRes) => void relayResponse(proxyRes, res, m, { maxBytes: 1 << 20, stream: false }));
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(front.address() as import('node:net').AddressInfo).port}/`;
+  try {
+    for (const text of bodies) {
+      const raw = Buffer.from(text, 'utf8');
+      const slow = parsePath(m, raw);
+      for (const [enc, encode] of encodings) {
+        for (const pieces of [1, 3, 17]) {
+          current = { body: encode(raw), enc, pieces };
+          const r = await fetch(url);
+          const out = Buffer.from(await r.arrayBuffer());
+          const label = `${JSON.stringify(text.slice(0, 60))} ${enc || 'identity'} x${pieces}`;
+          if (slow === 'refused') {
+            assert.equal(r.status, 502, label);
+            assert.ok(!out.toString().includes('@example'), label);
+            continue;
+          }
+          assert.equal(r.status, 200, label);
+          assert.equal(r.headers.get('content-encoding'), null, label);
+          assert.equal(Number(r.headers.get('content-length')), out.length, label);
+          assert.deepStrictEqual(meaning(out), slow.value, label);
+          assert.ok(!out.toString().includes('@example') && !out.toString().includes('\\u0040'), `${label}: ${out}`);
+        }
+      }
+    }
+  } finally {
+    front.close();
+    upstream.close();
+    front.closeAllConnections();
+    upstream.closeAllConnections();
+  }
+});
