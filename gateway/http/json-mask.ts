@@ -197,15 +197,10 @@ export class JsonMasker {
       if (err === BAIL) return undefined;
       throw err;
     }
-    // As the parse path's one Set filled field after field (a field reaches each location once).
-    let masked: string[];
-    if (this.#fields.length === 1) masked = scan.hits[0] ?? [];
-    else {
-      const set = new Set<string>();
-      for (const hits of scan.hits) if (hits) for (const h of hits) set.add(h);
-      masked = [...set];
-    }
-    return { value: scan.output(), masked: masked.length > 200 ? masked.slice(0, 200) : masked };
+    // As the parse path's one Set filled field after field (a duplicate key can repeat a location).
+    const set = new Set<string>();
+    for (const hits of scan.hits) if (hits) for (const h of hits) set.add(h);
+    return { value: scan.output(), masked: [...set].slice(0, 200) };
   }
 
   readonly #scanHost: ScanHost = {
@@ -458,6 +453,7 @@ class FieldScan {
   #where(): string {
     const pw = this.#pw;
     const n = this.#kind.length;
+    if (pw.length > n) pw.length = n;
     let i = pw.length;
     let w = i > 0 ? pw[i - 1] : '';
     for (; i < n; i++) {

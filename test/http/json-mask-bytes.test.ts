@@ -203,6 +203,8 @@ test('every occurrence of a covered key is masked: duplicates, escaped key spell
     assert.ok(!/12345678901234567890|4242424242424242/.test(text), `${d} -> ${text}`);
   }
   assert.deepEqual(m.maskBytes(Buffer.from(docs[0]))!.masked, ['users[0].email']);
+  const one = new JsonMasker({ fields: [{ path: 'users.email', strategy: 'redact', rule: 'r' }], detectors: [] }, hasher);
+  assert.deepEqual(one.maskBytes(Buffer.from(docs[0]))!.masked, ['users[0].email'], 'a location is listed once');
 });
 
 test('the bench document: byte-identical to the parse path, nothing copied when nothing is covered', () => {
