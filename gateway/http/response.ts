@@ -326,6 +326,18 @@ export function relayResponse(proxyRes: http.IncomingMessage, res: http.ServerRe
           out = raw;
           masked = [];
         } else {
+          // Field masks only: rewritten on the bytes (same masking as below, without parsing the
+          // whole document into objects and serializing it again); undefined when the fast path
+          // cannot vouch for the body (detectors, not UTF-8, not strict JSON, too deep), which is
+          // then parsed below, and refused there if it does not parse.
+          const fast = opts.refuseDocument ? undefined : m.maskBytes(raw);
+          if (fast) {
+            if (format === 'sniff') headers['content-type'] = 'application/json';
+            headers['content-length'] = fast.value.length;
+            res.writeHead(status, headers);
+            res.end(fast.value);
+            return done({ status, bytes: fast.value.length, masked: headerHits.length ? [...headerHits, ...fast.masked] : fast.masked });
+          }
           let doc: unknown;
           try {
             doc = JSON.parse(raw.toString('utf8'));
