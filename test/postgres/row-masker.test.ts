@@ -185,7 +185,7 @@ describe('detectors on built-in types (no catalog needed)', () => {
       const lead = seed % 64;
       const chunk = Buffer.concat([Buffer.alloc(lead, 0x5a), frame, Buffer.alloc(seed % 7, 0x5a)]);
       const want = m.maskDataRow(frame);
-      const len = m.maskDataRowRegion!(chunk, lead, lead + frame.length);
+      const len: number = m.maskDataRowRegion!(chunk, lead, lead + frame.length);
       if (want === frame) {
         assert.equal(len, -1, 'an unchanged row is relayed as it is');
         continue;
