@@ -25,7 +25,7 @@ import { parseRowDescription } from './masking-api.ts';
 import { detectorMask, findSpans, quickCheck, quickCheckString } from '../masking/detectors.ts';
 import { Hasher, REDACTED, strongest } from '../masking/strategies.ts';
 import { BUILTIN_TYPE_CLASS, classFromCategory, isTextual, maskSpans, maskWhole, type DetectorRules, type TypeClass } from '../masking/value.ts';
-import { copyBytes, int32, putInt32, reservedAt, SLAB_MAX, slabAlloc, slabReserve } from './slab.ts';
+import { copyBytes, int32, putInt32, reservedAt, slabAlloc, slabReserve } from './slab.ts';
 import { decodeCopyField, decodeCsvField, encodeCopyField, encodeCsvField, type CsvDialect } from '../masking/copy-text.ts';
 
 export interface FieldInfo {
@@ -470,13 +470,8 @@ class DataRowMasker implements RowMasker {
     if (start < 0 || end > buf.length || start > end) throw new Error('masking: not a DataRow message');
     const size = this.#collect(buf, start, end);
     if (size < 0) return -1;
-    let out: Buffer;
-    let at = 0;
-    if (size >= SLAB_MAX) out = Buffer.allocUnsafe(size);
-    else {
-      out = slabReserve(size);
-      at = reservedAt();
-    }
+    const out = slabReserve(size);
+    const at = reservedAt();
     this.#build(buf, start, end, out, at, size);
     this.regionBuffer = out;
     this.regionStart = at;
@@ -732,13 +727,8 @@ class CopyLineMasker implements CopyMasker {
     const reps = this.#collect(buf, start + 5, end);
     if (reps === 0) return -1;
     const total = 5 + this.#size;
-    let out: Buffer;
-    let at = 0;
-    if (total >= SLAB_MAX) out = Buffer.allocUnsafe(total);
-    else {
-      out = slabReserve(total);
-      at = reservedAt();
-    }
+    const out = slabReserve(total);
+    const at = reservedAt();
     this.#build(buf, start + 5, end, reps, out, at, true);
     this.regionBuffer = out;
     this.regionStart = at;

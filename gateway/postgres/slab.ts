@@ -31,11 +31,15 @@ export function slabAlloc(size: number): Buffer {
 
 /**
  * slabAlloc() without a Buffer object for the region (building one costs more than masking a short
- * row): reserves `size` bytes (below OWN_BUFFER_FROM) and returns the slab that holds them; they
- * start at reservedAt(). Same rules: the caller fills them completely, and nothing else ever
- * writes them.
+ * row): reserves `size` bytes and returns the memory that holds them (the slab, or from
+ * OWN_BUFFER_FROM bytes on a buffer of their own); they start at reservedAt(). Same rules: the
+ * caller fills them completely, and nothing else ever writes them.
  */
 export function slabReserve(size: number): Buffer {
+  if (size >= OWN_BUFFER_FROM) {
+    lastAt = 0;
+    return Buffer.allocUnsafe(size);
+  }
   if (pos + size > slab.length) {
     slab = Buffer.allocUnsafe(SLAB_SIZE);
     pos = 0;
@@ -51,9 +55,6 @@ let lastAt = 0;
 export function reservedAt(): number {
   return lastAt;
 }
-
-/** Messages of this size or more do not go through slabReserve (see OWN_BUFFER_FROM). */
-export const SLAB_MAX = OWN_BUFFER_FROM;
 
 /**
  * Up to this many bytes a plain loop is cheapest; above, one native copy from a plain Uint8Array

@@ -9,20 +9,10 @@ import { isUtf8 } from 'node:buffer';
 import { test } from 'node:test';
 import { JsonMasker, MAX_JSON_DEPTH, type FieldMask } from '../../gateway/http/json-mask.ts';
 import { Hasher } from '../../gateway/masking/strategies.ts';
+import { rng } from '../support/random.ts';
 
 const hasher = new Hasher('test-key');
 
-/** Deterministic PRNG (mulberry32), so a failure is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const KEYS = ['users', 'email', 'name', 'id', 'a', 'b', '0', '1', '10', '2', 'items', 'data', '__proto__', 'é', 'kubectl.kubernetes.io/x', '*', '$', 'e\u0301', '😀', ''];
 const STRINGS = ['ann@example.com', 'x', '', 'caf\u00e9', 'quote " and \\ backslash', 'line\nbreak', '\u0000ctl', '😀 emoji', 'aGVsbG8gd29ybGQ=', '4242 4242 4242 4242', '\ud800 lone', '[redacted]'];

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { detectorMask, findSpans, quickCheck } from '../../gateway/masking/detectors.ts';
 import type { DetectorName } from '../../gateway/policy/decision.ts';
+import { rng } from '../support/random.ts';
 
 const BIT: Record<DetectorName, number> = { email: 1, card: 2, ssn: 4, phone: 8, iban: 16, secret: 32 };
 
@@ -66,17 +67,6 @@ function quickCheckRound2(buf: Uint8Array, start: number, end: number, enabled: 
   return m & enabled;
 }
 
-/** Deterministic PRNG (mulberry32), so a failure names a reproducible seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Every byte the check looks at, several times over, plus fillers and non-ASCII.
 const ALPHABET = Buffer.from('0123456789012345678901234567890123456789 -.()-- @+AKSIJeyghpousr_bkvlixo-ABCDEFGZQXYZazq\t\\"\',;é日', 'utf8');

@@ -16,6 +16,7 @@ import { detectorMask } from '../../gateway/masking/detectors.ts';
 import { Hasher } from '../../gateway/masking/strategies.ts';
 import { maskSpans, maskWhole, type DetectorRules } from '../../gateway/masking/value.ts';
 import type { DetectorName, MaskPlan, MaskStrategy } from '../../gateway/policy/decision.ts';
+import { rng } from '../support/random.ts';
 
 const HASH_KEY = 'copy-fast-path';
 const hasher = new Hasher(HASH_KEY);
@@ -38,16 +39,6 @@ const connect = async (): Promise<pg.Client> =>
 
 const ALL: DetectorName[] = ['email', 'card', 'ssn', 'phone', 'iban', 'secret'];
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Values as binary strings (UTF-8 bytes as latin1 chars), like the masker's.
 const u = (s: string) => Buffer.from(s, 'utf8').toString('latin1');
