@@ -19,7 +19,6 @@ import { mintToken } from '../../gateway/auth/tokens.ts';
 import { parseConfig, type LoadedConfig } from '../../gateway/config/load.ts';
 import { startHttpGateway, type HttpGateway } from '../../gateway/http/server.ts';
 import { submitDecision } from '../../workflows/decide.ts';
-import { freePort } from '../support/net.ts';
 import { eventually, startHarness, type Harness } from '../workflows/harness.ts';
 
 const AGENT = { name: 'agent-x', groups: ['agents'], owner: 'carol' };
@@ -147,7 +146,7 @@ http:
     - { name: legacy, url: "${upUrl}", auth: { type: basic, username: svc, password: { file: legacy.pass } } }
     - { name: keyed, url: "${upUrl}", auth: { type: header, name: X-Api-Key, value: { file: keyed.key } } }
     - { name: staff-only, url: "${upUrl}", allow: { groups: [staff] } }
-    - { name: down, url: "http://127.0.0.1:${await freePort()}" }
+    - { name: down, url: "http://127.0.0.1:1" } # nothing listens on port 1 (a "free" port could be taken by a parallel test)
 `,
     join(dir, 'airlock.yaml'),
     dir,
