@@ -36,6 +36,9 @@ export interface FieldInfo {
   format: 0 | 1;
 }
 
+/** regionBuffer before the first masked message. */
+const NO_REGION = Buffer.alloc(0);
+
 export interface RowMasker {
   /** `frame` is one complete DataRow message ('D', int32 len, int16 ncols, then per column int32 len (-1 = NULL) + bytes). Returns the same Buffer when nothing changed, else a new complete frame with a correct length header. */
   maskDataRow(frame: Buffer): Buffer;
@@ -45,10 +48,10 @@ export interface RowMasker {
    * (relay the original), else the length of the new message, at regionStart in regionBuffer
    * (memory nothing writes again). Saves the two Buffer objects per masked row.
    */
-  maskDataRowRegion?(buf: Buffer, start: number, end: number): number;
+  maskDataRowRegion(buf: Buffer, start: number, end: number): number;
   /** The message of the last maskDataRowRegion() that returned a length. */
-  readonly regionBuffer?: Buffer;
-  readonly regionStart?: number;
+  readonly regionBuffer: Buffer;
+  readonly regionStart: number;
   /** What was masked so far in this result: `schema.table.column` for column rules, `<detector>:<field name>` for detector hits. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -69,10 +72,10 @@ export interface CopyMasker {
    * regionBuffer (memory nothing writes again). Saves the two Buffer objects per masked message
    * (the view of the original and the new message).
    */
-  maskFrameRegion?(buf: Buffer, start: number, end: number): number;
+  maskFrameRegion(buf: Buffer, start: number, end: number): number;
   /** The message of the last maskFrameRegion() that returned a length. */
-  readonly regionBuffer?: Buffer;
-  readonly regionStart?: number;
+  readonly regionBuffer: Buffer;
+  readonly regionStart: number;
   /** Same naming as RowMasker.maskedColumns. */
   readonly maskedColumns: ReadonlySet<string>;
 }
@@ -452,7 +455,7 @@ class DataRowMasker implements RowMasker {
   }
 
   /** Where the last maskDataRowRegion() wrote its message. */
-  regionBuffer: Buffer | undefined = undefined;
+  regionBuffer: Buffer = NO_REGION;
   regionStart = 0;
   /** Edits found by the last #collect. */
   #edits = 0;
@@ -698,7 +701,7 @@ class CopyLineMasker implements CopyMasker {
   }
 
   /** Where the last maskFrameRegion() wrote its message. */
-  regionBuffer: Buffer | undefined = undefined;
+  regionBuffer: Buffer = NO_REGION;
   regionStart = 0;
   /** Size of the masked row found by the last #collect() (without a CopyData header). */
   #size = 0;

@@ -1210,50 +1210,33 @@ export class Session {
       return;
     }
     const r = this.ur;
-    let out: Buffer | null = null;
-    // A masked message left in a masker's region (no Buffer object for it): length, memory, offset.
+    // A masked message is left in its masker's region (no Buffer object for it): its length, or -1
+    // when the message is unchanged and relayed as it came.
     let region = -1;
-    let regionBuf: Buffer | undefined;
+    let regionBuf = r.buf;
     let regionAt = 0;
     if (!copy && run.masker) {
       const m = run.masker;
       try {
-        if (m.maskDataRowRegion) {
-          region = m.maskDataRowRegion(r.buf, r.start, r.end);
-          regionBuf = m.regionBuffer;
-          regionAt = m.regionStart ?? 0;
-        } else {
-          const frame = r.buf.subarray(r.start, r.end);
-          const x = m.maskDataRow(frame);
-          if (x !== frame) out = x;
-        }
+        region = m.maskDataRowRegion(r.buf, r.start, r.end);
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a row of this result (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
+      regionBuf = m.regionBuffer;
+      regionAt = m.regionStart;
     } else if (copy && run.copyMasker) {
       const cm = run.copyMasker;
       try {
-        if (cm.maskFrameRegion) {
-          region = cm.maskFrameRegion(r.buf, r.start, r.end); // the CopyData message rebuilt in a slab, no Buffer objects
-          regionBuf = cm.regionBuffer;
-          regionAt = cm.regionStart ?? 0;
-        } else {
-          const frame = r.buf.subarray(r.start, r.end);
-          const m = cm.maskFrame(frame);
-          if (m !== frame) out = m;
-        }
+        region = cm.maskFrameRegion(r.buf, r.start, r.end);
       } catch (err) {
         this.cut(run, { code: 'XX000', message: `Airlock could not mask a COPY line (rule ${this.maskRule(run)}): ${(err as Error).message}` });
         return;
       }
+      regionBuf = cm.regionBuffer;
+      regionAt = cm.regionStart;
     }
-    // A masker that reported a region but no memory for it is a bug: fail closed, relay nothing.
-    if (region >= 0 && regionBuf === undefined) {
-      this.cut(run, { code: 'XX000', message: `Airlock could not mask a row of this result (rule ${this.maskRule(run)}): no masked message` });
-      return;
-    }
-    const len = out ? out.length : region >= 0 ? region : r.end - r.start;
+    const len = region >= 0 ? region : r.end - r.start;
     if (limits.maxBytesPerSession !== undefined && this.resultBytes + len > limits.maxBytesPerSession) {
       this.cut(run, {
         code: '54000',
@@ -1263,8 +1246,8 @@ export class Session {
     }
     this.resultBytes += len;
     run.bytes += len;
-    if (out) this.toClient.addView(out); // masked messages built back to back are written as one slice
-    else if (regionBuf !== undefined && region >= 0) this.toClient.addRegion(regionBuf, regionAt, region);
+    // Masked messages built back to back in a slab are written as one slice.
+    if (region >= 0) this.toClient.addRegion(regionBuf, regionAt, region);
     else this.relay();
   }
 

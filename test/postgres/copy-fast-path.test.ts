@@ -199,9 +199,9 @@ async function check(masker: CopyMasker, byFrame: CopyMasker, d: Dialect, cols: 
     } else {
       // maskFrameRegion on the message inside a larger buffer (the session's socket chunk).
       const chunk = Buffer.concat([Buffer.from('d\0\0\0\x05\n'), f, Buffer.from('d\0\0\0\x06\\x')]);
-      const n = byFrame.maskFrameRegion!(chunk, 6, 6 + f.length);
+      const n = byFrame.maskFrameRegion(chunk, 6, 6 + f.length);
       if (got === l) assert.equal(n, -1, `${label}: unchanged line ${k} gives -1`);
-      else assert.ok(byFrame.regionBuffer!.subarray(byFrame.regionStart!, byFrame.regionStart! + n).equals(wantFrame), `${label}: maskFrameRegion of line ${k}`);
+      else assert.ok(byFrame.regionBuffer.subarray(byFrame.regionStart, byFrame.regionStart + n).equals(wantFrame), `${label}: maskFrameRegion of line ${k}`);
     }
   }
   assert.ok(changed > lines / 10, `${label}: the generator must produce values to mask (${changed} of ${lines} lines changed)`);
@@ -255,6 +255,13 @@ test('COPY (query): detectors on every column, fast path equals the full scan', 
         const renamed: CopyMasker = {
           maskLine: (l) => masker.maskLine(l),
           maskFrame: (f) => masker.maskFrame(f),
+          maskFrameRegion: (b, start, end) => masker.maskFrameRegion(b, start, end),
+          get regionBuffer() {
+            return masker.regionBuffer;
+          },
+          get regionStart() {
+            return masker.regionStart;
+          },
           get maskedColumns() {
             return new Set([...masker.maskedColumns].map((h) => h.replace(/:column(\d)$/, (_, n) => `:${COLUMNS[Number(n) - 1][0]}`)));
           },
@@ -308,8 +315,8 @@ test('csv HEADER: the first message is relayed as it is by every entry point, th
           return out === l ? f : frame(out);
         }
         if (entry === 'frame') return m.maskFrame(f);
-        const n = m.maskFrameRegion!(f, 0, f.length);
-        return n < 0 ? f : m.regionBuffer!.subarray(m.regionStart!, m.regionStart! + n);
+        const n = m.maskFrameRegion(f, 0, f.length);
+        return n < 0 ? f : m.regionBuffer.subarray(m.regionStart, m.regionStart + n);
       };
       assert.equal(run(header), header, `${entry}: header`);
       assert.equal(run(row).toString(), masked.toString(), `${entry}: row`);
@@ -331,11 +338,11 @@ test('a malformed line still fails closed on the fast path (column count, unterm
     assert.throws(() => csv.maskLine(Buffer.from('1,"no end\n')), /unterminated quoted CSV field/);
     assert.throws(() => csv.maskFrame(Buffer.from('d\0\0\0\x09abc\n', 'latin1')), /not a complete CopyData message/);
     const good = Buffer.from('d\0\0\0\x08a,b\n', 'latin1');
-    assert.equal(csv.maskFrameRegion!(good, 0, good.length), -1);
-    assert.throws(() => csv.maskFrameRegion!(good, 0, good.length - 1), /not a complete CopyData message/);
-    assert.throws(() => csv.maskFrameRegion!(good, 1, good.length), /not a complete CopyData message/);
-    assert.throws(() => csv.maskFrameRegion!(good, 0, good.length + 1), /not a complete CopyData message/);
-    assert.throws(() => text.maskFrameRegion!(Buffer.from('d\0\0\0\x0a1\ta\tb\n', 'latin1'), 0, 11), /COPY line has 3 columns, expected 2/);
+    assert.equal(csv.maskFrameRegion(good, 0, good.length), -1);
+    assert.throws(() => csv.maskFrameRegion(good, 0, good.length - 1), /not a complete CopyData message/);
+    assert.throws(() => csv.maskFrameRegion(good, 1, good.length), /not a complete CopyData message/);
+    assert.throws(() => csv.maskFrameRegion(good, 0, good.length + 1), /not a complete CopyData message/);
+    assert.throws(() => text.maskFrameRegion(Buffer.from('d\0\0\0\x0a1\ta\tb\n', 'latin1'), 0, 11), /COPY line has 3 columns, expected 2/);
   } finally {
     await factory.close();
   }
@@ -363,8 +370,8 @@ test('maskFrameRegion into the write batch: a long COPY (many slabs, some rows l
     let off = 0;
     for (let i = 0; i < frames.length; i++) {
       const end = off + frames[i].length;
-      const n = byRegion.maskFrameRegion!(chunk, off, end);
-      if (n >= 0) batch.addRegion(byRegion.regionBuffer!, byRegion.regionStart!, n);
+      const n = byRegion.maskFrameRegion(chunk, off, end);
+      if (n >= 0) batch.addRegion(byRegion.regionBuffer, byRegion.regionStart, n);
       else batch.add(chunk, off, end, false);
       want.push(byFrame.maskFrame(frames[i]));
       off = end;
