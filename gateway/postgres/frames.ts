@@ -5,6 +5,7 @@
 // that spans chunks is assembled, into one of two reusable buffers (two, so the previous
 // assembled frame stays valid while the next one is built; see FrameReader.buf).
 import { isUtf8 } from 'node:buffer';
+import type { Writable } from 'node:stream';
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -243,14 +244,48 @@ export class WriteBatch {
 
   /** The batched bytes as one buffer (null when empty); resets the batch. */
   take(): Buffer | null {
-    this.close();
-    const parts = this.parts;
-    this.parts = [];
-    this.size = 0;
+    const parts = this.takeParts();
     if (parts.length === 0) return null;
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
+
+  /**
+   * Writes the batched bytes to `out` in one go and resets the batch; returns what `out.write()`
+   * returned (false: `out` is above its high-water mark), true when there was nothing to write.
+   * A few parts (a message that straddled two reads, then the rest of the chunk) go out corked, as
+   * one writev, instead of being concatenated first: a copy of every byte of the chunk saved. Many
+   * parts (rows alternating between masked and relayed) are still concatenated, cheaper than a
+   * write call per part.
+   */
+  writeTo(out: Writable): boolean {
+    const parts = this.takeParts();
+    const n = parts.length;
+    if (n === 0) return true;
+    if (n === 1) return out.write(parts[0]);
+    if (n > WRITEV_MAX_PARTS) return out.write(Buffer.concat(parts));
+    out.cork();
+    let ok = true;
+    for (let i = 0; i < n; i++) ok = out.write(parts[i]);
+    out.uncork();
+    return ok;
+  }
+
+  /** Drops what is batched (the peer is gone). */
+  clear(): void {
+    this.takeParts();
+  }
+
+  private takeParts(): Buffer[] {
+    this.close();
+    const parts = this.parts;
+    if (parts.length > 0) this.parts = [];
+    this.size = 0;
+    return parts;
+  }
 }
+
+/** Most parts WriteBatch.writeTo() writes corked; more are concatenated (see there). */
+const WRITEV_MAX_PARTS = 8;
 
 export function describeType(t: number): string {
   return t >= 0x20 && t < 0x7f ? `'${String.fromCharCode(t)}'` : `0x${t.toString(16).padStart(2, '0')}`;

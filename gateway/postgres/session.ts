@@ -402,10 +402,10 @@ export class Session {
   }
 
   private flushUpstream(): void {
-    const b = this.toUpstream.take();
-    if (!b || this.closed) return;
+    if (this.toUpstream.size === 0) return;
+    if (this.closed) return this.toUpstream.clear();
     this.armTimeLimit();
-    if (!this.upstream.write(b) && !this.upstreamFull) {
+    if (!this.toUpstream.writeTo(this.upstream) && !this.upstreamFull) {
       this.upstreamFull = true;
       this.client.pause();
       this.upstream.once('drain', () => {
@@ -978,10 +978,11 @@ export class Session {
   }
 
   private flushClient(): void {
-    const b = this.toClient.take();
-    if (!b || this.closed) return;
-    this.bytesToClient += b.length;
-    if (!this.client.write(b) && !this.clientFull) {
+    const n = this.toClient.size;
+    if (n === 0) return;
+    if (this.closed) return this.toClient.clear();
+    this.bytesToClient += n;
+    if (!this.toClient.writeTo(this.client) && !this.clientFull) {
       this.clientFull = true;
       this.upstream.pause();
       this.client.once('drain', () => {

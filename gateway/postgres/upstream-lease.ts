@@ -127,9 +127,11 @@ export class PooledUpstream extends Duplex {
       cb(err as Error);
       return;
     }
-    const data = this.out.take();
-    if (!data || !this.backend) return cb();
-    if (this.backend.socket.write(data)) return cb();
+    if (this.out.size === 0 || !this.backend) {
+      this.out.clear();
+      return cb();
+    }
+    if (this.out.writeTo(this.backend.socket)) return cb();
     this.backend.socket.once('drain', () => cb());
   }
 

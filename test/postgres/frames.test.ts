@@ -2,6 +2,7 @@
 // inside a chunk, safe copies for assembled frames, and length validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { FrameReader, ProtocolError, WriteBatch, MAX_FRONTEND_MESSAGE, isUtf8CString, readCString } from '../../gateway/postgres/frames.ts';
 
 function msg(type: string, body: string): Buffer {
@@ -81,6 +82,67 @@ test('the write batch merges adjacent views of one chunk into a single slice', (
   assert.equal(out.buffer, chunk.buffer, 'no copy for a chunk that passes through');
   assert.deepEqual(out, chunk);
   assert.equal(batch.take(), null);
+});
+
+/** A socket stand-in that records each write() and each writev() it is handed; like a socket, it completes writes later. */
+function recordingSink(highWaterMark = 1 << 20): { sink: Writable; calls: Array<{ writev: boolean; chunks: Buffer[] }> } {
+  const calls: Array<{ writev: boolean; chunks: Buffer[] }> = [];
+  const sink = new Writable({
+    highWaterMark,
+    write(chunk: Buffer, _enc, cb) {
+      calls.push({ writev: false, chunks: [chunk] });
+      setImmediate(cb);
+    },
+    writev(chunks, cb) {
+      calls.push({ writev: true, chunks: chunks.map((c) => c.chunk as Buffer) });
+      setImmediate(cb);
+    },
+  });
+  return { sink, calls };
+}
+
+test('writeTo: a message that straddled two reads and the rest of the chunk go out as one writev, the chunk not copied', () => {
+  const a = msg('D', 'a'.repeat(40));
+  const b = msg('D', 'b'.repeat(40));
+  const c = msg('C', 'SELECT 2\0');
+  const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
+  r.push(a.subarray(0, 10));
+  const chunk = Buffer.concat([a.subarray(10), b, c]);
+  r.push(chunk);
+  const batch = new WriteBatch();
+  while (r.next()) batch.add(r.buf, r.start, r.end, r.frameIsTransient);
+  const { sink, calls } = recordingSink();
+  assert.equal(batch.writeTo(sink), true);
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].writev, true, 'corked: one writev for both parts');
+  assert.deepEqual(Buffer.concat(calls[0].chunks), Buffer.concat([a, b, c]));
+  assert.equal(calls[0].chunks[1].buffer, chunk.buffer, 'the chunk goes out as a view of itself, not a copy');
+  assert.equal(batch.size, 0);
+  assert.equal(batch.writeTo(sink), true, 'nothing batched: nothing written');
+  assert.equal(calls.length, 1);
+});
+
+test('writeTo: one part is one write; many parts are concatenated into one write; backpressure is reported', () => {
+  const mem = Buffer.from('0123456789');
+  const batch = new WriteBatch();
+  batch.add(mem, 0, 10, false);
+  const one = recordingSink();
+  assert.equal(batch.writeTo(one.sink), true);
+  assert.deepEqual(one.calls, [{ writev: false, chunks: [mem] }]);
+  // Twenty separate pieces (a gap between each): one concatenated write, bytes in order.
+  const pieces = Buffer.from('abcdefghijklmnopqrstuvwxyz'.repeat(2));
+  for (let i = 0; i < 20; i++) batch.add(pieces, i * 2, i * 2 + 1, false);
+  const many = recordingSink();
+  assert.equal(batch.writeTo(many.sink), true);
+  assert.equal(many.calls.length, 1);
+  assert.equal(many.calls[0].writev, false);
+  assert.equal(many.calls[0].chunks[0].toString(), 'acegikmoqsuwyacegikm');
+  // Above the sink's high-water mark, corked or not: false, as write() says.
+  for (const parts of [1, 3, 20]) {
+    for (let i = 0; i < parts; i++) batch.add(pieces, i * 2, i * 2 + 1, false);
+    const full = recordingSink(2);
+    assert.equal(batch.writeTo(full.sink), parts < 2, `${parts} part(s)`);
+  }
 });
 
 test('lengths below 4 and above the maximum are protocol errors, detected from the header alone', () => {
