@@ -83,6 +83,22 @@ function tps(out: string): number {
   return Number(m[1]);
 }
 
+/**
+ * CPU time of this process's main thread so far, in microseconds (Linux: utime + stime of
+ * /proc/self/task/<pid>/stat, in clock ticks of 10 ms, fine over a run of seconds); undefined
+ * elsewhere. The main thread relays and decides; the audit writer has a thread of its own.
+ */
+const TICK_US = 10_000; // USER_HZ is 100 on Linux
+function mainThreadCpuUs(): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * TICK_US;
+  } catch {
+    return undefined;
+  }
+}
+
 function transactions(out: string): number {
   const m = /number of transactions actually processed: (\d+)/.exec(out);
   if (!m) throw new Error(`no transaction count in pgbench output:\n${out}`);
@@ -203,10 +219,13 @@ try {
   const cpuUs: Record<string, Partial<Record<Target, number[]>>> = {};
   /** The user-space part (JavaScript, V8, libuv): the system part is the socket I/O every proxy pays. */
   const cpuUserUs: Record<string, Partial<Record<Target, number[]>>> = {};
+  /** The part spent on this process's main thread (the relaying thread); the rest is the audit writer's and V8's helpers'. */
+  const cpuMainUs: Record<string, Partial<Record<Target, number[]>>> = {};
   for (const protocol of values['no-tps'] ? [] : protocols) {
     results[protocol] = {};
     cpuUs[protocol] = {};
     cpuUserUs[protocol] = {};
+    cpuMainUs[protocol] = {};
     // Warm-up (not measured): JIT, classification and catalog caches, pools.
     for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
     for (let i = 0; i < runs; i++) {
@@ -218,14 +237,17 @@ try {
           await profiling.post('Profiler.start');
         }
         const cpu0 = process.cpuUsage();
+        const main0 = mainThreadCpuUs();
         const out = await run('pgbench', pgbenchRun(protocol), envs[t]!);
         const cpu = process.cpuUsage(cpu0);
+        const main1 = mainThreadCpuUs();
         const v = tps(out);
         // The relay and the gateways run in this process: its CPU time per statement is their cost,
         // a figure far less sensitive to other load on a shared machine than TPS.
         if (t === 'relay' || t === 'airlock' || t === 'masked') {
           (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
           (cpuUserUs[protocol][t] ??= []).push(cpu.user / transactions(out));
+          if (main0 !== undefined && main1 !== undefined) (cpuMainUs[protocol][t] ??= []).push((main1 - main0) / transactions(out));
         }
         if (profiling) {
           const { profile } = await profiling.post('Profiler.stop');
@@ -296,7 +318,7 @@ try {
     tps: {} as Record<string, Record<string, { median: number; min: number; max: number; runs: number[] }>>,
     ratios: {} as Record<string, Record<string, number | undefined>>,
     /** CPU time of this process (relay or gateway) per statement, microseconds: median of the runs. */
-    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[]; userMedian: number }>>,
+    proxyCpuUsPerStatement: {} as Record<string, Record<string, { median: number; runs: number[]; userMedian: number; mainThreadMedian?: number; otherThreadsMedian?: number }>>,
     latencyUs: latency,
     addedLatencyUs: {} as Record<string, Record<string, number | undefined>>,
     exportSeconds: exportTimes,
@@ -313,7 +335,18 @@ try {
       summary.tps[protocol][t] = { median: m[t]!, min: Math.min(...xs), max: Math.max(...xs), runs: xs };
     }
     summary.proxyCpuUsPerStatement[protocol] = Object.fromEntries(
-      Object.entries(cpuUs[protocol]).map(([t, xs]) => [t, { median: Number(median(xs!).toFixed(1)), runs: xs!.map((x) => Number(x.toFixed(1))), userMedian: Number(median(cpuUserUs[protocol][t as Target]!).toFixed(1)) }]),
+      Object.entries(cpuUs[protocol]).map(([t, xs]) => {
+        const main = cpuMainUs[protocol][t as Target];
+        return [
+          t,
+          {
+            median: Number(median(xs!).toFixed(1)),
+            runs: xs!.map((x) => Number(x.toFixed(1))),
+            userMedian: Number(median(cpuUserUs[protocol][t as Target]!).toFixed(1)),
+            ...(main ? { mainThreadMedian: Number(median(main).toFixed(1)), otherThreadsMedian: Number(median(xs!.map((x, i) => x - main[i])).toFixed(1)) } : {}),
+          },
+        ];
+      }),
     );
     summary.ratios[protocol] = {
       'pgbouncer/direct': ratio(m.pgbouncer, m.direct),
@@ -347,7 +380,7 @@ try {
       const s = m[t];
       const vs = (k?: Target) => (k && m[k] && k !== t ? `${(s.median / m[k].median).toFixed(2)}` : '   -');
       const c = summary.proxyCpuUsPerStatement[protocol][t];
-      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt (user ${c.userMedian.toFixed(1)})` : ''}`);
+      console.log(`${LABEL[t].padEnd(22)} ${f(s.median)} tps (${f(s.min)}-${f(s.max)})   vs direct ${vs('direct')}   vs relay ${vs('relay')}   vs PgBouncer ${vs('pgbouncer')}${c ? `   proxy CPU ${c.median.toFixed(1)} us/stmt (user ${c.userMedian.toFixed(1)}${c.mainThreadMedian !== undefined ? `; relaying thread ${c.mainThreadMedian.toFixed(1)}, other threads ${c.otherThreadsMedian!.toFixed(1)}` : ''})` : ''}`);
     }
   }
   for (const protocol of Object.keys(latency)) {
