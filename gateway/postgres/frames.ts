@@ -252,17 +252,18 @@ export class WriteBatch {
   /**
    * Writes the batched bytes to `out` in one go and resets the batch; returns what `out.write()`
    * returned (false: `out` is above its high-water mark), true when there was nothing to write.
-   * A few parts (a message that straddled two reads, then the rest of the chunk) go out corked, as
-   * one writev, instead of being concatenated first: a copy of every byte of the chunk saved. Many
-   * parts (rows alternating between masked and relayed) are still concatenated, cheaper than a
-   * write call per part.
+   * A large batch in a few parts (a message that straddled two reads, then the rest of a 64 KiB
+   * chunk) goes out corked, as one writev, instead of being concatenated first: a copy of every
+   * byte of the chunk saved. A small batch (a statement's result: a masked row between relayed
+   * messages) or one in many parts is concatenated: the copy is cheaper there than a writev.
    */
   writeTo(out: Writable): boolean {
+    const size = this.size;
     const parts = this.takeParts();
     const n = parts.length;
     if (n === 0) return true;
     if (n === 1) return out.write(parts[0]);
-    if (n > WRITEV_MAX_PARTS) return out.write(Buffer.concat(parts));
+    if (n > WRITEV_MAX_PARTS || size < WRITEV_MIN_BYTES) return out.write(Buffer.concat(parts));
     out.cork();
     let ok = true;
     for (let i = 0; i < n; i++) ok = out.write(parts[i]);
@@ -284,8 +285,9 @@ export class WriteBatch {
   }
 }
 
-/** Most parts WriteBatch.writeTo() writes corked; more are concatenated (see there). */
+/** WriteBatch.writeTo() writes corked (writev) at most this many parts, of at least this many bytes in all. */
 const WRITEV_MAX_PARTS = 8;
+const WRITEV_MIN_BYTES = 16_384;
 
 export function describeType(t: number): string {
   return t >= 0x20 && t < 0x7f ? `'${String.fromCharCode(t)}'` : `0x${t.toString(16).padStart(2, '0')}`;

@@ -101,9 +101,9 @@ function recordingSink(highWaterMark = 1 << 20): { sink: Writable; calls: Array<
   return { sink, calls };
 }
 
-test('writeTo: a message that straddled two reads and the rest of the chunk go out as one writev, the chunk not copied', () => {
+test('writeTo: a message that straddled two reads and the rest of a large chunk go out as one writev, the chunk not copied', () => {
   const a = msg('D', 'a'.repeat(40));
-  const b = msg('D', 'b'.repeat(40));
+  const b = msg('D', 'b'.repeat(20_000));
   const c = msg('C', 'SELECT 2\0');
   const r = new FrameReader(MAX_FRONTEND_MESSAGE, 'frontend');
   r.push(a.subarray(0, 10));
@@ -122,6 +122,20 @@ test('writeTo: a message that straddled two reads and the rest of the chunk go o
   assert.equal(calls.length, 1);
 });
 
+test('writeTo: a small result in a few parts (a masked row between relayed messages) is one concatenated write', () => {
+  const chunk = Buffer.concat([msg('T', 'x'.repeat(20)), msg('D', 'secret'), msg('C', 'SELECT 1\0'), msg('Z', 'I')]);
+  const masked = msg('D', '******');
+  const batch = new WriteBatch();
+  batch.add(chunk, 0, 25, false);
+  batch.addOwned(masked);
+  batch.add(chunk, 36, chunk.length, false);
+  const { sink, calls } = recordingSink();
+  assert.equal(batch.writeTo(sink), true);
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].writev, false, 'small: a copy is cheaper than a writev');
+  assert.deepEqual(calls[0].chunks[0], Buffer.concat([chunk.subarray(0, 25), masked, chunk.subarray(36)]));
+});
+
 test('writeTo: one part is one write; many parts are concatenated into one write; backpressure is reported', () => {
   const mem = Buffer.from('0123456789');
   const batch = new WriteBatch();
@@ -137,11 +151,13 @@ test('writeTo: one part is one write; many parts are concatenated into one write
   assert.equal(many.calls.length, 1);
   assert.equal(many.calls[0].writev, false);
   assert.equal(many.calls[0].chunks[0].toString(), 'acegikmoqsuwyacegikm');
-  // Above the sink's high-water mark, corked or not: false, as write() says.
-  for (const parts of [1, 3, 20]) {
-    for (let i = 0; i < parts; i++) batch.add(pieces, i * 2, i * 2 + 1, false);
+  // Above the sink's high-water mark, written as one buffer or corked: false, as write() says.
+  const big = Buffer.alloc(61_000, 0x62);
+  for (const [parts, each] of [[1, 1], [3, 1], [20, 1], [3, 20_000]]) {
+    for (let i = 0; i < parts; i++) batch.add(big, i * (each + 1), i * (each + 1) + each, false);
     const full = recordingSink(2);
-    assert.equal(batch.writeTo(full.sink), parts < 2, `${parts} part(s)`);
+    assert.equal(batch.writeTo(full.sink), parts * each < 2, `${parts} part(s) of ${each} byte(s)`);
+    assert.equal(full.calls[0].writev, parts === 3 && each === 20_000, `${parts} part(s) of ${each} byte(s)`);
   }
 });
 
