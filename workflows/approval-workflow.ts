@@ -85,6 +85,12 @@ function untilDeadline(deadline: number) {
 /** Chat follow-ups after the decision: retried for an hour, then given up (and audited). */
 const followUpActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '60s', scheduleToCloseTimeout: '1h', retry: RETRY });
 const quickActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '10m', retry: RETRY });
+/**
+ * Audit events of the run's own lifecycle (outcome, releases, reviews): written before the run
+ * completes, so an auditor who sees it closed sees its whole story. Bounded to a minute: with the
+ * store unreachable longer, the event goes to a follow-up child (an hour of retries) instead.
+ */
+const lifecycleAuditActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '60s', retry: RETRY });
 /** Decision verification and its audit: someone is waiting on the Update, so give up within a minute. */
 const decisionActivities = proxyActivities<ApprovalActivities>({ startToCloseTimeout: '10s', scheduleToCloseTimeout: '60s', retry: RETRY });
 /** Access requests (request kind `access`): the worker checks and opens elevation windows. */
@@ -122,6 +128,8 @@ const PARKED_CLAIM_WINDOW_MS = 10 * 60_000;
 const CLOSED_BY_WAITERS = 'every waiting hold left';
 /** Workflow versioning: runs with this marker honour waiter leases (older histories replay without). */
 export const WAITER_LEASES_PATCH = 'airlock-waiter-leases';
+/** Runs with this marker write their audit events themselves before completing (older histories replay with them in follow-up children). */
+export const AUDIT_IN_RUN_PATCH = 'airlock-audit-in-run';
 /** Bounds on a lease a gateway asks for. */
 const MIN_LEASE_MS = 500;
 const MAX_LEASE_MS = 60 * 60_000;
@@ -155,6 +163,7 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   const startedAt = Date.now();
   const deadline = startedAt + input.timeoutMs;
   const waiterLeases = patched(WAITER_LEASES_PATCH);
+  const auditInRun = patched(AUDIT_IN_RUN_PATCH);
   const resultWaitMs = input.resultWaitMs ?? DEFAULT_RESULT_WAIT_MS;
   const op = input.operation;
   const view: ApprovalView = {
@@ -209,16 +218,34 @@ export async function approvalWorkflow(input: ApprovalInput): Promise<ApprovalRe
   let version = 0; // bumped on every state change the lifecycle loop waits for
   const background: Promise<unknown>[] = [];
 
-  /** Chat and audit work in an abandoned child, so a slow chat never holds this run (or a client) up. */
-  const followUp = (tag: string, steps: FollowUpStep[]) => {
+  /** Starts an abandoned child for `steps` (close() waits until it has started, not for its work). */
+  const startFollowUp = (id: string, steps: FollowUpStep[]): Promise<unknown> => {
     const info = workflowInfo();
-    background.push(
-      startChild(approvalFollowUpWorkflow, {
-        workflowId: `${info.workflowId}:${tag}:${info.runId}`,
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        args: [{ requestId: input.requestId, refs: [...refs], steps }],
-      }).catch(() => undefined),
-    );
+    return startChild(approvalFollowUpWorkflow, {
+      workflowId: `${info.workflowId}:${id}:${info.runId}`,
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      args: [{ requestId: input.requestId, refs: [...refs], steps }],
+    }).catch(() => undefined);
+  };
+  /**
+   * Chat work in an abandoned child, so a slow chat never holds this run (or a client) up. Audit
+   * events are written by this run (close() waits for them): an auditor reading the store once the
+   * run is closed must find every event of it, which a child finishing later did not guarantee.
+   */
+  const followUp = (tag: string, steps: FollowUpStep[]) => {
+    if (!auditInRun) {
+      background.push(startFollowUp(tag, steps));
+      return;
+    }
+    const chat = steps.filter((s) => s.type !== 'audit');
+    steps.forEach((s, i) => {
+      if (s.type !== 'audit') return;
+      // Not cancellable: a run cancelled through Temporal still records what happened before.
+      background.push(
+        CancellationScope.nonCancellable(() => lifecycleAuditActivities.audit(input.requestId, s.kind, s.detail, s.actor).catch(() => startFollowUp(`${tag}-audit-${i}`, [s]))),
+      );
+    });
+    if (chat.length > 0) background.push(startFollowUp(tag, chat));
   };
 
   // Keep chat messages in step with partial progress (1/2 approvals, escalation, waiting count); best effort.

@@ -2,12 +2,13 @@
 // store and local channel: decisions are validated Updates, every attempt is audited.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Worker } from '@temporalio/worker';
 import { join } from 'node:path';
 import { LocalChannel } from '../../bots/local/local-channel.ts';
 import { cancelSignal, claimUpdate, joinSignal, leaveSignal, resultSignal, stateQuery, type ApprovalResult, type ClaimResult } from '../../workflows/definitions.ts';
 import { submitDecision } from '../../workflows/decide.ts';
 import { startApproval } from '../../workflows/start.ts';
-import { runWorker } from '../../workflows/worker.ts';
+import { runWorker, workflowBundle } from '../../workflows/worker.ts';
 import { approvalInput, configFor, eventually, startHarness, type Harness } from './harness.ts';
 
 let h: Harness;
@@ -76,6 +77,27 @@ describe('approval workflow', () => {
     const late = await decide(id, 'dave', 'approve');
     assert.equal(late.ok, false);
     assert.match(late.ok ? '' : late.error, /no longer pending \(rejected by bob\)/);
+  });
+
+  test('once the run has completed, its own audit events are in the store: an auditor needs no wait', async () => {
+    // Approved (the outcome, then the close once nothing is left to release) and rejected: each
+    // read at once after the result, as an auditor's query right after the run closed would.
+    const approved = await request();
+    assert.equal((await decide(approved.id, 'bob', 'approve')).ok, true);
+    assert.equal((await approved.handle.result()).outcome, 'approved');
+    const kinds = h.store.listAudit(approved.id).map((e) => e.kind);
+    assert.ok(kinds.includes('approval.outcome'), `approval.outcome missing at completion: ${kinds.join(', ')}`);
+    assert.ok(kinds.includes('approval.closed'), `approval.closed missing at completion: ${kinds.join(', ')}`);
+
+    const rejected = await request();
+    assert.equal((await decide(rejected.id, 'bob', 'reject', 'not during the freeze')).ok, true);
+    assert.equal((await rejected.handle.result()).outcome, 'rejected');
+    const outcome = h.store.listAudit(rejected.id).find((e) => e.kind === 'approval.outcome');
+    assert.equal(outcome?.detail.outcome, 'rejected');
+    assert.equal(outcome?.actor, 'bob');
+
+    // Written by the run itself now: the history replays deterministically with the same bundle.
+    await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, await approved.handle.fetchHistory(), approved.id);
   });
 
   test('the requester cannot approve their own request, and the refused attempt is audited', async () => {
