@@ -83,12 +83,13 @@ function tps(out: string): number {
   return Number(m[1]);
 }
 
+const TICK_US = 10_000; // USER_HZ is 100 on Linux
+
 /**
  * CPU time of this process's main thread so far, in microseconds (Linux: utime + stime of
  * /proc/self/task/<pid>/stat, in clock ticks of 10 ms, fine over a run of seconds); undefined
  * elsewhere. The main thread relays and decides; the audit writer has a thread of its own.
  */
-const TICK_US = 10_000; // USER_HZ is 100 on Linux
 function mainThreadCpuUs(): number | undefined {
   try {
     const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
