@@ -108,8 +108,8 @@ const TICKET_STATUSES: DemoTicket['status'][] = ['open', 'open', 'pending', 'clo
 const EPOCH = Date.UTC(2026, 0, 1);
 const DAY = 86_400_000;
 
-/** mulberry32: tiny, fast, good enough for sample data, and identical on every platform. */
-function prng(seed: number): () => number {
+/** mulberry32: tiny, fast, good enough for sample data, and identical on every platform (the tests' generated inputs use it too). */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -1,11 +1,2 @@
-/** Deterministic PRNG (mulberry32) for generated test inputs, so a failure names a reproducible seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32, the demo data's) for generated test inputs, so a failure names a reproducible seed. */
+export { prng as rng } from '../../gateway/demo/sample-data.ts';
