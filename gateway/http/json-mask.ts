@@ -562,20 +562,20 @@ class FieldScan {
     return false;
   }
 
-  #enter(): void {
+  /** Steps into an object or array; true when it is empty (`close` follows at once), which is then consumed too. */
+  #enter(close: number): boolean {
     if (++this.#depth > MAX_JSON_DEPTH) throw BAIL;
     this.#pos++;
     this.#ws();
+    if (this.#b[this.#pos] !== close) return false;
+    this.#pos++;
+    this.#depth--;
+    return true;
   }
 
   #object(states: number[] | null): void {
-    this.#enter();
+    if (this.#enter(0x7d)) return;
     const b = this.#b;
-    if (b[this.#pos] === 0x7d) {
-      this.#pos++;
-      this.#depth--;
-      return;
-    }
     for (;;) {
       if (b[this.#pos] !== 0x22) throw BAIL;
       const ka = this.#pos + 1;
@@ -624,13 +624,8 @@ class FieldScan {
   }
 
   #array(states: number[] | null): void {
-    this.#enter();
+    if (this.#enter(0x5d)) return;
     const b = this.#b;
-    if (b[this.#pos] === 0x5d) {
-      this.#pos++;
-      this.#depth--;
-      return;
-    }
     for (let i = 0; ; i++) {
       let child: number[] | null = null;
       if (states !== null) {
