@@ -205,18 +205,11 @@ export class WriteBatch {
   }
 
   /**
-   * Adds a buffer the batch may keep, like addOwned, but continues the open view when `b` starts
-   * right where it ends in the same memory (messages built one after another in a slab, see
-   * slab.ts), so a run of built messages is written as one slice, without a concatenation.
-   * Only for memory that is never written again.
-   */
-  addView(b: Buffer): void {
-    this.addRegion(b, 0, b.length);
-  }
-
-  /**
-   * addView() of buf[start, start + length) without a Buffer object for it (the masked CopyData
-   * messages, see CopyMasker.maskFrameRegion): same rules, same merging.
+   * Adds buf[start, start + length), memory the batch may keep, like addOwned, but continues the
+   * open view when it starts right where that ends in the same memory (messages built one after
+   * another in a slab, see slab.ts: the masked DataRow and CopyData messages, left in place by the
+   * maskers' region methods), so a run of built messages is written as one slice, without a
+   * concatenation and without a Buffer object per message. Only for memory never written again.
    */
   addRegion(buf: Buffer, start: number, length: number): void {
     const cur = this.curBuf;

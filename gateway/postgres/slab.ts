@@ -1,6 +1,6 @@
 // Bump allocator for messages the proxy builds on the result hot path (masked DataRow and
 // CopyData frames). Consecutive messages land next to each other in one slab, so the write batch
-// (WriteBatch.addView) merges a run of them into a single view and a chunk of masked rows reaches
+// (WriteBatch.addRegion) merges a run of them into a single view and a chunk of masked rows reaches
 // the socket without a per-row buffer or a concatenation copy.
 //
 // Safety: a region is handed out once and never written again (the position only moves forward;
