@@ -5,7 +5,7 @@
 // `--runs` times, interleaved (every target once per round), and the spread is reported.
 //   npm run bench:pg -- [--quick] [--seconds 8] [--clients 4] [--runs 3] [--rows 1000000]
 //                       [--targets direct,relay,pgbouncer,airlock,masked] [--protocols simple,prepared]
-//                       [--no-latency] [--no-export] [--out bench-results/pg.json]
+//                       [--no-latency] [--no-export] [--holds 100] [--out bench-results/pg.json]
 // Every target logs in as the same non-superuser role (bench_app), so Airlock's upstream is what a
 // deployment would use (no allowSuperuser) and every peer does the same work upstream.
 import { execFileSync, spawn } from 'node:child_process';
@@ -23,7 +23,7 @@ import { tokenSettings } from '../gateway/auth/settings.ts';
 import { mintToken } from '../gateway/auth/tokens.ts';
 import { loadConfig } from '../gateway/config/load.ts';
 import type { AirlockConfigInput } from '../gateway/config/schema.ts';
-import { FailClosedApprover } from '../gateway/approvals/approver.ts';
+import { type Approver, FailClosedApprover, type HoldOutcome, type HoldPosted, type HoldRequest, type HoldRequested } from '../gateway/approvals/approver.ts';
 import { startPostgres } from '../gateway/demo/embedded-postgres.ts';
 import { log } from '../gateway/log.ts';
 import { freePort } from '../gateway/net/free-port.ts';
@@ -42,6 +42,8 @@ const { values } = parseArgs({
     'no-export': { type: 'boolean', default: false },
     /** Only the export part (no pgbench throughput runs). */
     'no-tps': { type: 'boolean', default: false },
+    /** Statements held at once for the hold-cost phase (0: skip it). */
+    holds: { type: 'string' },
     out: { type: 'string', default: 'bench-results/pg.json' },
     /** Writes a V8 CPU profile of this process (where the gateways run) for each Airlock throughput run. */
     profile: { type: 'string' },
@@ -54,6 +56,7 @@ const runs = Number(values.runs ?? (quick ? '1' : '3'));
 const exportRows = Number(values.rows ?? (quick ? '100000' : '1000000'));
 const latencyStatements = Number(values.statements ?? (quick ? '2000' : '10000'));
 const clients = values.clients!;
+const holds = Number(values.holds ?? (quick ? '20' : '100'));
 const targets = values.targets!.split(',') as Target[];
 const protocols = values.protocols!.split(',');
 
@@ -111,6 +114,33 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+/**
+ * The hold-cost phase's approval backend: nobody answers, so each held statement waits on its live
+ * connection until its client goes away, as one nobody has decided yet. What is measured is the
+ * gateway's side of holding (the parked session, its client and upstream sockets, the wait); the
+ * Temporal workflow of a real hold runs on the worker and the Temporal server, not in the gateway.
+ */
+class UnansweredApprover implements Approver {
+  waiting = 0;
+  #n = 0;
+  async hold(req: HoldRequest, onPosted: (p: HoldPosted) => void, signal: AbortSignal, onRequested?: (p: HoldRequested) => void): Promise<HoldOutcome> {
+    const requestId = `bench-hold-${++this.#n}`;
+    this.waiting++;
+    onRequested?.({ requestId, channel: 'nobody', reattached: false });
+    onPosted({ requestId, channel: 'nobody', deadline: new Date(Date.now() + req.review.timeoutMs), reattached: false });
+    return new Promise((resolve) => {
+      const gone = () => {
+        this.waiting--;
+        resolve({ outcome: 'cancelled', requestId, reason: 'the client went away' });
+      };
+      if (signal.aborted) gone();
+      else signal.addEventListener('abort', gone, { once: true });
+    });
+  }
+  async reportResult(): Promise<void> {}
+  async sessionEnded(): Promise<void> {}
+}
 
 /** The ceiling for a Node proxy: bytes piped both ways, no parsing, noDelay like Airlock. */
 function startRelay(host: string, port: number): Promise<Server & { port: number }> {
@@ -184,17 +214,17 @@ try {
     }
   }
 
-  async function airlock(name: string, masking: AirlockConfigInput['masking']): Promise<Record<string, string>> {
+  async function airlock(name: string, masking: AirlockConfigInput['masking'], review?: { approver: Approver; rules: NonNullable<AirlockConfigInput['policy']>['rules'] }): Promise<Record<string, string>> {
     const cfg: AirlockConfigInput = {
       auth: { signingKey: { file: 'signing.key' } },
       store: { sqlite: `${name}.db` },
       connections: [{ name: 'bench', type: 'postgres', host: db.host, port: db.port, database: 'postgres', user: 'bench_app', password: { file: 'db.password' }, tls: 'disable' }],
-      policy: { profile: 'recommended' },
+      policy: { profile: 'recommended', ...(review ? { rules: review.rules } : {}) },
       masking,
     };
     writeFileSync(join(dir, `${name}.yaml`), stringify(cfg));
     const loaded = loadConfig(join(dir, `${name}.yaml`));
-    const gw = await startGateway(loaded, { approver: new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 } });
+    const gw = await startGateway(loaded, { approver: review?.approver ?? new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 } });
     cleanups.push(() => gw.close());
     const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] }, 3_600_000);
     const { host, port } = gw.listeners[0];
@@ -262,6 +292,43 @@ try {
     }
   }
 
+  // ------------------------------------------------------------------ hold cost
+  // pgbench -S through one gateway alone, then again while `holds` other sessions each have a
+  // statement held for approval on it (distinct statements, so none re-attaches to another's
+  // request), in interleaved rounds: what holding costs everyone else.
+  const holdTps: { without: number[]; with: number[] } = { without: [], with: [] };
+  if (holds > 0 && !values['no-tps']) {
+    const approver = new UnansweredApprover();
+    const env = await airlock('holding', undefined, {
+      approver,
+      rules: [{ name: 'bench-review-branches', match: { tables: ['public.pgbench_branches'], kinds: ['write'] }, action: 'review', review: { approvers: ['dba'], timeout: '1h' } }],
+    });
+    const until = async (what: string, ok: () => boolean) => {
+      for (let i = 0; !ok(); i++) {
+        if (i === 600) throw new Error(`hold-cost phase: timed out waiting for ${what} (${approver.waiting} waiting)`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await run('pgbench', ['-S', '-n', '-M', 'simple', '-c', clients, '-j', '2', '-T', '1'], env);
+    for (let i = 0; i < runs; i++) {
+      holdTps.without.push(tps(await run('pgbench', pgbenchRun('simple'), env)));
+      const held: pg.Client[] = [];
+      for (let k = 0; k < holds; k++) {
+        const c = new pg.Client({ host: env.PGHOST, port: Number(env.PGPORT), user: env.PGUSER, password: env.PGPASSWORD, database: env.PGDATABASE });
+        c.on('error', () => undefined);
+        await c.connect();
+        c.query(`UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = ${k + 1}`).catch(() => undefined);
+        held.push(c);
+      }
+      await until(`${holds} statements to be held`, () => approver.waiting === holds);
+      holdTps.with.push(tps(await run('pgbench', pgbenchRun('simple'), env)));
+      if (approver.waiting !== holds) throw new Error(`hold-cost phase: ${approver.waiting} of ${holds} statements were still held at the end of the run`);
+      await Promise.all(held.map((c) => c.end().catch(() => undefined)));
+      await until('the held statements to be given up', () => approver.waiting === 0);
+      process.stderr.write(`  holds round ${i + 1}/${runs}: ${holdTps.without[i].toFixed(0)} tps alone, ${holdTps.with[i].toFixed(0)} tps with ${holds} held\n`);
+    }
+  }
+
   // ------------------------------------------------------------------ latency at one client
   const latency: Record<string, Partial<Record<Target, { p50: number; p99: number; mean: number }>>> = {};
   if (!values['no-latency']) {
@@ -326,6 +393,8 @@ try {
     exportMaskedVsUnmasked: {} as Record<string, number | undefined>,
     /** CPU time of this process (the gateway) during each export through Airlock, milliseconds. */
     exportProxyCpuMs: exportCpuMs,
+    /** pgbench -S (simple) through one gateway alone and while `holds` statements are held on it (goal: >= 0.95). */
+    holdCost: holdTps.with.length > 0 ? { holds, tpsAlone: holdTps.without, tpsWithHolds: holdTps.with, ratio: ratio(median(holdTps.with), median(holdTps.without)) } : undefined,
   };
   for (const protocol of Object.keys(results)) {
     const m: Partial<Record<Target, number>> = {};
@@ -395,6 +464,10 @@ try {
   for (const way of Object.keys(exportTimes)) {
     const e = exportTimes[way];
     console.log(`\nexport of ${exportRows} rows by ${way}: ${Object.entries(e).map(([t, s]) => `${t} ${s!.toFixed(2)} s`).join(', ')}; masked/unmasked through Airlock ${summary.exportMaskedVsUnmasked[way] ?? '-'}; proxy CPU ${Object.entries(exportCpuMs[way] ?? {}).map(([t, ms]) => `${t} ${ms} ms`).join(', ')}`);
+  }
+  if (summary.holdCost) {
+    const h = summary.holdCost;
+    console.log(`\nhold cost: pgbench -S through Airlock with ${holds} statements held on it: ${f(median(h.tpsWithHolds))} tps, alone ${f(median(h.tpsAlone))} tps: ${h.ratio} of alone (goal >= 0.95)`);
   }
   mkdirSync(dirname(values.out!), { recursive: true });
   writeFileSync(values.out!, `${JSON.stringify(summary, null, 2)}\n`);
