@@ -18,4 +18,4 @@ case "$tier" in
 esac
 [ "${#files[@]}" -gt 0 ] || { echo "no test files for tier $tier" >&2; exit 1; }
 [ "$tier" = unit ] || bash scripts/setup.sh
-exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 --test-force-exit "${files[@]}"
+exec node --import tsx --import "$PWD/test/support/blocking-stdout.mjs" --test --test-concurrency=2 --test-timeout=600000 --test-force-exit "${files[@]}"

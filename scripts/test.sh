@@ -7,4 +7,4 @@ bash scripts/setup.sh
 npx tsc --noEmit -p tsconfig.json
 npx biome lint
 mapfile -t files < <(find test -name '*.test.ts' | sort)
-exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 --test-force-exit "${files[@]}"
+exec node --import tsx --import "$PWD/test/support/blocking-stdout.mjs" --test --test-concurrency=2 --test-timeout=600000 --test-force-exit "${files[@]}"
