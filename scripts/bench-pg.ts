@@ -4,8 +4,10 @@
 // absolute TPS depends on the machine and on what else it is doing. Each TPS configuration runs
 // `--runs` times, interleaved (every target once per round), and the spread is reported.
 //   npm run bench:pg -- [--quick] [--seconds 8] [--clients 4] [--runs 3] [--rows 1000000]
-//                       [--targets direct,relay,pgbouncer,airlock,masked] [--protocols simple,prepared]
+//                       [--targets direct,relay,pgbouncer,airlock,masked[,unrecorded]] [--protocols simple,prepared]
 //                       [--no-latency] [--no-export] [--holds 100] [--out bench-results/pg.json]
+// `unrecorded` (diagnostic, never a deployment): Airlock whose store drops operation records, so the
+// run shows what the audit record itself costs on this machine (sessions are still recorded).
 // Every target logs in as the same non-superuser role (bench_app), so Airlock's upstream is what a
 // deployment would use (no allowSuperuser) and every peer does the same work upstream.
 import { execFileSync, spawn } from 'node:child_process';
@@ -27,6 +29,7 @@ import { type Approver, FailClosedApprover, type HoldOutcome, type HoldPosted, t
 import { startPostgres } from '../gateway/demo/embedded-postgres.ts';
 import { log } from '../gateway/log.ts';
 import { freePort } from '../gateway/net/free-port.ts';
+import { openStore } from '../gateway/recording/open.ts';
 
 const { values } = parseArgs({
   options: {
@@ -60,14 +63,17 @@ const holds = Number(values.holds ?? (quick ? '20' : '100'));
 const targets = values.targets!.split(',') as Target[];
 const protocols = values.protocols!.split(',');
 
-type Target = 'direct' | 'relay' | 'pgbouncer' | 'airlock' | 'masked';
+type Target = 'direct' | 'relay' | 'pgbouncer' | 'airlock' | 'masked' | 'unrecorded';
 const LABEL: Record<Target, string> = {
   direct: 'direct PostgreSQL',
   relay: 'bare Node relay',
   pgbouncer: 'PgBouncer (session)',
   airlock: 'Airlock, policy on',
   masked: 'Airlock, masking',
+  unrecorded: 'Airlock, no op. record',
 };
+/** The targets that run in this process (their CPU per statement is measured). */
+const IN_PROCESS: readonly Target[] = ['relay', 'airlock', 'masked', 'unrecorded'];
 
 function run(cmd: string, args: string[], env: Record<string, string>, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -214,7 +220,12 @@ try {
     }
   }
 
-  async function airlock(name: string, masking: AirlockConfigInput['masking'], review?: { approver: Approver; rules: NonNullable<AirlockConfigInput['policy']>['rules'] }): Promise<Record<string, string>> {
+  async function airlock(
+    name: string,
+    masking: AirlockConfigInput['masking'],
+    review?: { approver: Approver; rules: NonNullable<AirlockConfigInput['policy']>['rules'] },
+    dropOperationRecords = false,
+  ): Promise<Record<string, string>> {
     const cfg: AirlockConfigInput = {
       auth: { signingKey: { file: 'signing.key' } },
       store: { sqlite: `${name}.db` },
@@ -224,13 +235,19 @@ try {
     };
     writeFileSync(join(dir, `${name}.yaml`), stringify(cfg));
     const loaded = loadConfig(join(dir, `${name}.yaml`));
-    const gw = await startGateway(loaded, { approver: review?.approver ?? new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 } });
-    cleanups.push(() => gw.close());
+    // The diagnostic store: the gateway's own (writer thread), minus the per-statement record.
+    const store = dropOperationRecords ? Object.assign(openStore(loaded, { writerThread: true }), { recordOperation: () => {} }) : undefined;
+    const gw = await startGateway(loaded, { approver: review?.approver ?? new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 }, ...(store ? { store } : {}) });
+    cleanups.push(async () => {
+      await gw.close();
+      store?.close();
+    });
     const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] }, 3_600_000);
     const { host, port } = gw.listeners[0];
     return { PGHOST: host, PGPORT: String(port), PGUSER: 'bench', PGPASSWORD: token, PGDATABASE: 'bench' };
   }
   if (targets.includes('airlock')) envs.airlock = await airlock('plain', undefined);
+  if (targets.includes('unrecorded')) envs.unrecorded = await airlock('unrecorded', undefined, undefined, true);
   // Masks the selected column itself, so every DataRow is rewritten (the worst case for -S), and
   // runs the email detector over every text value.
   if (targets.includes('masked')) {
@@ -261,7 +278,7 @@ try {
     for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
     for (let i = 0; i < runs; i++) {
       for (const t of active) {
-        const profiling = values.profile && (t === 'airlock' || t === 'masked') ? new Inspector() : undefined;
+        const profiling = values.profile && IN_PROCESS.includes(t) && t !== 'relay' ? new Inspector() : undefined;
         if (profiling) {
           profiling.connect();
           await profiling.post('Profiler.enable');
@@ -275,7 +292,7 @@ try {
         const v = tps(out);
         // The relay and the gateways run in this process: its CPU time per statement is their cost,
         // a figure far less sensitive to other load on a shared machine than TPS.
-        if (t === 'relay' || t === 'airlock' || t === 'masked') {
+        if (IN_PROCESS.includes(t)) {
           (cpuUs[protocol][t] ??= []).push((cpu.user + cpu.system) / transactions(out));
           (cpuUserUs[protocol][t] ??= []).push(cpu.user / transactions(out));
           if (main0 !== undefined && main1 !== undefined) (cpuMainUs[protocol][t] ??= []).push((main1 - main0) / transactions(out));
@@ -310,8 +327,8 @@ try {
       }
     };
     await run('pgbench', ['-S', '-n', '-M', 'simple', '-c', clients, '-j', '2', '-T', '1'], env);
-    for (let i = 0; i < runs; i++) {
-      holdTps.without.push(tps(await run('pgbench', pgbenchRun('simple'), env)));
+    const alone = async () => holdTps.without.push(tps(await run('pgbench', pgbenchRun('simple'), env)));
+    const whileHolding = async () => {
       const held: pg.Client[] = [];
       for (let k = 0; k < holds; k++) {
         const c = new pg.Client({ host: env.PGHOST, port: Number(env.PGPORT), user: env.PGUSER, password: env.PGPASSWORD, database: env.PGDATABASE });
@@ -325,6 +342,17 @@ try {
       if (approver.waiting !== holds) throw new Error(`hold-cost phase: ${approver.waiting} of ${holds} statements were still held at the end of the run`);
       await Promise.all(held.map((c) => c.end().catch(() => undefined)));
       await until('the held statements to be given up', () => approver.waiting === 0);
+    };
+    for (let i = 0; i < runs; i++) {
+      // Alternate which of the pair runs first: the host's speed drifts between runs (by 15 % here),
+      // and a fixed order would put that drift into the ratio.
+      if (i % 2 === 0) {
+        await alone();
+        await whileHolding();
+      } else {
+        await whileHolding();
+        await alone();
+      }
       process.stderr.write(`  holds round ${i + 1}/${runs}: ${holdTps.without[i].toFixed(0)} tps alone, ${holdTps.with[i].toFixed(0)} tps with ${holds} held\n`);
     }
   }
@@ -427,6 +455,7 @@ try {
       'masked/direct': ratio(m.masked, m.direct),
       'masked/relay': ratio(m.masked, m.relay),
       'masked/pgbouncer': ratio(m.masked, m.pgbouncer),
+      ...(m.unrecorded ? { 'unrecorded/relay': ratio(m.unrecorded, m.relay), 'unrecorded/pgbouncer': ratio(m.unrecorded, m.pgbouncer) } : {}),
     };
     const l = latency[protocol];
     if (l?.direct) {
@@ -437,6 +466,7 @@ try {
         'airlock p99': l.airlock && l.airlock.p99 - l.direct.p99,
         'masked p50': l.masked && l.masked.p50 - l.direct.p50,
         'masked p99': l.masked && l.masked.p99 - l.direct.p99,
+        ...(l.unrecorded ? { 'unrecorded p50': l.unrecorded.p50 - l.direct.p50, 'unrecorded p99': l.unrecorded.p99 - l.direct.p99 } : {}),
       };
     }
   }
