@@ -72,8 +72,10 @@ const LABEL: Record<Target, string> = {
   masked: 'Airlock, masking',
   unrecorded: 'Airlock, no op. record',
 };
+/** The gateways under test (profiled with `--profile`). */
+const GATEWAYS: readonly Target[] = ['airlock', 'masked', 'unrecorded'];
 /** The targets that run in this process (their CPU per statement is measured). */
-const IN_PROCESS: readonly Target[] = ['relay', 'airlock', 'masked', 'unrecorded'];
+const IN_PROCESS: readonly Target[] = ['relay', ...GATEWAYS];
 
 function run(cmd: string, args: string[], env: Record<string, string>, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -278,7 +280,7 @@ try {
     for (const t of active) await run('pgbench', ['-S', '-n', '-M', protocol, '-c', clients, '-j', '2', '-T', '1'], envs[t]!);
     for (let i = 0; i < runs; i++) {
       for (const t of active) {
-        const profiling = values.profile && IN_PROCESS.includes(t) && t !== 'relay' ? new Inspector() : undefined;
+        const profiling = values.profile && GATEWAYS.includes(t) ? new Inspector() : undefined;
         if (profiling) {
           profiling.connect();
           await profiling.post('Profiler.enable');
