@@ -143,15 +143,9 @@ describe('TemporalApprover', () => {
     assert.equal((await submitDecision(h.temporal.client, h.store, h.sign({ requestId: id, approver: 'bob', approverGroups: ['dba'], decision: 'reject', reason: 'not now', via: 'test' }))).ok, true);
     assert.deepEqual(await first, { outcome: 'rejected', requestId: id, by: 'bob', reason: 'not now' });
 
-    // A hold that joins a spent run while it completes (the third hold below joins the
-    // approved-once run as it closes) waits for that run to close, then asks afresh. When the join
-    // lands on the completing workflow task, Temporal can redeliver the run's next task only after
-    // the task timeout (10 s; seen once in CI with the SDK's "leftover buffered tasks when evicting
-    // run"), so the new request may take that long to be posted.
-    const JOIN_CLOSING_RUN_MS = 30_000;
     let again: HoldPosted | undefined;
     const second = approver.hold(req, (p) => (again = p), new AbortController().signal);
-    await eventually(() => again, JOIN_CLOSING_RUN_MS, 'second request posted');
+    await eventually(() => again, 10_000, 'second request posted');
     assert.equal(again?.requestId, id);
     assert.equal(again?.reattached, false);
     assert.equal(h.local.get(id)?.request.view.status, 'pending');
@@ -159,7 +153,12 @@ describe('TemporalApprover', () => {
     assert.equal((await second).outcome, 'approved');
     await approver.reportResult({ requestId: id, summary: 'UPDATE 1' });
 
-    // Approved once (the default): the same statement again needs a new approval.
+    // Approved once (the default): the same statement again needs a new approval. This hold joins
+    // the approved-once run as it closes, waits for it to close, then asks afresh. When the join
+    // lands on the completing workflow task, Temporal can redeliver the run's next task only after
+    // the task timeout (10 s; seen once in CI with the SDK's "leftover buffered tasks when evicting
+    // run"), so the new request may take that long to be posted.
+    const JOIN_CLOSING_RUN_MS = 30_000;
     let third: HoldPosted | undefined;
     const p3 = approver.hold(req, (p) => (third = p), new AbortController().signal);
     await eventually(() => third, JOIN_CLOSING_RUN_MS, 'third request posted');
