@@ -4,10 +4,18 @@
 // absolute TPS depends on the machine and on what else it is doing. Each TPS configuration runs
 // `--runs` times, interleaved (every target once per round), and the spread is reported.
 //   npm run bench:pg -- [--quick] [--seconds 8] [--clients 4] [--runs 3] [--rows 1000000]
-//                       [--targets direct,relay,pgbouncer,airlock,masked[,unrecorded]] [--protocols simple,prepared]
+//                       [--targets direct,relay,pgbouncer,airlock,masked[,unrecorded,unstored,segment]] [--protocols simple,prepared]
 //                       [--no-latency] [--no-export] [--holds 100] [--out bench-results/pg.json]
 // `unrecorded` (diagnostic, never a deployment): Airlock whose store drops operation records, so the
 // run shows what the audit record itself costs on this machine (sessions are still recorded).
+// `unstored` (diagnostic too): Airlock that computes each operation record in full on the relaying
+// thread (redaction, the chain entry's canonical JSON and its SHA-256 after the previous one) and
+// then drops it: no hand-over, no SQLite. The ceiling of any audit storage that keeps a redacted,
+// hash-chained record per statement, however it writes it.
+// `segment` (a prototype, never a deployment): Airlock whose operation records are handed over like
+// the writer thread's (every 2 ms) to a thread that computes them as the store does and appends
+// them to a file, one write per batch (bench-segment-thread.ts): what a segment-file audit store's
+// hot path would cost, before any projection into queryable tables.
 // Every target logs in as the same non-superuser role (bench_app), so Airlock's upstream is what a
 // deployment would use (no allowSuperuser) and every peer does the same work upstream.
 import { execFileSync, spawn } from 'node:child_process';
@@ -18,6 +26,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Session as Inspector } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { startGateway } from '../gateway/app.ts';
@@ -29,7 +38,10 @@ import { type Approver, FailClosedApprover, type HoldOutcome, type HoldPosted, t
 import { startPostgres } from '../gateway/demo/embedded-postgres.ts';
 import { log } from '../gateway/log.ts';
 import { freePort } from '../gateway/net/free-port.ts';
+import { entryHash, entryText, GENESIS_HASH } from '../gateway/recording/chain.ts';
 import { openStore } from '../gateway/recording/open.ts';
+import { operationData } from '../gateway/recording/sqlite-store.ts';
+import type { OperationRecord } from '../gateway/recording/store.ts';
 
 const { values } = parseArgs({
   options: {
@@ -63,7 +75,7 @@ const holds = Number(values.holds ?? (quick ? '20' : '100'));
 const targets = values.targets!.split(',') as Target[];
 const protocols = values.protocols!.split(',');
 
-type Target = 'direct' | 'relay' | 'pgbouncer' | 'airlock' | 'masked' | 'unrecorded';
+type Target = 'direct' | 'relay' | 'pgbouncer' | 'airlock' | 'masked' | 'unrecorded' | 'unstored' | 'segment';
 const LABEL: Record<Target, string> = {
   direct: 'direct PostgreSQL',
   relay: 'bare Node relay',
@@ -71,11 +83,42 @@ const LABEL: Record<Target, string> = {
   airlock: 'Airlock, policy on',
   masked: 'Airlock, masking',
   unrecorded: 'Airlock, no op. record',
+  unstored: 'Airlock, record not stored',
+  segment: 'Airlock, segment prototype',
 };
 /** The gateways under test (profiled with `--profile`). */
-const GATEWAYS: readonly Target[] = ['airlock', 'masked', 'unrecorded'];
+const GATEWAYS: readonly Target[] = ['airlock', 'masked', 'unrecorded', 'unstored', 'segment'];
 /** The targets that run in this process (their CPU per statement is measured). */
 const IN_PROCESS: readonly Target[] = ['relay', ...GATEWAYS];
+
+/** The `segment` prototype's hand-over: batched like ThreadedSqliteStore's (every 2 ms, at most 512). */
+function segmentWriter(path: string): { recordOperation(op: OperationRecord): void; close(): Promise<void> } {
+  const thread = new Worker(new URL('./bench-segment-thread.mjs', import.meta.url), { workerData: { path } });
+  thread.unref();
+  let batch: OperationRecord[] = [];
+  let scheduled = false;
+  const handOver = () => {
+    scheduled = false;
+    if (batch.length === 0) return;
+    thread.postMessage(batch);
+    batch = [];
+  };
+  return {
+    recordOperation(op) {
+      batch.push(op);
+      if (batch.length >= 512) handOver();
+      else if (!scheduled) {
+        scheduled = true;
+        setTimeout(handOver, 2).unref();
+      }
+    },
+    async close() {
+      handOver();
+      thread.postMessage('close');
+      await new Promise((resolve) => thread.once('exit', resolve));
+    },
+  };
+}
 
 function run(cmd: string, args: string[], env: Record<string, string>, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -226,7 +269,7 @@ try {
     name: string,
     masking: AirlockConfigInput['masking'],
     review?: { approver: Approver; rules: NonNullable<AirlockConfigInput['policy']>['rules'] },
-    dropOperationRecords = false,
+    operationRecords: 'stored' | 'dropped' | 'computed' | 'segment' = 'stored',
   ): Promise<Record<string, string>> {
     const cfg: AirlockConfigInput = {
       auth: { signingKey: { file: 'signing.key' } },
@@ -237,19 +280,35 @@ try {
     };
     writeFileSync(join(dir, `${name}.yaml`), stringify(cfg));
     const loaded = loadConfig(join(dir, `${name}.yaml`));
-    // The diagnostic store: the gateway's own (writer thread), minus the per-statement record.
-    const store = dropOperationRecords ? Object.assign(openStore(loaded, { writerThread: true }), { recordOperation: () => {} }) : undefined;
+    // The diagnostic stores: the gateway's own (writer thread), minus the per-statement record
+    // ('dropped'), or with the record computed here exactly as the writer would and then dropped
+    // ('computed'), or handed to the segment prototype ('segment').
+    let head = GENESIS_HASH;
+    let entries = 0;
+    const segment = operationRecords === 'segment' ? segmentWriter(join(dir, `${name}.segment`)) : undefined;
+    const recordOperation =
+      segment?.recordOperation ??
+      (operationRecords === 'dropped'
+        ? () => {}
+        : (op: OperationRecord) => {
+            const data = operationData(op);
+            head = entryHash(head, entryText(++entries, 'operation', data.at, data));
+          });
+    const store = operationRecords === 'stored' ? undefined : Object.assign(openStore(loaded, { writerThread: true }), { recordOperation });
     const gw = await startGateway(loaded, { approver: review?.approver ?? new FailClosedApprover(), postgres: { host: '127.0.0.1', port: 0 }, ...(store ? { store } : {}) });
     cleanups.push(async () => {
       await gw.close();
       store?.close();
+      await segment?.close();
     });
     const token = await mintToken(tokenSettings(loaded), { name: 'bench', groups: [] }, 3_600_000);
     const { host, port } = gw.listeners[0];
     return { PGHOST: host, PGPORT: String(port), PGUSER: 'bench', PGPASSWORD: token, PGDATABASE: 'bench' };
   }
   if (targets.includes('airlock')) envs.airlock = await airlock('plain', undefined);
-  if (targets.includes('unrecorded')) envs.unrecorded = await airlock('unrecorded', undefined, undefined, true);
+  if (targets.includes('unrecorded')) envs.unrecorded = await airlock('unrecorded', undefined, undefined, 'dropped');
+  if (targets.includes('unstored')) envs.unstored = await airlock('unstored', undefined, undefined, 'computed');
+  if (targets.includes('segment')) envs.segment = await airlock('segment', undefined, undefined, 'segment');
   // Masks the selected column itself, so every DataRow is rewritten (the worst case for -S), and
   // runs the email detector over every text value.
   if (targets.includes('masked')) {
@@ -458,6 +517,8 @@ try {
       'masked/relay': ratio(m.masked, m.relay),
       'masked/pgbouncer': ratio(m.masked, m.pgbouncer),
       ...(m.unrecorded ? { 'unrecorded/relay': ratio(m.unrecorded, m.relay), 'unrecorded/pgbouncer': ratio(m.unrecorded, m.pgbouncer) } : {}),
+      ...(m.unstored ? { 'unstored/relay': ratio(m.unstored, m.relay), 'unstored/pgbouncer': ratio(m.unstored, m.pgbouncer) } : {}),
+      ...(m.segment ? { 'segment/relay': ratio(m.segment, m.relay), 'segment/pgbouncer': ratio(m.segment, m.pgbouncer) } : {}),
     };
     const l = latency[protocol];
     if (l?.direct) {
@@ -469,6 +530,8 @@ try {
         'masked p50': l.masked && l.masked.p50 - l.direct.p50,
         'masked p99': l.masked && l.masked.p99 - l.direct.p99,
         ...(l.unrecorded ? { 'unrecorded p50': l.unrecorded.p50 - l.direct.p50, 'unrecorded p99': l.unrecorded.p99 - l.direct.p99 } : {}),
+        ...(l.unstored ? { 'unstored p50': l.unstored.p50 - l.direct.p50, 'unstored p99': l.unstored.p99 - l.direct.p99 } : {}),
+        ...(l.segment ? { 'segment p50': l.segment.p50 - l.direct.p50, 'segment p99': l.segment.p99 - l.direct.p99 } : {}),
       };
     }
   }
